@@ -1,0 +1,221 @@
+//! The main job: the notebook's comparison (naive / im2col / strided, forward
+//! and backward) on its workload, or on any suite row or geometry, each
+//! algorithm validated against the naive reference before it is timed.
+
+mod args;
+mod timing;
+
+use gemmconv::ndarray::{Array1, Array4};
+use gemmconv::{Algorithm, Conv2d, Element, Gradients, conv2d, conv2d_backward};
+use rand::{RngExt, SeedableRng};
+use std::process::ExitCode;
+use std::time::Duration;
+use timing::{Timing, format_seconds, timeit};
+
+/// The notebook's published `%timeit` figures (numpy, float64, another
+/// machine), forward and backward, in seconds.
+const NOTEBOOK: [(Algorithm, f64, f64); 3] = [
+    (Algorithm::Naive, 484e-3, 132e-3),
+    (Algorithm::Im2col, 28.4e-3, 66.2e-3),
+    (Algorithm::Strided, 3.63e-3, 19.6e-3),
+];
+
+/// Problems above this many forward FLOPs only time naive when asked to.
+const NAIVE_TIMING_LIMIT: u64 = 200_000_000;
+
+fn main() -> ExitCode {
+    let options = match args::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            return if message == args::USAGE {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+    if let Some(threads) = options.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+        {
+            eprintln!("cannot set up {threads} threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let result = if options.double {
+        run::<f64>(&options)
+    } else {
+        run::<f32>(&options)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Problem<T: Element> {
+    x: Array4<T>,
+    w: Array4<T>,
+    b: Option<Array1<T>>,
+    dy: Array4<T>,
+}
+
+fn problem<T: Element>(options: &args::Options) -> Result<Problem<T>, String> {
+    let spec = &options.spec;
+    let out = spec
+        .output_shape(options.input)
+        .map_err(|e| e.to_string())?;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0);
+    let x = if options.notebook {
+        // np.arange(28*28*16).reshape(16,1,28,28)
+        Array4::from_shape_fn(options.input, |(n, c, h, w)| {
+            let [_, cs, hs, ws] = options.input;
+            T::from_f64((((n * cs + c) * hs + h) * ws + w) as f64)
+        })
+    } else {
+        Array4::from_shape_simple_fn(options.input, || T::from_f64(rng.random_range(-1.0..1.0)))
+    };
+    let layer = Conv2d::<T>::new_kaiming(spec.clone(), &mut rng).map_err(|e| e.to_string())?;
+    let b = spec.has_bias().then(|| {
+        Array1::from_shape_simple_fn(spec.out_channels(), || {
+            T::from_f64(rng.random_range(-1.0..1.0))
+        })
+    });
+    let dy = Array4::from_shape_simple_fn(out, || T::from_f64(rng.random_range(-1.0..1.0)));
+    Ok(Problem {
+        x,
+        w: layer.weight().clone(),
+        b,
+        dy,
+    })
+}
+
+fn relative_error<T: Element, D: gemmconv::ndarray::Dimension>(
+    got: &gemmconv::ndarray::Array<T, D>,
+    want: &gemmconv::ndarray::Array<T, D>,
+) -> f64 {
+    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.into_f64().abs()));
+    let diff = got.iter().zip(want).fold(0.0f64, |m, (a, b)| {
+        m.max((a.into_f64() - b.into_f64()).abs())
+    });
+    diff / scale
+}
+
+fn run<T: Element>(options: &args::Options) -> Result<(), String> {
+    let spec = &options.spec;
+    let p = problem::<T>(options)?;
+    let out = spec
+        .output_shape(options.input)
+        .map_err(|e| e.to_string())?;
+    let [_, c_in_g, kh, kw] = spec.weight_shape();
+    let fwd_flops = 2.0 * out.iter().product::<usize>() as f64 * (c_in_g * kh * kw) as f64;
+    println!("gemmconv: {}", options.title);
+    println!("  input {:?} -> output {:?}, {spec:?}", options.input, out);
+    println!(
+        "  {}, {} threads, GEMM: {}, forward {:.4} GFLOP, backward {:.4} GFLOP",
+        T::NAME,
+        rayon::current_num_threads(),
+        gemmconv::gemm_backend(),
+        fwd_flops / 1e9,
+        2.0 * fwd_flops / 1e9
+    );
+
+    let bias = p.b.as_ref().map(|b| b.view());
+    let y_ref =
+        conv2d(p.x.view(), p.w.view(), bias, spec, Algorithm::Naive).map_err(|e| e.to_string())?;
+    let dy = if options.notebook {
+        y_ref.clone()
+    } else {
+        p.dy.clone()
+    };
+    let g_ref = conv2d_backward(p.x.view(), p.w.view(), dy.view(), spec, Algorithm::Naive)
+        .map_err(|e| e.to_string())?;
+    let tolerance = if T::NAME == "f32" { 1e-4 } else { 1e-10 };
+
+    let asked = options.algorithms.clone();
+    let algorithms = asked.clone().unwrap_or_else(|| {
+        Algorithm::ALL
+            .into_iter()
+            .filter(|&a| a != Algorithm::Naive || fwd_flops < NAIVE_TIMING_LIMIT as f64)
+            .collect()
+    });
+    let mut results: Vec<(Algorithm, Timing, Timing)> = Vec::new();
+    for algo in algorithms {
+        let y = conv2d(p.x.view(), p.w.view(), bias, spec, algo).map_err(|e| e.to_string())?;
+        let g: Gradients<T> = conv2d_backward(p.x.view(), p.w.view(), dy.view(), spec, algo)
+            .map_err(|e| e.to_string())?;
+        let errors = [
+            relative_error(&y, &y_ref),
+            relative_error(&g.dx, &g_ref.dx),
+            relative_error(&g.dw, &g_ref.dw),
+            relative_error(&g.db, &g_ref.db),
+        ];
+        let worst = errors.iter().cloned().fold(0.0, f64::max);
+        println!(
+            "  {:8} agrees with naive: max relative error {worst:.1e} (y {:.1e}, dx {:.1e}, dw {:.1e}, db {:.1e})",
+            algo.name(),
+            errors[0],
+            errors[1],
+            errors[2],
+            errors[3]
+        );
+        if worst > tolerance {
+            return Err(format!(
+                "{} disagrees with naive beyond {tolerance:e}; not timing it",
+                algo.name()
+            ));
+        }
+        let mut layer = Conv2d::from_weights(spec.clone(), p.w.clone(), p.b.clone())
+            .map_err(|e| e.to_string())?
+            .with_algorithm(algo);
+        let target = Duration::from_millis(200);
+        let fwd = timeit(options.runs, target, || {
+            std::hint::black_box(layer.forward(p.x.view()).expect("validated above"));
+        });
+        let bwd = timeit(options.runs, target, || {
+            std::hint::black_box(layer.backward(dy.view()).expect("validated above"));
+        });
+        results.push((algo, fwd, bwd));
+    }
+
+    println!();
+    let naive = results
+        .iter()
+        .find(|r| r.0 == Algorithm::Naive)
+        .map(|r| (r.1.mean(), r.2.mean()));
+    for (pass, pick, flops) in [
+        ("forward", 0usize, fwd_flops),
+        ("backward (dx, dw, db)", 1, 2.0 * fwd_flops),
+    ] {
+        println!("{pass}:");
+        for (algo, fwd, bwd) in &results {
+            let t = if pick == 0 { fwd } else { bwd };
+            let mut line = format!(
+                "  {:8} {t}  {:7.2} GFLOP/s",
+                algo.name(),
+                flops / t.mean() / 1e9
+            );
+            if let Some(naive) = naive {
+                let base = if pick == 0 { naive.0 } else { naive.1 };
+                line += &format!("  {:7.1}x naive", base / t.mean());
+            }
+            if options.notebook {
+                let published = NOTEBOOK.iter().find(|n| n.0 == *algo).expect("all listed");
+                let base = if pick == 0 { published.1 } else { published.2 };
+                line += &format!(
+                    "  {:7.1}x the notebook's {} ({})",
+                    base / t.mean(),
+                    algo.name(),
+                    format_seconds(base)
+                );
+            }
+            println!("{line}");
+        }
+    }
+    Ok(())
+}

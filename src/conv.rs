@@ -1,0 +1,205 @@
+//! The functional API: `conv2d` and `conv2d_backward` on any ndarray views.
+
+use crate::algo::{self, Algorithm, GradientsMut};
+use crate::element::Element;
+use crate::error::{ConvError, Operand};
+use crate::spec::{Conv2dSpec, Geometry};
+use crate::workspace::Workspace;
+use ndarray::{Array1, Array4, ArrayView, ArrayView1, ArrayView4, Dimension, Ix4};
+
+/// The gradients of a convolution's inputs, from [`conv2d_backward`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gradients<T> {
+    /// Gradient of the input, shaped like the input.
+    pub dx: Array4<T>,
+    /// Gradient of the weight, shaped like the weight.
+    pub dw: Array4<T>,
+    /// Gradient of the bias, `[out_channels]` (the sum of the output
+    /// gradient over batch and pixels, given whether or not the spec has a bias).
+    pub db: Array1<T>,
+}
+
+/// A view as rank 4, or the rank error naming `operand`.
+pub(crate) fn rank4<'a, T, D: Dimension>(
+    view: ArrayView<'a, T, D>,
+    operand: Operand,
+) -> Result<ArrayView4<'a, T>, ConvError> {
+    let shape = view.shape().to_vec();
+    view.into_dimensionality::<Ix4>()
+        .map_err(|_| ConvError::Rank {
+            operand,
+            expected: 4,
+            got: shape.len(),
+            shape,
+        })
+}
+
+fn expect_shape(operand: Operand, expected: &[usize], got: &[usize]) -> Result<(), ConvError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(ConvError::ShapeMismatch {
+            operand,
+            expected: expected.to_vec(),
+            got: got.to_vec(),
+        })
+    }
+}
+
+/// Validates input and weight against the spec and resolves the geometry.
+pub(crate) fn resolve<T>(
+    x: &ArrayView4<'_, T>,
+    w: &ArrayView4<'_, T>,
+    spec: &Conv2dSpec,
+) -> Result<Geometry, ConvError> {
+    let [n, c, h, wd] = [x.dim().0, x.dim().1, x.dim().2, x.dim().3];
+    let g = Geometry::new(spec, [n, c, h, wd])?;
+    expect_shape(Operand::Weight, &g.weight_shape(), w.shape())?;
+    Ok(g)
+}
+
+pub(crate) fn check_bias<T>(
+    bias: Option<&ArrayView1<'_, T>>,
+    spec: &Conv2dSpec,
+) -> Result<(), ConvError> {
+    match bias {
+        Some(_) if !spec.has_bias() => Err(ConvError::BiasPresence { expected: false }),
+        None if spec.has_bias() => Err(ConvError::BiasPresence { expected: true }),
+        Some(b) => expect_shape(Operand::Bias, &[spec.out_channels()], b.shape()),
+        None => Ok(()),
+    }
+}
+
+/// The forward pass: `y = x ⋆ w + b`, PyTorch `Conv2d` semantics
+/// (cross-correlation, NCHW, weight `[c_out, c_in/groups, kh, kw]`).
+///
+/// `x` and `w` may be views of any layout (sliced, transposed) and of any
+/// dimension type; rank 4 is checked at run time. `bias` must be given
+/// exactly when `spec.has_bias()`.
+///
+/// ```
+/// use gemmconv::{conv2d, Algorithm, Conv2dSpec};
+/// use gemmconv::ndarray::{Array1, Array4};
+///
+/// let spec = Conv2dSpec::new(1, 2, (2, 2));
+/// let x = Array4::from_shape_fn((1, 1, 3, 3), |(_, _, h, w)| (3 * h + w) as f64);
+/// let w = Array4::from_elem((2, 1, 2, 2), 1.0);
+/// let b = Array1::from(vec![0.0, 10.0]);
+/// let y = conv2d(x.view(), w.view(), Some(b.view()), &spec, Algorithm::Strided)?;
+/// assert_eq!(y.shape(), &[1, 2, 2, 2]);
+/// assert_eq!(y[[0, 0, 0, 0]], 0.0 + 1.0 + 3.0 + 4.0);
+/// assert_eq!(y[[0, 1, 1, 1]], 4.0 + 5.0 + 7.0 + 8.0 + 10.0);
+/// # Ok::<(), gemmconv::ConvError>(())
+/// ```
+pub fn conv2d<T: Element, Dx: Dimension, Dw: Dimension>(
+    x: ArrayView<'_, T, Dx>,
+    w: ArrayView<'_, T, Dw>,
+    bias: Option<ArrayView1<'_, T>>,
+    spec: &Conv2dSpec,
+    algorithm: Algorithm,
+) -> Result<Array4<T>, ConvError> {
+    conv2d_with_workspace(x, w, bias, spec, algorithm, &mut Workspace::new())
+}
+
+/// [`conv2d`] with caller-owned scratch memory, reused across calls.
+///
+/// ```
+/// use gemmconv::{conv2d_with_workspace, Algorithm, Conv2dSpec, Workspace};
+/// use gemmconv::ndarray::Array4;
+///
+/// let spec = Conv2dSpec::new(2, 4, (3, 3)).padding((1, 1)).bias(false);
+/// let x = Array4::<f32>::ones((2, 2, 8, 8));
+/// let w = Array4::<f32>::ones((4, 2, 3, 3));
+/// let mut ws = Workspace::new();
+/// let y = conv2d_with_workspace(x.view(), w.view(), None, &spec, Algorithm::Strided, &mut ws)?;
+/// assert_eq!(y[[1, 3, 4, 4]], 18.0);
+/// assert!(ws.allocated_bytes() > 0);
+/// # Ok::<(), gemmconv::ConvError>(())
+/// ```
+pub fn conv2d_with_workspace<T: Element, Dx: Dimension, Dw: Dimension>(
+    x: ArrayView<'_, T, Dx>,
+    w: ArrayView<'_, T, Dw>,
+    bias: Option<ArrayView1<'_, T>>,
+    spec: &Conv2dSpec,
+    algorithm: Algorithm,
+    workspace: &mut Workspace<T>,
+) -> Result<Array4<T>, ConvError> {
+    let x = rank4(x, Operand::Input)?;
+    let w = rank4(w, Operand::Weight)?;
+    let g = resolve(&x, &w, spec)?;
+    check_bias(bias.as_ref(), spec)?;
+    let mut y = Array4::zeros(g.output_shape());
+    algo::forward(algorithm, x, w, bias, &g, y.view_mut(), workspace);
+    Ok(y)
+}
+
+/// The backward pass: given `dy = ∂L/∂y` for `y = conv2d(x, w, b)`, returns
+/// `∂L/∂x`, `∂L/∂w` and `∂L/∂b`. The bias does not enter the gradients, so it
+/// is not an argument.
+///
+/// ```
+/// use gemmconv::{conv2d_backward, Algorithm, Conv2dSpec};
+/// use gemmconv::ndarray::Array4;
+///
+/// let spec = Conv2dSpec::new(1, 1, (2, 2));
+/// let x = Array4::from_shape_fn((1, 1, 3, 3), |(_, _, h, w)| (3 * h + w + 1) as f64);
+/// let w = Array4::from_shape_vec((1, 1, 2, 2), vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+/// let dy = Array4::ones((1, 1, 2, 2));
+/// let g = conv2d_backward(x.view(), w.view(), dy.view(), &spec, Algorithm::Strided)?;
+/// assert_eq!(g.db[0], 4.0);
+/// assert_eq!(g.dw.as_slice().unwrap(), &[12.0, 16.0, 24.0, 28.0]);
+/// assert_eq!(g.dx[[0, 0, 1, 1]], 10.0);
+/// # Ok::<(), gemmconv::ConvError>(())
+/// ```
+pub fn conv2d_backward<T: Element, Dx: Dimension, Dw: Dimension, Dy: Dimension>(
+    x: ArrayView<'_, T, Dx>,
+    w: ArrayView<'_, T, Dw>,
+    dy: ArrayView<'_, T, Dy>,
+    spec: &Conv2dSpec,
+    algorithm: Algorithm,
+) -> Result<Gradients<T>, ConvError> {
+    conv2d_backward_with_workspace(x, w, dy, spec, algorithm, &mut Workspace::new())
+}
+
+/// [`conv2d_backward`] with caller-owned scratch memory, reused across calls.
+///
+/// ```
+/// use gemmconv::{conv2d_backward_with_workspace, Algorithm, Conv2dSpec, Workspace};
+/// use gemmconv::ndarray::Array4;
+///
+/// let spec = Conv2dSpec::new(1, 1, (1, 1));
+/// let x = Array4::<f32>::ones((2, 1, 2, 2));
+/// let w = Array4::<f32>::from_elem((1, 1, 1, 1), 3.0);
+/// let dy = Array4::<f32>::ones((2, 1, 2, 2));
+/// let mut ws = Workspace::new();
+/// let g = conv2d_backward_with_workspace(x.view(), w.view(), dy.view(), &spec, Algorithm::Strided, &mut ws)?;
+/// assert_eq!(g.dw[[0, 0, 0, 0]], 8.0);
+/// assert_eq!(g.dx[[1, 0, 1, 1]], 3.0);
+/// # Ok::<(), gemmconv::ConvError>(())
+/// ```
+pub fn conv2d_backward_with_workspace<T: Element, Dx: Dimension, Dw: Dimension, Dy: Dimension>(
+    x: ArrayView<'_, T, Dx>,
+    w: ArrayView<'_, T, Dw>,
+    dy: ArrayView<'_, T, Dy>,
+    spec: &Conv2dSpec,
+    algorithm: Algorithm,
+    workspace: &mut Workspace<T>,
+) -> Result<Gradients<T>, ConvError> {
+    let x = rank4(x, Operand::Input)?;
+    let w = rank4(w, Operand::Weight)?;
+    let dy = rank4(dy, Operand::OutputGradient)?;
+    let g = resolve(&x, &w, spec)?;
+    expect_shape(Operand::OutputGradient, &g.output_shape(), dy.shape())?;
+    let mut grads = Gradients {
+        dx: Array4::zeros(g.input_shape()),
+        dw: Array4::zeros(g.weight_shape()),
+        db: Array1::zeros(g.out_channels),
+    };
+    let out = GradientsMut {
+        dx: grads.dx.view_mut(),
+        dw: grads.dw.view_mut(),
+        db: grads.db.view_mut(),
+    };
+    algo::backward(algorithm, x, w, dy, &g, out, workspace);
+    Ok(grads)
+}

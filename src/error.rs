@@ -1,0 +1,130 @@
+//! Errors: every way a convolution call can be wrong, as values that carry
+//! what was expected and what came.
+
+use std::fmt;
+
+/// The array an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operand {
+    /// The input `x`, `[batch, in_channels, height, width]`.
+    Input,
+    /// The weight, `[out_channels, in_channels / groups, kh, kw]`.
+    Weight,
+    /// The bias, `[out_channels]`.
+    Bias,
+    /// The gradient of the loss with respect to the output, shaped like the output.
+    OutputGradient,
+    /// An output array given by the caller to be written into.
+    Output,
+}
+
+impl fmt::Display for Operand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operand::Input => "input",
+            Operand::Weight => "weight",
+            Operand::Bias => "bias",
+            Operand::OutputGradient => "output gradient",
+            Operand::Output => "output",
+        })
+    }
+}
+
+/// Why a convolution could not be computed.
+///
+/// Every variant names what was expected and what was given, so the message
+/// alone is enough to fix the call.
+///
+/// ```
+/// use gemmconv::{conv2d, Algorithm, Conv2dSpec, ConvError};
+/// use gemmconv::ndarray::{Array1, Array4};
+///
+/// let spec = Conv2dSpec::new(3, 8, (3, 3));
+/// let x = Array4::<f32>::zeros((1, 4, 8, 8)); // 4 channels, the spec says 3
+/// let w = Array4::<f32>::zeros((8, 3, 3, 3));
+/// let b = Array1::<f32>::zeros(8);
+/// let err = conv2d(x.view(), w.view(), Some(b.view()), &spec, Algorithm::Strided).unwrap_err();
+/// assert_eq!(err, ConvError::ChannelMismatch { operand: gemmconv::Operand::Input, expected: 3, got: 4 });
+/// assert!(err.to_string().contains("expected 3"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConvError {
+    /// An array had the wrong number of dimensions.
+    #[error("{operand}: expected a rank-{expected} array, got rank {got} (shape {shape:?})")]
+    Rank {
+        /// Which array.
+        operand: Operand,
+        /// The rank the convolution needs.
+        expected: usize,
+        /// The rank given.
+        got: usize,
+        /// The shape given.
+        shape: Vec<usize>,
+    },
+    /// An array's channel axis does not match the spec.
+    #[error("{operand}: expected {expected} channels, got {got}")]
+    ChannelMismatch {
+        /// Which array.
+        operand: Operand,
+        /// The channel count the spec implies.
+        expected: usize,
+        /// The channel count given.
+        got: usize,
+    },
+    /// An array has the right rank but the wrong shape.
+    #[error("{operand}: expected shape {expected:?}, got {got:?}")]
+    ShapeMismatch {
+        /// Which array.
+        operand: Operand,
+        /// The shape the spec and the other operands imply.
+        expected: Vec<usize>,
+        /// The shape given.
+        got: Vec<usize>,
+    },
+    /// A size parameter of the spec that must be at least 1 was 0.
+    #[error("{parameter} must be at least 1, got 0")]
+    ZeroParameter {
+        /// The parameter, for example `"stride (height)"`.
+        parameter: &'static str,
+    },
+    /// `groups` does not divide both channel counts.
+    #[error(
+        "groups = {groups} must divide both in_channels = {in_channels} and out_channels = {out_channels}"
+    )]
+    GroupsDoNotDivide {
+        /// The group count.
+        groups: usize,
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+    },
+    /// The dilated kernel does not fit in the padded input along one axis.
+    #[error(
+        "{axis}: the dilated kernel spans {kernel_extent} but the padded input is only {padded_input}"
+    )]
+    KernelLargerThanInput {
+        /// `"height"` or `"width"`.
+        axis: &'static str,
+        /// `dilation * (kernel - 1) + 1`.
+        kernel_extent: usize,
+        /// `input + padding before + padding after`.
+        padded_input: usize,
+    },
+    /// A size computed from the shapes does not fit in memory addressing.
+    #[error("the size of {what} overflows the address space")]
+    SizeOverflow {
+        /// Which size, for example `"column matrix"`.
+        what: &'static str,
+    },
+    /// The bias given does not agree with the spec's `bias` setting.
+    #[error("the spec says bias = {expected}, but a bias was {}", if *.expected { "not given" } else { "given" })]
+    BiasPresence {
+        /// Whether the spec expects a bias.
+        expected: bool,
+    },
+    /// `Conv2d::backward` was called without a preceding `forward`.
+    #[error("backward needs the input of a forward call, and there was none")]
+    BackwardBeforeForward,
+}

@@ -1,0 +1,64 @@
+//! # gemmconv
+//!
+//! 2-D convolution layers on [`ndarray`], forward and backward, in `f32` and
+//! `f64`, with PyTorch `Conv2d` semantics: NCHW input, weight
+//! `[c_out, c_in/groups, kh, kw]`, stride, padding (symmetric or per side),
+//! dilation, groups, optional bias, non-square kernels.
+//!
+//! The convolution is lowered onto matrix products. Three algorithms sit
+//! behind one interface ([`Algorithm`]): direct loops (the reference),
+//! per-sample im2col, and the default strided lowering, which copies a
+//! zero-copy window view once per batch chunk into a column matrix and runs
+//! one GEMM per chunk, spread across threads with rayon.
+//!
+//! ```
+//! use gemmconv::{conv2d, conv2d_backward, Algorithm, Conv2dSpec};
+//! use gemmconv::ndarray::{Array1, Array4};
+//!
+//! let spec = Conv2dSpec::new(3, 8, (3, 3)).stride((2, 2)).padding((1, 1));
+//! let x = Array4::<f32>::ones((4, 3, 16, 16));
+//! let w = Array4::<f32>::from_elem((8, 3, 3, 3), 0.1);
+//! let b = Array1::<f32>::zeros(8);
+//! let y = conv2d(x.view(), w.view(), Some(b.view()), &spec, Algorithm::Strided)?;
+//! assert_eq!(y.shape(), &[4, 8, 8, 8]);
+//!
+//! let grads = conv2d_backward(x.view(), w.view(), y.view(), &spec, Algorithm::Strided)?;
+//! assert_eq!(grads.dx.shape(), x.shape());
+//! assert_eq!(grads.dw.shape(), w.shape());
+//! assert_eq!(grads.db.len(), 8);
+//! # Ok::<(), gemmconv::ConvError>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod algo;
+mod conv;
+mod element;
+mod error;
+mod gemm;
+mod layer;
+mod lower;
+mod spec;
+pub mod suite;
+mod workspace;
+
+pub use algo::Algorithm;
+pub use conv::{
+    Gradients, conv2d, conv2d_backward, conv2d_backward_with_workspace, conv2d_with_workspace,
+};
+pub use element::Element;
+pub use error::{ConvError, Operand};
+pub use gemm::gemm_backend;
+pub use layer::Conv2d;
+pub use spec::{Conv2dSpec, Padding};
+pub use workspace::{DEFAULT_COLUMN_CAP_BYTES, Workspace};
+
+/// The exact `ndarray` this crate is built on.
+pub use ndarray;
+/// The `rand` whose `Rng` seeds [`Conv2d::new_kaiming`].
+pub use rand;
+
+/// The README's examples, run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,248 @@
+//! Lowering: turning convolutions into matrix products.
+//!
+//! Two lowerings live here. The strided one builds a zero-copy window view of
+//! an already padded buffer and copies it once into a column matrix; it serves
+//! the forward pass and (on the dilated, padded error) the input gradient. The
+//! per-sample one (`im2col_sample` / `col2im_sample_add`) is the notebook's
+//! middle step: explicit loops that handle padding by bounds checks.
+
+use crate::element::Element;
+use crate::spec::Geometry;
+use ndarray::{
+    Array4, ArrayView2, ArrayView3, ArrayView4, ArrayView6, ArrayViewMut2, ArrayViewMut3,
+    ArrayViewMut4, Axis, ShapeBuilder, s,
+};
+
+/// Where the kernel reads in a padded source: taps, their spacing, the step
+/// between output pixels, and how many output pixels there are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl Window {
+    /// The forward window: over the padded input, producing the output.
+    pub fn forward(g: &Geometry) -> Self {
+        Window {
+            kh: g.kh,
+            kw: g.kw,
+            sh: g.sh,
+            sw: g.sw,
+            dh: g.dh,
+            dw: g.dw,
+            out_h: g.out_h,
+            out_w: g.out_w,
+        }
+    }
+
+    /// The input-gradient window: stride 1 over the dilated, padded error
+    /// (see [`dilate_and_pad_error`]), producing one value per input pixel.
+    pub fn input_gradient(g: &Geometry) -> Self {
+        Window {
+            kh: g.kh,
+            kw: g.kw,
+            sh: 1,
+            sw: 1,
+            dh: g.dh,
+            dw: g.dw,
+            out_h: g.in_h,
+            out_w: g.in_w,
+        }
+    }
+}
+
+/// The zero-copy window view of a contiguous `(n, c, h, w)` buffer: axes
+/// `(n, c, out_h, out_w, kh, kw)`, element `[n, c, oh, ow, i, j]` being
+/// `src[n, c, oh*sh + i*dh, ow*sw + j*dw]`. Windows overlap, which ndarray
+/// permits for read-only views.
+pub(crate) fn window_view<'a, T>(
+    src: &'a [T],
+    (n, c, h, w): (usize, usize, usize, usize),
+    win: &Window,
+) -> ArrayView6<'a, T> {
+    let shape = (n, c, win.out_h, win.out_w, win.kh, win.kw);
+    let strides = (c * h * w, h * w, win.sh * w, win.sw, win.dh * w, win.dw);
+    ArrayView6::from_shape(shape.strides(strides), &src[..n * c * h * w])
+        .expect("window view lies inside its source by construction of the geometry")
+}
+
+/// Copies a window view into the column matrix `cols` (row-major,
+/// `[c*kh*kw, n*out_h*out_w]`): row `(c, i, j)`, column `(n, oh, ow)`.
+/// This is the one copy of the strided lowering.
+pub(crate) fn copy_windows_to_columns<T: Element>(windows: ArrayView6<'_, T>, cols: &mut [T]) {
+    let (n, c, oh, ow, kh, kw) = windows.dim();
+    let mut dst = ndarray::ArrayViewMut6::from_shape((c, kh, kw, n, oh, ow), cols)
+        .expect("column buffer sized by the caller");
+    dst.assign(&windows.permuted_axes([1, 4, 5, 0, 2, 3]));
+}
+
+/// Writes `x` (any strides) into `dst` as a contiguous `(n, c, h+pt+pb,
+/// w+pl+pr)` array with zeros in the border.
+pub(crate) fn pad_into<T: Element>(
+    x: ArrayView4<'_, T>,
+    padding: crate::Padding,
+    dst: &mut [T],
+) -> (usize, usize, usize, usize) {
+    let (n, c, h, w) = x.dim();
+    let hp = h + padding.top + padding.bottom;
+    let wp = w + padding.left + padding.right;
+    let mut padded = ArrayViewMut4::from_shape((n, c, hp, wp), &mut dst[..n * c * hp * wp])
+        .expect("padding buffer sized by the caller");
+    if !padding.is_zero() {
+        padded.fill(T::zero());
+    }
+    padded
+        .slice_mut(s![
+            ..,
+            ..,
+            padding.top..padding.top + h,
+            padding.left..padding.left + w
+        ])
+        .assign(&x);
+    (n, c, hp, wp)
+}
+
+/// The error as the input-gradient pass sees it: `dy` (`(n, c_out, out_h,
+/// out_w)`) with `sh - 1` zeros between its rows and `sw - 1` between its
+/// columns (undoing the stride), then shifted so that a stride-1 window of the
+/// flipped kernel lands on the input pixel it came from. The result is
+/// `(n, c_out, in_h + (kh-1)*dh, in_w + (kw-1)*dw)`, contiguous, in `dst`.
+///
+/// Entry `dy[oh, ow]` goes to `(oh*sh + (kh-1)*dh - pad_top, ...)`. When the
+/// padding exceeds the kernel extent, some of those positions fall outside the
+/// buffer: they are output pixels whose window saw only padding, so they
+/// contribute nothing to the input gradient and are dropped.
+pub(crate) fn dilate_and_pad_error<T: Element>(
+    dy: ArrayView4<'_, T>,
+    g: &Geometry,
+    dst: &mut [T],
+) -> (usize, usize, usize, usize) {
+    let (n, c, oh, ow) = dy.dim();
+    let hq = g.in_h + (g.kh - 1) * g.dh;
+    let wq = g.in_w + (g.kw - 1) * g.dw;
+    let mut out = ArrayViewMut4::from_shape((n, c, hq, wq), &mut dst[..n * c * hq * wq])
+        .expect("error buffer sized by the caller");
+    out.fill(T::zero());
+    // First and last output row/column that lands inside the buffer.
+    let offset_h = ((g.kh - 1) * g.dh) as isize - g.padding.top as isize;
+    let offset_w = ((g.kw - 1) * g.dw) as isize - g.padding.left as isize;
+    let landing = |offset: isize, step: usize, count: usize, len: usize| {
+        let first = (0..count).find(|&o| (o * step) as isize + offset >= 0);
+        let first = first.unwrap_or(count);
+        let last = (first..count)
+            .take_while(|&o| (o * step) as isize + offset < len as isize)
+            .last()
+            .map_or(first, |o| o + 1);
+        first..last
+    };
+    let rows = landing(offset_h, g.sh, oh, hq);
+    let cols = landing(offset_w, g.sw, ow, wq);
+    if rows.is_empty() || cols.is_empty() {
+        return (n, c, hq, wq);
+    }
+    let row0 = ((rows.start * g.sh) as isize + offset_h) as usize;
+    let col0 = ((cols.start * g.sw) as isize + offset_w) as usize;
+    let row_end = row0 + (rows.len() - 1) * g.sh + 1;
+    let col_end = col0 + (cols.len() - 1) * g.sw + 1;
+    out.slice_mut(s![
+        ..,
+        ..,
+        row0..row_end;g.sh,
+        col0..col_end;g.sw
+    ])
+    .assign(&dy.slice(s![.., .., rows, cols]));
+    (n, c, hq, wq)
+}
+
+/// The weights of the input-gradient pass: each kernel flipped in both
+/// spatial axes, and input and output channels swapped within each group.
+/// `[c_out, c_in/groups, kh, kw]` becomes `[c_in, c_out/groups, kh, kw]`.
+pub(crate) fn flip_and_swap_weights<T: Element>(w: ArrayView4<'_, T>, groups: usize) -> Array4<T> {
+    let (c_out, c_in_g, kh, kw) = w.dim();
+    let c_out_g = c_out / groups;
+    let mut out = Array4::zeros((c_in_g * groups, c_out_g, kh, kw));
+    for (group, w_group) in w.axis_chunks_iter(Axis(0), c_out_g).enumerate() {
+        let flipped = w_group.slice(s![.., .., ..;-1, ..;-1]);
+        out.slice_mut(s![group * c_in_g..(group + 1) * c_in_g, .., .., ..])
+            .assign(&flipped.permuted_axes([1, 0, 2, 3]));
+    }
+    out
+}
+
+/// Signed input coordinate of kernel tap `tap` at output position `out`, or
+/// `None` where it falls in the padding.
+#[inline]
+fn input_coord(
+    out: usize,
+    stride: usize,
+    tap: usize,
+    dilation: usize,
+    pad: usize,
+    len: usize,
+) -> Option<usize> {
+    (out * stride + tap * dilation)
+        .checked_sub(pad)
+        .filter(|&v| v < len)
+}
+
+/// The column matrix of one sample, `[c*kh*kw, out_h*out_w]`, built with
+/// explicit loops from an unpadded `(c, h, w)` sample: padding is a bounds
+/// check, not a copy.
+pub(crate) fn im2col_sample<T: Element>(
+    x: ArrayView3<'_, T>,
+    g: &Geometry,
+    mut cols: ArrayViewMut2<'_, T>,
+) {
+    let (c, h, w) = x.dim();
+    for ch in 0..c {
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let mut row = cols.row_mut((ch * g.kh + i) * g.kw + j);
+                for oh in 0..g.out_h {
+                    let ih = input_coord(oh, g.sh, i, g.dh, g.padding.top, h);
+                    for ow in 0..g.out_w {
+                        let iw = input_coord(ow, g.sw, j, g.dw, g.padding.left, w);
+                        row[oh * g.out_w + ow] = match (ih, iw) {
+                            (Some(ih), Some(iw)) => x[[ch, ih, iw]],
+                            _ => T::zero(),
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_sample`]: adds each column-matrix entry back onto
+/// the input pixel it was read from (entries read from padding are dropped).
+pub(crate) fn col2im_sample_add<T: Element>(
+    cols: ArrayView2<'_, T>,
+    g: &Geometry,
+    mut dx: ArrayViewMut3<'_, T>,
+) {
+    let (c, h, w) = dx.dim();
+    for ch in 0..c {
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let row = cols.row((ch * g.kh + i) * g.kw + j);
+                for oh in 0..g.out_h {
+                    let Some(ih) = input_coord(oh, g.sh, i, g.dh, g.padding.top, h) else {
+                        continue;
+                    };
+                    for ow in 0..g.out_w {
+                        if let Some(iw) = input_coord(ow, g.sw, j, g.dw, g.padding.left, w) {
+                            dx[[ch, ih, iw]] += row[oh * g.out_w + ow];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

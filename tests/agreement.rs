@@ -1,0 +1,91 @@
+//! Every algorithm against `Naive` on random geometries, forward and
+//! backward, f32 and f64.
+
+mod common;
+
+use common::{Case, assert_close, random_array1, random_array4, random_case, rng};
+use gemmconv::{
+    Algorithm, Element, Workspace, conv2d, conv2d_backward, conv2d_backward_with_workspace,
+    conv2d_with_workspace,
+};
+
+/// Runs one case through every algorithm (and the strided one again with a
+/// column cap so small that every chunk is a single sample) and compares each
+/// with the naive reference.
+fn check_case<T: Element>(case: &Case, seed: u64) {
+    let mut rng = rng(seed);
+    let spec = &case.spec;
+    let x = random_array4::<T>(&mut rng, case.input);
+    let w = random_array4::<T>(&mut rng, spec.weight_shape());
+    let b = spec
+        .has_bias()
+        .then(|| random_array1::<T>(&mut rng, spec.out_channels()));
+    let out_shape = spec.output_shape(case.input).unwrap();
+    let dy = random_array4::<T>(&mut rng, out_shape);
+
+    let bias = b.as_ref().map(|b| b.view());
+    let y_ref = conv2d(x.view(), w.view(), bias, spec, Algorithm::Naive).unwrap();
+    let g_ref = conv2d_backward(x.view(), w.view(), dy.view(), spec, Algorithm::Naive).unwrap();
+
+    let what = |algo: &str, part: &str| format!("{algo} {part} on {case:?} ({})", T::NAME);
+    for algo in [Algorithm::Im2col, Algorithm::Strided] {
+        let y = conv2d(x.view(), w.view(), bias, spec, algo).unwrap();
+        assert_close(&y, &y_ref, &what(algo.name(), "forward"));
+        let g = conv2d_backward(x.view(), w.view(), dy.view(), spec, algo).unwrap();
+        assert_close(&g.dx, &g_ref.dx, &what(algo.name(), "dx"));
+        assert_close(&g.dw, &g_ref.dw, &what(algo.name(), "dw"));
+        assert_close(&g.db, &g_ref.db, &what(algo.name(), "db"));
+    }
+
+    let mut tiny = Workspace::new().with_column_cap_bytes(1);
+    let y = conv2d_with_workspace(
+        x.view(),
+        w.view(),
+        bias,
+        spec,
+        Algorithm::Strided,
+        &mut tiny,
+    )
+    .unwrap();
+    assert_close(&y, &y_ref, &what("strided (1-sample chunks)", "forward"));
+    let g = conv2d_backward_with_workspace(
+        x.view(),
+        w.view(),
+        dy.view(),
+        spec,
+        Algorithm::Strided,
+        &mut tiny,
+    )
+    .unwrap();
+    assert_close(&g.dx, &g_ref.dx, &what("strided (1-sample chunks)", "dx"));
+    assert_close(&g.dw, &g_ref.dw, &what("strided (1-sample chunks)", "dw"));
+}
+
+fn sweep<T: Element>(seed: u64, cases: usize) {
+    let mut rng = rng(seed);
+    for i in 0..cases {
+        let case = random_case(&mut rng);
+        check_case::<T>(&case, seed * 1000 + i as u64);
+    }
+}
+
+#[test]
+fn algorithms_agree_with_naive_f32() {
+    sweep::<f32>(1, 150);
+}
+
+#[test]
+fn algorithms_agree_with_naive_f64() {
+    sweep::<f64>(2, 150);
+}
+
+/// Uneven lanes: three threads over batches of 1 to 4 give lanes of
+/// different lengths and, for batch 1 and 2, spare threads for the GEMM.
+#[test]
+fn algorithms_agree_with_naive_on_three_threads() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    pool.install(|| sweep::<f64>(3, 40));
+}
