@@ -51,7 +51,7 @@ pub use error::{ConvError, Operand};
 pub use gemm::gemm_backend;
 pub use layer::Conv2d;
 pub use spec::{Conv2dSpec, Padding};
-pub use workspace::{DEFAULT_COLUMN_CAP_BYTES, Workspace};
+pub use workspace::{DEFAULT_COLUMN_CAP_BYTES, InputGradient, Workspace};
 
 /// The exact `ndarray` this crate is built on.
 pub use ndarray;

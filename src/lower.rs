@@ -9,8 +9,8 @@
 use crate::element::Element;
 use crate::spec::Geometry;
 use ndarray::{
-    Array4, ArrayView2, ArrayView3, ArrayView4, ArrayView6, ArrayViewMut2, ArrayViewMut3,
-    ArrayViewMut4, Axis, ShapeBuilder, s,
+    ArrayView2, ArrayView3, ArrayView4, ArrayView6, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4,
+    Axis, ShapeBuilder, s,
 };
 
 /// Where the kernel reads in a padded source: taps, their spacing, the step
@@ -73,14 +73,58 @@ pub(crate) fn window_view<'a, T>(
         .expect("window view lies inside its source by construction of the geometry")
 }
 
-/// Copies a window view into the column matrix `cols` (row-major,
-/// `[c*kh*kw, n*out_h*out_w]`): row `(c, i, j)`, column `(n, oh, ow)`.
-/// This is the one copy of the strided lowering.
+/// Copies a window view `(n, c, out_h, out_w, kh, kw)` into the column
+/// matrix `cols` (row-major, `[c·kh·kw, n·out_h·out_w]`): row `(c, i, j)`,
+/// column `(n, oh, ow)`. This is the one copy of the strided lowering.
+///
+/// One 4-D copy per kernel tap: for a fixed tap the source is a plain strided
+/// image (`sw` apart along a row), so the innermost loop is a strided gather
+/// of `out_w` elements (a contiguous copy when `sw == 1`).
 pub(crate) fn copy_windows_to_columns<T: Element>(windows: ArrayView6<'_, T>, cols: &mut [T]) {
     let (n, c, oh, ow, kh, kw) = windows.dim();
     let mut dst = ndarray::ArrayViewMut6::from_shape((c, kh, kw, n, oh, ow), cols)
         .expect("column buffer sized by the caller");
-    dst.assign(&windows.permuted_axes([1, 4, 5, 0, 2, 3]));
+    for i in 0..kh {
+        for j in 0..kw {
+            let tap = windows
+                .slice(s![.., .., .., .., i, j])
+                .permuted_axes([1, 0, 2, 3]);
+            dst.slice_mut(s![.., i, j, .., .., ..]).assign(&tap);
+        }
+    }
+}
+
+/// The adjoint of [`window_view`] + [`copy_windows_to_columns`]: adds each
+/// entry of `cols` (`[c·kh·kw, n·out_h·out_w]`) onto the element of the
+/// contiguous `(n, c, h, w)` buffer `dst` it was read from. Used for the
+/// input gradient by col2im, on a padded buffer whose border is dropped after.
+/// `cols` covers the output rows `first_row..first_row + win.out_h`.
+pub(crate) fn add_columns_to_windows<T: Element>(
+    cols: ArrayView2<'_, T>,
+    dst: &mut [T],
+    (n, c, h, w): (usize, usize, usize, usize),
+    win: &Window,
+    first_row: usize,
+) {
+    let cols = cols
+        .into_shape_with_order((c, win.kh, win.kw, n, win.out_h, win.out_w))
+        .expect("column matrix of this window");
+    for i in 0..win.kh {
+        for j in 0..win.kw {
+            // For one tap the windows do not overlap: (n, c, oh, ow) map to
+            // distinct elements, so a mutable strided view is sound.
+            let offset = (first_row * win.sh + i * win.dh) * w + j * win.dw;
+            let strides = (c * h * w, h * w, win.sh * w, win.sw);
+            let mut tap = ArrayViewMut4::from_shape(
+                (n, c, win.out_h, win.out_w).strides(strides),
+                &mut dst[offset..n * c * h * w],
+            )
+            .expect("tap view lies inside the buffer by construction of the geometry");
+            tap += &cols
+                .slice(s![.., i, j, .., .., ..])
+                .permuted_axes([1, 0, 2, 3]);
+        }
+    }
 }
 
 /// Writes `x` (any strides) into `dst` as a contiguous `(n, c, h+pt+pb,
@@ -163,17 +207,22 @@ pub(crate) fn dilate_and_pad_error<T: Element>(
 
 /// The weights of the input-gradient pass: each kernel flipped in both
 /// spatial axes, and input and output channels swapped within each group.
-/// `[c_out, c_in/groups, kh, kw]` becomes `[c_in, c_out/groups, kh, kw]`.
-pub(crate) fn flip_and_swap_weights<T: Element>(w: ArrayView4<'_, T>, groups: usize) -> Array4<T> {
+/// `[c_out, c_in/groups, kh, kw]` becomes `[c_in, c_out/groups, kh, kw]`,
+/// written contiguously into `dst`.
+pub(crate) fn flip_and_swap_weights<T: Element>(
+    w: ArrayView4<'_, T>,
+    groups: usize,
+    dst: &mut [T],
+) {
     let (c_out, c_in_g, kh, kw) = w.dim();
     let c_out_g = c_out / groups;
-    let mut out = Array4::zeros((c_in_g * groups, c_out_g, kh, kw));
+    let mut out = ArrayViewMut4::from_shape((c_in_g * groups, c_out_g, kh, kw), dst)
+        .expect("flipped-weight buffer sized by the caller");
     for (group, w_group) in w.axis_chunks_iter(Axis(0), c_out_g).enumerate() {
         let flipped = w_group.slice(s![.., .., ..;-1, ..;-1]);
         out.slice_mut(s![group * c_in_g..(group + 1) * c_in_g, .., .., ..])
             .assign(&flipped.permuted_axes([1, 0, 2, 3]));
     }
-    out
 }
 
 /// Signed input coordinate of kernel tap `tap` at output position `out`, or

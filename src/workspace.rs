@@ -16,7 +16,36 @@
 #[derive(Debug)]
 pub struct Workspace<T> {
     pub(crate) lanes: Vec<LaneBuffers<T>>,
+    /// The flipped, channel-swapped weights of the error-lowering pass.
+    pub(crate) flipped_weights: Vec<T>,
     cap_bytes: usize,
+    input_gradient: InputGradient,
+}
+
+/// How [`Algorithm::Strided`](crate::Algorithm) computes the input gradient.
+///
+/// Both are exact; they differ in cost. `ErrorLowering` runs a forward pass
+/// over the error (dilated by the stride, padded) against flipped,
+/// channel-swapped weights: its GEMM grows with the stride squared and its
+/// copy with the output channels. `Col2im` multiplies the error by the
+/// transposed weights and adds the columns back onto the input: its GEMM
+/// matches the forward pass, its scatter grows with the input channels.
+///
+/// ```
+/// use gemmconv::{InputGradient, Workspace};
+/// let ws = Workspace::<f32>::new().with_input_gradient(InputGradient::Col2im);
+/// assert_eq!(ws.input_gradient(), InputGradient::Col2im);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum InputGradient {
+    /// Pick per geometry: col2im for strides above 1 or fewer input than
+    /// output channels, error lowering otherwise.
+    #[default]
+    Auto,
+    /// Lower the dilated, padded error against flipped, channel-swapped weights.
+    ErrorLowering,
+    /// `Wᵀ · dY`, then add the columns back onto the input (col2im).
+    Col2im,
 }
 
 /// The scratch buffers of one lane.
@@ -29,6 +58,8 @@ pub(crate) struct LaneBuffers<T> {
     /// The GEMM's result before it is laid out as NCHW, or the error of one
     /// chunk laid out as a matrix.
     pub product: Vec<T>,
+    /// The padded input gradient of one chunk, accumulated by col2im.
+    pub accumulator: Vec<T>,
     /// This lane's partial weight gradient.
     pub dw: Vec<T>,
     /// This lane's partial bias gradient.
@@ -41,14 +72,17 @@ impl<T> Default for LaneBuffers<T> {
             source: Vec::new(),
             cols: Vec::new(),
             product: Vec::new(),
+            accumulator: Vec::new(),
             dw: Vec::new(),
             db: Vec::new(),
         }
     }
 }
 
-/// The default cap on one lane's column matrix: 64 MiB.
-pub const DEFAULT_COLUMN_CAP_BYTES: usize = 64 << 20;
+/// The default cap on one lane's column matrix: 16 MiB. Large enough that
+/// a chunk's GEMM runs at full speed, small enough that a large batch or
+/// image does not allocate gigabytes (one lane per thread).
+pub const DEFAULT_COLUMN_CAP_BYTES: usize = 16 << 20;
 
 impl<T> Default for Workspace<T> {
     fn default() -> Self {
@@ -66,7 +100,9 @@ impl<T> Workspace<T> {
     pub fn new() -> Self {
         Workspace {
             lanes: Vec::new(),
+            flipped_weights: Vec::new(),
             cap_bytes: DEFAULT_COLUMN_CAP_BYTES,
+            input_gradient: InputGradient::Auto,
         }
     }
 
@@ -79,6 +115,28 @@ impl<T> Workspace<T> {
     pub fn with_column_cap_bytes(mut self, cap_bytes: usize) -> Self {
         self.cap_bytes = cap_bytes;
         self
+    }
+
+    /// Sets how the input gradient is computed.
+    ///
+    /// ```
+    /// use gemmconv::{InputGradient, Workspace};
+    /// let ws = Workspace::<f64>::new().with_input_gradient(InputGradient::ErrorLowering);
+    /// assert_eq!(ws.input_gradient(), InputGradient::ErrorLowering);
+    /// ```
+    pub fn with_input_gradient(mut self, method: InputGradient) -> Self {
+        self.input_gradient = method;
+        self
+    }
+
+    /// How the input gradient is computed.
+    ///
+    /// ```
+    /// use gemmconv::{InputGradient, Workspace};
+    /// assert_eq!(Workspace::<f32>::new().input_gradient(), InputGradient::Auto);
+    /// ```
+    pub fn input_gradient(&self) -> InputGradient {
+        self.input_gradient
     }
 
     /// The cap on one lane's column matrix, in bytes.
@@ -103,11 +161,12 @@ impl<T> Workspace<T> {
                 l.source.capacity()
                     + l.cols.capacity()
                     + l.product.capacity()
+                    + l.accumulator.capacity()
                     + l.dw.capacity()
                     + l.db.capacity()
             })
             .sum();
-        elements * std::mem::size_of::<T>()
+        (elements + self.flipped_weights.capacity()) * std::mem::size_of::<T>()
     }
 
     /// Makes sure at least `lanes` lane buffer sets exist.

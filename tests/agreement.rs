@@ -5,13 +5,12 @@ mod common;
 
 use common::{Case, assert_close, random_array1, random_array4, random_case, rng};
 use gemmconv::{
-    Algorithm, Element, Workspace, conv2d, conv2d_backward, conv2d_backward_with_workspace,
-    conv2d_with_workspace,
+    Algorithm, Element, InputGradient, Workspace, conv2d, conv2d_backward,
+    conv2d_backward_with_workspace, conv2d_with_workspace,
 };
 
-/// Runs one case through every algorithm (and the strided one again with a
-/// column cap so small that every chunk is a single sample) and compares each
-/// with the naive reference.
+/// Runs one case through every algorithm (and the strided one in each of its
+/// configurations) and compares each with the naive reference.
 fn check_case<T: Element>(case: &Case, seed: u64) {
     let mut rng = rng(seed);
     let spec = &case.spec;
@@ -37,28 +36,32 @@ fn check_case<T: Element>(case: &Case, seed: u64) {
         assert_close(&g.db, &g_ref.db, &what(algo.name(), "db"));
     }
 
-    let mut tiny = Workspace::new().with_column_cap_bytes(1);
-    let y = conv2d_with_workspace(
-        x.view(),
-        w.view(),
-        bias,
-        spec,
-        Algorithm::Strided,
-        &mut tiny,
-    )
-    .unwrap();
-    assert_close(&y, &y_ref, &what("strided (1-sample chunks)", "forward"));
-    let g = conv2d_backward_with_workspace(
-        x.view(),
-        w.view(),
-        dy.view(),
-        spec,
-        Algorithm::Strided,
-        &mut tiny,
-    )
-    .unwrap();
-    assert_close(&g.dx, &g_ref.dx, &what("strided (1-sample chunks)", "dx"));
-    assert_close(&g.dw, &g_ref.dw, &what("strided (1-sample chunks)", "dw"));
+    // The strided algorithm's other configurations: each input-gradient
+    // method, with whole-batch tiles and with one output row per tile.
+    for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {
+        for cap in [usize::MAX, 1] {
+            let label = format!("strided ({method:?}, column cap {cap})");
+            let mut ws = Workspace::new()
+                .with_column_cap_bytes(cap)
+                .with_input_gradient(method);
+            let y =
+                conv2d_with_workspace(x.view(), w.view(), bias, spec, Algorithm::Strided, &mut ws)
+                    .unwrap();
+            assert_close(&y, &y_ref, &what(&label, "forward"));
+            let g = conv2d_backward_with_workspace(
+                x.view(),
+                w.view(),
+                dy.view(),
+                spec,
+                Algorithm::Strided,
+                &mut ws,
+            )
+            .unwrap();
+            assert_close(&g.dx, &g_ref.dx, &what(&label, "dx"));
+            assert_close(&g.dw, &g_ref.dw, &what(&label, "dw"));
+            assert_close(&g.db, &g_ref.db, &what(&label, "db"));
+        }
+    }
 }
 
 fn sweep<T: Element>(seed: u64, cases: usize) {

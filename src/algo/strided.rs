@@ -1,86 +1,131 @@
 //! `Algorithm::Strided`: the fast path.
 //!
-//! Forward, per batch chunk, in this order:
+//! Forward, per tile (a chunk of samples, or a band of output rows of one
+//! sample when a single sample's column matrix would exceed the cap):
 //!
-//! 1. **Source**: the chunk of the input, read in place when it is unpadded
-//!    and contiguous, otherwise copied once into a zero-bordered buffer.
+//! 1. **Source**: the tile's samples, read in place when unpadded and
+//!    contiguous, otherwise copied once into a zero-bordered buffer.
 //! 2. **Window view**: a zero-copy `(n, c, out_h, out_w, kh, kw)` view of the
 //!    source whose strides step over the image (ndarray allows overlapping
-//!    windows in a read-only view).
-//! 3. **Chunk copy**: the view copied once into an owned column matrix
-//!    `cols[c·kh·kw, n·out_h·out_w]`.
+//!    windows in a read-only view), sliced to the tile's output rows.
+//! 3. **Tile copy**: the view copied once into an owned column matrix
+//!    `cols[c·kh·kw, n·rows·out_w]`.
 //! 4. **GEMM**: `W[c_out, c_in/g·kh·kw] · cols`, one per group for the whole
-//!    chunk.
-//! 5. **Bias and layout**: the `[c_out, n·pixels]` product written out as NCHW,
-//!    plus the bias (for a one-sample chunk the GEMM writes NCHW directly).
+//!    tile.
+//! 5. **Bias and layout**: for a one-sample tile the GEMM writes straight into
+//!    the NCHW output; otherwise its `[c_out, n·pixels]` product is laid out
+//!    as NCHW. Then the bias.
 //!
-//! Backward reuses the same machinery. The weight gradient is a GEMM reduction
-//! over the batch, `dW += dY_chunk · cols_chunk^T`, each lane summing into
-//! its own partial that is added up once at the end. The input gradient is a
-//! forward pass of the same kind: the error, dilated by the stride and padded
+//! Backward reuses steps 1 to 3 on the input. The weight gradient is a GEMM
+//! reduction over the batch, `dW += dY_tile · cols_tileᵀ`, each lane summing
+//! into its own partial, the partials added once at the end. The input
+//! gradient is either (see [`InputGradient`]) col2im in the same pass,
+//! `dcols = Wᵀ · dY_tile` added back onto a padded buffer, or a second
+//! forward-like pass over the error dilated by the stride and padded
 //! (`lower::dilate_and_pad_error`), lowered with stride 1 against the flipped,
 //! channel-swapped weights.
 //!
 //! Parallelism: the batch is split into one contiguous block per rayon thread
-//! (a "lane"), each lane running single-threaded GEMMs over its chunks. When
+//! (a "lane"), each lane running single-threaded GEMMs over its tiles. When
 //! the batch is smaller than the thread count the spare threads go to the
 //! GEMM instead, so the two levels are never nested.
 
 use crate::element::Element;
 use crate::gemm::matmul;
 use crate::lower::{
-    Window, copy_windows_to_columns, dilate_and_pad_error, flip_and_swap_weights, pad_into,
-    window_view,
+    Window, add_columns_to_windows, copy_windows_to_columns, dilate_and_pad_error,
+    flip_and_swap_weights, pad_into, window_view,
 };
 use crate::spec::{Geometry, Padding};
-use crate::workspace::{Workspace, scratch};
+use crate::workspace::{InputGradient, Workspace, scratch};
 use ndarray::{
-    ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4, Axis, s,
+    ArrayBase, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
+    Axis, Ix2, Ix3, RawData, s,
 };
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// How a batch is spread over threads and cut into chunks.
+/// How a batch is spread over threads and cut into tiles.
 #[derive(Clone, Copy, Debug)]
 struct Plan {
     /// Parallel lanes, each owning a contiguous block of the batch.
     lanes: usize,
     /// Samples per lane block (the last block may be shorter).
     per_lane: usize,
-    /// Samples per chunk: one column matrix, one GEMM per group.
-    chunk: usize,
+    /// Samples per tile; when above 1, a tile spans all output rows.
+    samples_per_tile: usize,
+    /// Output rows per tile (all of them unless one sample exceeds the cap).
+    rows_per_tile: usize,
+    out_h: usize,
     /// Threads each GEMM may use: 1 unless there are fewer lanes than threads.
     gemm_threads: usize,
 }
 
+/// A piece of work: some samples, and some output rows of each.
+#[derive(Clone, Debug)]
+struct Tile {
+    samples: Range<usize>,
+    rows: Range<usize>,
+}
+
 impl Plan {
-    fn new<T>(batch: usize, col_elements_per_sample: usize, cap_bytes: usize) -> Self {
+    /// Tiles whose column matrix (`col_rows` rows, one column per output
+    /// pixel) stays under `cap_bytes`, unless a single output row exceeds it.
+    fn new<T>(
+        batch: usize,
+        (out_h, out_w): (usize, usize),
+        col_rows: usize,
+        cap_bytes: usize,
+    ) -> Self {
         let threads = rayon::current_num_threads().max(1);
         let lanes = threads.min(batch).max(1);
         let per_lane = batch.div_ceil(lanes).max(1);
         let lanes = batch.div_ceil(per_lane);
-        let sample_bytes = (col_elements_per_sample * std::mem::size_of::<T>()).max(1);
+        let row_bytes = (col_rows * out_w * std::mem::size_of::<T>()).max(1);
+        let sample_bytes = row_bytes.saturating_mul(out_h);
+        let (samples_per_tile, rows_per_tile) = if sample_bytes <= cap_bytes {
+            ((cap_bytes / sample_bytes).clamp(1, per_lane), out_h)
+        } else {
+            (1, (cap_bytes / row_bytes).clamp(1, out_h.max(1)))
+        };
         Plan {
             lanes,
             per_lane,
-            chunk: (cap_bytes / sample_bytes).clamp(1, per_lane),
+            samples_per_tile,
+            rows_per_tile,
+            out_h,
             gemm_threads: (threads / lanes.max(1)).max(1),
         }
     }
 
-    /// The chunks of lane `lane`, as sample ranges of the whole batch.
-    fn chunks(&self, lane: usize, batch: usize) -> impl Iterator<Item = Range<usize>> {
+    /// The tiles of lane `lane`, in order: sample chunks, and within a
+    /// one-sample chunk its bands of rows from top to bottom.
+    fn tiles(&self, lane: usize, batch: usize) -> impl Iterator<Item = Tile> + use<> {
         let start = lane * self.per_lane;
         let end = (start + self.per_lane).min(batch);
-        let chunk = self.chunk;
-        (start..end)
-            .step_by(chunk)
-            .map(move |n0| n0..(n0 + chunk).min(end))
+        let Plan {
+            samples_per_tile,
+            rows_per_tile,
+            out_h,
+            ..
+        } = *self;
+        (start..end).step_by(samples_per_tile).flat_map(move |n0| {
+            let samples = n0..(n0 + samples_per_tile).min(end);
+            (0..out_h).step_by(rows_per_tile).map(move |r0| Tile {
+                samples: samples.clone(),
+                rows: r0..(r0 + rows_per_tile).min(out_h),
+            })
+        })
     }
 }
 
+/// `(c, h, w)` as a `[c, h·w]` matrix, if the layout allows it without a copy.
+fn channel_matrix<S: RawData>(mut a: ArrayBase<S, Ix3>) -> Option<ArrayBase<S, Ix2>> {
+    (a.merge_axes(Axis(1), Axis(2)) || a.len_of(Axis(1)) <= 1).then(|| a.remove_axis(Axis(1)))
+}
+
 /// What a pass lowers: the input (forward, weight gradient) or the output
-/// gradient (input gradient).
+/// gradient (input gradient by error lowering).
 enum Source<'a, T> {
     Input {
         x: ArrayView4<'a, T>,
@@ -92,7 +137,7 @@ enum Source<'a, T> {
     },
 }
 
-impl<'a, T: Element> Source<'a, T> {
+impl<T: Element> Source<'_, T> {
     /// `(channels, height, width)` of one prepared sample.
     fn sample_shape(&self) -> (usize, usize, usize) {
         match self {
@@ -142,21 +187,39 @@ impl<'a, T: Element> Source<'a, T> {
         }
     }
 
-    /// Steps 1 to 3 for the samples `range`: the chunk's column matrix,
-    /// `[c·kh·kw, n·out_h·out_w]`, in `cols_buf`.
+    /// Steps 1 to 3 for one tile: its column matrix, `[c·kh·kw,
+    /// n·rows·out_w]`, in `cols_buf`. The source is prepared once per sample
+    /// chunk (on the tile that starts at row 0) and kept in `source_buf` for
+    /// the chunk's later bands.
     fn lower<'s>(
         &self,
-        range: Range<usize>,
+        tile: &Tile,
         window: &Window,
         source_buf: &mut Vec<T>,
         cols_buf: &'s mut Vec<T>,
     ) -> ArrayView2<'s, T> {
-        let (c, _, _) = self.sample_shape();
+        let (c, h, w) = self.sample_shape();
         let rows = c * window.kh * window.kw;
-        let columns = range.len() * window.out_h * window.out_w;
-        let (source, shape) = self.prepare(range, source_buf);
+        let columns = tile.samples.len() * tile.rows.len() * window.out_w;
+        let shape = (tile.samples.len(), c, h, w);
+        let source: &[T] = if tile.rows.start == 0 {
+            self.prepare(tile.samples.clone(), source_buf).0
+        } else {
+            match self {
+                // Read in place again when no copy was made for row 0.
+                Source::Input { x, padding } if padding.is_zero() => x
+                    .slice(s![tile.samples.clone(), .., .., ..])
+                    .to_slice()
+                    .unwrap_or(&source_buf[..]),
+                _ => &source_buf[..],
+            }
+        };
+        let windows = window_view(source, shape, window);
         let cols = scratch(cols_buf, rows * columns);
-        copy_windows_to_columns(window_view(source, shape, window), cols);
+        copy_windows_to_columns(
+            windows.slice(s![.., .., tile.rows.clone(), .., .., ..]),
+            cols,
+        );
         ArrayView2::from_shape((rows, columns), &*cols).expect("column buffer sized above")
     }
 }
@@ -178,8 +241,13 @@ fn lower_and_multiply<T: Element>(
         return;
     }
     let (c_src, _, _) = source.sample_shape();
-    let col_elements = c_src * window.kh * window.kw * window.out_h * window.out_w;
-    let plan = Plan::new::<T>(batch, col_elements, ws.column_cap_bytes());
+    let col_rows = c_src * window.kh * window.kw;
+    let plan = Plan::new::<T>(
+        batch,
+        (window.out_h, window.out_w),
+        col_rows,
+        ws.column_cap_bytes(),
+    );
     ws.ensure_lanes(plan.lanes);
     ws.lanes[..plan.lanes]
         .par_iter_mut()
@@ -190,15 +258,16 @@ fn lower_and_multiply<T: Element>(
         .enumerate()
         .for_each(|(lane_index, (lane, mut y_lane))| {
             let lane_start = lane_index * plan.per_lane;
-            for range in plan.chunks(lane_index, batch) {
-                let local = range.start - lane_start..range.end - lane_start;
-                let cols = source.lower(range, window, &mut lane.source, &mut lane.cols);
+            for tile in plan.tiles(lane_index, batch) {
+                let cols = source.lower(&tile, window, &mut lane.source, &mut lane.cols);
+                let local = tile.samples.start - lane_start..tile.samples.end - lane_start;
+                let y_tile = y_lane.slice_mut(s![local, .., tile.rows.clone(), ..]);
                 multiply_into_output(
                     weights,
                     cols,
                     bias,
                     groups,
-                    y_lane.slice_mut(s![local, .., .., ..]),
+                    y_tile,
                     &mut lane.product,
                     plan.gemm_threads,
                 );
@@ -206,7 +275,30 @@ fn lower_and_multiply<T: Element>(
         });
 }
 
-/// Steps 4 and 5: `y_chunk = weights · cols (+ bias)`, group by group.
+/// `product = weights · cols`, group by group: group `g`'s output rows come
+/// from its rows of `weights` and of `cols`.
+fn grouped_matmul<T: Element>(
+    mut product: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    weights: ArrayView2<'_, T>,
+    cols: ArrayView2<'_, T>,
+    groups: usize,
+    threads: usize,
+) {
+    let (rows_g, inner_g) = (product.nrows() / groups, cols.nrows() / groups);
+    for group in 0..groups {
+        let out_rows = group * rows_g..(group + 1) * rows_g;
+        matmul(
+            product.slice_mut(s![out_rows.clone(), ..]),
+            accumulate,
+            weights.slice(s![out_rows, ..]),
+            cols.slice(s![group * inner_g..(group + 1) * inner_g, ..]),
+            threads,
+        );
+    }
+}
+
+/// Steps 4 and 5: `y_tile = weights · cols (+ bias)`.
 fn multiply_into_output<T: Element>(
     weights: ArrayView2<'_, T>,
     cols: ArrayView2<'_, T>,
@@ -216,41 +308,25 @@ fn multiply_into_output<T: Element>(
     product_buf: &mut Vec<T>,
     threads: usize,
 ) {
-    let (n, c_dst, out_h, out_w) = y.dim();
-    let pixels = out_h * out_w;
-    let multiply = |mut product: ArrayViewMut2<'_, T>| {
-        let (c_dst_g, rows_g) = (c_dst / groups, cols.nrows() / groups);
-        for group in 0..groups {
-            let out_rows = group * c_dst_g..(group + 1) * c_dst_g;
-            matmul(
-                product.slice_mut(s![out_rows.clone(), ..]),
-                false,
-                weights.slice(s![out_rows, ..]),
-                cols.slice(s![group * rows_g..(group + 1) * rows_g, ..]),
-                threads,
-            );
-        }
-    };
-    if n == 1 && y.is_standard_layout() {
-        // One sample: its [c_dst, pixels] block of y is the GEMM's output.
-        let mut y_mat = y
-            .view_mut()
-            .into_shape_with_order((c_dst, pixels))
-            .expect("standard layout checked");
-        multiply(y_mat.view_mut());
-        if let Some(bias) = bias {
-            for (mut row, &b) in y_mat.outer_iter_mut().zip(bias) {
-                row += b;
+    let (n, c_dst, rows, out_w) = y.dim();
+    if n == 1 {
+        if let Some(mut y_mat) = channel_matrix(y.view_mut().index_axis_move(Axis(0), 0)) {
+            // One sample: its [c_dst, rows·out_w] block of y is the GEMM's output.
+            grouped_matmul(y_mat.view_mut(), false, weights, cols, groups, threads);
+            if let Some(bias) = bias {
+                for (mut row, &b) in y_mat.outer_iter_mut().zip(bias) {
+                    row += b;
+                }
             }
+            return;
         }
-        return;
     }
-    let product = scratch(product_buf, c_dst * n * pixels);
-    let mut product = ArrayViewMut2::from_shape((c_dst, n * pixels), product)
+    let product = scratch(product_buf, c_dst * n * rows * out_w);
+    let mut product = ArrayViewMut2::from_shape((c_dst, n * rows * out_w), product)
         .expect("product buffer sized above");
-    multiply(product.view_mut());
+    grouped_matmul(product.view_mut(), false, weights, cols, groups, threads);
     let product = product
-        .into_shape_with_order((c_dst, n, out_h, out_w))
+        .into_shape_with_order((c_dst, n, rows, out_w))
         .expect("product is contiguous")
         .permuted_axes([1, 0, 2, 3]);
     y.assign(&product);
@@ -290,6 +366,18 @@ pub(crate) fn forward<T: Element>(
     );
 }
 
+/// Whether the input gradient goes by col2im for this geometry.
+fn use_col2im(method: InputGradient, g: &Geometry) -> bool {
+    match method {
+        InputGradient::Col2im => true,
+        InputGradient::ErrorLowering => false,
+        // Col2im's GEMM is the forward's size and its scatter grows with
+        // c_in; the lowering's GEMM grows with the stride squared and its
+        // copy with c_out.
+        InputGradient::Auto => g.sh * g.sw > 1 || g.in_channels < g.out_channels,
+    }
+}
+
 /// Backward pass, see the module docs. Overwrites `dx`, `dw` and `db`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Element>(
@@ -302,93 +390,198 @@ pub(crate) fn backward<T: Element>(
     db: ArrayViewMut1<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    weight_and_bias_gradients(x, dy, g, dw, db, ws);
-
-    let flipped = flip_and_swap_weights(w, g.groups);
-    let weights = flipped
-        .to_shape((g.in_channels, g.out_channels_per_group() * g.kh * g.kw))
-        .expect("flipped weights are contiguous");
+    if use_col2im(ws.input_gradient(), g) {
+        weight_gradient_pass(x, w, dy, g, dw, db, Some(dx), ws);
+        return;
+    }
+    weight_gradient_pass(x, w, dy, g, dw, db, None, ws);
+    let len = g.in_channels * g.out_channels_per_group() * g.kh * g.kw;
+    let mut flipped = std::mem::take(&mut ws.flipped_weights);
+    flip_and_swap_weights(w, g.groups, scratch(&mut flipped, len));
+    let weights = ArrayView2::from_shape(
+        (g.in_channels, g.out_channels_per_group() * g.kh * g.kw),
+        &flipped[..len],
+    )
+    .expect("sized above");
     let source = Source::Error { dy, geometry: *g };
     lower_and_multiply(
         &source,
-        weights.view(),
+        weights,
         None,
         &Window::input_gradient(g),
         g.groups,
         dx,
         ws,
     );
+    ws.flipped_weights = flipped;
 }
 
-/// `dW = Σ_chunks dY_chunk · cols_chunk^T` and `db = Σ dY`, each lane summing
-/// its chunks into its own partials, added up once at the end.
-fn weight_and_bias_gradients<T: Element>(
+/// The error of one tile as a `[c_out, n·rows·out_w]` matrix matching the
+/// columns of the tile's `cols`: a view of `dy` for a one-sample tile whose
+/// layout allows it, else a copy into `buf`.
+fn error_matrix<'a, T: Element>(
+    dy: ArrayView4<'a, T>,
+    tile: &Tile,
+    buf: &'a mut Vec<T>,
+) -> ArrayView2<'a, T> {
+    let dy_tile = dy.slice_move(s![tile.samples.clone(), .., tile.rows.clone(), ..]);
+    let (n, c_out, rows, out_w) = dy_tile.dim();
+    if n == 1 {
+        if let Some(view) = channel_matrix(dy_tile.index_axis_move(Axis(0), 0)) {
+            return view;
+        }
+    }
+    let len = c_out * n * rows * out_w;
+    let data = scratch(buf, len);
+    ArrayViewMut4::from_shape((c_out, n, rows, out_w), &mut *data)
+        .expect("sized above")
+        .assign(&dy_tile.permuted_axes([1, 0, 2, 3]));
+    let data: &'a [T] = data;
+    ArrayView2::from_shape((c_out, n * rows * out_w), data).expect("sized above")
+}
+
+/// One pass over the batch: `dW = Σ_tiles dY_tile · cols_tileᵀ` and
+/// `db = Σ dY`, each lane summing into its own partials, added up once at
+/// the end; and, when `dx` is given, the input gradient by col2im.
+#[allow(clippy::too_many_arguments)]
+fn weight_gradient_pass<T: Element>(
     x: ArrayView4<'_, T>,
+    w: ArrayView4<'_, T>,
     dy: ArrayView4<'_, T>,
     g: &Geometry,
     mut dw: ArrayViewMut4<'_, T>,
     mut db: ArrayViewMut1<'_, T>,
+    mut dx: Option<ArrayViewMut4<'_, T>>,
     ws: &mut Workspace<T>,
 ) {
     dw.fill(T::zero());
     db.fill(T::zero());
+    if let Some(dx) = &mut dx {
+        dx.fill(T::zero());
+    }
     if g.batch == 0 {
         return;
     }
-    let (c_out, pixels) = (g.out_channels, g.out_pixels());
+    let c_out = g.out_channels;
     let rows_g = g.col_rows() / g.groups;
-    let c_out_g = g.out_channels_per_group();
-    let plan = Plan::new::<T>(g.batch, g.col_rows() * pixels, ws.column_cap_bytes());
+    let weights = w.to_shape((c_out, rows_g)).expect("weight shape validated");
+    let weights = weights.view();
+    let plan = Plan::new::<T>(
+        g.batch,
+        (g.out_h, g.out_w),
+        g.col_rows(),
+        ws.column_cap_bytes(),
+    );
     let window = Window::forward(g);
     let source = Source::Input {
         x,
         padding: g.padding,
     };
+    let padded = (
+        g.in_channels,
+        source.sample_shape().1,
+        source.sample_shape().2,
+    );
     ws.ensure_lanes(plan.lanes);
-    ws.lanes[..plan.lanes]
-        .par_iter_mut()
-        .enumerate()
-        .for_each(|(lane_index, lane)| {
-            let mut dw_part =
-                ArrayViewMut2::from_shape((c_out, rows_g), scratch(&mut lane.dw, c_out * rows_g))
-                    .expect("sized above");
-            dw_part.fill(T::zero());
-            let mut db_part =
-                ArrayViewMut1::from_shape(c_out, scratch(&mut lane.db, c_out)).expect("sized");
-            db_part.fill(T::zero());
-            for range in plan.chunks(lane_index, g.batch) {
-                let n = range.len();
-                let dy_chunk = dy.slice(s![range.clone(), .., .., ..]);
-                let cols = source.lower(range, &window, &mut lane.source, &mut lane.cols);
-                // The chunk's error as a [c_out, n·pixels] matrix, matching
-                // the columns of `cols`.
-                let mut dy_mat = ArrayViewMut2::from_shape(
-                    (c_out, n * pixels),
-                    scratch(&mut lane.product, c_out * n * pixels),
-                )
+    // Each lane gets its block of dx (or nothing, when dx is not computed here).
+    let dx_blocks = dx.as_mut().map(|dx| {
+        dx.axis_chunks_iter_mut(Axis(0), plan.per_lane)
+            .into_par_iter()
+            .map(Some)
+    });
+    let lane_work = |(lane_index, (lane, mut dx_lane)): (
+        usize,
+        (
+            &mut crate::workspace::LaneBuffers<T>,
+            Option<ArrayViewMut4<'_, T>>,
+        ),
+    )| {
+        let mut dw_part =
+            ArrayViewMut2::from_shape((c_out, rows_g), scratch(&mut lane.dw, c_out * rows_g))
                 .expect("sized above");
-                dy_mat
-                    .view_mut()
-                    .into_shape_with_order((c_out, n, g.out_h, g.out_w))
-                    .expect("contiguous")
-                    .assign(&dy_chunk.permuted_axes([1, 0, 2, 3]));
-                db_part += &dy_mat.sum_axis(Axis(1));
-                for group in 0..g.groups {
-                    let out_rows = group * c_out_g..(group + 1) * c_out_g;
-                    matmul(
-                        dw_part.slice_mut(s![out_rows.clone(), ..]),
-                        true,
-                        dy_mat.slice(s![out_rows, ..]),
-                        cols.slice(s![group * rows_g..(group + 1) * rows_g, ..])
-                            .reversed_axes(),
-                        plan.gemm_threads,
-                    );
-                }
+        dw_part.fill(T::zero());
+        let mut db_part =
+            ArrayViewMut1::from_shape(c_out, scratch(&mut lane.db, c_out)).expect("sized");
+        db_part.fill(T::zero());
+        let lane_start = lane_index * plan.per_lane;
+        for tile in plan.tiles(lane_index, g.batch) {
+            let cols = source.lower(&tile, &window, &mut lane.source, &mut lane.cols);
+            let dy_mat = error_matrix(dy, &tile, &mut lane.product);
+            for (b, row) in db_part.iter_mut().zip(dy_mat.outer_iter()) {
+                *b += row.sum();
             }
-        });
+            let c_out_g = g.out_channels_per_group();
+            for group in 0..g.groups {
+                let out_rows = group * c_out_g..(group + 1) * c_out_g;
+                matmul(
+                    dw_part.slice_mut(s![out_rows.clone(), ..]),
+                    true,
+                    dy_mat.slice(s![out_rows, ..]),
+                    cols.slice(s![group * rows_g..(group + 1) * rows_g, ..])
+                        .reversed_axes(),
+                    plan.gemm_threads,
+                );
+            }
+            let Some(dx_lane) = &mut dx_lane else {
+                continue;
+            };
+            // col2im: dcols = Wᵀ · dY (cols is spent, so its buffer is reused),
+            // added back onto a padded buffer for the tile's samples.
+            let n = tile.samples.len();
+            let columns = n * tile.rows.len() * g.out_w;
+            let mut dcols = ArrayViewMut2::from_shape(
+                (g.col_rows(), columns),
+                scratch(&mut lane.cols, g.col_rows() * columns),
+            )
+            .expect("sized above");
+            for group in 0..g.groups {
+                let cols_rows = group * rows_g..(group + 1) * rows_g;
+                let out_rows = group * c_out_g..(group + 1) * c_out_g;
+                matmul(
+                    dcols.slice_mut(s![cols_rows, ..]),
+                    false,
+                    weights.slice(s![out_rows.clone(), ..]).reversed_axes(),
+                    dy_mat.slice(s![out_rows, ..]),
+                    plan.gemm_threads,
+                );
+            }
+            let shape = (n, padded.0, padded.1, padded.2);
+            let accumulator = scratch(&mut lane.accumulator, n * padded.0 * padded.1 * padded.2);
+            if tile.rows.start == 0 {
+                accumulator.fill(T::zero());
+            }
+            let band = Window {
+                out_h: tile.rows.len(),
+                ..window
+            };
+            add_columns_to_windows(dcols.view(), accumulator, shape, &band, tile.rows.start);
+            if tile.rows.end == g.out_h {
+                let local = tile.samples.start - lane_start..tile.samples.end - lane_start;
+                let p = g.padding;
+                let accumulated =
+                    ArrayView4::from_shape(shape, &accumulator[..]).expect("sized above");
+                dx_lane
+                    .slice_mut(s![local, .., .., ..])
+                    .assign(&accumulated.slice(s![
+                        ..,
+                        ..,
+                        p.top..p.top + g.in_h,
+                        p.left..p.left + g.in_w
+                    ]));
+            }
+        }
+    };
+    let lanes = ws.lanes[..plan.lanes].par_iter_mut().enumerate();
+    match dx_blocks {
+        Some(blocks) => lanes
+            .zip(blocks)
+            .map(|((i, lane), dx)| (i, (lane, dx)))
+            .for_each(lane_work),
+        None => lanes.map(|(i, lane)| (i, (lane, None))).for_each(lane_work),
+    }
     let weight_shape = dw.raw_dim();
     for lane in &ws.lanes[..plan.lanes] {
-        let part = ndarray::ArrayView4::from_shape(weight_shape, &lane.dw[..c_out * rows_g])
+        let part = ArrayView4::from_shape(weight_shape, &lane.dw[..c_out * rows_g])
             .expect("written by the lane");
         dw += &part;
         db += &ArrayView1::from(&lane.db[..c_out]);
