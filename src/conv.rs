@@ -1,11 +1,13 @@
 //! The functional API: `conv2d` and `conv2d_backward` on any ndarray views.
 
-use crate::algo::{self, Algorithm, GradientsMut};
+use crate::algo::{self, Algorithm};
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
 use crate::spec::{Conv2dSpec, Geometry};
 use crate::workspace::Workspace;
-use ndarray::{Array1, Array4, ArrayView, ArrayView1, ArrayView4, Dimension, Ix4};
+use ndarray::{
+    Array1, Array4, ArrayView, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4, Dimension, Ix4,
+};
 
 /// The gradients of a convolution's inputs, from [`conv2d_backward`].
 #[derive(Clone, Debug, PartialEq)]
@@ -19,19 +21,53 @@ pub struct Gradients<T> {
     pub db: Array1<T>,
 }
 
+impl<T> Gradients<T> {
+    /// Mutable views of the three gradients, for [`conv2d_backward_into`].
+    ///
+    /// ```
+    /// use gemmconv::Gradients;
+    /// use gemmconv::ndarray::{Array1, Array4};
+    /// let mut g = Gradients { dx: Array4::<f32>::zeros((1, 1, 2, 2)), dw: Array4::zeros((1, 1, 1, 1)), db: Array1::zeros(1) };
+    /// g.view_mut().db[0] = 1.0;
+    /// assert_eq!(g.db[0], 1.0);
+    /// ```
+    pub fn view_mut(&mut self) -> GradientsMut<'_, T> {
+        GradientsMut {
+            dx: self.dx.view_mut(),
+            dw: self.dw.view_mut(),
+            db: self.db.view_mut(),
+        }
+    }
+}
+
+/// Caller-provided arrays a backward pass writes into (see
+/// [`conv2d_backward_into`]); any layout is accepted.
+#[derive(Debug)]
+pub struct GradientsMut<'a, T> {
+    /// Gradient of the input, shaped like the input.
+    pub dx: ArrayViewMut4<'a, T>,
+    /// Gradient of the weight, shaped like the weight.
+    pub dw: ArrayViewMut4<'a, T>,
+    /// Gradient of the bias, `[out_channels]`.
+    pub db: ArrayViewMut1<'a, T>,
+}
+
 /// A view as rank 4, or the rank error naming `operand`.
 pub(crate) fn rank4<'a, T, D: Dimension>(
     view: ArrayView<'a, T, D>,
     operand: Operand,
 ) -> Result<ArrayView4<'a, T>, ConvError> {
-    let shape = view.shape().to_vec();
-    view.into_dimensionality::<Ix4>()
-        .map_err(|_| ConvError::Rank {
+    if view.ndim() != 4 {
+        return Err(ConvError::Rank {
             operand,
             expected: 4,
-            got: shape.len(),
-            shape,
-        })
+            got: view.ndim(),
+            shape: view.shape().to_vec(),
+        });
+    }
+    Ok(view
+        .into_dimensionality::<Ix4>()
+        .expect("rank checked above"))
 }
 
 fn expect_shape(operand: Operand, expected: &[usize], got: &[usize]) -> Result<(), ConvError> {
@@ -127,10 +163,43 @@ pub fn conv2d_with_workspace<T: Element, Dx: Dimension, Dw: Dimension>(
     let x = rank4(x, Operand::Input)?;
     let w = rank4(w, Operand::Weight)?;
     let g = resolve(&x, &w, spec)?;
-    check_bias(bias.as_ref(), spec)?;
     let mut y = Array4::zeros(g.output_shape());
-    algo::forward(algorithm, x, w, bias, &g, y.view_mut(), workspace);
+    conv2d_into(x, w, bias, spec, algorithm, workspace, y.view_mut())?;
     Ok(y)
+}
+
+/// [`conv2d`] writing into a caller-provided output `y` (any layout), with
+/// caller-owned scratch memory: with a warm workspace, a call allocates
+/// nothing.
+///
+/// ```
+/// use gemmconv::{conv2d_into, Algorithm, Conv2dSpec, Workspace};
+/// use gemmconv::ndarray::Array4;
+///
+/// let spec = Conv2dSpec::new(1, 1, (2, 2)).bias(false);
+/// let x = Array4::<f64>::ones((1, 1, 3, 3));
+/// let w = Array4::<f64>::ones((1, 1, 2, 2));
+/// let mut y = Array4::<f64>::zeros((1, 1, 2, 2));
+/// conv2d_into(x.view(), w.view(), None, &spec, Algorithm::Strided, &mut Workspace::new(), y.view_mut())?;
+/// assert_eq!(y.sum(), 16.0);
+/// # Ok::<(), gemmconv::ConvError>(())
+/// ```
+pub fn conv2d_into<T: Element, Dx: Dimension, Dw: Dimension>(
+    x: ArrayView<'_, T, Dx>,
+    w: ArrayView<'_, T, Dw>,
+    bias: Option<ArrayView1<'_, T>>,
+    spec: &Conv2dSpec,
+    algorithm: Algorithm,
+    workspace: &mut Workspace<T>,
+    y: ArrayViewMut4<'_, T>,
+) -> Result<(), ConvError> {
+    let x = rank4(x, Operand::Input)?;
+    let w = rank4(w, Operand::Weight)?;
+    let g = resolve(&x, &w, spec)?;
+    check_bias(bias.as_ref(), spec)?;
+    expect_shape(Operand::Output, &g.output_shape(), y.shape())?;
+    algo::forward(algorithm, x, w, bias, &g, y, workspace);
+    Ok(())
 }
 
 /// The backward pass: given `dy = ∂L/∂y` for `y = conv2d(x, w, b)`, returns
@@ -187,19 +256,51 @@ pub fn conv2d_backward_with_workspace<T: Element, Dx: Dimension, Dw: Dimension, 
 ) -> Result<Gradients<T>, ConvError> {
     let x = rank4(x, Operand::Input)?;
     let w = rank4(w, Operand::Weight)?;
-    let dy = rank4(dy, Operand::OutputGradient)?;
     let g = resolve(&x, &w, spec)?;
-    expect_shape(Operand::OutputGradient, &g.output_shape(), dy.shape())?;
     let mut grads = Gradients {
         dx: Array4::zeros(g.input_shape()),
         dw: Array4::zeros(g.weight_shape()),
         db: Array1::zeros(g.out_channels),
     };
-    let out = GradientsMut {
-        dx: grads.dx.view_mut(),
-        dw: grads.dw.view_mut(),
-        db: grads.db.view_mut(),
-    };
-    algo::backward(algorithm, x, w, dy, &g, out, workspace);
+    conv2d_backward_into(x, w, dy, spec, algorithm, workspace, grads.view_mut())?;
     Ok(grads)
+}
+
+/// [`conv2d_backward`] writing into caller-provided gradients (any layout),
+/// with caller-owned scratch memory: with a warm workspace, a call allocates
+/// nothing. The gradients are overwritten, not accumulated.
+///
+/// ```
+/// use gemmconv::{conv2d_backward_into, Algorithm, Conv2dSpec, Gradients, Workspace};
+/// use gemmconv::ndarray::{Array1, Array4};
+///
+/// let spec = Conv2dSpec::new(1, 1, (1, 1));
+/// let x = Array4::<f32>::ones((2, 1, 2, 2));
+/// let w = Array4::<f32>::from_elem((1, 1, 1, 1), 3.0);
+/// let dy = Array4::<f32>::ones((2, 1, 2, 2));
+/// let mut g = Gradients { dx: Array4::zeros((2, 1, 2, 2)), dw: Array4::zeros((1, 1, 1, 1)), db: Array1::zeros(1) };
+/// let mut ws = Workspace::new();
+/// conv2d_backward_into(x.view(), w.view(), dy.view(), &spec, Algorithm::Strided, &mut ws, g.view_mut())?;
+/// assert_eq!((g.dw[[0, 0, 0, 0]], g.db[0], g.dx[[1, 0, 1, 1]]), (8.0, 8.0, 3.0));
+/// # Ok::<(), gemmconv::ConvError>(())
+/// ```
+pub fn conv2d_backward_into<T: Element, Dx: Dimension, Dw: Dimension, Dy: Dimension>(
+    x: ArrayView<'_, T, Dx>,
+    w: ArrayView<'_, T, Dw>,
+    dy: ArrayView<'_, T, Dy>,
+    spec: &Conv2dSpec,
+    algorithm: Algorithm,
+    workspace: &mut Workspace<T>,
+    out: GradientsMut<'_, T>,
+) -> Result<(), ConvError> {
+    let x = rank4(x, Operand::Input)?;
+    let w = rank4(w, Operand::Weight)?;
+    let dy = rank4(dy, Operand::OutputGradient)?;
+    let g = resolve(&x, &w, spec)?;
+    expect_shape(Operand::OutputGradient, &g.output_shape(), dy.shape())?;
+    expect_shape(Operand::Output, &g.input_shape(), out.dx.shape())?;
+    expect_shape(Operand::Output, &g.weight_shape(), out.dw.shape())?;
+    expect_shape(Operand::Output, &[g.out_channels], out.db.shape())?;
+    algo::backward(algorithm, x, w, dy, &g, out, workspace);
+    Ok(())
 }

@@ -13,6 +13,21 @@ pub fn gemm_backend() -> &'static str {
     "gemm crate (pure Rust, runtime CPU dispatch)"
 }
 
+#[cfg(feature = "allocation-audit")]
+thread_local! {
+    static INSIDE_GEMM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread is inside a GEMM call. For tests that count
+/// allocations: the GEMM's own packing buffers are its business (the pure-Rust
+/// GEMM allocates them per call; BLAS libraries keep pools outside Rust's
+/// allocator), everything else is this crate's.
+#[cfg(feature = "allocation-audit")]
+#[doc(hidden)]
+pub fn inside_gemm() -> bool {
+    INSIDE_GEMM.with(|flag| flag.get())
+}
+
 /// `C ← A·B` (or `C ← C + A·B` when `accumulate`), with `A: m×k`, `B: k×n`,
 /// `C: m×n`, each with any strides. `threads` is how many threads the GEMM
 /// may use itself; callers that already run one GEMM per rayon task pass 1,
@@ -48,6 +63,8 @@ pub(crate) fn matmul<T: Element>(
     } else {
         gemm::Parallelism::None
     };
+    #[cfg(feature = "allocation-audit")]
+    INSIDE_GEMM.with(|flag| flag.set(true));
     let (c_rs, c_cs) = (c.strides()[0], c.strides()[1]);
     let (a_rs, a_cs) = (a.strides()[0], a.strides()[1]);
     let (b_rs, b_cs) = (b.strides()[0], b.strides()[1]);
@@ -80,4 +97,6 @@ pub(crate) fn matmul<T: Element>(
             parallelism,
         );
     }
+    #[cfg(feature = "allocation-audit")]
+    INSIDE_GEMM.with(|flag| flag.set(false));
 }

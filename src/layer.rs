@@ -1,8 +1,8 @@
 //! `Conv2d`: a convolution layer that owns its parameters, their gradients,
 //! the input of the last forward pass and a reusable workspace.
 
-use crate::algo::{self, Algorithm, GradientsMut};
-use crate::conv::{check_bias, rank4, resolve};
+use crate::algo::{self, Algorithm};
+use crate::conv::{GradientsMut, check_bias, rank4, resolve};
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
 use crate::spec::Conv2dSpec;

@@ -44,11 +44,15 @@ mod workspace;
 
 pub use algo::Algorithm;
 pub use conv::{
-    Gradients, conv2d, conv2d_backward, conv2d_backward_with_workspace, conv2d_with_workspace,
+    Gradients, GradientsMut, conv2d, conv2d_backward, conv2d_backward_into,
+    conv2d_backward_with_workspace, conv2d_into, conv2d_with_workspace,
 };
 pub use element::Element;
 pub use error::{ConvError, Operand};
 pub use gemm::gemm_backend;
+#[cfg(feature = "allocation-audit")]
+#[doc(hidden)]
+pub use gemm::inside_gemm;
 pub use layer::Conv2d;
 pub use spec::{Conv2dSpec, Padding};
 pub use workspace::{DEFAULT_COLUMN_CAP_BYTES, InputGradient, Workspace};

@@ -4,10 +4,11 @@ mod im2col;
 mod naive;
 mod strided;
 
+use crate::conv::GradientsMut;
 use crate::element::Element;
 use crate::spec::Geometry;
 use crate::workspace::Workspace;
-use ndarray::{ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
+use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4};
 
 /// Which implementation computes a convolution. All three give the same
 /// results (up to floating-point rounding) for every geometry; they differ in
@@ -81,13 +82,6 @@ pub(crate) fn forward<T: Element>(
         Algorithm::Im2col => im2col::forward(x, w, bias, g, y),
         Algorithm::Strided => strided::forward(x, w, bias, g, y, ws),
     }
-}
-
-/// The three gradients a backward pass writes.
-pub(crate) struct GradientsMut<'a, T> {
-    pub dx: ArrayViewMut4<'a, T>,
-    pub dw: ArrayViewMut4<'a, T>,
-    pub db: ArrayViewMut1<'a, T>,
 }
 
 /// Backward pass on validated operands; overwrites every gradient.
