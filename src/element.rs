@@ -26,6 +26,71 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
 
     /// Converts to `f64` (exact for both types).
     fn into_f64(self) -> f64;
+
+    /// CBLAS `?gemm` for this type: `C ← alpha·op(A)·op(B) + beta·C`,
+    /// row-major. The dtype dispatch of the BLAS backends, in one place.
+    ///
+    /// # Safety
+    /// The pointers, dimensions and leading dimensions must describe valid,
+    /// non-overlapping (for `c`) matrices, as CBLAS requires.
+    #[cfg(feature = "_blas")]
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn cblas_gemm(
+        trans_a: cblas_sys::CBLAS_TRANSPOSE,
+        trans_b: cblas_sys::CBLAS_TRANSPOSE,
+        m: i32,
+        n: i32,
+        k: i32,
+        a: *const Self,
+        lda: i32,
+        b: *const Self,
+        ldb: i32,
+        beta: Self,
+        c: *mut Self,
+        ldc: i32,
+    );
+}
+
+/// Implements `Element::cblas_gemm` with the CBLAS routine `$gemm`.
+#[cfg(feature = "_blas")]
+macro_rules! cblas_gemm_with {
+    ($gemm:ident) => {
+        unsafe fn cblas_gemm(
+            trans_a: cblas_sys::CBLAS_TRANSPOSE,
+            trans_b: cblas_sys::CBLAS_TRANSPOSE,
+            m: i32,
+            n: i32,
+            k: i32,
+            a: *const Self,
+            lda: i32,
+            b: *const Self,
+            ldb: i32,
+            beta: Self,
+            c: *mut Self,
+            ldc: i32,
+        ) {
+            // SAFETY: forwarded unchanged; the caller upholds CBLAS's contract.
+            unsafe {
+                cblas_sys::$gemm(
+                    cblas_sys::CBLAS_LAYOUT::CblasRowMajor,
+                    trans_a,
+                    trans_b,
+                    m,
+                    n,
+                    k,
+                    1.0,
+                    a,
+                    lda,
+                    b,
+                    ldb,
+                    beta,
+                    c,
+                    ldc,
+                )
+            }
+        }
+    };
 }
 
 impl Element for f32 {
@@ -36,6 +101,8 @@ impl Element for f32 {
     fn into_f64(self) -> f64 {
         self as f64
     }
+    #[cfg(feature = "_blas")]
+    cblas_gemm_with!(cblas_sgemm);
 }
 
 impl Element for f64 {
@@ -46,4 +113,6 @@ impl Element for f64 {
     fn into_f64(self) -> f64 {
         self
     }
+    #[cfg(feature = "_blas")]
+    cblas_gemm_with!(cblas_dgemm);
 }

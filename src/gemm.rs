@@ -10,7 +10,23 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 /// assert!(!gemmconv::gemm_backend().is_empty());
 /// ```
 pub fn gemm_backend() -> &'static str {
-    "gemm crate (pure Rust, runtime CPU dispatch)"
+    if cfg!(feature = "openblas-system") {
+        "OpenBLAS (system)"
+    } else if cfg!(feature = "openblas-static") {
+        "OpenBLAS (static)"
+    } else if cfg!(feature = "netlib") {
+        "netlib reference BLAS"
+    } else if cfg!(feature = "intel-mkl-static") {
+        "Intel MKL (static, sequential)"
+    } else if cfg!(feature = "intel-mkl-system") {
+        "Intel MKL (system, sequential)"
+    } else if cfg!(feature = "blis") {
+        "BLIS"
+    } else if cfg!(feature = "accelerate") {
+        "Apple Accelerate"
+    } else {
+        "gemm crate (pure Rust, runtime CPU dispatch)"
+    }
 }
 
 #[cfg(feature = "allocation-audit")]
@@ -58,18 +74,39 @@ pub(crate) fn matmul<T: Element>(
         }
         return;
     }
+    #[cfg(feature = "allocation-audit")]
+    INSIDE_GEMM.with(|flag| flag.set(true));
+    #[cfg(feature = "_blas")]
+    let done = blas::try_matmul(&mut c, accumulate, &a, &b, threads);
+    #[cfg(not(feature = "_blas"))]
+    let done = false;
+    if !done {
+        pure_rust_matmul(c, accumulate, a, b, threads);
+    }
+    #[cfg(feature = "allocation-audit")]
+    INSIDE_GEMM.with(|flag| flag.set(false));
+}
+
+/// The `gemm` crate: any strides.
+fn pure_rust_matmul<T: Element>(
+    mut c: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    threads: usize,
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    #[cfg(feature = "allocation-audit")]
-    INSIDE_GEMM.with(|flag| flag.set(true));
     let (c_rs, c_cs) = (c.strides()[0], c.strides()[1]);
     let (a_rs, a_cs) = (a.strides()[0], a.strides()[1]);
     let (b_rs, b_cs) = (b.strides()[0], b.strides()[1]);
     // SAFETY: the three pointers and their strides come from live ndarray
-    // views whose shapes were checked above to be m×k, k×n and m×n, so every
+    // views whose shapes `matmul` checked to be m×k, k×n and m×n, so every
     // element the GEMM touches is inside its view. `c` is a unique mutable
     // borrow, so it aliases neither `a` nor `b`. `T` is f32 or f64 (the trait
     // is sealed), the only types besides complex and f16 that `gemm::gemm`
@@ -97,6 +134,124 @@ pub(crate) fn matmul<T: Element>(
             parallelism,
         );
     }
-    #[cfg(feature = "allocation-audit")]
-    INSIDE_GEMM.with(|flag| flag.set(false));
+}
+
+/// CBLAS, for operands it can describe: each matrix with a unit stride along
+/// one axis. Anything else falls back to the pure-Rust GEMM.
+#[cfg(feature = "_blas")]
+mod blas {
+    use crate::element::Element;
+    use cblas_sys::CBLAS_TRANSPOSE::{self, CblasNoTrans, CblasTrans};
+    use ndarray::{ArrayView2, ArrayViewMut2};
+
+    /// How CBLAS sees a `rows × cols` operand with strides `(rs, cs)`, in
+    /// row-major terms: as is with leading dimension `rs`, or transposed with
+    /// leading dimension `cs`.
+    fn describe(rows: usize, cols: usize, rs: isize, cs: isize) -> Option<(CBLAS_TRANSPOSE, i32)> {
+        let fits = |ld: isize, min: usize| ld >= min.max(1) as isize && ld <= i32::MAX as isize;
+        if (cs == 1 || cols == 1) && fits(rs, cols) {
+            Some((CblasNoTrans, rs as i32))
+        } else if (rs == 1 || rows == 1) && fits(cs, rows) {
+            Some((CblasTrans, cs as i32))
+        } else {
+            None
+        }
+    }
+
+    /// Tells OpenBLAS how many threads its next calls may use, so a GEMM per
+    /// rayon lane runs on one thread and a lone GEMM on all of them.
+    #[cfg(any(feature = "openblas-system", feature = "openblas-static"))]
+    fn set_threads(threads: usize) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CURRENT: AtomicUsize = AtomicUsize::new(0);
+        unsafe extern "C" {
+            fn openblas_set_num_threads(num_threads: std::ffi::c_int);
+        }
+        if CURRENT.swap(threads, Ordering::Relaxed) != threads {
+            // SAFETY: takes a plain integer; OpenBLAS documents it as callable
+            // at any time.
+            unsafe { openblas_set_num_threads(threads.min(i32::MAX as usize) as std::ffi::c_int) };
+        }
+    }
+
+    /// MKL and BLIS builds are sequential; Accelerate and netlib manage
+    /// their own threads.
+    #[cfg(not(any(feature = "openblas-system", feature = "openblas-static")))]
+    fn set_threads(_threads: usize) {}
+
+    pub(super) fn try_matmul<T: Element>(
+        c: &mut ArrayViewMut2<'_, T>,
+        accumulate: bool,
+        a: &ArrayView2<'_, T>,
+        b: &ArrayView2<'_, T>,
+        threads: usize,
+    ) -> bool {
+        let (m, k) = a.dim();
+        let n = b.ncols();
+        let small = |v: usize| i32::try_from(v).ok();
+        let (Some(mi), Some(ni), Some(ki)) = (small(m), small(n), small(k)) else {
+            return false;
+        };
+        let (Some(da), Some(db)) = (
+            describe(m, k, a.strides()[0], a.strides()[1]),
+            describe(k, n, b.strides()[0], b.strides()[1]),
+        ) else {
+            return false;
+        };
+        let beta = if accumulate { T::one() } else { T::zero() };
+        set_threads(threads);
+        match describe(m, n, c.strides()[0], c.strides()[1]) {
+            Some((CblasNoTrans, ldc)) => {
+                // SAFETY: `describe` checked that each operand is a row-major
+                // (or transposed row-major) matrix with a unit stride and a
+                // leading dimension covering its rows, so CBLAS reads exactly
+                // the views' elements; `c` is a unique borrow, distinct from
+                // `a` and `b`. Dimensions fit in i32 (checked above).
+                unsafe {
+                    T::cblas_gemm(
+                        da.0,
+                        db.0,
+                        mi,
+                        ni,
+                        ki,
+                        a.as_ptr(),
+                        da.1,
+                        b.as_ptr(),
+                        db.1,
+                        beta,
+                        c.as_mut_ptr(),
+                        ldc,
+                    )
+                };
+                true
+            }
+            Some((_, ldc)) => {
+                // C is column-major: compute Cᵀ = Bᵀ·Aᵀ, which is row-major.
+                let flip = |t| match t {
+                    CblasNoTrans => CblasTrans,
+                    _ => CblasNoTrans,
+                };
+                // SAFETY: as above, with the roles of A and B exchanged and
+                // each operation transposed; Cᵀ is n × m with leading dimension ldc.
+                unsafe {
+                    T::cblas_gemm(
+                        flip(db.0),
+                        flip(da.0),
+                        ni,
+                        mi,
+                        ki,
+                        b.as_ptr(),
+                        db.1,
+                        a.as_ptr(),
+                        da.1,
+                        beta,
+                        c.as_mut_ptr(),
+                        ldc,
+                    )
+                };
+                true
+            }
+            None => false,
+        }
+    }
 }

@@ -31,6 +31,57 @@
 
 #![warn(missing_docs)]
 
+#[cfg(any(
+    all(
+        feature = "openblas-system",
+        any(
+            feature = "openblas-static",
+            feature = "netlib",
+            feature = "intel-mkl-static",
+            feature = "intel-mkl-system",
+            feature = "blis",
+            feature = "accelerate"
+        )
+    ),
+    all(
+        feature = "openblas-static",
+        any(
+            feature = "netlib",
+            feature = "intel-mkl-static",
+            feature = "intel-mkl-system",
+            feature = "blis",
+            feature = "accelerate"
+        )
+    ),
+    all(
+        feature = "netlib",
+        any(
+            feature = "intel-mkl-static",
+            feature = "intel-mkl-system",
+            feature = "blis",
+            feature = "accelerate"
+        )
+    ),
+    all(
+        feature = "intel-mkl-static",
+        any(feature = "intel-mkl-system", feature = "blis", feature = "accelerate")
+    ),
+    all(
+        feature = "intel-mkl-system",
+        any(feature = "blis", feature = "accelerate")
+    ),
+    all(feature = "blis", feature = "accelerate"),
+))]
+compile_error!(
+    "gemmconv: more than one GEMM backend feature is on (openblas-system, openblas-static, \
+     netlib, intel-mkl-static, intel-mkl-system, blis, accelerate); enable exactly one, or none \
+     for the pure-Rust GEMM"
+);
+
+// Links the chosen BLAS library; its symbols are reached through cblas-sys.
+#[cfg(feature = "_blas")]
+extern crate blas_src;
+
 mod algo;
 mod conv;
 mod element;

@@ -65,6 +65,10 @@ fn warm_calls_allocate_only_their_outputs() {
         .num_threads(2)
         .build()
         .unwrap();
+    // Every thread of both pools is started (and has made its start-up
+    // allocations) before anything is counted.
+    rayon::broadcast(|_| ());
+    pool.broadcast(|_| ());
     pool.install(|| {
         let specs = [
             // stride 1, c_in == c_out: error lowering
