@@ -1,0 +1,158 @@
+//! Forward and backward over every row of the suite (`benches/SUITE.md`),
+//! for each algorithm where it runs in reasonable time. Throughput is in
+//! FLOPs, so criterion's "elem/s" reads as FLOP/s.
+//!
+//! Ids: `<row>/<fwd|bwd>/<variant>`, where the variant is an algorithm
+//! (`naive`, `im2col`, `strided`) or one configuration of the strided one:
+//! `strided-nocap` (no column cap), `strided-1t` (one thread),
+//! `strided-col2im` / `strided-lowering` (input-gradient method).
+//!
+//! `cargo bench --bench conv` runs all; `cargo bench --bench conv -- r3x3/`
+//! one row.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use gemmconv::ndarray::{Array1, Array4};
+use gemmconv::suite::{SuiteRow, rows};
+use gemmconv::{
+    Algorithm, Conv2d, Element, Gradients, InputGradient, Workspace, conv2d_backward_into,
+    conv2d_into,
+};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// One benchmarked configuration.
+struct Variant {
+    name: &'static str,
+    algorithm: Algorithm,
+    cap: usize,
+    threads: Option<usize>,
+    input_gradient: InputGradient,
+}
+
+fn variants(row: &SuiteRow) -> Vec<Variant> {
+    let base = |name, algorithm| Variant {
+        name,
+        algorithm,
+        cap: gemmconv::DEFAULT_COLUMN_CAP_BYTES,
+        threads: None,
+        input_gradient: InputGradient::Auto,
+    };
+    let mut v = vec![
+        base("strided", Algorithm::Strided),
+        base("im2col", Algorithm::Im2col),
+    ];
+    if row.id.starts_with("seed") {
+        v.push(base("naive", Algorithm::Naive));
+    }
+    v.push(Variant {
+        cap: usize::MAX,
+        ..base("strided-nocap", Algorithm::Strided)
+    });
+    v.push(Variant {
+        threads: Some(1),
+        ..base("strided-1t", Algorithm::Strided)
+    });
+    v.push(Variant {
+        input_gradient: InputGradient::Col2im,
+        ..base("strided-col2im", Algorithm::Strided)
+    });
+    v.push(Variant {
+        input_gradient: InputGradient::ErrorLowering,
+        ..base("strided-lowering", Algorithm::Strided)
+    });
+    v
+}
+
+fn bench_row<T: Element>(c: &mut Criterion, row: &SuiteRow) {
+    let mut rng = SmallRng::seed_from_u64(1);
+    let spec = &row.spec;
+    let out = spec.output_shape(row.input).expect("suite rows are valid");
+    let random4 = |rng: &mut SmallRng, shape| {
+        Array4::from_shape_simple_fn(shape, || T::from_f64(rng.random_range(-1.0..1.0)))
+    };
+    let x = random4(&mut rng, row.input);
+    let dy = random4(&mut rng, out);
+    let layer = Conv2d::<T>::new_kaiming(spec.clone(), &mut rng).expect("valid");
+    let w = layer.weight().clone();
+    let b = Array1::from_shape_simple_fn(spec.out_channels(), || T::from_f64(0.1));
+    let mut y = Array4::zeros(out);
+    let mut grads = Gradients {
+        dx: Array4::zeros(row.input),
+        dw: Array4::zeros(spec.weight_shape()),
+        db: Array1::zeros(spec.out_channels()),
+    };
+
+    let flops = row.forward_flops();
+    let mut group = c.benchmark_group(row.id);
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for variant in variants(row) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(variant.threads.unwrap_or(0))
+            .build()
+            .expect("thread pool");
+        let mut ws = Workspace::new()
+            .with_column_cap_bytes(variant.cap)
+            .with_input_gradient(variant.input_gradient);
+        let skip_forward = matches!(
+            variant.input_gradient,
+            InputGradient::Col2im | InputGradient::ErrorLowering
+        );
+        if !skip_forward {
+            group.throughput(Throughput::Elements(flops));
+            group.bench_function(BenchmarkId::new("fwd", variant.name), |bench| {
+                pool.install(|| {
+                    bench.iter(|| {
+                        conv2d_into(
+                            x.view(),
+                            w.view(),
+                            Some(b.view()),
+                            spec,
+                            variant.algorithm,
+                            &mut ws,
+                            y.view_mut(),
+                        )
+                        .expect("valid");
+                        black_box(&y);
+                    })
+                })
+            });
+        }
+        group.throughput(Throughput::Elements(2 * flops));
+        group.bench_function(BenchmarkId::new("bwd", variant.name), |bench| {
+            pool.install(|| {
+                bench.iter(|| {
+                    conv2d_backward_into(
+                        x.view(),
+                        w.view(),
+                        dy.view(),
+                        spec,
+                        variant.algorithm,
+                        &mut ws,
+                        grads.view_mut(),
+                    )
+                    .expect("valid");
+                    black_box(&grads);
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn suite(c: &mut Criterion) {
+    for row in rows() {
+        if row.double {
+            bench_row::<f64>(c, &row);
+        } else {
+            bench_row::<f32>(c, &row);
+        }
+    }
+}
+
+criterion_group!(benches, suite);
+criterion_main!(benches);
