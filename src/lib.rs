@@ -106,7 +106,7 @@ pub use gemm::gemm_backend;
 pub use gemm::inside_gemm;
 pub use layer::Conv2d;
 pub use spec::{Conv2dSpec, Padding};
-pub use workspace::{DEFAULT_COLUMN_CAP_BYTES, InputGradient, Workspace};
+pub use workspace::{DEFAULT_COLUMN_CAP_BYTES, InputGradient, Kernel, Workspace};
 
 /// The exact `ndarray` this crate is built on.
 pub use ndarray;

@@ -77,19 +77,28 @@ pub(crate) fn window_view<'a, T>(
 /// matrix `cols` (row-major, `[c·kh·kw, n·out_h·out_w]`): row `(c, i, j)`,
 /// column `(n, oh, ow)`. This is the one copy of the strided lowering.
 ///
-/// One 4-D copy per kernel tap: for a fixed tap the source is a plain strided
-/// image (`sw` apart along a row), so the innermost loop is a strided gather
-/// of `out_w` elements (a contiguous copy when `sw == 1`).
+/// For a fixed sample, channel and tap the view is a plain image `(out_h,
+/// out_w)` whose rows step `sh` rows and whose elements step `sw` columns of
+/// the source: with `sw == 1` each row is a contiguous run, copied with one
+/// `memcpy`; otherwise it is gathered element by element.
 pub(crate) fn copy_windows_to_columns<T: Element>(windows: ArrayView6<'_, T>, cols: &mut [T]) {
     let (n, c, oh, ow, kh, kw) = windows.dim();
-    let mut dst = ndarray::ArrayViewMut6::from_shape((c, kh, kw, n, oh, ow), cols)
-        .expect("column buffer sized by the caller");
-    for i in 0..kh {
-        for j in 0..kw {
-            let tap = windows
-                .slice(s![.., .., .., .., i, j])
-                .permuted_axes([1, 0, 2, 3]);
-            dst.slice_mut(s![.., i, j, .., .., ..]).assign(&tap);
+    let row_len = n * oh * ow;
+    for (row, dst_row) in cols
+        .chunks_exact_mut(row_len.max(1))
+        .take(c * kh * kw)
+        .enumerate()
+    {
+        let (ch, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
+        let mut dst_lines = dst_row.chunks_exact_mut(ow.max(1));
+        for sample in 0..n {
+            let image = windows.slice(s![sample, ch, .., .., i, j]);
+            for (line, dst) in image.rows().into_iter().zip(&mut dst_lines) {
+                match line.as_slice() {
+                    Some(contiguous) => dst.copy_from_slice(contiguous),
+                    None => dst.iter_mut().zip(line).for_each(|(d, &v)| *d = v),
+                }
+            }
         }
     }
 }

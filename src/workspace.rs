@@ -20,6 +20,27 @@ pub struct Workspace<T> {
     pub(crate) flipped_weights: Vec<T>,
     cap_bytes: usize,
     input_gradient: InputGradient,
+    kernel: Kernel,
+}
+
+/// Which kernel [`Algorithm::Strided`](crate::Algorithm) runs.
+///
+/// ```
+/// use gemmconv::{Kernel, Workspace};
+/// let ws = Workspace::<f32>::new().with_kernel(Kernel::Direct);
+/// assert_eq!(ws.kernel(), Kernel::Direct);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Direct loops for small groups (at most 16 multiply-adds per output
+    /// pixel and 4 output channels per group, as in depthwise convolutions),
+    /// lowering and GEMM otherwise.
+    #[default]
+    Auto,
+    /// Always lower onto GEMM.
+    Gemm,
+    /// Always the direct loops (slow for large groups).
+    Direct,
 }
 
 /// How [`Algorithm::Strided`](crate::Algorithm) computes the input gradient.
@@ -79,10 +100,12 @@ impl<T> Default for LaneBuffers<T> {
     }
 }
 
-/// The default cap on one lane's column matrix: 16 MiB. Large enough that
-/// a chunk's GEMM runs at full speed, small enough that a large batch or
-/// image does not allocate gigabytes (one lane per thread).
-pub const DEFAULT_COLUMN_CAP_BYTES: usize = 16 << 20;
+/// The default cap on one lane's column matrix: 2 MiB. Measured on the
+/// suite (BENCHMARKS.md): tiles this small stay in cache between the copy
+/// that writes them and the GEMM that reads them, which made r3x3 forward
+/// about 25% faster than 16 MiB tiles; and a large batch or image never
+/// allocates more than this per thread.
+pub const DEFAULT_COLUMN_CAP_BYTES: usize = 2 << 20;
 
 impl<T> Default for Workspace<T> {
     fn default() -> Self {
@@ -103,6 +126,7 @@ impl<T> Workspace<T> {
             flipped_weights: Vec::new(),
             cap_bytes: DEFAULT_COLUMN_CAP_BYTES,
             input_gradient: InputGradient::Auto,
+            kernel: Kernel::Auto,
         }
     }
 
@@ -127,6 +151,28 @@ impl<T> Workspace<T> {
     pub fn with_input_gradient(mut self, method: InputGradient) -> Self {
         self.input_gradient = method;
         self
+    }
+
+    /// Sets which kernel runs.
+    ///
+    /// ```
+    /// use gemmconv::{Kernel, Workspace};
+    /// let ws = Workspace::<f64>::new().with_kernel(Kernel::Gemm);
+    /// assert_eq!(ws.kernel(), Kernel::Gemm);
+    /// ```
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// Which kernel runs.
+    ///
+    /// ```
+    /// use gemmconv::{Kernel, Workspace};
+    /// assert_eq!(Workspace::<f32>::new().kernel(), Kernel::Auto);
+    /// ```
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// How the input gradient is computed.

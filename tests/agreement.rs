@@ -5,7 +5,7 @@ mod common;
 
 use common::{Case, assert_close, random_array1, random_array4, random_case, rng};
 use gemmconv::{
-    Algorithm, Element, InputGradient, Workspace, conv2d, conv2d_backward,
+    Algorithm, Element, InputGradient, Kernel, Workspace, conv2d, conv2d_backward,
     conv2d_backward_with_workspace, conv2d_with_workspace,
 };
 
@@ -36,31 +36,36 @@ fn check_case<T: Element>(case: &Case, seed: u64) {
         assert_close(&g.db, &g_ref.db, &what(algo.name(), "db"));
     }
 
-    // The strided algorithm's other configurations: each input-gradient
-    // method, with whole-batch tiles and with one output row per tile.
+    // The strided algorithm's other configurations: the GEMM path with each
+    // input-gradient method, with whole-batch tiles and with one output row
+    // per tile; and the direct kernel.
+    let mut configurations = vec![(Kernel::Direct, InputGradient::Auto, usize::MAX)];
     for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {
         for cap in [usize::MAX, 1] {
-            let label = format!("strided ({method:?}, column cap {cap})");
-            let mut ws = Workspace::new()
-                .with_column_cap_bytes(cap)
-                .with_input_gradient(method);
-            let y =
-                conv2d_with_workspace(x.view(), w.view(), bias, spec, Algorithm::Strided, &mut ws)
-                    .unwrap();
-            assert_close(&y, &y_ref, &what(&label, "forward"));
-            let g = conv2d_backward_with_workspace(
-                x.view(),
-                w.view(),
-                dy.view(),
-                spec,
-                Algorithm::Strided,
-                &mut ws,
-            )
-            .unwrap();
-            assert_close(&g.dx, &g_ref.dx, &what(&label, "dx"));
-            assert_close(&g.dw, &g_ref.dw, &what(&label, "dw"));
-            assert_close(&g.db, &g_ref.db, &what(&label, "db"));
+            configurations.push((Kernel::Gemm, method, cap));
         }
+    }
+    for (kernel, method, cap) in configurations {
+        let label = format!("strided ({kernel:?}, {method:?}, column cap {cap})");
+        let mut ws = Workspace::new()
+            .with_column_cap_bytes(cap)
+            .with_input_gradient(method)
+            .with_kernel(kernel);
+        let y = conv2d_with_workspace(x.view(), w.view(), bias, spec, Algorithm::Strided, &mut ws)
+            .unwrap();
+        assert_close(&y, &y_ref, &what(&label, "forward"));
+        let g = conv2d_backward_with_workspace(
+            x.view(),
+            w.view(),
+            dy.view(),
+            spec,
+            Algorithm::Strided,
+            &mut ws,
+        )
+        .unwrap();
+        assert_close(&g.dx, &g_ref.dx, &what(&label, "dx"));
+        assert_close(&g.dw, &g_ref.dw, &what(&label, "dw"));
+        assert_close(&g.db, &g_ref.db, &what(&label, "db"));
     }
 }
 

@@ -1,5 +1,6 @@
 //! The three algorithms, one file each, behind one dispatch.
 
+mod direct;
 mod im2col;
 mod naive;
 mod strided;

@@ -37,7 +37,7 @@ use crate::lower::{
     flip_and_swap_weights, pad_into, window_view,
 };
 use crate::spec::{Geometry, Padding};
-use crate::workspace::{InputGradient, Workspace, scratch};
+use crate::workspace::{InputGradient, Kernel, Workspace, scratch};
 use ndarray::{
     ArrayBase, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
     Axis, Ix2, Ix3, RawData, s,
@@ -339,6 +339,15 @@ fn multiply_into_output<T: Element>(
     }
 }
 
+/// Whether this geometry goes to the direct kernel instead of a GEMM.
+fn use_direct(kernel: Kernel, g: &Geometry) -> bool {
+    match kernel {
+        Kernel::Auto => super::direct::suits(g),
+        Kernel::Gemm => false,
+        Kernel::Direct => true,
+    }
+}
+
 /// Forward pass, see the module docs.
 pub(crate) fn forward<T: Element>(
     x: ArrayView4<'_, T>,
@@ -348,6 +357,9 @@ pub(crate) fn forward<T: Element>(
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    if use_direct(ws.kernel(), g) {
+        return super::direct::forward(x, w, bias, g, y, ws);
+    }
     let weights = w
         .to_shape((g.out_channels, g.col_rows() / g.groups))
         .expect("weight shape validated");
@@ -390,6 +402,9 @@ pub(crate) fn backward<T: Element>(
     db: ArrayViewMut1<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    if use_direct(ws.kernel(), g) {
+        return super::direct::backward(x, w, dy, g, dx, dw, db, ws);
+    }
     if use_col2im(ws.input_gradient(), g) {
         weight_gradient_pass(x, w, dy, g, dw, db, Some(dx), ws);
         return;

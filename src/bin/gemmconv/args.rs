@@ -1,7 +1,7 @@
 //! Command-line options, in the style of oneDNN's benchdnn: a suite row or a
 //! geometry, dtype, algorithms and threads.
 
-use gemmconv::{Algorithm, Conv2dSpec, Padding};
+use gemmconv::{Algorithm, Conv2dSpec, InputGradient, Kernel, Padding, Workspace};
 
 pub const USAGE: &str = "\
 usage: gemmconv [options]
@@ -18,6 +18,9 @@ float64), naive / im2col / strided, forward and backward.
   --alg LIST        comma-separated algorithms (default: naive,im2col,strided; naive
                     is skipped on large problems unless asked for)
   --threads N       rayon threads (default: all cores, or RAYON_NUM_THREADS)
+  --kernel K        strided kernel: auto, gemm or direct (default auto)
+  --dx M            strided input gradient: auto, col2im or lowering (default auto)
+  --cap BYTES       strided column-matrix cap per thread (default 2 MiB)
   --runs N          timing runs (default 7)
   --help            this text
 ";
@@ -31,6 +34,9 @@ pub struct Options {
     pub algorithms: Option<Vec<Algorithm>>,
     pub threads: Option<usize>,
     pub runs: usize,
+    pub kernel: Kernel,
+    pub input_gradient: InputGradient,
+    pub cap: usize,
     /// Whether this is the notebook's workload (compare with its figures).
     pub notebook: bool,
 }
@@ -50,6 +56,9 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut algorithms = None;
     let mut threads = None;
     let mut runs = 7;
+    let mut kernel = Kernel::Auto;
+    let mut input_gradient = InputGradient::Auto;
+    let mut cap = gemmconv::DEFAULT_COLUMN_CAP_BYTES;
     const GEOMETRY: [&str; 19] = [
         "mb", "ic", "ih", "iw", "oc", "kh", "kw", "sh", "sw", "ph", "pw", "pt", "pb", "pl", "pr",
         "dh", "dw", "g", "",
@@ -75,6 +84,31 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
             }
             "--threads" => threads = Some(number("--threads", args.next())?),
             "--runs" => runs = number("--runs", args.next())?.max(1),
+            "--cap" => cap = number("--cap", args.next())?,
+            "--kernel" => {
+                kernel = match args.next().as_deref() {
+                    Some("auto") => Kernel::Auto,
+                    Some("gemm") => Kernel::Gemm,
+                    Some("direct") => Kernel::Direct,
+                    other => {
+                        return Err(format!(
+                            "--kernel: expected auto, gemm or direct, got {other:?}"
+                        ));
+                    }
+                }
+            }
+            "--dx" => {
+                input_gradient = match args.next().as_deref() {
+                    Some("auto") => InputGradient::Auto,
+                    Some("col2im") => InputGradient::Col2im,
+                    Some("lowering") => InputGradient::ErrorLowering,
+                    other => {
+                        return Err(format!(
+                            "--dx: expected auto, col2im or lowering, got {other:?}"
+                        ));
+                    }
+                }
+            }
             other => {
                 let name = other
                     .strip_prefix("--")
@@ -135,6 +169,19 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
         algorithms,
         threads,
         runs,
+        kernel,
+        input_gradient,
+        cap,
         notebook: notebook && double,
     })
+}
+
+impl Options {
+    /// The workspace the options ask for.
+    pub fn workspace<T>(&self) -> Workspace<T> {
+        Workspace::new()
+            .with_kernel(self.kernel)
+            .with_input_gradient(self.input_gradient)
+            .with_column_cap_bytes(self.cap)
+    }
 }

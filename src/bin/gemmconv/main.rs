@@ -6,7 +6,10 @@ mod args;
 mod timing;
 
 use gemmconv::ndarray::{Array1, Array4};
-use gemmconv::{Algorithm, Conv2d, Element, Gradients, conv2d, conv2d_backward};
+use gemmconv::{
+    Algorithm, Conv2d, Element, Gradients, conv2d, conv2d_backward, conv2d_backward_with_workspace,
+    conv2d_with_workspace,
+};
 use rand::{RngExt, SeedableRng};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -146,9 +149,12 @@ fn run<T: Element>(options: &args::Options) -> Result<(), String> {
     });
     let mut results: Vec<(Algorithm, Timing, Timing)> = Vec::new();
     for algo in algorithms {
-        let y = conv2d(p.x.view(), p.w.view(), bias, spec, algo).map_err(|e| e.to_string())?;
-        let g: Gradients<T> = conv2d_backward(p.x.view(), p.w.view(), dy.view(), spec, algo)
+        let mut ws = options.workspace();
+        let y = conv2d_with_workspace(p.x.view(), p.w.view(), bias, spec, algo, &mut ws)
             .map_err(|e| e.to_string())?;
+        let g: Gradients<T> =
+            conv2d_backward_with_workspace(p.x.view(), p.w.view(), dy.view(), spec, algo, &mut ws)
+                .map_err(|e| e.to_string())?;
         let errors = [
             relative_error(&y, &y_ref),
             relative_error(&g.dx, &g_ref.dx),
@@ -172,7 +178,8 @@ fn run<T: Element>(options: &args::Options) -> Result<(), String> {
         }
         let mut layer = Conv2d::from_weights(spec.clone(), p.w.clone(), p.b.clone())
             .map_err(|e| e.to_string())?
-            .with_algorithm(algo);
+            .with_algorithm(algo)
+            .with_workspace(options.workspace());
         let target = Duration::from_millis(200);
         let fwd = timeit(options.runs, target, || {
             std::hint::black_box(layer.forward(p.x.view()).expect("validated above"));

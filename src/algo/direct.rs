@@ -1,0 +1,267 @@
+//! The direct kernel the strided algorithm uses for small groups (depthwise,
+//! or few input channels per group and a small kernel), where lowering to a
+//! GEMM costs more in copying than the GEMM saves: each column-matrix element
+//! would be used by only a handful of output channels.
+//!
+//! Per sample and output channel, the output plane (a few KiB, in L1) is
+//! built tap by tap: for every kernel tap `(c, i, j)`, each output row gets
+//! `w[co, c, i, j]` times a row of the padded input added to it, an axpy over
+//! contiguous memory when the stride is 1. Backward runs the same loops: the
+//! weight gradient as dot products of error rows with input rows, the input
+//! gradient as axpys of error rows into a padded accumulator.
+
+use crate::element::Element;
+use crate::lower::pad_into;
+use crate::spec::Geometry;
+use crate::workspace::{LaneBuffers, Workspace, scratch};
+use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut4, Axis, s};
+use rayon::prelude::*;
+
+/// Whether the direct kernel should run instead of a GEMM: few multiply-adds
+/// per output pixel (`c_in/groups · kh · kw`) and few output channels per
+/// group, so a column matrix would be copied for little reuse. Measured:
+/// 2.2x (forward) and 2.5x (backward) faster than the GEMM path on the
+/// suite's depthwise row, 2x slower on the seed row (25 taps, 6 outputs).
+pub(crate) fn suits(g: &Geometry) -> bool {
+    g.in_channels_per_group() * g.kh * g.kw <= 16 && g.out_channels_per_group() <= 4
+}
+
+/// `y += alpha · x`.
+#[inline]
+fn axpy<T: Element>(alpha: T, x: &[T], y: &mut [T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += alpha * x;
+    }
+}
+
+/// `y[k] += alpha · x[k·stride]`.
+#[inline]
+fn axpy_strided<T: Element>(alpha: T, x: &[T], stride: usize, y: &mut [T]) {
+    if stride == 1 {
+        return axpy(alpha, x, y);
+    }
+    for (k, y) in y.iter_mut().enumerate() {
+        *y += alpha * x[k * stride];
+    }
+}
+
+/// `Σ a[k] · b[k·stride]`, with eight independent sums so the compiler can
+/// vectorise (a float sum in order cannot be).
+#[inline]
+fn dot_strided<T: Element>(a: &[T], b: &[T], stride: usize) -> T {
+    if stride != 1 {
+        return a
+            .iter()
+            .enumerate()
+            .fold(T::zero(), |acc, (k, &v)| acc + v * b[k * stride]);
+    }
+    let b = &b[..a.len()];
+    let mut sums = [T::zero(); 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: T = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .fold(T::zero(), |acc, (&x, &y)| acc + x * y);
+    for (ca, cb) in a_chunks.zip(b_chunks) {
+        for k in 0..8 {
+            sums[k] += ca[k] * cb[k];
+        }
+    }
+    sums.iter().fold(tail, |acc, &v| acc + v)
+}
+
+/// Splits the batch over the lanes (one per thread), as the GEMM path does.
+fn lanes(batch: usize) -> (usize, usize) {
+    let threads = rayon::current_num_threads().max(1);
+    let lanes = threads.min(batch).max(1);
+    let per_lane = batch.div_ceil(lanes).max(1);
+    (batch.div_ceil(per_lane), per_lane)
+}
+
+/// One sample's padded input `(c, hp, wp)` as a contiguous slice: in place
+/// when unpadded and contiguous, else copied into `buf`.
+fn padded_sample<'a, T: Element>(
+    x: ArrayView4<'a, T>,
+    n: usize,
+    g: &Geometry,
+    buf: &'a mut Vec<T>,
+) -> &'a [T] {
+    let sample = x.slice_move(s![n..n + 1, .., .., ..]);
+    if g.padding.is_zero() {
+        if let Some(in_place) = sample.to_slice() {
+            return in_place;
+        }
+    }
+    let len = g.in_channels
+        * (g.in_h + g.padding.top + g.padding.bottom)
+        * (g.in_w + g.padding.left + g.padding.right);
+    let buf = scratch(buf, len);
+    pad_into(sample, g.padding, buf);
+    buf
+}
+
+/// Forward pass on validated operands; writes every element of `y`.
+pub(crate) fn forward<T: Element>(
+    x: ArrayView4<'_, T>,
+    w: ArrayView4<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    g: &Geometry,
+    mut y: ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    if g.batch == 0 {
+        return;
+    }
+    let (lanes, per_lane) = lanes(g.batch);
+    ws.ensure_lanes(lanes);
+    ws.lanes[..lanes]
+        .par_iter_mut()
+        .zip(y.axis_chunks_iter_mut(Axis(0), per_lane).into_par_iter())
+        .enumerate()
+        .for_each(|(lane_index, (lane, mut y_lane))| {
+            for local in 0..y_lane.len_of(Axis(0)) {
+                let n = lane_index * per_lane + local;
+                forward_sample(
+                    x,
+                    n,
+                    w,
+                    bias,
+                    g,
+                    y_lane.index_axis_mut(Axis(0), local),
+                    lane,
+                );
+            }
+        });
+}
+
+fn forward_sample<T: Element>(
+    x: ArrayView4<'_, T>,
+    n: usize,
+    w: ArrayView4<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    g: &Geometry,
+    mut y: ndarray::ArrayViewMut3<'_, T>,
+    lane: &mut LaneBuffers<T>,
+) {
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    let hp = g.in_h + g.padding.top + g.padding.bottom;
+    let source = padded_sample(x, n, g, &mut lane.source);
+    let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
+    let plane_len = g.out_h * g.out_w;
+    for co in 0..g.out_channels {
+        let c0 = co / c_out_g * c_in_g;
+        let plane = scratch(&mut lane.product, plane_len);
+        plane.fill(bias.map_or(T::zero(), |b| b[co]));
+        for cl in 0..c_in_g {
+            let image = &source[(c0 + cl) * hp * wp..(c0 + cl + 1) * hp * wp];
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    let weight = w[[co, cl, i, j]];
+                    for (oh, out_row) in plane.chunks_exact_mut(g.out_w).enumerate() {
+                        let start = (oh * g.sh + i * g.dh) * wp + j * g.dw;
+                        axpy_strided(weight, &image[start..], g.sw, out_row);
+                    }
+                }
+            }
+        }
+        let plane = ArrayView2::from_shape((g.out_h, g.out_w), &*plane).expect("sized above");
+        y.index_axis_mut(Axis(0), co).assign(&plane);
+    }
+}
+
+/// Backward pass on validated operands; overwrites `dx`, `dw` and `db`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<T: Element>(
+    x: ArrayView4<'_, T>,
+    w: ArrayView4<'_, T>,
+    dy: ArrayView4<'_, T>,
+    g: &Geometry,
+    mut dx: ArrayViewMut4<'_, T>,
+    mut dw: ArrayViewMut4<'_, T>,
+    mut db: ArrayViewMut1<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    dw.fill(T::zero());
+    db.fill(T::zero());
+    if g.batch == 0 {
+        return;
+    }
+    let (lanes, per_lane) = lanes(g.batch);
+    let weight_len = dw.len();
+    ws.ensure_lanes(lanes);
+    ws.lanes[..lanes]
+        .par_iter_mut()
+        .zip(dx.axis_chunks_iter_mut(Axis(0), per_lane).into_par_iter())
+        .enumerate()
+        .for_each(|(lane_index, (lane, mut dx_lane))| {
+            scratch(&mut lane.dw, weight_len).fill(T::zero());
+            scratch(&mut lane.db, g.out_channels).fill(T::zero());
+            for local in 0..dx_lane.len_of(Axis(0)) {
+                let n = lane_index * per_lane + local;
+                backward_sample(x, n, w, dy, g, dx_lane.index_axis_mut(Axis(0), local), lane);
+            }
+        });
+    let weight_shape = dw.raw_dim();
+    for lane in &ws.lanes[..lanes] {
+        dw += &ArrayView4::from_shape(weight_shape, &lane.dw[..weight_len]).expect("sized");
+        db += &ArrayView1::from(&lane.db[..g.out_channels]);
+    }
+}
+
+fn backward_sample<T: Element>(
+    x: ArrayView4<'_, T>,
+    n: usize,
+    w: ArrayView4<'_, T>,
+    dy: ArrayView4<'_, T>,
+    g: &Geometry,
+    mut dx: ndarray::ArrayViewMut3<'_, T>,
+    lane: &mut LaneBuffers<T>,
+) {
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    let hp = g.in_h + g.padding.top + g.padding.bottom;
+    let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
+    let (kh, kw) = (g.kh, g.kw);
+    let plane_len = g.out_h * g.out_w;
+    let source = padded_sample(x, n, g, &mut lane.source);
+    let accumulator = scratch(&mut lane.accumulator, g.in_channels * hp * wp);
+    accumulator.fill(T::zero());
+    for co in 0..g.out_channels {
+        let c0 = co / c_out_g * c_in_g;
+        // The error plane, contiguous.
+        let error = scratch(&mut lane.product, plane_len);
+        ndarray::ArrayViewMut2::from_shape((g.out_h, g.out_w), &mut *error)
+            .expect("sized above")
+            .assign(&dy.slice(s![n, co, .., ..]));
+        lane.db[co] += error.iter().fold(T::zero(), |acc, &v| acc + v);
+        for cl in 0..c_in_g {
+            let image_range = (c0 + cl) * hp * wp..(c0 + cl + 1) * hp * wp;
+            let image = &source[image_range.clone()];
+            let grad_image = &mut accumulator[image_range];
+            for i in 0..kh {
+                for j in 0..kw {
+                    let weight = w[[co, cl, i, j]];
+                    let mut tap_grad = T::zero();
+                    for (oh, error_row) in error.chunks_exact(g.out_w).enumerate() {
+                        let start = (oh * g.sh + i * g.dh) * wp + j * g.dw;
+                        tap_grad += dot_strided(error_row, &image[start..], g.sw);
+                        let end = start + (g.out_w - 1) * g.sw + 1;
+                        let grad_row = &mut grad_image[start..end];
+                        if g.sw == 1 {
+                            axpy(weight, error_row, grad_row);
+                        } else {
+                            for (k, &e) in error_row.iter().enumerate() {
+                                grad_row[k * g.sw] += weight * e;
+                            }
+                        }
+                    }
+                    lane.dw[((co * c_in_g + cl) * kh + i) * kw + j] += tap_grad;
+                }
+            }
+        }
+    }
+    let p = g.padding;
+    let accumulated =
+        ndarray::ArrayView3::from_shape((g.in_channels, hp, wp), &*accumulator).expect("sized");
+    dx.assign(&accumulated.slice(s![.., p.top..p.top + g.in_h, p.left..p.left + g.in_w]));
+}
