@@ -97,3 +97,41 @@ fn algorithms_agree_with_naive_on_three_threads() {
         .unwrap();
     pool.install(|| sweep::<f64>(3, 40));
 }
+
+/// Geometries the random sweep rarely draws but that take their own paths:
+/// pointwise (read in place), pointwise with a stride, depthwise with a
+/// channel multiplier (the direct kernel), a kernel as large as the padded
+/// input, and a batch larger than the thread count with one-row tiles.
+#[test]
+fn special_geometries_agree_with_naive() {
+    use gemmconv::{Conv2dSpec, Padding};
+    let cases = [
+        (Conv2dSpec::new(6, 5, (1, 1)), [5, 6, 7, 9]),
+        (Conv2dSpec::new(6, 5, (1, 1)).bias(false), [1, 6, 1, 1]),
+        (Conv2dSpec::new(4, 3, (1, 1)).stride((2, 3)), [3, 4, 7, 8]),
+        (
+            Conv2dSpec::new(4, 8, (3, 3)).groups(4).padding((1, 1)),
+            [3, 4, 6, 5],
+        ),
+        (
+            Conv2dSpec::new(2, 3, (5, 4)).padding(Padding {
+                top: 1,
+                bottom: 0,
+                left: 0,
+                right: 1,
+            }),
+            [2, 2, 4, 3],
+        ),
+        (
+            Conv2dSpec::new(3, 4, (3, 3))
+                .stride((2, 2))
+                .dilation((2, 1)),
+            [7, 3, 11, 9],
+        ),
+    ];
+    for (i, (spec, input)) in cases.into_iter().enumerate() {
+        let case = Case { spec, input };
+        check_case::<f64>(&case, 500 + i as u64);
+        check_case::<f32>(&case, 600 + i as u64);
+    }
+}

@@ -76,6 +76,7 @@ impl Plan {
         (out_h, out_w): (usize, usize),
         col_rows: usize,
         cap_bytes: usize,
+        single_samples: bool,
     ) -> Self {
         let threads = rayon::current_num_threads().max(1);
         let lanes = threads.min(batch).max(1);
@@ -83,7 +84,9 @@ impl Plan {
         let lanes = batch.div_ceil(per_lane);
         let row_bytes = (col_rows * out_w * std::mem::size_of::<T>()).max(1);
         let sample_bytes = row_bytes.saturating_mul(out_h);
-        let (samples_per_tile, rows_per_tile) = if sample_bytes <= cap_bytes {
+        let (samples_per_tile, rows_per_tile) = if single_samples {
+            (1, out_h)
+        } else if sample_bytes <= cap_bytes {
             ((cap_bytes / sample_bytes).clamp(1, per_lane), out_h)
         } else {
             (1, (cap_bytes / row_bytes).clamp(1, out_h.max(1)))
@@ -192,12 +195,15 @@ impl<T: Element> Source<'_, T> {
     /// chunk (on the tile that starts at row 0) and kept in `source_buf` for
     /// the chunk's later bands.
     fn lower<'s>(
-        &self,
+        &'s self,
         tile: &Tile,
         window: &Window,
         source_buf: &mut Vec<T>,
         cols_buf: &'s mut Vec<T>,
     ) -> ArrayView2<'s, T> {
+        if let Some(cols) = self.lowered_in_place(tile, window) {
+            return cols;
+        }
         let (c, h, w) = self.sample_shape();
         let rows = c * window.kh * window.kw;
         let columns = tile.samples.len() * tile.rows.len() * window.out_w;
@@ -221,6 +227,28 @@ impl<T: Element> Source<'_, T> {
             cols,
         );
         ArrayView2::from_shape((rows, columns), &*cols).expect("column buffer sized above")
+    }
+
+    /// Whether every tile's column matrix is a view of the input itself: a
+    /// 1x1 kernel with stride 1 and no padding reads each pixel once, in
+    /// order, so `x[n]` as `[c, h·w]` already is the column matrix.
+    fn lowers_in_place(&self, window: &Window) -> bool {
+        let pointwise = (window.kh, window.kw, window.sh, window.sw) == (1, 1, 1, 1);
+        matches!(self, Source::Input { padding, .. } if pointwise && padding.is_zero())
+    }
+
+    /// The column matrix of a one-sample tile as a view of the input, when
+    /// [`lowers_in_place`](Self::lowers_in_place) and the layout allows.
+    fn lowered_in_place(&self, tile: &Tile, window: &Window) -> Option<ArrayView2<'_, T>> {
+        let Source::Input { x, .. } = self else {
+            return None;
+        };
+        if !self.lowers_in_place(window) || tile.samples.len() != 1 {
+            return None;
+        }
+        let sample = x.slice(s![tile.samples.start, .., .., ..]);
+        let columns = tile.rows.start * window.out_w..tile.rows.end * window.out_w;
+        channel_matrix(sample).map(|m| m.slice_move(s![.., columns]))
     }
 }
 
@@ -247,6 +275,7 @@ fn lower_and_multiply<T: Element>(
         (window.out_h, window.out_w),
         col_rows,
         ws.column_cap_bytes(),
+        source.lowers_in_place(window),
     );
     ws.ensure_lanes(plan.lanes);
     ws.lanes[..plan.lanes]
@@ -481,17 +510,18 @@ fn weight_gradient_pass<T: Element>(
     let rows_g = g.col_rows() / g.groups;
     let weights = w.to_shape((c_out, rows_g)).expect("weight shape validated");
     let weights = weights.view();
-    let plan = Plan::new::<T>(
-        g.batch,
-        (g.out_h, g.out_w),
-        g.col_rows(),
-        ws.column_cap_bytes(),
-    );
     let window = Window::forward(g);
     let source = Source::Input {
         x,
         padding: g.padding,
     };
+    let plan = Plan::new::<T>(
+        g.batch,
+        (g.out_h, g.out_w),
+        g.col_rows(),
+        ws.column_cap_bytes(),
+        source.lowers_in_place(&window),
+    );
     let padded = (
         g.in_channels,
         source.sample_shape().1,
