@@ -408,14 +408,14 @@ pub(crate) fn forward<T: Element>(
 }
 
 /// Whether the input gradient goes by col2im for this geometry.
-fn use_col2im(method: InputGradient, g: &Geometry) -> bool {
+fn use_col2im(method: InputGradient) -> bool {
     match method {
         InputGradient::Col2im => true,
         InputGradient::ErrorLowering => false,
-        // Col2im's GEMM is the forward's size and its scatter grows with
-        // c_in; the lowering's GEMM grows with the stride squared and its
-        // copy with c_out.
-        InputGradient::Auto => g.sh * g.sw > 1 || g.in_channels < g.out_channels,
+        // Measured on every suite row (BENCHMARKS.md): col2im is as fast or
+        // faster, by up to 10x where the lowering's GEMM grows with the
+        // stride squared (stem).
+        InputGradient::Auto => true,
     }
 }
 
@@ -434,7 +434,7 @@ pub(crate) fn backward<T: Element>(
     if use_direct(ws.kernel(), g) {
         return super::direct::backward(x, w, dy, g, dx, dw, db, ws);
     }
-    if use_col2im(ws.input_gradient(), g) {
+    if use_col2im(ws.input_gradient()) {
         weight_gradient_pass(x, w, dy, g, dw, db, Some(dx), ws);
         return;
     }
