@@ -3,17 +3,19 @@
 BENCHMARKS.md. Run after the benches:
 
     cargo bench --bench conv && cargo bench --bench gemm --features openblas-system
-    python3 benches/report.py
+    python3 benches/report.py [CRITERION_DIR]
 
-Medians only: the machine is shared and noisy.
+CRITERION_DIR defaults to target/criterion. Medians only: the machine is
+shared and noisy.
 """
 
 import json
 import pathlib
 import re
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CRITERION = ROOT / "target" / "criterion"
+CRITERION = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "target" / "criterion"
 
 # PyTorch 2.15 (oneDNN) on this machine, f32 (seed64: f64), 2 threads, medians
 # in ms, forward / backward (dX + dW + db), as measured for the speed issue.

@@ -27,7 +27,7 @@ pub(crate) fn suits(g: &Geometry) -> bool {
 }
 
 /// `y += alpha · x`.
-#[inline]
+#[inline(always)]
 fn axpy<T: Element>(alpha: T, x: &[T], y: &mut [T]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y += alpha * x;
@@ -35,7 +35,7 @@ fn axpy<T: Element>(alpha: T, x: &[T], y: &mut [T]) {
 }
 
 /// `y[k] += alpha · x[k·stride]`.
-#[inline]
+#[inline(always)]
 fn axpy_strided<T: Element>(alpha: T, x: &[T], stride: usize, y: &mut [T]) {
     if stride == 1 {
         return axpy(alpha, x, y);
@@ -47,7 +47,7 @@ fn axpy_strided<T: Element>(alpha: T, x: &[T], stride: usize, y: &mut [T]) {
 
 /// `Σ a[k] · b[k·stride]`, with eight independent sums so the compiler can
 /// vectorise (a float sum in order cannot be).
-#[inline]
+#[inline(always)]
 fn dot_strided<T: Element>(a: &[T], b: &[T], stride: usize) -> T {
     if stride != 1 {
         return a
@@ -135,7 +135,46 @@ pub(crate) fn forward<T: Element>(
         });
 }
 
+/// Runs `$body(args)` compiled for AVX2 and FMA when the CPU has them (the
+/// loops here vectorise well: measured 1.9x on the depthwise row), else as
+/// compiled for the build's target. Runtime dispatch, so a library user gets
+/// the fast version without any `target-cpu` flag.
+macro_rules! with_runtime_simd {
+    ($fast:ident, $body:ident, $( $arg:ident : $ty:ty ),* $(,)?) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        fn $fast<T: Element>($( $arg: $ty ),*) {
+            $body($( $arg ),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: `$fast` only enables AVX2 and FMA, which the CPU was
+            // just found to support.
+            return unsafe { $fast($( $arg ),*) };
+        }
+        $body($( $arg ),*)
+    };
+}
+
 fn forward_sample<T: Element>(
+    x: ArrayView4<'_, T>,
+    n: usize,
+    w: ArrayView4<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    g: &Geometry,
+    y: ndarray::ArrayViewMut3<'_, T>,
+    lane: &mut LaneBuffers<T>,
+) {
+    with_runtime_simd!(
+        forward_sample_avx2, forward_sample_body,
+        x: ArrayView4<'_, T>, n: usize, w: ArrayView4<'_, T>, bias: Option<ArrayView1<'_, T>>,
+        g: &Geometry, y: ndarray::ArrayViewMut3<'_, T>, lane: &mut LaneBuffers<T>,
+    );
+}
+
+#[inline(always)]
+fn forward_sample_body<T: Element>(
     x: ArrayView4<'_, T>,
     n: usize,
     w: ArrayView4<'_, T>,
@@ -210,6 +249,23 @@ pub(crate) fn backward<T: Element>(
 }
 
 fn backward_sample<T: Element>(
+    x: ArrayView4<'_, T>,
+    n: usize,
+    w: ArrayView4<'_, T>,
+    dy: ArrayView4<'_, T>,
+    g: &Geometry,
+    dx: ndarray::ArrayViewMut3<'_, T>,
+    lane: &mut LaneBuffers<T>,
+) {
+    with_runtime_simd!(
+        backward_sample_avx2, backward_sample_body,
+        x: ArrayView4<'_, T>, n: usize, w: ArrayView4<'_, T>, dy: ArrayView4<'_, T>,
+        g: &Geometry, dx: ndarray::ArrayViewMut3<'_, T>, lane: &mut LaneBuffers<T>,
+    );
+}
+
+#[inline(always)]
+fn backward_sample_body<T: Element>(
     x: ArrayView4<'_, T>,
     n: usize,
     w: ArrayView4<'_, T>,
