@@ -115,23 +115,24 @@ pub(crate) fn add_columns_to_windows<T: Element>(
     win: &Window,
     first_row: usize,
 ) {
-    let cols = cols
-        .into_shape_with_order((c, win.kh, win.kw, n, win.out_h, win.out_w))
-        .expect("column matrix of this window");
-    for i in 0..win.kh {
-        for j in 0..win.kw {
-            // For one tap the windows do not overlap: (n, c, oh, ow) map to
-            // distinct elements, so a mutable strided view is sound.
-            let offset = (first_row * win.sh + i * win.dh) * w + j * win.dw;
-            let strides = (c * h * w, h * w, win.sh * w, win.sw);
-            let mut tap = ArrayViewMut4::from_shape(
-                (n, c, win.out_h, win.out_w).strides(strides),
-                &mut dst[offset..n * c * h * w],
-            )
-            .expect("tap view lies inside the buffer by construction of the geometry");
-            tap += &cols
-                .slice(s![.., i, j, .., .., ..])
-                .permuted_axes([1, 0, 2, 3]);
+    let row_len = n * win.out_h * win.out_w;
+    for (row, src_row) in cols.outer_iter().enumerate() {
+        let (ch, i, j) = (row / (win.kh * win.kw), row / win.kw % win.kh, row % win.kw);
+        let src_row = src_row.to_slice().expect("column matrices are row-major");
+        debug_assert_eq!(src_row.len(), row_len);
+        for (line_index, line) in src_row.chunks_exact(win.out_w.max(1)).enumerate() {
+            let (sample, oh) = (line_index / win.out_h, line_index % win.out_h);
+            let ih = (first_row + oh) * win.sh + i * win.dh;
+            let start = ((sample * c + ch) * h + ih) * w + j * win.dw;
+            if win.sw == 1 {
+                for (d, &v) in dst[start..start + win.out_w].iter_mut().zip(line) {
+                    *d += v;
+                }
+            } else {
+                for (k, &v) in line.iter().enumerate() {
+                    dst[start + k * win.sw] += v;
+                }
+            }
         }
     }
 }

@@ -135,3 +135,88 @@ fn special_geometries_agree_with_naive() {
         check_case::<f32>(&case, 600 + i as u64);
     }
 }
+
+/// `_into` writes correctly into outputs of any layout: transposed and
+/// strided views, for every algorithm and strided kernel.
+#[test]
+fn into_non_contiguous_outputs() {
+    use gemmconv::ndarray::{Array1, Array4, s};
+    use gemmconv::{Conv2dSpec, GradientsMut, conv2d_backward_into, conv2d_into};
+    let mut rng = rng(99);
+    for spec in [
+        Conv2dSpec::new(4, 6, (3, 2))
+            .stride((2, 1))
+            .padding((1, 1))
+            .groups(2),
+        Conv2dSpec::new(3, 3, (3, 3)).groups(3).padding((1, 1)),
+    ] {
+        let input = [3, spec.in_channels(), 7, 6];
+        let out = spec.output_shape(input).unwrap();
+        let x = random_array4::<f64>(&mut rng, input);
+        let w = random_array4::<f64>(&mut rng, spec.weight_shape());
+        let b = random_array1::<f64>(&mut rng, spec.out_channels());
+        let dy = random_array4::<f64>(&mut rng, out);
+        let y_ref = conv2d(x.view(), w.view(), Some(b.view()), &spec, Algorithm::Naive).unwrap();
+        let g_ref =
+            conv2d_backward(x.view(), w.view(), dy.view(), &spec, Algorithm::Naive).unwrap();
+        let settings = [
+            (Algorithm::Naive, Kernel::Auto),
+            (Algorithm::Im2col, Kernel::Auto),
+            (Algorithm::Strided, Kernel::Gemm),
+            (Algorithm::Strided, Kernel::Direct),
+        ];
+        for (algo, kernel) in settings {
+            let mut ws = Workspace::new().with_kernel(kernel);
+            // y: an (n, c, w, h) buffer seen with its last axes swapped.
+            let mut y_buf = Array4::<f64>::zeros((out[0], out[1], out[3], out[2]));
+            let y_view = y_buf.view_mut().permuted_axes([0, 1, 3, 2]);
+            conv2d_into(
+                x.view(),
+                w.view(),
+                Some(b.view()),
+                &spec,
+                algo,
+                &mut ws,
+                y_view,
+            )
+            .unwrap();
+            let y = y_buf.view().permuted_axes([0, 1, 3, 2]).to_owned();
+            assert_close(
+                &y,
+                &y_ref,
+                &format!("{algo:?}/{kernel:?} forward into a transposed view"),
+            );
+
+            // dx: every other element of a wider buffer; dw reversed; db strided.
+            let mut dx_buf = Array4::<f64>::zeros((input[0], input[1], input[2], 2 * input[3]));
+            let mut dw_buf = Array4::<f64>::zeros(spec.weight_shape());
+            let mut db_buf = Array1::<f64>::zeros(2 * spec.out_channels());
+            conv2d_backward_into(
+                x.view(),
+                w.view(),
+                dy.view(),
+                &spec,
+                algo,
+                &mut ws,
+                GradientsMut {
+                    dx: dx_buf.slice_mut(s![.., .., .., ..;2]),
+                    dw: dw_buf.slice_mut(s![..;-1, .., .., ..]),
+                    db: db_buf.slice_mut(s![..;2]),
+                },
+            )
+            .unwrap();
+            let label = format!("{algo:?}/{kernel:?} backward into strided views");
+            assert_close(
+                &dx_buf.slice(s![.., .., .., ..;2]).to_owned(),
+                &g_ref.dx,
+                &label,
+            );
+            assert_close(
+                &dw_buf.slice(s![..;-1, .., .., ..]).to_owned(),
+                &g_ref.dw,
+                &label,
+            );
+            assert_close(&db_buf.slice(s![..;2]).to_owned(), &g_ref.db, &label);
+        }
+    }
+}

@@ -190,7 +190,14 @@ fn forward_sample_body<T: Element>(
     let plane_len = g.out_h * g.out_w;
     for co in 0..g.out_channels {
         let c0 = co / c_out_g * c_in_g;
-        let plane = scratch(&mut lane.product, plane_len);
+        // The output plane itself when contiguous, else a scratch plane
+        // copied out after.
+        let mut target = y.index_axis_mut(Axis(0), co);
+        let in_place = target.is_standard_layout();
+        let plane = match target.as_slice_mut() {
+            Some(plane) if in_place => plane,
+            _ => scratch(&mut lane.product, plane_len),
+        };
         plane.fill(bias.map_or(T::zero(), |b| b[co]));
         for cl in 0..c_in_g {
             let image = &source[(c0 + cl) * hp * wp..(c0 + cl + 1) * hp * wp];
@@ -204,8 +211,11 @@ fn forward_sample_body<T: Element>(
                 }
             }
         }
-        let plane = ArrayView2::from_shape((g.out_h, g.out_w), &*plane).expect("sized above");
-        y.index_axis_mut(Axis(0), co).assign(&plane);
+        if !in_place {
+            let plane = ArrayView2::from_shape((g.out_h, g.out_w), &lane.product[..plane_len])
+                .expect("sized");
+            y.index_axis_mut(Axis(0), co).assign(&plane);
+        }
     }
 }
 
