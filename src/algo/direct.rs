@@ -71,14 +71,6 @@ fn dot_strided<T: Element>(a: &[T], b: &[T], stride: usize) -> T {
     sums.iter().fold(tail, |acc, &v| acc + v)
 }
 
-/// Splits the batch over the lanes (one per thread), as the GEMM path does.
-fn lanes(batch: usize) -> (usize, usize) {
-    let threads = rayon::current_num_threads().max(1);
-    let lanes = threads.min(batch).max(1);
-    let per_lane = batch.div_ceil(lanes).max(1);
-    (batch.div_ceil(per_lane), per_lane)
-}
-
 /// One sample's padded input `(c, hp, wp)` as a contiguous slice: in place
 /// when unpadded and contiguous, else copied into `buf`.
 fn padded_sample<'a, T: Element>(
@@ -113,7 +105,7 @@ pub(crate) fn forward<T: Element>(
     if g.batch == 0 {
         return;
     }
-    let (lanes, per_lane) = lanes(g.batch);
+    let (lanes, per_lane) = super::strided::split_batch(g.batch);
     ws.ensure_lanes(lanes);
     ws.lanes[..lanes]
         .par_iter_mut()
@@ -236,7 +228,7 @@ pub(crate) fn backward<T: Element>(
     if g.batch == 0 {
         return;
     }
-    let (lanes, per_lane) = lanes(g.batch);
+    let (lanes, per_lane) = super::strided::split_batch(g.batch);
     let weight_len = dw.len();
     ws.ensure_lanes(lanes);
     ws.lanes[..lanes]

@@ -68,6 +68,15 @@ struct Tile {
     rows: Range<usize>,
 }
 
+/// Splits a batch into lanes, one per thread of the current rayon pool at
+/// most: `(lanes, samples per lane)`, the last lane possibly shorter.
+pub(super) fn split_batch(batch: usize) -> (usize, usize) {
+    let threads = rayon::current_num_threads().max(1);
+    let lanes = threads.min(batch).max(1);
+    let per_lane = batch.div_ceil(lanes).max(1);
+    (batch.div_ceil(per_lane), per_lane)
+}
+
 impl Plan {
     /// Tiles whose column matrix (`col_rows` rows, one column per output
     /// pixel) stays under `cap_bytes`, unless a single output row exceeds it.
@@ -79,9 +88,7 @@ impl Plan {
         single_samples: bool,
     ) -> Self {
         let threads = rayon::current_num_threads().max(1);
-        let lanes = threads.min(batch).max(1);
-        let per_lane = batch.div_ceil(lanes).max(1);
-        let lanes = batch.div_ceil(per_lane);
+        let (lanes, per_lane) = split_batch(batch);
         let row_bytes = (col_rows * out_w * std::mem::size_of::<T>()).max(1);
         let sample_bytes = row_bytes.saturating_mul(out_h);
         let (samples_per_tile, rows_per_tile) = if single_samples {
