@@ -93,3 +93,74 @@ fn backward_uses_the_latest_forward_input() {
     .unwrap();
     assert_close(layer.weight_grad(), &g.dw, "dw from the second input");
 }
+
+/// The column cap holds for an image whose one-sample column matrix would
+/// take 151 MB: the workspace stays within the cap plus a few image-sized
+/// buffers, forward and backward, and the result still matches a run with
+/// an unbounded workspace.
+#[test]
+fn column_cap_bounds_the_workspace_of_a_large_image() {
+    use gemmconv::{Workspace, conv2d_backward_with_workspace, conv2d_with_workspace};
+    let mut rng = rng(11);
+    let spec = Conv2dSpec::new(8, 8, (3, 3)).padding((1, 1)).bias(false);
+    let input = [1, 8, 512, 512];
+    let x = random_array4::<f64>(&mut rng, input);
+    let w = random_array4::<f64>(&mut rng, spec.weight_shape());
+    let dy = random_array4::<f64>(&mut rng, input);
+    let cap = 1 << 20;
+    let mut capped = Workspace::new().with_column_cap_bytes(cap);
+    let y = conv2d_with_workspace(
+        x.view(),
+        w.view(),
+        None,
+        &spec,
+        Algorithm::Strided,
+        &mut capped,
+    )
+    .unwrap();
+    let g = conv2d_backward_with_workspace(
+        x.view(),
+        w.view(),
+        dy.view(),
+        &spec,
+        Algorithm::Strided,
+        &mut capped,
+    )
+    .unwrap();
+    // One image is 16 MiB; the columns of one sample would be 144 MiB.
+    let image_bytes = input.iter().product::<usize>() * 8;
+    let columns_unbounded = 8 * 9 * 512 * 512 * 8;
+    let held = capped.allocated_bytes();
+    assert!(
+        held <= 2 * (cap + 3 * image_bytes),
+        "capped workspace holds {held} bytes; cap {cap}, image {image_bytes}"
+    );
+    assert!(
+        held < columns_unbounded,
+        "{held} bytes is not below an unbounded column matrix"
+    );
+
+    let mut unbounded = Workspace::new().with_column_cap_bytes(usize::MAX);
+    let y_ref = conv2d_with_workspace(
+        x.view(),
+        w.view(),
+        None,
+        &spec,
+        Algorithm::Strided,
+        &mut unbounded,
+    )
+    .unwrap();
+    let g_ref = conv2d_backward_with_workspace(
+        x.view(),
+        w.view(),
+        dy.view(),
+        &spec,
+        Algorithm::Strided,
+        &mut unbounded,
+    )
+    .unwrap();
+    assert!(unbounded.allocated_bytes() >= columns_unbounded);
+    assert_close(&y, &y_ref, "capped forward");
+    assert_close(&g.dx, &g_ref.dx, "capped dx");
+    assert_close(&g.dw, &g_ref.dw, "capped dw");
+}
