@@ -70,7 +70,11 @@ pub(crate) fn rank4<'a, T, D: Dimension>(
         .expect("rank checked above"))
 }
 
-fn expect_shape(operand: Operand, expected: &[usize], got: &[usize]) -> Result<(), ConvError> {
+pub(crate) fn expect_shape(
+    operand: Operand,
+    expected: &[usize],
+    got: &[usize],
+) -> Result<(), ConvError> {
     if expected == got {
         Ok(())
     } else {
@@ -104,6 +108,46 @@ pub(crate) fn check_bias<T>(
         Some(b) => expect_shape(Operand::Bias, &[spec.out_channels()], b.shape()),
         None => Ok(()),
     }
+}
+
+/// Validates the operands of a forward pass: ranks, shapes against the
+/// spec, bias presence and length. Returns the rank-4 views and geometry.
+fn check_forward<'a, T, Dx: Dimension, Dw: Dimension>(
+    x: ArrayView<'a, T, Dx>,
+    w: ArrayView<'a, T, Dw>,
+    bias: Option<&ArrayView1<'_, T>>,
+    spec: &Conv2dSpec,
+) -> Result<(ArrayView4<'a, T>, ArrayView4<'a, T>, Geometry), ConvError> {
+    let x = rank4(x, Operand::Input)?;
+    let w = rank4(w, Operand::Weight)?;
+    let g = resolve(&x, &w, spec)?;
+    check_bias(bias, spec)?;
+    Ok((x, w, g))
+}
+
+/// Validates the operands of a backward pass: ranks, shapes against the
+/// spec, and the output gradient against the output shape.
+#[allow(clippy::type_complexity)]
+fn check_backward<'a, T, Dx: Dimension, Dw: Dimension, Dy: Dimension>(
+    x: ArrayView<'a, T, Dx>,
+    w: ArrayView<'a, T, Dw>,
+    dy: ArrayView<'a, T, Dy>,
+    spec: &Conv2dSpec,
+) -> Result<
+    (
+        ArrayView4<'a, T>,
+        ArrayView4<'a, T>,
+        ArrayView4<'a, T>,
+        Geometry,
+    ),
+    ConvError,
+> {
+    let x = rank4(x, Operand::Input)?;
+    let w = rank4(w, Operand::Weight)?;
+    let dy = rank4(dy, Operand::OutputGradient)?;
+    let g = resolve(&x, &w, spec)?;
+    expect_shape(Operand::OutputGradient, &g.output_shape(), dy.shape())?;
+    Ok((x, w, dy, g))
 }
 
 /// The forward pass: `y = x ⋆ w + b`, PyTorch `Conv2d` semantics
@@ -160,11 +204,9 @@ pub fn conv2d_with_workspace<T: Element, Dx: Dimension, Dw: Dimension>(
     algorithm: Algorithm,
     workspace: &mut Workspace<T>,
 ) -> Result<Array4<T>, ConvError> {
-    let x = rank4(x, Operand::Input)?;
-    let w = rank4(w, Operand::Weight)?;
-    let g = resolve(&x, &w, spec)?;
+    let (x, w, g) = check_forward(x, w, bias.as_ref(), spec)?;
     let mut y = Array4::zeros(g.output_shape());
-    conv2d_into(x, w, bias, spec, algorithm, workspace, y.view_mut())?;
+    algo::forward(algorithm, x, w, bias, &g, y.view_mut(), workspace);
     Ok(y)
 }
 
@@ -193,10 +235,7 @@ pub fn conv2d_into<T: Element, Dx: Dimension, Dw: Dimension>(
     workspace: &mut Workspace<T>,
     y: ArrayViewMut4<'_, T>,
 ) -> Result<(), ConvError> {
-    let x = rank4(x, Operand::Input)?;
-    let w = rank4(w, Operand::Weight)?;
-    let g = resolve(&x, &w, spec)?;
-    check_bias(bias.as_ref(), spec)?;
+    let (x, w, g) = check_forward(x, w, bias.as_ref(), spec)?;
     expect_shape(Operand::Output, &g.output_shape(), y.shape())?;
     algo::forward(algorithm, x, w, bias, &g, y, workspace);
     Ok(())
@@ -254,15 +293,13 @@ pub fn conv2d_backward_with_workspace<T: Element, Dx: Dimension, Dw: Dimension, 
     algorithm: Algorithm,
     workspace: &mut Workspace<T>,
 ) -> Result<Gradients<T>, ConvError> {
-    let x = rank4(x, Operand::Input)?;
-    let w = rank4(w, Operand::Weight)?;
-    let g = resolve(&x, &w, spec)?;
+    let (x, w, dy, g) = check_backward(x, w, dy, spec)?;
     let mut grads = Gradients {
         dx: Array4::zeros(g.input_shape()),
         dw: Array4::zeros(g.weight_shape()),
         db: Array1::zeros(g.out_channels),
     };
-    conv2d_backward_into(x, w, dy, spec, algorithm, workspace, grads.view_mut())?;
+    algo::backward(algorithm, x, w, dy, &g, grads.view_mut(), workspace);
     Ok(grads)
 }
 
@@ -293,11 +330,7 @@ pub fn conv2d_backward_into<T: Element, Dx: Dimension, Dw: Dimension, Dy: Dimens
     workspace: &mut Workspace<T>,
     out: GradientsMut<'_, T>,
 ) -> Result<(), ConvError> {
-    let x = rank4(x, Operand::Input)?;
-    let w = rank4(w, Operand::Weight)?;
-    let dy = rank4(dy, Operand::OutputGradient)?;
-    let g = resolve(&x, &w, spec)?;
-    expect_shape(Operand::OutputGradient, &g.output_shape(), dy.shape())?;
+    let (x, w, dy, g) = check_backward(x, w, dy, spec)?;
     expect_shape(Operand::Output, &g.input_shape(), out.dx.shape())?;
     expect_shape(Operand::Output, &g.weight_shape(), out.dw.shape())?;
     expect_shape(Operand::Output, &[g.out_channels], out.db.shape())?;

@@ -2,7 +2,7 @@
 //! the input of the last forward pass and a reusable workspace.
 
 use crate::algo::{self, Algorithm};
-use crate::conv::{GradientsMut, check_bias, rank4, resolve};
+use crate::conv::{GradientsMut, check_bias, expect_shape, rank4, resolve};
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
 use crate::spec::Conv2dSpec;
@@ -91,13 +91,7 @@ impl<T: Element> Conv2d<T> {
     ) -> Result<Self, ConvError> {
         spec.validate()?;
         let expected = spec.weight_shape();
-        if weight.shape() != expected {
-            return Err(ConvError::ShapeMismatch {
-                operand: Operand::Weight,
-                expected: expected.to_vec(),
-                got: weight.shape().to_vec(),
-            });
-        }
+        expect_shape(Operand::Weight, &expected, weight.shape())?;
         check_bias(bias.as_ref().map(|b| b.view()).as_ref(), &spec)?;
         Ok(Conv2d {
             weight_grad: Array4::zeros(expected),
@@ -205,13 +199,7 @@ impl<T: Element> Conv2d<T> {
             .as_ref()
             .ok_or(ConvError::BackwardBeforeForward)?;
         let g = resolve(&x.view(), &self.weight.view(), &self.spec)?;
-        if dy.shape() != g.output_shape() {
-            return Err(ConvError::ShapeMismatch {
-                operand: Operand::OutputGradient,
-                expected: g.output_shape().to_vec(),
-                got: dy.shape().to_vec(),
-            });
-        }
+        expect_shape(Operand::OutputGradient, &g.output_shape(), dy.shape())?;
         let mut dx = Array4::zeros(g.input_shape());
         let (dw_step, db_step) = &mut self.step;
         algo::backward(
