@@ -22,6 +22,8 @@ float64), naive / im2col / strided, forward and backward.
   --dx M            strided input gradient: auto, col2im or lowering (default auto)
   --cap BYTES       strided column-matrix cap per thread (default 2 MiB)
   --runs N          timing runs (default 7)
+  --save DIR        write the inputs, naive's results (.npy), the geometry and the
+                    timings to DIR, for benches/pytorch.py to check and compare against
   --help            this text
 ";
 
@@ -39,6 +41,8 @@ pub struct Options {
     pub cap: usize,
     /// Whether this is the notebook's workload (compare with its figures).
     pub notebook: bool,
+    /// Where to write the problem, its reference results and the timings.
+    pub save: Option<std::path::PathBuf>,
 }
 
 fn number(flag: &str, value: Option<String>) -> Result<usize, String> {
@@ -59,6 +63,7 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut kernel = Kernel::Auto;
     let mut input_gradient = InputGradient::Auto;
     let mut cap = gemmconv::DEFAULT_COLUMN_CAP_BYTES;
+    let mut save = None;
     const GEOMETRY: [&str; 19] = [
         "mb", "ic", "ih", "iw", "oc", "kh", "kw", "sh", "sw", "ph", "pw", "pt", "pb", "pl", "pr",
         "dh", "dw", "g", "",
@@ -85,6 +90,7 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
             "--threads" => threads = Some(number("--threads", args.next())?),
             "--runs" => runs = number("--runs", args.next())?.max(1),
             "--cap" => cap = number("--cap", args.next())?,
+            "--save" => save = Some(args.next().ok_or("--save needs a directory")?.into()),
             "--kernel" => {
                 kernel = match args.next().as_deref() {
                     Some("auto") => Kernel::Auto,
@@ -173,6 +179,7 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
         input_gradient,
         cap,
         notebook: notebook && double,
+        save,
     })
 }
 

@@ -3,6 +3,7 @@
 //! algorithm validated against the naive reference before it is timed.
 
 mod args;
+mod npy;
 mod timing;
 
 use gemmconv::ndarray::{Array1, Array4};
@@ -189,6 +190,10 @@ fn run<T: Element>(options: &args::Options) -> Result<(), String> {
         });
         results.push((algo, fwd, bwd));
     }
+    if let Some(dir) = &options.save {
+        save(dir, options, &p, &dy, &y_ref, &g_ref, &results)
+            .map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+    }
 
     println!();
     let naive = results
@@ -225,4 +230,52 @@ fn run<T: Element>(options: &args::Options) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Writes what another framework needs to redo this run and check itself:
+/// the inputs, naive's results, the geometry (`spec.txt`) and our medians
+/// (`times.txt`, seconds).
+fn save<T: Element>(
+    dir: &std::path::Path,
+    options: &args::Options,
+    p: &Problem<T>,
+    dy: &Array4<T>,
+    y: &Array4<T>,
+    g: &Gradients<T>,
+    results: &[(Algorithm, Timing, Timing)],
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    npy::write(&dir.join("x.npy"), &p.x)?;
+    npy::write(&dir.join("w.npy"), &p.w)?;
+    if let Some(b) = &p.b {
+        npy::write(&dir.join("b.npy"), b)?;
+    }
+    npy::write(&dir.join("dy.npy"), dy)?;
+    npy::write(&dir.join("y.npy"), y)?;
+    npy::write(&dir.join("dx.npy"), &g.dx)?;
+    npy::write(&dir.join("dw.npy"), &g.dw)?;
+    npy::write(&dir.join("db.npy"), &g.db)?;
+    let spec = &options.spec;
+    let (pad, stride, dilation) = (spec.get_padding(), spec.get_stride(), spec.get_dilation());
+    std::fs::write(
+        dir.join("spec.txt"),
+        format!(
+            "stride {} {}\npadding {} {} {} {}\ndilation {} {}\ngroups {}\nthreads {}\n",
+            stride.0,
+            stride.1,
+            pad.top,
+            pad.bottom,
+            pad.left,
+            pad.right,
+            dilation.0,
+            dilation.1,
+            spec.get_groups(),
+            rayon::current_num_threads()
+        ),
+    )?;
+    let times: String = results
+        .iter()
+        .map(|(algo, fwd, bwd)| format!("{} {:e} {:e}\n", algo.name(), fwd.median(), bwd.median()))
+        .collect();
+    std::fs::write(dir.join("times.txt"), times)
 }

@@ -15,6 +15,12 @@ impl Timing {
         self.per_loop.iter().sum::<f64>() / self.per_loop.len() as f64
     }
 
+    pub fn median(&self) -> f64 {
+        let mut sorted = self.per_loop.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    }
+
     pub fn std(&self) -> f64 {
         let mean = self.mean();
         let var = self
