@@ -1,7 +1,7 @@
 //! Lowering: turning convolutions into matrix products.
 //!
-//! Two lowerings live here. The strided one builds a zero-copy window view of
-//! an already padded buffer and copies it once into a column matrix; it serves
+//! Two lowerings live here. The strided one builds zero-copy window views of
+//! an already padded buffer and copies them once into a column matrix; it serves
 //! the forward pass and (on the dilated, padded error) the input gradient. The
 //! per-sample one (`im2col_sample` / `col2im_sample_add`) is the notebook's
 //! middle step: explicit loops that handle padding by bounds checks.
@@ -9,9 +9,10 @@
 use crate::element::Element;
 use crate::spec::Geometry;
 use ndarray::{
-    ArrayView2, ArrayView3, ArrayView4, ArrayView6, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4,
+    ArrayView2, ArrayView3, ArrayView4, ArrayView5, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4,
     Axis, ShapeBuilder, s,
 };
+use std::ops::Range;
 
 /// Where the kernel reads in a padded source: taps, their spacing, the step
 /// between output pixels, and how many output pixels there are.
@@ -58,52 +59,118 @@ impl Window {
     }
 }
 
-/// The zero-copy window view of a contiguous `(n, c, h, w)` buffer: axes
-/// `(n, c, out_h, out_w, kh, kw)`, element `[n, c, oh, ow, i, j]` being
-/// `src[n, c, oh*sh + i*dh, ow*sw + j*dw]`. Windows overlap, which ndarray
-/// permits for read-only views.
-pub(crate) fn window_view<'a, T>(
-    src: &'a [T],
-    (n, c, h, w): (usize, usize, usize, usize),
-    win: &Window,
-) -> ArrayView6<'a, T> {
-    let shape = (n, c, win.out_h, win.out_w, win.kh, win.kw);
-    let strides = (c * h * w, h * w, win.sh * w, win.sw, win.dh * w, win.dw);
-    ArrayView6::from_shape(shape.strides(strides), &src[..n * c * h * w])
-        .expect("window view lies inside its source by construction of the geometry")
+/// How a prepared (padded) source lies in memory: `(n, c, h, w)`, contiguous,
+/// with each row's `w` columns dealt into `phases` runs of
+/// `phase_width()` — column `col` at `(col % phases) * phase_width() + col /
+/// phases`. With `phases` equal to the column stride, every tap's windows
+/// read a contiguous run of each row, so the copy into the column matrix is
+/// a `memcpy` per line instead of a strided gather. `phases == 1` is the
+/// plain NCHW layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SourceLayout {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    /// The padded width.
+    pub w: usize,
+    pub phases: usize,
 }
 
-/// Copies a window view `(n, c, out_h, out_w, kh, kw)` into the column
-/// matrix `cols` (row-major, `[c·kh·kw, n·out_h·out_w]`): row `(c, i, j)`,
-/// column `(n, oh, ow)`. This is the one copy of the strided lowering.
-///
-/// For a fixed sample, channel and tap the view is a plain image `(out_h,
-/// out_w)` whose rows step `sh` rows and whose elements step `sw` columns of
-/// the source: with `sw == 1` each row is a contiguous run, copied with one
-/// `memcpy`; otherwise it is gathered element by element.
-pub(crate) fn copy_windows_to_columns<T: Element>(windows: ArrayView6<'_, T>, cols: &mut [T]) {
-    let (n, c, oh, ow, kh, kw) = windows.dim();
-    let row_len = n * oh * ow;
-    for (row, dst_row) in cols
-        .chunks_exact_mut(row_len.max(1))
-        .take(c * kh * kw)
-        .enumerate()
-    {
-        let (ch, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
-        let mut dst_lines = dst_row.chunks_exact_mut(ow.max(1));
-        for sample in 0..n {
-            let image = windows.slice(s![sample, ch, .., .., i, j]);
-            for (line, dst) in image.rows().into_iter().zip(&mut dst_lines) {
-                match line.as_slice() {
-                    Some(contiguous) => dst.copy_from_slice(contiguous),
-                    None => dst.iter_mut().zip(line).for_each(|(d, &v)| *d = v),
+impl SourceLayout {
+    /// The plain NCHW layout of a `(n, c, h, w)` buffer.
+    pub fn plain((n, c, h, w): (usize, usize, usize, usize)) -> Self {
+        SourceLayout {
+            n,
+            c,
+            h,
+            w,
+            phases: 1,
+        }
+    }
+
+    pub fn phase_width(&self) -> usize {
+        self.w.div_ceil(self.phases.max(1))
+    }
+
+    /// Elements per stored row: the width, rounded up to whole phases.
+    pub fn row_len(&self) -> usize {
+        self.phase_width() * self.phases.max(1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.h * self.row_len()
+    }
+}
+
+/// The zero-copy window view of kernel column `j` over a prepared source:
+/// axes `(n, c, out_h, kh, out_w)`, element `[n, c, oh, i, ow]` being the
+/// padded source's `[n, c, oh*sh + i*dh, ow*sw + j*dw]`. Windows overlap,
+/// which ndarray permits for read-only views. In a phased layout
+/// (`phases == sw`) the `out_w` axis has unit stride.
+pub(crate) fn tap_column_view<'a, T>(
+    src: &'a [T],
+    layout: SourceLayout,
+    win: &Window,
+    j: usize,
+) -> ArrayView5<'a, T> {
+    debug_assert!(layout.phases == 1 || layout.phases == win.sw);
+    let SourceLayout { n, c, h, .. } = layout;
+    let row = layout.row_len();
+    let col = j * win.dw;
+    let (start, step) = if layout.phases == 1 {
+        (col, win.sw)
+    } else {
+        (
+            (col % layout.phases) * layout.phase_width() + col / layout.phases,
+            1,
+        )
+    };
+    let shape = (n, c, win.out_h, win.kh, win.out_w);
+    let strides = (c * h * row, h * row, win.sh * row, win.dh * row, step);
+    ArrayView5::from_shape(
+        shape.strides(strides),
+        &src[start.min(layout.len())..layout.len()],
+    )
+    .expect("window view lies inside its source by construction of the geometry")
+}
+
+/// Copies the windows of output rows `rows` into the column matrix `cols`
+/// (row-major, `[c·kh·kw, n·rows·out_w]`): row `(c, i, j)`, column `(n, oh,
+/// ow)`. This is the one copy of the strided lowering: kernel column by
+/// kernel column, each [`tap_column_view`] walked line by line, a line being
+/// contiguous (one `memcpy`) unless the layout is plain and `sw > 1`.
+pub(crate) fn copy_windows_to_columns<T: Element>(
+    src: &[T],
+    layout: SourceLayout,
+    win: &Window,
+    rows: Range<usize>,
+    cols: &mut [T],
+) {
+    let row_len = layout.n * rows.len() * win.out_w;
+    if row_len == 0 {
+        return;
+    }
+    for j in 0..win.kw {
+        // (c, kh, n, rows, out_w): lines in the order the column matrix wants.
+        let view = tap_column_view(src, layout, win, j)
+            .slice_move(s![.., .., rows.clone(), .., ..])
+            .permuted_axes([1, 3, 0, 2, 4]);
+        for (ch, per_channel) in view.outer_iter().enumerate() {
+            for (i, per_tap) in per_channel.outer_iter().enumerate() {
+                let row = (ch * win.kh + i) * win.kw + j;
+                let dst = &mut cols[row * row_len..(row + 1) * row_len];
+                for (dst, line) in dst.chunks_exact_mut(win.out_w).zip(per_tap.rows()) {
+                    match line.as_slice() {
+                        Some(contiguous) => dst.copy_from_slice(contiguous),
+                        None => dst.iter_mut().zip(line).for_each(|(d, &v)| *d = v),
+                    }
                 }
             }
         }
     }
 }
 
-/// The adjoint of [`window_view`] + [`copy_windows_to_columns`]: adds each
+/// The adjoint of [`copy_windows_to_columns`] on a plain layout: adds each
 /// entry of `cols` (`[c·kh·kw, n·out_h·out_w]`) onto the element of the
 /// contiguous `(n, c, h, w)` buffer `dst` it was read from. Used for the
 /// input gradient by col2im, on a padded buffer whose border is dropped after.
@@ -137,30 +204,58 @@ pub(crate) fn add_columns_to_windows<T: Element>(
     }
 }
 
-/// Writes `x` (any strides) into `dst` as a contiguous `(n, c, h+pt+pb,
-/// w+pl+pr)` array with zeros in the border.
+/// Writes `x` (any strides) into `dst` padded with zeros, in the layout
+/// with `phases` column phases (see [`SourceLayout`]).
 pub(crate) fn pad_into<T: Element>(
     x: ArrayView4<'_, T>,
     padding: crate::Padding,
+    phases: usize,
     dst: &mut [T],
-) -> (usize, usize, usize, usize) {
+) -> SourceLayout {
     let (n, c, h, w) = x.dim();
-    let hp = h + padding.top + padding.bottom;
-    let wp = w + padding.left + padding.right;
-    let mut padded = ArrayViewMut4::from_shape((n, c, hp, wp), &mut dst[..n * c * hp * wp])
-        .expect("padding buffer sized by the caller");
-    if !padding.is_zero() {
-        padded.fill(T::zero());
+    let layout = SourceLayout {
+        n,
+        c,
+        h: h + padding.top + padding.bottom,
+        w: w + padding.left + padding.right,
+        phases: phases.max(1),
+    };
+    let dst = &mut dst[..layout.len()];
+    if layout.phases == 1 {
+        let mut padded = ArrayViewMut4::from_shape((n, c, layout.h, layout.w), dst)
+            .expect("padding buffer sized by the caller");
+        if !padding.is_zero() {
+            padded.fill(T::zero());
+        }
+        padded
+            .slice_mut(s![
+                ..,
+                ..,
+                padding.top..padding.top + h,
+                padding.left..padding.left + w
+            ])
+            .assign(&x);
+        return layout;
     }
-    padded
-        .slice_mut(s![
-            ..,
-            ..,
-            padding.top..padding.top + h,
-            padding.left..padding.left + w
-        ])
-        .assign(&x);
-    (n, c, hp, wp)
+    dst.fill(T::zero());
+    let (row_len, phase_width, phases) = (layout.row_len(), layout.phase_width(), layout.phases);
+    for (index, line) in x.rows().into_iter().enumerate() {
+        let (plane, r) = (index / h, index % h);
+        let base = (plane * layout.h + padding.top + r) * row_len;
+        for phase in 0..phases {
+            // The first input column whose padded column falls in this phase.
+            let first = (phase + phases - padding.left % phases) % phases;
+            if first >= w {
+                continue;
+            }
+            let start = base + phase * phase_width + (padding.left + first) / phases;
+            let run = &mut dst[start..base + (phase + 1) * phase_width];
+            for (d, &v) in run.iter_mut().zip(line.slice(s![first..;phases])) {
+                *d = v;
+            }
+        }
+    }
+    layout
 }
 
 /// The error as the input-gradient pass sees it: `dy` (`(n, c_out, out_h,

@@ -37,7 +37,8 @@ fn check_case<T: Element>(case: &Case, seed: u64) {
     }
 
     // The strided algorithm's other configurations: the GEMM path with each
-    // input-gradient method, with whole-batch tiles and with one output row
+    // input-gradient method, with no cap (several samples a tile where the
+    // output is small, as it is in most cases here) and with one output row
     // per tile; and the direct kernel.
     let mut configurations = vec![(Kernel::Direct, InputGradient::Auto, usize::MAX)];
     for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {

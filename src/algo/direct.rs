@@ -89,7 +89,7 @@ fn padded_sample<'a, T: Element>(
         * (g.in_h + g.padding.top + g.padding.bottom)
         * (g.in_w + g.padding.left + g.padding.right);
     let buf = scratch(buf, len);
-    pad_into(sample, g.padding, buf);
+    pad_into(sample, g.padding, 1, buf);
     buf
 }
 

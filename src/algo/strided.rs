@@ -33,8 +33,8 @@
 use crate::element::Element;
 use crate::gemm::matmul;
 use crate::lower::{
-    Window, add_columns_to_windows, copy_windows_to_columns, dilate_and_pad_error,
-    flip_and_swap_weights, pad_into, window_view,
+    SourceLayout, Window, add_columns_to_windows, copy_windows_to_columns, dilate_and_pad_error,
+    flip_and_swap_weights, pad_into,
 };
 use crate::spec::{Geometry, Padding};
 use crate::workspace::{InputGradient, Kernel, Workspace, scratch};
@@ -53,6 +53,7 @@ struct Plan {
     /// Samples per lane block (the last block may be shorter).
     per_lane: usize,
     /// Samples per tile; when above 1, a tile spans all output rows.
+    /// See [`MIN_TILE_COLUMNS`].
     samples_per_tile: usize,
     /// Output rows per tile (all of them unless one sample exceeds the cap).
     rows_per_tile: usize,
@@ -60,6 +61,15 @@ struct Plan {
     /// Threads each GEMM may use: 1 unless there are fewer lanes than threads.
     gemm_threads: usize,
 }
+
+/// Samples share a tile only until it has this many columns (output
+/// pixels). One sample a tile lets the GEMM write straight into the output
+/// and read the error in place, and keeps the column matrix in cache:
+/// measured on `seed64`, 80 µs forward with one sample a tile against 130 µs
+/// with the lane's 8 samples in one; on 8x8 images (16 channels, batch 64)
+/// 0.30 ms against 0.40 ms forward and 0.6 ms against 1.4 ms backward. Tiny
+/// outputs still gather samples, so that a GEMM is not called per pixel.
+const MIN_TILE_COLUMNS: usize = 64;
 
 /// A piece of work: some samples, and some output rows of each.
 #[derive(Clone, Debug)]
@@ -94,7 +104,11 @@ impl Plan {
         let (samples_per_tile, rows_per_tile) = if single_samples {
             (1, out_h)
         } else if sample_bytes <= cap_bytes {
-            ((cap_bytes / sample_bytes).clamp(1, per_lane), out_h)
+            let wanted = MIN_TILE_COLUMNS.div_ceil((out_h * out_w).max(1));
+            (
+                wanted.min(cap_bytes / sample_bytes).clamp(1, per_lane),
+                out_h,
+            )
         } else {
             (1, (cap_bytes / row_bytes).clamp(1, out_h.max(1)))
         };
@@ -140,6 +154,9 @@ enum Source<'a, T> {
     Input {
         x: ArrayView4<'a, T>,
         padding: Padding,
+        /// Column phases of the prepared copy: the column stride, so that
+        /// the tile copy moves contiguous runs (see [`SourceLayout`]).
+        phases: usize,
     },
     Error {
         dy: ArrayView4<'a, T>,
@@ -151,7 +168,7 @@ impl<T: Element> Source<'_, T> {
     /// `(channels, height, width)` of one prepared sample.
     fn sample_shape(&self) -> (usize, usize, usize) {
         match self {
-            Source::Input { x, padding } => {
+            Source::Input { x, padding, .. } => {
                 let (_, c, h, w) = x.dim();
                 (
                     c,
@@ -167,32 +184,40 @@ impl<T: Element> Source<'_, T> {
         }
     }
 
+    /// Whether a sample chunk can be read where it lies, without a copy.
+    fn in_place<'s>(&'s self, range: Range<usize>) -> Option<&'s [T]> {
+        match self {
+            Source::Input {
+                x,
+                padding,
+                phases: 1,
+            } if padding.is_zero() => x.slice(s![range, .., .., ..]).to_slice(),
+            _ => None,
+        }
+    }
+
     /// Step 1: the samples `range` as a contiguous padded buffer, borrowed
     /// from the input when no copy is needed, else written into `buf`.
-    fn prepare<'s>(
-        &'s self,
-        range: Range<usize>,
-        buf: &'s mut Vec<T>,
-    ) -> (&'s [T], (usize, usize, usize, usize)) {
+    fn prepare<'s>(&'s self, range: Range<usize>, buf: &'s mut Vec<T>) -> (&'s [T], SourceLayout) {
         let (c, h, w) = self.sample_shape();
-        let shape = (range.len(), c, h, w);
-        let len = shape.0 * c * h * w;
+        let plain = SourceLayout::plain((range.len(), c, h, w));
+        if let Some(in_place) = self.in_place(range.clone()) {
+            return (in_place, plain);
+        }
         match self {
-            Source::Input { x, padding } => {
+            Source::Input { x, padding, phases } => {
                 let chunk = x.slice(s![range, .., .., ..]);
-                if padding.is_zero() {
-                    if let Some(in_place) = chunk.to_slice() {
-                        return (in_place, shape);
-                    }
-                }
-                let buf = scratch(buf, len);
-                pad_into(chunk, *padding, buf);
-                (buf, shape)
+                let layout = SourceLayout {
+                    phases: *phases,
+                    ..plain
+                };
+                let layout = pad_into(chunk, *padding, *phases, scratch(buf, layout.len()));
+                (buf, layout)
             }
             Source::Error { dy, geometry } => {
-                let buf = scratch(buf, len);
+                let buf = scratch(buf, plain.len());
                 dilate_and_pad_error(dy.slice(s![range, .., .., ..]), geometry, buf);
-                (buf, shape)
+                (buf, plain)
             }
         }
     }
@@ -211,28 +236,29 @@ impl<T: Element> Source<'_, T> {
         if let Some(cols) = self.lowered_in_place(tile, window) {
             return cols;
         }
-        let (c, h, w) = self.sample_shape();
+        let (c, _, _) = self.sample_shape();
         let rows = c * window.kh * window.kw;
         let columns = tile.samples.len() * tile.rows.len() * window.out_w;
-        let shape = (tile.samples.len(), c, h, w);
-        let source: &[T] = if tile.rows.start == 0 {
-            self.prepare(tile.samples.clone(), source_buf).0
+        let (source, layout) = if tile.rows.start == 0 {
+            self.prepare(tile.samples.clone(), source_buf)
         } else {
-            match self {
-                // Read in place again when no copy was made for row 0.
-                Source::Input { x, padding } if padding.is_zero() => x
-                    .slice(s![tile.samples.clone(), .., .., ..])
-                    .to_slice()
-                    .unwrap_or(&source_buf[..]),
-                _ => &source_buf[..],
+            // A later band of the same chunk: prepared on its first band.
+            let (c, h, w) = self.sample_shape();
+            let plain = SourceLayout::plain((tile.samples.len(), c, h, w));
+            match (self.in_place(tile.samples.clone()), self) {
+                (Some(in_place), _) => (in_place, plain),
+                (None, Source::Input { phases, .. }) => (
+                    &source_buf[..],
+                    SourceLayout {
+                        phases: *phases,
+                        ..plain
+                    },
+                ),
+                (None, Source::Error { .. }) => (&source_buf[..], plain),
             }
         };
-        let windows = window_view(source, shape, window);
         let cols = scratch(cols_buf, rows * columns);
-        copy_windows_to_columns(
-            windows.slice(s![.., .., tile.rows.clone(), .., .., ..]),
-            cols,
-        );
+        copy_windows_to_columns(source, layout, window, tile.rows.clone(), cols);
         ArrayView2::from_shape((rows, columns), &*cols).expect("column buffer sized above")
     }
 
@@ -402,6 +428,7 @@ pub(crate) fn forward<T: Element>(
     let source = Source::Input {
         x,
         padding: g.padding,
+        phases: g.sw,
     };
     lower_and_multiply(
         &source,
@@ -521,6 +548,7 @@ fn weight_gradient_pass<T: Element>(
     let source = Source::Input {
         x,
         padding: g.padding,
+        phases: g.sw,
     };
     let plan = Plan::new::<T>(
         g.batch,
