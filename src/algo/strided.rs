@@ -185,7 +185,7 @@ impl<T: Element> Source<'_, T> {
     }
 
     /// Whether a sample chunk can be read where it lies, without a copy.
-    fn in_place<'s>(&'s self, range: Range<usize>) -> Option<&'s [T]> {
+    fn in_place(&self, range: Range<usize>) -> Option<&[T]> {
         match self {
             Source::Input {
                 x,
