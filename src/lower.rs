@@ -170,35 +170,87 @@ pub(crate) fn copy_windows_to_columns<T: Element>(
     }
 }
 
-/// The adjoint of [`copy_windows_to_columns`] on a plain layout: adds each
-/// entry of `cols` (`[c·kh·kw, n·out_h·out_w]`) onto the element of the
-/// contiguous `(n, c, h, w)` buffer `dst` it was read from. Used for the
-/// input gradient by col2im, on a padded buffer whose border is dropped after.
-/// `cols` covers the output rows `first_row..first_row + win.out_h`.
+/// The adjoint of [`copy_windows_to_columns`]: adds each entry of `cols`
+/// (`[c·kh·kw, n·out_h·out_w]`) onto the element of the prepared buffer
+/// `dst` (in `layout`) it was read from. Used for the input gradient by
+/// col2im, on a padded buffer whose border is dropped after ([`crop_into`]).
+/// `cols` covers the output rows `first_row..first_row + win.out_h`. In a
+/// phased layout every line adds onto a contiguous run.
 pub(crate) fn add_columns_to_windows<T: Element>(
     cols: ArrayView2<'_, T>,
     dst: &mut [T],
-    (n, c, h, w): (usize, usize, usize, usize),
+    layout: SourceLayout,
     win: &Window,
     first_row: usize,
 ) {
-    let row_len = n * win.out_h * win.out_w;
+    debug_assert!(layout.phases == 1 || layout.phases == win.sw);
+    let SourceLayout { c, h, .. } = layout;
+    let row_len = layout.row_len();
+    let columns = layout.n * win.out_h * win.out_w;
     for (row, src_row) in cols.outer_iter().enumerate() {
         let (ch, i, j) = (row / (win.kh * win.kw), row / win.kw % win.kh, row % win.kw);
         let src_row = src_row.to_slice().expect("column matrices are row-major");
-        debug_assert_eq!(src_row.len(), row_len);
+        debug_assert_eq!(src_row.len(), columns);
+        let col = j * win.dw;
+        let (offset, step) = if layout.phases == 1 {
+            (col, win.sw)
+        } else {
+            (
+                (col % layout.phases) * layout.phase_width() + col / layout.phases,
+                1,
+            )
+        };
         for (line_index, line) in src_row.chunks_exact(win.out_w.max(1)).enumerate() {
             let (sample, oh) = (line_index / win.out_h, line_index % win.out_h);
             let ih = (first_row + oh) * win.sh + i * win.dh;
-            let start = ((sample * c + ch) * h + ih) * w + j * win.dw;
-            if win.sw == 1 {
+            let start = ((sample * c + ch) * h + ih) * row_len + offset;
+            if step == 1 {
                 for (d, &v) in dst[start..start + win.out_w].iter_mut().zip(line) {
                     *d += v;
                 }
             } else {
                 for (k, &v) in line.iter().enumerate() {
-                    dst[start + k * win.sw] += v;
+                    dst[start + k * step] += v;
                 }
+            }
+        }
+    }
+}
+
+/// The inverse of [`pad_into`]: writes the interior of the prepared buffer
+/// `src` (in `layout`, padded by `padding`) into `dst`, `(n, c, h, w)`.
+pub(crate) fn crop_into<T: Element>(
+    src: &[T],
+    layout: SourceLayout,
+    padding: crate::Padding,
+    mut dst: ArrayViewMut4<'_, T>,
+) {
+    let (n, c, h, w) = dst.dim();
+    let src = &src[..layout.len()];
+    if layout.phases == 1 {
+        let padded = ArrayView4::from_shape((n, c, layout.h, layout.w), src)
+            .expect("buffer sized by the caller");
+        dst.assign(&padded.slice(s![
+            ..,
+            ..,
+            padding.top..padding.top + h,
+            padding.left..padding.left + w
+        ]));
+        return;
+    }
+    let (row_len, phase_width, phases) = (layout.row_len(), layout.phase_width(), layout.phases);
+    for (index, mut line) in dst.rows_mut().into_iter().enumerate() {
+        let (plane, r) = (index / h, index % h);
+        let base = (plane * layout.h + padding.top + r) * row_len;
+        for phase in 0..phases {
+            let first = (phase + phases - padding.left % phases) % phases;
+            if first >= w {
+                continue;
+            }
+            let start = base + phase * phase_width + (padding.left + first) / phases;
+            let run = &src[start..base + (phase + 1) * phase_width];
+            for (d, &v) in line.slice_mut(s![first..;phases]).iter_mut().zip(run) {
+                *d = v;
             }
         }
     }

@@ -33,8 +33,8 @@
 use crate::element::Element;
 use crate::gemm::matmul;
 use crate::lower::{
-    SourceLayout, Window, add_columns_to_windows, copy_windows_to_columns, dilate_and_pad_error,
-    flip_and_swap_weights, pad_into,
+    SourceLayout, Window, add_columns_to_windows, copy_windows_to_columns, crop_into,
+    dilate_and_pad_error, flip_and_swap_weights, pad_into,
 };
 use crate::spec::{Geometry, Padding};
 use crate::workspace::{InputGradient, Kernel, Workspace, scratch};
@@ -625,8 +625,11 @@ fn weight_gradient_pass<T: Element>(
                     plan.gemm_threads,
                 );
             }
-            let shape = (n, padded.0, padded.1, padded.2);
-            let accumulator = scratch(&mut lane.accumulator, n * padded.0 * padded.1 * padded.2);
+            let layout = SourceLayout {
+                phases: g.sw,
+                ..SourceLayout::plain((n, padded.0, padded.1, padded.2))
+            };
+            let accumulator = scratch(&mut lane.accumulator, layout.len());
             if tile.rows.start == 0 {
                 accumulator.fill(T::zero());
             }
@@ -634,20 +637,15 @@ fn weight_gradient_pass<T: Element>(
                 out_h: tile.rows.len(),
                 ..window
             };
-            add_columns_to_windows(dcols.view(), accumulator, shape, &band, tile.rows.start);
+            add_columns_to_windows(dcols.view(), accumulator, layout, &band, tile.rows.start);
             if tile.rows.end == g.out_h {
                 let local = tile.samples.start - lane_start..tile.samples.end - lane_start;
-                let p = g.padding;
-                let accumulated =
-                    ArrayView4::from_shape(shape, &accumulator[..]).expect("sized above");
-                dx_lane
-                    .slice_mut(s![local, .., .., ..])
-                    .assign(&accumulated.slice(s![
-                        ..,
-                        ..,
-                        p.top..p.top + g.in_h,
-                        p.left..p.left + g.in_w
-                    ]));
+                crop_into(
+                    accumulator,
+                    layout,
+                    g.padding,
+                    dx_lane.slice_mut(s![local, .., .., ..]),
+                );
             }
         }
     };
