@@ -4,7 +4,10 @@ mod common;
 
 use common::{assert_close, random_array1, random_array4, rng};
 use gemmconv::ndarray::{Array1, Array4, ArrayD, IxDyn, s};
-use gemmconv::{Algorithm, Conv2d, Conv2dSpec, ConvError, Operand, conv2d, conv2d_backward};
+use gemmconv::{
+    Algorithm, Conv2d, Conv2dSpec, ConvError, InputGradient, Kernel, Operand, Workspace, conv2d,
+    conv2d_backward, conv2d_backward_with_workspace, conv2d_with_workspace,
+};
 
 fn zeros(shape: [usize; 4]) -> Array4<f32> {
     Array4::zeros(shape)
@@ -317,5 +320,25 @@ fn non_contiguous_views() {
         assert_close(&g.dx, &g_ref.dx, &format!("{algo:?} dx on views"));
         assert_close(&g.dw, &g_ref.dw, &format!("{algo:?} dw on views"));
         assert_close(&g.db, &g_ref.db, &format!("{algo:?} db on views"));
+    }
+    // The strided algorithm's kernels and input-gradient methods, each of
+    // which reads the operands its own way (the direct kernel reads error
+    // planes in place when it can).
+    for kernel in [Kernel::Gemm, Kernel::Direct] {
+        for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {
+            let label = format!("strided ({kernel:?}, {method:?}) on views");
+            let mut ws = Workspace::new()
+                .with_kernel(kernel)
+                .with_input_gradient(method);
+            let y =
+                conv2d_with_workspace(x, w, Some(b), &spec, Algorithm::Strided, &mut ws).unwrap();
+            assert_close(&y, &y_ref, &format!("{label}: forward"));
+            let g =
+                conv2d_backward_with_workspace(x, w, dy_view, &spec, Algorithm::Strided, &mut ws)
+                    .unwrap();
+            assert_close(&g.dx, &g_ref.dx, &format!("{label}: dx"));
+            assert_close(&g.dw, &g_ref.dw, &format!("{label}: dw"));
+            assert_close(&g.db, &g_ref.db, &format!("{label}: db"));
+        }
     }
 }
