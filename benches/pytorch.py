@@ -3,7 +3,8 @@
 
 For each row, first, gemmconv's CLI builds the problem, checks every algorithm
 against the naive reference, times them and writes the inputs, naive's
-results and its medians (`--save`). This script then (after all rows, so
+results and its medians (`--save`; functional calls that allocate their
+results, as PyTorch's do). This script then (after all rows, so
 that PyTorch's threads do not idle beside gemmconv's) runs PyTorch on the very
 same inputs, checks its forward output and dX, dW, db against gemmconv's,
 and only then times it: forward under `no_grad`, backward as
@@ -14,12 +15,16 @@ backward computes; no autograd bookkeeping).
     python3 benches/pytorch.py         # every row
     python3 benches/pytorch.py r3x3 dw # some rows
 
+The medians also go to target/pytorch.json, where benches/report.py finds
+them for BENCHMARKS.md.
+
 glibc's malloc returns each call's large output to the kernel and maps it
 afresh, which made PyTorch's timings vary up to 2.4x between processes; the
 script re-executes itself with thresholds that keep that memory (as a
 long-running training process would), which made them steady.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -130,6 +135,7 @@ def main():
     print("| row | gemmconv fwd ms | PyTorch fwd ms | fwd ratio | gemmconv bwd ms "
           "| PyTorch bwd ms | bwd ratio | max rel. error |")
     print("|---|---|---|---|---|---|---|---|")
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         # gemmconv first, every row, so that PyTorch's idle OpenMP threads
         # are not yet there to take cycles from it.
@@ -137,12 +143,19 @@ def main():
             run_gemmconv(row, threads, Path(tmp) / row)
         for row in rows:
             fwd, bwd, ours_fwd, ours_bwd, error = run_pytorch(row, Path(tmp) / row)
+            results[row] = {"pytorch_fwd_ms": fwd * 1e3, "pytorch_bwd_ms": bwd * 1e3,
+                            "gemmconv_fwd_ms": ours_fwd * 1e3, "gemmconv_bwd_ms": ours_bwd * 1e3,
+                            "max_rel_error": error}
             print(
                 f"| {row} | {ours_fwd * 1e3:.3g} | {fwd * 1e3:.3g} | {ours_fwd / fwd:.2f} "
                 f"| {ours_bwd * 1e3:.3g} | {bwd * 1e3:.3g} | {ours_bwd / bwd:.2f} | {error:.1e} |",
                 flush=True)
     print()
     print("ratio = gemmconv time / PyTorch time (below 1: gemmconv is faster); medians.")
+    out = REPO / "target" / "pytorch.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"written to {out.relative_to(REPO)} (read by benches/report.py)")
 
 
 if __name__ == "__main__":

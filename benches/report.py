@@ -17,13 +17,21 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CRITERION = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "target" / "criterion"
 
-# PyTorch 2.15 (oneDNN) on this machine, f32 (seed64: f64), 2 threads, medians
-# in ms, forward / backward (dX + dW + db), as measured for the speed issue.
-PYTORCH = {
+# PyTorch's medians (ms, forward / backward) from `benches/pytorch.py`, which
+# writes them to target/pytorch.json; without that file, the figures the
+# speed issue measured on this machine type (PyTorch 2.15, oneDNN, 2 threads).
+PYTORCH_JSON = ROOT / "target" / "pytorch.json"
+PYTORCH_ISSUE = {
     "seed": (0.105, 0.77), "seed64": (0.146, 0.36), "r3x3": (9.3, 20.6),
     "r3x3s2": (11.4, 23.6), "r1x1": (9.2, 18.2), "stem": (10.7, 60.2),
     "dw": (1.7, 5.0), "dil": (8.6, 18.8),
 }
+if PYTORCH_JSON.exists():
+    PYTORCH = {row: (v["pytorch_fwd_ms"], v["pytorch_bwd_ms"])
+               for row, v in json.loads(PYTORCH_JSON.read_text()).items()}
+    PYTORCH_SOURCE = f"{PYTORCH_JSON.relative_to(ROOT)} (benches/pytorch.py)"
+else:
+    PYTORCH, PYTORCH_SOURCE = PYTORCH_ISSUE, "the speed issue's figures"
 # The notebook's published %timeit means (numpy, float64, another machine), ms.
 NOTEBOOK = {"naive": (484, 132), "im2col": (28.4, 66.2), "strided": (3.63, 19.6)}
 
@@ -67,7 +75,8 @@ def conv_tables():
         print(f"| {r} | {fmt(f)} | {fmt(ratio(g * 1e3, f))} | {fmt(b)} | {fmt(ratio(2 * g * 1e3, b))} "
               f"| {fmt(ratio(b, f), 2)} | {fmt(fi)} / {fmt(bi)} | {fmt(fn_)} / {fmt(bn)} |")
     print("\n### Against PyTorch (oneDNN) and the notebook\n")
-    print("Ratio = gemmconv time / PyTorch time (below 1: gemmconv is faster).\n")
+    print(f"PyTorch from {PYTORCH_SOURCE}; gemmconv from criterion. "
+          "Ratio = gemmconv time / PyTorch time (below 1: gemmconv is faster).\n")
     print("| row | fwd ms | PyTorch fwd ms | ratio | bwd ms | PyTorch bwd ms | ratio |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
