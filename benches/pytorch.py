@@ -14,6 +14,7 @@ backward computes; no autograd bookkeeping).
     pip install torch numpy            # PyPI's wheel; CPU is all it needs here
     python3 benches/pytorch.py         # every row
     python3 benches/pytorch.py r3x3 dw # some rows
+    ROUNDS=5 python3 benches/pytorch.py # rounds of both (default 3), medians
 
 The medians also go to target/pytorch.json, where benches/report.py finds
 them for BENCHMARKS.md.
@@ -128,28 +129,36 @@ def run_pytorch(row, d):
 def main():
     rows = sys.argv[1:] or ROWS
     threads = int(os.environ.get("RAYON_NUM_THREADS", os.cpu_count()))
+    rounds = int(os.environ.get("ROUNDS", 3))
     torch.set_num_threads(threads)
     print(f"PyTorch {torch.__version__}, oneDNN {torch.backends.mkldnn.is_available()}, "
-          f"{torch.get_num_threads()} threads; gemmconv: strided, {threads} threads")
+          f"{torch.get_num_threads()} threads; gemmconv: strided, {threads} threads; "
+          f"medians of {rounds} rounds")
+    samples = {row: [] for row in rows}
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            # gemmconv first, every row, so that PyTorch's idle OpenMP threads
+            # are not yet there to take cycles from it; then PyTorch. Rounds
+            # alternate the two, so that a burst of load on this shared
+            # machine does not fall on one library only.
+            for row in rows:
+                run_gemmconv(row, threads, Path(tmp) / row)
+            for row in rows:
+                samples[row].append(run_pytorch(row, Path(tmp) / row))
     print()
     print("| row | gemmconv fwd ms | PyTorch fwd ms | fwd ratio | gemmconv bwd ms "
           "| PyTorch bwd ms | bwd ratio | max rel. error |")
     print("|---|---|---|---|---|---|---|---|")
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        # gemmconv first, every row, so that PyTorch's idle OpenMP threads
-        # are not yet there to take cycles from it.
-        for row in rows:
-            run_gemmconv(row, threads, Path(tmp) / row)
-        for row in rows:
-            fwd, bwd, ours_fwd, ours_bwd, error = run_pytorch(row, Path(tmp) / row)
-            results[row] = {"pytorch_fwd_ms": fwd * 1e3, "pytorch_bwd_ms": bwd * 1e3,
-                            "gemmconv_fwd_ms": ours_fwd * 1e3, "gemmconv_bwd_ms": ours_bwd * 1e3,
-                            "max_rel_error": error}
-            print(
-                f"| {row} | {ours_fwd * 1e3:.3g} | {fwd * 1e3:.3g} | {ours_fwd / fwd:.2f} "
-                f"| {ours_bwd * 1e3:.3g} | {bwd * 1e3:.3g} | {ours_bwd / bwd:.2f} | {error:.1e} |",
-                flush=True)
+    for row in rows:
+        fwd, bwd, ours_fwd, ours_bwd = (float(np.median([s[k] for s in samples[row]]))
+                                        for k in range(4))
+        error = max(s[4] for s in samples[row])
+        results[row] = {"pytorch_fwd_ms": fwd * 1e3, "pytorch_bwd_ms": bwd * 1e3,
+                        "gemmconv_fwd_ms": ours_fwd * 1e3, "gemmconv_bwd_ms": ours_bwd * 1e3,
+                        "max_rel_error": error}
+        print(f"| {row} | {ours_fwd * 1e3:.3g} | {fwd * 1e3:.3g} | {ours_fwd / fwd:.2f} "
+              f"| {ours_bwd * 1e3:.3g} | {bwd * 1e3:.3g} | {ours_bwd / bwd:.2f} | {error:.1e} |")
     print()
     print("ratio = gemmconv time / PyTorch time (below 1: gemmconv is faster); medians.")
     out = REPO / "target" / "pytorch.json"
