@@ -7,9 +7,10 @@
 //!
 //! The convolution is lowered onto matrix products. Three algorithms sit
 //! behind one interface ([`Algorithm`]): direct loops (the reference),
-//! per-sample im2col, and the default strided lowering, which copies a
-//! zero-copy window view once per batch chunk into a column matrix and runs
-//! one GEMM per chunk, spread across threads with rayon.
+//! per-sample im2col, and the default strided lowering, which copies
+//! zero-copy window views once per tile (a sample, or a band of its output
+//! rows) into a column matrix and runs one GEMM per tile, spread across
+//! threads with rayon.
 //!
 //! ```
 //! use gemmconv::{conv2d, conv2d_backward, Algorithm, Conv2dSpec};

@@ -27,8 +27,9 @@ pub enum Algorithm {
     /// One column matrix per sample built with explicit loops, one GEMM per
     /// sample; the input gradient by col2im.
     Im2col,
-    /// A zero-copy strided window view copied once per batch chunk into a
-    /// column matrix, one GEMM per chunk, rayon across the batch. The fast path.
+    /// Zero-copy strided window views copied once per tile (a sample, or a
+    /// band of its output rows) into a column matrix, one GEMM per tile,
+    /// rayon across the batch. The fast path.
     #[default]
     Strided,
 }

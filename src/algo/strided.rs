@@ -1,15 +1,20 @@
 //! `Algorithm::Strided`: the fast path.
 //!
-//! Forward, per tile (a chunk of samples, or a band of output rows of one
-//! sample when a single sample's column matrix would exceed the cap):
+//! Forward, per tile (one sample, several only when the output is tiny, or
+//! a band of output rows of one sample when its column matrix would exceed
+//! the cap):
 //!
-//! 1. **Source**: the tile's samples, read in place when unpadded and
-//!    contiguous, otherwise copied once into a zero-bordered buffer.
-//! 2. **Window view**: a zero-copy `(n, c, out_h, out_w, kh, kw)` view of the
-//!    source whose strides step over the image (ndarray allows overlapping
-//!    windows in a read-only view), sliced to the tile's output rows.
-//! 3. **Tile copy**: the view copied once into an owned column matrix
-//!    `cols[c·kh·kw, n·rows·out_w]`.
+//! 1. **Source**: the tile's samples, read in place when unpadded, unstrided
+//!    and contiguous, otherwise copied once into a zero-bordered buffer; for
+//!    a column stride above 1 each row's columns are dealt into `sw` phases
+//!    (`lower::SourceLayout`), so that every window row below is a
+//!    contiguous run.
+//! 2. **Window views**: per kernel column `j`, a zero-copy `(n, c, out_h, kh,
+//!    out_w)` view of the source whose strides step over the image (ndarray
+//!    allows overlapping windows in a read-only view), sliced to the tile's
+//!    output rows.
+//! 3. **Tile copy**: the views copied once, line by line, into an owned column
+//!    matrix `cols[c·kh·kw, n·rows·out_w]`.
 //! 4. **GEMM**: `W[c_out, c_in/g·kh·kw] · cols`, one per group for the whole
 //!    tile.
 //! 5. **Bias and layout**: for a one-sample tile the GEMM writes straight into
@@ -20,7 +25,8 @@
 //! reduction over the batch, `dW += dY_tile · cols_tileᵀ`, each lane summing
 //! into its own partial, the partials added once at the end. The input
 //! gradient is either (see [`InputGradient`]) col2im in the same pass,
-//! `dcols = Wᵀ · dY_tile` added back onto a padded buffer, or a second
+//! `dcols = Wᵀ · dY_tile` added back onto a padded buffer (phased like the
+//! source, so the adds are contiguous runs too), or a second
 //! forward-like pass over the error dilated by the stride and padded
 //! (`lower::dilate_and_pad_error`), lowered with stride 1 against the flipped,
 //! channel-swapped weights.
