@@ -466,3 +466,101 @@ pub(crate) fn col2im_sample_add<T: Element>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Padding;
+    use ndarray::Array4;
+
+    /// A small input whose every element is distinct, seen through a
+    /// transposed view so that `pad_into` reads non-contiguous rows.
+    fn input() -> Array4<f64> {
+        Array4::from_shape_fn((2, 3, 7, 9), |(n, c, h, w)| {
+            (((n * 3 + c) * 7 + h) * 9 + w) as f64
+        })
+    }
+
+    fn padding() -> Padding {
+        Padding {
+            top: 2,
+            bottom: 1,
+            left: 3,
+            right: 1,
+        }
+    }
+
+    #[test]
+    fn phased_padding_round_trips() {
+        let x = input();
+        let transposed = x.view().reversed_axes().to_owned().reversed_axes();
+        for phases in 1..=4 {
+            let layout = SourceLayout {
+                phases,
+                ..SourceLayout::plain((2, 3, 10, 13))
+            };
+            let mut buf = vec![f64::NAN; layout.len()];
+            assert_eq!(
+                pad_into(transposed.view(), padding(), phases, &mut buf),
+                layout
+            );
+            let mut back = Array4::from_elem(x.raw_dim(), f64::NAN);
+            crop_into(&buf, layout, padding(), back.view_mut());
+            assert_eq!(back, x, "{phases} phases");
+            // The border and the rounding columns are zeros, not left over.
+            let interior: f64 = x.iter().sum();
+            assert_eq!(buf.iter().sum::<f64>(), interior, "{phases} phases");
+        }
+    }
+
+    /// The column matrix is the same whatever the layout of the source, for
+    /// every band of rows, and its adjoint adds back onto the same places.
+    #[test]
+    fn phased_and_plain_layouts_lower_alike() {
+        let x = input();
+        for (sw, dw) in [(2, 1), (3, 2), (2, 2)] {
+            let win = Window {
+                kh: 2,
+                kw: 3,
+                sh: 2,
+                sw,
+                dh: 1,
+                dw,
+                out_h: (10 - 2) / 2 + 1,
+                out_w: (13 - (3 - 1) * dw - 1) / sw + 1,
+            };
+            let plain = SourceLayout::plain((2, 3, 10, 13));
+            let phased = SourceLayout {
+                phases: sw,
+                ..plain
+            };
+            let mut plain_buf = vec![0.0; plain.len()];
+            let mut phased_buf = vec![0.0; phased.len()];
+            pad_into(x.view(), padding(), 1, &mut plain_buf);
+            pad_into(x.view(), padding(), sw, &mut phased_buf);
+            for rows in [0..win.out_h, 1..3] {
+                let len = 3 * 2 * 3 * 2 * rows.len() * win.out_w;
+                let (mut from_plain, mut from_phased) = (vec![0.0; len], vec![0.0; len]);
+                copy_windows_to_columns(&plain_buf, plain, &win, rows.clone(), &mut from_plain);
+                copy_windows_to_columns(&phased_buf, phased, &win, rows.clone(), &mut from_phased);
+                assert_eq!(from_plain, from_phased, "sw {sw}, dw {dw}, rows {rows:?}");
+                assert!(from_plain.iter().any(|&v| v > 0.0));
+
+                let cols = ArrayView2::from_shape((18, len / 18), &from_plain[..]).unwrap();
+                let band = Window {
+                    out_h: rows.len(),
+                    ..win
+                };
+                let mut into_plain = vec![0.0; plain.len()];
+                let mut into_phased = vec![0.0; phased.len()];
+                add_columns_to_windows(cols, &mut into_plain, plain, &band, rows.start);
+                add_columns_to_windows(cols, &mut into_phased, phased, &band, rows.start);
+                let mut a = Array4::zeros(x.raw_dim());
+                let mut b = Array4::zeros(x.raw_dim());
+                crop_into(&into_plain, plain, padding(), a.view_mut());
+                crop_into(&into_phased, phased, padding(), b.view_mut());
+                assert_eq!(a, b, "adjoint, sw {sw}, dw {dw}, rows {rows:?}");
+            }
+        }
+    }
+}
