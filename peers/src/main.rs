@@ -40,7 +40,8 @@ struct Problem {
 fn problem(row: SuiteRow) -> Problem {
     let mut rng = SmallRng::seed_from_u64(3);
     let out = row.spec.output_shape(row.input).unwrap();
-    let mut random4 = |shape| Array4::from_shape_simple_fn(shape, || rng.random_range(-1.0f32..1.0));
+    let mut random4 =
+        |shape| Array4::from_shape_simple_fn(shape, || rng.random_range(-1.0f32..1.0));
     let x = random4(row.input);
     let w = random4(row.spec.weight_shape());
     let dy = random4(out);
@@ -54,7 +55,11 @@ fn problem(row: SuiteRow) -> Problem {
 fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
     let start = Instant::now();
     f();
-    let reps = if start.elapsed().as_secs_f64() > 1.0 { 3 } else { reps };
+    let reps = if start.elapsed().as_secs_f64() > 1.0 {
+        3
+    } else {
+        reps
+    };
     let mut times: Vec<f64> = (0..reps)
         .map(|_| {
             let start = Instant::now();
@@ -99,14 +104,30 @@ fn gemmconv_run(p: &Problem, reps: usize) -> (Results, f64, f64) {
         db: Array1::zeros(spec.out_channels()),
     };
     let forward = |y: &mut Array4<f32>, ws: &mut Workspace<f32>| {
-        conv2d_into(p.x.view(), p.w.view(), Some(p.b.view()), spec, Algorithm::Strided, ws, y.view_mut())
-            .unwrap()
+        conv2d_into(
+            p.x.view(),
+            p.w.view(),
+            Some(p.b.view()),
+            spec,
+            Algorithm::Strided,
+            ws,
+            y.view_mut(),
+        )
+        .unwrap()
     };
     let fwd = median_ms(reps, || forward(&mut y, &mut ws));
     let step = median_ms(reps, || {
         forward(&mut y, &mut ws);
-        conv2d_backward_into(p.x.view(), p.w.view(), p.dy.view(), spec, Algorithm::Strided, &mut ws, g.view_mut())
-            .unwrap();
+        conv2d_backward_into(
+            p.x.view(),
+            p.w.view(),
+            p.dy.view(),
+            spec,
+            Algorithm::Strided,
+            &mut ws,
+            g.view_mut(),
+        )
+        .unwrap();
     });
     let flat = |a: &[f32]| a.to_vec();
     let results = Results {
@@ -127,9 +148,12 @@ fn candle_tensor(a: &[f32], shape: &[usize]) -> CandleTensor {
 fn candle_run(p: &Problem, reps: usize) -> Result<(Results, f64, f64), String> {
     let (pad, stride, dilation, groups) = geometry(&p.row);
     let c_out = p.row.spec.out_channels();
-    let x = Var::from_tensor(&candle_tensor(p.x.as_slice().unwrap(), p.x.shape())).map_err(|e| e.to_string())?;
-    let w = Var::from_tensor(&candle_tensor(p.w.as_slice().unwrap(), p.w.shape())).map_err(|e| e.to_string())?;
-    let b = Var::from_tensor(&candle_tensor(p.b.as_slice().unwrap(), &[1, c_out, 1, 1])).map_err(|e| e.to_string())?;
+    let x = Var::from_tensor(&candle_tensor(p.x.as_slice().unwrap(), p.x.shape()))
+        .map_err(|e| e.to_string())?;
+    let w = Var::from_tensor(&candle_tensor(p.w.as_slice().unwrap(), p.w.shape()))
+        .map_err(|e| e.to_string())?;
+    let b = Var::from_tensor(&candle_tensor(p.b.as_slice().unwrap(), &[1, c_out, 1, 1]))
+        .map_err(|e| e.to_string())?;
     let dy = candle_tensor(p.dy.as_slice().unwrap(), p.dy.shape());
     let forward = || -> candle_core::Result<CandleTensor> {
         x.as_tensor()
@@ -137,9 +161,17 @@ fn candle_run(p: &Problem, reps: usize) -> Result<(Results, f64, f64), String> {
             .broadcast_add(b.as_tensor())
     };
     let y = forward().map_err(|e| e.to_string())?;
-    let grads = (&y * &dy).and_then(|l| l.sum_all()).and_then(|l| l.backward()).map_err(|e| e.to_string())?;
+    let grads = (&y * &dy)
+        .and_then(|l| l.sum_all())
+        .and_then(|l| l.backward())
+        .map_err(|e| e.to_string())?;
     let flat = |t: &CandleTensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let grad = |v: &Var| grads.get(v.as_tensor()).map(flat).ok_or("no gradient".to_string());
+    let grad = |v: &Var| {
+        grads
+            .get(v.as_tensor())
+            .map(flat)
+            .ok_or("no gradient".to_string())
+    };
     let results = Results {
         y: flat(&y),
         dx: grad(&x)?,
@@ -158,7 +190,10 @@ fn candle_run(p: &Problem, reps: usize) -> Result<(Results, f64, f64), String> {
 
 fn burn_tensor(a: &Array4<f32>, device: &BurnDevice) -> BurnTensor<4> {
     let s = a.shape();
-    BurnTensor::from_data(TensorData::new(a.as_slice().unwrap().to_vec(), [s[0], s[1], s[2], s[3]]), device)
+    BurnTensor::from_data(
+        TensorData::new(a.as_slice().unwrap().to_vec(), [s[0], s[1], s[2], s[3]]),
+        device,
+    )
 }
 
 fn burn_vec<const D: usize>(t: BurnTensor<D>) -> Vec<f32> {
@@ -171,7 +206,8 @@ fn burn_run(p: &Problem, reps: usize, device: BurnDevice) -> Result<(Results, f6
     let options = ConvOptions::new([stride; 2], [pad; 2], [dilation; 2], groups);
     let x = burn_tensor(&p.x, &device).require_grad();
     let w = burn_tensor(&p.w, &device).require_grad();
-    let b = BurnTensor::<1>::from_data(TensorData::new(p.b.to_vec(), [p.b.len()]), &device).require_grad();
+    let b = BurnTensor::<1>::from_data(TensorData::new(p.b.to_vec(), [p.b.len()]), &device)
+        .require_grad();
     let dy = burn_tensor(&p.dy, &device);
     let forward = || burn_conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
     let y = forward();
@@ -204,7 +240,9 @@ fn burn_flex_run(p: &Problem, reps: usize) -> Result<(Results, f64, f64), String
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
     let reps = 11;
-    println!("| row | library | fwd ms | fwd+bwd ms | fwd ratio | fwd+bwd ratio | max rel. error vs gemmconv |");
+    println!(
+        "| row | library | fwd ms | fwd+bwd ms | fwd ratio | fwd+bwd ratio | max rel. error vs gemmconv |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for row in rows() {
         // The peers run f32 here; seed64 would only repeat seed.
@@ -213,8 +251,14 @@ fn main() {
         }
         let p = problem(row);
         let (ours, fwd, step) = gemmconv_run(&p, reps);
-        println!("| {} | gemmconv | {fwd:.3} | {step:.3} | 1.00 | 1.00 | - |", p.row.id);
-        let peers: [(&str, fn(&Problem, usize) -> Result<(Results, f64, f64), String>); 3] = [
+        println!(
+            "| {} | gemmconv | {fwd:.3} | {step:.3} | 1.00 | 1.00 | - |",
+            p.row.id
+        );
+        let peers: [(
+            &str,
+            fn(&Problem, usize) -> Result<(Results, f64, f64), String>,
+        ); 3] = [
             ("candle-core 0.11", candle_run),
             ("burn 0.22 ndarray", burn_ndarray_run),
             ("burn 0.22 flex", burn_flex_run),
