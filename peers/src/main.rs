@@ -237,6 +237,9 @@ fn burn_flex_run(p: &Problem, reps: usize) -> Result<(Results, f64, f64), String
     burn_run(p, reps, BurnDevice::flex())
 }
 
+/// A peer's run on a problem: its results, forward and step medians (ms).
+type PeerRun = fn(&Problem, usize) -> Result<(Results, f64, f64), String>;
+
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
     let reps = 11;
@@ -255,10 +258,7 @@ fn main() {
             "| {} | gemmconv | {fwd:.3} | {step:.3} | 1.00 | 1.00 | - |",
             p.row.id
         );
-        let peers: [(
-            &str,
-            fn(&Problem, usize) -> Result<(Results, f64, f64), String>,
-        ); 3] = [
+        let peers: [(&str, PeerRun); 3] = [
             ("candle-core 0.11", candle_run),
             ("burn 0.22 ndarray", burn_ndarray_run),
             ("burn 0.22 flex", burn_flex_run),
