@@ -22,7 +22,9 @@ them for BENCHMARKS.md.
 glibc's malloc returns each call's large output to the kernel and maps it
 afresh, which made PyTorch's timings vary up to 2.4x between processes; the
 script re-executes itself with thresholds that keep that memory (as a
-long-running training process would), which made them steady.
+long-running training process would), which made them steady. The mmap
+threshold is glibc's maximum, 32 MiB; gemmconv's CLI sets the same two
+values itself (src/bin/gemmconv/malloc.rs).
 """
 
 import json
@@ -33,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-MALLOC = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
 if any(os.environ.get(k) != v for k, v in MALLOC.items()):
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC})
 

@@ -3,6 +3,7 @@
 //! algorithm validated against the naive reference before it is timed.
 
 mod args;
+mod malloc;
 mod npy;
 mod timing;
 
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
             };
         }
     };
+    let kept = malloc::keep_freed_memory();
     if let Some(threads) = options.threads {
         if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -47,6 +49,11 @@ fn main() -> ExitCode {
             eprintln!("cannot set up {threads} threads: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    if kept {
+        println!(
+            "(glibc malloc keeps freed memory, as a long-running process would: src/bin/gemmconv/malloc.rs)"
+        );
     }
     let result = if options.double {
         run::<f64>(&options)
