@@ -100,6 +100,38 @@ impl SourceLayout {
     pub fn len(&self) -> usize {
         self.n * self.c * self.h * self.row_len()
     }
+
+    /// Where output column 0 of a window whose first tap reads padded column
+    /// `col` lies within a stored row, and the step between output columns
+    /// for column stride `sw`: `sw` in the plain layout, 1 in a phased one.
+    fn window_columns(&self, col: usize, sw: usize) -> (usize, usize) {
+        debug_assert!(self.phases == 1 || self.phases == sw);
+        if self.phases == 1 {
+            (col, sw)
+        } else {
+            (
+                (col % self.phases) * self.phase_width() + col / self.phases,
+                1,
+            )
+        }
+    }
+
+    /// For an image `w` columns wide stored from padded column `left` on, in
+    /// the stored row starting at `row_start`: each phase's first image
+    /// column and the buffer range its columns fill, one every `phases`.
+    fn phase_runs(
+        &self,
+        left: usize,
+        w: usize,
+        row_start: usize,
+    ) -> impl Iterator<Item = (usize, Range<usize>)> + use<> {
+        let (phases, phase_width) = (self.phases, self.phase_width());
+        (0..phases).filter_map(move |phase| {
+            let first = (phase + phases - left % phases) % phases;
+            let start = row_start + phase * phase_width + (left + first) / phases;
+            (first < w).then(|| (first, start..row_start + (phase + 1) * phase_width))
+        })
+    }
 }
 
 /// The zero-copy window view of kernel column `j` over a prepared source:
@@ -113,18 +145,9 @@ pub(crate) fn tap_column_view<'a, T>(
     win: &Window,
     j: usize,
 ) -> ArrayView5<'a, T> {
-    debug_assert!(layout.phases == 1 || layout.phases == win.sw);
     let SourceLayout { n, c, h, .. } = layout;
     let row = layout.row_len();
-    let col = j * win.dw;
-    let (start, step) = if layout.phases == 1 {
-        (col, win.sw)
-    } else {
-        (
-            (col % layout.phases) * layout.phase_width() + col / layout.phases,
-            1,
-        )
-    };
+    let (start, step) = layout.window_columns(j * win.dw, win.sw);
     let shape = (n, c, win.out_h, win.kh, win.out_w);
     let strides = (c * h * row, h * row, win.sh * row, win.dh * row, step);
     ArrayView5::from_shape(
@@ -183,7 +206,6 @@ pub(crate) fn add_columns_to_windows<T: Element>(
     win: &Window,
     first_row: usize,
 ) {
-    debug_assert!(layout.phases == 1 || layout.phases == win.sw);
     let SourceLayout { c, h, .. } = layout;
     let row_len = layout.row_len();
     let columns = layout.n * win.out_h * win.out_w;
@@ -191,15 +213,7 @@ pub(crate) fn add_columns_to_windows<T: Element>(
         let (ch, i, j) = (row / (win.kh * win.kw), row / win.kw % win.kh, row % win.kw);
         let src_row = src_row.to_slice().expect("column matrices are row-major");
         debug_assert_eq!(src_row.len(), columns);
-        let col = j * win.dw;
-        let (offset, step) = if layout.phases == 1 {
-            (col, win.sw)
-        } else {
-            (
-                (col % layout.phases) * layout.phase_width() + col / layout.phases,
-                1,
-            )
-        };
+        let (offset, step) = layout.window_columns(j * win.dw, win.sw);
         for (line_index, line) in src_row.chunks_exact(win.out_w.max(1)).enumerate() {
             let (sample, oh) = (line_index / win.out_h, line_index % win.out_h);
             let ih = (first_row + oh) * win.sh + i * win.dh;
@@ -240,17 +254,12 @@ pub(crate) fn crop_into<T: Element>(
         }
         return;
     }
-    let (row_len, phase_width, phases) = (layout.row_len(), layout.phase_width(), layout.phases);
+    let (row_len, phases) = (layout.row_len(), layout.phases);
     for (index, mut line) in dst.rows_mut().into_iter().enumerate() {
         let (plane, r) = (index / h, index % h);
         let base = (plane * layout.h + padding.top + r) * row_len;
-        for phase in 0..phases {
-            let first = (phase + phases - padding.left % phases) % phases;
-            if first >= w {
-                continue;
-            }
-            let start = base + phase * phase_width + (padding.left + first) / phases;
-            let run = &src[start..base + (phase + 1) * phase_width];
+        for (first, run) in layout.phase_runs(padding.left, w, base) {
+            let run = &src[run];
             match line.as_slice_mut() {
                 Some(row) => {
                     for (d, &v) in row[first..].iter_mut().step_by(phases).zip(run) {
@@ -313,18 +322,12 @@ pub(crate) fn pad_into<T: Element>(
         return layout;
     }
     dst.fill(T::zero());
-    let (row_len, phase_width, phases) = (layout.row_len(), layout.phase_width(), layout.phases);
+    let (row_len, phases) = (layout.row_len(), layout.phases);
     for (index, line) in x.rows().into_iter().enumerate() {
         let (plane, r) = (index / h, index % h);
         let base = (plane * layout.h + padding.top + r) * row_len;
-        for phase in 0..phases {
-            // The first input column whose padded column falls in this phase.
-            let first = (phase + phases - padding.left % phases) % phases;
-            if first >= w {
-                continue;
-            }
-            let start = base + phase * phase_width + (padding.left + first) / phases;
-            let run = &mut dst[start..base + (phase + 1) * phase_width];
+        for (first, run) in layout.phase_runs(padding.left, w, base) {
+            let run = &mut dst[run];
             // On a slice when the row is contiguous: slicing the ndarray row
             // per phase was a fifth of the r3x3s2 forward pass.
             match line.as_slice() {

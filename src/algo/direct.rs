@@ -73,21 +73,6 @@ fn dot_strided_into<T: Element>(a: &[T], b: &[T], stride: usize, sums: &mut [T; 
     }
 }
 
-/// `Σ a`, with eight running sums for the same reason (this was a third of
-/// the depthwise backward pass as a sum in order).
-#[inline(always)]
-fn sum<T: Element>(a: &[T]) -> T {
-    let mut sums = [T::zero(); 8];
-    let chunks = a.chunks_exact(8);
-    let tail = chunks.remainder().iter().fold(T::zero(), |acc, &v| acc + v);
-    for chunk in chunks {
-        for k in 0..8 {
-            sums[k] += chunk[k];
-        }
-    }
-    sums.iter().fold(tail, |acc, &v| acc + v)
-}
-
 /// One sample's padded input `(c, hp, wp)` as a contiguous slice: in place
 /// when unpadded and contiguous, else copied into `buf`.
 fn padded_sample<'a, T: Element>(
@@ -315,7 +300,9 @@ fn backward_sample_body<T: Element>(
                 copy
             }
         };
-        lane.db[co] += sum(error);
+        // ndarray's sum runs eight partial sums on a slice; a float sum in
+        // order was a third of the depthwise backward pass.
+        lane.db[co] += ArrayView1::from(error).sum();
         for cl in 0..c_in_g {
             let image_range = (c0 + cl) * hp * wp..(c0 + cl + 1) * hp * wp;
             let image = &source[image_range.clone()];

@@ -202,30 +202,37 @@ impl<T: Element> Source<'_, T> {
         }
     }
 
+    /// How `samples` prepared samples lie in memory, in place or copied
+    /// (only an unphased input is read in place, see [`Self::in_place`]).
+    fn layout(&self, samples: usize) -> SourceLayout {
+        let (c, h, w) = self.sample_shape();
+        let phases = match self {
+            Source::Input { phases, .. } => *phases,
+            Source::Error { .. } => 1,
+        };
+        SourceLayout {
+            phases,
+            ..SourceLayout::plain((samples, c, h, w))
+        }
+    }
+
     /// Step 1: the samples `range` as a contiguous padded buffer, borrowed
     /// from the input when no copy is needed, else written into `buf`.
     fn prepare<'s>(&'s self, range: Range<usize>, buf: &'s mut Vec<T>) -> (&'s [T], SourceLayout) {
-        let (c, h, w) = self.sample_shape();
-        let plain = SourceLayout::plain((range.len(), c, h, w));
+        let layout = self.layout(range.len());
         if let Some(in_place) = self.in_place(range.clone()) {
-            return (in_place, plain);
+            return (in_place, layout);
         }
+        let buf = scratch(buf, layout.len());
         match self {
             Source::Input { x, padding, phases } => {
-                let chunk = x.slice(s![range, .., .., ..]);
-                let layout = SourceLayout {
-                    phases: *phases,
-                    ..plain
-                };
-                let layout = pad_into(chunk, *padding, *phases, scratch(buf, layout.len()));
-                (buf, layout)
+                pad_into(x.slice(s![range, .., .., ..]), *padding, *phases, buf);
             }
             Source::Error { dy, geometry } => {
-                let buf = scratch(buf, plain.len());
                 dilate_and_pad_error(dy.slice(s![range, .., .., ..]), geometry, buf);
-                (buf, plain)
             }
         }
+        (buf, layout)
     }
 
     /// Steps 1 to 3 for one tile: its column matrix, `[c·kh·kw,
@@ -249,19 +256,11 @@ impl<T: Element> Source<'_, T> {
             self.prepare(tile.samples.clone(), source_buf)
         } else {
             // A later band of the same chunk: prepared on its first band.
-            let (c, h, w) = self.sample_shape();
-            let plain = SourceLayout::plain((tile.samples.len(), c, h, w));
-            match (self.in_place(tile.samples.clone()), self) {
-                (Some(in_place), _) => (in_place, plain),
-                (None, Source::Input { phases, .. }) => (
-                    &source_buf[..],
-                    SourceLayout {
-                        phases: *phases,
-                        ..plain
-                    },
-                ),
-                (None, Source::Error { .. }) => (&source_buf[..], plain),
-            }
+            let source = self.in_place(tile.samples.clone());
+            (
+                source.unwrap_or(&source_buf[..]),
+                self.layout(tile.samples.len()),
+            )
         };
         let cols = scratch(cols_buf, rows * columns);
         copy_windows_to_columns(source, layout, window, tile.rows.clone(), cols);
@@ -563,11 +562,6 @@ fn weight_gradient_pass<T: Element>(
         ws.column_cap_bytes(),
         source.lowers_in_place(&window),
     );
-    let padded = (
-        g.in_channels,
-        source.sample_shape().1,
-        source.sample_shape().2,
-    );
     ws.ensure_lanes(plan.lanes);
     // Each lane gets its block of dx (or nothing, when dx is not computed here).
     let dx_blocks = dx.as_mut().map(|dx| {
@@ -631,10 +625,9 @@ fn weight_gradient_pass<T: Element>(
                     plan.gemm_threads,
                 );
             }
-            let layout = SourceLayout {
-                phases: g.sw,
-                ..SourceLayout::plain((n, padded.0, padded.1, padded.2))
-            };
+            // The input gradient of the tile's samples, laid out as their
+            // prepared input is.
+            let layout = source.layout(n);
             let accumulator = scratch(&mut lane.accumulator, layout.len());
             if tile.rows.start == 0 {
                 accumulator.fill(T::zero());
