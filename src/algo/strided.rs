@@ -46,7 +46,7 @@ use crate::spec::{Geometry, Padding};
 use crate::workspace::{InputGradient, Kernel, Workspace, scratch};
 use ndarray::{
     ArrayBase, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
-    Axis, Ix2, Ix3, RawData, s,
+    Axis, Ix2, Ix3, RawData, ShapeBuilder, s,
 };
 use rayon::prelude::*;
 use std::ops::Range;
@@ -555,6 +555,12 @@ fn weight_gradient_pass<T: Element>(
         padding: g.padding,
         phases: g.sw,
     };
+    // The dW product packs one of its operands, `dY` (`c_out` rows a group)
+    // or `cols` (`rows_g` rows), depending on the layout of its result:
+    // column-major makes it pack `dY`. Packing the smaller one measured
+    // 111 against 84 GFLOP/s a thread on r3x3's product (64 against 576
+    // rows), and 111 against 103 the other way round on r1x1's.
+    let dw_column_major = g.out_channels_per_group() <= rows_g;
     let plan = Plan::new::<T>(
         g.batch,
         (g.out_h, g.out_w),
@@ -576,9 +582,11 @@ fn weight_gradient_pass<T: Element>(
             Option<ArrayViewMut4<'_, T>>,
         ),
     )| {
-        let mut dw_part =
-            ArrayViewMut2::from_shape((c_out, rows_g), scratch(&mut lane.dw, c_out * rows_g))
-                .expect("sized above");
+        let mut dw_part = ArrayViewMut2::from_shape(
+            (c_out, rows_g).set_f(dw_column_major),
+            scratch(&mut lane.dw, c_out * rows_g),
+        )
+        .expect("sized above");
         dw_part.fill(T::zero());
         let mut db_part =
             ArrayViewMut1::from_shape(c_out, scratch(&mut lane.db, c_out)).expect("sized");
@@ -656,11 +664,18 @@ fn weight_gradient_pass<T: Element>(
             .for_each(lane_work),
         None => lanes.map(|(i, lane)| (i, (lane, None))).for_each(lane_work),
     }
-    let weight_shape = dw.raw_dim();
     for lane in &ws.lanes[..plan.lanes] {
-        let part = ArrayView4::from_shape(weight_shape, &lane.dw[..c_out * rows_g])
-            .expect("written by the lane");
-        dw += &part;
+        let part = &lane.dw[..c_out * rows_g];
+        if dw_column_major {
+            // `[c_out, rows_g]` column-major is `[c_out, kw, kh, c]`
+            // column-major with its last three axes reversed.
+            let shape = (c_out, g.kw, g.kh, g.in_channels_per_group()).f();
+            dw += &ArrayView4::from_shape(shape, part)
+                .expect("written by the lane")
+                .permuted_axes([0, 3, 2, 1]);
+        } else {
+            dw += &ArrayView4::from_shape(dw.raw_dim(), part).expect("written by the lane");
+        }
         db += &ArrayView1::from(&lane.db[..c_out]);
     }
 }
