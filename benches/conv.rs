@@ -5,7 +5,8 @@
 //! Ids: `<row>/<fwd|bwd>/<variant>`, where the variant is an algorithm
 //! (`naive`, `im2col`, `strided`) or one configuration of the strided one:
 //! `strided-nocap` (no column cap), `strided-1t` (one thread),
-//! `strided-col2im` / `strided-lowering` (input-gradient method).
+//! `strided-col2im` / `strided-lowering` (input-gradient method, on the
+//! column-matrix kernel), `strided-gemm` / `strided-shifted` (the kernel).
 //!
 //! `cargo bench --bench conv` runs all; `cargo bench --bench conv -- r3x3/`
 //! one row.
@@ -14,7 +15,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use gemmconv::ndarray::{Array1, Array4};
 use gemmconv::suite::{SuiteRow, rows};
 use gemmconv::{
-    Algorithm, Conv2d, Element, Gradients, InputGradient, Workspace, conv2d_backward_into,
+    Algorithm, Conv2d, Element, Gradients, InputGradient, Kernel, Workspace, conv2d_backward_into,
     conv2d_into,
 };
 use rand::rngs::SmallRng;
@@ -29,6 +30,7 @@ struct Variant {
     cap: usize,
     threads: Option<usize>,
     input_gradient: InputGradient,
+    kernel: Kernel,
 }
 
 fn variants(row: &SuiteRow) -> Vec<Variant> {
@@ -38,6 +40,7 @@ fn variants(row: &SuiteRow) -> Vec<Variant> {
         cap: gemmconv::DEFAULT_COLUMN_CAP_BYTES,
         threads: None,
         input_gradient: InputGradient::Auto,
+        kernel: Kernel::Auto,
     };
     let mut v = vec![
         base("strided", Algorithm::Strided),
@@ -53,6 +56,14 @@ fn variants(row: &SuiteRow) -> Vec<Variant> {
     v.push(Variant {
         threads: Some(1),
         ..base("strided-1t", Algorithm::Strided)
+    });
+    v.push(Variant {
+        kernel: Kernel::Gemm,
+        ..base("strided-gemm", Algorithm::Strided)
+    });
+    v.push(Variant {
+        kernel: Kernel::Shifted,
+        ..base("strided-shifted", Algorithm::Strided)
     });
     v.push(Variant {
         input_gradient: InputGradient::Col2im,
@@ -97,7 +108,8 @@ fn bench_row<T: Element>(c: &mut Criterion, row: &SuiteRow) {
             .expect("thread pool");
         let mut ws = Workspace::new()
             .with_column_cap_bytes(variant.cap)
-            .with_input_gradient(variant.input_gradient);
+            .with_input_gradient(variant.input_gradient)
+            .with_kernel(variant.kernel);
         let skip_forward = matches!(
             variant.input_gradient,
             InputGradient::Col2im | InputGradient::ErrorLowering

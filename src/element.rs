@@ -27,6 +27,16 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
     /// Converts to `f64` (exact for both types).
     fn into_f64(self) -> f64;
 
+    /// The side of the square tiles [`transpose_tile`](Self::transpose_tile)
+    /// moves: one AVX register per row.
+    #[doc(hidden)]
+    const TRANSPOSE_TILE: usize;
+
+    /// Transposes one `TRANSPOSE_TILE`-square tile: `dst[j·dst_stride + i] =
+    /// src[i·src_stride + j]`. Panics if a slice is too short.
+    #[doc(hidden)]
+    fn transpose_tile(src: &[Self], src_stride: usize, dst: &mut [Self], dst_stride: usize);
+
     /// CBLAS `?gemm` for this type: `C ← alpha·op(A)·op(B) + beta·C`,
     /// row-major. The dtype dispatch of the BLAS backends, in one place.
     ///
@@ -101,6 +111,10 @@ impl Element for f32 {
     fn into_f64(self) -> f64 {
         self as f64
     }
+    const TRANSPOSE_TILE: usize = 8;
+    fn transpose_tile(src: &[Self], src_stride: usize, dst: &mut [Self], dst_stride: usize) {
+        crate::transpose::transpose_tile_f32(src, src_stride, dst, dst_stride);
+    }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
 }
@@ -112,6 +126,10 @@ impl Element for f64 {
     }
     fn into_f64(self) -> f64 {
         self
+    }
+    const TRANSPOSE_TILE: usize = 4;
+    fn transpose_tile(src: &[Self], src_stride: usize, dst: &mut [Self], dst_stride: usize) {
+        crate::transpose::transpose_tile_f64(src, src_stride, dst, dst_stride);
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

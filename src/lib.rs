@@ -92,6 +92,7 @@ mod layer;
 mod lower;
 mod spec;
 pub mod suite;
+mod transpose;
 mod workspace;
 
 pub use algo::Algorithm;

@@ -33,12 +33,19 @@ pub struct Workspace<T> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// Direct loops for small groups (at most 16 multiply-adds per output
-    /// pixel and 4 output channels per group, as in depthwise convolutions),
-    /// lowering and GEMM otherwise.
+    /// pixel and 4 output channels per group, as in depthwise convolutions);
+    /// shifted windows for stride 1, one group, a kernel above 1x1 and at
+    /// least 32 input and output channels, when the input gradient method is
+    /// left on `Auto`; lowering and GEMM otherwise.
     #[default]
     Auto,
-    /// Always lower onto GEMM.
+    /// Always lower onto GEMM through a column matrix.
     Gemm,
+    /// Stride 1, one group: GEMMs straight on shifted windows of a
+    /// pixel-major copy of each sample, no column matrix (see the crate
+    /// docs). Where it does not apply (a stride above 1, groups, padding
+    /// beyond the kernel's reach) the column matrix runs instead.
+    Shifted,
     /// Always the direct loops (slow for large groups).
     Direct,
 }

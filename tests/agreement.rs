@@ -39,8 +39,15 @@ fn check_case<T: Element>(case: &Case, seed: u64) {
     // The strided algorithm's other configurations: the GEMM path with each
     // input-gradient method, with no cap (several samples a tile where the
     // output is small, as it is in most cases here) and with one output row
-    // per tile; and the direct kernel.
-    let mut configurations = vec![(Kernel::Direct, InputGradient::Auto, usize::MAX)];
+    // per tile; the direct kernel; and the shifted kernel.
+    // The shifted kernel with bands of every size and of one row; where it
+    // does not apply (strides, groups) it runs the column matrix, which is
+    // then checked twice.
+    let mut configurations = vec![
+        (Kernel::Direct, InputGradient::Auto, usize::MAX),
+        (Kernel::Shifted, InputGradient::Auto, usize::MAX),
+        (Kernel::Shifted, InputGradient::Auto, 1),
+    ];
     for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {
         for cap in [usize::MAX, 1] {
             configurations.push((Kernel::Gemm, method, cap));
@@ -165,6 +172,7 @@ fn into_non_contiguous_outputs() {
             (Algorithm::Im2col, Kernel::Auto),
             (Algorithm::Strided, Kernel::Gemm),
             (Algorithm::Strided, Kernel::Direct),
+            (Algorithm::Strided, Kernel::Shifted),
         ];
         for (algo, kernel) in settings {
             let mut ws = Workspace::new().with_kernel(kernel);
@@ -219,5 +227,45 @@ fn into_non_contiguous_outputs() {
             );
             assert_close(&db_buf.slice(s![..;2]).to_owned(), &g_ref.db, &label);
         }
+    }
+}
+
+/// The shifted kernel on the geometries it applies to (stride 1, one group,
+/// padding within the kernel's reach), which the general sweep draws
+/// rarely: random kernels, dilations, paddings and channel counts, bands of
+/// every size and of one row, against the naive reference.
+#[test]
+fn shifted_kernel_agrees_with_naive() {
+    use gemmconv::{Conv2dSpec, Padding};
+    use rand::RngExt;
+    let mut rng = rng(4);
+    for case_index in 0..60 {
+        let kernel: (usize, usize) = (rng.random_range(1..=4), rng.random_range(1..=4));
+        let dilation: (usize, usize) = (rng.random_range(1..=3), rng.random_range(1..=3));
+        let (reach_h, reach_w) = ((kernel.0 - 1) * dilation.0, (kernel.1 - 1) * dilation.1);
+        let padding = Padding {
+            top: rng.random_range(0..=reach_h),
+            bottom: rng.random_range(0..=reach_h),
+            left: rng.random_range(0..=reach_w),
+            right: rng.random_range(0..=reach_w),
+        };
+        let spec = Conv2dSpec::new(rng.random_range(1..=6), rng.random_range(1..=6), kernel)
+            .padding(padding)
+            .dilation(dilation)
+            .bias(rng.random_bool(0.7));
+        let min_h = (reach_h + 1)
+            .saturating_sub(padding.top + padding.bottom)
+            .max(1);
+        let min_w = (reach_w + 1)
+            .saturating_sub(padding.left + padding.right)
+            .max(1);
+        let input = [
+            rng.random_range(1..=4),
+            spec.in_channels(),
+            rng.random_range(min_h..=min_h + 6),
+            rng.random_range(min_w..=min_w + 6),
+        ];
+        let case = common::Case { spec, input };
+        check_case::<f64>(&case, 4000 + case_index);
     }
 }

@@ -12,8 +12,8 @@ mod common;
 use common::{random_array1, random_array4, rng};
 use gemmconv::ndarray::{Array1, Array4};
 use gemmconv::{
-    Algorithm, Conv2d, Conv2dSpec, Gradients, InputGradient, Workspace, conv2d_backward_into,
-    conv2d_into,
+    Algorithm, Conv2d, Conv2dSpec, Gradients, InputGradient, Kernel, Workspace,
+    conv2d_backward_into, conv2d_into,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,6 +78,10 @@ fn warm_calls_allocate_only_their_outputs() {
                 .stride((2, 2))
                 .padding((1, 1))
                 .groups(2),
+            // stride 1, 32 channels: the shifted kernel
+            Conv2dSpec::new(32, 32, (3, 3))
+                .padding((2, 2))
+                .dilation((2, 2)),
         ];
         for spec in specs {
             for cap in [usize::MAX, 256] {
@@ -118,10 +122,16 @@ fn check(spec: &Conv2dSpec, cap: usize) {
         dw: Array4::zeros(spec.weight_shape()),
         db: Array1::zeros(spec.out_channels()),
     };
-    for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {
+    let configurations = [
+        (Kernel::Gemm, InputGradient::Col2im),
+        (Kernel::Gemm, InputGradient::ErrorLowering),
+        (Kernel::Shifted, InputGradient::Auto),
+    ];
+    for (kernel, method) in configurations {
         let mut ws = Workspace::new()
             .with_column_cap_bytes(cap)
-            .with_input_gradient(method);
+            .with_input_gradient(method)
+            .with_kernel(kernel);
         let mut step = || {
             conv2d_into(
                 x.view(),
@@ -148,7 +158,7 @@ fn check(spec: &Conv2dSpec, cap: usize) {
         assert_eq!(
             allocations_during(&mut step),
             0,
-            "_into with {method:?}, cap {cap}, {spec:?}"
+            "_into with {kernel:?}, {method:?}, cap {cap}, {spec:?}"
         );
     }
 }

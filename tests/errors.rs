@@ -324,7 +324,7 @@ fn non_contiguous_views() {
     // The strided algorithm's kernels and input-gradient methods, each of
     // which reads the operands its own way (the direct kernel reads error
     // planes in place when it can).
-    for kernel in [Kernel::Gemm, Kernel::Direct] {
+    for kernel in [Kernel::Gemm, Kernel::Direct, Kernel::Shifted] {
         for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {
             let label = format!("strided ({kernel:?}, {method:?}) on views");
             let mut ws = Workspace::new()

@@ -3,6 +3,7 @@
 mod direct;
 mod im2col;
 mod naive;
+mod shifted;
 mod strided;
 
 use crate::conv::GradientsMut;

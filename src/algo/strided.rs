@@ -406,12 +406,16 @@ fn multiply_into_output<T: Element>(
     }
 }
 
-/// Whether this geometry goes to the direct kernel instead of a GEMM.
-fn use_direct(kernel: Kernel, g: &Geometry) -> bool {
-    match kernel {
-        Kernel::Auto => super::direct::suits(g),
-        Kernel::Gemm => false,
-        Kernel::Direct => true,
+/// The kernel that runs: `Kernel::Auto` and `Kernel::Shifted` resolved.
+fn resolve(ws: &Workspace<impl Element>, g: &Geometry) -> Kernel {
+    match ws.kernel() {
+        Kernel::Auto if super::direct::suits(g) => Kernel::Direct,
+        Kernel::Auto if ws.input_gradient() == InputGradient::Auto && super::shifted::suits(g) => {
+            Kernel::Shifted
+        }
+        Kernel::Shifted if super::shifted::applies(g) => Kernel::Shifted,
+        Kernel::Direct => Kernel::Direct,
+        _ => Kernel::Gemm,
     }
 }
 
@@ -424,8 +428,10 @@ pub(crate) fn forward<T: Element>(
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    if use_direct(ws.kernel(), g) {
-        return super::direct::forward(x, w, bias, g, y, ws);
+    match resolve(ws, g) {
+        Kernel::Direct => return super::direct::forward(x, w, bias, g, y, ws),
+        Kernel::Shifted => return super::shifted::forward(x, w, bias, g, y, ws),
+        _ => {}
     }
     let weights = w
         .to_shape((g.out_channels, g.col_rows() / g.groups))
@@ -470,8 +476,10 @@ pub(crate) fn backward<T: Element>(
     db: ArrayViewMut1<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    if use_direct(ws.kernel(), g) {
-        return super::direct::backward(x, w, dy, g, dx, dw, db, ws);
+    match resolve(ws, g) {
+        Kernel::Direct => return super::direct::backward(x, w, dy, g, dx, dw, db, ws),
+        Kernel::Shifted => return super::shifted::backward(x, w, dy, g, dx, dw, db, ws),
+        _ => {}
     }
     if use_col2im(ws.input_gradient()) {
         weight_gradient_pass(x, w, dy, g, dw, db, Some(dx), ws);
