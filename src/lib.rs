@@ -10,7 +10,9 @@
 //! per-sample im2col, and the default strided lowering, which copies
 //! zero-copy window views once per tile (a sample, or a band of its output
 //! rows) into a column matrix and runs one GEMM per tile, spread across
-//! threads with rayon.
+//! threads with rayon (for stride 1 with many channels it skips the column
+//! matrix: its GEMMs read overlapping windows of a pixel-major copy of each
+//! sample, see [`Kernel::Shifted`]).
 //!
 //! ```
 //! use gemmconv::{conv2d, conv2d_backward, Algorithm, Conv2dSpec};

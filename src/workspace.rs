@@ -6,7 +6,10 @@
 /// One set of buffers per parallel lane (at most one lane per thread). The
 /// column matrix of a lane holds one batch chunk; chunks are sized so that it
 /// stays under [`column_cap_bytes`](Self::column_cap_bytes), whatever the batch
-/// or image size (one sample is the least a chunk holds).
+/// or image size (one sample is the least a chunk holds). The shifted kernel
+/// has no column matrix: the cap bounds its GEMM product instead (bands of
+/// output rows). Both keep one padded copy of a sample per lane (the shifted
+/// kernel's backward also one of its error).
 ///
 /// ```
 /// use gemmconv::Workspace;

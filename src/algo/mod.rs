@@ -30,7 +30,9 @@ pub enum Algorithm {
     Im2col,
     /// Zero-copy strided window views copied once per tile (a sample, or a
     /// band of its output rows) into a column matrix, one GEMM per tile,
-    /// rayon across the batch. The fast path.
+    /// rayon across the batch; for stride 1 with many channels, GEMMs on
+    /// overlapping windows of a pixel-major copy instead ([`Kernel`](crate::Kernel)).
+    /// The fast path.
     #[default]
     Strided,
 }

@@ -26,6 +26,11 @@
 //! (col2im). The lowering copy and the col2im scatter are gone, and every
 //! GEMM runs in the orientation the `gemm` crate is fastest in (product
 //! rows are pixels). BENCHMARKS.md has the whole-row figures.
+//!
+//! CBLAS cannot describe a matrix whose rows overlap (its leading dimension
+//! must cover a row), so in a BLAS build this kernel's GEMMs, which all read
+//! a window, run on the pure-Rust `gemm` crate (`gemm.rs` falls back by
+//! itself).
 
 use crate::element::Element;
 use crate::gemm::matmul;
