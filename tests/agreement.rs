@@ -269,3 +269,69 @@ fn shifted_kernel_agrees_with_naive() {
         check_case::<f64>(&case, 4000 + case_index);
     }
 }
+
+/// The `_into` functions overwrite every element of their outputs: buffers
+/// full of NaN from an earlier step must not leak into the results, whatever
+/// kernel runs (none of them may rely on zeroed outputs).
+#[test]
+fn into_overwrites_stale_outputs() {
+    use gemmconv::ndarray::{Array1, Array4};
+    use gemmconv::{Gradients, conv2d_backward_into, conv2d_into};
+    let mut rng = rng(5);
+    let configurations = [
+        (Kernel::Gemm, InputGradient::Col2im),
+        (Kernel::Gemm, InputGradient::ErrorLowering),
+        (Kernel::Direct, InputGradient::Auto),
+        (Kernel::Shifted, InputGradient::Auto),
+    ];
+    for case_index in 0..40 {
+        let case = random_case(&mut rng);
+        let spec = &case.spec;
+        let out = spec.output_shape(case.input).unwrap();
+        let x = random_array4::<f64>(&mut rng, case.input);
+        let w = random_array4::<f64>(&mut rng, spec.weight_shape());
+        let b = spec
+            .has_bias()
+            .then(|| random_array1::<f64>(&mut rng, spec.out_channels()));
+        let bias = b.as_ref().map(|b| b.view());
+        let dy = random_array4::<f64>(&mut rng, out);
+        let y_ref = conv2d(x.view(), w.view(), bias, spec, Algorithm::Naive).unwrap();
+        let g_ref = conv2d_backward(x.view(), w.view(), dy.view(), spec, Algorithm::Naive).unwrap();
+        for (kernel, method) in configurations {
+            let label = format!("case {case_index}, {kernel:?}, {method:?}, {case:?}");
+            let mut ws = Workspace::new()
+                .with_kernel(kernel)
+                .with_input_gradient(method);
+            let mut y = Array4::from_elem(out, f64::NAN);
+            conv2d_into(
+                x.view(),
+                w.view(),
+                bias,
+                spec,
+                Algorithm::Strided,
+                &mut ws,
+                y.view_mut(),
+            )
+            .unwrap();
+            assert_close(&y, &y_ref, &format!("{label}: forward"));
+            let mut g = Gradients {
+                dx: Array4::from_elem(case.input, f64::NAN),
+                dw: Array4::from_elem(spec.weight_shape(), f64::NAN),
+                db: Array1::from_elem(spec.out_channels(), f64::NAN),
+            };
+            conv2d_backward_into(
+                x.view(),
+                w.view(),
+                dy.view(),
+                spec,
+                Algorithm::Strided,
+                &mut ws,
+                g.view_mut(),
+            )
+            .unwrap();
+            assert_close(&g.dx, &g_ref.dx, &format!("{label}: dx"));
+            assert_close(&g.dw, &g_ref.dw, &format!("{label}: dw"));
+            assert_close(&g.db, &g_ref.db, &format!("{label}: db"));
+        }
+    }
+}

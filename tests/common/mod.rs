@@ -79,7 +79,8 @@ pub fn tolerance<T: Element>() -> f64 {
 }
 
 /// `max |got - want| / max(1, max |want|)`, the error relative to the
-/// result's scale.
+/// result's scale; NaN if any difference is NaN (`f64::max` would skip it,
+/// and a NaN left in an output must fail the comparison).
 pub fn relative_error<T: Element, D: gemmconv::ndarray::Dimension>(
     got: &gemmconv::ndarray::Array<T, D>,
     want: &gemmconv::ndarray::Array<T, D>,
@@ -87,7 +88,12 @@ pub fn relative_error<T: Element, D: gemmconv::ndarray::Dimension>(
     assert_eq!(got.shape(), want.shape(), "shapes differ");
     let scale = want.iter().fold(1.0f64, |m, v| m.max(v.into_f64().abs()));
     let diff = got.iter().zip(want.iter()).fold(0.0f64, |m, (a, b)| {
-        m.max((a.into_f64() - b.into_f64()).abs())
+        let d = (a.into_f64() - b.into_f64()).abs();
+        if m.is_nan() || d.is_nan() {
+            f64::NAN
+        } else {
+            m.max(d)
+        }
     });
     diff / scale
 }
