@@ -260,7 +260,9 @@ impl Conv2dSpec {
         if let Some(&(_, parameter)) = nonzero.iter().find(|(value, _)| *value == 0) {
             return Err(ConvError::ZeroParameter { parameter });
         }
-        if self.in_channels % self.groups != 0 || self.out_channels % self.groups != 0 {
+        if !self.in_channels.is_multiple_of(self.groups)
+            || !self.out_channels.is_multiple_of(self.groups)
+        {
             return Err(ConvError::GroupsDoNotDivide {
                 groups: self.groups,
                 in_channels: self.in_channels,

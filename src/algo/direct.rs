@@ -82,10 +82,10 @@ fn padded_sample<'a, T: Element>(
     buf: &'a mut Vec<T>,
 ) -> &'a [T] {
     let sample = x.slice_move(s![n..n + 1, .., .., ..]);
-    if g.padding.is_zero() {
-        if let Some(in_place) = sample.to_slice() {
-            return in_place;
-        }
+    if g.padding.is_zero()
+        && let Some(in_place) = sample.to_slice()
+    {
+        return in_place;
     }
     let len = g.in_channels
         * (g.in_h + g.padding.top + g.padding.bottom)
@@ -129,23 +129,38 @@ pub(crate) fn forward<T: Element>(
         });
 }
 
-/// Runs `$body(args)` compiled for AVX2 and FMA when the CPU has them (the
-/// loops here vectorise well: measured 1.9x on the depthwise row), else as
-/// compiled for the build's target. Runtime dispatch, so a library user gets
-/// the fast version without any `target-cpu` flag.
+/// Runs `$body(args)` compiled for AVX-512 (F and VL), or else AVX2 and
+/// FMA, when the CPU has them (the loops here vectorise well: AVX2 measured
+/// 1.9x on the depthwise row, and AVX-512 a further 16% forward and 5%
+/// backward), else as compiled for the build's target. Runtime dispatch, so
+/// a library user gets the fast version without any `target-cpu` flag.
 macro_rules! with_runtime_simd {
-    ($fast:ident, $body:ident, $( $arg:ident : $ty:ty ),* $(,)?) => {
+    ($avx512:ident, $avx2:ident, $body:ident, $( $arg:ident : $ty:ty ),* $(,)?) => {
         #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        fn $fast<T: Element>($( $arg: $ty ),*) {
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        fn $avx512<T: Element>($( $arg: $ty ),*) {
             $body($( $arg ),*)
         }
 
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: `$fast` only enables AVX2 and FMA, which the CPU was
-            // just found to support.
-            return unsafe { $fast($( $arg ),*) };
+        #[target_feature(enable = "avx2,fma")]
+        fn $avx2<T: Element>($( $arg: $ty ),*) {
+            $body($( $arg ),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
+                // SAFETY: `$avx512` only enables AVX-512 F and VL, AVX2 and
+                // FMA, which the CPU was just found to support.
+                return unsafe { $avx512($( $arg ),*) };
+            }
+            if has!("avx2") && has!("fma") {
+                // SAFETY: `$avx2` only enables AVX2 and FMA, which the CPU
+                // was just found to support.
+                return unsafe { $avx2($( $arg ),*) };
+            }
         }
         $body($( $arg ),*)
     };
@@ -161,7 +176,7 @@ fn forward_sample<T: Element>(
     lane: &mut LaneBuffers<T>,
 ) {
     with_runtime_simd!(
-        forward_sample_avx2, forward_sample_body,
+        forward_sample_avx512, forward_sample_avx2, forward_sample_body,
         x: ArrayView4<'_, T>, n: usize, w: ArrayView4<'_, T>, bias: Option<ArrayView1<'_, T>>,
         g: &Geometry, y: ndarray::ArrayViewMut3<'_, T>, lane: &mut LaneBuffers<T>,
     );
@@ -262,7 +277,7 @@ fn backward_sample<T: Element>(
     lane: &mut LaneBuffers<T>,
 ) {
     with_runtime_simd!(
-        backward_sample_avx2, backward_sample_body,
+        backward_sample_avx512, backward_sample_avx2, backward_sample_body,
         x: ArrayView4<'_, T>, n: usize, w: ArrayView4<'_, T>, dy: ArrayView4<'_, T>,
         g: &Geometry, dx: ndarray::ArrayViewMut3<'_, T>, lane: &mut LaneBuffers<T>,
     );

@@ -376,17 +376,17 @@ fn multiply_into_output<T: Element>(
     threads: usize,
 ) {
     let (n, c_dst, rows, out_w) = y.dim();
-    if n == 1 {
-        if let Some(mut y_mat) = channel_matrix(y.view_mut().index_axis_move(Axis(0), 0)) {
-            // One sample: its [c_dst, rows·out_w] block of y is the GEMM's output.
-            grouped_matmul(y_mat.view_mut(), false, weights, cols, groups, threads);
-            if let Some(bias) = bias {
-                for (mut row, &b) in y_mat.outer_iter_mut().zip(bias) {
-                    row += b;
-                }
+    if n == 1
+        && let Some(mut y_mat) = channel_matrix(y.view_mut().index_axis_move(Axis(0), 0))
+    {
+        // One sample: its [c_dst, rows·out_w] block of y is the GEMM's output.
+        grouped_matmul(y_mat.view_mut(), false, weights, cols, groups, threads);
+        if let Some(bias) = bias {
+            for (mut row, &b) in y_mat.outer_iter_mut().zip(bias) {
+                row += b;
             }
-            return;
         }
+        return;
     }
     let product = scratch(product_buf, c_dst * n * rows * out_w);
     let mut product = ArrayViewMut2::from_shape((c_dst, n * rows * out_w), product)
@@ -517,10 +517,10 @@ fn error_matrix<'a, T: Element>(
 ) -> ArrayView2<'a, T> {
     let dy_tile = dy.slice_move(s![tile.samples.clone(), .., tile.rows.clone(), ..]);
     let (n, c_out, rows, out_w) = dy_tile.dim();
-    if n == 1 {
-        if let Some(view) = channel_matrix(dy_tile.index_axis_move(Axis(0), 0)) {
-            return view;
-        }
+    if n == 1
+        && let Some(view) = channel_matrix(dy_tile.index_axis_move(Axis(0), 0))
+    {
+        return view;
     }
     let len = c_out * n * rows * out_w;
     let data = scratch(buf, len);

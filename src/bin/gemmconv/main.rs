@@ -41,14 +41,13 @@ fn main() -> ExitCode {
         }
     };
     let kept = malloc::keep_freed_memory();
-    if let Some(threads) = options.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new()
+    if let Some(threads) = options.threads
+        && let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global()
-        {
-            eprintln!("cannot set up {threads} threads: {e}");
-            return ExitCode::FAILURE;
-        }
+    {
+        eprintln!("cannot set up {threads} threads: {e}");
+        return ExitCode::FAILURE;
     }
     if kept {
         println!(
