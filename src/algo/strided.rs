@@ -35,6 +35,10 @@
 //! (a "lane"), each lane running single-threaded GEMMs over its tiles. When
 //! the batch is smaller than the thread count the spare threads go to the
 //! GEMM instead, so the two levels are never nested.
+//!
+//! The other kernels of this algorithm live beside it and are chosen here
+//! ([`resolve`]): `direct.rs` for depthwise-like groups, `shifted.rs` for
+//! stride 1 with many channels (no column matrix at all).
 
 use crate::element::Element;
 use crate::gemm::matmul;
