@@ -230,43 +230,104 @@ fn into_non_contiguous_outputs() {
     }
 }
 
-/// The shifted kernel on the geometries it applies to (stride 1, one group,
-/// padding within the kernel's reach), which the general sweep draws
-/// rarely: random kernels, dilations, paddings and channel counts, bands of
-/// every size and of one row, against the naive reference.
-#[test]
-fn shifted_kernel_agrees_with_naive() {
+/// A random geometry the shifted kernel applies to: stride 1, one group,
+/// padding within the kernel's reach, any kernel, dilation and channels.
+fn random_shifted_case(rng: &mut rand::rngs::StdRng) -> Case {
     use gemmconv::{Conv2dSpec, Padding};
     use rand::RngExt;
+    let kernel: (usize, usize) = (rng.random_range(1..=4), rng.random_range(1..=4));
+    let dilation: (usize, usize) = (rng.random_range(1..=3), rng.random_range(1..=3));
+    let (reach_h, reach_w) = ((kernel.0 - 1) * dilation.0, (kernel.1 - 1) * dilation.1);
+    let padding = Padding {
+        top: rng.random_range(0..=reach_h),
+        bottom: rng.random_range(0..=reach_h),
+        left: rng.random_range(0..=reach_w),
+        right: rng.random_range(0..=reach_w),
+    };
+    let spec = Conv2dSpec::new(rng.random_range(1..=6), rng.random_range(1..=6), kernel)
+        .padding(padding)
+        .dilation(dilation)
+        .bias(rng.random_bool(0.7));
+    let min_h = (reach_h + 1)
+        .saturating_sub(padding.top + padding.bottom)
+        .max(1);
+    let min_w = (reach_w + 1)
+        .saturating_sub(padding.left + padding.right)
+        .max(1);
+    let input = [
+        rng.random_range(1..=4),
+        spec.in_channels(),
+        rng.random_range(min_h..=min_h + 6),
+        rng.random_range(min_w..=min_w + 6),
+    ];
+    Case { spec, input }
+}
+
+/// The shifted kernel on the geometries it applies to, which the general
+/// sweep draws rarely: random kernels, dilations, paddings and channel
+/// counts, bands of every size and of one row, against the naive reference.
+#[test]
+fn shifted_kernel_agrees_with_naive() {
     let mut rng = rng(4);
     for case_index in 0..60 {
-        let kernel: (usize, usize) = (rng.random_range(1..=4), rng.random_range(1..=4));
-        let dilation: (usize, usize) = (rng.random_range(1..=3), rng.random_range(1..=3));
-        let (reach_h, reach_w) = ((kernel.0 - 1) * dilation.0, (kernel.1 - 1) * dilation.1);
-        let padding = Padding {
-            top: rng.random_range(0..=reach_h),
-            bottom: rng.random_range(0..=reach_h),
-            left: rng.random_range(0..=reach_w),
-            right: rng.random_range(0..=reach_w),
-        };
-        let spec = Conv2dSpec::new(rng.random_range(1..=6), rng.random_range(1..=6), kernel)
-            .padding(padding)
-            .dilation(dilation)
-            .bias(rng.random_bool(0.7));
-        let min_h = (reach_h + 1)
-            .saturating_sub(padding.top + padding.bottom)
-            .max(1);
-        let min_w = (reach_w + 1)
-            .saturating_sub(padding.left + padding.right)
-            .max(1);
-        let input = [
-            rng.random_range(1..=4),
-            spec.in_channels(),
-            rng.random_range(min_h..=min_h + 6),
-            rng.random_range(min_w..=min_w + 6),
-        ];
-        let case = common::Case { spec, input };
+        let case = random_shifted_case(&mut rng);
         check_case::<f64>(&case, 4000 + case_index);
+    }
+}
+
+/// One workspace serves a sequence of different geometries, as it does for
+/// a network's layers: whatever a kernel left in its scratch buffers (an
+/// image's data where the next geometry has padding, say) must not leak
+/// into the next results.
+#[test]
+fn one_workspace_across_geometries() {
+    let configurations = [
+        (Kernel::Auto, InputGradient::Auto),
+        (Kernel::Shifted, InputGradient::Auto),
+        (Kernel::Gemm, InputGradient::Col2im),
+        (Kernel::Gemm, InputGradient::ErrorLowering),
+        (Kernel::Direct, InputGradient::Auto),
+    ];
+    for (kernel, method) in configurations {
+        let mut rng = rng(6);
+        let mut ws = Workspace::new()
+            .with_kernel(kernel)
+            .with_input_gradient(method);
+        for case_index in 0..40 {
+            let case = if case_index % 2 == 0 {
+                random_shifted_case(&mut rng)
+            } else {
+                random_case(&mut rng)
+            };
+            let spec = &case.spec;
+            let x = random_array4::<f64>(&mut rng, case.input);
+            let w = random_array4::<f64>(&mut rng, spec.weight_shape());
+            let b = spec
+                .has_bias()
+                .then(|| random_array1::<f64>(&mut rng, spec.out_channels()));
+            let bias = b.as_ref().map(|b| b.view());
+            let dy = random_array4::<f64>(&mut rng, spec.output_shape(case.input).unwrap());
+            let label = format!("case {case_index}, {kernel:?}, {method:?}, {case:?}");
+            let y_ref = conv2d(x.view(), w.view(), bias, spec, Algorithm::Naive).unwrap();
+            let g_ref =
+                conv2d_backward(x.view(), w.view(), dy.view(), spec, Algorithm::Naive).unwrap();
+            let y =
+                conv2d_with_workspace(x.view(), w.view(), bias, spec, Algorithm::Strided, &mut ws)
+                    .unwrap();
+            assert_close(&y, &y_ref, &format!("{label}: forward"));
+            let g = conv2d_backward_with_workspace(
+                x.view(),
+                w.view(),
+                dy.view(),
+                spec,
+                Algorithm::Strided,
+                &mut ws,
+            )
+            .unwrap();
+            assert_close(&g.dx, &g_ref.dx, &format!("{label}: dx"));
+            assert_close(&g.dw, &g_ref.dw, &format!("{label}: dw"));
+            assert_close(&g.db, &g_ref.db, &format!("{label}: db"));
+        }
     }
 }
 
