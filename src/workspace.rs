@@ -53,7 +53,10 @@ pub enum Kernel {
     Direct,
 }
 
-/// How [`Algorithm::Strided`](crate::Algorithm) computes the input gradient.
+/// How [`Algorithm::Strided`](crate::Algorithm) computes the input gradient
+/// on the column-matrix kernel ([`Kernel::Gemm`]; the shifted kernel always
+/// runs the forward over the padded error on its own windows, and a method
+/// set here keeps `Kernel::Auto` on the column matrix).
 ///
 /// Both are exact; they differ in cost. `ErrorLowering` runs a forward pass
 /// over the error (dilated by the stride, padded) against flipped,
