@@ -4,45 +4,85 @@
 mod common;
 
 use common::{Case, assert_close, random_array1, random_array4, random_case, rng};
+use gemmconv::ndarray::{Array1, Array4, ArrayView1};
 use gemmconv::{
-    Algorithm, Element, InputGradient, Kernel, Workspace, conv2d, conv2d_backward,
-    conv2d_backward_with_workspace, conv2d_with_workspace,
+    Algorithm, Conv2dSpec, Element, Gradients, InputGradient, Kernel, Workspace, conv2d,
+    conv2d_backward, conv2d_backward_with_workspace, conv2d_with_workspace,
 };
+use rand::rngs::StdRng;
+
+/// One case's random operands and the naive reference's results.
+struct Problem<T: Element> {
+    x: Array4<T>,
+    w: Array4<T>,
+    b: Option<Array1<T>>,
+    dy: Array4<T>,
+    y_ref: Array4<T>,
+    g_ref: Gradients<T>,
+}
+
+impl<T: Element> Problem<T> {
+    fn new(case: &Case, rng: &mut StdRng) -> Self {
+        let spec = &case.spec;
+        let x = random_array4::<T>(rng, case.input);
+        let w = random_array4::<T>(rng, spec.weight_shape());
+        let b = spec
+            .has_bias()
+            .then(|| random_array1::<T>(rng, spec.out_channels()));
+        let dy = random_array4::<T>(rng, spec.output_shape(case.input).unwrap());
+        let bias = b.as_ref().map(|b| b.view());
+        let y_ref = conv2d(x.view(), w.view(), bias, spec, Algorithm::Naive).unwrap();
+        let g_ref = conv2d_backward(x.view(), w.view(), dy.view(), spec, Algorithm::Naive).unwrap();
+        Problem {
+            x,
+            w,
+            b,
+            dy,
+            y_ref,
+            g_ref,
+        }
+    }
+
+    fn bias(&self) -> Option<ArrayView1<'_, T>> {
+        self.b.as_ref().map(|b| b.view())
+    }
+
+    /// The forward output and the gradients against the reference.
+    fn assert_matches(&self, y: &Array4<T>, g: &Gradients<T>, label: &str) {
+        assert_close(y, &self.y_ref, &format!("{label}: forward"));
+        assert_close(&g.dx, &self.g_ref.dx, &format!("{label}: dx"));
+        assert_close(&g.dw, &self.g_ref.dw, &format!("{label}: dw"));
+        assert_close(&g.db, &self.g_ref.db, &format!("{label}: db"));
+    }
+
+    /// The strided algorithm with workspace `ws`, against the reference.
+    fn check_strided(&self, spec: &Conv2dSpec, ws: &mut Workspace<T>, label: &str) {
+        let (x, w, dy) = (self.x.view(), self.w.view(), self.dy.view());
+        let y = conv2d_with_workspace(x, w, self.bias(), spec, Algorithm::Strided, ws).unwrap();
+        let g = conv2d_backward_with_workspace(x, w, dy, spec, Algorithm::Strided, ws).unwrap();
+        self.assert_matches(&y, &g, label);
+    }
+}
 
 /// Runs one case through every algorithm (and the strided one in each of its
 /// configurations) and compares each with the naive reference.
 fn check_case<T: Element>(case: &Case, seed: u64) {
     let mut rng = rng(seed);
     let spec = &case.spec;
-    let x = random_array4::<T>(&mut rng, case.input);
-    let w = random_array4::<T>(&mut rng, spec.weight_shape());
-    let b = spec
-        .has_bias()
-        .then(|| random_array1::<T>(&mut rng, spec.out_channels()));
-    let out_shape = spec.output_shape(case.input).unwrap();
-    let dy = random_array4::<T>(&mut rng, out_shape);
-
-    let bias = b.as_ref().map(|b| b.view());
-    let y_ref = conv2d(x.view(), w.view(), bias, spec, Algorithm::Naive).unwrap();
-    let g_ref = conv2d_backward(x.view(), w.view(), dy.view(), spec, Algorithm::Naive).unwrap();
-
-    let what = |algo: &str, part: &str| format!("{algo} {part} on {case:?} ({})", T::NAME);
+    let p = Problem::<T>::new(case, &mut rng);
+    let what = |algo: &str| format!("{algo} on {case:?} ({})", T::NAME);
     for algo in [Algorithm::Im2col, Algorithm::Strided] {
-        let y = conv2d(x.view(), w.view(), bias, spec, algo).unwrap();
-        assert_close(&y, &y_ref, &what(algo.name(), "forward"));
-        let g = conv2d_backward(x.view(), w.view(), dy.view(), spec, algo).unwrap();
-        assert_close(&g.dx, &g_ref.dx, &what(algo.name(), "dx"));
-        assert_close(&g.dw, &g_ref.dw, &what(algo.name(), "dw"));
-        assert_close(&g.db, &g_ref.db, &what(algo.name(), "db"));
+        let y = conv2d(p.x.view(), p.w.view(), p.bias(), spec, algo).unwrap();
+        let g = conv2d_backward(p.x.view(), p.w.view(), p.dy.view(), spec, algo).unwrap();
+        p.assert_matches(&y, &g, &what(algo.name()));
     }
 
     // The strided algorithm's other configurations: the GEMM path with each
     // input-gradient method, with no cap (several samples a tile where the
     // output is small, as it is in most cases here) and with one output row
-    // per tile; the direct kernel; and the shifted kernel.
-    // The shifted kernel with bands of every size and of one row; where it
-    // does not apply (strides, groups) it runs the column matrix, which is
-    // then checked twice.
+    // per tile; the direct kernel; and the shifted kernel with bands of every
+    // size and of one row (where it does not apply, strides or groups, it
+    // runs the column matrix, which is then checked twice).
     let mut configurations = vec![
         (Kernel::Direct, InputGradient::Auto, usize::MAX),
         (Kernel::Shifted, InputGradient::Auto, usize::MAX),
@@ -54,26 +94,12 @@ fn check_case<T: Element>(case: &Case, seed: u64) {
         }
     }
     for (kernel, method, cap) in configurations {
-        let label = format!("strided ({kernel:?}, {method:?}, column cap {cap})");
         let mut ws = Workspace::new()
             .with_column_cap_bytes(cap)
             .with_input_gradient(method)
             .with_kernel(kernel);
-        let y = conv2d_with_workspace(x.view(), w.view(), bias, spec, Algorithm::Strided, &mut ws)
-            .unwrap();
-        assert_close(&y, &y_ref, &what(&label, "forward"));
-        let g = conv2d_backward_with_workspace(
-            x.view(),
-            w.view(),
-            dy.view(),
-            spec,
-            Algorithm::Strided,
-            &mut ws,
-        )
-        .unwrap();
-        assert_close(&g.dx, &g_ref.dx, &what(&label, "dx"));
-        assert_close(&g.dw, &g_ref.dw, &what(&label, "dw"));
-        assert_close(&g.db, &g_ref.db, &what(&label, "db"));
+        let label = format!("strided ({kernel:?}, {method:?}, column cap {cap})");
+        p.check_strided(spec, &mut ws, &what(&label));
     }
 }
 
@@ -232,7 +258,7 @@ fn into_non_contiguous_outputs() {
 
 /// A random geometry the shifted kernel applies to: stride 1, one group,
 /// padding within the kernel's reach, any kernel, dilation and channels.
-fn random_shifted_case(rng: &mut rand::rngs::StdRng) -> Case {
+fn random_shifted_case(rng: &mut StdRng) -> Case {
     use gemmconv::{Conv2dSpec, Padding};
     use rand::RngExt;
     let kernel: (usize, usize) = (rng.random_range(1..=4), rng.random_range(1..=4));
@@ -299,34 +325,9 @@ fn one_workspace_across_geometries() {
             } else {
                 random_case(&mut rng)
             };
-            let spec = &case.spec;
-            let x = random_array4::<f64>(&mut rng, case.input);
-            let w = random_array4::<f64>(&mut rng, spec.weight_shape());
-            let b = spec
-                .has_bias()
-                .then(|| random_array1::<f64>(&mut rng, spec.out_channels()));
-            let bias = b.as_ref().map(|b| b.view());
-            let dy = random_array4::<f64>(&mut rng, spec.output_shape(case.input).unwrap());
+            let p = Problem::<f64>::new(&case, &mut rng);
             let label = format!("case {case_index}, {kernel:?}, {method:?}, {case:?}");
-            let y_ref = conv2d(x.view(), w.view(), bias, spec, Algorithm::Naive).unwrap();
-            let g_ref =
-                conv2d_backward(x.view(), w.view(), dy.view(), spec, Algorithm::Naive).unwrap();
-            let y =
-                conv2d_with_workspace(x.view(), w.view(), bias, spec, Algorithm::Strided, &mut ws)
-                    .unwrap();
-            assert_close(&y, &y_ref, &format!("{label}: forward"));
-            let g = conv2d_backward_with_workspace(
-                x.view(),
-                w.view(),
-                dy.view(),
-                spec,
-                Algorithm::Strided,
-                &mut ws,
-            )
-            .unwrap();
-            assert_close(&g.dx, &g_ref.dx, &format!("{label}: dx"));
-            assert_close(&g.dw, &g_ref.dw, &format!("{label}: dw"));
-            assert_close(&g.db, &g_ref.db, &format!("{label}: db"));
+            p.check_strided(&case.spec, &mut ws, &label);
         }
     }
 }
@@ -336,8 +337,7 @@ fn one_workspace_across_geometries() {
 /// kernel runs (none of them may rely on zeroed outputs).
 #[test]
 fn into_overwrites_stale_outputs() {
-    use gemmconv::ndarray::{Array1, Array4};
-    use gemmconv::{Gradients, conv2d_backward_into, conv2d_into};
+    use gemmconv::{conv2d_backward_into, conv2d_into};
     let mut rng = rng(5);
     let configurations = [
         (Kernel::Gemm, InputGradient::Col2im),
@@ -349,50 +349,23 @@ fn into_overwrites_stale_outputs() {
         let case = random_case(&mut rng);
         let spec = &case.spec;
         let out = spec.output_shape(case.input).unwrap();
-        let x = random_array4::<f64>(&mut rng, case.input);
-        let w = random_array4::<f64>(&mut rng, spec.weight_shape());
-        let b = spec
-            .has_bias()
-            .then(|| random_array1::<f64>(&mut rng, spec.out_channels()));
-        let bias = b.as_ref().map(|b| b.view());
-        let dy = random_array4::<f64>(&mut rng, out);
-        let y_ref = conv2d(x.view(), w.view(), bias, spec, Algorithm::Naive).unwrap();
-        let g_ref = conv2d_backward(x.view(), w.view(), dy.view(), spec, Algorithm::Naive).unwrap();
+        let p = Problem::<f64>::new(&case, &mut rng);
         for (kernel, method) in configurations {
             let label = format!("case {case_index}, {kernel:?}, {method:?}, {case:?}");
             let mut ws = Workspace::new()
                 .with_kernel(kernel)
                 .with_input_gradient(method);
             let mut y = Array4::from_elem(out, f64::NAN);
-            conv2d_into(
-                x.view(),
-                w.view(),
-                bias,
-                spec,
-                Algorithm::Strided,
-                &mut ws,
-                y.view_mut(),
-            )
-            .unwrap();
-            assert_close(&y, &y_ref, &format!("{label}: forward"));
+            let (x, w) = (p.x.view(), p.w.view());
+            let strided = Algorithm::Strided;
+            conv2d_into(x, w, p.bias(), spec, strided, &mut ws, y.view_mut()).unwrap();
             let mut g = Gradients {
                 dx: Array4::from_elem(case.input, f64::NAN),
                 dw: Array4::from_elem(spec.weight_shape(), f64::NAN),
                 db: Array1::from_elem(spec.out_channels(), f64::NAN),
             };
-            conv2d_backward_into(
-                x.view(),
-                w.view(),
-                dy.view(),
-                spec,
-                Algorithm::Strided,
-                &mut ws,
-                g.view_mut(),
-            )
-            .unwrap();
-            assert_close(&g.dx, &g_ref.dx, &format!("{label}: dx"));
-            assert_close(&g.dw, &g_ref.dw, &format!("{label}: dw"));
-            assert_close(&g.db, &g_ref.db, &format!("{label}: db"));
+            conv2d_backward_into(x, w, p.dy.view(), spec, strided, &mut ws, g.view_mut()).unwrap();
+            p.assert_matches(&y, &g, &label);
         }
     }
 }
