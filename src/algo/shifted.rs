@@ -2,10 +2,10 @@
 //!
 //! Each sample is copied once, padded, into a pixel-major buffer (`[pixel,
 //! channel]`, as HWC; the copy is a tiled transpose, see `transpose.rs`).
-//! The GEMM's rows are output pixels counted over the padded width `w` (the
-//! `(kw - 1)·dw` pixels past the end of each output row are computed and
-//! dropped), so that tap `(i, j)` reads, for output pixel `q`, the pixel
-//! `q + i·dh·w + j·dw`: its window is a row-major `[pixels, c]` matrix
+//! The GEMM's rows are output pixels counted over the image's row length
+//! `w` (the pixels past the end of each output row are computed and
+//! dropped; `Image::padded` keeps them few), so that tap `(i, j)` reads,
+//! for output pixel `q`, the pixel `q + i·dh·w + j·dw`: its window is a row-major `[pixels, c]` matrix
 //! with overlapping rows, a zero-copy view. With `dw = 1` the `kw` taps of a
 //! kernel row are adjacent pixels, so their windows form one `[pixels,
 //! kw·c]` view and one GEMM. So:
@@ -78,6 +78,25 @@ struct Image {
 }
 
 impl Image {
+    /// The image of `c` planes of `(h, w)` pixels padded by `pad` (top,
+    /// bottom, left, right), for windows reaching `reach_w` pixels to the
+    /// right.
+    ///
+    /// Its rows are `w + max(left, right)` pixels apart, not `w + left +
+    /// right`: a row's right padding is read from its own spare pixels and
+    /// then from the next row's left padding, which are zeros too. Every
+    /// output row then carries `max(left, right)` fewer dropped pixels
+    /// (3% of the suite's dil product, 2% of r3x3's).
+    fn padded(c: usize, (h, w): (usize, usize), pad: [usize; 4], reach_w: usize) -> Self {
+        let [top, bottom, left, right] = pad;
+        Image {
+            c,
+            h: top + h + bottom,
+            w: w + left.max(right),
+            tail: reach_w,
+        }
+    }
+
     fn len(&self) -> usize {
         (self.h * self.w + self.tail) * self.c
     }
@@ -252,13 +271,12 @@ fn reorder_weights<'b, T: Element>(
 /// The image the forward pass reads: the input padded by `g.padding`.
 fn input_image(g: &Geometry) -> Image {
     let p = g.padding;
-    let padded = (g.in_h + p.top + p.bottom, g.in_w + p.left + p.right);
-    Image {
-        c: g.in_channels,
-        h: padded.0,
-        w: padded.1,
-        tail: (g.kw - 1) * g.dw,
-    }
+    Image::padded(
+        g.in_channels,
+        (g.in_h, g.in_w),
+        [p.top, p.bottom, p.left, p.right],
+        (g.kw - 1) * g.dw,
+    )
 }
 
 /// Lanes (one per thread at most, each a contiguous block of the batch) and
@@ -340,12 +358,17 @@ pub(crate) fn backward<T: Element>(
     // x + j'·dw) for flipped tap (i', j'); `applies` keeps this placement
     // non-negative.
     let (reach_h, reach_w) = ((g.kh - 1) * g.dh, (g.kw - 1) * g.dw);
-    let error = Image {
-        c: c_out,
-        h: g.in_h + reach_h,
-        w: g.in_w + reach_w,
-        tail: reach_w,
-    };
+    let error = Image::padded(
+        c_out,
+        (g.out_h, g.out_w),
+        [
+            reach_h - p.top,
+            reach_h - p.bottom,
+            reach_w - p.left,
+            reach_w - p.right,
+        ],
+        reach_w,
+    );
     let error_at = (reach_h - p.top, reach_w - p.left);
     // The error laid out like the forward product, for the weight gradient:
     // its own copy, or a view of `error` when that has rows as wide (its
