@@ -3,6 +3,7 @@
 use crate::algo::{self, Algorithm};
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
+use crate::output::zeroed;
 use crate::spec::{Conv2dSpec, Geometry};
 use crate::workspace::Workspace;
 use ndarray::{
@@ -205,7 +206,7 @@ pub fn conv2d_with_workspace<T: Element, Dx: Dimension, Dw: Dimension>(
     workspace: &mut Workspace<T>,
 ) -> Result<Array4<T>, ConvError> {
     let (x, w, g) = check_forward(x, w, bias.as_ref(), spec)?;
-    let mut y = Array4::zeros(g.output_shape());
+    let mut y = zeroed(g.output_shape());
     algo::forward(algorithm, x, w, bias, &g, y.view_mut(), workspace);
     Ok(y)
 }
@@ -295,7 +296,7 @@ pub fn conv2d_backward_with_workspace<T: Element, Dx: Dimension, Dw: Dimension, 
 ) -> Result<Gradients<T>, ConvError> {
     let (x, w, dy, g) = check_backward(x, w, dy, spec)?;
     let mut grads = Gradients {
-        dx: Array4::zeros(g.input_shape()),
+        dx: zeroed(g.input_shape()),
         dw: Array4::zeros(g.weight_shape()),
         db: Array1::zeros(g.out_channels),
     };

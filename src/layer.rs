@@ -5,6 +5,7 @@ use crate::algo::{self, Algorithm};
 use crate::conv::{GradientsMut, check_bias, expect_shape, rank4, resolve};
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
+use crate::output::zeroed;
 use crate::spec::Conv2dSpec;
 use crate::workspace::Workspace;
 use ndarray::{Array1, Array4, ArrayView, Dimension};
@@ -155,7 +156,7 @@ impl<T: Element> Conv2d<T> {
     ) -> Result<Array4<T>, ConvError> {
         let x = rank4(x, Operand::Input)?;
         let g = resolve(&x, &self.weight.view(), &self.spec)?;
-        let mut y = Array4::zeros(g.output_shape());
+        let mut y = zeroed(g.output_shape());
         algo::forward(
             self.algorithm,
             x,
@@ -200,7 +201,7 @@ impl<T: Element> Conv2d<T> {
             .ok_or(ConvError::BackwardBeforeForward)?;
         let g = resolve(&x.view(), &self.weight.view(), &self.spec)?;
         expect_shape(Operand::OutputGradient, &g.output_shape(), dy.shape())?;
-        let mut dx = Array4::zeros(g.input_shape());
+        let mut dx = zeroed(g.input_shape());
         let (dw_step, db_step) = &mut self.step;
         algo::backward(
             self.algorithm,

@@ -92,6 +92,7 @@ mod error;
 mod gemm;
 mod layer;
 mod lower;
+mod output;
 mod spec;
 pub mod suite;
 mod transpose;

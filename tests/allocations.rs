@@ -85,15 +85,18 @@ fn warm_calls_allocate_only_their_outputs() {
         ];
         for spec in specs {
             for cap in [usize::MAX, 256] {
-                check(&spec, cap);
+                check(&spec, [5, spec.in_channels(), 12, 10], cap);
             }
         }
+        // Outputs large enough to be zero-filled by the pool's threads: the
+        // layer's output, then its input gradient.
+        check(&Conv2dSpec::new(1, 64, (1, 1)), [2, 1, 64, 64], usize::MAX);
+        check(&Conv2dSpec::new(64, 1, (1, 1)), [2, 64, 64, 64], usize::MAX);
     });
 }
 
-fn check(spec: &Conv2dSpec, cap: usize) {
+fn check(spec: &Conv2dSpec, input: [usize; 4], cap: usize) {
     let mut rng = rng(3);
-    let input = [5, spec.in_channels(), 12, 10];
     let x = random_array4::<f32>(&mut rng, input);
     let dy = random_array4::<f32>(&mut rng, spec.output_shape(input).unwrap());
     let mut layer = Conv2d::<f32>::new_kaiming(spec.clone(), &mut rng)
