@@ -2,6 +2,7 @@
 
 mod direct;
 mod im2col;
+mod image;
 mod naive;
 mod shifted;
 mod strided;

@@ -1,0 +1,122 @@
+//! A padded, pixel-major copy of one sample (`[pixel, channel]`, as HWC),
+//! the layout the shifted and Winograd kernels compute on: the copy in and
+//! out of NCHW is a tiled transpose (`transpose.rs`).
+
+use crate::element::Element;
+use crate::transpose::transpose;
+use crate::workspace::scratch;
+use ndarray::{ArrayView1, ArrayView3, ArrayViewMut3, ShapeBuilder, s};
+use std::ops::Range;
+
+/// A padded, pixel-major image: `h` rows of `w` pixels of `c` channels,
+/// and `tail` spare pixels after the last row, which the windows of the
+/// dropped pixels of the last output row read.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Image {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub tail: usize,
+}
+
+impl Image {
+    /// The image of `c` planes of `(h, w)` pixels padded by `pad` (top,
+    /// bottom, left, right), for windows reaching `reach_w` pixels to the
+    /// right.
+    ///
+    /// Its rows are `w + max(left, right)` pixels apart, not `w + left +
+    /// right`: a row's right padding is read from its own spare pixels and
+    /// then from the next row's left padding, which are zeros too. Every
+    /// output row then carries `max(left, right)` fewer dropped pixels
+    /// (3% of the suite's dil product, 2% of r3x3's).
+    pub(super) fn padded(
+        c: usize,
+        (h, w): (usize, usize),
+        pad: [usize; 4],
+        reach_w: usize,
+    ) -> Self {
+        let [top, bottom, left, right] = pad;
+        Image {
+            c,
+            h: top + h + bottom,
+            w: w + left.max(right),
+            tail: reach_w,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        (self.h * self.w + self.tail) * self.c
+    }
+
+    /// `src (c, h', w')` written into `buf` at `(top, left)`, zero elsewhere.
+    pub(super) fn fill<'b, T: Element>(
+        &self,
+        src: ArrayView3<'_, T>,
+        (top, left): (usize, usize),
+        buf: &'b mut Vec<T>,
+    ) -> &'b [T] {
+        let dst = scratch(buf, self.len());
+        dst.fill(T::zero());
+        let (c, h, w) = src.dim();
+        let start = |r: usize| ((top + r) * self.w + left) * c;
+        match src.as_slice() {
+            // Row by row: the row's `[c, w]` block of the planes, transposed
+            // into the image row's `[w, c]` pixels.
+            Some(planes) => {
+                for r in 0..h {
+                    let pixels = &mut dst[start(r)..start(r) + w * c];
+                    transpose(&planes[r * w..], h * w, pixels, c, (c, w));
+                }
+            }
+            // A non-contiguous view: ndarray's general (slower) copy.
+            None => {
+                let shape = (h, w, c).strides((self.w * c, c, 1));
+                ArrayViewMut3::from_shape(shape, &mut dst[start(0)..])
+                    .expect("the image holds the sample at (top, left)")
+                    .assign(&src.permuted_axes([1, 2, 0]));
+            }
+        }
+        dst
+    }
+
+    /// The inverse, for rows `rows` of `dst (c, h, w)`: from `src`, whose
+    /// rows are this image's (the pixels past `w` dropped), plus `bias` per
+    /// channel.
+    pub(super) fn read<T: Element>(
+        &self,
+        src: &[T],
+        mut dst: ArrayViewMut3<'_, T>,
+        rows: Range<usize>,
+        bias: Option<ArrayView1<'_, T>>,
+    ) {
+        let (c, h, w) = dst.dim();
+        match dst.as_slice_mut() {
+            Some(planes) => {
+                for (local, r) in rows.enumerate() {
+                    let start = local * self.w * c;
+                    transpose(
+                        &src[start..start + w * c],
+                        c,
+                        &mut planes[r * w..],
+                        h * w,
+                        (w, c),
+                    );
+                    for (ch, b) in bias.iter().flat_map(|b| b.iter().enumerate()) {
+                        let line = &mut planes[(ch * h + r) * w..(ch * h + r + 1) * w];
+                        line.iter_mut().for_each(|v| *v += *b);
+                    }
+                }
+            }
+            None => {
+                let shape = (rows.len(), w, c).strides((self.w * c, c, 1));
+                let pixels =
+                    ArrayView3::from_shape(shape, src).expect("the product covers the rows");
+                let mut band = dst.slice_mut(s![.., rows, ..]);
+                band.assign(&pixels.permuted_axes([2, 0, 1]));
+                for (mut plane, b) in band.outer_iter_mut().zip(bias.iter().flatten()) {
+                    plane += *b;
+                }
+            }
+        }
+    }
+}
