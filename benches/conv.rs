@@ -65,6 +65,14 @@ fn variants(row: &SuiteRow) -> Vec<Variant> {
         kernel: Kernel::Shifted,
         ..base("strided-shifted", Algorithm::Strided)
     });
+    // Where Winograd does not apply it would time the column matrix again.
+    let spec = &row.spec;
+    if spec.kernel() == (3, 3) && spec.get_stride() == (1, 1) && spec.get_groups() == 1 {
+        v.push(Variant {
+            kernel: Kernel::Winograd,
+            ..base("strided-winograd", Algorithm::Strided)
+        });
+    }
     v.push(Variant {
         input_gradient: InputGradient::Col2im,
         ..base("strided-col2im", Algorithm::Strided)

@@ -91,11 +91,12 @@ def conv_tables():
             f, b = median_ms("seed64", "fwd", algo), median_ms("seed64", "bwd", algo)
             print(f"| {algo} | {fmt(f)} | {nf} | {fmt(ratio(nf, f))}x | {fmt(b)} | {nb} | {fmt(ratio(nb, b))}x |")
     print("\n### Kernels of the strided algorithm (ms, medians)\n")
-    print("| row | fwd auto | fwd column matrix | fwd shifted | bwd auto | bwd column matrix | bwd shifted |")
-    print("|---|---|---|---|---|---|---|")
+    print("| row | fwd auto | fwd column matrix | fwd shifted | fwd winograd "
+          "| bwd auto | bwd column matrix | bwd shifted | bwd winograd |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cells = [median_ms(r, p, v) for p in ("fwd", "bwd")
-                 for v in ("strided", "strided-gemm", "strided-shifted")]
+                 for v in ("strided", "strided-gemm", "strided-shifted", "strided-winograd")]
         print(f"| {r} | " + " | ".join(fmt(c) for c in cells) + " |")
     print("\n### Configurations of the strided algorithm\n")
     print("| row | fwd 1 thread / 2 threads | bwd 1 thread / 2 threads | fwd cap / no cap | bwd cap / no cap "

@@ -6,10 +6,12 @@
 /// One set of buffers per parallel lane (at most one lane per thread). The
 /// column matrix of a lane holds one batch chunk; chunks are sized so that it
 /// stays under [`column_cap_bytes`](Self::column_cap_bytes), whatever the batch
-/// or image size (one sample is the least a chunk holds). The shifted kernel
-/// has no column matrix: the cap bounds its GEMM product instead (bands of
-/// output rows). Both keep one padded copy of a sample per lane (the shifted
-/// kernel's backward also one of its error).
+/// or image size (one sample is the least a chunk holds). The shifted and
+/// Winograd kernels have no column matrix: the cap bounds the shifted
+/// kernel's GEMM product (bands of output rows) and the Winograd kernel's
+/// transformed tiles (bands of tiles) instead. All keep one padded copy of a
+/// sample per lane (the shifted and Winograd backward passes also one of
+/// its error, and Winograd's one of its input gradient).
 ///
 /// ```
 /// use gemmconv::Workspace;
@@ -37,9 +39,10 @@ pub struct Workspace<T> {
 pub enum Kernel {
     /// Direct loops for small groups (at most 16 multiply-adds per output
     /// pixel and 4 output channels per group, as in depthwise convolutions);
-    /// shifted windows for stride 1, one group, a kernel above 1x1 and at
-    /// least 32 input and output channels, when the input gradient method is
-    /// left on `Auto`; lowering and GEMM otherwise.
+    /// when the input gradient method is left on `Auto` and there are at
+    /// least 32 input and output channels with stride 1 and one group,
+    /// Winograd for 3x3 kernels and shifted windows for other kernels above
+    /// 1x1; lowering and GEMM otherwise.
     #[default]
     Auto,
     /// Always lower onto GEMM through a column matrix.
@@ -49,14 +52,23 @@ pub enum Kernel {
     /// docs). Where it does not apply (a stride above 1, groups, padding
     /// beyond the kernel's reach) the column matrix runs instead.
     Shifted,
+    /// 3x3 kernels, stride 1, one group, any padding and dilation:
+    /// Winograd's F(2x2, 3x3), forward and backward. 16 GEMMs on
+    /// transformed 4x4 tiles of a pixel-major copy of each sample do
+    /// 2.25x fewer multiply-adds than the direct sum. The transforms add a
+    /// few values before and after the GEMMs, so results differ from the
+    /// direct sum by a few more units in the last place (the same tolerance
+    /// holds in the tests as for the other kernels). Where it does not
+    /// apply the column matrix runs instead.
+    Winograd,
     /// Always the direct loops (slow for large groups).
     Direct,
 }
 
 /// How [`Algorithm::Strided`](crate::Algorithm) computes the input gradient
-/// on the column-matrix kernel ([`Kernel::Gemm`]; the shifted kernel always
-/// runs the forward over the padded error on its own windows, and a method
-/// set here keeps `Kernel::Auto` on the column matrix).
+/// on the column-matrix kernel ([`Kernel::Gemm`]; the shifted and Winograd
+/// kernels have their own, and a method set here keeps `Kernel::Auto` on the
+/// column matrix).
 ///
 /// Both are exact; they differ in cost. `ErrorLowering` runs a forward pass
 /// over the error (dilated by the stride, padded) against flipped,
@@ -94,6 +106,10 @@ pub(crate) struct LaneBuffers<T> {
     pub product: Vec<T>,
     /// The padded input gradient of one chunk, accumulated by col2im.
     pub accumulator: Vec<T>,
+    /// The output gradient of one sample, pixel-major (Winograd kernel).
+    pub error: Vec<T>,
+    /// One tile half-way through a Winograd transform.
+    pub stage: Vec<T>,
     /// This lane's partial weight gradient.
     pub dw: Vec<T>,
     /// This lane's partial bias gradient.
@@ -107,6 +123,8 @@ impl<T> Default for LaneBuffers<T> {
             cols: Vec::new(),
             product: Vec::new(),
             accumulator: Vec::new(),
+            error: Vec::new(),
+            stage: Vec::new(),
             dw: Vec::new(),
             db: Vec::new(),
         }

@@ -87,6 +87,8 @@ fn check_case<T: Element>(case: &Case, seed: u64) {
         (Kernel::Direct, InputGradient::Auto, usize::MAX),
         (Kernel::Shifted, InputGradient::Auto, usize::MAX),
         (Kernel::Shifted, InputGradient::Auto, 1),
+        (Kernel::Winograd, InputGradient::Auto, usize::MAX),
+        (Kernel::Winograd, InputGradient::Auto, 1),
     ];
     for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {
         for cap in [usize::MAX, 1] {
@@ -183,6 +185,7 @@ fn into_non_contiguous_outputs() {
             .padding((1, 1))
             .groups(2),
         Conv2dSpec::new(3, 3, (3, 3)).groups(3).padding((1, 1)),
+        Conv2dSpec::new(3, 5, (3, 3)).padding((1, 1)),
     ] {
         let input = [3, spec.in_channels(), 7, 6];
         let out = spec.output_shape(input).unwrap();
@@ -199,6 +202,7 @@ fn into_non_contiguous_outputs() {
             (Algorithm::Strided, Kernel::Gemm),
             (Algorithm::Strided, Kernel::Direct),
             (Algorithm::Strided, Kernel::Shifted),
+            (Algorithm::Strided, Kernel::Winograd),
         ];
         for (algo, kernel) in settings {
             let mut ws = Workspace::new().with_kernel(kernel);
@@ -301,6 +305,56 @@ fn shifted_kernel_agrees_with_naive() {
     }
 }
 
+/// A random geometry the Winograd kernel applies to: a 3x3 kernel, stride
+/// 1, one group; any dilation and padding (also beyond the kernel's reach),
+/// odd and even output sizes, and channel counts on both sides of the
+/// transforms' 16-channel blocks.
+fn random_winograd_case(rng: &mut StdRng) -> Case {
+    use gemmconv::{Conv2dSpec, Padding};
+    use rand::RngExt;
+    let dilation: (usize, usize) = (rng.random_range(1..=3), rng.random_range(1..=3));
+    let padding = Padding {
+        top: rng.random_range(0..=5),
+        bottom: rng.random_range(0..=5),
+        left: rng.random_range(0..=5),
+        right: rng.random_range(0..=5),
+    };
+    let channels = |rng: &mut StdRng| match rng.random_range(0..3) {
+        0 => rng.random_range(1..=4),
+        _ => rng.random_range(14..=35),
+    };
+    let spec = Conv2dSpec::new(channels(rng), channels(rng), (3, 3))
+        .padding(padding)
+        .dilation(dilation)
+        .bias(rng.random_bool(0.7));
+    let min_h = (2 * dilation.0 + 1)
+        .saturating_sub(padding.top + padding.bottom)
+        .max(1);
+    let min_w = (2 * dilation.1 + 1)
+        .saturating_sub(padding.left + padding.right)
+        .max(1);
+    let input = [
+        rng.random_range(1..=3),
+        spec.in_channels(),
+        rng.random_range(min_h..=min_h + 9),
+        rng.random_range(min_w..=min_w + 9),
+    ];
+    Case { spec, input }
+}
+
+/// The Winograd kernel on the geometries it applies to, which the general
+/// sweep draws rarely, in both precisions, with bands of every size and of
+/// one tile.
+#[test]
+fn winograd_kernel_agrees_with_naive() {
+    let mut rng = rng(7);
+    for case_index in 0..40 {
+        let case = random_winograd_case(&mut rng);
+        check_case::<f64>(&case, 7000 + case_index);
+        check_case::<f32>(&case, 7500 + case_index);
+    }
+}
+
 /// One workspace serves a sequence of different geometries, as it does for
 /// a network's layers: whatever a kernel left in its scratch buffers (an
 /// image's data where the next geometry has padding, say) must not leak
@@ -310,6 +364,7 @@ fn one_workspace_across_geometries() {
     let configurations = [
         (Kernel::Auto, InputGradient::Auto),
         (Kernel::Shifted, InputGradient::Auto),
+        (Kernel::Winograd, InputGradient::Auto),
         (Kernel::Gemm, InputGradient::Col2im),
         (Kernel::Gemm, InputGradient::ErrorLowering),
         (Kernel::Direct, InputGradient::Auto),
@@ -320,10 +375,10 @@ fn one_workspace_across_geometries() {
             .with_kernel(kernel)
             .with_input_gradient(method);
         for case_index in 0..40 {
-            let case = if case_index % 2 == 0 {
-                random_shifted_case(&mut rng)
-            } else {
-                random_case(&mut rng)
+            let case = match case_index % 3 {
+                0 => random_shifted_case(&mut rng),
+                1 => random_winograd_case(&mut rng),
+                _ => random_case(&mut rng),
             };
             let p = Problem::<f64>::new(&case, &mut rng);
             let label = format!("case {case_index}, {kernel:?}, {method:?}, {case:?}");
@@ -344,9 +399,14 @@ fn into_overwrites_stale_outputs() {
         (Kernel::Gemm, InputGradient::ErrorLowering),
         (Kernel::Direct, InputGradient::Auto),
         (Kernel::Shifted, InputGradient::Auto),
+        (Kernel::Winograd, InputGradient::Auto),
     ];
     for case_index in 0..40 {
-        let case = random_case(&mut rng);
+        let case = if case_index % 2 == 0 {
+            random_winograd_case(&mut rng)
+        } else {
+            random_case(&mut rng)
+        };
         let spec = &case.spec;
         let out = spec.output_shape(case.input).unwrap();
         let p = Problem::<f64>::new(&case, &mut rng);

@@ -277,17 +277,21 @@ fn empty_batch_gives_empty_results() {
 /// contiguous copies, for every algorithm.
 #[test]
 fn non_contiguous_views() {
+    // A strided geometry (the column matrix) and a 3x3 stride-1 one (which
+    // the shifted and Winograd kernels take).
+    check_views(Conv2dSpec::new(3, 4, (3, 2)).stride((2, 1)).padding((1, 0)));
+    check_views(Conv2dSpec::new(3, 4, (3, 3)).padding((1, 1)));
+}
+
+fn check_views(spec: Conv2dSpec) {
     let mut rng = rng(77);
-    let spec = Conv2dSpec::new(3, 4, (3, 2))
-        .stride((2, 1))
-        .padding((1, 0))
-        .groups(1);
     // x: an NHWC buffer seen as NCHW (transposed), then every other column.
     let nhwc = random_array4::<f64>(&mut rng, [2, 9, 14, 3]);
     let x = nhwc.view().permuted_axes([0, 3, 1, 2]);
     let x = x.slice(s![.., .., .., ..;2]);
     // w: reversed along the output-channel axis.
-    let w_buf = random_array4::<f64>(&mut rng, [4, 3, 3, 2]);
+    let [o, c, kh, kw] = spec.weight_shape();
+    let w_buf = random_array4::<f64>(&mut rng, [o, c, kh, kw]);
     let w = w_buf.slice(s![..;-1, .., .., ..]);
     // b: every other element of a longer vector.
     let b_buf = random_array1::<f64>(&mut rng, 8);
@@ -324,7 +328,12 @@ fn non_contiguous_views() {
     // The strided algorithm's kernels and input-gradient methods, each of
     // which reads the operands its own way (the direct kernel reads error
     // planes in place when it can).
-    for kernel in [Kernel::Gemm, Kernel::Direct, Kernel::Shifted] {
+    for kernel in [
+        Kernel::Gemm,
+        Kernel::Direct,
+        Kernel::Shifted,
+        Kernel::Winograd,
+    ] {
         for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {
             let label = format!("strided ({kernel:?}, {method:?}) on views");
             let mut ws = Workspace::new()

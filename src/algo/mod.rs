@@ -6,6 +6,7 @@ mod image;
 mod naive;
 mod shifted;
 mod strided;
+mod winograd;
 
 use crate::conv::GradientsMut;
 use crate::element::Element;

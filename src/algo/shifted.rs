@@ -175,7 +175,7 @@ fn input_image(g: &Geometry) -> Image {
 
 /// Lanes (one per thread at most, each a contiguous block of the batch) and
 /// the threads each lane's GEMMs may use.
-fn plan(batch: usize) -> (usize, usize, usize) {
+pub(super) fn plan(batch: usize) -> (usize, usize, usize) {
     let (lanes, per_lane) = super::strided::split_batch(batch);
     (
         lanes,

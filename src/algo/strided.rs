@@ -414,10 +414,14 @@ fn multiply_into_output<T: Element>(
 fn resolve(ws: &Workspace<impl Element>, g: &Geometry) -> Kernel {
     match ws.kernel() {
         Kernel::Auto if super::direct::suits(g) => Kernel::Direct,
+        Kernel::Auto if ws.input_gradient() == InputGradient::Auto && super::winograd::suits(g) => {
+            Kernel::Winograd
+        }
         Kernel::Auto if ws.input_gradient() == InputGradient::Auto && super::shifted::suits(g) => {
             Kernel::Shifted
         }
         Kernel::Shifted if super::shifted::applies(g) => Kernel::Shifted,
+        Kernel::Winograd if super::winograd::applies(g) => Kernel::Winograd,
         Kernel::Direct => Kernel::Direct,
         _ => Kernel::Gemm,
     }
@@ -435,6 +439,7 @@ pub(crate) fn forward<T: Element>(
     match resolve(ws, g) {
         Kernel::Direct => return super::direct::forward(x, w, bias, g, y, ws),
         Kernel::Shifted => return super::shifted::forward(x, w, bias, g, y, ws),
+        Kernel::Winograd => return super::winograd::forward(x, w, bias, g, y, ws),
         _ => {}
     }
     let weights = w
@@ -483,6 +488,7 @@ pub(crate) fn backward<T: Element>(
     match resolve(ws, g) {
         Kernel::Direct => return super::direct::backward(x, w, dy, g, dx, dw, db, ws),
         Kernel::Shifted => return super::shifted::backward(x, w, dy, g, dx, dw, db, ws),
+        Kernel::Winograd => return super::winograd::backward(x, w, dy, g, dx, dw, db, ws),
         _ => {}
     }
     if use_col2im(ws.input_gradient()) {

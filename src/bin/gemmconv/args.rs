@@ -18,7 +18,8 @@ float64), naive / im2col / strided, forward and backward.
   --alg LIST        comma-separated algorithms (default: naive,im2col,strided; naive
                     is skipped on large problems unless asked for)
   --threads N       rayon threads (default: all cores, or RAYON_NUM_THREADS)
-  --kernel K        strided kernel: auto, gemm, direct or shifted (default auto)
+  --kernel K        strided kernel: auto, gemm, direct, shifted or winograd
+                    (default auto)
   --dx M            strided input gradient: auto, col2im or lowering (default auto)
   --cap BYTES       strided column-matrix cap per thread (default 2 MiB)
   --runs N          timing runs (default 7)
@@ -97,9 +98,10 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
                     Some("gemm") => Kernel::Gemm,
                     Some("direct") => Kernel::Direct,
                     Some("shifted") => Kernel::Shifted,
+                    Some("winograd") => Kernel::Winograd,
                     other => {
                         return Err(format!(
-                            "--kernel: expected auto, gemm, direct or shifted, got {other:?}"
+                            "--kernel: expected auto, gemm, direct, shifted or winograd, got {other:?}"
                         ));
                     }
                 }
