@@ -5,7 +5,10 @@ mod common;
 
 use common::{random_array1, random_array4, rng};
 use gemmconv::ndarray::{Array1, Array4};
-use gemmconv::{Algorithm, Conv2dSpec, Padding, conv2d, conv2d_backward};
+use gemmconv::{
+    Algorithm, Conv2dSpec, Kernel, Padding, Workspace, conv2d, conv2d_backward,
+    conv2d_backward_with_workspace,
+};
 
 /// `L = Σ y ⊙ r` for a fixed random `r`, so `∂L/∂y = r`.
 fn loss(
@@ -65,6 +68,23 @@ fn check(spec: Conv2dSpec, input: [usize; 4], seed: u64) {
     for algo in Algorithm::ALL {
         let g = conv2d_backward(x.view(), w.view(), r.view(), &spec, algo).unwrap();
         let what = |part: &str| format!("{} {part} for {spec:?} on {input:?}", algo.name());
+        assert_gradient(&g.dx, &dx, &what("dx"));
+        assert_gradient(&g.dw, &dw, &what("dw"));
+        assert_gradient(&g.db, &db, &what("db"));
+    }
+    // Every kernel of the strided algorithm (where one does not apply, the
+    // column matrix runs in its place).
+    for kernel in [
+        Kernel::Gemm,
+        Kernel::Direct,
+        Kernel::Shifted,
+        Kernel::Winograd,
+    ] {
+        let mut ws = Workspace::new().with_kernel(kernel);
+        let (x, w, r) = (x.view(), w.view(), r.view());
+        let g =
+            conv2d_backward_with_workspace(x, w, r, &spec, Algorithm::Strided, &mut ws).unwrap();
+        let what = |part: &str| format!("strided ({kernel:?}) {part} for {spec:?} on {input:?}");
         assert_gradient(&g.dx, &dx, &what("dx"));
         assert_gradient(&g.dw, &dw, &what("dw"));
         assert_gradient(&g.db, &db, &what("db"));
@@ -133,5 +153,24 @@ fn padding_wider_than_the_kernel() {
         Conv2dSpec::new(1, 2, (2, 2)).padding((3, 2)).stride((3, 2)),
         [1, 1, 3, 4],
         15,
+    );
+}
+
+#[test]
+fn three_by_three_dilated_with_uneven_padding() {
+    // The Winograd kernel's geometry: a 3x3 kernel at stride 1, here with
+    // dilation, padding beyond its reach on one side and odd output sizes.
+    let padding = Padding {
+        top: 1,
+        bottom: 5,
+        left: 0,
+        right: 2,
+    };
+    check(
+        Conv2dSpec::new(3, 2, (3, 3))
+            .dilation((2, 1))
+            .padding(padding),
+        [2, 3, 6, 5],
+        16,
     );
 }
