@@ -303,12 +303,20 @@ fn transform_weights<'b, T: Element>(w: ArrayView4<'_, T>, buf: &'b mut Vec<T>) 
     u
 }
 
+/// The most a band's two transform-domain buffers take together, below the
+/// workspace cap: a core's L2 (1 MiB here), so that the GEMMs find the
+/// transformed tiles in it. Measured on r3x3 (three alternating runs, 2
+/// threads, forward / backward ms): 128 tiles a band (1 MiB) 6.87–7.44 /
+/// 14.0–15.5 against 256 tiles (the 2 MiB default cap) 7.47–8.22 /
+/// 15.2–18.1.
+const BAND_BYTES: usize = 1 << 20;
+
 /// Tiles per band: the band's two transform-domain buffers (`[point, tile,
 /// channel]` for the inputs and for the outputs of its GEMMs) under
-/// `cap_bytes`.
+/// `cap_bytes` and [`BAND_BYTES`].
 fn band_tiles<T>(g: &Geometry, tiling: &Tiling, cap_bytes: usize) -> usize {
     let per_tile = POINTS * (g.in_channels + g.out_channels) * std::mem::size_of::<T>();
-    (cap_bytes / per_tile.max(1)).clamp(1, tiling.tiles().max(1))
+    (cap_bytes.min(BAND_BYTES) / per_tile.max(1)).clamp(1, tiling.tiles().max(1))
 }
 
 /// The 16 GEMMs of a band: `dst_ξ (+)= lhs_ξ · rhs_ξ`, `lhs_ξ` and `dst_ξ`
