@@ -103,7 +103,7 @@ fn gt<T: Element>([u0, u1, u2, u3]: [T; 4]) -> [T; 3] {
 /// channels: the input cell `(r, s)` starts at `src_at[r][s]` in `src`, the
 /// output cell `(o, p)` at `dst_at[o][p]` in `dst` (written, or added when
 /// `ACCUMULATE`; `None` drops it: an output pixel past the image's edge).
-/// `scratch` holds the half-transformed tile. Each step is a loop over
+/// `scratch_buf` holds the half-transformed tile. Each step is a loop over
 /// channels, which the compiler vectorises.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -319,7 +319,7 @@ fn band_tiles<T>(g: &Geometry, tiling: &Tiling, cap_bytes: usize) -> usize {
     (cap_bytes.min(BAND_BYTES) / per_tile.max(1)).clamp(1, tiling.tiles().max(1))
 }
 
-/// The 16 GEMMs of a band: `dst_ξ (+)= lhs_ξ · rhs_ξ`, `lhs_ξ` and `dst_ξ`
+/// The 16 GEMMs of a band: `dst_ξ = lhs_ξ · rhs_ξ`, `lhs_ξ` and `dst_ξ`
 /// `[tiles, ·]` slices of band buffers, `rhs_ξ` from `rhs(ξ)`.
 fn point_gemms<'r, T: Element>(
     lhs: &[T],
