@@ -41,8 +41,9 @@ pub enum Kernel {
     /// pixel and 4 output channels per group, as in depthwise convolutions);
     /// when the input gradient method is left on `Auto` and there are at
     /// least 32 input and output channels with stride 1 and one group,
-    /// Winograd for 3x3 kernels and shifted windows for other kernels above
-    /// 1x1; lowering and GEMM otherwise.
+    /// Winograd for 3x3 kernels (with outputs at least 8 dilations high and
+    /// wide) and shifted windows for other kernels above 1x1; lowering and
+    /// GEMM otherwise.
     #[default]
     Auto,
     /// Always lower onto GEMM through a column matrix.

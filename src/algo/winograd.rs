@@ -50,8 +50,18 @@ pub(crate) fn applies(g: &Geometry) -> bool {
 /// (`gemmconv --mb 8 --ih 56 --kh 3 --ph 1`, forward / backward ms, 2
 /// threads): 16 channels in and out, Winograd 1.32 / 2.28 against shifted
 /// windows 0.75 / 1.38; 32 channels, 2.29 / 4.41 against 2.47 / 5.33.
+///
+/// A dilation `d` also needs outputs at least `8·d` pixels high and wide:
+/// tiles come in blocks of `2·d` rows (columns), and the last block's
+/// pixels past the output are computed and dropped, which stays under a
+/// quarter of the work there (a 3x3 kernel dilated by 100 over a 10x10
+/// output would compute 20x the rows it keeps).
 pub(crate) fn suits(g: &Geometry) -> bool {
-    applies(g) && g.in_channels >= 32 && g.out_channels >= 32
+    applies(g)
+        && g.in_channels >= 32
+        && g.out_channels >= 32
+        && g.out_h >= 8 * g.dh
+        && g.out_w >= 8 * g.dw
 }
 
 // The 1-D maps; each 2-D transform applies one along the rows and then one
@@ -565,5 +575,27 @@ pub(crate) fn backward<T: Element>(
             }
         }
         db += &ArrayView1::from(&lane.db[..c_out]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Conv2dSpec;
+
+    fn geometry(dilation: usize, size: usize) -> Geometry {
+        let spec = Conv2dSpec::new(32, 32, (3, 3))
+            .dilation((dilation, dilation))
+            .padding((dilation, dilation));
+        Geometry::new(&spec, [1, 32, size, size]).unwrap()
+    }
+
+    #[test]
+    fn auto_leaves_large_dilations_on_small_outputs_alone() {
+        assert!(suits(&geometry(2, 56)));
+        assert!(suits(&geometry(2, 16)));
+        assert!(!suits(&geometry(2, 15)));
+        assert!(!suits(&geometry(100, 10)));
+        assert!(applies(&geometry(100, 10)));
     }
 }
