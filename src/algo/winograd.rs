@@ -341,13 +341,24 @@ fn point_gemms<'r, T: Element>(
     for xi in 0..POINTS {
         let r = rhs(xi);
         let cols = r.ncols();
-        let l = ArrayView2::from_shape((rows, inner), &lhs[xi * rows * inner..][..rows * inner])
-            .expect("band buffer sized for the band");
-        let d =
-            ArrayViewMut2::from_shape((rows, cols), &mut dst[xi * rows * cols..][..rows * cols])
-                .expect("band buffer sized for the band");
-        matmul(d, false, l, r, threads);
+        let l = point(lhs, xi, (rows, inner));
+        matmul(point_mut(dst, xi, (rows, cols)), false, l, r, threads);
     }
+}
+
+/// Point `xi`'s `[rows, cols]` matrix in a buffer laid out `[point, row,
+/// column]` (a band's tiles, or the transformed weights).
+fn point<T>(buf: &[T], xi: usize, (rows, cols): (usize, usize)) -> ArrayView2<'_, T> {
+    let len = rows * cols;
+    ArrayView2::from_shape((rows, cols), &buf[xi * len..][..len])
+        .expect("the buffer holds every point")
+}
+
+/// [`point`], writable.
+fn point_mut<T>(buf: &mut [T], xi: usize, (rows, cols): (usize, usize)) -> ArrayViewMut2<'_, T> {
+    let len = rows * cols;
+    ArrayViewMut2::from_shape((rows, cols), &mut buf[xi * len..][..len])
+        .expect("the buffer holds every point")
 }
 
 /// Forward pass, see the module docs.
@@ -406,13 +417,7 @@ pub(crate) fn forward<T: Element>(
                     point_gemms(
                         v,
                         (tiles, c_in),
-                        |xi| {
-                            ArrayView2::from_shape(
-                                (c_in, c_out),
-                                &u[xi * c_in * c_out..][..c_in * c_out],
-                            )
-                            .expect("sized")
-                        },
+                        |xi| point(u, xi, (c_in, c_out)),
                         m,
                         threads,
                     );
@@ -459,10 +464,6 @@ pub(crate) fn backward<T: Element>(
     let tiling = Tiling::new(g);
     let mut u_buf = std::mem::take(&mut ws.flipped_weights);
     let u = transform_weights(w, &mut u_buf);
-    let u_point = |xi: usize| {
-        ArrayView2::from_shape((c_in, c_out), &u[xi * c_in * c_out..][..c_in * c_out])
-            .expect("sized")
-    };
     let band = band_tiles::<T>(g, &tiling, ws.column_cap_bytes());
     let (lanes, per_lane, threads) = super::shifted::plan(g.batch);
     let du_len = POINTS * c_in * c_out;
@@ -517,28 +518,19 @@ pub(crate) fn backward<T: Element>(
                         );
                     }
                     for xi in 0..POINTS {
-                        let v_point = ArrayView2::from_shape(
-                            (tiles, c_in),
-                            &v[xi * tiles * c_in..][..tiles * c_in],
-                        )
-                        .expect("sized");
-                        let dm_point = ArrayView2::from_shape(
-                            (tiles, c_out),
-                            &dm[xi * tiles * c_out..][..tiles * c_out],
-                        )
-                        .expect("sized");
-                        let du_point = ArrayViewMut2::from_shape(
-                            (c_in, c_out),
-                            &mut du[xi * c_in * c_out..][..c_in * c_out],
-                        )
-                        .expect("sized");
-                        matmul(du_point, true, v_point.t(), dm_point, threads);
+                        matmul(
+                            point_mut(du, xi, (c_in, c_out)),
+                            true,
+                            point(v, xi, (tiles, c_in)).t(),
+                            point(dm, xi, (tiles, c_out)),
+                            threads,
+                        );
                     }
                     // The input tiles are consumed: their buffer takes dV.
                     point_gemms(
                         dm,
                         (tiles, c_out),
-                        |xi| u_point(xi).reversed_axes(),
+                        |xi| point(u, xi, (c_in, c_out)).reversed_axes(),
                         v,
                         threads,
                     );
