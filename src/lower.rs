@@ -311,7 +311,7 @@ fn pair_runs<T>(
 /// Walking the row in pairs lets the compiler use vector shuffles, which a
 /// stride-2 walk per phase does not: the stride-2 padding copy and its
 /// inverse were an eighth of the r3x3s2 backward pass.
-fn deal_pairs<T: Copy>(row: &[T], evens: &mut [T], odds: &mut [T]) {
+pub(crate) fn deal_pairs<T: Copy>(row: &[T], evens: &mut [T], odds: &mut [T]) {
     let pairs = row.chunks_exact(2);
     if let [last] = pairs.remainder() {
         evens[row.len() / 2] = *last;

@@ -48,10 +48,11 @@ pub enum Kernel {
     Auto,
     /// Always lower onto GEMM through a column matrix.
     Gemm,
-    /// Stride 1, one group: GEMMs straight on shifted windows of a
-    /// pixel-major copy of each sample, no column matrix (see the crate
-    /// docs). Where it does not apply (a stride above 1, groups, padding
-    /// beyond the kernel's reach) the column matrix runs instead.
+    /// One group, any stride, padding and dilation: GEMMs straight on
+    /// shifted windows of a pixel-major copy of each sample (its rows split
+    /// by the row stride), no column matrix (see the crate docs); the input
+    /// gradient phase by phase of the stride, never multiplying the zeros
+    /// of a dilated error. With groups the column matrix runs instead.
     Shifted,
     /// 3x3 kernels, stride 1, one group, any padding and dilation:
     /// Winograd's F(2x2, 3x3), forward and backward. 16 GEMMs on
@@ -107,7 +108,8 @@ pub(crate) struct LaneBuffers<T> {
     pub product: Vec<T>,
     /// The padded input gradient of one chunk, accumulated by col2im.
     pub accumulator: Vec<T>,
-    /// The output gradient of one sample, pixel-major (Winograd kernel).
+    /// The output gradient of one sample, pixel-major (Winograd kernel), or
+    /// its input gradient, by row phases (shifted kernel).
     pub error: Vec<T>,
     /// One tile half-way through a Winograd transform.
     pub stage: Vec<T>,
@@ -240,6 +242,8 @@ impl<T> Workspace<T> {
                     + l.cols.capacity()
                     + l.product.capacity()
                     + l.accumulator.capacity()
+                    + l.error.capacity()
+                    + l.stage.capacity()
                     + l.dw.capacity()
                     + l.db.capacity()
             })

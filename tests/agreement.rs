@@ -81,8 +81,8 @@ fn check_case<T: Element>(case: &Case, seed: u64) {
     // input-gradient method, with no cap (several samples a tile where the
     // output is small, as it is in most cases here) and with one output row
     // per tile; the direct kernel; and the shifted kernel with bands of every
-    // size and of one row (where it does not apply, strides or groups, it
-    // runs the column matrix, which is then checked twice).
+    // size and of one row (where it does not apply, with groups, it runs the
+    // column matrix, which is then checked twice).
     let mut configurations = vec![
         (Kernel::Direct, InputGradient::Auto, usize::MAX),
         (Kernel::Shifted, InputGradient::Auto, usize::MAX),
@@ -260,8 +260,9 @@ fn into_non_contiguous_outputs() {
     }
 }
 
-/// A random geometry the shifted kernel applies to: stride 1, one group,
-/// padding within the kernel's reach, any kernel, dilation and channels.
+/// A random geometry the shifted kernel applies to: one group, any kernel,
+/// stride (also larger than the kernel, leaving input phases no tap
+/// reads), dilation, channels and padding (also beyond the kernel's reach).
 fn random_shifted_case(rng: &mut StdRng) -> Case {
     use gemmconv::{Conv2dSpec, Padding};
     use rand::RngExt;
@@ -269,13 +270,15 @@ fn random_shifted_case(rng: &mut StdRng) -> Case {
     let dilation: (usize, usize) = (rng.random_range(1..=3), rng.random_range(1..=3));
     let (reach_h, reach_w) = ((kernel.0 - 1) * dilation.0, (kernel.1 - 1) * dilation.1);
     let padding = Padding {
-        top: rng.random_range(0..=reach_h),
-        bottom: rng.random_range(0..=reach_h),
-        left: rng.random_range(0..=reach_w),
-        right: rng.random_range(0..=reach_w),
+        top: rng.random_range(0..=reach_h + 1),
+        bottom: rng.random_range(0..=reach_h + 1),
+        left: rng.random_range(0..=reach_w + 1),
+        right: rng.random_range(0..=reach_w + 1),
     };
+    let stride: (usize, usize) = (rng.random_range(1..=4), rng.random_range(1..=4));
     let spec = Conv2dSpec::new(rng.random_range(1..=6), rng.random_range(1..=6), kernel)
         .padding(padding)
+        .stride(stride)
         .dilation(dilation)
         .bias(rng.random_bool(0.7));
     let min_h = (reach_h + 1)
@@ -294,12 +297,13 @@ fn random_shifted_case(rng: &mut StdRng) -> Case {
 }
 
 /// The shifted kernel on the geometries it applies to, which the general
-/// sweep draws rarely: random kernels, dilations, paddings and channel
-/// counts, bands of every size and of one row, against the naive reference.
+/// sweep draws rarely: random kernels, strides, dilations, paddings and
+/// channel counts, bands of every size and of one row, against the naive
+/// reference.
 #[test]
 fn shifted_kernel_agrees_with_naive() {
     let mut rng = rng(4);
-    for case_index in 0..60 {
+    for case_index in 0..100 {
         let case = random_shifted_case(&mut rng);
         check_case::<f64>(&case, 4000 + case_index);
     }

@@ -1,11 +1,12 @@
 //! A padded, pixel-major copy of one sample (`[pixel, channel]`, as HWC),
 //! the layout the shifted and Winograd kernels compute on: the copy in and
-//! out of NCHW is a tiled transpose (`transpose.rs`).
+//! out of NCHW is a tiled transpose (`transpose.rs`). For a row stride above
+//! 1 the shifted kernel splits the rows into phases (`PhasedImage`).
 
 use crate::element::Element;
 use crate::transpose::transpose;
 use crate::workspace::scratch;
-use ndarray::{ArrayView1, ArrayView3, ArrayViewMut3, ShapeBuilder, s};
+use ndarray::{ArrayView1, ArrayView3, ArrayViewMut2, ArrayViewMut3, ShapeBuilder, s};
 use std::ops::Range;
 
 /// A padded, pixel-major image: `h` rows of `w` pixels of `c` channels,
@@ -117,6 +118,127 @@ impl Image {
                     plane += *b;
                 }
             }
+        }
+    }
+}
+
+/// A padded, pixel-major sample with its rows split by the row stride `sh`
+/// into `sh` row phases, one after the other: row phase `a` holds the
+/// padded rows `a + sh·u` at its row `u`, each row `row_pixels` long.
+///
+/// With rows `sw·p` pixels long, a window at column stride `sw` is a
+/// matrix with rows `sw` pixels apart that moves on by `p` output pixels
+/// per output row: a zero-copy `[out_h·p, c]` view, as at stride 1 (where
+/// this is [`Image::padded`], one phase). Columns stay pixel-major, so the
+/// taps of a kernel row are adjacent (one GEMM) whatever the stride.
+///
+/// Each row is `sw·p` pixels long, `p = ceil((w + max(left, right)) / sw)`
+/// or more when asked: a row's right padding is shared with the next row's
+/// left padding (as in [`Image::padded`]). Every phase has its own `tail`
+/// of spare pixels, so that a window running off a phase's last row reads
+/// zeros, not the next phase.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PhasedImage {
+    /// One row phase (its `tail` included); `phase.w` is the row length.
+    pub phase: Image,
+    pub sh: usize,
+    pub sw: usize,
+    /// Where the sample's pixel `(0, 0)` lies in padded coordinates.
+    pub top: usize,
+    pub left: usize,
+}
+
+impl PhasedImage {
+    /// The row phases of `c` planes of `(h, w)` pixels padded by `pad` (top,
+    /// bottom, left, right) for stride `(sh, sw)`, with rows of at least
+    /// `min_pixels·sw` pixels, and `tail` spare pixels a phase.
+    pub(super) fn padded(
+        c: usize,
+        (h, w): (usize, usize),
+        pad: [usize; 4],
+        (sh, sw): (usize, usize),
+        min_pixels: usize,
+        tail: usize,
+    ) -> Self {
+        let [top, bottom, left, right] = pad;
+        PhasedImage {
+            phase: Image {
+                c,
+                h: (top + h + bottom).div_ceil(sh),
+                w: sw * (w + left.max(right)).div_ceil(sw).max(min_pixels),
+                tail,
+            },
+            sh,
+            sw,
+            top,
+            left,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.sh * self.phase.len()
+    }
+
+    /// Output pixels per output row of a window at column stride `sw`.
+    pub(super) fn row_outputs(&self) -> usize {
+        self.phase.w / self.sw
+    }
+
+    /// Where pixel `col` of row `u` of row phase `a` starts.
+    pub(super) fn offset(&self, a: usize, (u, col): (usize, usize)) -> usize {
+        a * self.phase.len() + (u * self.phase.w + col) * self.phase.c
+    }
+
+    /// Where the sample's row `y` starts (its pixel 0), in padded terms.
+    fn row_start(&self, y: usize) -> usize {
+        let r = y + self.top;
+        self.offset(r % self.sh, (r / self.sh, self.left))
+    }
+
+    /// `src (c, h, w)` written into `buf`, zero elsewhere.
+    pub(super) fn fill<'b, T: Element>(
+        &self,
+        src: ArrayView3<'_, T>,
+        buf: &'b mut Vec<T>,
+    ) -> &'b [T] {
+        if self.sh == 1 {
+            return self.phase.fill(src, (self.top, self.left), buf);
+        }
+        let dst = scratch(buf, self.len());
+        dst.fill(T::zero());
+        let (c, h, w) = src.dim();
+        match src.as_slice() {
+            Some(planes) => {
+                for y in 0..h {
+                    let start = self.row_start(y);
+                    transpose(&planes[y * w..], h * w, &mut dst[start..], c, (c, w));
+                }
+            }
+            None => {
+                for y in 0..h {
+                    let start = self.row_start(y);
+                    ArrayViewMut2::from_shape((w, c), &mut dst[start..start + w * c])
+                        .expect("the row holds the sample's row")
+                        .assign(&src.slice(s![.., y, ..]).t());
+                }
+            }
+        }
+        dst
+    }
+
+    /// The inverse: the sample's pixels of `src` (laid out as this image)
+    /// written into `dst (c, h, w)`.
+    pub(super) fn read<T: Element>(&self, src: &[T], mut dst: ArrayViewMut3<'_, T>) {
+        let (c, h, w) = dst.dim();
+        for y in 0..h {
+            let start = self.row_start(y);
+            let row = Image {
+                c,
+                h: 1,
+                w,
+                tail: 0,
+            };
+            row.read(&src[start..start + w * c], dst.view_mut(), y..y + 1, None);
         }
     }
 }
