@@ -124,7 +124,7 @@ impl Image {
 
 /// A padded, pixel-major sample with its rows split by the row stride `sh`
 /// into `sh` row phases, one after the other: row phase `a` holds the
-/// padded rows `a + sh·u` at its row `u`, each row `row_pixels` long.
+/// padded rows `a + sh·u` at its row `u`, each row `phase.w` pixels long.
 ///
 /// With rows `sw·p` pixels long, a window at column stride `sw` is a
 /// matrix with rows `sw` pixels apart that moves on by `p` output pixels

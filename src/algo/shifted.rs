@@ -2,16 +2,15 @@
 //!
 //! Each sample is copied once, padded, into a pixel-major buffer (`[pixel,
 //! channel]`, as HWC; the copy is a tiled transpose, see `transpose.rs`),
-//! split by the stride into phase images (`PhasedImage`; one image for
-//! stride 1), so that tap `(i, j)` reads one phase at a fixed offset: output
-//! pixel `q` reads pixel `q + offset` of its phase. The GEMM's rows are
-//! output pixels counted over the phase's row length (the pixels past the
-//! end of each output row are computed and dropped; `Image::padded` keeps
-//! them few), so a tap's window is a row-major `[pixels, c]` matrix with
-//! overlapping rows, a zero-copy view. Taps of one kernel row that land on
-//! adjacent pixels of one phase (every tap of the row when `dw = 1` and
-//! stride 1; taps 0 and 2 of a 3x3 kernel at stride 2) form one `[pixels,
-//! taps·c]` view and one GEMM (a [`Run`]). So:
+//! its rows split by the row stride into row phases (`PhasedImage`; one
+//! phase at row stride 1), so that kernel row `i` reads one row phase. The
+//! GEMM's rows are output pixels counted over `row length / sw` (the pixels
+//! past the end of each output row are computed and dropped;
+//! `PhasedImage::padded` keeps them few), `sw` image pixels apart, so a
+//! tap's window is a `[pixels, c]` matrix with overlapping rows, a
+//! zero-copy view. With `dw = 1` the taps of a kernel row are adjacent
+//! pixels at any stride, so their windows form one `[pixels, kw·c]` view and
+//! one GEMM (a [`Run`]). So:
 //!
 //! - forward: `y = Σ_runs X_run · W_run`, `W_run` the run's weights as
 //!   `[(tap, c), c_out]`; the product is then transposed back into NCHW;
@@ -22,9 +21,9 @@
 //!   where `E` is the error padded so that each tap reads it at a fixed
 //!   offset (a stride-1 "full" correlation; the sub-pixel form of the
 //!   transposed convolution, which never multiplies the zeros that dilating
-//!   the error would insert). With stride 1 the one phase is the whole input
-//!   gradient; otherwise the phases are interleaved into a pixel-major copy
-//!   first. The padded error also serves the weight gradient when its rows
+//!   the error would insert). Each phase's GEMMs write its pixels in place
+//!   in a pixel-major copy of the input gradient (rows `sw` pixels apart),
+//!   transposed into NCHW at the end. The padded error also serves the weight gradient when its rows
 //!   are as wide as the input's phase rows (the usual "same" padding).
 //!
 //! It applies to any geometry with one group. Measured per sample on the
@@ -73,7 +72,9 @@ pub(crate) fn suits(g: &Geometry) -> bool {
 }
 
 /// Taps that one GEMM covers: `order[taps]`, whose windows lie side by
-/// side, the first in row phase `phase` at offset `at` (rows, pixels).
+/// side. Forward: the first reads row phase `phase.0` from row `at.0`,
+/// pixel `at.1` on (`phase.1` is 0). Input gradient: all land in phase
+/// `phase` of the padded input, the first at offset `at` (phase pixels).
 #[derive(Clone, Debug)]
 struct Run {
     taps: Range<usize>,
