@@ -38,8 +38,9 @@ pub struct Workspace<T> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// Direct loops for small groups (at most 16 multiply-adds per output
-    /// pixel and 4 output channels per group, as in depthwise convolutions);
-    /// when the input gradient method is left on `Auto` and there are at
+    /// pixel and 4 output channels per group, as in depthwise convolutions),
+    /// and for the forward pass of kernels above 1x1 with unit column
+    /// stride and at most 16 output channels per group; when the input gradient method is left on `Auto` and there are at
     /// least 32 input and output channels with stride 1 and one group,
     /// Winograd for 3x3 kernels (with outputs at least 8 dilations high and
     /// wide) and shifted windows for other kernels above 1x1; lowering and
@@ -63,7 +64,10 @@ pub enum Kernel {
     /// holds in the tests as for the other kernels). Where it does not
     /// apply the column matrix runs instead.
     Winograd,
-    /// Always the direct loops (slow for large groups).
+    /// Always the direct loops (slow for large groups): forward with
+    /// register tiles (a few output channels by two rows of pixels, summed
+    /// over every tap) at unit column stride, backward as dot products and
+    /// axpys over rows.
     Direct,
 }
 

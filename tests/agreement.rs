@@ -309,6 +309,60 @@ fn shifted_kernel_agrees_with_naive() {
     }
 }
 
+/// A random geometry for the direct kernel's register tiles: few input
+/// channels a group, output channel counts that need every tile size (6,
+/// 4, 2 and 1 channels), rows from narrower than half a vector (the partial
+/// path) to several vectors wide with a ragged end, planes one row high,
+/// mostly unit column stride (the tiled forward) and sometimes not (the
+/// axpy loops).
+fn random_direct_case(rng: &mut StdRng) -> Case {
+    use gemmconv::{Conv2dSpec, Padding};
+    use rand::RngExt;
+    let groups = rng.random_range(1..=3);
+    let kernel: (usize, usize) = (rng.random_range(1..=5), rng.random_range(1..=5));
+    let dilation: (usize, usize) = (rng.random_range(1..=2), rng.random_range(1..=2));
+    let padding = Padding {
+        top: rng.random_range(0..=2),
+        bottom: rng.random_range(0..=2),
+        left: rng.random_range(0..=2),
+        right: rng.random_range(0..=2),
+    };
+    let stride_w = if rng.random_bool(0.8) { 1 } else { 2 };
+    let spec = Conv2dSpec::new(
+        groups * rng.random_range(1..=3),
+        groups * rng.random_range(1..=14),
+        kernel,
+    )
+    .groups(groups)
+    .stride((rng.random_range(1..=3), stride_w))
+    .padding(padding)
+    .dilation(dilation)
+    .bias(rng.random_bool(0.7));
+    let reach = |k: usize, d: usize, pad: usize| ((k - 1) * d + 1).saturating_sub(pad).max(1);
+    let min_h = reach(kernel.0, dilation.0, padding.top + padding.bottom);
+    let min_w = reach(kernel.1, dilation.1, padding.left + padding.right);
+    let input = [
+        rng.random_range(1..=3),
+        spec.in_channels(),
+        rng.random_range(min_h..=min_h + 6),
+        rng.random_range(min_w..=min_w + 44),
+    ];
+    Case { spec, input }
+}
+
+/// The direct kernel on the geometries its register tiles are built for,
+/// which the general sweep (narrow images) reaches only in part, in both
+/// precisions (their vectors hold different numbers of pixels).
+#[test]
+fn direct_kernel_agrees_with_naive() {
+    let mut rng = rng(8);
+    for case_index in 0..40 {
+        let case = random_direct_case(&mut rng);
+        check_case::<f64>(&case, 8000 + case_index);
+        check_case::<f32>(&case, 8500 + case_index);
+    }
+}
+
 /// A random geometry the Winograd kernel applies to: a 3x3 kernel, stride
 /// 1, one group; any dilation and padding (also beyond the kernel's reach),
 /// odd and even output sizes, and channel counts on both sides of the

@@ -9,7 +9,12 @@
 //! contiguous memory when the stride is 1. Backward runs the same loops: the
 //! weight gradient as dot products of error rows with input rows, the input
 //! gradient as axpys of error rows into a padded accumulator.
+//!
+//! At unit column stride the forward pass runs `direct_tiled.rs` instead,
+//! which keeps a tile of outputs in registers over every tap; `Kernel::Auto`
+//! also takes that forward for layers with few output channels.
 
+use super::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::lower::{SourceLayout, crop_into, pad_into};
 use crate::spec::Geometry;
@@ -75,7 +80,7 @@ fn dot_strided_into<T: Element>(a: &[T], b: &[T], stride: usize, sums: &mut [T; 
 
 /// One sample's padded input `(c, hp, wp)` as a contiguous slice: in place
 /// when unpadded and contiguous, else copied into `buf`.
-fn padded_sample<'a, T: Element>(
+pub(super) fn padded_sample<'a, T: Element>(
     x: ArrayView4<'a, T>,
     n: usize,
     g: &Geometry,
@@ -104,6 +109,9 @@ pub(crate) fn forward<T: Element>(
     mut y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    if super::direct_tiled::applies(g) {
+        return super::direct_tiled::forward(x, w, bias, g, y, ws);
+    }
     if g.batch == 0 {
         return;
     }
@@ -129,43 +137,6 @@ pub(crate) fn forward<T: Element>(
         });
 }
 
-/// Runs `$body(args)` compiled for AVX-512 (F and VL), or else AVX2 and
-/// FMA, when the CPU has them (the loops here vectorise well: AVX2 measured
-/// 1.9x on the depthwise row, and AVX-512 a further 16% forward and 5%
-/// backward), else as compiled for the build's target. Runtime dispatch, so
-/// a library user gets the fast version without any `target-cpu` flag.
-macro_rules! with_runtime_simd {
-    ($avx512:ident, $avx2:ident, $body:ident, $( $arg:ident : $ty:ty ),* $(,)?) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-        fn $avx512<T: Element>($( $arg: $ty ),*) {
-            $body($( $arg ),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        fn $avx2<T: Element>($( $arg: $ty ),*) {
-            $body($( $arg ),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
-                // SAFETY: `$avx512` only enables AVX-512 F and VL, AVX2 and
-                // FMA, which the CPU was just found to support.
-                return unsafe { $avx512($( $arg ),*) };
-            }
-            if has!("avx2") && has!("fma") {
-                // SAFETY: `$avx2` only enables AVX2 and FMA, which the CPU
-                // was just found to support.
-                return unsafe { $avx2($( $arg ),*) };
-            }
-        }
-        $body($( $arg ),*)
-    };
-}
-
 fn forward_sample<T: Element>(
     x: ArrayView4<'_, T>,
     n: usize,
@@ -176,7 +147,7 @@ fn forward_sample<T: Element>(
     lane: &mut LaneBuffers<T>,
 ) {
     with_runtime_simd!(
-        forward_sample_avx512, forward_sample_avx2, forward_sample_body,
+        forward_sample_avx512, forward_sample_avx2, forward_sample_body, forward_sample_body,
         x: ArrayView4<'_, T>, n: usize, w: ArrayView4<'_, T>, bias: Option<ArrayView1<'_, T>>,
         g: &Geometry, y: ndarray::ArrayViewMut3<'_, T>, lane: &mut LaneBuffers<T>,
     );
@@ -277,7 +248,7 @@ fn backward_sample<T: Element>(
     lane: &mut LaneBuffers<T>,
 ) {
     with_runtime_simd!(
-        backward_sample_avx512, backward_sample_avx2, backward_sample_body,
+        backward_sample_avx512, backward_sample_avx2, backward_sample_body, backward_sample_body,
         x: ArrayView4<'_, T>, n: usize, w: ArrayView4<'_, T>, dy: ArrayView4<'_, T>,
         g: &Geometry, dx: ndarray::ArrayViewMut3<'_, T>, lane: &mut LaneBuffers<T>,
     );

@@ -1,10 +1,12 @@
 //! The three algorithms, one file each, behind one dispatch.
 
 mod direct;
+mod direct_tiled;
 mod im2col;
 mod image;
 mod naive;
 mod shifted;
+mod simd;
 mod strided;
 mod winograd;
 

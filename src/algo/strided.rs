@@ -410,6 +410,16 @@ fn multiply_into_output<T: Element>(
     }
 }
 
+/// The kernel that runs the forward pass: [`resolve`], except that
+/// `Kernel::Auto` also takes the direct kernel for the layers its register
+/// tiles suit (few output channels; its backward has no such tiles).
+fn resolve_forward(ws: &Workspace<impl Element>, g: &Geometry) -> Kernel {
+    match ws.kernel() {
+        Kernel::Auto if super::direct_tiled::suits(g) => Kernel::Direct,
+        _ => resolve(ws, g),
+    }
+}
+
 /// The kernel that runs: `Kernel::Auto` and `Kernel::Shifted` resolved.
 fn resolve(ws: &Workspace<impl Element>, g: &Geometry) -> Kernel {
     match ws.kernel() {
@@ -436,7 +446,7 @@ pub(crate) fn forward<T: Element>(
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    match resolve(ws, g) {
+    match resolve_forward(ws, g) {
         Kernel::Direct => return super::direct::forward(x, w, bias, g, y, ws),
         Kernel::Shifted => return super::shifted::forward(x, w, bias, g, y, ws),
         Kernel::Winograd => return super::winograd::forward(x, w, bias, g, y, ws),

@@ -1,0 +1,404 @@
+//! The direct kernel's forward pass at unit column stride, with register
+//! tiles: each tile of output, a few output channels by a run of pixels of
+//! one output row, is summed over every tap in registers and stored once.
+//!
+//! For layers with few output channels (the notebook's 6 filters of one
+//! input channel, depthwise groups) a column matrix is copied for little
+//! reuse: on `seed64` its copy took as long as its GEMM. Here nothing is
+//! copied but the padding: a tap of a tile is one contiguous run of an input
+//! row (the column stride is 1) times one weight per channel of the tile.
+//! The weights are packed once per call so that a tap's weights for the
+//! tile's channels sit side by side.
+
+use super::direct::padded_sample;
+use super::simd::with_runtime_simd;
+use crate::element::Element;
+use crate::spec::Geometry;
+use crate::workspace::{Workspace, scratch};
+use ndarray::{ArrayView1, ArrayView3, ArrayView4, ArrayViewMut3, ArrayViewMut4, Axis};
+use rayon::prelude::*;
+
+/// Output channels per tile at most. With two rows of one vector of pixels
+/// a tile, 6 channels are 12 AVX-512 accumulators, enough independent sums
+/// to keep both FMA pipes busy with registers to spare for the input.
+const MAX_TILE_CHANNELS: usize = 6;
+
+/// Whether the tiled forward can run: unit column stride, so that a tile's
+/// pixels read a contiguous run of each input row.
+pub(crate) fn applies(g: &Geometry) -> bool {
+    g.sw == 1
+}
+
+/// Whether `Kernel::Auto` runs the forward pass here rather than on the
+/// column matrix: a kernel above 1x1 (a 1x1 kernel's column matrix is often
+/// the input itself) and at most 16 output channels a group. Measured
+/// (batch 8, f32, forward): with 16 output channels from 1 input channel of
+/// 28x28 (5x5) level with the column matrix, from 3 to 64 channels of 56x56
+/// (3x3) and 3 of 112x112 (7x7) 1.2x to 1.6x faster; with 32 output
+/// channels between 1.1x slower and 1.2x faster, with 64 level or slower;
+/// 1x1 kernels 2x slower.
+pub(crate) fn suits(g: &Geometry) -> bool {
+    applies(g) && g.kh * g.kw > 1 && g.out_channels_per_group() <= 16
+}
+
+/// The tiles' channel counts for `channels` output channels of a group:
+/// full tiles of [`MAX_TILE_CHANNELS`], then the remainder as 4, 2 and 1
+/// (the only other sizes compiled).
+fn channel_tiles(channels: usize) -> impl Iterator<Item = (usize, usize)> {
+    let full = channels / MAX_TILE_CHANNELS * MAX_TILE_CHANNELS;
+    let rest = channels - full;
+    let full_tiles = (0..full)
+        .step_by(MAX_TILE_CHANNELS)
+        .map(|start| (start, MAX_TILE_CHANNELS));
+    let rest_tiles = [4, 2, 1]
+        .into_iter()
+        .filter(move |size| rest & size != 0)
+        .map(move |size| (full + (rest & !(2 * size - 1)), size));
+    full_tiles.chain(rest_tiles)
+}
+
+/// Packs `w` (`[c_out, c_in/g, kh, kw]`) tile by tile: for the tile of
+/// `len` channels starting at output channel `co`, the `len` weights of
+/// each tap side by side, at offset `co · taps`.
+fn pack_weights<T: Element>(w: ArrayView4<'_, T>, g: &Geometry, packed: &mut [T]) {
+    let taps = g.in_channels_per_group() * g.kh * g.kw;
+    let c_out_g = g.out_channels_per_group();
+    for group in 0..g.groups {
+        for (start, len) in channel_tiles(c_out_g) {
+            let co = group * c_out_g + start;
+            let tile = &mut packed[co * taps..(co + len) * taps];
+            for (cb, filter) in w.outer_iter().skip(co).take(len).enumerate() {
+                for (tap, &weight) in filter.iter().enumerate() {
+                    tile[tap * len + cb] = weight;
+                }
+            }
+        }
+    }
+}
+
+/// Forward pass on validated operands with `g.sw == 1`; writes every
+/// element of `y`.
+pub(crate) fn forward<T: Element>(
+    x: ArrayView4<'_, T>,
+    w: ArrayView4<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    g: &Geometry,
+    mut y: ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    debug_assert!(applies(g));
+    if g.batch == 0 {
+        return;
+    }
+    let taps = g.in_channels_per_group() * g.kh * g.kw;
+    let mut packed = std::mem::take(&mut ws.flipped_weights);
+    pack_weights(w, g, scratch(&mut packed, g.out_channels * taps));
+    let packed_weights = &packed[..g.out_channels * taps];
+    let (lanes, per_lane) = super::strided::split_batch(g.batch);
+    ws.ensure_lanes(lanes);
+    ws.lanes[..lanes]
+        .par_iter_mut()
+        .zip(y.axis_chunks_iter_mut(Axis(0), per_lane).into_par_iter())
+        .enumerate()
+        .for_each(|(lane_index, (lane, mut y_lane))| {
+            for local in 0..y_lane.len_of(Axis(0)) {
+                let n = lane_index * per_lane + local;
+                let source = padded_sample(x, n, g, &mut lane.source);
+                forward_sample(
+                    source,
+                    packed_weights,
+                    bias,
+                    g,
+                    y_lane.index_axis_mut(Axis(0), local),
+                    &mut lane.product,
+                );
+            }
+        });
+    ws.flipped_weights = packed;
+}
+
+/// One sample: `y` (`[c_out, out_h, out_w]`) from its padded input.
+fn forward_sample<T: Element>(
+    source: &[T],
+    packed: &[T],
+    bias: Option<ArrayView1<'_, T>>,
+    g: &Geometry,
+    mut y: ArrayViewMut3<'_, T>,
+    plane_buf: &mut Vec<T>,
+) {
+    let len = g.out_channels * g.out_h * g.out_w;
+    let contiguous = y.is_standard_layout();
+    let out = match y.as_slice_mut() {
+        Some(out) if contiguous => out,
+        _ => scratch(plane_buf, len),
+    };
+    sample_dispatch(source, packed, bias, g, out);
+    if !contiguous {
+        let shape = (g.out_channels, g.out_h, g.out_w);
+        y.assign(&ArrayView3::from_shape(shape, &plane_buf[..len]).expect("sized above"));
+    }
+}
+
+/// [`sample_body`] in the best SIMD build the CPU runs, with fused
+/// multiply-adds there.
+fn sample_dispatch<T: Element>(
+    source: &[T],
+    packed: &[T],
+    bias: Option<ArrayView1<'_, T>>,
+    g: &Geometry,
+    out: &mut [T],
+) {
+    with_runtime_simd!(
+        sample_avx512, sample_avx2, sample_body::<T, true>, sample_body::<T, false>,
+        source: &[T], packed: &[T], bias: Option<ArrayView1<'_, T>>, g: &Geometry, out: &mut [T],
+    );
+}
+
+/// Everything one tile needs to know about the sample and the layer.
+#[derive(Clone, Copy)]
+struct Frame<'a, T> {
+    /// The padded input channels of the tile's group, `(c_in/g, hp, wp)`.
+    source: &'a [T],
+    /// The tile's packed weights, `[taps][channels]`.
+    weights: &'a [T],
+    c_in_g: usize,
+    plane: usize,
+    wp: usize,
+    g: &'a Geometry,
+}
+
+#[inline(always)]
+fn sample_body<T: Element, const FUSED: bool>(
+    source: &[T],
+    packed: &[T],
+    bias: Option<ArrayView1<'_, T>>,
+    g: &Geometry,
+    out: &mut [T],
+) {
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    let hp = g.in_h + g.padding.top + g.padding.bottom;
+    let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
+    let taps = c_in_g * g.kh * g.kw;
+    let plane = hp * wp;
+    let out_plane = g.out_h * g.out_w;
+    for group in 0..g.groups {
+        for (start, len) in channel_tiles(c_out_g) {
+            let co = group * c_out_g + start;
+            let frame = Frame {
+                source: &source[group * c_in_g * plane..(group + 1) * c_in_g * plane],
+                weights: &packed[co * taps..(co + len) * taps],
+                c_in_g,
+                plane,
+                wp,
+                g,
+            };
+            let out = &mut out[co * out_plane..(co + len) * out_plane];
+            let bias = |cb: usize| bias.map_or(T::zero(), |b| b[co + cb]);
+            channel_tile_sized::<T, FUSED>(frame, len, bias, out);
+        }
+    }
+}
+
+#[inline(always)]
+fn channel_tile_sized<T: Element, const FUSED: bool>(
+    frame: Frame<'_, T>,
+    channels: usize,
+    bias: impl Fn(usize) -> T,
+    out: &mut [T],
+) {
+    match channels {
+        6 => channel_tile::<T, 6, FUSED>(frame, std::array::from_fn(bias), out),
+        4 => channel_tile::<T, 4, FUSED>(frame, std::array::from_fn(bias), out),
+        2 => channel_tile::<T, 2, FUSED>(frame, std::array::from_fn(bias), out),
+        1 => channel_tile::<T, 1, FUSED>(frame, std::array::from_fn(bias), out),
+        _ => unreachable!("channel_tiles yields 6, 4, 2 or 1 channels"),
+    }
+}
+
+/// Output rows per tile: two, so that each weight loaded serves two
+/// vectors of pixels.
+const TILE_ROWS: usize = 2;
+
+/// `CHANNELS` output planes (`out`, `[CHANNELS, out_h, out_w]`), two rows
+/// at a time, a vector of 64 bytes' worth of pixels at a time (or half of
+/// one for a row's last few). A tile that would run past the last row or
+/// column is shifted back to end on it (recomputing a few pixels, each
+/// stored again with the same value); a plane narrower than half a vector
+/// or one row high takes the slower partial path.
+#[inline(always)]
+fn channel_tile<T: Element, const CHANNELS: usize, const FUSED: bool>(
+    frame: Frame<'_, T>,
+    bias: [T; CHANNELS],
+    out: &mut [T],
+) {
+    if std::mem::size_of::<T>() == 4 {
+        channel_tile_vectors::<T, CHANNELS, 16, 8, FUSED>(frame, bias, out);
+    } else {
+        channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED>(frame, bias, out);
+    }
+}
+
+#[inline(always)]
+fn channel_tile_vectors<
+    T: Element,
+    const CHANNELS: usize,
+    const VECTOR: usize,
+    const HALF: usize,
+    const FUSED: bool,
+>(
+    frame: Frame<'_, T>,
+    bias: [T; CHANNELS],
+    out: &mut [T],
+) {
+    let g = frame.g;
+    let (out_h, out_w) = (g.out_h, g.out_w);
+    let out_plane = out_h * out_w;
+    if out_h < TILE_ROWS || out_w < HALF {
+        for oh in 0..out_h {
+            let origin = oh * g.sh * frame.wp;
+            for ow in (0..out_w).step_by(VECTOR) {
+                let pixels = VECTOR.min(out_w - ow);
+                let acc = partial_tile::<T, CHANNELS, VECTOR>(frame, bias, origin + ow, pixels);
+                for (cb, sums) in acc.iter().enumerate() {
+                    let at = cb * out_plane + oh * out_w + ow;
+                    out[at..at + pixels].copy_from_slice(&sums[..pixels]);
+                }
+            }
+        }
+        return;
+    }
+    let mut oh = 0;
+    while oh < out_h {
+        let top = oh.min(out_h - TILE_ROWS);
+        let mut ow = 0;
+        while ow < out_w {
+            let left = out_w - ow;
+            ow = if out_w >= VECTOR && left > HALF {
+                let start = ow.min(out_w - VECTOR);
+                let acc = full_tile::<T, CHANNELS, VECTOR, FUSED>(frame, bias, top, start);
+                store(&acc, out, (out_plane, out_w), (top, start));
+                start + VECTOR
+            } else {
+                let start = ow.min(out_w - HALF);
+                let acc = full_tile::<T, CHANNELS, HALF, FUSED>(frame, bias, top, start);
+                store(&acc, out, (out_plane, out_w), (top, start));
+                start + HALF
+            };
+        }
+        oh = top + TILE_ROWS;
+    }
+}
+
+/// Writes a tile's sums at output row `top` and column `left` of each of
+/// its channels' planes.
+#[inline(always)]
+fn store<T: Element, const CHANNELS: usize, const PIXELS: usize>(
+    acc: &[[[T; PIXELS]; TILE_ROWS]; CHANNELS],
+    out: &mut [T],
+    (out_plane, out_w): (usize, usize),
+    (top, left): (usize, usize),
+) {
+    for (cb, rows) in acc.iter().enumerate() {
+        for (r, sums) in rows.iter().enumerate() {
+            let at = cb * out_plane + (top + r) * out_w + left;
+            out[at..at + PIXELS].copy_from_slice(sums);
+        }
+    }
+}
+
+/// `a · b + c`, fused where the caller was compiled with FMA.
+#[inline(always)]
+fn multiply_add<T: Element, const FUSED: bool>(a: T, b: T, c: T) -> T {
+    if FUSED { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// One tile's sums over every tap, all in registers: `PIXELS` outputs from
+/// column `left` of the output rows `top..top + TILE_ROWS`, for `CHANNELS`
+/// output channels.
+#[inline(always)]
+fn full_tile<T: Element, const CHANNELS: usize, const PIXELS: usize, const FUSED: bool>(
+    frame: Frame<'_, T>,
+    bias: [T; CHANNELS],
+    top: usize,
+    left: usize,
+) -> [[[T; PIXELS]; TILE_ROWS]; CHANNELS] {
+    let g = frame.g;
+    let mut acc = bias.map(|b| [[b; PIXELS]; TILE_ROWS]);
+    let mut weights = frame.weights.chunks_exact(CHANNELS);
+    let row_step = g.sh * frame.wp;
+    for cl in 0..frame.c_in_g {
+        for i in 0..g.kh {
+            let row = cl * frame.plane + top * row_step + i * g.dh * frame.wp + left;
+            for j in 0..g.kw {
+                let at = row + j * g.dw;
+                let x: [&[T; PIXELS]; TILE_ROWS] = std::array::from_fn(|r| {
+                    let at = at + r * row_step;
+                    frame.source[at..at + PIXELS]
+                        .try_into()
+                        .expect("a tile's run lies inside its input row")
+                });
+                let w: &[T; CHANNELS] = weights
+                    .next()
+                    .and_then(|w| w.try_into().ok())
+                    .expect("one packed weight per tap and channel");
+                for cb in 0..CHANNELS {
+                    for r in 0..TILE_ROWS {
+                        for k in 0..PIXELS {
+                            acc[cb][r][k] = multiply_add::<T, FUSED>(w[cb], x[r][k], acc[cb][r][k]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// One row's `pixels ≤ PIXELS` outputs from `origin` (an offset into each
+/// input channel of the frame), for planes too small for [`full_tile`].
+#[inline(always)]
+fn partial_tile<T: Element, const CHANNELS: usize, const PIXELS: usize>(
+    frame: Frame<'_, T>,
+    bias: [T; CHANNELS],
+    origin: usize,
+    pixels: usize,
+) -> [[T; PIXELS]; CHANNELS] {
+    let g = frame.g;
+    let mut acc = bias.map(|b| [b; PIXELS]);
+    let mut weights = frame.weights.chunks_exact(CHANNELS);
+    for cl in 0..frame.c_in_g {
+        for i in 0..g.kh {
+            let row = cl * frame.plane + origin + i * g.dh * frame.wp;
+            for j in 0..g.kw {
+                let at = row + j * g.dw;
+                let x = &frame.source[at..at + pixels];
+                let w = weights.next().expect("one packed weight per tap");
+                for (sums, &weight) in acc.iter_mut().zip(w) {
+                    for (sum, &v) in sums.iter_mut().zip(x) {
+                        *sum += weight * v;
+                    }
+                }
+            }
+        }
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel_tiles;
+
+    #[test]
+    fn channel_tiles_cover_every_channel_once_in_allowed_sizes() {
+        for channels in 0..40 {
+            let tiles: Vec<_> = channel_tiles(channels).collect();
+            let mut next = 0;
+            for &(start, len) in &tiles {
+                assert_eq!(start, next, "{channels} channels: {tiles:?}");
+                assert!([6, 4, 2, 1].contains(&len), "{channels}: {tiles:?}");
+                next += len;
+            }
+            assert_eq!(next, channels, "{channels} channels: {tiles:?}");
+        }
+    }
+}
