@@ -10,10 +10,12 @@
 //! per-sample im2col, and the default strided lowering, which copies
 //! zero-copy window views once per tile (a sample, or a band of its output
 //! rows) into a column matrix and runs one GEMM per tile, spread across
-//! threads with rayon. For stride 1 with many channels it skips the column
-//! matrix: 3x3 kernels run Winograd's F(2x2, 3x3), 2.25x fewer
-//! multiply-adds ([`Kernel::Winograd`]), other kernels GEMMs on overlapping
-//! windows of a pixel-major copy of each sample ([`Kernel::Shifted`]).
+//! threads with rayon. With many channels it skips the column matrix: 3x3
+//! kernels at stride 1 run Winograd's F(2x2, 3x3), 2.25x fewer
+//! multiply-adds ([`Kernel::Winograd`]), other kernels above 1x1 (any
+//! stride) GEMMs on overlapping windows of a pixel-major copy of each sample
+//! ([`Kernel::Shifted`]). Layers with few output channels run a direct
+//! forward pass with register tiles ([`Kernel::Direct`]).
 //!
 //! ```
 //! use gemmconv::{conv2d, conv2d_backward, Algorithm, Conv2dSpec};

@@ -40,11 +40,12 @@ pub enum Kernel {
     /// Direct loops for small groups (at most 16 multiply-adds per output
     /// pixel and 4 output channels per group, as in depthwise convolutions),
     /// and for the forward pass of kernels above 1x1 with unit column
-    /// stride and at most 16 output channels per group; when the input gradient method is left on `Auto` and there are at
-    /// least 32 input and output channels with stride 1 and one group,
-    /// Winograd for 3x3 kernels (with outputs at least 8 dilations high and
-    /// wide) and shifted windows for other kernels above 1x1; lowering and
-    /// GEMM otherwise.
+    /// stride and at most 16 output channels per group; when the input
+    /// gradient method is left on `Auto` and there are at least 32 input and
+    /// output channels and one group, Winograd for 3x3 kernels at stride 1
+    /// (with outputs at least 8 dilations high and wide) and shifted windows
+    /// for the other kernels above 1x1, at any stride; lowering and GEMM
+    /// otherwise.
     #[default]
     Auto,
     /// Always lower onto GEMM through a column matrix.

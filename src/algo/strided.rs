@@ -37,8 +37,10 @@
 //! GEMM instead, so the two levels are never nested.
 //!
 //! The other kernels of this algorithm live beside it and are chosen here
-//! ([`resolve`]): `direct.rs` for depthwise-like groups, `shifted.rs` for
-//! stride 1 with many channels (no column matrix at all).
+//! ([`resolve`]): `direct.rs` for depthwise-like groups (and, forward,
+//! `direct_tiled.rs` for few output channels), `winograd.rs` for 3x3 at
+//! stride 1 and `shifted.rs` for other kernels, both with many channels (no
+//! column matrix at all).
 
 use crate::element::Element;
 use crate::gemm::matmul;
@@ -704,5 +706,35 @@ fn weight_gradient_pass<T: Element>(
             dw += &ArrayView4::from_shape(dw.raw_dim(), part).expect("written by the lane");
         }
         db += &ArrayView1::from(&lane.db[..c_out]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Kernel, Workspace, resolve, resolve_forward};
+    use crate::spec::Geometry;
+    use crate::suite;
+
+    /// What `Kernel::Auto` runs on each suite row, forward and backward, as
+    /// BENCHMARKS.md measured it.
+    #[test]
+    fn auto_kernels_of_the_suite() {
+        let ws = Workspace::<f32>::new();
+        let expected = [
+            ("seed", Kernel::Direct, Kernel::Gemm),
+            ("seed64", Kernel::Direct, Kernel::Gemm),
+            ("r3x3", Kernel::Winograd, Kernel::Winograd),
+            ("r3x3s2", Kernel::Shifted, Kernel::Shifted),
+            ("r1x1", Kernel::Gemm, Kernel::Gemm),
+            ("stem", Kernel::Gemm, Kernel::Gemm),
+            ("dw", Kernel::Direct, Kernel::Direct),
+            ("dil", Kernel::Winograd, Kernel::Winograd),
+        ];
+        for (id, forward, backward) in expected {
+            let row = suite::row(id).unwrap();
+            let g = Geometry::new(&row.spec, row.input).unwrap();
+            assert_eq!(resolve_forward(&ws, &g), forward, "{id} forward");
+            assert_eq!(resolve(&ws, &g), backward, "{id} backward");
+        }
     }
 }
