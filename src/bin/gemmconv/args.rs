@@ -18,8 +18,10 @@ float64), naive / im2col / strided, forward and backward.
   --alg LIST        comma-separated algorithms (default: naive,im2col,strided; naive
                     is skipped on large problems unless asked for)
   --threads N       rayon threads (default: all cores, or RAYON_NUM_THREADS)
-  --kernel K        strided kernel: auto, gemm, direct, shifted or winograd
-                    (default auto)
+  --kernel LIST     strided kernel: auto, gemm, direct, shifted or winograd
+                    (default auto); several, comma-separated, time the strided
+                    algorithm with each in turn, calls alternating in one process
+                    (--runs rounds; the fairest A/B on a noisy machine)
   --dx M            strided input gradient: auto, col2im or lowering (default auto)
   --cap BYTES       strided column-matrix cap per thread (default 2 MiB)
   --runs N          timing runs (default 7)
@@ -37,7 +39,8 @@ pub struct Options {
     pub algorithms: Option<Vec<Algorithm>>,
     pub threads: Option<usize>,
     pub runs: usize,
-    pub kernel: Kernel,
+    /// The strided algorithm's kernels: one, or several to compare.
+    pub kernels: Vec<Kernel>,
     pub input_gradient: InputGradient,
     pub cap: usize,
     /// Whether this is the notebook's workload (compare with its figures).
@@ -53,6 +56,19 @@ fn number(flag: &str, value: Option<String>) -> Result<usize, String> {
         .map_err(|_| format!("{flag}: expected a non-negative integer, got {value:?}"))
 }
 
+fn kernel(name: &str) -> Result<Kernel, String> {
+    match name {
+        "auto" => Ok(Kernel::Auto),
+        "gemm" => Ok(Kernel::Gemm),
+        "direct" => Ok(Kernel::Direct),
+        "shifted" => Ok(Kernel::Shifted),
+        "winograd" => Ok(Kernel::Winograd),
+        other => Err(format!(
+            "--kernel: expected auto, gemm, direct, shifted or winograd, got {other:?}"
+        )),
+    }
+}
+
 pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut args = args.peekable();
     let mut geometry = std::collections::BTreeMap::<&'static str, usize>::new();
@@ -61,7 +77,7 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut algorithms = None;
     let mut threads = None;
     let mut runs = 7;
-    let mut kernel = Kernel::Auto;
+    let mut kernels = vec![Kernel::Auto];
     let mut input_gradient = InputGradient::Auto;
     let mut cap = gemmconv::DEFAULT_COLUMN_CAP_BYTES;
     let mut save = None;
@@ -93,18 +109,8 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
             "--cap" => cap = number("--cap", args.next())?,
             "--save" => save = Some(args.next().ok_or("--save needs a directory")?.into()),
             "--kernel" => {
-                kernel = match args.next().as_deref() {
-                    Some("auto") => Kernel::Auto,
-                    Some("gemm") => Kernel::Gemm,
-                    Some("direct") => Kernel::Direct,
-                    Some("shifted") => Kernel::Shifted,
-                    Some("winograd") => Kernel::Winograd,
-                    other => {
-                        return Err(format!(
-                            "--kernel: expected auto, gemm, direct, shifted or winograd, got {other:?}"
-                        ));
-                    }
-                }
+                let list = args.next().ok_or("--kernel needs a value")?;
+                kernels = list.split(',').map(kernel).collect::<Result<_, _>>()?;
             }
             "--dx" => {
                 input_gradient = match args.next().as_deref() {
@@ -178,7 +184,7 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
         algorithms,
         threads,
         runs,
-        kernel,
+        kernels,
         input_gradient,
         cap,
         notebook: notebook && double,
@@ -187,10 +193,15 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
 }
 
 impl Options {
-    /// The workspace the options ask for.
+    /// The workspace the options ask for (with their first kernel).
     pub fn workspace<T>(&self) -> Workspace<T> {
+        self.workspace_with(self.kernels[0])
+    }
+
+    /// The workspace the options ask for, with `kernel`.
+    pub fn workspace_with<T>(&self, kernel: Kernel) -> Workspace<T> {
         Workspace::new()
-            .with_kernel(self.kernel)
+            .with_kernel(kernel)
             .with_input_gradient(self.input_gradient)
             .with_column_cap_bytes(self.cap)
     }

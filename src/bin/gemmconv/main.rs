@@ -3,6 +3,7 @@
 //! algorithm validated against the naive reference before it is timed.
 
 mod args;
+mod compare;
 mod malloc;
 mod npy;
 mod timing;
@@ -116,6 +117,38 @@ fn relative_error<T: Element, D: gemmconv::ndarray::Dimension>(
     diff / scale
 }
 
+/// Naive's results, that every other result is checked against.
+struct Reference<T: Element> {
+    y: Array4<T>,
+    g: Gradients<T>,
+    tolerance: f64,
+}
+
+impl<T: Element> Reference<T> {
+    /// Prints how far `y` and `g` are from the reference; an error naming
+    /// `label` when beyond the tolerance.
+    fn check(&self, label: &str, y: &Array4<T>, g: &Gradients<T>) -> Result<(), String> {
+        let errors = [
+            relative_error(y, &self.y),
+            relative_error(&g.dx, &self.g.dx),
+            relative_error(&g.dw, &self.g.dw),
+            relative_error(&g.db, &self.g.db),
+        ];
+        let worst = errors.iter().cloned().fold(0.0, f64::max);
+        println!(
+            "  {label:8} agrees with naive: max relative error {worst:.1e} (y {:.1e}, dx {:.1e}, dw {:.1e}, db {:.1e})",
+            errors[0], errors[1], errors[2], errors[3]
+        );
+        if worst > self.tolerance {
+            return Err(format!(
+                "{label} disagrees with naive beyond {:e}; not timing it",
+                self.tolerance
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn run<T: Element>(options: &args::Options) -> Result<(), String> {
     let spec = &options.spec;
     let p = problem::<T>(options)?;
@@ -145,7 +178,14 @@ fn run<T: Element>(options: &args::Options) -> Result<(), String> {
     };
     let g_ref = conv2d_backward(p.x.view(), p.w.view(), dy.view(), spec, Algorithm::Naive)
         .map_err(|e| e.to_string())?;
-    let tolerance = if T::NAME == "f32" { 1e-4 } else { 1e-10 };
+    let reference = Reference {
+        y: y_ref,
+        g: g_ref,
+        tolerance: if T::NAME == "f32" { 1e-4 } else { 1e-10 },
+    };
+    if options.kernels.len() > 1 {
+        return compare::kernels(options, &p, &dy, &reference, fwd_flops);
+    }
 
     let asked = options.algorithms.clone();
     let algorithms = asked.clone().unwrap_or_else(|| {
@@ -162,27 +202,7 @@ fn run<T: Element>(options: &args::Options) -> Result<(), String> {
         let g: Gradients<T> =
             conv2d_backward_with_workspace(p.x.view(), p.w.view(), dy.view(), spec, algo, &mut ws)
                 .map_err(|e| e.to_string())?;
-        let errors = [
-            relative_error(&y, &y_ref),
-            relative_error(&g.dx, &g_ref.dx),
-            relative_error(&g.dw, &g_ref.dw),
-            relative_error(&g.db, &g_ref.db),
-        ];
-        let worst = errors.iter().cloned().fold(0.0, f64::max);
-        println!(
-            "  {:8} agrees with naive: max relative error {worst:.1e} (y {:.1e}, dx {:.1e}, dw {:.1e}, db {:.1e})",
-            algo.name(),
-            errors[0],
-            errors[1],
-            errors[2],
-            errors[3]
-        );
-        if worst > tolerance {
-            return Err(format!(
-                "{} disagrees with naive beyond {tolerance:e}; not timing it",
-                algo.name()
-            ));
-        }
+        reference.check(algo.name(), &y, &g)?;
         // Timed as the notebook and other frameworks' functional calls are:
         // each call allocates its results (y; dx, dw, db), nothing else; the
         // workspace is kept, as a `Conv2d` layer keeps it.
@@ -205,7 +225,7 @@ fn run<T: Element>(options: &args::Options) -> Result<(), String> {
         results.push((algo, fwd, bwd));
     }
     if let Some(dir) = &options.save {
-        save(dir, options, &p, &dy, &y_ref, &g_ref, &results)
+        save(dir, options, &p, &dy, &reference.y, &reference.g, &results)
             .map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
     }
 
