@@ -21,7 +21,9 @@
 #[derive(Debug)]
 pub struct Workspace<T> {
     pub(crate) lanes: Vec<LaneBuffers<T>>,
-    /// The flipped, channel-swapped weights of the error-lowering pass.
+    /// The weights as one pass wants them: flipped and channel-swapped for
+    /// the error-lowering pass, transformed for Winograd, packed tile by
+    /// tile for the direct kernel's forward.
     pub(crate) flipped_weights: Vec<T>,
     cap_bytes: usize,
     input_gradient: InputGradient,

@@ -1,6 +1,7 @@
 //! The direct kernel's forward pass at unit column stride, with register
-//! tiles: each tile of output, a few output channels by a run of pixels of
-//! one output row, is summed over every tap in registers and stored once.
+//! tiles: each tile of output, a few output channels by two output rows of
+//! a vector of pixels, is summed over every tap in registers and stored
+//! once.
 //!
 //! For layers with few output channels (the notebook's 6 filters of one
 //! input channel, depthwise groups) a column matrix is copied for little
@@ -31,12 +32,11 @@ pub(crate) fn applies(g: &Geometry) -> bool {
 
 /// Whether `Kernel::Auto` runs the forward pass here rather than on the
 /// column matrix: a kernel above 1x1 (a 1x1 kernel's column matrix is often
-/// the input itself) and at most 16 output channels a group. Measured
-/// (batch 8, f32, forward): with 16 output channels from 1 input channel of
-/// 28x28 (5x5) level with the column matrix, from 3 to 64 channels of 56x56
-/// (3x3) and 3 of 112x112 (7x7) 1.2x to 1.6x faster; with 32 output
-/// channels between 1.1x slower and 1.2x faster, with 64 level or slower;
-/// 1x1 kernels 2x slower.
+/// the input itself: 1.9x slower here) and at most 16 output channels a
+/// group. Measured in turns with the column matrix (BENCHMARKS.md, session
+/// 6): 0.52–0.58 of its time on the seed rows, 0.80–0.89 on 3x3 and 5x5
+/// layers of 1 to 16 input channels into 16 to 64 outputs; the threshold
+/// stays at 16 until wider layers are measured.
 pub(crate) fn suits(g: &Geometry) -> bool {
     applies(g) && g.kh * g.kw > 1 && g.out_channels_per_group() <= 16
 }
