@@ -62,11 +62,11 @@ pub(crate) fn applies(g: &Geometry) -> bool {
 /// a sizeable inner dimension. Measured: 5x slower than the column matrix
 /// at one input channel (the seed row, whose one GEMM covers every tap),
 /// 7–12% faster at 64 (r3x3); the threshold between is a judgment, not a
-/// measurement. Any stride: measured against the column matrix in the
-/// same process, calls alternating (batch 8, f32), r3x3s2 forward 10.9
-/// against 12.5 ms and backward 22.6–23.4 against 25.5–26.9 (medians),
-/// and faster or level on every strided layer tried (16 to 256 channels,
-/// 3x3 and 5x5, strides 2 and 3).
+/// measurement. Any stride: timed in turns with the column matrix in one
+/// process (`gemmconv --row r3x3s2 --kernel gemm,shifted`, BENCHMARKS.md,
+/// session 6), 0.82–0.93 of its time forward and 0.85–0.89 backward on
+/// r3x3s2, and faster or level on every strided layer tried (16 to 256
+/// channels, 3x3 and 5x5, strides 2 and 3).
 pub(crate) fn suits(g: &Geometry) -> bool {
     applies(g) && g.kh * g.kw > 1 && g.in_channels >= 32 && g.out_channels >= 32
 }
