@@ -106,16 +106,30 @@ pub(crate) fn forward<T: Element>(
     w: ArrayView4<'_, T>,
     bias: Option<ArrayView1<'_, T>>,
     g: &Geometry,
-    mut y: ArrayViewMut4<'_, T>,
+    y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     if super::direct_tiled::applies(g) {
         return super::direct_tiled::forward(x, w, bias, g, y, ws);
     }
-    if g.batch == 0 {
+    for_each_sample(ws, y, |n, y_n, lane| {
+        forward_sample(x, n, w, bias, g, y_n, lane);
+    });
+}
+
+/// Runs `f(n, y[n], lane buffers)` for every sample `n` of `y`, the batch
+/// split into one contiguous block of samples per rayon thread, each block
+/// with its own lane buffers.
+pub(super) fn for_each_sample<T: Element>(
+    ws: &mut Workspace<T>,
+    mut y: ArrayViewMut4<'_, T>,
+    f: impl Fn(usize, ndarray::ArrayViewMut3<'_, T>, &mut LaneBuffers<T>) + Sync,
+) {
+    let batch = y.len_of(Axis(0));
+    if batch == 0 {
         return;
     }
-    let (lanes, per_lane) = super::strided::split_batch(g.batch);
+    let (lanes, per_lane) = super::strided::split_batch(batch);
     ws.ensure_lanes(lanes);
     ws.lanes[..lanes]
         .par_iter_mut()
@@ -123,13 +137,8 @@ pub(crate) fn forward<T: Element>(
         .enumerate()
         .for_each(|(lane_index, (lane, mut y_lane))| {
             for local in 0..y_lane.len_of(Axis(0)) {
-                let n = lane_index * per_lane + local;
-                forward_sample(
-                    x,
-                    n,
-                    w,
-                    bias,
-                    g,
+                f(
+                    lane_index * per_lane + local,
                     y_lane.index_axis_mut(Axis(0), local),
                     lane,
                 );

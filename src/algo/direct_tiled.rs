@@ -11,13 +11,12 @@
 //! The weights are packed once per call so that a tap's weights for the
 //! tile's channels sit side by side.
 
-use super::direct::padded_sample;
+use super::direct::{for_each_sample, padded_sample};
 use super::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
-use ndarray::{ArrayView1, ArrayView3, ArrayView4, ArrayViewMut3, ArrayViewMut4, Axis};
-use rayon::prelude::*;
+use ndarray::{ArrayView1, ArrayView3, ArrayView4, ArrayViewMut3, ArrayViewMut4};
 
 /// Output channels per tile at most. With two rows of one vector of pixels
 /// a tile, 6 channels are 12 AVX-512 accumulators, enough independent sums
@@ -83,7 +82,7 @@ pub(crate) fn forward<T: Element>(
     w: ArrayView4<'_, T>,
     bias: Option<ArrayView1<'_, T>>,
     g: &Geometry,
-    mut y: ArrayViewMut4<'_, T>,
+    y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     debug_assert!(applies(g));
@@ -94,26 +93,10 @@ pub(crate) fn forward<T: Element>(
     let mut packed = std::mem::take(&mut ws.flipped_weights);
     pack_weights(w, g, scratch(&mut packed, g.out_channels * taps));
     let packed_weights = &packed[..g.out_channels * taps];
-    let (lanes, per_lane) = super::strided::split_batch(g.batch);
-    ws.ensure_lanes(lanes);
-    ws.lanes[..lanes]
-        .par_iter_mut()
-        .zip(y.axis_chunks_iter_mut(Axis(0), per_lane).into_par_iter())
-        .enumerate()
-        .for_each(|(lane_index, (lane, mut y_lane))| {
-            for local in 0..y_lane.len_of(Axis(0)) {
-                let n = lane_index * per_lane + local;
-                let source = padded_sample(x, n, g, &mut lane.source);
-                forward_sample(
-                    source,
-                    packed_weights,
-                    bias,
-                    g,
-                    y_lane.index_axis_mut(Axis(0), local),
-                    &mut lane.product,
-                );
-            }
-        });
+    for_each_sample(ws, y, |n, y_n, lane| {
+        let source = padded_sample(x, n, g, &mut lane.source);
+        forward_sample(source, packed_weights, bias, g, y_n, &mut lane.product);
+    });
     ws.flipped_weights = packed;
 }
 
