@@ -24,7 +24,7 @@ afresh, which made PyTorch's timings vary up to 2.4x between processes; the
 script re-executes itself with thresholds that keep that memory (as a
 long-running training process would), which made them steady. The mmap
 threshold is glibc's maximum, 32 MiB; gemmconv's CLI sets the same two
-values itself (src/bin/gemmconv/malloc.rs).
+values itself (cli/src/malloc.rs).
 """
 
 import json

@@ -3,55 +3,11 @@
 use crate::algo::{self, Algorithm};
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
+use crate::gradients::{Gradients, GradientsMut};
 use crate::output::zeroed;
 use crate::spec::{Conv2dSpec, Geometry};
 use crate::workspace::Workspace;
-use ndarray::{
-    Array1, Array4, ArrayView, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4, Dimension, Ix4,
-};
-
-/// The gradients of a convolution's inputs, from [`conv2d_backward`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct Gradients<T> {
-    /// Gradient of the input, shaped like the input.
-    pub dx: Array4<T>,
-    /// Gradient of the weight, shaped like the weight.
-    pub dw: Array4<T>,
-    /// Gradient of the bias, `[out_channels]` (the sum of the output
-    /// gradient over batch and pixels, given whether or not the spec has a bias).
-    pub db: Array1<T>,
-}
-
-impl<T> Gradients<T> {
-    /// Mutable views of the three gradients, for [`conv2d_backward_into`].
-    ///
-    /// ```
-    /// use gemmconv::Gradients;
-    /// use gemmconv::ndarray::{Array1, Array4};
-    /// let mut g = Gradients { dx: Array4::<f32>::zeros((1, 1, 2, 2)), dw: Array4::zeros((1, 1, 1, 1)), db: Array1::zeros(1) };
-    /// g.view_mut().db[0] = 1.0;
-    /// assert_eq!(g.db[0], 1.0);
-    /// ```
-    pub fn view_mut(&mut self) -> GradientsMut<'_, T> {
-        GradientsMut {
-            dx: self.dx.view_mut(),
-            dw: self.dw.view_mut(),
-            db: self.db.view_mut(),
-        }
-    }
-}
-
-/// Caller-provided arrays a backward pass writes into (see
-/// [`conv2d_backward_into`]); any layout is accepted.
-#[derive(Debug)]
-pub struct GradientsMut<'a, T> {
-    /// Gradient of the input, shaped like the input.
-    pub dx: ArrayViewMut4<'a, T>,
-    /// Gradient of the weight, shaped like the weight.
-    pub dw: ArrayViewMut4<'a, T>,
-    /// Gradient of the bias, `[out_channels]`.
-    pub db: ArrayViewMut1<'a, T>,
-}
+use ndarray::{Array1, Array4, ArrayView, ArrayView1, ArrayView4, ArrayViewMut4, Dimension, Ix4};
 
 /// A view as rank 4, or the rank error naming `operand`.
 pub(crate) fn rank4<'a, T, D: Dimension>(

@@ -29,7 +29,7 @@ pub fn gemm_backend() -> &'static str {
     }
 }
 
-#[cfg(feature = "allocation-audit")]
+#[cfg(feature = "_internal")]
 thread_local! {
     static INSIDE_GEMM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -38,7 +38,7 @@ thread_local! {
 /// allocations: the GEMM's own packing buffers are its business (the pure-Rust
 /// GEMM allocates them per call; BLAS libraries keep pools outside Rust's
 /// allocator), everything else is this crate's.
-#[cfg(feature = "allocation-audit")]
+#[cfg(feature = "_internal")]
 #[doc(hidden)]
 pub fn inside_gemm() -> bool {
     INSIDE_GEMM.with(|flag| flag.get())
@@ -74,7 +74,7 @@ pub(crate) fn matmul<T: Element>(
         }
         return;
     }
-    #[cfg(feature = "allocation-audit")]
+    #[cfg(feature = "_internal")]
     INSIDE_GEMM.with(|flag| flag.set(true));
     #[cfg(feature = "_blas")]
     let done = blas::try_matmul(&mut c, accumulate, &a, &b, threads);
@@ -83,7 +83,7 @@ pub(crate) fn matmul<T: Element>(
     if !done {
         pure_rust_matmul(c, accumulate, a, b, threads);
     }
-    #[cfg(feature = "allocation-audit")]
+    #[cfg(feature = "_internal")]
     INSIDE_GEMM.with(|flag| flag.set(false));
 }
 

@@ -2,9 +2,10 @@
 //! the input of the last forward pass and a reusable workspace.
 
 use crate::algo::{self, Algorithm};
-use crate::conv::{GradientsMut, check_bias, expect_shape, rank4, resolve};
+use crate::conv::{check_bias, expect_shape, rank4, resolve};
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
+use crate::gradients::GradientsMut;
 use crate::output::zeroed;
 use crate::spec::Conv2dSpec;
 use crate::workspace::Workspace;

@@ -93,28 +93,33 @@ mod conv;
 mod element;
 mod error;
 mod gemm;
+mod gradients;
+mod lanes;
 mod layer;
-mod lower;
+mod layout;
 mod output;
 mod spec;
+#[cfg(any(test, feature = "_internal"))]
+#[doc(hidden)]
 pub mod suite;
-mod transpose;
 mod workspace;
 
 pub use algo::Algorithm;
+pub use algo::strided::choice::{InputGradient, Kernel};
 pub use conv::{
-    Gradients, GradientsMut, conv2d, conv2d_backward, conv2d_backward_into,
-    conv2d_backward_with_workspace, conv2d_into, conv2d_with_workspace,
+    conv2d, conv2d_backward, conv2d_backward_into, conv2d_backward_with_workspace, conv2d_into,
+    conv2d_with_workspace,
 };
 pub use element::Element;
 pub use error::{ConvError, Operand};
 pub use gemm::gemm_backend;
-#[cfg(feature = "allocation-audit")]
+#[cfg(feature = "_internal")]
 #[doc(hidden)]
 pub use gemm::inside_gemm;
+pub use gradients::{Gradients, GradientsMut};
 pub use layer::Conv2d;
 pub use spec::{Conv2dSpec, Padding};
-pub use workspace::{DEFAULT_COLUMN_CAP_BYTES, InputGradient, Kernel, Workspace};
+pub use workspace::{DEFAULT_COLUMN_CAP_BYTES, Workspace};
 
 /// The exact `ndarray` this crate is built on.
 pub use ndarray;

@@ -2,9 +2,8 @@
 //!
 //! `Array4::zeros` fills the whole array on one thread (glibc's `calloc`
 //! has to clear reused heap memory), and on the large outputs that fill
-//! shows: 25.7 MB for the suite's stem forward took 1.6–2.0 ms per call
-//! here, against 1.1–1.2 ms filled by two threads (median of four runs of
-//! 50 calls each).
+//! shows in the call's time; the pool's threads fill it faster
+//! (BENCHMARKS.md, "Zero-filled outputs").
 
 use crate::element::Element;
 use ndarray::Array4;

@@ -1,6 +1,7 @@
-//! The benchmark suite: the shapes every speed figure of the project is
-//! measured on (`benches/SUITE.md`), so benches, the command-line tool and
-//! users' own comparisons share one definition.
+//! Not part of the API (behind the internal `_internal` feature): the
+//! benchmark suite, the shapes every speed figure of the project is
+//! measured on (`benches/SUITE.md`), so that the benches, the command-line
+//! tool and the peers share one definition.
 
 use crate::spec::Conv2dSpec;
 

@@ -1,17 +1,25 @@
-//! Scratch memory for the strided algorithm, kept between calls so that a
-//! training loop does not allocate its column matrices again every step.
+//! Scratch memory kept between calls, so that a training loop does not
+//! allocate its buffers again every step, and the options that choose the
+//! strided algorithm's kernel.
+//!
+//! The workspace is memory with no meaning of its own: one set of scratch
+//! buffers per lane of the scheduler (`lanes.rs`), one per-lane buffer of
+//! partial gradient sums, and one buffer for the weights as the running
+//! kernel lays them out. Each kernel names the buffers it borrows for what
+//! they hold in that kernel.
 
-/// Reusable scratch buffers for [`Algorithm::Strided`](crate::Algorithm).
+use crate::algo::strided::choice::{InputGradient, Kernel};
+
+/// Reusable scratch memory for [`Algorithm::Strided`](crate::Algorithm),
+/// and the options that choose its kernel.
 ///
-/// One set of buffers per parallel lane (at most one lane per thread). The
-/// column matrix of a lane holds one batch chunk; chunks are sized so that it
-/// stays under [`column_cap_bytes`](Self::column_cap_bytes), whatever the batch
-/// or image size (one sample is the least a chunk holds). The shifted and
-/// Winograd kernels have no column matrix: the cap bounds the shifted
-/// kernel's GEMM product (bands of output rows) and the Winograd kernel's
-/// transformed tiles (bands of tiles) instead. All keep one padded copy of a
-/// sample per lane (the shifted and Winograd backward passes also one of
-/// its error, and Winograd's one of its input gradient).
+/// The work of a call is spread over parallel lanes (at most one per thread
+/// of the rayon pool), each with its own buffers. A lane's largest buffer
+/// (the column matrix, the shifted kernel's GEMM product, the Winograd
+/// kernel's transformed tiles) covers a band of output rows sized to stay
+/// under [`column_cap_bytes`](Self::column_cap_bytes), whatever the batch or
+/// image size; besides it a lane keeps one padded copy of a sample (and, in
+/// the backward pass, of its error and input gradient).
 ///
 /// ```
 /// use gemmconv::Workspace;
@@ -20,132 +28,55 @@
 /// ```
 #[derive(Debug)]
 pub struct Workspace<T> {
-    pub(crate) lanes: Vec<LaneBuffers<T>>,
-    /// The weights as one pass wants them: flipped and channel-swapped for
-    /// the error-lowering pass, transformed for Winograd, packed tile by
-    /// tile for the direct kernel's forward.
-    pub(crate) flipped_weights: Vec<T>,
+    lanes: Vec<LaneMemory<T>>,
+    /// The weights as the running kernel lays them out (reordered,
+    /// transformed, packed or flipped), shared by every lane.
+    weights: Vec<T>,
     cap_bytes: usize,
     input_gradient: InputGradient,
     kernel: Kernel,
 }
 
-/// Which kernel [`Algorithm::Strided`](crate::Algorithm) runs.
-///
-/// ```
-/// use gemmconv::{Kernel, Workspace};
-/// let ws = Workspace::<f32>::new().with_kernel(Kernel::Direct);
-/// assert_eq!(ws.kernel(), Kernel::Direct);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Kernel {
-    /// Direct loops for small groups (at most 16 multiply-adds per output
-    /// pixel and 4 output channels per group, as in depthwise convolutions),
-    /// and for the forward pass of kernels above 1x1 with unit column
-    /// stride and at most 16 output channels per group; when the input
-    /// gradient method is left on `Auto` and there are at least 32 input and
-    /// output channels and one group, Winograd for 3x3 kernels at stride 1
-    /// (with outputs at least 8 dilations high and wide) and shifted windows
-    /// for the other kernels above 1x1, at any stride; lowering and GEMM
-    /// otherwise.
-    #[default]
-    Auto,
-    /// Always lower onto GEMM through a column matrix.
-    Gemm,
-    /// One group, any stride, padding and dilation: GEMMs straight on
-    /// shifted windows of a pixel-major copy of each sample (its rows split
-    /// by the row stride), no column matrix (see the crate docs); the input
-    /// gradient phase by phase of the stride, never multiplying the zeros
-    /// of a dilated error. With groups the column matrix runs instead.
-    Shifted,
-    /// 3x3 kernels, stride 1, one group, any padding and dilation:
-    /// Winograd's F(2x2, 3x3), forward and backward. 16 GEMMs on
-    /// transformed 4x4 tiles of a pixel-major copy of each sample do
-    /// 2.25x fewer multiply-adds than the direct sum. The transforms add a
-    /// few values before and after the GEMMs, so results differ from the
-    /// direct sum by a few more units in the last place (the same tolerance
-    /// holds in the tests as for the other kernels). Where it does not
-    /// apply the column matrix runs instead.
-    Winograd,
-    /// Always the direct loops (slow for large groups): forward with
-    /// register tiles (a few output channels by two rows of pixels, summed
-    /// over every tap) at unit column stride, backward as dot products and
-    /// axpys over rows.
-    Direct,
-}
+/// How many scratch buffers a lane has: the most any kernel borrows at once
+/// (the Winograd backward pass).
+const SCRATCH_BUFFERS: usize = 6;
 
-/// How [`Algorithm::Strided`](crate::Algorithm) computes the input gradient
-/// on the column-matrix kernel ([`Kernel::Gemm`]; the shifted and Winograd
-/// kernels have their own, and a method set here keeps `Kernel::Auto` on the
-/// column matrix).
-///
-/// Both are exact; they differ in cost. `ErrorLowering` runs a forward pass
-/// over the error (dilated by the stride, padded) against flipped,
-/// channel-swapped weights: its GEMM grows with the stride squared and its
-/// copy with the output channels. `Col2im` multiplies the error by the
-/// transposed weights and adds the columns back onto the input: its GEMM
-/// matches the forward pass, its scatter grows with the input channels.
-///
-/// ```
-/// use gemmconv::{InputGradient, Workspace};
-/// let ws = Workspace::<f32>::new().with_input_gradient(InputGradient::Col2im);
-/// assert_eq!(ws.input_gradient(), InputGradient::Col2im);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum InputGradient {
-    /// Col2im: measured clearly faster on the suite's strided rows (6.7x on
-    /// the 7x7 `stem`, 1.9x on `r3x3s2`), within noise on the others.
-    #[default]
-    Auto,
-    /// Lower the dilated, padded error against flipped, channel-swapped weights.
-    ErrorLowering,
-    /// `Wᵀ · dY`, then add the columns back onto the input (col2im).
-    Col2im,
-}
-
-/// The scratch buffers of one lane.
+/// The memory of one lane.
 #[derive(Debug)]
-pub(crate) struct LaneBuffers<T> {
-    /// The padded input (or dilated error) of one chunk.
-    pub source: Vec<T>,
-    /// The column matrix of one chunk.
-    pub cols: Vec<T>,
-    /// The GEMM's result before it is laid out as NCHW, or the error of one
-    /// chunk laid out as a matrix.
-    pub product: Vec<T>,
-    /// The padded input gradient of one chunk, accumulated by col2im.
-    pub accumulator: Vec<T>,
-    /// The output gradient of one sample, pixel-major (Winograd kernel), or
-    /// its input gradient, by row phases (shifted kernel).
-    pub error: Vec<T>,
-    /// One tile half-way through a Winograd transform.
-    pub stage: Vec<T>,
-    /// This lane's partial weight gradient.
-    pub dw: Vec<T>,
-    /// This lane's partial bias gradient.
-    pub db: Vec<T>,
+pub(crate) struct LaneMemory<T> {
+    /// Scratch buffers, named by the kernel that borrows them.
+    pub(crate) scratch: Scratch<T>,
+    /// The lane's partial sums of the weight and bias gradients.
+    pub(crate) partial: Vec<T>,
 }
 
-impl<T> Default for LaneBuffers<T> {
+impl<T> Default for LaneMemory<T> {
     fn default() -> Self {
-        LaneBuffers {
-            source: Vec::new(),
-            cols: Vec::new(),
-            product: Vec::new(),
-            accumulator: Vec::new(),
-            error: Vec::new(),
-            stage: Vec::new(),
-            dw: Vec::new(),
-            db: Vec::new(),
+        LaneMemory {
+            scratch: Scratch(std::array::from_fn(|_| Vec::new())),
+            partial: Vec::new(),
         }
     }
 }
 
-/// The default cap on one lane's column matrix: 2 MiB. Measured on the
-/// suite (BENCHMARKS.md): tiles this small stay in cache between the copy
-/// that writes them and the GEMM that reads them, which made r3x3 forward
-/// about 25% faster than 16 MiB tiles; and a large batch or image never
-/// allocates more than this per thread.
+/// A lane's scratch buffers, lent out by [`Scratch::split`].
+#[derive(Debug)]
+pub(crate) struct Scratch<T>([Vec<T>; SCRATCH_BUFFERS]);
+
+impl<T> Scratch<T> {
+    /// The first `N` buffers, each borrowed on its own, for the caller to
+    /// name: `let [image, product] = scratch.split();`.
+    pub(crate) fn split<const N: usize>(&mut self) -> [&mut Vec<T>; N] {
+        const { assert!(N <= SCRATCH_BUFFERS, "a lane has SCRATCH_BUFFERS buffers") };
+        let mut buffers = self.0.iter_mut();
+        std::array::from_fn(|_| buffers.next().expect("N is at most SCRATCH_BUFFERS"))
+    }
+}
+
+/// The default cap on one lane's largest buffer: 2 MiB. Tiles this small
+/// stay in cache between the copy that writes them and the GEMM that reads
+/// them, and a large batch or image never allocates more than this per
+/// thread (BENCHMARKS.md, "Column cap").
 pub const DEFAULT_COLUMN_CAP_BYTES: usize = 2 << 20;
 
 impl<T> Default for Workspace<T> {
@@ -164,14 +95,14 @@ impl<T> Workspace<T> {
     pub fn new() -> Self {
         Workspace {
             lanes: Vec::new(),
-            flipped_weights: Vec::new(),
+            weights: Vec::new(),
             cap_bytes: DEFAULT_COLUMN_CAP_BYTES,
             input_gradient: InputGradient::Auto,
             kernel: Kernel::Auto,
         }
     }
 
-    /// Sets the cap on one lane's column matrix, in bytes.
+    /// Sets the cap on one lane's largest buffer, in bytes.
     ///
     /// ```
     /// let ws = gemmconv::Workspace::<f32>::new().with_column_cap_bytes(1 << 20);
@@ -182,7 +113,7 @@ impl<T> Workspace<T> {
         self
     }
 
-    /// Sets how the input gradient is computed.
+    /// Sets how the column-matrix kernel computes the input gradient.
     ///
     /// ```
     /// use gemmconv::{InputGradient, Workspace};
@@ -216,7 +147,7 @@ impl<T> Workspace<T> {
         self.kernel
     }
 
-    /// How the input gradient is computed.
+    /// How the column-matrix kernel computes the input gradient.
     ///
     /// ```
     /// use gemmconv::{InputGradient, Workspace};
@@ -226,7 +157,7 @@ impl<T> Workspace<T> {
         self.input_gradient
     }
 
-    /// The cap on one lane's column matrix, in bytes.
+    /// The cap on one lane's largest buffer, in bytes.
     ///
     /// ```
     /// assert!(gemmconv::Workspace::<f32>::new().column_cap_bytes() > 0);
@@ -244,25 +175,22 @@ impl<T> Workspace<T> {
         let elements: usize = self
             .lanes
             .iter()
-            .map(|l| {
-                l.source.capacity()
-                    + l.cols.capacity()
-                    + l.product.capacity()
-                    + l.accumulator.capacity()
-                    + l.error.capacity()
-                    + l.stage.capacity()
-                    + l.dw.capacity()
-                    + l.db.capacity()
+            .map(|lane| {
+                lane.scratch.0.iter().map(Vec::capacity).sum::<usize>() + lane.partial.capacity()
             })
             .sum();
-        (elements + self.flipped_weights.capacity()) * std::mem::size_of::<T>()
+        (elements + self.weights.capacity()) * std::mem::size_of::<T>()
     }
 
-    /// Makes sure at least `lanes` lane buffer sets exist.
-    pub(crate) fn ensure_lanes(&mut self, lanes: usize) {
+    /// The weights buffer and the memory of `lanes` lanes (one at least,
+    /// which holds the gradient sums of an empty batch), created as needed,
+    /// borrowed apart.
+    pub(crate) fn memory(&mut self, lanes: usize) -> (&mut Vec<T>, &mut [LaneMemory<T>]) {
+        let lanes = lanes.max(1);
         if self.lanes.len() < lanes {
-            self.lanes.resize_with(lanes, LaneBuffers::default);
+            self.lanes.resize_with(lanes, LaneMemory::default);
         }
+        (&mut self.weights, &mut self.lanes[..lanes])
     }
 }
 

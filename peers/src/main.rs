@@ -8,7 +8,8 @@
 //! dW and db) is timed for every library, gemmconv included.
 //!
 //! `cargo run --release` (from this directory) for every row, or
-//! `cargo run --release -- r3x3 dw` for some.
+//! `cargo run --release -- r3x3 dw` for some. The medians also go to
+//! `../target/peers.json`, where `benches/headline.py` finds them.
 
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -243,6 +244,8 @@ type PeerRun = fn(&Problem, usize) -> Result<(Results, f64, f64), String>;
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
     let reps = 11;
+    // `"row": {"library": [fwd ms, fwd+bwd ms], ...}`, one entry a row.
+    let mut json = Vec::new();
     println!(
         "| row | library | fwd ms | fwd+bwd ms | fwd ratio | fwd+bwd ratio | max rel. error vs gemmconv |"
     );
@@ -258,6 +261,7 @@ fn main() {
             "| {} | gemmconv | {fwd:.3} | {step:.3} | 1.00 | 1.00 | - |",
             p.row.id
         );
+        let mut entries = vec![format!("\"gemmconv\": [{fwd}, {step}]")];
         let peers: [(&str, PeerRun); 3] = [
             ("candle-core 0.11", candle_run),
             ("burn 0.22 ndarray", burn_ndarray_run),
@@ -275,6 +279,9 @@ fn main() {
                     .into_iter()
                     .fold(0.0, f64::max);
                     let verdict = if err < 1e-3 { "" } else { " (DISAGREES)" };
+                    if verdict.is_empty() {
+                        entries.push(format!("\"{name}\": [{pfwd}, {pstep}]"));
+                    }
                     println!(
                         "| {} | {name} | {pfwd:.3} | {pstep:.3} | {:.2} | {:.2} | {err:.1e}{verdict} |",
                         p.row.id,
@@ -285,5 +292,13 @@ fn main() {
                 Err(e) => println!("| {} | {name} | - | - | - | - | failed: {e} |", p.row.id),
             }
         }
+        json.push(format!("  \"{}\": {{{}}}", p.row.id, entries.join(", ")));
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers.json");
+    let written = std::fs::create_dir_all(path.parent().expect("a file in a directory"))
+        .and_then(|()| std::fs::write(&path, format!("{{\n{}\n}}\n", json.join(",\n"))));
+    match written {
+        Ok(()) => println!("\nmedians written to {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
     }
 }

@@ -1,13 +1,16 @@
 //! `Algorithm::Im2col`: the notebook's middle step, done right. One column
-//! matrix per sample, built with explicit loops (padding as bounds checks),
-//! and one GEMM per sample and group; the input gradient goes back through
-//! col2im.
+//! matrix per sample, built with explicit loops (padding as bounds checks,
+//! not a copy: [`im2col_sample`]), and one GEMM per sample and group; the
+//! input gradient goes back through col2im ([`col2im_sample_add`]).
 
 use crate::element::Element;
 use crate::gemm::matmul;
-use crate::lower::{col2im_sample_add, im2col_sample};
+use crate::gradients::GradientsMut;
 use crate::spec::Geometry;
-use ndarray::{Array2, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4, Axis, s};
+use ndarray::{
+    Array2, ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3,
+    ArrayViewMut4, Axis, s,
+};
 
 /// Per sample: `cols = im2col(x[n])`, then `y[n] (as c_out × out_pixels) =
 /// W (as c_out × c_in/g·kh·kw) · cols`, group by group, plus the bias.
@@ -53,10 +56,13 @@ pub(crate) fn backward<T: Element>(
     w: ArrayView4<'_, T>,
     dy: ArrayView4<'_, T>,
     g: &Geometry,
-    mut dx: ArrayViewMut4<'_, T>,
-    dw: ArrayViewMut4<'_, T>,
-    mut db: ArrayViewMut1<'_, T>,
+    grads: GradientsMut<'_, T>,
 ) {
+    let GradientsMut {
+        mut dx,
+        mut dw,
+        mut db,
+    } = grads;
     dx.fill(T::zero());
     let rows_g = g.col_rows() / g.groups;
     let c_out_g = g.out_channels_per_group();
@@ -92,11 +98,77 @@ pub(crate) fn backward<T: Element>(
         col2im_sample_add(dcols.view(), g, dx_n);
     }
     let dw_shape = dw.raw_dim();
-    let mut dw = dw;
     dw.assign(
         &dw_mat
             .into_shape_with_order(dw_shape)
             .expect("weight shape validated"),
     );
     db.assign(&dy.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0)));
+}
+
+/// Signed input coordinate of kernel tap `tap` at output position `out`, or
+/// `None` where it falls in the padding.
+#[inline]
+fn input_coord(
+    out: usize,
+    stride: usize,
+    tap: usize,
+    dilation: usize,
+    pad: usize,
+    len: usize,
+) -> Option<usize> {
+    (out * stride + tap * dilation)
+        .checked_sub(pad)
+        .filter(|&v| v < len)
+}
+
+/// The column matrix of one sample, `[c*kh*kw, out_h*out_w]`, built with
+/// explicit loops from an unpadded `(c, h, w)` sample: padding is a bounds
+/// check, not a copy.
+fn im2col_sample<T: Element>(x: ArrayView3<'_, T>, g: &Geometry, mut cols: ArrayViewMut2<'_, T>) {
+    let (c, h, w) = x.dim();
+    for ch in 0..c {
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let mut row = cols.row_mut((ch * g.kh + i) * g.kw + j);
+                for oh in 0..g.out_h {
+                    let ih = input_coord(oh, g.sh, i, g.dh, g.padding.top, h);
+                    for ow in 0..g.out_w {
+                        let iw = input_coord(ow, g.sw, j, g.dw, g.padding.left, w);
+                        row[oh * g.out_w + ow] = match (ih, iw) {
+                            (Some(ih), Some(iw)) => x[[ch, ih, iw]],
+                            _ => T::zero(),
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_sample`]: adds each column-matrix entry back onto
+/// the input pixel it was read from (entries read from padding are dropped).
+fn col2im_sample_add<T: Element>(
+    cols: ArrayView2<'_, T>,
+    g: &Geometry,
+    mut dx: ArrayViewMut3<'_, T>,
+) {
+    let (c, h, w) = dx.dim();
+    for ch in 0..c {
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let row = cols.row((ch * g.kh + i) * g.kw + j);
+                for oh in 0..g.out_h {
+                    let Some(ih) = input_coord(oh, g.sh, i, g.dh, g.padding.top, h) else {
+                        continue;
+                    };
+                    for ow in 0..g.out_w {
+                        if let Some(iw) = input_coord(ow, g.sw, j, g.dw, g.padding.left, w) {
+                            dx[[ch, ih, iw]] += row[oh * g.out_w + ow];
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

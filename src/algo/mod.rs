@@ -1,17 +1,13 @@
-//! The three algorithms, one file each, behind one dispatch.
+//! The three algorithms behind one dispatch: `naive.rs` (the definition),
+//! `im2col.rs` (the notebook's per-sample lowering) and `strided/` (the fast
+//! path: a table of kernels).
 
-mod direct;
-mod direct_tiled;
 mod im2col;
-mod image;
 mod naive;
-mod shifted;
-mod simd;
-mod strided;
-mod winograd;
+pub(crate) mod strided;
 
-use crate::conv::GradientsMut;
 use crate::element::Element;
+use crate::gradients::GradientsMut;
 use crate::spec::Geometry;
 use crate::workspace::Workspace;
 use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4};
@@ -32,11 +28,14 @@ pub enum Algorithm {
     /// One column matrix per sample built with explicit loops, one GEMM per
     /// sample; the input gradient by col2im.
     Im2col,
-    /// Zero-copy strided window views copied once per tile (a sample, or a
-    /// band of its output rows) into a column matrix, one GEMM per tile,
-    /// rayon across the batch; for stride 1 with many channels, GEMMs on
-    /// overlapping windows of a pixel-major copy instead ([`Kernel`](crate::Kernel)).
-    /// The fast path.
+    /// The fast path: for each geometry and pass, the kernel the
+    /// workspace's [`Kernel`](crate::Kernel) option picks (by default the
+    /// one measured fastest on such layers). The column-matrix kernel
+    /// copies zero-copy strided window views once per tile (some samples,
+    /// or a band of one sample's output rows) into a column matrix and runs
+    /// one GEMM per tile; the others run GEMMs on shifted windows or on
+    /// Winograd-transformed tiles of a pixel-major copy, or direct loops.
+    /// The work is spread over rayon's threads.
     #[default]
     Strided,
 }
@@ -103,10 +102,9 @@ pub(crate) fn backward<T: Element>(
     out: GradientsMut<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    let GradientsMut { dx, dw, db } = out;
     match algorithm {
-        Algorithm::Naive => naive::backward(x, w, dy, g, dx, dw, db),
-        Algorithm::Im2col => im2col::backward(x, w, dy, g, dx, dw, db),
-        Algorithm::Strided => strided::backward(x, w, dy, g, dx, dw, db, ws),
+        Algorithm::Naive => naive::backward(x, w, dy, g, out),
+        Algorithm::Im2col => im2col::backward(x, w, dy, g, out),
+        Algorithm::Strided => strided::backward(x, w, dy, g, out, ws),
     }
 }

@@ -3,8 +3,9 @@
 //! against it.
 
 use crate::element::Element;
+use crate::gradients::GradientsMut;
 use crate::spec::Geometry;
-use ndarray::{ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
+use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4};
 
 /// The input pixel `(ih, iw)` that kernel tap `(i, j)` reads for output pixel
 /// `(oh, ow)`, or `None` where it reads padding.
@@ -52,10 +53,13 @@ pub(crate) fn backward<T: Element>(
     w: ArrayView4<'_, T>,
     dy: ArrayView4<'_, T>,
     g: &Geometry,
-    mut dx: ArrayViewMut4<'_, T>,
-    mut dw: ArrayViewMut4<'_, T>,
-    mut db: ArrayViewMut1<'_, T>,
+    grads: GradientsMut<'_, T>,
 ) {
+    let GradientsMut {
+        mut dx,
+        mut dw,
+        mut db,
+    } = grads;
     dx.fill(T::zero());
     dw.fill(T::zero());
     db.fill(T::zero());

@@ -26,50 +26,28 @@
 //!   transposed into NCHW at the end. The padded error also serves the weight gradient when its rows
 //!   are as wide as the input's phase rows (the usual "same" padding).
 //!
-//! It applies to any geometry with one group. Measured per sample on the
-//! suite's r3x3, one thread, with each GEMM's operands in cache: forward
-//! 2.09 ms against 2.53 for the column matrix and its GEMM, dW 2.13 against
-//! 2.25, dX 2.10 against 2.33 (col2im). The lowering copy and the col2im
-//! scatter are gone, and every GEMM runs in the orientation the `gemm`
-//! crate is fastest in (product rows are pixels). BENCHMARKS.md has the
-//! whole-row figures.
+//! It computes any geometry with one group. Against the column matrix, the
+//! lowering copy and the col2im scatter are gone, and every GEMM runs in
+//! the orientation the `gemm` crate is fastest in (product rows are
+//! pixels); BENCHMARKS.md, "Kernel choice", has the figures.
 //!
 //! CBLAS cannot describe a matrix whose rows overlap (its leading dimension
 //! must cover a row), so in a BLAS build this kernel's GEMMs, which all read
 //! a window, run on the pure-Rust `gemm` crate (`gemm.rs` falls back by
 //! itself).
 
-use super::image::{Image, PhasedImage};
 use crate::element::Element;
 use crate::gemm::matmul;
+use crate::gradients::{GradientsMut, add_bias_gradient};
+use crate::lanes::{Partials, Schedule};
+use crate::layout::pixel_major::{Image, PhasedImage};
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
 use ndarray::{
-    ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4, Axis,
+    ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis,
     ShapeBuilder, s,
 };
-use rayon::prelude::*;
 use std::ops::Range;
-
-/// Whether the shifted kernel can compute this geometry: one group.
-pub(crate) fn applies(g: &Geometry) -> bool {
-    g.groups == 1
-}
-
-/// Whether `Kernel::Auto` picks it: a kernel larger than 1x1 (a 1x1
-/// kernel's column matrix is already the input itself: r1x1 measured 15%
-/// slower here) and both channel counts at least 32, so that each GEMM has
-/// a sizeable inner dimension. Measured: 5x slower than the column matrix
-/// at one input channel (the seed row, whose one GEMM covers every tap),
-/// 7–12% faster at 64 (r3x3); the threshold between is a judgment, not a
-/// measurement. Any stride: timed in turns with the column matrix in one
-/// process (`gemmconv --row r3x3s2 --kernel gemm,shifted`, BENCHMARKS.md,
-/// session 6), 0.82–0.93 of its time forward and 0.85–0.89 backward on
-/// r3x3s2, and faster or level on every strided layer tried (16 to 256
-/// channels, 3x3 and 5x5, strides 2 and 3).
-pub(crate) fn suits(g: &Geometry) -> bool {
-    applies(g) && g.kh * g.kw > 1 && g.in_channels >= 32 && g.out_channels >= 32
-}
 
 /// Taps that one GEMM covers: `order[taps]`, whose windows lie side by
 /// side. Forward: the first reads row phase `phase.0` from row `at.0`,
@@ -223,32 +201,15 @@ fn input_image(g: &Geometry) -> PhasedImage {
     )
 }
 
-/// Lanes (one per thread at most, each a contiguous block of the batch) and
-/// the threads each lane's GEMMs may use.
-pub(super) fn plan(batch: usize) -> (usize, usize, usize) {
-    let (lanes, per_lane) = super::strided::split_batch(batch);
-    (
-        lanes,
-        per_lane,
-        (rayon::current_num_threads() / lanes).max(1),
-    )
-}
-
-/// Forward pass, see the module docs.
+/// The forward pass, see the module docs.
 pub(crate) fn forward<T: Element>(
     x: ArrayView4<'_, T>,
     w: ArrayView4<'_, T>,
     bias: Option<ArrayView1<'_, T>>,
     g: &Geometry,
-    mut y: ArrayViewMut4<'_, T>,
+    y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    if g.batch == 0 {
-        return;
-    }
-    let mut weights_buf = std::mem::take(&mut ws.flipped_weights);
-    let taps = (0..g.kh).flat_map(|i| (0..g.kw).map(move |j| (i, j)));
-    let weights = reorder_weights(w, taps, false, &mut weights_buf);
     let image = input_image(g);
     let row_pixels = image.row_outputs();
     let output = Image {
@@ -257,39 +218,37 @@ pub(crate) fn forward<T: Element>(
         w: row_pixels,
         tail: 0,
     };
+    // Bands of output rows whose GEMM product stays under the cap.
     let row_bytes = (row_pixels * g.out_channels * std::mem::size_of::<T>()).max(1);
     let band = (ws.column_cap_bytes() / row_bytes).clamp(1, g.out_h.max(1));
-    let (lanes, per_lane, threads) = plan(g.batch);
-    ws.ensure_lanes(lanes);
-    ws.lanes[..lanes]
-        .par_iter_mut()
-        .zip(y.axis_chunks_iter_mut(Axis(0), per_lane).into_par_iter())
-        .enumerate()
-        .for_each(|(lane_index, (lane, mut y_lane))| {
-            for (local, mut y_n) in y_lane.outer_iter_mut().enumerate() {
-                let x_n = x.index_axis(Axis(0), lane_index * per_lane + local);
-                let data = image.fill(x_n, &mut lane.source);
-                for r0 in (0..g.out_h).step_by(band) {
-                    let rows = r0..(r0 + band).min(g.out_h);
-                    let len = rows.len() * row_pixels * g.out_channels;
-                    let product = scratch(&mut lane.product, len);
-                    sum_of_runs(
-                        ArrayViewMut2::from_shape(
-                            (rows.len() * row_pixels, g.out_channels),
-                            &mut *product,
-                        )
-                        .expect("sized above"),
-                        (data, g.in_channels, g.sw),
-                        forward_runs(g),
-                        |run| image.offset(run.phase.0, (r0 + run.at.0, run.at.1)),
-                        weights,
-                        threads,
-                    );
-                    output.read(product, y_n.view_mut(), rows, bias);
-                }
+    let schedule = Schedule::new(g.batch);
+    let (weights_buf, lanes) = ws.memory(schedule.lanes());
+    let taps = (0..g.kh).flat_map(|i| (0..g.kw).map(move |j| (i, j)));
+    let weights = reorder_weights(w, taps, false, weights_buf);
+    schedule.run(lanes, y, |item, mut y_item, buffers| {
+        let [image_buf, product_buf] = buffers.split();
+        for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
+            let data = image.fill(x.index_axis(Axis(0), n), image_buf);
+            for r0 in (0..g.out_h).step_by(band) {
+                let rows = r0..(r0 + band).min(g.out_h);
+                let len = rows.len() * row_pixels * g.out_channels;
+                let product = scratch(product_buf, len);
+                sum_of_runs(
+                    ArrayViewMut2::from_shape(
+                        (rows.len() * row_pixels, g.out_channels),
+                        &mut *product,
+                    )
+                    .expect("sized above"),
+                    (data, g.in_channels, g.sw),
+                    forward_runs(g),
+                    |run| image.offset(run.phase.0, (r0 + run.at.0, run.at.1)),
+                    weights,
+                    item.gemm_threads,
+                );
+                output.read(product, y_n.view_mut(), rows, bias);
             }
-        });
-    ws.flipped_weights = weights_buf;
+        }
+    });
 }
 
 /// The input gradient's side of the backward pass: which phase pixels of
@@ -324,6 +283,36 @@ impl InputGradientPlan {
     fn cols(&self, b: usize) -> Range<usize> {
         let g = &self.geometry;
         inside(b, g.sw, g.padding.left, g.in_w)
+    }
+
+    /// The error of one sample laid out like the forward product (`[pixel,
+    /// c_out]`, rows `image.row_outputs()` pixels long), for the weight
+    /// gradient: a view of the padded error `error_data` when its rows are
+    /// as wide (its pixels past each row are then padding, zero; the usual
+    /// "same" padding), else a copy into `buf`.
+    fn product_error<'e, T: Element>(
+        &self,
+        g: &Geometry,
+        image: &PhasedImage,
+        error_data: &'e [T],
+        dy_n: ArrayView3<'_, T>,
+        buf: &'e mut Vec<T>,
+    ) -> ArrayView2<'e, T> {
+        let (row_pixels, c_out) = (image.row_outputs(), g.out_channels);
+        let pixels = g.out_h * row_pixels;
+        let data = if self.error.w == row_pixels {
+            let start = (self.at.0 * self.error.w + self.at.1) * c_out;
+            &error_data[start..start + pixels * c_out]
+        } else {
+            let layout = Image {
+                c: c_out,
+                h: g.out_h,
+                w: row_pixels,
+                tail: 0,
+            };
+            &layout.fill(dy_n, (0, 0), buf)[..pixels * c_out]
+        };
+        ArrayView2::from_shape((pixels, c_out), data).expect("sized above")
     }
 
     fn new(g: &Geometry) -> Self {
@@ -379,100 +368,87 @@ impl InputGradientPlan {
     }
 }
 
-/// Backward pass, see the module docs: one pass over the batch, each lane
-/// summing its samples' weight and bias gradients into its own partials,
-/// added up at the end. Overwrites `dx`, `dw` and `db`.
-#[allow(clippy::too_many_arguments)]
+/// The backward pass, see the module docs: one pass over the batch, each
+/// lane summing its samples' weight and bias gradients into its partials.
+/// Overwrites every gradient.
 pub(crate) fn backward<T: Element>(
     x: ArrayView4<'_, T>,
     w: ArrayView4<'_, T>,
     dy: ArrayView4<'_, T>,
     g: &Geometry,
-    mut dx: ArrayViewMut4<'_, T>,
-    mut dw: ArrayViewMut4<'_, T>,
-    mut db: ArrayViewMut1<'_, T>,
+    grads: GradientsMut<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    dw.fill(T::zero());
-    db.fill(T::zero());
-    if g.batch == 0 {
-        return;
-    }
+    let GradientsMut { dx, mut dw, mut db } = grads;
     let (c_in, c_out) = (g.in_channels, g.out_channels);
     let image = input_image(g);
-    let row_pixels = image.row_outputs();
     let plan_dx = InputGradientPlan::new(g);
-    let error = plan_dx.error;
-    // The error laid out like the forward product, for the weight gradient:
-    // its own copy, or a view of `error` when that has rows as wide (its
-    // pixels past each row are then padding, zero).
-    let product_error = Image {
-        c: c_out,
-        h: g.out_h,
-        w: row_pixels,
-        tail: 0,
-    };
-    let shared = error.w == row_pixels;
-    let pixels = g.out_h * row_pixels;
     let taps_len = g.kh * g.kw * c_in;
-    let mut weights_buf = std::mem::take(&mut ws.flipped_weights);
-    let weights = reorder_weights(w, input_gradient_order(g), true, &mut weights_buf);
-    let (lanes, per_lane, threads) = plan(g.batch);
-    ws.ensure_lanes(lanes);
-    ws.lanes[..lanes]
-        .par_iter_mut()
-        .zip(dx.axis_chunks_iter_mut(Axis(0), per_lane).into_par_iter())
-        .enumerate()
-        .for_each(|(lane_index, (lane, mut dx_lane))| {
-            let dw_len = taps_len * c_out;
-            let mut dw_part =
-                ArrayViewMut2::from_shape((taps_len, c_out), scratch(&mut lane.dw, dw_len))
-                    .expect("sized");
-            dw_part.fill(T::zero());
-            let db_part = scratch(&mut lane.db, c_out);
-            db_part.fill(T::zero());
-            for (local, dx_n) in dx_lane.outer_iter_mut().enumerate() {
-                let n = lane_index * per_lane + local;
+    let schedule = Schedule::new(g.batch);
+    let (weights_buf, lanes) = ws.memory(schedule.lanes());
+    let weights = reorder_weights(w, input_gradient_order(g), true, weights_buf);
+    let sums = schedule.run_summing(
+        lanes,
+        Some(dx),
+        (taps_len * c_out, c_out),
+        |item, dx_item, buffers, mut partials| {
+            let [image_buf, error_buf, product_error_buf, gradient_buf] = buffers.split();
+            let mut dx_item = dx_item.expect("the schedule splits dx");
+            for (n, dx_n) in item.samples.clone().zip(dx_item.outer_iter_mut()) {
                 let dy_n = dy.index_axis(Axis(0), n);
-                for (b, plane) in db_part.iter_mut().zip(dy_n.outer_iter()) {
-                    *b += plane.sum();
-                }
-                let x_data = image.fill(x.index_axis(Axis(0), n), &mut lane.source);
-                let error_data = error.fill(dy_n, plan_dx.at, &mut lane.accumulator);
-                let dy_pixels = if shared {
-                    let start = (plan_dx.at.0 * error.w + plan_dx.at.1) * c_out;
-                    &error_data[start..start + pixels * c_out]
-                } else {
-                    &product_error.fill(dy_n, (0, 0), &mut lane.cols)[..pixels * c_out]
-                };
-                let dy_view = ArrayView2::from_shape((pixels, c_out), dy_pixels).expect("sized");
-                for run in forward_runs(g) {
-                    let start = image.offset(run.phase.0, run.at);
-                    matmul(
-                        dw_part.slice_mut(s![run.taps.start * c_in..run.taps.end * c_in, ..]),
-                        true,
-                        window(x_data, start, (pixels, g.sw), c_in, run.taps.len()).reversed_axes(),
-                        dy_view,
-                        threads,
-                    );
-                }
+                add_bias_gradient(dy_n, partials.bias);
+                let x_data = image.fill(x.index_axis(Axis(0), n), image_buf);
+                let error_data = plan_dx.error.fill(dy_n, plan_dx.at, error_buf);
+                let product_error =
+                    plan_dx.product_error(g, &image, error_data, dy_n, product_error_buf);
+                add_weight_gradient(
+                    (x_data, &image),
+                    product_error,
+                    g,
+                    &mut partials,
+                    item.gemm_threads,
+                );
                 let gradient = input_gradient_sample(
                     &plan_dx,
                     error_data,
                     g,
                     weights,
-                    &mut lane.error,
-                    threads,
+                    gradient_buf,
+                    item.gemm_threads,
                 );
                 plan_dx.gradient.read(gradient, dx_n);
             }
-        });
-    ws.flipped_weights = weights_buf;
-    for lane in &ws.lanes[..lanes] {
-        let part = ArrayView4::from_shape((g.kh, g.kw, c_in, c_out), &lane.dw[..taps_len * c_out])
-            .expect("written by the lane");
-        dw += &part.permuted_axes([3, 2, 0, 1]);
-        db += &ArrayView1::from(&lane.db[..c_out]);
+        },
+    );
+    let part = ArrayView4::from_shape((g.kh, g.kw, c_in, c_out), sums.weight)
+        .expect("sized by the schedule");
+    dw.assign(&part.permuted_axes([3, 2, 0, 1]));
+    db.assign(&sums.bias);
+}
+
+/// `dW_run += X_runᵀ · dY` for every forward run, into the partial laid
+/// out `[(tap, c_in), c_out]`; `dy` is the error laid out like the forward
+/// product.
+fn add_weight_gradient<T: Element>(
+    (x_data, image): (&[T], &PhasedImage),
+    dy: ArrayView2<'_, T>,
+    g: &Geometry,
+    partials: &mut Partials<'_, T>,
+    threads: usize,
+) {
+    let c_in = g.in_channels;
+    let mut dw =
+        ArrayViewMut2::from_shape((g.kh * g.kw * c_in, g.out_channels), &mut *partials.weight)
+            .expect("sized by the schedule");
+    for run in forward_runs(g) {
+        let start = image.offset(run.phase.0, run.at);
+        matmul(
+            dw.slice_mut(s![run.taps.start * c_in..run.taps.end * c_in, ..]),
+            true,
+            window(x_data, start, (dy.nrows(), g.sw), c_in, run.taps.len()).reversed_axes(),
+            dy,
+            threads,
+        );
     }
 }
 

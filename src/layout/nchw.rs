@@ -1,17 +1,13 @@
-//! Lowering: turning convolutions into matrix products.
-//!
-//! Two lowerings live here. The strided one builds zero-copy window views of
-//! an already padded buffer and copies them once into a column matrix; it serves
-//! the forward pass and (on the dilated, padded error) the input gradient. The
-//! per-sample one (`im2col_sample` / `col2im_sample_add`) is the notebook's
-//! middle step: explicit loops that handle padding by bounds checks.
+//! The NCHW side of the strided lowering: padded copies of the input (with
+//! columns dealt into phases by the column stride), zero-copy window views
+//! of them, the one copy of those views into a column matrix and its
+//! adjoint, the error dilated and padded for the input-gradient pass, and
+//! the flipped, channel-swapped weights that pass multiplies it by.
 
 use crate::element::Element;
 use crate::spec::Geometry;
-use ndarray::{
-    ArrayView2, ArrayView3, ArrayView4, ArrayView5, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4,
-    Axis, ShapeBuilder, s,
-};
+use crate::workspace::scratch;
+use ndarray::{ArrayView2, ArrayView4, ArrayView5, ArrayViewMut4, Axis, ShapeBuilder, s};
 use std::ops::Range;
 
 /// Where the kernel reads in a padded source: taps, their spacing, the step
@@ -411,6 +407,28 @@ pub(crate) fn pad_into<T: Element>(
     layout
 }
 
+/// One sample's padded input `(c, hp, wp)` as a contiguous slice: in place
+/// when unpadded and contiguous, else copied into `buf`.
+pub(crate) fn padded_sample<'a, T: Element>(
+    x: ArrayView4<'a, T>,
+    n: usize,
+    g: &Geometry,
+    buf: &'a mut Vec<T>,
+) -> &'a [T] {
+    let sample = x.slice_move(s![n..n + 1, .., .., ..]);
+    if g.padding.is_zero()
+        && let Some(in_place) = sample.to_slice()
+    {
+        return in_place;
+    }
+    let len = g.in_channels
+        * (g.in_h + g.padding.top + g.padding.bottom)
+        * (g.in_w + g.padding.left + g.padding.right);
+    let buf = scratch(buf, len);
+    pad_into(sample, g.padding, 1, buf);
+    buf
+}
+
 /// The error as the input-gradient pass sees it: `dy` (`(n, c_out, out_h,
 /// out_w)`) with `sh - 1` zeros between its rows and `sw - 1` between its
 /// columns (undoing the stride), then shifted so that a stride-1 window of the
@@ -480,77 +498,6 @@ pub(crate) fn flip_and_swap_weights<T: Element>(
         let flipped = w_group.slice(s![.., .., ..;-1, ..;-1]);
         out.slice_mut(s![group * c_in_g..(group + 1) * c_in_g, .., .., ..])
             .assign(&flipped.permuted_axes([1, 0, 2, 3]));
-    }
-}
-
-/// Signed input coordinate of kernel tap `tap` at output position `out`, or
-/// `None` where it falls in the padding.
-#[inline]
-fn input_coord(
-    out: usize,
-    stride: usize,
-    tap: usize,
-    dilation: usize,
-    pad: usize,
-    len: usize,
-) -> Option<usize> {
-    (out * stride + tap * dilation)
-        .checked_sub(pad)
-        .filter(|&v| v < len)
-}
-
-/// The column matrix of one sample, `[c*kh*kw, out_h*out_w]`, built with
-/// explicit loops from an unpadded `(c, h, w)` sample: padding is a bounds
-/// check, not a copy.
-pub(crate) fn im2col_sample<T: Element>(
-    x: ArrayView3<'_, T>,
-    g: &Geometry,
-    mut cols: ArrayViewMut2<'_, T>,
-) {
-    let (c, h, w) = x.dim();
-    for ch in 0..c {
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let mut row = cols.row_mut((ch * g.kh + i) * g.kw + j);
-                for oh in 0..g.out_h {
-                    let ih = input_coord(oh, g.sh, i, g.dh, g.padding.top, h);
-                    for ow in 0..g.out_w {
-                        let iw = input_coord(ow, g.sw, j, g.dw, g.padding.left, w);
-                        row[oh * g.out_w + ow] = match (ih, iw) {
-                            (Some(ih), Some(iw)) => x[[ch, ih, iw]],
-                            _ => T::zero(),
-                        };
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The adjoint of [`im2col_sample`]: adds each column-matrix entry back onto
-/// the input pixel it was read from (entries read from padding are dropped).
-pub(crate) fn col2im_sample_add<T: Element>(
-    cols: ArrayView2<'_, T>,
-    g: &Geometry,
-    mut dx: ArrayViewMut3<'_, T>,
-) {
-    let (c, h, w) = dx.dim();
-    for ch in 0..c {
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let row = cols.row((ch * g.kh + i) * g.kw + j);
-                for oh in 0..g.out_h {
-                    let Some(ih) = input_coord(oh, g.sh, i, g.dh, g.padding.top, h) else {
-                        continue;
-                    };
-                    for ow in 0..g.out_w {
-                        if let Some(iw) = input_coord(ow, g.sw, j, g.dw, g.padding.left, w) {
-                            dx[[ch, ih, iw]] += row[oh * g.out_w + ow];
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 

@@ -1,10 +1,10 @@
 //! A padded, pixel-major copy of one sample (`[pixel, channel]`, as HWC),
 //! the layout the shifted and Winograd kernels compute on: the copy in and
 //! out of NCHW is a tiled transpose (`transpose.rs`). For a row stride above
-//! 1 the shifted kernel splits the rows into phases (`PhasedImage`).
+//! 1 the rows are split into phases (`PhasedImage`).
 
+use super::transpose::transpose;
 use crate::element::Element;
-use crate::transpose::transpose;
 use crate::workspace::scratch;
 use ndarray::{ArrayView1, ArrayView3, ArrayViewMut2, ArrayViewMut3, ShapeBuilder, s};
 use std::ops::Range;
@@ -13,7 +13,7 @@ use std::ops::Range;
 /// and `tail` spare pixels after the last row, which the windows of the
 /// dropped pixels of the last output row read.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Image {
+pub(crate) struct Image {
     pub c: usize,
     pub h: usize,
     pub w: usize,
@@ -30,7 +30,7 @@ impl Image {
     /// then from the next row's left padding, which are zeros too. Every
     /// output row then carries `max(left, right)` fewer dropped pixels
     /// (3% of the suite's dil product, 2% of r3x3's).
-    pub(super) fn padded(
+    pub(crate) fn padded(
         c: usize,
         (h, w): (usize, usize),
         pad: [usize; 4],
@@ -45,12 +45,12 @@ impl Image {
         }
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         (self.h * self.w + self.tail) * self.c
     }
 
     /// `src (c, h', w')` written into `buf` at `(top, left)`, zero elsewhere.
-    pub(super) fn fill<'b, T: Element>(
+    pub(crate) fn fill<'b, T: Element>(
         &self,
         src: ArrayView3<'_, T>,
         (top, left): (usize, usize),
@@ -83,7 +83,7 @@ impl Image {
     /// The inverse, for rows `rows` of `dst (c, h, w)`: from `src`, whose
     /// rows are this image's (the pixels past `w` dropped), plus `bias` per
     /// channel.
-    pub(super) fn read<T: Element>(
+    pub(crate) fn read<T: Element>(
         &self,
         src: &[T],
         mut dst: ArrayViewMut3<'_, T>,
@@ -138,7 +138,7 @@ impl Image {
 /// of spare pixels, so that a window running off a phase's last row reads
 /// zeros, not the next phase.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct PhasedImage {
+pub(crate) struct PhasedImage {
     /// One row phase (its `tail` included); `phase.w` is the row length.
     pub phase: Image,
     pub sh: usize,
@@ -152,7 +152,7 @@ impl PhasedImage {
     /// The row phases of `c` planes of `(h, w)` pixels padded by `pad` (top,
     /// bottom, left, right) for stride `(sh, sw)`, with rows of at least
     /// `min_pixels·sw` pixels, and `tail` spare pixels a phase.
-    pub(super) fn padded(
+    pub(crate) fn padded(
         c: usize,
         (h, w): (usize, usize),
         pad: [usize; 4],
@@ -175,17 +175,17 @@ impl PhasedImage {
         }
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.sh * self.phase.len()
     }
 
     /// Output pixels per output row of a window at column stride `sw`.
-    pub(super) fn row_outputs(&self) -> usize {
+    pub(crate) fn row_outputs(&self) -> usize {
         self.phase.w / self.sw
     }
 
     /// Where pixel `col` of row `u` of row phase `a` starts.
-    pub(super) fn offset(&self, a: usize, (u, col): (usize, usize)) -> usize {
+    pub(crate) fn offset(&self, a: usize, (u, col): (usize, usize)) -> usize {
         a * self.phase.len() + (u * self.phase.w + col) * self.phase.c
     }
 
@@ -196,7 +196,7 @@ impl PhasedImage {
     }
 
     /// `src (c, h, w)` written into `buf`, zero elsewhere.
-    pub(super) fn fill<'b, T: Element>(
+    pub(crate) fn fill<'b, T: Element>(
         &self,
         src: ArrayView3<'_, T>,
         buf: &'b mut Vec<T>,
@@ -228,7 +228,7 @@ impl PhasedImage {
 
     /// The inverse: the sample's pixels of `src` (laid out as this image)
     /// written into `dst (c, h, w)`.
-    pub(super) fn read<T: Element>(&self, src: &[T], mut dst: ArrayViewMut3<'_, T>) {
+    pub(crate) fn read<T: Element>(&self, src: &[T], mut dst: ArrayViewMut3<'_, T>) {
         let (c, h, w) = dst.dim();
         for y in 0..h {
             let start = self.row_start(y);

@@ -1,10 +1,9 @@
 //! Out-of-place matrix transposition between channel-major (NCHW planes)
-//! and pixel-major layouts, for `Kernel::Shifted`.
+//! and pixel-major layouts, for the pixel-major images (`pixel_major.rs`).
 //!
 //! The tiles go through AVX registers when the CPU has AVX (runtime
-//! detection, so library users need no flags): measured on r3x3's samples
-//! (64 channels of 56x56), 23 µs against 70 µs for the best scalar loop
-//! with the data in cache, 36 against 76 µs from L3. The scalar loop is the
+//! detection, so library users need no flags), about 2–3x faster than the
+//! best scalar loop (BENCHMARKS.md, "Transposes"). The scalar loop is the
 //! fallback and handles the edges.
 
 use crate::element::Element;

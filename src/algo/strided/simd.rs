@@ -6,8 +6,7 @@
 /// them, else `$plain(args)` as compiled for the build's target. `$fused`
 /// may use `mul_add` (one instruction there); `$plain` must not, as it is a
 /// library call without FMA. The loops of the direct kernels vectorise
-/// well: AVX2 measured 1.9x on the depthwise row, and AVX-512 a further 16%
-/// forward and 5% backward.
+/// well, and each wider build is faster (BENCHMARKS.md, "Runtime SIMD").
 macro_rules! with_runtime_simd {
     ($avx512:ident, $avx2:ident, $fused:expr, $plain:expr, $( $arg:ident : $ty:ty ),* $(,)?) => {
         #[cfg(target_arch = "x86_64")]

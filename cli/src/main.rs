@@ -5,9 +5,9 @@
 mod args;
 mod compare;
 mod malloc;
-mod npy;
 mod timing;
 
+use clap::Parser;
 use gemmconv::ndarray::{Array1, Array4};
 use gemmconv::{
     Algorithm, Conv2d, Element, Gradients, conv2d, conv2d_backward, conv2d_backward_with_workspace,
@@ -30,17 +30,7 @@ const NOTEBOOK: [(Algorithm, f64, f64); 3] = [
 const NAIVE_TIMING_LIMIT: u64 = 200_000_000;
 
 fn main() -> ExitCode {
-    let options = match args::parse(std::env::args().skip(1)) {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("{message}");
-            return if message == args::USAGE {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            };
-        }
-    };
+    let options = args::Options::from(args::Cli::parse());
     let kept = malloc::keep_freed_memory();
     if let Some(threads) = options.threads
         && let Err(e) = rayon::ThreadPoolBuilder::new()
@@ -52,7 +42,7 @@ fn main() -> ExitCode {
     }
     if kept {
         println!(
-            "(glibc malloc keeps freed memory, as a long-running process would: src/bin/gemmconv/malloc.rs)"
+            "(glibc malloc keeps freed memory, as a long-running process would: cli/src/malloc.rs)"
         );
     }
     let result = if options.double {
@@ -124,6 +114,20 @@ struct Reference<T: Element> {
     tolerance: f64,
 }
 
+/// Prints how far `y` and `g` are from the reference, if there is one; an
+/// error naming `label` when beyond the tolerance.
+fn check<T: Element>(
+    reference: Option<&Reference<T>>,
+    label: &str,
+    y: &Array4<T>,
+    g: &Gradients<T>,
+) -> Result<(), String> {
+    match reference {
+        Some(reference) => reference.check(label, y, g),
+        None => Ok(()),
+    }
+}
+
 impl<T: Element> Reference<T> {
     /// Prints how far `y` and `g` are from the reference; an error naming
     /// `label` when beyond the tolerance.
@@ -149,7 +153,7 @@ impl<T: Element> Reference<T> {
     }
 }
 
-fn run<T: Element>(options: &args::Options) -> Result<(), String> {
+fn run<T: Element + ndarray_npy::WritableElement>(options: &args::Options) -> Result<(), String> {
     let spec = &options.spec;
     let p = problem::<T>(options)?;
     let out = spec
@@ -169,22 +173,42 @@ fn run<T: Element>(options: &args::Options) -> Result<(), String> {
     );
 
     let bias = p.b.as_ref().map(|b| b.view());
-    let y_ref =
-        conv2d(p.x.view(), p.w.view(), bias, spec, Algorithm::Naive).map_err(|e| e.to_string())?;
-    let dy = if options.notebook {
-        y_ref.clone()
-    } else {
-        p.dy.clone()
+    let naive = |pass: &str| {
+        eprintln!(
+            "(computing the naive reference {pass} to check every result against; --no-check skips it)"
+        );
     };
-    let g_ref = conv2d_backward(p.x.view(), p.w.view(), dy.view(), spec, Algorithm::Naive)
-        .map_err(|e| e.to_string())?;
-    let reference = Reference {
-        y: y_ref,
-        g: g_ref,
-        tolerance: if T::NAME == "f32" { 1e-4 } else { 1e-10 },
+    let y_ref = if options.check {
+        naive("forward");
+        Some(
+            conv2d(p.x.view(), p.w.view(), bias, spec, Algorithm::Naive)
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let dy = match (options.notebook, &y_ref) {
+        // The notebook feeds its output back as the output gradient.
+        (true, Some(y)) => y.clone(),
+        (true, None) => conv2d(p.x.view(), p.w.view(), bias, spec, Algorithm::Strided)
+            .map_err(|e| e.to_string())?,
+        (false, _) => p.dy.clone(),
+    };
+    let reference = match y_ref {
+        Some(y) => {
+            naive("backward");
+            let g = conv2d_backward(p.x.view(), p.w.view(), dy.view(), spec, Algorithm::Naive)
+                .map_err(|e| e.to_string())?;
+            Some(Reference {
+                y,
+                g,
+                tolerance: if T::NAME == "f32" { 1e-4 } else { 1e-10 },
+            })
+        }
+        None => None,
     };
     if options.kernels.len() > 1 {
-        return compare::kernels(options, &p, &dy, &reference, fwd_flops);
+        return compare::kernels(options, &p, &dy, reference.as_ref(), fwd_flops);
     }
 
     let asked = options.algorithms.clone();
@@ -202,7 +226,7 @@ fn run<T: Element>(options: &args::Options) -> Result<(), String> {
         let g: Gradients<T> =
             conv2d_backward_with_workspace(p.x.view(), p.w.view(), dy.view(), spec, algo, &mut ws)
                 .map_err(|e| e.to_string())?;
-        reference.check(algo.name(), &y, &g)?;
+        check(reference.as_ref(), algo.name(), &y, &g)?;
         // Timed as the notebook and other frameworks' functional calls are:
         // each call allocates its results (y; dx, dw, db), nothing else; the
         // workspace is kept, as a `Conv2d` layer keeps it.
@@ -224,7 +248,7 @@ fn run<T: Element>(options: &args::Options) -> Result<(), String> {
         });
         results.push((algo, fwd, bwd));
     }
-    if let Some(dir) = &options.save {
+    if let (Some(dir), Some(reference)) = (&options.save, &reference) {
         save(dir, options, &p, &dy, &reference.y, &reference.g, &results)
             .map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
     }
@@ -269,7 +293,7 @@ fn run<T: Element>(options: &args::Options) -> Result<(), String> {
 /// Writes what another framework needs to redo this run and check itself:
 /// the inputs, naive's results, the geometry (`spec.txt`) and our medians
 /// (`times.txt`, seconds).
-fn save<T: Element>(
+fn save<T: Element + ndarray_npy::WritableElement>(
     dir: &std::path::Path,
     options: &args::Options,
     p: &Problem<T>,
@@ -279,16 +303,21 @@ fn save<T: Element>(
     results: &[(Algorithm, Timing, Timing)],
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    npy::write(&dir.join("x.npy"), &p.x)?;
-    npy::write(&dir.join("w.npy"), &p.w)?;
+    let npy = |name: &str, array: &dyn WriteNpy| {
+        array
+            .write_to(&dir.join(name))
+            .map_err(std::io::Error::other)
+    };
+    npy("x.npy", &p.x)?;
+    npy("w.npy", &p.w)?;
     if let Some(b) = &p.b {
-        npy::write(&dir.join("b.npy"), b)?;
+        npy("b.npy", b)?;
     }
-    npy::write(&dir.join("dy.npy"), dy)?;
-    npy::write(&dir.join("y.npy"), y)?;
-    npy::write(&dir.join("dx.npy"), &g.dx)?;
-    npy::write(&dir.join("dw.npy"), &g.dw)?;
-    npy::write(&dir.join("db.npy"), &g.db)?;
+    npy("dy.npy", dy)?;
+    npy("y.npy", y)?;
+    npy("dx.npy", &g.dx)?;
+    npy("dw.npy", &g.dw)?;
+    npy("db.npy", &g.db)?;
     let spec = &options.spec;
     let (pad, stride, dilation) = (spec.get_padding(), spec.get_stride(), spec.get_dilation());
     std::fs::write(
@@ -312,4 +341,21 @@ fn save<T: Element>(
         .map(|(algo, fwd, bwd)| format!("{} {:e} {:e}\n", algo.name(), fwd.median(), bwd.median()))
         .collect();
     std::fs::write(dir.join("times.txt"), times)
+}
+
+/// An array that can be written as a `.npy` file (`ndarray-npy`), whatever
+/// its rank and element type.
+trait WriteNpy {
+    fn write_to(&self, path: &std::path::Path) -> Result<(), ndarray_npy::WriteNpyError>;
+}
+
+impl<A, S, D> WriteNpy for gemmconv::ndarray::ArrayBase<S, D>
+where
+    A: ndarray_npy::WritableElement,
+    S: gemmconv::ndarray::Data<Elem = A>,
+    D: gemmconv::ndarray::Dimension,
+{
+    fn write_to(&self, path: &std::path::Path) -> Result<(), ndarray_npy::WriteNpyError> {
+        ndarray_npy::write_npy(path, self)
+    }
 }

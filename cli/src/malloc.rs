@@ -1,10 +1,9 @@
 //! glibc's malloc hands large freed blocks straight back to the kernel and
 //! maps them afresh on the next call, so every call that allocates a
 //! sizeable result (or the GEMM's packing buffers) pays for page faults, and
-//! how much depends on what the process allocated before. Measured on the
-//! notebook's workload: strided forward 155 µs with the defaults after the
-//! other algorithms ran, 82 µs with the blocks kept. A long-running training
-//! process keeps them too, and `benches/pytorch.py` gives PyTorch the same
+//! how much depends on what the process allocated before: on the notebook's
+//! workload that doubled the strided forward pass (BENCHMARKS.md,
+//! "Allocator"). A long-running training process keeps them too, and `benches/pytorch.py` gives PyTorch the same
 //! treatment (through the environment variables of the same name).
 
 /// Tells glibc's malloc to keep freed memory: no trimming, no per-call

@@ -5,15 +5,16 @@
 //!
 //! For layers with few output channels (the notebook's 6 filters of one
 //! input channel, depthwise groups) a column matrix is copied for little
-//! reuse: on `seed64` its copy took as long as its GEMM. Here nothing is
-//! copied but the padding: a tap of a tile is one contiguous run of an input
+//! reuse: its copy costs as much as its GEMM. Here nothing is copied but
+//! the padding: a tap of a tile is one contiguous run of an input
 //! row (the column stride is 1) times one weight per channel of the tile.
 //! The weights are packed once per call so that a tap's weights for the
 //! tile's channels sit side by side.
 
-use super::direct::{for_each_sample, padded_sample};
-use super::simd::with_runtime_simd;
+use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
+use crate::lanes::Schedule;
+use crate::layout::nchw::padded_sample;
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
 use ndarray::{ArrayView1, ArrayView3, ArrayView4, ArrayViewMut3, ArrayViewMut4};
@@ -22,23 +23,6 @@ use ndarray::{ArrayView1, ArrayView3, ArrayView4, ArrayViewMut3, ArrayViewMut4};
 /// a tile, 6 channels are 12 AVX-512 accumulators, enough independent sums
 /// to keep both FMA pipes busy with registers to spare for the input.
 const MAX_TILE_CHANNELS: usize = 6;
-
-/// Whether the tiled forward can run: unit column stride, so that a tile's
-/// pixels read a contiguous run of each input row.
-pub(crate) fn applies(g: &Geometry) -> bool {
-    g.sw == 1
-}
-
-/// Whether `Kernel::Auto` runs the forward pass here rather than on the
-/// column matrix: a kernel above 1x1 (a 1x1 kernel's column matrix is often
-/// the input itself: 1.9x slower here) and at most 16 output channels a
-/// group. Measured in turns with the column matrix (BENCHMARKS.md, session
-/// 6): 0.52–0.58 of its time on the seed rows, 0.80–0.89 on 3x3 and 5x5
-/// layers of 1 to 16 input channels into 16 to 64 outputs; the threshold
-/// stays at 16 until wider layers are measured.
-pub(crate) fn suits(g: &Geometry) -> bool {
-    applies(g) && g.kh * g.kw > 1 && g.out_channels_per_group() <= 16
-}
 
 /// The tiles' channel counts for `channels` output channels of a group:
 /// full tiles of [`MAX_TILE_CHANNELS`], then the remainder as 4, 2 and 1
@@ -85,19 +69,20 @@ pub(crate) fn forward<T: Element>(
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    debug_assert!(applies(g));
-    if g.batch == 0 {
-        return;
-    }
+    debug_assert_eq!(g.sw, 1, "the tiles read contiguous runs of a row");
     let taps = g.in_channels_per_group() * g.kh * g.kw;
-    let mut packed = std::mem::take(&mut ws.flipped_weights);
-    pack_weights(w, g, scratch(&mut packed, g.out_channels * taps));
-    let packed_weights = &packed[..g.out_channels * taps];
-    for_each_sample(ws, y, |n, y_n, lane| {
-        let source = padded_sample(x, n, g, &mut lane.source);
-        forward_sample(source, packed_weights, bias, g, y_n, &mut lane.product);
+    let schedule = Schedule::new(g.batch);
+    let (packed_buf, lanes) = ws.memory(schedule.lanes());
+    let packed = scratch(packed_buf, g.out_channels * taps);
+    pack_weights(w, g, packed);
+    let packed: &[T] = packed;
+    schedule.run(lanes, y, |item, mut y_item, buffers| {
+        let [source_buf, plane_buf] = buffers.split();
+        for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
+            let source = padded_sample(x, n, g, source_buf);
+            forward_sample(source, packed, bias, g, y_n, plane_buf);
+        }
     });
-    ws.flipped_weights = packed;
 }
 
 /// One sample: `y` (`[c_out, out_h, out_w]`) from its padded input.

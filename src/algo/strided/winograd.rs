@@ -25,44 +25,17 @@
 //! sum by a few units in the last place more (the agreement tests hold it
 //! to the same tolerance as every other kernel).
 
-use super::image::Image;
 use crate::element::Element;
 use crate::gemm::matmul;
+use crate::gradients::{GradientsMut, add_bias_gradient};
+use crate::lanes::Schedule;
+use crate::layout::pixel_major::Image;
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
-use ndarray::{
-    ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4, Axis,
-};
-use rayon::prelude::*;
+use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
 
 /// Points of the transform domain: a 4x4 tile.
 const POINTS: usize = 16;
-
-/// Whether the Winograd kernel can compute this geometry: a 3x3 kernel,
-/// stride 1, one group (any padding and dilation).
-pub(crate) fn applies(g: &Geometry) -> bool {
-    (g.kh, g.kw, g.sh, g.sw, g.groups) == (3, 3, 1, 1, 1)
-}
-
-/// Whether `Kernel::Auto` picks it: where it applies, with at least 32
-/// input and output channels. The transforms cost per tile and channel
-/// what the GEMMs save per channel pair, so few channels lose. Measured
-/// (`gemmconv --mb 8 --ih 56 --kh 3 --ph 1`, forward / backward ms, 2
-/// threads): 16 channels in and out, Winograd 1.32 / 2.28 against shifted
-/// windows 0.75 / 1.38; 32 channels, 2.29 / 4.41 against 2.47 / 5.33.
-///
-/// A dilation `d` also needs outputs at least `8·d` pixels high and wide:
-/// tiles come in blocks of `2·d` rows (columns), and the last block's
-/// pixels past the output are computed and dropped, which stays under a
-/// quarter of the work there (a 3x3 kernel dilated by 100 over a 10x10
-/// output would compute 20x the rows it keeps).
-pub(crate) fn suits(g: &Geometry) -> bool {
-    applies(g)
-        && g.in_channels >= 32
-        && g.out_channels >= 32
-        && g.out_h >= 8 * g.dh
-        && g.out_w >= 8 * g.dw
-}
 
 // The 1-D maps; each 2-D transform applies one along the rows and then one
 // along the columns of a tile.
@@ -314,11 +287,8 @@ fn transform_weights<'b, T: Element>(w: ArrayView4<'_, T>, buf: &'b mut Vec<T>) 
 }
 
 /// The most a band's two transform-domain buffers take together, below the
-/// workspace cap: a core's L2 (1 MiB here), so that the GEMMs find the
-/// transformed tiles in it. Measured on r3x3 (three alternating runs, 2
-/// threads, forward / backward ms): 128 tiles a band (1 MiB) 6.87–7.44 /
-/// 14.0–15.5 against 256 tiles (the 2 MiB default cap) 7.47–8.22 /
-/// 15.2–18.1.
+/// workspace cap: a core's L2, so that the GEMMs find the transformed tiles
+/// in it (BENCHMARKS.md, "Winograd bands").
 const BAND_BYTES: usize = 1 << 20;
 
 /// Tiles per band: the band's two transform-domain buffers (`[point, tile,
@@ -361,139 +331,117 @@ fn point_mut<T>(buf: &mut [T], xi: usize, (rows, cols): (usize, usize)) -> Array
         .expect("the buffer holds every point")
 }
 
-/// Forward pass, see the module docs.
+/// The forward pass, see the module docs.
 pub(crate) fn forward<T: Element>(
     x: ArrayView4<'_, T>,
     w: ArrayView4<'_, T>,
     bias: Option<ArrayView1<'_, T>>,
     g: &Geometry,
-    mut y: ArrayViewMut4<'_, T>,
+    y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    if g.batch == 0 {
-        return;
-    }
     let (c_in, c_out) = (g.in_channels, g.out_channels);
     let tiling = Tiling::new(g);
-    let mut u_buf = std::mem::take(&mut ws.flipped_weights);
-    let u = transform_weights(w, &mut u_buf);
     let band = band_tiles::<T>(g, &tiling, ws.column_cap_bytes());
-    let (lanes, per_lane, threads) = super::shifted::plan(g.batch);
     let output = Image {
         c: c_out,
         h: g.out_h,
         w: g.out_w,
         tail: 0,
     };
-    ws.ensure_lanes(lanes);
-    ws.lanes[..lanes]
-        .par_iter_mut()
-        .zip(y.axis_chunks_iter_mut(Axis(0), per_lane).into_par_iter())
-        .enumerate()
-        .for_each(|(lane_index, (lane, mut y_lane))| {
-            for (local, y_n) in y_lane.outer_iter_mut().enumerate() {
-                let x_n = x.index_axis(Axis(0), lane_index * per_lane + local);
-                let image =
-                    tiling
-                        .input
-                        .fill(x_n, (g.padding.top, g.padding.left), &mut lane.source);
-                let pixels = scratch(&mut lane.accumulator, g.out_h * g.out_w * c_out);
-                for t0 in (0..tiling.tiles()).step_by(band) {
-                    let tiles = band.min(tiling.tiles() - t0);
-                    let v = scratch(&mut lane.cols, POINTS * tiles * c_in);
-                    for local_tile in 0..tiles {
-                        transform_tile::<_, false, _, _, _, _>(
-                            image,
-                            &tiling.cells::<4, 4>(t0 + local_tile, &tiling.input),
-                            v,
-                            &kept(points(tiles, local_tile, c_in)),
-                            c_in,
-                            &mut lane.stage,
-                            bt,
-                            bt,
-                        );
-                    }
-                    let m = scratch(&mut lane.product, POINTS * tiles * c_out);
-                    point_gemms(
+    let schedule = Schedule::new(g.batch);
+    let (u_buf, lanes) = ws.memory(schedule.lanes());
+    let u = transform_weights(w, u_buf);
+    schedule.run(lanes, y, |item, mut y_item, buffers| {
+        let [image_buf, pixels_buf, v_buf, m_buf, stage_buf] = buffers.split();
+        for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
+            let x_n = x.index_axis(Axis(0), n);
+            let image = tiling
+                .input
+                .fill(x_n, (g.padding.top, g.padding.left), image_buf);
+            let pixels = scratch(pixels_buf, g.out_h * g.out_w * c_out);
+            for t0 in (0..tiling.tiles()).step_by(band) {
+                let tiles = band.min(tiling.tiles() - t0);
+                let v = scratch(v_buf, POINTS * tiles * c_in);
+                for local_tile in 0..tiles {
+                    transform_tile::<_, false, _, _, _, _>(
+                        image,
+                        &tiling.cells::<4, 4>(t0 + local_tile, &tiling.input),
                         v,
-                        (tiles, c_in),
-                        |xi| point(u, xi, (c_in, c_out)),
-                        m,
-                        threads,
+                        &kept(points(tiles, local_tile, c_in)),
+                        c_in,
+                        stage_buf,
+                        bt,
+                        bt,
                     );
-                    for local_tile in 0..tiles {
-                        transform_tile::<_, false, _, _, _, _>(
-                            m,
-                            &points(tiles, local_tile, c_out),
-                            pixels,
-                            &tiling.outputs(t0 + local_tile, c_out),
-                            c_out,
-                            &mut lane.stage,
-                            at,
-                            at,
-                        );
-                    }
                 }
-                output.read(pixels, y_n, 0..g.out_h, bias);
+                let m = scratch(m_buf, POINTS * tiles * c_out);
+                point_gemms(
+                    v,
+                    (tiles, c_in),
+                    |xi| point(u, xi, (c_in, c_out)),
+                    m,
+                    item.gemm_threads,
+                );
+                for local_tile in 0..tiles {
+                    transform_tile::<_, false, _, _, _, _>(
+                        m,
+                        &points(tiles, local_tile, c_out),
+                        pixels,
+                        &tiling.outputs(t0 + local_tile, c_out),
+                        c_out,
+                        stage_buf,
+                        at,
+                        at,
+                    );
+                }
             }
-        });
-    ws.flipped_weights = u_buf;
+            output.read(pixels, y_n, 0..g.out_h, bias);
+        }
+    });
 }
 
-/// Backward pass, see the module docs: each lane sums its samples' weight
-/// gradient (in the transform domain) and bias gradient into its own
-/// partials, added up at the end. Overwrites `dx`, `dw` and `db`.
-#[allow(clippy::too_many_arguments)]
+/// The backward pass, see the module docs: each lane sums its samples'
+/// weight gradient (in the transform domain) and bias gradient into its
+/// partials; their sum is mapped back to the kernel once. Overwrites every
+/// gradient.
 pub(crate) fn backward<T: Element>(
     x: ArrayView4<'_, T>,
     w: ArrayView4<'_, T>,
     dy: ArrayView4<'_, T>,
     g: &Geometry,
-    mut dx: ArrayViewMut4<'_, T>,
-    mut dw: ArrayViewMut4<'_, T>,
-    mut db: ArrayViewMut1<'_, T>,
+    grads: GradientsMut<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    dw.fill(T::zero());
-    db.fill(T::zero());
-    if g.batch == 0 {
-        return;
-    }
+    let GradientsMut { dx, dw, mut db } = grads;
     let (c_in, c_out) = (g.in_channels, g.out_channels);
     let p = g.padding;
     let tiling = Tiling::new(g);
-    let mut u_buf = std::mem::take(&mut ws.flipped_weights);
-    let u = transform_weights(w, &mut u_buf);
     let band = band_tiles::<T>(g, &tiling, ws.column_cap_bytes());
-    let (lanes, per_lane, threads) = super::shifted::plan(g.batch);
-    let du_len = POINTS * c_in * c_out;
-    ws.ensure_lanes(lanes);
-    ws.lanes[..lanes]
-        .par_iter_mut()
-        .zip(dx.axis_chunks_iter_mut(Axis(0), per_lane).into_par_iter())
-        .enumerate()
-        .for_each(|(lane_index, (lane, mut dx_lane))| {
-            let du = scratch(&mut lane.dw, du_len);
-            du.fill(T::zero());
-            let db_part = scratch(&mut lane.db, c_out);
-            db_part.fill(T::zero());
-            for (local, dx_n) in dx_lane.outer_iter_mut().enumerate() {
-                let n = lane_index * per_lane + local;
+    let schedule = Schedule::new(g.batch);
+    let (u_buf, lanes) = ws.memory(schedule.lanes());
+    let u = transform_weights(w, u_buf);
+    let sums = schedule.run_summing(
+        lanes,
+        Some(dx),
+        (POINTS * c_in * c_out, c_out),
+        |item, dx_item, buffers, partials| {
+            let [image_buf, error_buf, grad_buf, v_buf, dm_buf, stage_buf] = buffers.split();
+            let mut dx_item = dx_item.expect("the schedule splits dx");
+            let du = partials.weight;
+            for (n, dx_n) in item.samples.clone().zip(dx_item.outer_iter_mut()) {
                 let dy_n = dy.index_axis(Axis(0), n);
-                for (b, plane) in db_part.iter_mut().zip(dy_n.outer_iter()) {
-                    *b += plane.sum();
-                }
-                let image =
-                    tiling
-                        .input
-                        .fill(x.index_axis(Axis(0), n), (p.top, p.left), &mut lane.source);
-                let error = tiling.error.fill(dy_n, (0, 0), &mut lane.error);
-                let grad = scratch(&mut lane.accumulator, tiling.input.len());
+                add_bias_gradient(dy_n, partials.bias);
+                let image = tiling
+                    .input
+                    .fill(x.index_axis(Axis(0), n), (p.top, p.left), image_buf);
+                let error = tiling.error.fill(dy_n, (0, 0), error_buf);
+                let grad = scratch(grad_buf, tiling.input.len());
                 grad.fill(T::zero());
                 for t0 in (0..tiling.tiles()).step_by(band) {
                     let tiles = band.min(tiling.tiles() - t0);
-                    let v = scratch(&mut lane.cols, POINTS * tiles * c_in);
-                    let dm = scratch(&mut lane.product, POINTS * tiles * c_out);
+                    let v = scratch(v_buf, POINTS * tiles * c_in);
+                    let dm = scratch(dm_buf, POINTS * tiles * c_out);
                     for local_tile in 0..tiles {
                         let tile = t0 + local_tile;
                         transform_tile::<_, false, _, _, _, _>(
@@ -502,7 +450,7 @@ pub(crate) fn backward<T: Element>(
                             v,
                             &kept(points(tiles, local_tile, c_in)),
                             c_in,
-                            &mut lane.stage,
+                            stage_buf,
                             bt,
                             bt,
                         );
@@ -512,7 +460,7 @@ pub(crate) fn backward<T: Element>(
                             dm,
                             &kept(points(tiles, local_tile, c_out)),
                             c_out,
-                            &mut lane.stage,
+                            stage_buf,
                             a,
                             a,
                         );
@@ -523,7 +471,7 @@ pub(crate) fn backward<T: Element>(
                             true,
                             point(v, xi, (tiles, c_in)).t(),
                             point(dm, xi, (tiles, c_out)),
-                            threads,
+                            item.gemm_threads,
                         );
                     }
                     // The input tiles are consumed: their buffer takes dV.
@@ -532,7 +480,7 @@ pub(crate) fn backward<T: Element>(
                         (tiles, c_out),
                         |xi| point(u, xi, (c_in, c_out)).reversed_axes(),
                         v,
-                        threads,
+                        item.gemm_threads,
                     );
                     for local_tile in 0..tiles {
                         transform_tile::<_, true, _, _, _, _>(
@@ -541,7 +489,7 @@ pub(crate) fn backward<T: Element>(
                             grad,
                             &kept(tiling.cells::<4, 4>(t0 + local_tile, &tiling.input)),
                             c_in,
-                            &mut lane.stage,
+                            stage_buf,
                             b,
                             b,
                         );
@@ -550,44 +498,30 @@ pub(crate) fn backward<T: Element>(
                 let start = (p.top * tiling.input.w + p.left) * c_in;
                 tiling.input.read(&grad[start..], dx_n, 0..g.in_h, None);
             }
-        });
-    ws.flipped_weights = u_buf;
-    for lane in &ws.lanes[..lanes] {
-        for c in 0..c_in {
-            for o in 0..c_out {
-                let du = |uu: usize, vv: usize| lane.dw[((uu * 4 + vv) * c_in + c) * c_out + o];
-                let rows: [[T; 3]; 4] =
-                    std::array::from_fn(|uu| gt([du(uu, 0), du(uu, 1), du(uu, 2), du(uu, 3)]));
-                for j in 0..3 {
-                    let column = gt([rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
-                    for (i, value) in column.into_iter().enumerate() {
-                        dw[[o, c, i, j]] += value;
-                    }
+        },
+    );
+    weight_gradient_from_transform(sums.weight, (c_in, c_out), dw);
+    db.assign(&sums.bias);
+}
+
+/// `dw[o, c] = Gᵀ dU[·, c, o] G`: the weight gradient from its transform,
+/// laid out `[point, c_in, c_out]`.
+fn weight_gradient_from_transform<T: Element>(
+    du: &[T],
+    (c_in, c_out): (usize, usize),
+    mut dw: ArrayViewMut4<'_, T>,
+) {
+    for c in 0..c_in {
+        for o in 0..c_out {
+            let du = |uu: usize, vv: usize| du[((uu * 4 + vv) * c_in + c) * c_out + o];
+            let rows: [[T; 3]; 4] =
+                std::array::from_fn(|uu| gt([du(uu, 0), du(uu, 1), du(uu, 2), du(uu, 3)]));
+            for j in 0..3 {
+                let column = gt([rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
+                for (i, value) in column.into_iter().enumerate() {
+                    dw[[o, c, i, j]] = value;
                 }
             }
         }
-        db += &ArrayView1::from(&lane.db[..c_out]);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::spec::Conv2dSpec;
-
-    fn geometry(dilation: usize, size: usize) -> Geometry {
-        let spec = Conv2dSpec::new(32, 32, (3, 3))
-            .dilation((dilation, dilation))
-            .padding((dilation, dilation));
-        Geometry::new(&spec, [1, 32, size, size]).unwrap()
-    }
-
-    #[test]
-    fn auto_leaves_large_dilations_on_small_outputs_alone() {
-        assert!(suits(&geometry(2, 56)));
-        assert!(suits(&geometry(2, 16)));
-        assert!(!suits(&geometry(2, 15)));
-        assert!(!suits(&geometry(100, 10)));
-        assert!(applies(&geometry(100, 10)));
     }
 }

@@ -1,0 +1,80 @@
+//! The options that choose what [`Algorithm::Strided`](crate::Algorithm)
+//! runs, set on a [`Workspace`](crate::Workspace). The rules that resolve
+//! them for a geometry are the kernel table, `strided/mod.rs`.
+
+/// Which kernel [`Algorithm::Strided`](crate::Algorithm) runs.
+///
+/// Every kernel computes the same convolution; they differ in speed. A
+/// kernel that cannot compute a geometry (for example Winograd on a 5x5
+/// kernel) leaves it to the column matrix.
+///
+/// ```
+/// use gemmconv::{Kernel, Workspace};
+/// let ws = Workspace::<f32>::new().with_kernel(Kernel::Direct);
+/// assert_eq!(ws.kernel(), Kernel::Direct);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// For each geometry and pass, the kernel measured fastest on such
+    /// layers (BENCHMARKS.md, "Kernel choice"): direct loops for small
+    /// groups and for the forward pass of layers with few output channels,
+    /// Winograd for 3x3 kernels at stride 1 and shifted windows for other
+    /// kernels above 1x1 when both channel counts are large, the column
+    /// matrix otherwise.
+    #[default]
+    Auto,
+    /// Lowering through a column matrix and one GEMM per tile of output
+    /// rows.
+    Gemm,
+    /// One group, any stride, padding and dilation: GEMMs straight on
+    /// shifted windows of a pixel-major copy of each sample (its rows split
+    /// by the row stride), no column matrix; the input gradient phase by
+    /// phase of the stride, never multiplying the zeros of a dilated error.
+    Shifted,
+    /// 3x3 kernels, stride 1, one group, any padding and dilation:
+    /// Winograd's F(2x2, 3x3), forward and backward. 16 GEMMs on
+    /// transformed 4x4 tiles of a pixel-major copy of each sample do
+    /// 2.25x fewer multiply-adds than the direct sum. The transforms add a
+    /// few values before and after the GEMMs, so results differ from the
+    /// direct sum by a few more units in the last place (the tests hold it
+    /// to the same tolerance as the other kernels).
+    Winograd,
+    /// Direct loops, without GEMM (slow for large groups): the forward pass
+    /// with register tiles (a few output channels by two rows of pixels,
+    /// summed over every tap) at unit column stride, else as axpys over
+    /// rows; the backward pass as dot products and axpys over rows.
+    Direct,
+}
+
+/// How the column-matrix kernel ([`Kernel::Gemm`]) computes the input
+/// gradient.
+///
+/// Both methods are exact; they differ in cost. `ErrorLowering` runs a
+/// forward pass over the error (dilated by the stride, padded) against
+/// flipped, channel-swapped weights: its GEMM grows with the stride squared
+/// and its copy with the output channels. `Col2im` multiplies the error by
+/// the transposed weights and adds the columns back onto the input: its GEMM
+/// matches the forward pass, its scatter grows with the input channels.
+///
+/// The shifted, Winograd and direct kernels have input gradients of their
+/// own. So that a method set here runs, `Kernel::Auto` then leaves the
+/// shifted and Winograd kernels aside and uses the column matrix, forward
+/// and backward; where the direct kernel suits the layer it still runs, and
+/// the method has no effect.
+///
+/// ```
+/// use gemmconv::{InputGradient, Workspace};
+/// let ws = Workspace::<f32>::new().with_input_gradient(InputGradient::Col2im);
+/// assert_eq!(ws.input_gradient(), InputGradient::Col2im);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum InputGradient {
+    /// Col2im, measured faster or level on every suite row (BENCHMARKS.md,
+    /// "Input gradient method"); with it `Kernel::Auto` may pick any kernel.
+    #[default]
+    Auto,
+    /// Lower the dilated, padded error against flipped, channel-swapped weights.
+    ErrorLowering,
+    /// `Wᵀ · dY`, then add the columns back onto the input (col2im).
+    Col2im,
+}

@@ -1,0 +1,662 @@
+//! The column-matrix kernel ([`Kernel::Gemm`](crate::Kernel)): the input
+//! lowered through zero-copy window views into a column matrix, one GEMM
+//! per tile.
+//!
+//! Forward, per tile (one sample, several only when the output is tiny, or
+//! a band of output rows of one sample when its column matrix would exceed
+//! the cap), within the samples of a work item:
+//!
+//! 1. **Source**: the tile's samples, read in place when unpadded, unstrided
+//!    and contiguous, otherwise copied once into a zero-bordered buffer; for
+//!    a column stride above 1 each row's columns are dealt into `sw` phases
+//!    (`SourceLayout`), so that every window row below is a contiguous run.
+//! 2. **Window views**: per kernel column `j`, a zero-copy `(n, c, out_h, kh,
+//!    out_w)` view of the source whose strides step over the image (ndarray
+//!    allows overlapping windows in a read-only view), sliced to the tile's
+//!    output rows.
+//! 3. **Tile copy**: the views copied once, line by line, into an owned column
+//!    matrix `cols[c·kh·kw, n·rows·out_w]`.
+//! 4. **GEMM**: `W[c_out, c_in/g·kh·kw] · cols`, one per group for the whole
+//!    tile.
+//! 5. **Bias and layout**: for a one-sample tile the GEMM writes straight into
+//!    the NCHW output; otherwise its `[c_out, n·pixels]` product is laid out
+//!    as NCHW. Then the bias.
+//!
+//! Backward reuses steps 1 to 3 on the input. The weight gradient is a GEMM
+//! reduction over the batch, `dW += dY_tile · cols_tileᵀ`, into the lane's
+//! partial sums, which the scheduler adds up. The input gradient is either
+//! col2im in the same pass ([`backward_by_col2im`]: `dcols = Wᵀ · dY_tile`
+//! added back onto a padded buffer, phased like the source so that the adds
+//! are contiguous runs too), or a second forward-like pass over the error
+//! dilated by the stride and padded, lowered with stride 1 against the
+//! flipped, channel-swapped weights ([`backward_by_error_lowering`]).
+
+use crate::element::Element;
+use crate::gemm::matmul;
+use crate::gradients::GradientsMut;
+use crate::lanes::{Partials, Schedule, WorkItem};
+use crate::layout::nchw::{
+    SourceLayout, Window, add_columns_to_windows, copy_windows_to_columns, crop_into,
+    dilate_and_pad_error, flip_and_swap_weights, pad_into,
+};
+use crate::spec::{Geometry, Padding};
+use crate::workspace::{LaneMemory, Workspace, scratch};
+use ndarray::{
+    ArrayBase, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis, Ix2, Ix3,
+    RawData, ShapeBuilder, s,
+};
+use std::ops::Range;
+
+/// How a work item's samples are cut into tiles.
+#[derive(Clone, Copy, Debug)]
+struct Tiling {
+    /// Samples per tile; when above 1, a tile spans all output rows.
+    /// See [`MIN_TILE_COLUMNS`].
+    samples_per_tile: usize,
+    /// Output rows per tile (all of them unless one sample exceeds the cap).
+    rows_per_tile: usize,
+    out_h: usize,
+}
+
+/// Samples share a tile only until it has this many columns (output
+/// pixels). One sample a tile lets the GEMM write straight into the output
+/// and read the error in place, and keeps the column matrix in cache; tiny
+/// outputs still gather samples, so that a GEMM is not called per pixel
+/// (BENCHMARKS.md, "Column tiles").
+const MIN_TILE_COLUMNS: usize = 64;
+
+/// A piece of work: some samples, and some output rows of each.
+#[derive(Clone, Debug)]
+struct Tile {
+    samples: Range<usize>,
+    rows: Range<usize>,
+}
+
+impl Tiling {
+    /// Tiles whose column matrix (`col_rows` rows, one column per output
+    /// pixel) stays under `cap_bytes`, unless a single output row exceeds it.
+    fn new<T>(
+        (out_h, out_w): (usize, usize),
+        col_rows: usize,
+        cap_bytes: usize,
+        single_samples: bool,
+    ) -> Self {
+        let row_bytes = (col_rows * out_w * std::mem::size_of::<T>()).max(1);
+        let sample_bytes = row_bytes.saturating_mul(out_h);
+        let (samples_per_tile, rows_per_tile) = if single_samples {
+            (1, out_h)
+        } else if sample_bytes <= cap_bytes {
+            let wanted = MIN_TILE_COLUMNS.div_ceil((out_h * out_w).max(1));
+            (wanted.min(cap_bytes / sample_bytes).max(1), out_h)
+        } else {
+            (1, (cap_bytes / row_bytes).clamp(1, out_h.max(1)))
+        };
+        Tiling {
+            samples_per_tile,
+            rows_per_tile,
+            out_h,
+        }
+    }
+
+    /// The tiles of a work item, in order: sample chunks, and within a
+    /// one-sample chunk its bands of rows from top to bottom.
+    fn tiles(&self, item: &WorkItem) -> impl Iterator<Item = Tile> + use<> {
+        let Tiling {
+            samples_per_tile,
+            rows_per_tile,
+            out_h,
+        } = *self;
+        let end = item.samples.end;
+        item.samples
+            .clone()
+            .step_by(samples_per_tile)
+            .flat_map(move |n0| {
+                let samples = n0..(n0 + samples_per_tile).min(end);
+                (0..out_h).step_by(rows_per_tile).map(move |r0| Tile {
+                    samples: samples.clone(),
+                    rows: r0..(r0 + rows_per_tile).min(out_h),
+                })
+            })
+    }
+}
+
+/// Where a pass runs: its schedule, the cap on a lane's column matrix, and
+/// the lanes' memory.
+struct Lanes<'m, T> {
+    schedule: Schedule,
+    cap_bytes: usize,
+    memory: &'m mut [LaneMemory<T>],
+}
+
+/// `range`, counted from `start`.
+fn relative(range: &Range<usize>, start: usize) -> Range<usize> {
+    range.start - start..range.end - start
+}
+
+/// `(c, h, w)` as a `[c, h·w]` matrix, if the layout allows it without a copy.
+fn channel_matrix<S: RawData>(mut a: ArrayBase<S, Ix3>) -> Option<ArrayBase<S, Ix2>> {
+    (a.merge_axes(Axis(1), Axis(2)) || a.len_of(Axis(1)) <= 1).then(|| a.remove_axis(Axis(1)))
+}
+
+/// What a pass lowers: the input (forward, weight gradient) or the output
+/// gradient (input gradient by error lowering).
+enum Source<'a, T> {
+    Input {
+        x: ArrayView4<'a, T>,
+        padding: Padding,
+        /// Column phases of the prepared copy: the column stride, so that
+        /// the tile copy moves contiguous runs (see [`SourceLayout`]).
+        phases: usize,
+    },
+    Error {
+        dy: ArrayView4<'a, T>,
+        geometry: Geometry,
+    },
+}
+
+impl<'a, T: Element> Source<'a, T> {
+    /// The input of a forward (or weight-gradient) pass.
+    fn of_input(x: ArrayView4<'a, T>, g: &Geometry) -> Self {
+        Source::Input {
+            x,
+            padding: g.padding,
+            phases: g.sw,
+        }
+    }
+
+    /// `(channels, height, width)` of one prepared sample.
+    fn sample_shape(&self) -> (usize, usize, usize) {
+        match self {
+            Source::Input { x, padding, .. } => {
+                let (_, c, h, w) = x.dim();
+                (
+                    c,
+                    h + padding.top + padding.bottom,
+                    w + padding.left + padding.right,
+                )
+            }
+            Source::Error { geometry: g, .. } => (
+                g.out_channels,
+                g.in_h + (g.kh - 1) * g.dh,
+                g.in_w + (g.kw - 1) * g.dw,
+            ),
+        }
+    }
+
+    /// Whether a sample chunk can be read where it lies, without a copy.
+    fn in_place(&self, range: Range<usize>) -> Option<&[T]> {
+        match self {
+            Source::Input {
+                x,
+                padding,
+                phases: 1,
+            } if padding.is_zero() => x.slice(s![range, .., .., ..]).to_slice(),
+            _ => None,
+        }
+    }
+
+    /// How `samples` prepared samples lie in memory, in place or copied
+    /// (only an unphased input is read in place, see [`Self::in_place`]).
+    fn layout(&self, samples: usize) -> SourceLayout {
+        let (c, h, w) = self.sample_shape();
+        let phases = match self {
+            Source::Input { phases, .. } => *phases,
+            Source::Error { .. } => 1,
+        };
+        SourceLayout {
+            phases,
+            ..SourceLayout::plain((samples, c, h, w))
+        }
+    }
+
+    /// Step 1: the samples `range` as a contiguous padded buffer, borrowed
+    /// from the input when no copy is needed, else written into `buf`.
+    fn prepare<'s>(&'s self, range: Range<usize>, buf: &'s mut Vec<T>) -> (&'s [T], SourceLayout) {
+        let layout = self.layout(range.len());
+        if let Some(in_place) = self.in_place(range.clone()) {
+            return (in_place, layout);
+        }
+        let buf = scratch(buf, layout.len());
+        match self {
+            Source::Input { x, padding, phases } => {
+                pad_into(x.slice(s![range, .., .., ..]), *padding, *phases, buf);
+            }
+            Source::Error { dy, geometry } => {
+                dilate_and_pad_error(dy.slice(s![range, .., .., ..]), geometry, buf);
+            }
+        }
+        (buf, layout)
+    }
+
+    /// Steps 1 to 3 for one tile: its column matrix, `[c·kh·kw,
+    /// n·rows·out_w]`, in `cols_buf`. The source is prepared once per sample
+    /// chunk (on the tile that starts at row 0) and kept in `source_buf` for
+    /// the chunk's later bands.
+    fn lower<'s>(
+        &'s self,
+        tile: &Tile,
+        window: &Window,
+        source_buf: &mut Vec<T>,
+        cols_buf: &'s mut Vec<T>,
+    ) -> ArrayView2<'s, T> {
+        if let Some(cols) = self.lowered_in_place(tile, window) {
+            return cols;
+        }
+        let (c, _, _) = self.sample_shape();
+        let rows = c * window.kh * window.kw;
+        let columns = tile.samples.len() * tile.rows.len() * window.out_w;
+        let (source, layout) = if tile.rows.start == 0 {
+            self.prepare(tile.samples.clone(), source_buf)
+        } else {
+            // A later band of the same chunk: prepared on its first band.
+            let source = self.in_place(tile.samples.clone());
+            (
+                source.unwrap_or(&source_buf[..]),
+                self.layout(tile.samples.len()),
+            )
+        };
+        let cols = scratch(cols_buf, rows * columns);
+        copy_windows_to_columns(source, layout, window, tile.rows.clone(), cols);
+        ArrayView2::from_shape((rows, columns), &*cols).expect("column buffer sized above")
+    }
+
+    /// Whether every tile's column matrix is a view of the input itself: a
+    /// 1x1 kernel with stride 1 and no padding reads each pixel once, in
+    /// order, so `x[n]` as `[c, h·w]` already is the column matrix.
+    fn lowers_in_place(&self, window: &Window) -> bool {
+        let pointwise = (window.kh, window.kw, window.sh, window.sw) == (1, 1, 1, 1);
+        matches!(self, Source::Input { padding, .. } if pointwise && padding.is_zero())
+    }
+
+    /// The column matrix of a one-sample tile as a view of the input, when
+    /// [`lowers_in_place`](Self::lowers_in_place) and the layout allows.
+    fn lowered_in_place(&self, tile: &Tile, window: &Window) -> Option<ArrayView2<'_, T>> {
+        let Source::Input { x, .. } = self else {
+            return None;
+        };
+        if !self.lowers_in_place(window) || tile.samples.len() != 1 {
+            return None;
+        }
+        let sample = x.slice(s![tile.samples.start, .., .., ..]);
+        let columns = tile.rows.start * window.out_w..tile.rows.end * window.out_w;
+        channel_matrix(sample).map(|m| m.slice_move(s![.., columns]))
+    }
+}
+
+/// `y = lower(source) ⋆ weights (+ bias)` for the whole batch: the forward
+/// pass, and the input-gradient pass when `source` is the error.
+/// `weights` is `[c_dst, c_src/groups·kh·kw]`; `y` is `(n, c_dst, out_h, out_w)`.
+fn lower_and_multiply<T: Element>(
+    source: &Source<'_, T>,
+    weights: ArrayView2<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    (window, groups): (&Window, usize),
+    y: ArrayViewMut4<'_, T>,
+    lanes: Lanes<'_, T>,
+) {
+    let (c_src, _, _) = source.sample_shape();
+    let tiling = Tiling::new::<T>(
+        (window.out_h, window.out_w),
+        c_src * window.kh * window.kw,
+        lanes.cap_bytes,
+        source.lowers_in_place(window),
+    );
+    let schedule = lanes.schedule;
+    schedule.run(lanes.memory, y, |item, mut y_item, buffers| {
+        let [source_buf, cols_buf, product_buf] = buffers.split();
+        for tile in tiling.tiles(item) {
+            let cols = source.lower(&tile, window, source_buf, cols_buf);
+            let local = relative(&tile.samples, item.samples.start);
+            let y_tile = y_item.slice_mut(s![local, .., tile.rows.clone(), ..]);
+            multiply_into_output(
+                (weights, groups),
+                cols,
+                bias,
+                y_tile,
+                product_buf,
+                item.gemm_threads,
+            );
+        }
+    });
+}
+
+/// `product = weights · cols`, group by group: group `g`'s output rows come
+/// from its rows of `weights` and of `cols`.
+fn grouped_matmul<T: Element>(
+    mut product: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    weights: ArrayView2<'_, T>,
+    cols: ArrayView2<'_, T>,
+    groups: usize,
+    threads: usize,
+) {
+    let (rows_g, inner_g) = (product.nrows() / groups, cols.nrows() / groups);
+    for group in 0..groups {
+        let out_rows = group * rows_g..(group + 1) * rows_g;
+        matmul(
+            product.slice_mut(s![out_rows.clone(), ..]),
+            accumulate,
+            weights.slice(s![out_rows, ..]),
+            cols.slice(s![group * inner_g..(group + 1) * inner_g, ..]),
+            threads,
+        );
+    }
+}
+
+/// Steps 4 and 5: `y_tile = weights · cols (+ bias)`.
+fn multiply_into_output<T: Element>(
+    (weights, groups): (ArrayView2<'_, T>, usize),
+    cols: ArrayView2<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    mut y: ArrayViewMut4<'_, T>,
+    product_buf: &mut Vec<T>,
+    threads: usize,
+) {
+    let (n, c_dst, rows, out_w) = y.dim();
+    if n == 1
+        && let Some(mut y_mat) = channel_matrix(y.view_mut().index_axis_move(Axis(0), 0))
+    {
+        // One sample: its [c_dst, rows·out_w] block of y is the GEMM's output.
+        grouped_matmul(y_mat.view_mut(), false, weights, cols, groups, threads);
+        if let Some(bias) = bias {
+            for (mut row, &b) in y_mat.outer_iter_mut().zip(bias) {
+                row += b;
+            }
+        }
+        return;
+    }
+    let product = scratch(product_buf, c_dst * n * rows * out_w);
+    let mut product = ArrayViewMut2::from_shape((c_dst, n * rows * out_w), product)
+        .expect("product buffer sized above");
+    grouped_matmul(product.view_mut(), false, weights, cols, groups, threads);
+    let product = product
+        .into_shape_with_order((c_dst, n, rows, out_w))
+        .expect("product is contiguous")
+        .permuted_axes([1, 0, 2, 3]);
+    y.assign(&product);
+    if let Some(bias) = bias {
+        for mut sample in y.outer_iter_mut() {
+            for (mut channel, &b) in sample.outer_iter_mut().zip(bias) {
+                channel += b;
+            }
+        }
+    }
+}
+
+/// The forward pass, see the module docs.
+pub(crate) fn forward<T: Element>(
+    x: ArrayView4<'_, T>,
+    w: ArrayView4<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    g: &Geometry,
+    y: ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    let weights = w
+        .to_shape((g.out_channels, g.col_rows() / g.groups))
+        .expect("weight shape validated");
+    let schedule = Schedule::new(g.batch);
+    let cap_bytes = ws.column_cap_bytes();
+    let (_, memory) = ws.memory(schedule.lanes());
+    lower_and_multiply(
+        &Source::of_input(x, g),
+        weights.view(),
+        bias,
+        (&Window::forward(g), g.groups),
+        y,
+        Lanes {
+            schedule,
+            cap_bytes,
+            memory,
+        },
+    );
+}
+
+/// The backward pass with the input gradient by col2im, all in one pass
+/// over the batch. Overwrites every gradient.
+pub(crate) fn backward_by_col2im<T: Element>(
+    x: ArrayView4<'_, T>,
+    w: ArrayView4<'_, T>,
+    dy: ArrayView4<'_, T>,
+    g: &Geometry,
+    grads: GradientsMut<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    let GradientsMut { dx, dw, db } = grads;
+    gradient_pass(x, w, dy, g, (dw, db), Some(dx), ws);
+}
+
+/// The backward pass with the input gradient by error lowering: a pass for
+/// the weight and bias gradients, then the error lowered against the
+/// flipped, channel-swapped weights. Overwrites every gradient.
+pub(crate) fn backward_by_error_lowering<T: Element>(
+    x: ArrayView4<'_, T>,
+    w: ArrayView4<'_, T>,
+    dy: ArrayView4<'_, T>,
+    g: &Geometry,
+    grads: GradientsMut<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    let GradientsMut { dx, dw, db } = grads;
+    gradient_pass(x, w, dy, g, (dw, db), None, ws);
+    let schedule = Schedule::new(g.batch);
+    let cap_bytes = ws.column_cap_bytes();
+    let (flipped_buf, memory) = ws.memory(schedule.lanes());
+    let len = g.in_channels * g.out_channels_per_group() * g.kh * g.kw;
+    flip_and_swap_weights(w, g.groups, scratch(flipped_buf, len));
+    let flipped = ArrayView2::from_shape(
+        (g.in_channels, g.out_channels_per_group() * g.kh * g.kw),
+        &flipped_buf[..len],
+    )
+    .expect("sized above");
+    lower_and_multiply(
+        &Source::Error { dy, geometry: *g },
+        flipped,
+        None,
+        (&Window::input_gradient(g), g.groups),
+        dx,
+        Lanes {
+            schedule,
+            cap_bytes,
+            memory,
+        },
+    );
+}
+
+/// The error of one tile as a `[c_out, n·rows·out_w]` matrix matching the
+/// columns of the tile's `cols`: a view of `dy` for a one-sample tile whose
+/// layout allows it, else a copy into `buf`.
+fn error_matrix<'a, T: Element>(
+    dy: ArrayView4<'a, T>,
+    tile: &Tile,
+    buf: &'a mut Vec<T>,
+) -> ArrayView2<'a, T> {
+    let dy_tile = dy.slice_move(s![tile.samples.clone(), .., tile.rows.clone(), ..]);
+    let (n, c_out, rows, out_w) = dy_tile.dim();
+    if n == 1
+        && let Some(view) = channel_matrix(dy_tile.index_axis_move(Axis(0), 0))
+    {
+        return view;
+    }
+    let len = c_out * n * rows * out_w;
+    let data = scratch(buf, len);
+    ArrayViewMut4::from_shape((c_out, n, rows, out_w), &mut *data)
+        .expect("sized above")
+        .assign(&dy_tile.permuted_axes([1, 0, 2, 3]));
+    let data: &'a [T] = data;
+    ArrayView2::from_shape((c_out, n * rows * out_w), data).expect("sized above")
+}
+
+/// One pass over the batch: `dW = Σ_tiles dY_tile · cols_tileᵀ` and `db =
+/// Σ dY`, summed in the lanes' partials; and, when `dx` is given, the input
+/// gradient by col2im, tile by tile.
+fn gradient_pass<T: Element>(
+    x: ArrayView4<'_, T>,
+    w: ArrayView4<'_, T>,
+    dy: ArrayView4<'_, T>,
+    g: &Geometry,
+    (dw, mut db): (ArrayViewMut4<'_, T>, ndarray::ArrayViewMut1<'_, T>),
+    dx: Option<ArrayViewMut4<'_, T>>,
+    ws: &mut Workspace<T>,
+) {
+    let rows_g = g.col_rows() / g.groups;
+    let weights = w
+        .to_shape((g.out_channels, rows_g))
+        .expect("weight shape validated");
+    let weights = weights.view();
+    let window = Window::forward(g);
+    let source = Source::of_input(x, g);
+    // The dW product packs one of its operands, `dY` (`c_out` rows a group)
+    // or `cols` (`rows_g` rows), depending on the layout of its result:
+    // column-major makes it pack `dY`, the smaller one is faster to pack
+    // (BENCHMARKS.md, "Weight-gradient layout").
+    let dw_column_major = g.out_channels_per_group() <= rows_g;
+    let tiling = Tiling::new::<T>(
+        (g.out_h, g.out_w),
+        g.col_rows(),
+        ws.column_cap_bytes(),
+        source.lowers_in_place(&window),
+    );
+    let schedule = Schedule::new(g.batch);
+    let (_, lanes) = ws.memory(schedule.lanes());
+    let dw_len = g.out_channels * rows_g;
+    let sums = schedule.run_summing(
+        lanes,
+        dx,
+        (dw_len, g.out_channels),
+        |item, mut dx_item, buffers, partials| {
+            let Partials { weight, bias } = partials;
+            let mut dw_part =
+                ArrayViewMut2::from_shape((g.out_channels, rows_g).set_f(dw_column_major), weight)
+                    .expect("sized by the schedule");
+            let [source_buf, cols_buf, error_buf, dx_buf] = buffers.split();
+            for tile in tiling.tiles(item) {
+                let cols = source.lower(&tile, &window, source_buf, cols_buf);
+                let dy_mat = error_matrix(dy, &tile, error_buf);
+                add_bias_gradient(dy_mat, bias);
+                add_weight_gradient(dy_mat, cols, g, dw_part.view_mut(), item.gemm_threads);
+                if let Some(dx_item) = &mut dx_item {
+                    let local = relative(&tile.samples, item.samples.start);
+                    let dx_tile = dx_item.slice_mut(s![local, .., .., ..]);
+                    let input_gradient = InputGradientByCol2im {
+                        weights,
+                        geometry: g,
+                        layout: source.layout(tile.samples.len()),
+                        window,
+                    };
+                    input_gradient.add_tile(&tile, dy_mat, (cols_buf, dx_buf), dx_tile, item);
+                }
+            }
+        },
+    );
+    write_weight_gradient(sums.weight, g, dw_column_major, dw);
+    db.assign(&sums.bias);
+}
+
+/// `db += Σ_pixels dY_tile`, channel by channel.
+fn add_bias_gradient<T: Element>(dy_mat: ArrayView2<'_, T>, db: &mut [T]) {
+    for (b, row) in db.iter_mut().zip(dy_mat.outer_iter()) {
+        *b += row.sum();
+    }
+}
+
+/// `dW += dY_tile · cols_tileᵀ`, group by group.
+fn add_weight_gradient<T: Element>(
+    dy_mat: ArrayView2<'_, T>,
+    cols: ArrayView2<'_, T>,
+    g: &Geometry,
+    mut dw: ArrayViewMut2<'_, T>,
+    threads: usize,
+) {
+    let (rows_g, c_out_g) = (g.col_rows() / g.groups, g.out_channels_per_group());
+    for group in 0..g.groups {
+        let out_rows = group * c_out_g..(group + 1) * c_out_g;
+        matmul(
+            dw.slice_mut(s![out_rows.clone(), ..]),
+            true,
+            dy_mat.slice(s![out_rows, ..]),
+            cols.slice(s![group * rows_g..(group + 1) * rows_g, ..])
+                .reversed_axes(),
+            threads,
+        );
+    }
+}
+
+/// The input gradient by col2im, tile by tile: `dcols = Wᵀ · dY_tile`,
+/// added back onto a padded buffer for the tile's samples, whose interior
+/// is written out when a sample's last band is in.
+struct InputGradientByCol2im<'a, 'w, T> {
+    weights: ArrayView2<'w, T>,
+    geometry: &'a Geometry,
+    /// The layout of the tile's prepared input, which the padded input
+    /// gradient shares.
+    layout: SourceLayout,
+    window: Window,
+}
+
+impl<T: Element> InputGradientByCol2im<'_, '_, T> {
+    fn add_tile(
+        &self,
+        tile: &Tile,
+        dy_mat: ArrayView2<'_, T>,
+        (dcols_buf, padded_buf): (&mut Vec<T>, &mut Vec<T>),
+        dx_tile: ArrayViewMut4<'_, T>,
+        item: &WorkItem,
+    ) {
+        let g = self.geometry;
+        let (rows_g, c_out_g) = (g.col_rows() / g.groups, g.out_channels_per_group());
+        let columns = tile.samples.len() * tile.rows.len() * g.out_w;
+        let mut dcols = ArrayViewMut2::from_shape(
+            (g.col_rows(), columns),
+            scratch(dcols_buf, g.col_rows() * columns),
+        )
+        .expect("sized above");
+        for group in 0..g.groups {
+            let out_rows = group * c_out_g..(group + 1) * c_out_g;
+            matmul(
+                dcols.slice_mut(s![group * rows_g..(group + 1) * rows_g, ..]),
+                false,
+                self.weights.slice(s![out_rows.clone(), ..]).reversed_axes(),
+                dy_mat.slice(s![out_rows, ..]),
+                item.gemm_threads,
+            );
+        }
+        let padded = scratch(padded_buf, self.layout.len());
+        if tile.rows.start == 0 {
+            padded.fill(T::zero());
+        }
+        let band = Window {
+            out_h: tile.rows.len(),
+            ..self.window
+        };
+        add_columns_to_windows(dcols.view(), padded, self.layout, &band, tile.rows.start);
+        // `dx` needs no zeroing: every sample's last band crops its whole
+        // padded gradient into it (a valid geometry has an output row).
+        if tile.rows.end == g.out_h {
+            crop_into(padded, self.layout, g.padding, dx_tile);
+        }
+    }
+}
+
+/// `dw` from the summed partials, laid out `[c_out, c_in/g·kh·kw]`,
+/// column-major when `column_major`.
+fn write_weight_gradient<T: Element>(
+    sums: &[T],
+    g: &Geometry,
+    column_major: bool,
+    mut dw: ArrayViewMut4<'_, T>,
+) {
+    if column_major {
+        // `[c_out, rows_g]` column-major is `[c_out, kw, kh, c]` column-major
+        // with its last three axes reversed.
+        let shape = (g.out_channels, g.kw, g.kh, g.in_channels_per_group()).f();
+        dw.assign(
+            &ArrayView4::from_shape(shape, sums)
+                .expect("sized by the schedule")
+                .permuted_axes([0, 3, 2, 1]),
+        );
+    } else {
+        let shape = dw.raw_dim();
+        dw.assign(&ArrayView4::from_shape(shape, sums).expect("sized by the schedule"));
+    }
+}
