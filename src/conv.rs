@@ -4,6 +4,7 @@ use crate::algo::{self, Algorithm};
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
 use crate::gradients::{Gradients, GradientsMut};
+use crate::operands::{Backward, Forward};
 use crate::output::zeroed;
 use crate::spec::{Conv2dSpec, Geometry};
 use crate::workspace::Workspace;
@@ -163,7 +164,8 @@ pub fn conv2d_with_workspace<T: Element, Dx: Dimension, Dw: Dimension>(
 ) -> Result<Array4<T>, ConvError> {
     let (x, w, g) = check_forward(x, w, bias.as_ref(), spec)?;
     let mut y = zeroed(g.output_shape());
-    algo::forward(algorithm, x, w, bias, &g, y.view_mut(), workspace);
+    let op = Forward { x, w, bias, g: &g };
+    algo::forward(algorithm, op, y.view_mut(), workspace);
     Ok(y)
 }
 
@@ -194,7 +196,7 @@ pub fn conv2d_into<T: Element, Dx: Dimension, Dw: Dimension>(
 ) -> Result<(), ConvError> {
     let (x, w, g) = check_forward(x, w, bias.as_ref(), spec)?;
     expect_shape(Operand::Output, &g.output_shape(), y.shape())?;
-    algo::forward(algorithm, x, w, bias, &g, y, workspace);
+    algo::forward(algorithm, Forward { x, w, bias, g: &g }, y, workspace);
     Ok(())
 }
 
@@ -256,7 +258,8 @@ pub fn conv2d_backward_with_workspace<T: Element, Dx: Dimension, Dw: Dimension, 
         dw: Array4::zeros(g.weight_shape()),
         db: Array1::zeros(g.out_channels),
     };
-    algo::backward(algorithm, x, w, dy, &g, grads.view_mut(), workspace);
+    let op = Backward { x, w, dy, g: &g };
+    algo::backward(algorithm, op, grads.view_mut(), workspace);
     Ok(grads)
 }
 
@@ -291,6 +294,6 @@ pub fn conv2d_backward_into<T: Element, Dx: Dimension, Dw: Dimension, Dy: Dimens
     expect_shape(Operand::Output, &g.input_shape(), out.dx.shape())?;
     expect_shape(Operand::Output, &g.weight_shape(), out.dw.shape())?;
     expect_shape(Operand::Output, &[g.out_channels], out.db.shape())?;
-    algo::backward(algorithm, x, w, dy, &g, out, workspace);
+    algo::backward(algorithm, Backward { x, w, dy, g: &g }, out, workspace);
     Ok(())
 }

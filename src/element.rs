@@ -113,7 +113,7 @@ impl Element for f32 {
     }
     const TRANSPOSE_TILE: usize = 8;
     fn transpose_tile(src: &[Self], src_stride: usize, dst: &mut [Self], dst_stride: usize) {
-        crate::layout::transpose::transpose_tile_f32(src, src_stride, dst, dst_stride);
+        crate::layout::transpose_tile::transpose_tile_f32(src, src_stride, dst, dst_stride);
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
@@ -129,7 +129,7 @@ impl Element for f64 {
     }
     const TRANSPOSE_TILE: usize = 4;
     fn transpose_tile(src: &[Self], src_stride: usize, dst: &mut [Self], dst_stride: usize) {
-        crate::layout::transpose::transpose_tile_f64(src, src_stride, dst, dst_stride);
+        crate::layout::transpose_tile::transpose_tile_f64(src, src_stride, dst, dst_stride);
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

@@ -6,6 +6,7 @@ use crate::conv::{check_bias, expect_shape, rank4, resolve};
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
 use crate::gradients::GradientsMut;
+use crate::operands::{Backward, Forward};
 use crate::output::zeroed;
 use crate::spec::Conv2dSpec;
 use crate::workspace::Workspace;
@@ -158,15 +159,13 @@ impl<T: Element> Conv2d<T> {
         let x = rank4(x, Operand::Input)?;
         let g = resolve(&x, &self.weight.view(), &self.spec)?;
         let mut y = zeroed(g.output_shape());
-        algo::forward(
-            self.algorithm,
+        let op = Forward {
             x,
-            self.weight.view(),
-            self.bias.as_ref().map(|b| b.view()),
-            &g,
-            y.view_mut(),
-            &mut self.workspace,
-        );
+            w: self.weight.view(),
+            bias: self.bias.as_ref().map(|b| b.view()),
+            g: &g,
+        };
+        algo::forward(self.algorithm, op, y.view_mut(), &mut self.workspace);
         match &mut self.input {
             Some(cached) if cached.shape() == x.shape() => cached.assign(&x),
             cached => *cached = Some(x.as_standard_layout().into_owned()),
@@ -204,12 +203,15 @@ impl<T: Element> Conv2d<T> {
         expect_shape(Operand::OutputGradient, &g.output_shape(), dy.shape())?;
         let mut dx = zeroed(g.input_shape());
         let (dw_step, db_step) = &mut self.step;
+        let op = Backward {
+            x: x.view(),
+            w: self.weight.view(),
+            dy,
+            g: &g,
+        };
         algo::backward(
             self.algorithm,
-            x.view(),
-            self.weight.view(),
-            dy,
-            &g,
+            op,
             GradientsMut {
                 dx: dx.view_mut(),
                 dw: dw_step.view_mut(),

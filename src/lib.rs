@@ -97,6 +97,7 @@ mod gradients;
 mod lanes;
 mod layer;
 mod layout;
+mod operands;
 mod output;
 mod spec;
 #[cfg(any(test, feature = "_internal"))]

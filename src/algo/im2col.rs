@@ -6,21 +6,16 @@
 use crate::element::Element;
 use crate::gemm::matmul;
 use crate::gradients::GradientsMut;
+use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use ndarray::{
-    Array2, ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3,
-    ArrayViewMut4, Axis, s,
+    Array2, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis, s,
 };
 
 /// Per sample: `cols = im2col(x[n])`, then `y[n] (as c_out × out_pixels) =
 /// W (as c_out × c_in/g·kh·kw) · cols`, group by group, plus the bias.
-pub(crate) fn forward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    bias: Option<ArrayView1<'_, T>>,
-    g: &Geometry,
-    mut y: ArrayViewMut4<'_, T>,
-) {
+pub(crate) fn forward<T: Element>(op: Forward<'_, T>, mut y: ArrayViewMut4<'_, T>) {
+    let Forward { x, w, bias, g } = op;
     let weights = w
         .to_shape((g.out_channels, g.col_rows() / g.groups))
         .expect("weight shape validated");
@@ -51,13 +46,8 @@ pub(crate) fn forward<T: Element>(
 
 /// Per sample: `dW += dY[n] · cols^T`, `dcols = W^T · dY[n]`, then
 /// `dx[n] = col2im(dcols)`; `db` is the sum of `dy` over batch and pixels.
-pub(crate) fn backward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    dy: ArrayView4<'_, T>,
-    g: &Geometry,
-    grads: GradientsMut<'_, T>,
-) {
+pub(crate) fn backward<T: Element>(op: Backward<'_, T>, grads: GradientsMut<'_, T>) {
+    let Backward { x, w, dy, g } = op;
     let GradientsMut {
         mut dx,
         mut dw,

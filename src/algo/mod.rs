@@ -8,9 +8,9 @@ pub(crate) mod strided;
 
 use crate::element::Element;
 use crate::gradients::GradientsMut;
-use crate::spec::Geometry;
+use crate::operands::{Backward, Forward};
 use crate::workspace::Workspace;
-use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4};
+use ndarray::ArrayViewMut4;
 
 /// Which implementation computes a convolution. All three give the same
 /// results (up to floating-point rounding) for every geometry; they differ in
@@ -78,33 +78,27 @@ impl std::str::FromStr for Algorithm {
 /// Forward pass on validated operands; writes every element of `y`.
 pub(crate) fn forward<T: Element>(
     algorithm: Algorithm,
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    bias: Option<ArrayView1<'_, T>>,
-    g: &Geometry,
+    op: Forward<'_, T>,
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     match algorithm {
-        Algorithm::Naive => naive::forward(x, w, bias, g, y),
-        Algorithm::Im2col => im2col::forward(x, w, bias, g, y),
-        Algorithm::Strided => strided::forward(x, w, bias, g, y, ws),
+        Algorithm::Naive => naive::forward(op, y),
+        Algorithm::Im2col => im2col::forward(op, y),
+        Algorithm::Strided => strided::forward(op, y, ws),
     }
 }
 
 /// Backward pass on validated operands; overwrites every gradient.
 pub(crate) fn backward<T: Element>(
     algorithm: Algorithm,
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    dy: ArrayView4<'_, T>,
-    g: &Geometry,
+    op: Backward<'_, T>,
     out: GradientsMut<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     match algorithm {
-        Algorithm::Naive => naive::backward(x, w, dy, g, out),
-        Algorithm::Im2col => im2col::backward(x, w, dy, g, out),
-        Algorithm::Strided => strided::backward(x, w, dy, g, out, ws),
+        Algorithm::Naive => naive::backward(op, out),
+        Algorithm::Im2col => im2col::backward(op, out),
+        Algorithm::Strided => strided::backward(op, out, ws),
     }
 }

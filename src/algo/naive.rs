@@ -4,8 +4,9 @@
 
 use crate::element::Element;
 use crate::gradients::GradientsMut;
+use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
-use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4};
+use ndarray::ArrayViewMut4;
 
 /// The input pixel `(ih, iw)` that kernel tap `(i, j)` reads for output pixel
 /// `(oh, ow)`, or `None` where it reads padding.
@@ -16,13 +17,8 @@ fn tap(g: &Geometry, oh: usize, ow: usize, i: usize, j: usize) -> Option<(usize,
 }
 
 /// `y[n, co, oh, ow] = b[co] + Σ_{c in group(co), i, j} x[n, c, oh*sh + i*dh - pt, ow*sw + j*dw - pl] · w[co, c - c0, i, j]`
-pub(crate) fn forward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    bias: Option<ArrayView1<'_, T>>,
-    g: &Geometry,
-    mut y: ArrayViewMut4<'_, T>,
-) {
+pub(crate) fn forward<T: Element>(op: Forward<'_, T>, mut y: ArrayViewMut4<'_, T>) {
+    let Forward { x, w, bias, g } = op;
     let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
     for n in 0..g.batch {
         for co in 0..g.out_channels {
@@ -48,13 +44,8 @@ pub(crate) fn forward<T: Element>(
 
 /// The same loops as [`forward`], each product's contribution sent back to
 /// the two factors it came from: `dx += dy·w`, `dw += dy·x`, `db += dy`.
-pub(crate) fn backward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    dy: ArrayView4<'_, T>,
-    g: &Geometry,
-    grads: GradientsMut<'_, T>,
-) {
+pub(crate) fn backward<T: Element>(op: Backward<'_, T>, grads: GradientsMut<'_, T>) {
+    let Backward { x, w, dy, g } = op;
     let GradientsMut {
         mut dx,
         mut dw,

@@ -39,11 +39,12 @@ use crate::layout::nchw::{
     SourceLayout, Window, add_columns_to_windows, copy_windows_to_columns, crop_into,
     dilate_and_pad_error, flip_and_swap_weights, pad_into,
 };
+use crate::operands::{Backward, Forward};
 use crate::spec::{Geometry, Padding};
 use crate::workspace::{LaneMemory, Workspace, scratch};
 use ndarray::{
-    ArrayBase, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis, Ix2, Ix3,
-    RawData, ShapeBuilder, s,
+    ArrayBase, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
+    Axis, Ix2, Ix3, RawData, ShapeBuilder, s,
 };
 use std::ops::Range;
 
@@ -385,13 +386,11 @@ fn multiply_into_output<T: Element>(
 
 /// The forward pass, see the module docs.
 pub(crate) fn forward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    bias: Option<ArrayView1<'_, T>>,
-    g: &Geometry,
+    op: Forward<'_, T>,
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    let Forward { x, w, bias, g } = op;
     let weights = w
         .to_shape((g.out_channels, g.col_rows() / g.groups))
         .expect("weight shape validated");
@@ -415,30 +414,25 @@ pub(crate) fn forward<T: Element>(
 /// The backward pass with the input gradient by col2im, all in one pass
 /// over the batch. Overwrites every gradient.
 pub(crate) fn backward_by_col2im<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    dy: ArrayView4<'_, T>,
-    g: &Geometry,
+    op: Backward<'_, T>,
     grads: GradientsMut<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     let GradientsMut { dx, dw, db } = grads;
-    gradient_pass(x, w, dy, g, (dw, db), Some(dx), ws);
+    gradient_pass(op, (dw, db), Some(dx), ws);
 }
 
 /// The backward pass with the input gradient by error lowering: a pass for
 /// the weight and bias gradients, then the error lowered against the
 /// flipped, channel-swapped weights. Overwrites every gradient.
 pub(crate) fn backward_by_error_lowering<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    dy: ArrayView4<'_, T>,
-    g: &Geometry,
+    op: Backward<'_, T>,
     grads: GradientsMut<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     let GradientsMut { dx, dw, db } = grads;
-    gradient_pass(x, w, dy, g, (dw, db), None, ws);
+    gradient_pass(op, (dw, db), None, ws);
+    let Backward { w, dy, g, .. } = op;
     let schedule = Schedule::new(g.batch);
     let cap_bytes = ws.column_cap_bytes();
     let (flipped_buf, memory) = ws.memory(schedule.lanes());
@@ -491,14 +485,12 @@ fn error_matrix<'a, T: Element>(
 /// Σ dY`, summed in the lanes' partials; and, when `dx` is given, the input
 /// gradient by col2im, tile by tile.
 fn gradient_pass<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    dy: ArrayView4<'_, T>,
-    g: &Geometry,
-    (dw, mut db): (ArrayViewMut4<'_, T>, ndarray::ArrayViewMut1<'_, T>),
+    op: Backward<'_, T>,
+    (dw, mut db): (ArrayViewMut4<'_, T>, ArrayViewMut1<'_, T>),
     dx: Option<ArrayViewMut4<'_, T>>,
     ws: &mut Workspace<T>,
 ) {
+    let Backward { x, w, dy, g } = op;
     let rows_g = g.col_rows() / g.groups;
     let weights = w
         .to_shape((g.out_channels, rows_g))

@@ -24,10 +24,11 @@ mod winograd;
 
 use crate::element::Element;
 use crate::gradients::GradientsMut;
+use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use crate::workspace::Workspace;
 use choice::{InputGradient, Kernel};
-use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4};
+use ndarray::ArrayViewMut4;
 
 /// The direct loops suit layers with few multiply-adds per output pixel
 /// (`c_in/groups · kh · kw`) and few output channels per group, such as
@@ -122,39 +123,33 @@ fn by_col2im(method: InputGradient) -> bool {
 
 /// The forward pass on validated operands; writes every element of `y`.
 pub(crate) fn forward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    bias: Option<ArrayView1<'_, T>>,
-    g: &Geometry,
+    op: Forward<'_, T>,
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    match forward_kernel(ws.kernel(), ws.input_gradient(), g) {
-        Kernel::Direct if direct_tiles_apply(g) => direct::tiled::forward(x, w, bias, g, y, ws),
-        Kernel::Direct => direct::forward(x, w, bias, g, y, ws),
-        Kernel::Shifted => shifted::forward(x, w, bias, g, y, ws),
-        Kernel::Winograd => winograd::forward(x, w, bias, g, y, ws),
-        Kernel::Gemm | Kernel::Auto => column::forward(x, w, bias, g, y, ws),
+    match forward_kernel(ws.kernel(), ws.input_gradient(), op.g) {
+        Kernel::Direct if direct_tiles_apply(op.g) => direct::tiled::forward(op, y, ws),
+        Kernel::Direct => direct::forward(op, y, ws),
+        Kernel::Shifted => shifted::forward(op, y, ws),
+        Kernel::Winograd => winograd::forward(op, y, ws),
+        Kernel::Gemm | Kernel::Auto => column::forward(op, y, ws),
     }
 }
 
 /// The backward pass on validated operands; overwrites every gradient.
 pub(crate) fn backward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    dy: ArrayView4<'_, T>,
-    g: &Geometry,
+    op: Backward<'_, T>,
     grads: GradientsMut<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    match backward_kernel(ws.kernel(), ws.input_gradient(), g) {
-        Kernel::Direct => direct::backward(x, w, dy, g, grads, ws),
-        Kernel::Shifted => shifted::backward(x, w, dy, g, grads, ws),
-        Kernel::Winograd => winograd::backward(x, w, dy, g, grads, ws),
+    match backward_kernel(ws.kernel(), ws.input_gradient(), op.g) {
+        Kernel::Direct => direct::backward(op, grads, ws),
+        Kernel::Shifted => shifted::backward(op, grads, ws),
+        Kernel::Winograd => winograd::backward(op, grads, ws),
         Kernel::Gemm | Kernel::Auto if by_col2im(ws.input_gradient()) => {
-            column::backward_by_col2im(x, w, dy, g, grads, ws)
+            column::backward_by_col2im(op, grads, ws)
         }
-        Kernel::Gemm | Kernel::Auto => column::backward_by_error_lowering(x, w, dy, g, grads, ws),
+        Kernel::Gemm | Kernel::Auto => column::backward_by_error_lowering(op, grads, ws),
     }
 }
 

@@ -41,11 +41,11 @@ use crate::gemm::matmul;
 use crate::gradients::{GradientsMut, add_bias_gradient};
 use crate::lanes::{Partials, Schedule};
 use crate::layout::pixel_major::{Image, PhasedImage};
+use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
 use ndarray::{
-    ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis,
-    ShapeBuilder, s,
+    ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis, ShapeBuilder, s,
 };
 use std::ops::Range;
 
@@ -203,13 +203,11 @@ fn input_image(g: &Geometry) -> PhasedImage {
 
 /// The forward pass, see the module docs.
 pub(crate) fn forward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    bias: Option<ArrayView1<'_, T>>,
-    g: &Geometry,
+    op: Forward<'_, T>,
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    let Forward { x, w, bias, g } = op;
     let image = input_image(g);
     let row_pixels = image.row_outputs();
     let output = Image {
@@ -372,13 +370,11 @@ impl InputGradientPlan {
 /// lane summing its samples' weight and bias gradients into its partials.
 /// Overwrites every gradient.
 pub(crate) fn backward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    dy: ArrayView4<'_, T>,
-    g: &Geometry,
+    op: Backward<'_, T>,
     grads: GradientsMut<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    let Backward { x, w, dy, g } = op;
     let GradientsMut { dx, mut dw, mut db } = grads;
     let (c_in, c_out) = (g.in_channels, g.out_channels);
     let image = input_image(g);

@@ -30,9 +30,10 @@ use crate::gemm::matmul;
 use crate::gradients::{GradientsMut, add_bias_gradient};
 use crate::lanes::Schedule;
 use crate::layout::pixel_major::Image;
+use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
-use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
+use ndarray::{ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
 
 /// Points of the transform domain: a 4x4 tile.
 const POINTS: usize = 16;
@@ -333,13 +334,11 @@ fn point_mut<T>(buf: &mut [T], xi: usize, (rows, cols): (usize, usize)) -> Array
 
 /// The forward pass, see the module docs.
 pub(crate) fn forward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    bias: Option<ArrayView1<'_, T>>,
-    g: &Geometry,
+    op: Forward<'_, T>,
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    let Forward { x, w, bias, g } = op;
     let (c_in, c_out) = (g.in_channels, g.out_channels);
     let tiling = Tiling::new(g);
     let band = band_tiles::<T>(g, &tiling, ws.column_cap_bytes());
@@ -406,13 +405,11 @@ pub(crate) fn forward<T: Element>(
 /// partials; their sum is mapped back to the kernel once. Overwrites every
 /// gradient.
 pub(crate) fn backward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    dy: ArrayView4<'_, T>,
-    g: &Geometry,
+    op: Backward<'_, T>,
     grads: GradientsMut<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    let Backward { x, w, dy, g } = op;
     let GradientsMut { dx, dw, mut db } = grads;
     let (c_in, c_out) = (g.in_channels, g.out_channels);
     let p = g.padding;

@@ -20,6 +20,7 @@ use crate::element::Element;
 use crate::gradients::GradientsMut;
 use crate::lanes::{Partials, Schedule};
 use crate::layout::nchw::{SourceLayout, crop_into, padded_sample};
+use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
 use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut3, ArrayViewMut4, Axis, s};
@@ -73,13 +74,11 @@ fn dot_strided_into<T: Element>(a: &[T], b: &[T], stride: usize, sums: &mut [T; 
 
 /// The forward pass on validated operands; writes every element of `y`.
 pub(crate) fn forward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    bias: Option<ArrayView1<'_, T>>,
-    g: &Geometry,
+    op: Forward<'_, T>,
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    let Forward { x, w, bias, g } = op;
     let schedule = Schedule::new(g.batch);
     let (_, lanes) = ws.memory(schedule.lanes());
     schedule.run(lanes, y, |item, mut y_item, buffers| {
@@ -154,13 +153,11 @@ fn forward_sample_body<T: Element>(
 
 /// The backward pass on validated operands; overwrites every gradient.
 pub(crate) fn backward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    dy: ArrayView4<'_, T>,
-    g: &Geometry,
+    op: Backward<'_, T>,
     grads: GradientsMut<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    let Backward { x, w, dy, g } = op;
     let GradientsMut { dx, mut dw, mut db } = grads;
     let schedule = Schedule::new(g.batch);
     let (_, lanes) = ws.memory(schedule.lanes());

@@ -15,6 +15,7 @@ use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::lanes::Schedule;
 use crate::layout::nchw::padded_sample;
+use crate::operands::Forward;
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
 use ndarray::{ArrayView1, ArrayView3, ArrayView4, ArrayViewMut3, ArrayViewMut4};
@@ -62,13 +63,11 @@ fn pack_weights<T: Element>(w: ArrayView4<'_, T>, g: &Geometry, packed: &mut [T]
 /// Forward pass on validated operands with `g.sw == 1`; writes every
 /// element of `y`.
 pub(crate) fn forward<T: Element>(
-    x: ArrayView4<'_, T>,
-    w: ArrayView4<'_, T>,
-    bias: Option<ArrayView1<'_, T>>,
-    g: &Geometry,
+    op: Forward<'_, T>,
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    let Forward { x, w, bias, g } = op;
     debug_assert_eq!(g.sw, 1, "the tiles read contiguous runs of a row");
     let taps = g.in_channels_per_group() * g.kh * g.kw;
     let schedule = Schedule::new(g.batch);
