@@ -305,8 +305,8 @@ fn pair_runs<T>(
 
 /// `evens[k] = row[2k]`, `odds[k] = row[2k + 1]`, as far as the row goes.
 /// Walking the row in pairs lets the compiler use vector shuffles, which a
-/// stride-2 walk per phase does not: the stride-2 padding copy and its
-/// inverse were an eighth of the r3x3s2 backward pass.
+/// stride-2 walk per phase does not (a stride-2 walk makes the padding copy
+/// and its inverse an eighth of the r3x3s2 backward pass).
 pub(crate) fn deal_pairs<T: Copy>(row: &[T], evens: &mut [T], odds: &mut [T]) {
     let pairs = row.chunks_exact(2);
     if let [last] = pairs.remainder() {
@@ -353,7 +353,7 @@ pub(crate) fn pad_into<T: Element>(
     }
     if layout.phases == 1 {
         // Row by row: a memcpy per contiguous input row, zeros written only
-        // in the border (ndarray's `assign` on the padded view was a fifth
+        // in the border (ndarray's `assign` on the padded view costs a fifth
         // of the depthwise backward pass).
         let row_len = layout.row_len();
         for (plane, dst_plane) in dst.chunks_exact_mut(layout.h * row_len).enumerate() {
@@ -389,7 +389,7 @@ pub(crate) fn pad_into<T: Element>(
         for (first, run) in layout.phase_runs(padding.left, w, base) {
             let run = &mut dst[run];
             // On a slice when the row is contiguous: slicing the ndarray row
-            // per phase was a fifth of the r3x3s2 forward pass.
+            // per phase costs a fifth of the r3x3s2 forward pass.
             match line.as_slice() {
                 Some(row) => {
                     for (d, &v) in run.iter_mut().zip(row[first..].iter().step_by(phases)) {

@@ -1,7 +1,7 @@
 //! `Kernel::Shifted`: convolutions without a column matrix.
 //!
 //! Each sample is copied once, padded, into a pixel-major buffer (`[pixel,
-//! channel]`, as HWC; the copy is a tiled transpose, see `transpose.rs`),
+//! channel]`, as HWC; the copy is a tiled transpose, see `layout/transpose.rs`),
 //! its rows split by the row stride into row phases (`PhasedImage`; one
 //! phase at row stride 1), so that kernel row `i` reads one row phase. The
 //! GEMM's rows are output pixels counted over `row length / sw` (the pixels

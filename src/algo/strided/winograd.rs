@@ -17,7 +17,7 @@
 //! Dilation `d` spreads a tile: it covers output pixels `d` apart and reads
 //! input pixels `d` apart, and the tiles of a block of `2d` rows (columns)
 //! interleave. Every sample is copied once, padded, into a pixel-major
-//! image (`image.rs`), so that each tile's 16 inputs are contiguous runs
+//! image (`layout/pixel_major.rs`), so that each tile's 16 inputs are contiguous runs
 //! of channels and the transforms vectorise across channels.
 //!
 //! Rounding: the transforms add up to 4 values before the GEMM and after
@@ -34,6 +34,7 @@ use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
 use ndarray::{ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
+use std::ops::Range;
 
 /// Points of the transform domain: a 4x4 tile.
 const POINTS: usize = 16;
@@ -436,61 +437,27 @@ pub(crate) fn backward<T: Element>(
                 let grad = scratch(grad_buf, tiling.input.len());
                 grad.fill(T::zero());
                 for t0 in (0..tiling.tiles()).step_by(band) {
-                    let tiles = band.min(tiling.tiles() - t0);
-                    let v = scratch(v_buf, POINTS * tiles * c_in);
-                    let dm = scratch(dm_buf, POINTS * tiles * c_out);
-                    for local_tile in 0..tiles {
-                        let tile = t0 + local_tile;
-                        transform_tile::<_, false, _, _, _, _>(
-                            image,
-                            &tiling.cells::<4, 4>(tile, &tiling.input),
-                            v,
-                            &kept(points(tiles, local_tile, c_in)),
-                            c_in,
-                            stage_buf,
-                            bt,
-                            bt,
-                        );
-                        transform_tile::<_, false, _, _, _, _>(
-                            error,
-                            &tiling.cells::<2, 2>(tile, &tiling.error),
-                            dm,
-                            &kept(points(tiles, local_tile, c_out)),
-                            c_out,
-                            stage_buf,
-                            a,
-                            a,
-                        );
-                    }
-                    for xi in 0..POINTS {
-                        matmul(
-                            point_mut(du, xi, (c_in, c_out)),
-                            true,
-                            point(v, xi, (tiles, c_in)).t(),
-                            point(dm, xi, (tiles, c_out)),
-                            item.gemm_threads,
-                        );
-                    }
-                    // The input tiles are consumed: their buffer takes dV.
-                    point_gemms(
-                        dm,
-                        (tiles, c_out),
-                        |xi| point(u, xi, (c_in, c_out)).reversed_axes(),
-                        v,
-                        item.gemm_threads,
+                    let tiles = t0..(t0 + band).min(tiling.tiles());
+                    let v = scratch(v_buf, POINTS * tiles.len() * c_in);
+                    let dm = scratch(dm_buf, POINTS * tiles.len() * c_out);
+                    let channels = (c_in, c_out);
+                    transform_band(
+                        &tiling,
+                        tiles.clone(),
+                        (image, error),
+                        (v, dm),
+                        channels,
+                        stage_buf,
                     );
-                    for local_tile in 0..tiles {
-                        transform_tile::<_, true, _, _, _, _>(
-                            v,
-                            &points(tiles, local_tile, c_in),
-                            grad,
-                            &kept(tiling.cells::<4, 4>(t0 + local_tile, &tiling.input)),
-                            c_in,
-                            stage_buf,
-                            b,
-                            b,
-                        );
-                    }
+                    add_weight_gradient(tiles.len(), (v, dm), du, channels, item.gemm_threads);
+                    add_input_gradient(
+                        &tiling,
+                        tiles,
+                        (dm, u),
+                        (v, grad),
+                        channels,
+                        (stage_buf, item.gemm_threads),
+                    );
                 }
                 let start = (p.top * tiling.input.w + p.left) * c_in;
                 tiling.input.read(&grad[start..], dx_n, 0..g.in_h, None);
@@ -499,6 +466,96 @@ pub(crate) fn backward<T: Element>(
     );
     weight_gradient_from_transform(sums.weight, (c_in, c_out), dw);
     db.assign(&sums.bias);
+}
+
+/// The backward pass's first step on a band of tiles: each input tile
+/// into the transform domain, `V = Bᵀ d B`, into `v`, and each 2x2 tile of
+/// the error through the adjoint of the output map, `dM = A dY Aᵀ`, into
+/// `dm` (both laid out `[point, tile, channel]`).
+fn transform_band<T: Element>(
+    tiling: &Tiling,
+    tiles: Range<usize>,
+    (image, error): (&[T], &[T]),
+    (v, dm): (&mut [T], &mut [T]),
+    (c_in, c_out): (usize, usize),
+    stage_buf: &mut Vec<T>,
+) {
+    let band = tiles.len();
+    for (local_tile, tile) in tiles.enumerate() {
+        transform_tile::<_, false, _, _, _, _>(
+            image,
+            &tiling.cells::<4, 4>(tile, &tiling.input),
+            v,
+            &kept(points(band, local_tile, c_in)),
+            c_in,
+            stage_buf,
+            bt,
+            bt,
+        );
+        transform_tile::<_, false, _, _, _, _>(
+            error,
+            &tiling.cells::<2, 2>(tile, &tiling.error),
+            dm,
+            &kept(points(band, local_tile, c_out)),
+            c_out,
+            stage_buf,
+            a,
+            a,
+        );
+    }
+}
+
+/// `dU_ξ += V_ξᵀ · dM_ξ` for the 16 points of a band of `tiles` tiles: the
+/// weight gradient in the transform domain, `[point, c_in, c_out]`.
+fn add_weight_gradient<T: Element>(
+    tiles: usize,
+    (v, dm): (&[T], &[T]),
+    du: &mut [T],
+    (c_in, c_out): (usize, usize),
+    threads: usize,
+) {
+    for xi in 0..POINTS {
+        matmul(
+            point_mut(du, xi, (c_in, c_out)),
+            true,
+            point(v, xi, (tiles, c_in)).t(),
+            point(dm, xi, (tiles, c_out)),
+            threads,
+        );
+    }
+}
+
+/// The input gradient of a band: `dV_ξ = dM_ξ · U_ξᵀ` (into `v`, whose
+/// input tiles are spent), then each tile's `B dV Bᵀ` added onto the
+/// padded input gradient `grad`, where the tiles overlap.
+fn add_input_gradient<T: Element>(
+    tiling: &Tiling,
+    tiles: Range<usize>,
+    (dm, u): (&[T], &[T]),
+    (v, grad): (&mut [T], &mut [T]),
+    (c_in, c_out): (usize, usize),
+    (stage_buf, threads): (&mut Vec<T>, usize),
+) {
+    let band = tiles.len();
+    point_gemms(
+        dm,
+        (band, c_out),
+        |xi| point(u, xi, (c_in, c_out)).reversed_axes(),
+        v,
+        threads,
+    );
+    for (local_tile, tile) in tiles.enumerate() {
+        transform_tile::<_, true, _, _, _, _>(
+            v,
+            &points(band, local_tile, c_in),
+            grad,
+            &kept(tiling.cells::<4, 4>(tile, &tiling.input)),
+            c_in,
+            stage_buf,
+            b,
+            b,
+        );
+    }
 }
 
 /// `dw[o, c] = Gᵀ dU[·, c, o] G`: the weight gradient from its transform,

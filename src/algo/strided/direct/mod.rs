@@ -236,7 +236,8 @@ fn backward_sample_body<T: Element>(
             }
         };
         // ndarray's sum runs eight partial sums on a slice; a float sum in
-        // order was a third of the depthwise backward pass.
+        // order cannot vectorise, and would cost a third of the depthwise
+        // backward pass.
         partials.bias[co] += ArrayView1::from(error).sum();
         for cl in 0..c_in_g {
             let image_range = (c0 + cl) * hp * wp..(c0 + cl + 1) * hp * wp;
