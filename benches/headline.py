@@ -68,11 +68,16 @@ def figures():
     return out
 
 
+def ms(value):
+    """Three significant figures, without an exponent."""
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+
+
 def cell(other, pass_index):
     if other is None:
         return "–"
     theirs, ours = other[pass_index], other[2 + pass_index]
-    return f"{theirs:.3g} ({ours / theirs:.2f})"
+    return f"{ms(theirs)} ({ours / theirs:.2f})"
 
 
 def table(data):
@@ -82,8 +87,8 @@ def table(data):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row, entry in data.items():
         fwd, bwd = entry["gemmconv"]
-        cells = [row, f"{fwd:.3g}", *(cell(entry.get(o), 0) for o in others),
-                 f"{bwd:.3g}", *(cell(entry.get(o), 1) for o in others)]
+        cells = [row, ms(fwd), *(cell(entry.get(o), 0) for o in others),
+                 ms(bwd), *(cell(entry.get(o), 1) for o in others)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
