@@ -3,7 +3,7 @@
 //! its own partial sums of the weight and bias gradients, and adds the
 //! partials up once, in lane order.
 //!
-//! A work item is a contiguous range of samples today, with the part of the
+//! A work item is a contiguous range of samples, with the part of the
 //! output (the forward pass's `y`, the backward pass's `dx`) that those
 //! samples own. Kernels receive items and never split the batch themselves,
 //! so how a call is cut (by sample, by band of output rows, by block of
