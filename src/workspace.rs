@@ -77,6 +77,12 @@ impl<T> Scratch<T> {
 /// stay in cache between the copy that writes them and the GEMM that reads
 /// them, and a large batch or image never allocates more than this per
 /// thread (BENCHMARKS.md, "Column cap").
+///
+/// ```
+/// use gemmconv::{DEFAULT_COLUMN_CAP_BYTES, Workspace};
+/// let ws = Workspace::<f32>::new();
+/// assert_eq!(ws.column_cap_bytes(), DEFAULT_COLUMN_CAP_BYTES);
+/// ```
 pub const DEFAULT_COLUMN_CAP_BYTES: usize = 2 << 20;
 
 impl<T> Default for Workspace<T> {
