@@ -22,8 +22,8 @@ const GEOMETRY: [&str; 18] = [
 #[derive(Parser, Debug)]
 #[command(name = "gemmconv", version, max_term_width = 100)]
 pub struct Cli {
-    /// A row of benches/SUITE.md.
-    #[arg(long, value_parser = suite_ids(), conflicts_with_all = GEOMETRY)]
+    /// A row of benches/SUITE.md, of the suite or the extended suite.
+    #[arg(long, value_parser = suite_row, conflicts_with_all = GEOMETRY)]
     row: Option<String>,
     /// Batch size.
     #[arg(long, help_heading = "Geometry")]
@@ -180,8 +180,20 @@ impl From<InputGradientName> for InputGradient {
     }
 }
 
-fn suite_ids() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(gemmconv::suite::rows().into_iter().map(|r| r.id))
+/// A row id of the suite or the extended suite.
+fn suite_row(id: &str) -> Result<String, String> {
+    match gemmconv::suite::row(id) {
+        Some(_) => Ok(id.to_string()),
+        None => Err(format!(
+            "not a row of benches/SUITE.md; the suite's are {}, and the extended suite's are \
+             listed there",
+            gemmconv::suite::rows()
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 /// What the options ask for, resolved.
@@ -343,6 +355,14 @@ mod tests {
         assert_eq!(options.algorithms, Some(vec![Algorithm::Strided]));
         assert_eq!(options.input_gradient, InputGradient::ErrorLowering);
         assert!(!options.check);
+    }
+
+    #[test]
+    fn extended_suite_rows_are_rows_too() {
+        let options = parse(&["--row", "rnx-56x128-3x3g32-128"]).unwrap();
+        assert_eq!(options.spec.get_groups(), 32);
+        assert_eq!(options.input, [8, 128, 56, 56]);
+        assert!(!options.double);
     }
 
     #[test]
