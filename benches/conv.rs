@@ -11,16 +11,12 @@
 //! `cargo bench --bench conv` runs all; `cargo bench --bench conv -- r3x3/`
 //! one row.
 
+mod common;
+
+use common::Problem;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gemmconv::ndarray::{Array1, Array4};
 use gemmconv::suite::{SuiteRow, rows};
-use gemmconv::{
-    Algorithm, Conv2d, Element, Gradients, InputGradient, Kernel, Workspace, conv2d_backward_into,
-    conv2d_into,
-};
-use rand::rngs::SmallRng;
-use rand::{RngExt, SeedableRng};
-use std::hint::black_box;
+use gemmconv::{Algorithm, Element, InputGradient, Kernel, Workspace};
 use std::time::Duration;
 
 /// One benchmarked configuration.
@@ -85,24 +81,7 @@ fn variants(row: &SuiteRow) -> Vec<Variant> {
 }
 
 fn bench_row<T: Element>(c: &mut Criterion, row: &SuiteRow) {
-    let mut rng = SmallRng::seed_from_u64(1);
-    let spec = &row.spec;
-    let out = spec.output_shape(row.input).expect("suite rows are valid");
-    let random4 = |rng: &mut SmallRng, shape| {
-        Array4::from_shape_simple_fn(shape, || T::from_f64(rng.random_range(-1.0..1.0)))
-    };
-    let x = random4(&mut rng, row.input);
-    let dy = random4(&mut rng, out);
-    let layer = Conv2d::<T>::new_kaiming(spec.clone(), &mut rng).expect("valid");
-    let w = layer.weight().clone();
-    let b = Array1::from_shape_simple_fn(spec.out_channels(), || T::from_f64(0.1));
-    let mut y = Array4::zeros(out);
-    let mut grads = Gradients {
-        dx: Array4::zeros(row.input),
-        dw: Array4::zeros(spec.weight_shape()),
-        db: Array1::zeros(spec.out_channels()),
-    };
-
+    let mut problem = Problem::<T>::new(row);
     let flops = row.forward_flops();
     let mut group = c.benchmark_group(row.id);
     group
@@ -125,40 +104,12 @@ fn bench_row<T: Element>(c: &mut Criterion, row: &SuiteRow) {
         if !skip_forward {
             group.throughput(Throughput::Elements(flops));
             group.bench_function(BenchmarkId::new("fwd", variant.name), |bench| {
-                pool.install(|| {
-                    bench.iter(|| {
-                        conv2d_into(
-                            x.view(),
-                            w.view(),
-                            Some(b.view()),
-                            spec,
-                            variant.algorithm,
-                            &mut ws,
-                            y.view_mut(),
-                        )
-                        .expect("valid");
-                        black_box(&y);
-                    })
-                })
+                pool.install(|| bench.iter(|| problem.forward(variant.algorithm, &mut ws)))
             });
         }
         group.throughput(Throughput::Elements(2 * flops));
         group.bench_function(BenchmarkId::new("bwd", variant.name), |bench| {
-            pool.install(|| {
-                bench.iter(|| {
-                    conv2d_backward_into(
-                        x.view(),
-                        w.view(),
-                        dy.view(),
-                        spec,
-                        variant.algorithm,
-                        &mut ws,
-                        grads.view_mut(),
-                    )
-                    .expect("valid");
-                    black_box(&grads);
-                })
-            })
+            pool.install(|| bench.iter(|| problem.backward(variant.algorithm, &mut ws)))
         });
     }
     group.finish();
