@@ -1,12 +1,12 @@
 //! The functional API: `conv2d` and `conv2d_backward` on any ndarray views.
 
-use crate::algo::{self, Algorithm};
+use crate::algo::Algorithm;
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
 use crate::gradients::{Gradients, GradientsMut};
-use crate::operands::{Backward, Forward};
 use crate::output::zeroed;
-use crate::spec::{Conv2dSpec, Geometry};
+use crate::plan::Plan;
+use crate::spec::Conv2dSpec;
 use crate::workspace::Workspace;
 use ndarray::{Array1, Array4, ArrayView, ArrayView1, ArrayView4, ArrayViewMut4, Dimension, Ix4};
 
@@ -44,18 +44,6 @@ pub(crate) fn expect_shape(
     }
 }
 
-/// Validates input and weight against the spec and resolves the geometry.
-pub(crate) fn resolve<T>(
-    x: &ArrayView4<'_, T>,
-    w: &ArrayView4<'_, T>,
-    spec: &Conv2dSpec,
-) -> Result<Geometry, ConvError> {
-    let [n, c, h, wd] = [x.dim().0, x.dim().1, x.dim().2, x.dim().3];
-    let g = Geometry::new(spec, [n, c, h, wd])?;
-    expect_shape(Operand::Weight, &g.weight_shape(), w.shape())?;
-    Ok(g)
-}
-
 pub(crate) fn check_bias<T>(
     bias: Option<&ArrayView1<'_, T>>,
     spec: &Conv2dSpec,
@@ -68,44 +56,65 @@ pub(crate) fn check_bias<T>(
     }
 }
 
-/// Validates the operands of a forward pass: ranks, shapes against the
-/// spec, bias presence and length. Returns the rank-4 views and geometry.
-fn check_forward<'a, T, Dx: Dimension, Dw: Dimension>(
-    x: ArrayView<'a, T, Dx>,
-    w: ArrayView<'a, T, Dw>,
-    bias: Option<&ArrayView1<'_, T>>,
+/// Validates the operands of a forward pass (ranks, shapes against the
+/// spec, bias presence and length) and plans it under `ws`'s options.
+#[allow(clippy::type_complexity)]
+fn plan_forward<'a, T: Element, Dx: Dimension, Dw: Dimension>(
+    (x, w, bias): (
+        ArrayView<'a, T, Dx>,
+        ArrayView<'a, T, Dw>,
+        Option<&ArrayView1<'_, T>>,
+    ),
     spec: &Conv2dSpec,
-) -> Result<(ArrayView4<'a, T>, ArrayView4<'a, T>, Geometry), ConvError> {
+    algorithm: Algorithm,
+    ws: &mut Workspace<T>,
+) -> Result<(ArrayView4<'a, T>, ArrayView4<'a, T>, Plan), ConvError> {
     let x = rank4(x, Operand::Input)?;
     let w = rank4(w, Operand::Weight)?;
-    let g = resolve(&x, &w, spec)?;
+    let plan = Plan::new(spec, input_shape(&x), algorithm, ws)?;
+    plan.check_input_and_weight(&x, &w)?;
     check_bias(bias, spec)?;
-    Ok((x, w, g))
+    Ok((x, w, plan))
 }
 
-/// Validates the operands of a backward pass: ranks, shapes against the
-/// spec, and the output gradient against the output shape.
+/// Validates the operands of a backward pass and plans it under `ws`'s
+/// options.
 #[allow(clippy::type_complexity)]
-fn check_backward<'a, T, Dx: Dimension, Dw: Dimension, Dy: Dimension>(
-    x: ArrayView<'a, T, Dx>,
-    w: ArrayView<'a, T, Dw>,
-    dy: ArrayView<'a, T, Dy>,
+fn plan_backward<'a, T: Element, Dx: Dimension, Dw: Dimension, Dy: Dimension>(
+    (x, w, dy): (
+        ArrayView<'a, T, Dx>,
+        ArrayView<'a, T, Dw>,
+        ArrayView<'a, T, Dy>,
+    ),
     spec: &Conv2dSpec,
+    algorithm: Algorithm,
+    ws: &mut Workspace<T>,
 ) -> Result<
     (
         ArrayView4<'a, T>,
         ArrayView4<'a, T>,
         ArrayView4<'a, T>,
-        Geometry,
+        Plan,
     ),
     ConvError,
 > {
     let x = rank4(x, Operand::Input)?;
     let w = rank4(w, Operand::Weight)?;
     let dy = rank4(dy, Operand::OutputGradient)?;
-    let g = resolve(&x, &w, spec)?;
-    expect_shape(Operand::OutputGradient, &g.output_shape(), dy.shape())?;
-    Ok((x, w, dy, g))
+    let plan = Plan::new(spec, input_shape(&x), algorithm, ws)?;
+    plan.check_input_and_weight(&x, &w)?;
+    expect_shape(
+        Operand::OutputGradient,
+        &plan.geometry.output_shape(),
+        dy.shape(),
+    )?;
+    Ok((x, w, dy, plan))
+}
+
+/// The shape of a rank-4 view as an array.
+pub(crate) fn input_shape<T>(x: &ArrayView4<'_, T>) -> [usize; 4] {
+    let (n, c, h, w) = x.dim();
+    [n, c, h, w]
 }
 
 /// The forward pass: `y = x ⋆ w + b`, PyTorch `Conv2d` semantics
@@ -162,10 +171,9 @@ pub fn conv2d_with_workspace<T: Element, Dx: Dimension, Dw: Dimension>(
     algorithm: Algorithm,
     workspace: &mut Workspace<T>,
 ) -> Result<Array4<T>, ConvError> {
-    let (x, w, g) = check_forward(x, w, bias.as_ref(), spec)?;
-    let mut y = zeroed(g.output_shape());
-    let op = Forward { x, w, bias, g: &g };
-    algo::forward(algorithm, op, y.view_mut(), workspace);
+    let (x, w, plan) = plan_forward((x, w, bias.as_ref()), spec, algorithm, workspace)?;
+    let mut y = zeroed(plan.geometry.output_shape());
+    plan.forward((x, w, bias), y.view_mut(), workspace);
     Ok(y)
 }
 
@@ -194,9 +202,9 @@ pub fn conv2d_into<T: Element, Dx: Dimension, Dw: Dimension>(
     workspace: &mut Workspace<T>,
     y: ArrayViewMut4<'_, T>,
 ) -> Result<(), ConvError> {
-    let (x, w, g) = check_forward(x, w, bias.as_ref(), spec)?;
-    expect_shape(Operand::Output, &g.output_shape(), y.shape())?;
-    algo::forward(algorithm, Forward { x, w, bias, g: &g }, y, workspace);
+    let (x, w, plan) = plan_forward((x, w, bias.as_ref()), spec, algorithm, workspace)?;
+    expect_shape(Operand::Output, &plan.geometry.output_shape(), y.shape())?;
+    plan.forward((x, w, bias), y, workspace);
     Ok(())
 }
 
@@ -252,14 +260,14 @@ pub fn conv2d_backward_with_workspace<T: Element, Dx: Dimension, Dw: Dimension, 
     algorithm: Algorithm,
     workspace: &mut Workspace<T>,
 ) -> Result<Gradients<T>, ConvError> {
-    let (x, w, dy, g) = check_backward(x, w, dy, spec)?;
+    let (x, w, dy, plan) = plan_backward((x, w, dy), spec, algorithm, workspace)?;
+    let g = &plan.geometry;
     let mut grads = Gradients {
         dx: zeroed(g.input_shape()),
         dw: Array4::zeros(g.weight_shape()),
         db: Array1::zeros(g.out_channels),
     };
-    let op = Backward { x, w, dy, g: &g };
-    algo::backward(algorithm, op, grads.view_mut(), workspace);
+    plan.backward((x, w, dy), grads.view_mut(), workspace);
     Ok(grads)
 }
 
@@ -290,10 +298,8 @@ pub fn conv2d_backward_into<T: Element, Dx: Dimension, Dw: Dimension, Dy: Dimens
     workspace: &mut Workspace<T>,
     out: GradientsMut<'_, T>,
 ) -> Result<(), ConvError> {
-    let (x, w, dy, g) = check_backward(x, w, dy, spec)?;
-    expect_shape(Operand::Output, &g.input_shape(), out.dx.shape())?;
-    expect_shape(Operand::Output, &g.weight_shape(), out.dw.shape())?;
-    expect_shape(Operand::Output, &[g.out_channels], out.db.shape())?;
-    algo::backward(algorithm, Backward { x, w, dy, g: &g }, out, workspace);
+    let (x, w, dy, plan) = plan_backward((x, w, dy), spec, algorithm, workspace)?;
+    plan.check_gradients(&out)?;
+    plan.backward((x, w, dy), out, workspace);
     Ok(())
 }

@@ -3,38 +3,116 @@
 //! its own partial sums of the weight and bias gradients, and adds the
 //! partials up once, in lane order.
 //!
-//! A work item is a contiguous range of samples, with the part of the
-//! output (the forward pass's `y`, the backward pass's `dx`) that those
-//! samples own. Kernels receive items and never split the batch themselves,
-//! so how a call is cut (by sample, by band of output rows, by block of
-//! output channels) is decided here alone.
+//! A pass divides `batch` samples of `height` rows each (output rows for the
+//! forward pass and the gradient passes, input rows for an input gradient
+//! computed by lowering the error). The planner reads them as one run of
+//! `batch · ⌈height / granule⌉` units, sample after sample, and deals each
+//! lane a contiguous, equal share (within one unit) of that run. A share
+//! starts and ends anywhere, so a lane's work items are at most three: the
+//! tail of one sample (a band of its rows), whole samples, and the head of
+//! another sample. Whatever the batch, every thread gets work, batch 1
+//! included; kernels receive items and never split the batch themselves.
 //!
-//! There is one level of parallelism: when the batch has fewer samples than
-//! the pool has threads, the spare threads go to each item's GEMMs
-//! ([`WorkItem::gemm_threads`]) instead of lanes, so the two are never
-//! nested.
+//! A kernel writes the part of the pass's output (`y`, or `dx`) that its
+//! item owns. A backward item that is a band of a sample's rows adds to
+//! the whole sample's input gradient, which other bands add to as well: it
+//! writes its contribution into lane memory, and the scheduler adds the
+//! contributions of a sample's bands into `dx` once, in lane order, like the
+//! weight-gradient partials.
+//!
+//! There is one level of parallelism: when a pass has fewer units (or less
+//! arithmetic than a lane is woken for) than the pool has threads, the spare
+//! threads go to each item's GEMMs ([`WorkItem::gemm_threads`]) instead of
+//! lanes, so the two are never nested.
 
 use crate::element::Element;
+use crate::spec::Geometry;
 use crate::workspace::{LaneMemory, Scratch, scratch};
-use ndarray::{ArrayView1, ArrayViewMut4, Axis};
-use rayon::prelude::*;
+use ndarray::{ArrayView1, ArrayView3, ArrayViewMut4, Axis, Zip};
 use std::ops::Range;
 
-/// One lane's share of a call.
+/// One piece of a lane's share of a pass: whole samples, or a band of one
+/// sample's rows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct WorkItem {
     /// The samples of the batch this item computes, in order.
     pub samples: Range<usize>,
+    /// The rows of each sample it computes: all of them unless the item is
+    /// one sample's band. Band edges fall on multiples of the pass's granule.
+    pub rows: Range<usize>,
     /// Threads each of the item's GEMMs may use.
     pub gemm_threads: usize,
 }
 
-/// How a call is cut into work items for a pool of threads.
+/// What a pass divides among lanes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Work {
+    /// Samples.
+    pub batch: usize,
+    /// Rows of each sample.
+    pub height: usize,
+    /// Bands start at multiples of this many rows (a kernel that computes
+    /// rows in blocks, such as Winograd's, asks for its block).
+    pub granule: usize,
+    /// Floating-point operations of one row of one sample, to keep lanes
+    /// from being woken for less work than waking them costs.
+    pub row_flops: usize,
+}
+
+impl Work {
+    /// The forward pass of `g`, over output rows cut at multiples of
+    /// `granule`.
+    pub(crate) fn forward(g: &Geometry, granule: usize) -> Self {
+        Work {
+            batch: g.batch,
+            height: g.out_h,
+            granule,
+            row_flops: 2 * g.out_w * g.out_channels * (g.col_rows() / g.groups),
+        }
+    }
+
+    /// The backward pass of `g` (weight and input gradients), over output
+    /// rows cut at multiples of `granule`.
+    pub(crate) fn backward(g: &Geometry, granule: usize) -> Self {
+        let forward = Self::forward(g, granule);
+        Work {
+            row_flops: 2 * forward.row_flops,
+            ..forward
+        }
+    }
+
+    /// The input gradient of `g` computed alone, over input rows.
+    pub(crate) fn input_gradient(g: &Geometry) -> Self {
+        Work {
+            batch: g.batch,
+            height: g.in_h,
+            granule: 1,
+            row_flops: 2 * g.in_w * g.in_channels * g.out_channels_per_group() * g.kh * g.kw,
+        }
+    }
+
+    /// Units of one sample: its rows in granules.
+    fn units_per_sample(&self) -> usize {
+        self.height.div_ceil(self.granule.max(1))
+    }
+
+    /// Units of the pass.
+    fn units(&self) -> usize {
+        self.batch * self.units_per_sample()
+    }
+
+    /// The rows of unit `unit` within its sample.
+    fn unit_rows(&self, unit: usize) -> Range<usize> {
+        let start = unit * self.granule.max(1);
+        start.min(self.height)..(start + self.granule.max(1)).min(self.height)
+    }
+}
+
+/// How a pass is cut into work items for a pool of threads.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Schedule {
-    batch: usize,
+    work: Work,
     lanes: usize,
-    per_lane: usize,
     gemm_threads: usize,
 }
 
@@ -51,74 +129,263 @@ pub(crate) struct Sums<'a, T> {
     pub bias: ArrayView1<'a, T>,
 }
 
-impl Schedule {
-    /// The schedule of a batch on the current rayon pool.
-    pub(crate) fn new(batch: usize) -> Self {
-        Self::for_threads(batch, rayon::current_num_threads())
-    }
+/// The part of a pass's output that a run of lanes writes: a band of the
+/// rows of a first sample (`head`), whole samples, and a band of the rows
+/// of a last sample (`tail`), in the pass's order. A backward pass leaves
+/// the banded samples out (their bands add up after the lanes run), so its
+/// regions have whole samples only.
+struct Region<'o, T> {
+    /// The sample, its first row, and its rows from there.
+    head: Option<(usize, usize, ArrayViewMut4<'o, T>)>,
+    /// The first whole sample, and the whole samples from there.
+    whole: (usize, ArrayViewMut4<'o, T>),
+    /// The sample, and its rows from the first.
+    tail: Option<(usize, ArrayViewMut4<'o, T>)>,
+}
 
-    /// The schedule of a batch on `threads` threads: one contiguous block
-    /// of samples a lane, as many lanes as threads at most, the last block
-    /// possibly shorter.
-    pub(crate) fn for_threads(batch: usize, threads: usize) -> Self {
+impl<'o, T> Region<'o, T> {
+    /// Cuts the region where `(sample, row)` starts. With `keep_bands`
+    /// false a sample cut inside (`row > 0`) goes to neither side.
+    fn cut(self, (sample, row): (usize, usize), keep_bands: bool) -> (Self, Self) {
+        let Region { head, whole, tail } = self;
+        let (first, whole) = whole;
+        let whole_end = first + whole.len_of(Axis(0));
+        if let Some((n, r0, _)) = head
+            && n == sample
+        {
+            // Inside the head band: both sides are bands of the sample.
+            let (_, _, band) = head.expect("matched above");
+            let (left, right) = band.split_at(Axis(2), row - r0);
+            let (empty_left, rest) = whole.split_at(Axis(0), 0);
+            return (
+                Region {
+                    head: Some((n, r0, left)),
+                    whole: (first, empty_left),
+                    tail: None,
+                },
+                Region {
+                    head: Some((n, row, right)),
+                    whole: (first, rest),
+                    tail,
+                },
+            );
+        }
+        if let Some((n, _)) = tail
+            && n == sample
+            && row > 0
+        {
+            let (_, band) = tail.expect("matched above");
+            let (left, right) = band.split_at(Axis(2), row);
+            let (rest, empty_right) = whole.split_at(Axis(0), whole_end - first);
+            return (
+                Region {
+                    head,
+                    whole: (first, rest),
+                    tail: Some((n, left)),
+                },
+                Region {
+                    head: Some((n, row, right)),
+                    whole: (whole_end, empty_right),
+                    tail: None,
+                },
+            );
+        }
+        // Between whole samples (or at the start of the tail's sample, or,
+        // without bands, around a sample already left out).
+        let at = sample.clamp(first, whole_end) - first;
+        let (left, rest) = whole.split_at(Axis(0), at);
+        if row == 0 || !(first..whole_end).contains(&sample) {
+            return (
+                Region {
+                    head,
+                    whole: (first, left),
+                    tail: None,
+                },
+                Region {
+                    head: None,
+                    whole: (first + at, rest),
+                    tail,
+                },
+            );
+        }
+        let (cut_sample, right) = rest.split_at(Axis(0), 1);
+        let (left_tail, right_head) = if keep_bands {
+            let (top, bottom) = cut_sample.split_at(Axis(2), row);
+            (Some((sample, top)), Some((sample, row, bottom)))
+        } else {
+            (None, None)
+        };
+        (
+            Region {
+                head,
+                whole: (first, left),
+                tail: left_tail,
+            },
+            Region {
+                head: right_head,
+                whole: (sample + 1, right),
+                tail,
+            },
+        )
+    }
+}
+
+impl Schedule {
+    /// The schedule of a pass on `threads` threads, each lane with at least
+    /// `min_lane_flops` of arithmetic where the pass has that much.
+    pub(crate) fn for_threads(work: Work, threads: usize, min_lane_flops: usize) -> Self {
         let threads = threads.max(1);
-        let per_lane = batch.div_ceil(threads.min(batch).max(1)).max(1);
-        let lanes = batch.div_ceil(per_lane);
+        let units = work.units();
+        let flops = work
+            .row_flops
+            .saturating_mul(work.height)
+            .saturating_mul(work.batch);
+        let by_work = flops
+            .checked_div(min_lane_flops)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let lanes = threads.min(units).min(by_work);
         Schedule {
-            batch,
+            work,
             lanes,
-            per_lane,
             gemm_threads: (threads / lanes.max(1)).max(1),
         }
     }
 
-    /// How many lanes run (none for an empty batch).
+    /// How many lanes run (none for an empty pass).
     pub(crate) fn lanes(&self) -> usize {
         self.lanes
     }
 
-    /// The work items, lane by lane.
-    #[cfg(test)]
-    fn items(&self) -> impl Iterator<Item = WorkItem> + use<> {
-        let schedule = *self;
-        (0..self.lanes).map(move |lane| schedule.item(lane))
+    /// The units of lane `lane`: an equal share, the first lanes taking one
+    /// more when the units do not divide evenly.
+    fn lane_units(&self, lane: usize) -> Range<usize> {
+        let units = self.work.units();
+        lane * units / self.lanes..(lane + 1) * units / self.lanes
     }
 
-    /// The work item of lane `lane`.
-    fn item(&self, lane: usize) -> WorkItem {
-        WorkItem {
-            samples: lane * self.per_lane..((lane + 1) * self.per_lane).min(self.batch),
-            gemm_threads: self.gemm_threads,
+    /// The work items of lane `lane`, in order: at most three.
+    pub(crate) fn items(&self, lane: usize) -> impl Iterator<Item = WorkItem> + use<> {
+        let work = self.work;
+        let gemm_threads = self.gemm_threads;
+        let per_sample = work.units_per_sample();
+        let Range { start, end } = self.lane_units(lane);
+        let item = |samples: Range<usize>, rows: Range<usize>| {
+            (!samples.is_empty() && !rows.is_empty()).then_some(WorkItem {
+                samples,
+                rows,
+                gemm_threads,
+            })
+        };
+        let band = |from: usize, to: usize| work.unit_rows(from).start..work.unit_rows(to - 1).end;
+        let (first, first_unit) = (start / per_sample, start % per_sample);
+        let (last, last_unit) = (end / per_sample, end % per_sample);
+        let items = if first == last {
+            [
+                (last_unit > first_unit)
+                    .then(|| item(first..first + 1, band(first_unit, last_unit)))
+                    .flatten(),
+                None,
+                None,
+            ]
+        } else {
+            let whole_start = first + usize::from(first_unit > 0);
+            [
+                (first_unit > 0)
+                    .then(|| item(first..first + 1, band(first_unit, per_sample)))
+                    .flatten(),
+                item(whole_start..last, 0..work.height),
+                (last_unit > 0)
+                    .then(|| item(last..last + 1, band(0, last_unit)))
+                    .flatten(),
+            ]
+        };
+        items.into_iter().flatten()
+    }
+
+    /// Whether `item` is a band of a sample rather than whole samples.
+    fn is_band(&self, item: &WorkItem) -> bool {
+        item.rows != (0..self.work.height)
+    }
+
+    /// Where lane `lane`'s units start: `(sample, row)`.
+    fn lane_start(&self, lane: usize) -> (usize, usize) {
+        let unit = self.lane_units(lane).start;
+        let per_sample = self.work.units_per_sample();
+        (
+            unit / per_sample,
+            self.work.unit_rows(unit % per_sample).start,
+        )
+    }
+
+    /// Runs `lane(index, memory, region)` for lanes `first..first +
+    /// memory.len()` in parallel, each with its own part of `region`, by
+    /// cutting both in halves (`rayon::join`, which allocates nothing).
+    fn run_lanes<'o, T: Element>(
+        &self,
+        first: usize,
+        memory: &mut [LaneMemory<T>],
+        region: Region<'o, T>,
+        keep_bands: bool,
+        lane: &(impl Fn(usize, &mut LaneMemory<T>, Region<'o, T>) + Sync),
+    ) {
+        match memory.len() {
+            0 => {}
+            1 => lane(first, &mut memory[0], region),
+            len => {
+                let half = len / 2;
+                let (left, right) = region.cut(self.lane_start(first + half), keep_bands);
+                let (left_memory, right_memory) = memory.split_at_mut(half);
+                rayon::join(
+                    || self.run_lanes(first, left_memory, left, keep_bands, lane),
+                    || self.run_lanes(first + half, right_memory, right, keep_bands, lane),
+                );
+            }
         }
     }
 
-    /// Runs `work(item, out[item.samples], scratch)` for every item, in
-    /// parallel, each lane with its own scratch buffers. `out` is the
-    /// batch's output (`y`, or `dx`); `lanes` holds [`Self::lanes`] lanes.
+    /// Runs `work(item, out[item], scratch)` for every item, in parallel,
+    /// each lane with its own scratch buffers. `out` is the pass's output
+    /// (`y`, or `dx`), its axis 2 the rows; `out[item]` is the item's
+    /// samples and rows of it. `lanes` holds [`Self::lanes`] lanes.
     pub(crate) fn run<T: Element>(
         &self,
         lanes: &mut [LaneMemory<T>],
         out: ArrayViewMut4<'_, T>,
         work: impl Fn(&WorkItem, ArrayViewMut4<'_, T>, &mut Scratch<T>) + Sync,
     ) {
-        if self.lanes == 0 {
-            return;
-        }
-        let mut out = out;
-        lanes[..self.lanes]
-            .par_iter_mut()
-            .zip(
-                out.axis_chunks_iter_mut(Axis(0), self.per_lane)
-                    .into_par_iter(),
-            )
-            .enumerate()
-            .for_each(|(index, (lane, out))| work(&self.item(index), out, &mut lane.scratch));
+        let region = Region {
+            head: None,
+            whole: (0, out),
+            tail: None,
+        };
+        let lane = |index: usize, memory: &mut LaneMemory<T>, region: Region<'_, T>| {
+            let Region {
+                mut head,
+                whole: (_, mut whole),
+                mut tail,
+            } = region;
+            for item in self.items(index) {
+                let out = if !self.is_band(&item) {
+                    whole.view_mut()
+                } else if let Some((_, _, band)) = head.take() {
+                    band
+                } else {
+                    tail.take().expect("a lane's bands are its head and tail").1
+                };
+                work(&item, out, &mut memory.scratch);
+            }
+        };
+        self.run_lanes(0, &mut lanes[..self.lanes], region, true, &lane);
     }
 
     /// [`Self::run`] for a backward pass: each lane also gets [`Partials`]
     /// of `weight_len` and `bias_len` zeros to add its items' gradients
     /// into; their sums come back. `out` may be absent (a pass that
-    /// computes no input gradient).
+    /// computes no input gradient); when present, `out[item]` is the whole
+    /// of the item's samples, which the kernel overwrites with the
+    /// contribution of the item's rows (for a band, a lane buffer that the
+    /// scheduler adds into `out`).
     pub(crate) fn run_summing<'m, T: Element>(
         &self,
         lanes: &'m mut [LaneMemory<T>],
@@ -128,32 +395,53 @@ impl Schedule {
     ) -> Sums<'m, T> {
         let lanes = &mut lanes[..self.lanes.max(1)];
         let len = weight_len + bias_len;
-        let run_lane = |index: usize, lane: &mut LaneMemory<T>, out| {
-            let partial = scratch(&mut lane.partial, len);
+        let mut out = out;
+        let sample_shape = out.as_ref().map(|o| {
+            let (_, c, h, w) = o.dim();
+            (1, c, h, w)
+        });
+        // Without an output, the region is an empty stand-in.
+        let mut none: [T; 0] = [];
+        let whole = match &mut out {
+            Some(out) => out.view_mut(),
+            None => ArrayViewMut4::from_shape((0, 0, 0, 0), &mut none[..]).expect("empty"),
+        };
+        let region = Region {
+            head: None,
+            whole: (0, whole),
+            tail: None,
+        };
+        let lane = |index: usize, memory: &mut LaneMemory<T>, region: Region<'_, T>| {
+            let partial = scratch(&mut memory.partial, len);
             partial.fill(T::zero());
             let (weight, bias) = partial.split_at_mut(weight_len);
-            work(
-                &self.item(index),
-                out,
-                &mut lane.scratch,
-                Partials { weight, bias },
-            );
+            let (_, mut whole) = region.whole;
+            let mut bands = memory.bands.iter_mut();
+            for item in self.items(index) {
+                let out = match sample_shape {
+                    None => None,
+                    Some(_) if !self.is_band(&item) => Some(whole.view_mut()),
+                    Some(shape) => {
+                        let buf = bands.next().expect("a lane has two bands at most");
+                        let buf = scratch(buf, shape.1 * shape.2 * shape.3);
+                        Some(ArrayViewMut4::from_shape(shape, buf).expect("sized above"))
+                    }
+                };
+                let partials = Partials {
+                    weight: &mut *weight,
+                    bias: &mut *bias,
+                };
+                work(&item, out, &mut memory.scratch, partials);
+            }
         };
-        match out {
-            Some(mut out) if self.lanes > 0 => lanes
-                .par_iter_mut()
-                .zip(
-                    out.axis_chunks_iter_mut(Axis(0), self.per_lane)
-                        .into_par_iter(),
-                )
-                .enumerate()
-                .for_each(|(index, (lane, out))| run_lane(index, lane, Some(out))),
-            _ if self.lanes > 0 => lanes
-                .par_iter_mut()
-                .enumerate()
-                .for_each(|(index, lane)| run_lane(index, lane, None)),
+        if self.lanes == 0 {
             // An empty batch: the sums are zeros.
-            _ => scratch(&mut lanes[0].partial, len).fill(T::zero()),
+            scratch(&mut lanes[0].partial, len).fill(T::zero());
+        } else {
+            self.run_lanes(0, lanes, region, false, &lane);
+        }
+        if let Some(out) = out {
+            self.add_bands(lanes, out);
         }
         let (first, rest) = lanes.split_first_mut().expect("at least one lane");
         for lane in rest.iter() {
@@ -168,35 +456,184 @@ impl Schedule {
             bias: ArrayView1::from(bias),
         }
     }
+
+    /// Writes into each banded sample of `out` the sum of its bands'
+    /// contributions, in lane order.
+    fn add_bands<T: Element>(&self, lanes: &[LaneMemory<T>], mut out: ArrayViewMut4<'_, T>) {
+        let mut open = None;
+        for (index, memory) in lanes.iter().enumerate().take(self.lanes) {
+            let bands = self.items(index).filter(|item| self.is_band(item));
+            for (item, buf) in bands.zip(&memory.bands) {
+                let n = item.samples.start;
+                let mut sample = out.index_axis_mut(Axis(0), n);
+                let band = ArrayView3::from_shape(sample.raw_dim(), &buf[..sample.len()])
+                    .expect("band buffers hold a sample");
+                if open == Some(n) {
+                    Zip::from(&mut sample).and(&band).for_each(|s, &b| *s += b);
+                } else {
+                    sample.assign(&band);
+                    open = Some(n);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Schedule;
+    use super::{Schedule, Work, WorkItem};
+    use crate::workspace::DEFAULT_MIN_LANE_FLOPS as MIN_LANE_FLOPS;
+    use crate::workspace::LaneMemory;
+    use ndarray::Array4;
 
-    /// Every sample is in exactly one item, in order; there are as many
-    /// lanes as threads at most, and as many as the batch allows.
+    fn work(batch: usize, height: usize, granule: usize) -> Work {
+        Work {
+            batch,
+            height,
+            granule,
+            row_flops: MIN_LANE_FLOPS,
+        }
+    }
+
+    fn all_items(schedule: &Schedule) -> Vec<Vec<WorkItem>> {
+        (0..schedule.lanes())
+            .map(|l| schedule.items(l).collect())
+            .collect()
+    }
+
+    /// Every row of every sample is in exactly one item, in order; items
+    /// are whole samples or bands of one sample cut at granules; there are
+    /// as many lanes as threads at most.
     #[test]
-    fn items_cover_the_batch_once() {
-        for batch in 0..40 {
-            for threads in 1..=9 {
-                let schedule = Schedule::for_threads(batch, threads);
-                let items: Vec<_> = schedule.items().collect();
-                assert_eq!(items.len(), schedule.lanes());
-                assert!(schedule.lanes() <= threads);
-                assert_eq!(schedule.lanes() == 0, batch == 0);
-                let covered: Vec<usize> = items.iter().flat_map(|i| i.samples.clone()).collect();
-                assert_eq!(
-                    covered,
-                    (0..batch).collect::<Vec<_>>(),
-                    "{batch} on {threads}"
-                );
-                assert!(items.iter().all(|i| !i.samples.is_empty()));
-                // Spare threads go to the GEMMs, never beyond the pool.
-                for item in &items {
-                    assert!(item.gemm_threads * schedule.lanes() <= threads.max(1));
+    fn items_cover_the_pass_once() {
+        for batch in 0..12 {
+            for height in [1, 2, 5, 7, 16] {
+                for granule in [1, 2, 4] {
+                    for threads in 1..=9 {
+                        let w = work(batch, height, granule);
+                        let schedule = Schedule::for_threads(w, threads, MIN_LANE_FLOPS);
+                        assert!(schedule.lanes() <= threads);
+                        assert_eq!(schedule.lanes() == 0, batch == 0);
+                        let mut covered = Vec::new();
+                        for lane in all_items(&schedule) {
+                            assert!(!lane.is_empty() && lane.len() <= 3);
+                            for item in lane {
+                                assert!(!item.samples.is_empty() && !item.rows.is_empty());
+                                if item.rows != (0..height) {
+                                    assert_eq!(item.samples.len(), 1);
+                                    assert_eq!(item.rows.start % granule, 0);
+                                }
+                                assert!(item.gemm_threads * schedule.lanes() <= threads);
+                                for n in item.samples.clone() {
+                                    covered.extend(item.rows.clone().map(|r| (n, r)));
+                                }
+                            }
+                        }
+                        let expected: Vec<_> = (0..batch)
+                            .flat_map(|n| (0..height).map(move |r| (n, r)))
+                            .collect();
+                        assert_eq!(covered, expected, "{w:?} on {threads}");
+                    }
                 }
             }
         }
+    }
+
+    /// Every lane writes its items' rows, and only those, into the output.
+    #[test]
+    fn lanes_write_their_own_rows() {
+        for (batch, height, granule, threads) in cases() {
+            let schedule = Schedule::for_threads(work(batch, height, granule), threads, 0);
+            let mut lanes: Vec<LaneMemory<f64>> =
+                (0..threads).map(|_| Default::default()).collect();
+            let mut out = Array4::<f64>::from_elem((batch, 2, height, 3), -1.0);
+            schedule.run(&mut lanes, out.view_mut(), |item, mut part, _| {
+                assert_eq!(part.dim().0, item.samples.len());
+                assert_eq!(part.dim().2, item.rows.len());
+                for ((i, c, r, k), v) in part.indexed_iter_mut() {
+                    assert_eq!(*v, -1.0, "written twice");
+                    let (n, row) = (item.samples.start + i, item.rows.start + r);
+                    *v = (n * 1000 + row * 10 + c + k) as f64;
+                }
+            });
+            for ((n, c, r, k), &v) in out.indexed_iter() {
+                assert_eq!(v, (n * 1000 + r * 10 + c + k) as f64);
+            }
+        }
+    }
+
+    /// The input gradients of banded samples are their bands' sums, and
+    /// every row reaches the partial sums once.
+    #[test]
+    fn bands_add_up_to_their_samples() {
+        for (batch, height, granule, threads) in cases() {
+            let schedule = Schedule::for_threads(work(batch, height, granule), threads, 0);
+            let mut lanes: Vec<LaneMemory<f64>> =
+                (0..threads).map(|_| Default::default()).collect();
+            let mut out = Array4::<f64>::from_elem((batch, 2, 1, 1), -1.0);
+            let sums = schedule.run_summing(
+                &mut lanes,
+                Some(out.view_mut()),
+                (1, 1),
+                |item, part, _, partials| {
+                    let mut part = part.expect("an output");
+                    assert_eq!(part.dim().0, item.samples.len());
+                    let rows: usize = item.rows.clone().map(|r| r + 1).sum();
+                    for ((i, c, _, _), v) in part.indexed_iter_mut() {
+                        *v = ((item.samples.start + i) * 1000 * usize::from(c == 1) + rows) as f64;
+                    }
+                    partials.weight[0] += (item.samples.len() * item.rows.len()) as f64;
+                    partials.bias[0] += 1.0;
+                },
+            );
+            assert_eq!(sums.weight[0], (batch * height) as f64);
+            let full = (height * (height + 1) / 2) as f64;
+            for ((n, c, _, _), &v) in out.indexed_iter() {
+                let bands = schedule_bands(&schedule, n) as f64;
+                let expected = full
+                    + if c == 1 {
+                        bands.max(1.0) * (n * 1000) as f64
+                    } else {
+                        0.0
+                    };
+                assert_eq!(
+                    v, expected,
+                    "sample {n} of {batch}x{height}/{granule} on {threads}"
+                );
+            }
+        }
+    }
+
+    /// The items (whole or band) that cover sample `n`.
+    fn schedule_bands(schedule: &Schedule, n: usize) -> usize {
+        all_items(schedule)
+            .iter()
+            .flatten()
+            .filter(|item| item.samples.contains(&n))
+            .count()
+    }
+
+    fn cases() -> impl Iterator<Item = (usize, usize, usize, usize)> {
+        (0..6).flat_map(|batch| {
+            [1, 3, 7].into_iter().flat_map(move |height| {
+                [1, 2].into_iter().flat_map(move |granule| {
+                    (1..=9).map(move |threads| (batch, height, granule, threads))
+                })
+            })
+        })
+    }
+
+    /// A pass with little arithmetic runs on fewer lanes.
+    #[test]
+    fn small_passes_wake_fewer_lanes() {
+        let tiny = Work {
+            row_flops: 1,
+            ..work(4, 8, 1)
+        };
+        assert_eq!(Schedule::for_threads(tiny, 8, MIN_LANE_FLOPS).lanes(), 1);
+        assert_eq!(
+            Schedule::for_threads(work(4, 8, 1), 8, MIN_LANE_FLOPS).lanes(),
+            8
+        );
     }
 }

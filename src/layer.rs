@@ -1,13 +1,13 @@
 //! `Conv2d`: a convolution layer that owns its parameters, their gradients,
 //! the input of the last forward pass and a reusable workspace.
 
-use crate::algo::{self, Algorithm};
-use crate::conv::{check_bias, expect_shape, rank4, resolve};
+use crate::algo::Algorithm;
+use crate::conv::{check_bias, expect_shape, input_shape, rank4};
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
 use crate::gradients::GradientsMut;
-use crate::operands::{Backward, Forward};
 use crate::output::zeroed;
+use crate::plan::Plan;
 use crate::spec::Conv2dSpec;
 use crate::workspace::Workspace;
 use ndarray::{Array1, Array4, ArrayView, Dimension};
@@ -46,6 +46,8 @@ pub struct Conv2d<T: Element> {
     /// The input of the last forward pass, contiguous.
     input: Option<Array4<T>>,
     workspace: Workspace<T>,
+    /// The plan of the last input shape, kept while it stays the same.
+    plan: Option<Plan>,
     /// One backward call's gradients, before they are added to the totals.
     step: (Array4<T>, Array1<T>),
 }
@@ -106,6 +108,7 @@ impl<T: Element> Conv2d<T> {
             bias,
             input: None,
             workspace: Workspace::new(),
+            plan: None,
         })
     }
 
@@ -122,6 +125,7 @@ impl<T: Element> Conv2d<T> {
     /// ```
     pub fn with_algorithm(mut self, algorithm: Algorithm) -> Self {
         self.algorithm = algorithm;
+        self.plan = None;
         self
     }
 
@@ -138,6 +142,7 @@ impl<T: Element> Conv2d<T> {
     /// ```
     pub fn with_workspace(mut self, workspace: Workspace<T>) -> Self {
         self.workspace = workspace;
+        self.plan = None;
         self
     }
 
@@ -157,15 +162,14 @@ impl<T: Element> Conv2d<T> {
         x: ArrayView<'_, T, D>,
     ) -> Result<Array4<T>, ConvError> {
         let x = rank4(x, Operand::Input)?;
-        let g = resolve(&x, &self.weight.view(), &self.spec)?;
-        let mut y = zeroed(g.output_shape());
-        let op = Forward {
-            x,
-            w: self.weight.view(),
-            bias: self.bias.as_ref().map(|b| b.view()),
-            g: &g,
-        };
-        algo::forward(self.algorithm, op, y.view_mut(), &mut self.workspace);
+        let plan = self.plan_for(input_shape(&x))?;
+        let mut y = zeroed(plan.geometry.output_shape());
+        let bias = self.bias.as_ref().map(|b| b.view());
+        plan.forward(
+            (x, self.weight.view(), bias),
+            y.view_mut(),
+            &mut self.workspace,
+        );
         match &mut self.input {
             Some(cached) if cached.shape() == x.shape() => cached.assign(&x),
             cached => *cached = Some(x.as_standard_layout().into_owned()),
@@ -199,24 +203,26 @@ impl<T: Element> Conv2d<T> {
             .input
             .as_ref()
             .ok_or(ConvError::BackwardBeforeForward)?;
-        let g = resolve(&x.view(), &self.weight.view(), &self.spec)?;
-        expect_shape(Operand::OutputGradient, &g.output_shape(), dy.shape())?;
-        let mut dx = zeroed(g.input_shape());
-        let (dw_step, db_step) = &mut self.step;
-        let op = Backward {
-            x: x.view(),
-            w: self.weight.view(),
-            dy,
-            g: &g,
+        let shape = input_shape(&x.view());
+        let plan = match self.plan {
+            Some(plan) if plan.geometry.input_shape() == shape => plan,
+            _ => Plan::new(&self.spec, shape, self.algorithm, &mut self.workspace)?,
         };
-        algo::backward(
-            self.algorithm,
-            op,
-            GradientsMut {
-                dx: dx.view_mut(),
-                dw: dw_step.view_mut(),
-                db: db_step.view_mut(),
-            },
+        expect_shape(
+            Operand::OutputGradient,
+            &plan.geometry.output_shape(),
+            dy.shape(),
+        )?;
+        let mut dx = zeroed(plan.geometry.input_shape());
+        let (dw_step, db_step) = &mut self.step;
+        let grads = GradientsMut {
+            dx: dx.view_mut(),
+            dw: dw_step.view_mut(),
+            db: db_step.view_mut(),
+        };
+        plan.backward(
+            (x.view(), self.weight.view(), dy),
+            grads,
             &mut self.workspace,
         );
         self.weight_grad += &*dw_step;
@@ -224,6 +230,19 @@ impl<T: Element> Conv2d<T> {
             *bias_grad += &*db_step;
         }
         Ok(dx)
+    }
+
+    /// The plan for inputs of `shape`: the kept one if made for it, else a
+    /// new one, kept in its place.
+    fn plan_for(&mut self, shape: [usize; 4]) -> Result<Plan, ConvError> {
+        match self.plan {
+            Some(plan) if plan.geometry.input_shape() == shape => Ok(plan),
+            _ => {
+                let plan = Plan::new(&self.spec, shape, self.algorithm, &mut self.workspace)?;
+                self.plan = Some(plan);
+                Ok(plan)
+            }
+        }
     }
 
     /// Sets the accumulated gradients to zero.

@@ -99,6 +99,7 @@ mod layer;
 mod layout;
 mod operands;
 mod output;
+mod plan;
 mod spec;
 #[cfg(any(test, feature = "_internal"))]
 #[doc(hidden)]
@@ -119,8 +120,9 @@ pub use gemm::gemm_backend;
 pub use gemm::inside_gemm;
 pub use gradients::{Gradients, GradientsMut};
 pub use layer::Conv2d;
+pub use plan::Conv2dPlan;
 pub use spec::{Conv2dSpec, Padding};
-pub use workspace::{DEFAULT_COLUMN_CAP_BYTES, Workspace};
+pub use workspace::{DEFAULT_COLUMN_CAP_BYTES, DEFAULT_MIN_LANE_FLOPS, Workspace};
 
 /// The exact `ndarray` this crate is built on.
 pub use ndarray;

@@ -288,7 +288,7 @@ impl Conv2dSpec {
 
 /// A spec resolved against one input shape: every size a kernel needs, all
 /// validated and with their products known not to overflow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Geometry {
     pub batch: usize,
     pub in_channels: usize,

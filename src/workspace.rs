@@ -9,6 +9,7 @@
 //! they hold in that kernel.
 
 use crate::algo::strided::choice::{InputGradient, Kernel};
+use crate::lanes::{Schedule, Work};
 
 /// Reusable scratch memory for [`Algorithm::Strided`](crate::Algorithm),
 /// and the options that choose its kernel.
@@ -35,6 +36,7 @@ pub struct Workspace<T> {
     cap_bytes: usize,
     input_gradient: InputGradient,
     kernel: Kernel,
+    min_lane_flops: usize,
 }
 
 /// How many scratch buffers a lane has: the most any kernel borrows at once
@@ -48,6 +50,9 @@ pub(crate) struct LaneMemory<T> {
     pub(crate) scratch: Scratch<T>,
     /// The lane's partial sums of the weight and bias gradients.
     pub(crate) partial: Vec<T>,
+    /// The lane's contributions to the input gradients of samples whose
+    /// rows other lanes share: its first band's and its last band's.
+    pub(crate) bands: [Vec<T>; 2],
 }
 
 impl<T> Default for LaneMemory<T> {
@@ -55,6 +60,7 @@ impl<T> Default for LaneMemory<T> {
         LaneMemory {
             scratch: Scratch(std::array::from_fn(|_| Vec::new())),
             partial: Vec::new(),
+            bands: [Vec::new(), Vec::new()],
         }
     }
 }
@@ -72,6 +78,16 @@ impl<T> Scratch<T> {
         std::array::from_fn(|_| buffers.next().expect("N is at most SCRATCH_BUFFERS"))
     }
 }
+
+/// The least arithmetic a pass wakes a parallel lane for, unless the
+/// workspace sets another ([`Workspace::with_min_lane_flops`]): about what
+/// waking a rayon thread and handing it its share costs, in arithmetic
+/// (BENCHMARKS.md, "Lane size").
+///
+/// ```
+/// assert!(gemmconv::DEFAULT_MIN_LANE_FLOPS > 0);
+/// ```
+pub const DEFAULT_MIN_LANE_FLOPS: usize = 1 << 20;
 
 /// The default cap on one lane's largest buffer: 2 MiB. Tiles this small
 /// stay in cache between the copy that writes them and the GEMM that reads
@@ -105,6 +121,7 @@ impl<T> Workspace<T> {
             cap_bytes: DEFAULT_COLUMN_CAP_BYTES,
             input_gradient: InputGradient::Auto,
             kernel: Kernel::Auto,
+            min_lane_flops: DEFAULT_MIN_LANE_FLOPS,
         }
     }
 
@@ -129,6 +146,38 @@ impl<T> Workspace<T> {
     pub fn with_input_gradient(mut self, method: InputGradient) -> Self {
         self.input_gradient = method;
         self
+    }
+
+    /// Sets the least arithmetic (in floating-point operations) a pass
+    /// wakes a parallel lane for: a pass with less than `flops` per thread
+    /// runs on fewer lanes, as woken threads cost time of their own. `0`
+    /// cuts every pass into as many lanes as the pool has threads, down to
+    /// bands of single rows.
+    ///
+    /// ```
+    /// use gemmconv::Workspace;
+    /// let ws = Workspace::<f32>::new().with_min_lane_flops(0);
+    /// assert_eq!(ws.min_lane_flops(), 0);
+    /// ```
+    pub fn with_min_lane_flops(mut self, flops: usize) -> Self {
+        self.min_lane_flops = flops;
+        self
+    }
+
+    /// The least arithmetic a pass wakes a lane for, see
+    /// [`Self::with_min_lane_flops`].
+    ///
+    /// ```
+    /// use gemmconv::{DEFAULT_MIN_LANE_FLOPS, Workspace};
+    /// assert_eq!(Workspace::<f32>::new().min_lane_flops(), DEFAULT_MIN_LANE_FLOPS);
+    /// ```
+    pub fn min_lane_flops(&self) -> usize {
+        self.min_lane_flops
+    }
+
+    /// The schedule of a pass on the current rayon pool.
+    pub(crate) fn schedule(&self, work: Work) -> Schedule {
+        Schedule::for_threads(work, rayon::current_num_threads(), self.min_lane_flops)
     }
 
     /// Sets which kernel runs.
@@ -182,7 +231,9 @@ impl<T> Workspace<T> {
             .lanes
             .iter()
             .map(|lane| {
-                lane.scratch.0.iter().map(Vec::capacity).sum::<usize>() + lane.partial.capacity()
+                lane.scratch.0.iter().map(Vec::capacity).sum::<usize>()
+                    + lane.partial.capacity()
+                    + lane.bands.iter().map(Vec::capacity).sum::<usize>()
             })
             .sum();
         (elements + self.weights.capacity()) * std::mem::size_of::<T>()

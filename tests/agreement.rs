@@ -6,8 +6,8 @@ mod common;
 use common::{Case, assert_close, random_array1, random_array4, random_case, rng};
 use gemmconv::ndarray::{Array1, Array4, ArrayView1};
 use gemmconv::{
-    Algorithm, Conv2dSpec, Element, Gradients, InputGradient, Kernel, Workspace, conv2d,
-    conv2d_backward, conv2d_backward_with_workspace, conv2d_with_workspace,
+    Algorithm, Conv2dPlan, Conv2dSpec, Element, Gradients, InputGradient, Kernel, Workspace,
+    conv2d, conv2d_backward, conv2d_backward_with_workspace, conv2d_with_workspace,
 };
 use rand::rngs::StdRng;
 
@@ -84,6 +84,7 @@ fn check_case<T: Element>(case: &Case, seed: u64) {
     // size and of one row (where it does not apply, with groups, it runs the
     // column matrix, which is then checked twice).
     let mut configurations = vec![
+        (Kernel::Measure, InputGradient::Auto, usize::MAX),
         (Kernel::Direct, InputGradient::Auto, usize::MAX),
         (Kernel::Shifted, InputGradient::Auto, usize::MAX),
         (Kernel::Shifted, InputGradient::Auto, 1),
@@ -96,12 +97,39 @@ fn check_case<T: Element>(case: &Case, seed: u64) {
         }
     }
     for (kernel, method, cap) in configurations {
+        // No least work a lane: every pass is cut into as many lanes as
+        // the pool has threads, bands of a sample's rows at small batch.
         let mut ws = Workspace::new()
             .with_column_cap_bytes(cap)
             .with_input_gradient(method)
-            .with_kernel(kernel);
+            .with_kernel(kernel)
+            .with_min_lane_flops(0);
         let label = format!("strided ({kernel:?}, {method:?}, column cap {cap})");
         p.check_strided(spec, &mut ws, &what(&label));
+    }
+    for (algorithm, kernel) in [
+        (Algorithm::Im2col, Kernel::Auto),
+        (Algorithm::Strided, Kernel::Auto),
+        (Algorithm::Strided, Kernel::Measure),
+    ] {
+        check_plan(&p, case, algorithm, kernel);
+    }
+}
+
+/// A plan of the case, run twice forward and backward (its workspace and
+/// choice reused), against the reference.
+fn check_plan<T: Element>(p: &Problem<T>, case: &Case, algorithm: Algorithm, kernel: Kernel) {
+    let ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
+    let mut plan = Conv2dPlan::with_workspace(&case.spec, case.input, algorithm, ws).unwrap();
+    let label = format!(
+        "plan ({}, {kernel:?}) on {case:?} ({})",
+        algorithm.name(),
+        T::NAME
+    );
+    for _ in 0..2 {
+        let y = plan.forward(p.x.view(), p.w.view(), p.bias()).unwrap();
+        let g = plan.backward(p.x.view(), p.w.view(), p.dy.view()).unwrap();
+        p.assert_matches(&y, &g, &label);
     }
 }
 
@@ -123,15 +151,19 @@ fn algorithms_agree_with_naive_f64() {
     sweep::<f64>(2, 150);
 }
 
-/// Uneven lanes: three threads over batches of 1 to 4 give lanes of
-/// different lengths and, for batch 1 and 2, spare threads for the GEMM.
+/// Uneven lanes: three and seven threads over batches of 1 to 4 cut
+/// samples into bands of rows at uneven places, several bands of one sample
+/// in a lane's first and last items, and (where a sample has fewer rows
+/// than the pool has threads) spare threads for the GEMM.
 #[test]
-fn algorithms_agree_with_naive_on_three_threads() {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .unwrap();
-    pool.install(|| sweep::<f64>(3, 40));
+fn algorithms_agree_with_naive_on_three_and_seven_threads() {
+    for (threads, seed) in [(3, 3), (7, 9)] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| sweep::<f64>(seed, 40));
+    }
 }
 
 /// Geometries the random sweep rarely draws but that take their own paths:

@@ -148,6 +148,7 @@ enum KernelName {
     Direct,
     Shifted,
     Winograd,
+    Measure,
 }
 
 impl From<KernelName> for Kernel {
@@ -158,6 +159,7 @@ impl From<KernelName> for Kernel {
             KernelName::Direct => Kernel::Direct,
             KernelName::Shifted => Kernel::Shifted,
             KernelName::Winograd => Kernel::Winograd,
+            KernelName::Measure => Kernel::Measure,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::gradients::GradientsMut;
 use crate::operands::{Backward, Forward};
 use crate::workspace::Workspace;
 use ndarray::ArrayViewMut4;
+use strided::Choice;
 
 /// Which implementation computes a convolution. All three give the same
 /// results (up to floating-point rounding) for every geometry; they differ in
@@ -100,5 +101,33 @@ pub(crate) fn backward<T: Element>(
         Algorithm::Naive => naive::backward(op, out),
         Algorithm::Im2col => im2col::backward(op, out),
         Algorithm::Strided => strided::backward(op, out, ws),
+    }
+}
+
+/// [`forward`] with the strided algorithm's choice already made.
+pub(crate) fn forward_with<T: Element>(
+    algorithm: Algorithm,
+    choice: Choice,
+    op: Forward<'_, T>,
+    y: ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    match algorithm {
+        Algorithm::Strided => strided::forward_with(choice, op, y, ws),
+        _ => forward(algorithm, op, y, ws),
+    }
+}
+
+/// [`backward`] with the strided algorithm's choice already made.
+pub(crate) fn backward_with<T: Element>(
+    algorithm: Algorithm,
+    choice: Choice,
+    op: Backward<'_, T>,
+    out: GradientsMut<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    match algorithm {
+        Algorithm::Strided => strided::backward_with(choice, op, out, ws),
+        _ => backward(algorithm, op, out, ws),
     }
 }

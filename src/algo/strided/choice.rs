@@ -44,6 +44,30 @@ pub enum Kernel {
     /// summed over every tap) at unit column stride, else as axpys over
     /// rows; the backward pass as dot products and axpys over rows.
     Direct,
+    /// For each geometry and pass, the kernel (and input-gradient method)
+    /// that ran fastest when every candidate was timed on this machine, in
+    /// this thread pool, on operands of the layer's shapes: the first call
+    /// on a geometry times them (a few runs of each pass a candidate, those
+    /// far behind cut short), later calls in the process reuse the choice.
+    /// An input-gradient method other than `Auto` leaves this as `Auto`.
+    ///
+    /// The kernels agree within rounding, not bit for bit, and the timings
+    /// of a noisy machine may choose differently from one process to the
+    /// next: use it where speed matters more than results that repeat to
+    /// the last bit across processes.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dSpec, Kernel, Workspace, conv2d_with_workspace};
+    /// use ndarray::Array4;
+    /// let spec = Conv2dSpec::new(8, 8, (3, 3)).padding((1, 1)).bias(false);
+    /// let x = Array4::<f32>::ones((2, 8, 16, 16));
+    /// let w = Array4::<f32>::ones(spec.weight_shape());
+    /// let mut ws = Workspace::new().with_kernel(Kernel::Measure);
+    /// let y = conv2d_with_workspace(x.view(), w.view(), None, &spec, Algorithm::Strided, &mut ws)?;
+    /// assert_eq!(y[[0, 0, 8, 8]], 72.0);
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    Measure,
 }
 
 /// How the column-matrix kernel ([`Kernel::Gemm`]) computes the input

@@ -34,7 +34,7 @@
 use crate::element::Element;
 use crate::gemm::matmul;
 use crate::gradients::GradientsMut;
-use crate::lanes::{Partials, Schedule, WorkItem};
+use crate::lanes::{Partials, Schedule, Work, WorkItem};
 use crate::layout::nchw::{
     SourceLayout, Window, add_columns_to_windows, copy_windows_to_columns, crop_into,
     dilate_and_pad_error, flip_and_swap_weights, pad_into,
@@ -56,7 +56,6 @@ struct Tiling {
     samples_per_tile: usize,
     /// Output rows per tile (all of them unless one sample exceeds the cap).
     rows_per_tile: usize,
-    out_h: usize,
 }
 
 /// Samples share a tile only until it has this many columns (output
@@ -71,6 +70,9 @@ const MIN_TILE_COLUMNS: usize = 64;
 struct Tile {
     samples: Range<usize>,
     rows: Range<usize>,
+    /// Whether the tile is the first (last) of its samples in its work item.
+    first_band: bool,
+    last_band: bool,
 }
 
 impl Tiling {
@@ -95,27 +97,33 @@ impl Tiling {
         Tiling {
             samples_per_tile,
             rows_per_tile,
-            out_h,
         }
     }
 
     /// The tiles of a work item, in order: sample chunks, and within a
-    /// one-sample chunk its bands of rows from top to bottom.
+    /// one-sample chunk its bands of the item's rows from top to bottom.
     fn tiles(&self, item: &WorkItem) -> impl Iterator<Item = Tile> + use<> {
         let Tiling {
             samples_per_tile,
             rows_per_tile,
-            out_h,
+            ..
         } = *self;
         let end = item.samples.end;
+        let rows = item.rows.clone();
         item.samples
             .clone()
             .step_by(samples_per_tile)
             .flat_map(move |n0| {
                 let samples = n0..(n0 + samples_per_tile).min(end);
-                (0..out_h).step_by(rows_per_tile).map(move |r0| Tile {
-                    samples: samples.clone(),
-                    rows: r0..(r0 + rows_per_tile).min(out_h),
+                let rows = rows.clone();
+                rows.clone().step_by(rows_per_tile).map(move |r0| {
+                    let r1 = (r0 + rows_per_tile).min(rows.end);
+                    Tile {
+                        samples: samples.clone(),
+                        rows: r0..r1,
+                        first_band: r0 == rows.start,
+                        last_band: r1 == rows.end,
+                    }
                 })
             })
     }
@@ -231,8 +239,8 @@ impl<'a, T: Element> Source<'a, T> {
 
     /// Steps 1 to 3 for one tile: its column matrix, `[c·kh·kw,
     /// n·rows·out_w]`, in `cols_buf`. The source is prepared once per sample
-    /// chunk (on the tile that starts at row 0) and kept in `source_buf` for
-    /// the chunk's later bands.
+    /// chunk and work item (on its first band) and kept in `source_buf` for
+    /// the later bands.
     fn lower<'s>(
         &'s self,
         tile: &Tile,
@@ -246,7 +254,7 @@ impl<'a, T: Element> Source<'a, T> {
         let (c, _, _) = self.sample_shape();
         let rows = c * window.kh * window.kw;
         let columns = tile.samples.len() * tile.rows.len() * window.out_w;
-        let (source, layout) = if tile.rows.start == 0 {
+        let (source, layout) = if tile.first_band {
             self.prepare(tile.samples.clone(), source_buf)
         } else {
             // A later band of the same chunk: prepared on its first band.
@@ -308,7 +316,8 @@ fn lower_and_multiply<T: Element>(
         for tile in tiling.tiles(item) {
             let cols = source.lower(&tile, window, source_buf, cols_buf);
             let local = relative(&tile.samples, item.samples.start);
-            let y_tile = y_item.slice_mut(s![local, .., tile.rows.clone(), ..]);
+            let rows = relative(&tile.rows, item.rows.start);
+            let y_tile = y_item.slice_mut(s![local, .., rows, ..]);
             multiply_into_output(
                 (weights, groups),
                 cols,
@@ -394,7 +403,7 @@ pub(crate) fn forward<T: Element>(
     let weights = w
         .to_shape((g.out_channels, g.col_rows() / g.groups))
         .expect("weight shape validated");
-    let schedule = Schedule::new(g.batch);
+    let schedule = ws.schedule(Work::forward(g, 1));
     let cap_bytes = ws.column_cap_bytes();
     let (_, memory) = ws.memory(schedule.lanes());
     lower_and_multiply(
@@ -433,7 +442,7 @@ pub(crate) fn backward_by_error_lowering<T: Element>(
     let GradientsMut { dx, dw, db } = grads;
     gradient_pass(op, (dw, db), None, ws);
     let Backward { w, dy, g, .. } = op;
-    let schedule = Schedule::new(g.batch);
+    let schedule = ws.schedule(Work::input_gradient(g));
     let cap_bytes = ws.column_cap_bytes();
     let (flipped_buf, memory) = ws.memory(schedule.lanes());
     let len = g.in_channels * g.out_channels_per_group() * g.kh * g.kw;
@@ -509,7 +518,12 @@ fn gradient_pass<T: Element>(
         ws.column_cap_bytes(),
         source.lowers_in_place(&window),
     );
-    let schedule = Schedule::new(g.batch);
+    let work = if dx.is_some() {
+        Work::backward(g, 1)
+    } else {
+        Work::forward(g, 1)
+    };
+    let schedule = ws.schedule(work);
     let (_, lanes) = ws.memory(schedule.lanes());
     let dw_len = g.out_channels * rows_g;
     let sums = schedule.run_summing(
@@ -614,7 +628,7 @@ impl<T: Element> InputGradientByCol2im<'_, '_, T> {
             );
         }
         let padded = scratch(padded_buf, self.layout.len());
-        if tile.rows.start == 0 {
+        if tile.first_band {
             padded.fill(T::zero());
         }
         let band = Window {
@@ -622,9 +636,9 @@ impl<T: Element> InputGradientByCol2im<'_, '_, T> {
             ..self.window
         };
         add_columns_to_windows(dcols.view(), padded, self.layout, &band, tile.rows.start);
-        // `dx` needs no zeroing: every sample's last band crops its whole
-        // padded gradient into it (a valid geometry has an output row).
-        if tile.rows.end == g.out_h {
+        // `dx` needs no zeroing: every sample's last band in the item crops
+        // its whole padded gradient into it.
+        if tile.last_band {
             crop_into(padded, self.layout, g.padding, dx_tile);
         }
     }

@@ -18,12 +18,15 @@
 pub(crate) mod choice;
 mod column;
 mod direct;
+mod measure;
 mod shifted;
 mod simd;
 mod winograd;
 
 use crate::element::Element;
 use crate::gradients::GradientsMut;
+#[cfg(test)]
+use crate::lanes::Work;
 use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use crate::workspace::Workspace;
@@ -121,19 +124,71 @@ fn by_col2im(method: InputGradient) -> bool {
     }
 }
 
+/// What the forward pass of `kernel` divides among lanes (the kernel
+/// builds the same [`Work`] when it runs).
+#[cfg(test)]
+fn forward_work(kernel: Kernel, g: &Geometry) -> Work {
+    match kernel {
+        Kernel::Winograd => Work::forward(g, winograd::row_granule(g)),
+        _ => Work::forward(g, 1),
+    }
+}
+
+/// What the backward pass of `kernel` divides among lanes, as
+/// [`forward_work`] (the column matrix's pass by col2im).
+#[cfg(test)]
+fn backward_work(kernel: Kernel, g: &Geometry) -> Work {
+    match kernel {
+        Kernel::Winograd => Work::backward(g, winograd::row_granule(g)),
+        Kernel::Shifted => Work::backward(g, shifted::backward_row_granule(g)),
+        _ => Work::backward(g, 1),
+    }
+}
+
+/// What the strided algorithm runs on one geometry: each pass's kernel,
+/// and how the column matrix computes the input gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Choice {
+    pub forward: Kernel,
+    pub backward: Kernel,
+    pub by_col2im: bool,
+}
+
+impl Choice {
+    /// The kernel table's choice for the options `kernel` and `method`
+    /// (`Kernel::Measure` read as `Auto`).
+    pub(crate) fn estimate(kernel: Kernel, method: InputGradient, g: &Geometry) -> Self {
+        let kernel = match kernel {
+            Kernel::Measure => Kernel::Auto,
+            kernel => kernel,
+        };
+        Choice {
+            forward: forward_kernel(kernel, method, g),
+            backward: backward_kernel(kernel, method, g),
+            by_col2im: by_col2im(method),
+        }
+    }
+}
+
+/// The choice for a geometry under a workspace's options: the kernel
+/// table's, or with `Kernel::Measure` the fastest candidates timed on this
+/// machine (once per geometry, element type, thread count and options in
+/// a process).
+pub(crate) fn choose<T: Element>(g: &Geometry, ws: &mut Workspace<T>) -> Choice {
+    match ws.kernel() {
+        Kernel::Measure if ws.input_gradient() == InputGradient::Auto => measure::choice(g, ws),
+        kernel => Choice::estimate(kernel, ws.input_gradient(), g),
+    }
+}
+
 /// The forward pass on validated operands; writes every element of `y`.
 pub(crate) fn forward<T: Element>(
     op: Forward<'_, T>,
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    match forward_kernel(ws.kernel(), ws.input_gradient(), op.g) {
-        Kernel::Direct if direct_tiles_apply(op.g) => direct::tiled::forward(op, y, ws),
-        Kernel::Direct => direct::forward(op, y, ws),
-        Kernel::Shifted => shifted::forward(op, y, ws),
-        Kernel::Winograd => winograd::forward(op, y, ws),
-        Kernel::Gemm | Kernel::Auto => column::forward(op, y, ws),
-    }
+    let choice = choose(op.g, ws);
+    forward_with(choice, op, y, ws);
 }
 
 /// The backward pass on validated operands; overwrites every gradient.
@@ -142,20 +197,48 @@ pub(crate) fn backward<T: Element>(
     grads: GradientsMut<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    match backward_kernel(ws.kernel(), ws.input_gradient(), op.g) {
+    let choice = choose(op.g, ws);
+    backward_with(choice, op, grads, ws);
+}
+
+/// The forward pass with the kernel `choice` names; writes every element
+/// of `y`.
+pub(crate) fn forward_with<T: Element>(
+    choice: Choice,
+    op: Forward<'_, T>,
+    y: ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    match choice.forward {
+        Kernel::Direct if direct_tiles_apply(op.g) => direct::tiled::forward(op, y, ws),
+        Kernel::Direct => direct::forward(op, y, ws),
+        Kernel::Shifted if shifted_applies(op.g) => shifted::forward(op, y, ws),
+        Kernel::Winograd if winograd_applies(op.g) => winograd::forward(op, y, ws),
+        _ => column::forward(op, y, ws),
+    }
+}
+
+/// The backward pass with the kernel and method `choice` names; overwrites
+/// every gradient.
+pub(crate) fn backward_with<T: Element>(
+    choice: Choice,
+    op: Backward<'_, T>,
+    grads: GradientsMut<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    match choice.backward {
         Kernel::Direct => direct::backward(op, grads, ws),
-        Kernel::Shifted => shifted::backward(op, grads, ws),
-        Kernel::Winograd => winograd::backward(op, grads, ws),
-        Kernel::Gemm | Kernel::Auto if by_col2im(ws.input_gradient()) => {
-            column::backward_by_col2im(op, grads, ws)
-        }
-        Kernel::Gemm | Kernel::Auto => column::backward_by_error_lowering(op, grads, ws),
+        Kernel::Shifted if shifted_applies(op.g) => shifted::backward(op, grads, ws),
+        Kernel::Winograd if winograd_applies(op.g) => winograd::backward(op, grads, ws),
+        _ if choice.by_col2im => column::backward_by_col2im(op, grads, ws),
+        _ => column::backward_by_error_lowering(op, grads, ws),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lanes::Schedule;
     use crate::spec::Conv2dSpec;
     use crate::suite;
 
@@ -219,6 +302,66 @@ mod tests {
             backward_kernel(Kernel::Direct, InputGradient::Auto, &g),
             Kernel::Direct
         );
+    }
+
+    /// The planner's simulation over the extended suite: for 1 to 64
+    /// threads, every pass of every row is cut into items whose lanes carry
+    /// equal work (the largest at most 1.15 times the mean over the threads)
+    /// wherever the pass has enough of it: at least 8 units (rows, or row
+    /// blocks) and 8 lanes' least work a thread. Run with `--nocapture` for
+    /// the table of BENCHMARKS.md, "Scaling by simulation".
+    #[test]
+    fn planner_balances_the_extended_suite() {
+        use crate::workspace::DEFAULT_MIN_LANE_FLOPS;
+        let auto = (Kernel::Auto, InputGradient::Auto);
+        println!(
+            "| threads | passes with enough work | balanced among them | mean predicted speed-up | worst |"
+        );
+        println!("|---|---|---|---|---|");
+        for threads in [1, 2, 4, 8, 16, 32, 64] {
+            let (mut passes, mut enough, mut balanced) = (0, 0, 0);
+            let (mut speedups, mut worst) = (Vec::new(), f64::INFINITY);
+            for row in suite::extended_rows() {
+                let g = Geometry::new(&row.spec, row.input).unwrap();
+                let works = [
+                    forward_work(forward_kernel(auto.0, auto.1, &g), &g),
+                    backward_work(backward_kernel(auto.0, auto.1, &g), &g),
+                ];
+                for work in works {
+                    let schedule = Schedule::for_threads(work, threads, DEFAULT_MIN_LANE_FLOPS);
+                    let loads: Vec<usize> = (0..schedule.lanes())
+                        .map(|lane| {
+                            schedule
+                                .items(lane)
+                                .map(|item| item.samples.len() * item.rows.len())
+                                .sum()
+                        })
+                        .collect();
+                    let total: usize = loads.iter().sum();
+                    assert_eq!(total, work.batch * work.height, "{}", row.id);
+                    assert!(loads.len() <= threads);
+                    let largest = *loads.iter().max().unwrap() as f64;
+                    let balance = largest / (total as f64 / threads as f64);
+                    let units = work.batch * work.height.div_ceil(work.granule);
+                    let flops = work.row_flops * work.height * work.batch;
+                    passes += 1;
+                    if units >= 8 * threads && flops >= 8 * threads * DEFAULT_MIN_LANE_FLOPS {
+                        enough += 1;
+                        assert!(
+                            balance <= 1.15,
+                            "{} on {threads} threads: largest lane {balance:.2}x the mean",
+                            row.id
+                        );
+                        balanced += 1;
+                    }
+                    let speedup = total as f64 / largest;
+                    speedups.push(speedup);
+                    worst = worst.min(speedup);
+                }
+            }
+            let mean = speedups.iter().sum::<f64>() / speedups.len() as f64;
+            println!("| {threads} | {enough} of {passes} | {balanced} | {mean:.1} | {worst:.1} |");
+        }
     }
 
     fn dilated(dilation: usize, size: usize) -> Geometry {

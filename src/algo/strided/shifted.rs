@@ -39,7 +39,7 @@
 use crate::element::Element;
 use crate::gemm::matmul;
 use crate::gradients::{GradientsMut, add_bias_gradient};
-use crate::lanes::{Partials, Schedule};
+use crate::lanes::{Partials, Work};
 use crate::layout::pixel_major::{Image, PhasedImage};
 use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
@@ -201,6 +201,12 @@ fn input_image(g: &Geometry) -> PhasedImage {
     )
 }
 
+/// The backward pass cuts the batch into whole samples only: the input
+/// gradient of a sample gathers from all of its error.
+pub(super) fn backward_row_granule(g: &Geometry) -> usize {
+    g.out_h
+}
+
 /// The forward pass, see the module docs.
 pub(crate) fn forward<T: Element>(
     op: Forward<'_, T>,
@@ -219,7 +225,7 @@ pub(crate) fn forward<T: Element>(
     // Bands of output rows whose GEMM product stays under the cap.
     let row_bytes = (row_pixels * g.out_channels * std::mem::size_of::<T>()).max(1);
     let band = (ws.column_cap_bytes() / row_bytes).clamp(1, g.out_h.max(1));
-    let schedule = Schedule::new(g.batch);
+    let schedule = ws.schedule(Work::forward(g, 1));
     let (weights_buf, lanes) = ws.memory(schedule.lanes());
     let taps = (0..g.kh).flat_map(|i| (0..g.kw).map(move |j| (i, j)));
     let weights = reorder_weights(w, taps, false, weights_buf);
@@ -227,8 +233,8 @@ pub(crate) fn forward<T: Element>(
         let [image_buf, product_buf] = buffers.split();
         for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let data = image.fill(x.index_axis(Axis(0), n), image_buf);
-            for r0 in (0..g.out_h).step_by(band) {
-                let rows = r0..(r0 + band).min(g.out_h);
+            for r0 in item.rows.clone().step_by(band) {
+                let rows = r0..(r0 + band).min(item.rows.end);
                 let len = rows.len() * row_pixels * g.out_channels;
                 let product = scratch(product_buf, len);
                 sum_of_runs(
@@ -243,7 +249,8 @@ pub(crate) fn forward<T: Element>(
                     weights,
                     item.gemm_threads,
                 );
-                output.read(product, y_n.view_mut(), rows, bias);
+                let local = rows.start - item.rows.start..rows.end - item.rows.start;
+                output.read(product, y_n.view_mut(), local, bias);
             }
         }
     });
@@ -380,7 +387,7 @@ pub(crate) fn backward<T: Element>(
     let image = input_image(g);
     let plan_dx = InputGradientPlan::new(g);
     let taps_len = g.kh * g.kw * c_in;
-    let schedule = Schedule::new(g.batch);
+    let schedule = ws.schedule(Work::backward(g, backward_row_granule(g)));
     let (weights_buf, lanes) = ws.memory(schedule.lanes());
     let weights = reorder_weights(w, input_gradient_order(g), true, weights_buf);
     let sums = schedule.run_summing(

@@ -28,12 +28,12 @@
 use crate::element::Element;
 use crate::gemm::matmul;
 use crate::gradients::{GradientsMut, add_bias_gradient};
-use crate::lanes::Schedule;
+use crate::lanes::Work;
 use crate::layout::pixel_major::Image;
 use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
-use ndarray::{ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
+use ndarray::{ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis, s};
 use std::ops::Range;
 
 /// Points of the transform domain: a 4x4 tile.
@@ -225,6 +225,15 @@ impl Tiling {
         self.tiles_h * self.tiles_w
     }
 
+    /// The tiles that compute output rows `rows` (a band that starts on a
+    /// block), in order.
+    fn tiles_of(&self, rows: &Range<usize>) -> Range<usize> {
+        let block = 2 * self.dh;
+        let blocks = rows.start / block..rows.end.div_ceil(block);
+        blocks.start * self.dh * self.tiles_w
+            ..(blocks.end * self.dh * self.tiles_w).min(self.tiles())
+    }
+
     /// The tile's first output pixel; its others are `d` apart.
     fn origin(&self, tile: usize) -> (usize, usize) {
         let (tr, tc) = (tile / self.tiles_w, tile % self.tiles_w);
@@ -264,6 +273,12 @@ fn points(band: usize, local: usize, c: usize) -> [[usize; 4]; 4] {
 /// `points`, as destinations that are all kept.
 fn kept(at: [[usize; 4]; 4]) -> [[Option<usize>; 4]; 4] {
     at.map(|row| row.map(Some))
+}
+
+/// Output rows come in blocks of `2·d` (`d` interleaved tiles each): the
+/// scheduler cuts a sample's rows at multiples of it.
+pub(super) fn row_granule(g: &Geometry) -> usize {
+    2 * g.dh
 }
 
 /// The transformed kernel, `[point, c_in, c_out]`: `U_ξ[c, o] = (G
@@ -349,10 +364,11 @@ pub(crate) fn forward<T: Element>(
         w: g.out_w,
         tail: 0,
     };
-    let schedule = Schedule::new(g.batch);
+    let schedule = ws.schedule(Work::forward(g, row_granule(g)));
     let (u_buf, lanes) = ws.memory(schedule.lanes());
     let u = transform_weights(w, u_buf);
     schedule.run(lanes, y, |item, mut y_item, buffers| {
+        let item_tiles = tiling.tiles_of(&item.rows);
         let [image_buf, pixels_buf, v_buf, m_buf, stage_buf] = buffers.split();
         for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let x_n = x.index_axis(Axis(0), n);
@@ -360,8 +376,8 @@ pub(crate) fn forward<T: Element>(
                 .input
                 .fill(x_n, (g.padding.top, g.padding.left), image_buf);
             let pixels = scratch(pixels_buf, g.out_h * g.out_w * c_out);
-            for t0 in (0..tiling.tiles()).step_by(band) {
-                let tiles = band.min(tiling.tiles() - t0);
+            for t0 in item_tiles.clone().step_by(band) {
+                let tiles = band.min(item_tiles.end - t0);
                 let v = scratch(v_buf, POINTS * tiles * c_in);
                 for local_tile in 0..tiles {
                     transform_tile::<_, false, _, _, _, _>(
@@ -396,7 +412,8 @@ pub(crate) fn forward<T: Element>(
                     );
                 }
             }
-            output.read(pixels, y_n, 0..g.out_h, bias);
+            let first = item.rows.start * g.out_w * c_out;
+            output.read(&pixels[first..], y_n, 0..item.rows.len(), bias);
         }
     });
 }
@@ -416,7 +433,7 @@ pub(crate) fn backward<T: Element>(
     let p = g.padding;
     let tiling = Tiling::new(g);
     let band = band_tiles::<T>(g, &tiling, ws.column_cap_bytes());
-    let schedule = Schedule::new(g.batch);
+    let schedule = ws.schedule(Work::backward(g, row_granule(g)));
     let (u_buf, lanes) = ws.memory(schedule.lanes());
     let u = transform_weights(w, u_buf);
     let sums = schedule.run_summing(
@@ -427,17 +444,18 @@ pub(crate) fn backward<T: Element>(
             let [image_buf, error_buf, grad_buf, v_buf, dm_buf, stage_buf] = buffers.split();
             let mut dx_item = dx_item.expect("the schedule splits dx");
             let du = partials.weight;
+            let item_tiles = tiling.tiles_of(&item.rows);
             for (n, dx_n) in item.samples.clone().zip(dx_item.outer_iter_mut()) {
                 let dy_n = dy.index_axis(Axis(0), n);
-                add_bias_gradient(dy_n, partials.bias);
+                add_bias_gradient(dy_n.slice(s![.., item.rows.clone(), ..]), partials.bias);
                 let image = tiling
                     .input
                     .fill(x.index_axis(Axis(0), n), (p.top, p.left), image_buf);
                 let error = tiling.error.fill(dy_n, (0, 0), error_buf);
                 let grad = scratch(grad_buf, tiling.input.len());
                 grad.fill(T::zero());
-                for t0 in (0..tiling.tiles()).step_by(band) {
-                    let tiles = t0..(t0 + band).min(tiling.tiles());
+                for t0 in item_tiles.clone().step_by(band) {
+                    let tiles = t0..(t0 + band).min(item_tiles.end);
                     let v = scratch(v_buf, POINTS * tiles.len() * c_in);
                     let dm = scratch(dm_buf, POINTS * tiles.len() * c_out);
                     let channels = (c_in, c_out);

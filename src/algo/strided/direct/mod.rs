@@ -18,12 +18,25 @@ pub(crate) mod tiled;
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::GradientsMut;
-use crate::lanes::{Partials, Schedule};
+use crate::lanes::{Partials, Work};
 use crate::layout::nchw::{SourceLayout, crop_into, padded_sample};
 use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
 use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut3, ArrayViewMut4, Axis, s};
+use std::ops::Range;
+
+/// Output rows `rows` of `g` as a geometry of their own, and where the
+/// window of the band's first row starts in a padded input plane: the
+/// loops below compute a band of a sample as if it were the whole output.
+pub(super) fn row_band(g: &Geometry, rows: &Range<usize>) -> (Geometry, usize) {
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    let band = Geometry {
+        out_h: rows.len(),
+        ..*g
+    };
+    (band, rows.start * g.sh * wp)
+}
 
 /// `y += alpha · x`.
 #[inline(always)]
@@ -79,21 +92,22 @@ pub(crate) fn forward<T: Element>(
     ws: &mut Workspace<T>,
 ) {
     let Forward { x, w, bias, g } = op;
-    let schedule = Schedule::new(g.batch);
+    let schedule = ws.schedule(Work::forward(g, 1));
     let (_, lanes) = ws.memory(schedule.lanes());
     schedule.run(lanes, y, |item, mut y_item, buffers| {
         let [source_buf, plane_buf] = buffers.split();
+        let (band, offset) = row_band(g, &item.rows);
         for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let source = padded_sample(x, n, g, source_buf);
-            forward_sample(source, w, bias, g, y_n, plane_buf);
+            forward_sample((source, offset), w, bias, &band, y_n, plane_buf);
         }
     });
 }
 
-/// One sample's output from its padded input, in the best SIMD build the
-/// CPU runs.
+/// One sample's output (or band, see [`row_band`]) from its padded input,
+/// in the best SIMD build the CPU runs.
 fn forward_sample<T: Element>(
-    source: &[T],
+    source: (&[T], usize),
     w: ArrayView4<'_, T>,
     bias: Option<ArrayView1<'_, T>>,
     g: &Geometry,
@@ -102,14 +116,14 @@ fn forward_sample<T: Element>(
 ) {
     with_runtime_simd!(
         forward_sample_avx512, forward_sample_avx2, forward_sample_body, forward_sample_body,
-        source: &[T], w: ArrayView4<'_, T>, bias: Option<ArrayView1<'_, T>>,
+        source: (&[T], usize), w: ArrayView4<'_, T>, bias: Option<ArrayView1<'_, T>>,
         g: &Geometry, y: ArrayViewMut3<'_, T>, plane_buf: &mut Vec<T>,
     );
 }
 
 #[inline(always)]
 fn forward_sample_body<T: Element>(
-    source: &[T],
+    (source, offset): (&[T], usize),
     w: ArrayView4<'_, T>,
     bias: Option<ArrayView1<'_, T>>,
     g: &Geometry,
@@ -132,7 +146,7 @@ fn forward_sample_body<T: Element>(
         };
         plane.fill(bias.map_or(T::zero(), |b| b[co]));
         for cl in 0..c_in_g {
-            let image = &source[(c0 + cl) * hp * wp..(c0 + cl + 1) * hp * wp];
+            let image = &source[(c0 + cl) * hp * wp + offset..(c0 + cl + 1) * hp * wp];
             for i in 0..g.kh {
                 for j in 0..g.kw {
                     let weight = w[[co, cl, i, j]];
@@ -159,7 +173,7 @@ pub(crate) fn backward<T: Element>(
 ) {
     let Backward { x, w, dy, g } = op;
     let GradientsMut { dx, mut dw, mut db } = grads;
-    let schedule = Schedule::new(g.batch);
+    let schedule = ws.schedule(Work::backward(g, 1));
     let (_, lanes) = ws.memory(schedule.lanes());
     let sums = schedule.run_summing(
         lanes,
@@ -168,12 +182,14 @@ pub(crate) fn backward<T: Element>(
         |item, dx_item, buffers, mut partials| {
             let [source_buf, padded_buf, plane_buf] = buffers.split();
             let mut dx_item = dx_item.expect("the schedule splits dx");
+            let (band, offset) = row_band(g, &item.rows);
             for (n, dx_n) in item.samples.clone().zip(dx_item.outer_iter_mut()) {
                 let source = padded_sample(x, n, g, source_buf);
+                let dy_band = dy.slice(s![n, .., item.rows.clone(), ..]);
                 backward_sample(
-                    source,
-                    (w, dy.index_axis(Axis(0), n)),
-                    g,
+                    (source, offset),
+                    (w, dy_band),
+                    &band,
                     dx_n,
                     (padded_buf, plane_buf),
                     &mut partials,
@@ -186,10 +202,11 @@ pub(crate) fn backward<T: Element>(
     db.assign(&sums.bias);
 }
 
-/// One sample's input gradient, and its weight and bias gradients added to
-/// `partials`, in the best SIMD build the CPU runs.
+/// One sample's input gradient (or a band's contribution to it, see
+/// [`row_band`]), and its weight and bias gradients added to `partials`, in
+/// the best SIMD build the CPU runs.
 fn backward_sample<T: Element>(
-    source: &[T],
+    source: (&[T], usize),
     operands: (ArrayView4<'_, T>, ndarray::ArrayView3<'_, T>),
     g: &Geometry,
     dx: ArrayViewMut3<'_, T>,
@@ -198,7 +215,7 @@ fn backward_sample<T: Element>(
 ) {
     with_runtime_simd!(
         backward_sample_avx512, backward_sample_avx2, backward_sample_body, backward_sample_body,
-        source: &[T], operands: (ArrayView4<'_, T>, ndarray::ArrayView3<'_, T>), g: &Geometry,
+        source: (&[T], usize), operands: (ArrayView4<'_, T>, ndarray::ArrayView3<'_, T>), g: &Geometry,
         dx: ArrayViewMut3<'_, T>, buffers: (&mut Vec<T>, &mut Vec<T>),
         partials: &mut Partials<'_, T>,
     );
@@ -206,7 +223,7 @@ fn backward_sample<T: Element>(
 
 #[inline(always)]
 fn backward_sample_body<T: Element>(
-    source: &[T],
+    (source, offset): (&[T], usize),
     (w, dy): (ArrayView4<'_, T>, ndarray::ArrayView3<'_, T>),
     g: &Geometry,
     dx: ArrayViewMut3<'_, T>,
@@ -240,7 +257,7 @@ fn backward_sample_body<T: Element>(
         // backward pass.
         partials.bias[co] += ArrayView1::from(error).sum();
         for cl in 0..c_in_g {
-            let image_range = (c0 + cl) * hp * wp..(c0 + cl + 1) * hp * wp;
+            let image_range = (c0 + cl) * hp * wp + offset..(c0 + cl + 1) * hp * wp;
             let image = &source[image_range.clone()];
             let grad_image = &mut padded[image_range];
             for i in 0..kh {

@@ -11,9 +11,10 @@
 //! The weights are packed once per call so that a tap's weights for the
 //! tile's channels sit side by side.
 
+use super::row_band;
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
-use crate::lanes::Schedule;
+use crate::lanes::Work;
 use crate::layout::nchw::padded_sample;
 use crate::operands::Forward;
 use crate::spec::Geometry;
@@ -70,23 +71,25 @@ pub(crate) fn forward<T: Element>(
     let Forward { x, w, bias, g } = op;
     debug_assert_eq!(g.sw, 1, "the tiles read contiguous runs of a row");
     let taps = g.in_channels_per_group() * g.kh * g.kw;
-    let schedule = Schedule::new(g.batch);
+    let schedule = ws.schedule(Work::forward(g, 1));
     let (packed_buf, lanes) = ws.memory(schedule.lanes());
     let packed = scratch(packed_buf, g.out_channels * taps);
     pack_weights(w, g, packed);
     let packed: &[T] = packed;
     schedule.run(lanes, y, |item, mut y_item, buffers| {
         let [source_buf, plane_buf] = buffers.split();
+        let (band, offset) = row_band(g, &item.rows);
         for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let source = padded_sample(x, n, g, source_buf);
-            forward_sample(source, packed, bias, g, y_n, plane_buf);
+            forward_sample((source, offset), packed, bias, &band, y_n, plane_buf);
         }
     });
 }
 
-/// One sample: `y` (`[c_out, out_h, out_w]`) from its padded input.
+/// One sample (or band, see [`row_band`]): `y` (`[c_out, out_h, out_w]`)
+/// from its padded input.
 fn forward_sample<T: Element>(
-    source: &[T],
+    source: (&[T], usize),
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
     g: &Geometry,
@@ -109,7 +112,7 @@ fn forward_sample<T: Element>(
 /// [`sample_body`] in the best SIMD build the CPU runs, with fused
 /// multiply-adds there.
 fn sample_dispatch<T: Element>(
-    source: &[T],
+    source: (&[T], usize),
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
     g: &Geometry,
@@ -117,7 +120,7 @@ fn sample_dispatch<T: Element>(
 ) {
     with_runtime_simd!(
         sample_avx512, sample_avx2, sample_body::<T, true>, sample_body::<T, false>,
-        source: &[T], packed: &[T], bias: Option<ArrayView1<'_, T>>, g: &Geometry, out: &mut [T],
+        source: (&[T], usize), packed: &[T], bias: Option<ArrayView1<'_, T>>, g: &Geometry, out: &mut [T],
     );
 }
 
@@ -136,7 +139,7 @@ struct Frame<'a, T> {
 
 #[inline(always)]
 fn sample_body<T: Element, const FUSED: bool>(
-    source: &[T],
+    (source, offset): (&[T], usize),
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
     g: &Geometry,
@@ -152,7 +155,7 @@ fn sample_body<T: Element, const FUSED: bool>(
         for (start, len) in channel_tiles(c_out_g) {
             let co = group * c_out_g + start;
             let frame = Frame {
-                source: &source[group * c_in_g * plane..(group + 1) * c_in_g * plane],
+                source: &source[group * c_in_g * plane + offset..(group + 1) * c_in_g * plane],
                 weights: &packed[co * taps..(co + len) * taps],
                 c_in_g,
                 plane,

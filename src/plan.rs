@@ -1,0 +1,410 @@
+//! Plans: a convolution validated, its kernels chosen and its memory kept
+//! for one spec, input shape, element type and thread pool, then run any
+//! number of times (the oneDNN primitive, FFTW plan, cuDNN algorithm-find
+//! model).
+//!
+//! [`Plan`] is the choice itself, without memory; the functional calls make
+//! one per call against the caller's workspace, and a [`Conv2d`](crate::Conv2d)
+//! layer keeps one while its input shape stays the same. [`Conv2dPlan`] is
+//! the public plan: a `Plan` with a workspace of its own.
+
+use crate::algo::strided::{self, Choice};
+use crate::algo::{self, Algorithm};
+use crate::conv::{check_bias, expect_shape, rank4};
+use crate::element::Element;
+use crate::error::{ConvError, Operand};
+use crate::gradients::{Gradients, GradientsMut};
+use crate::operands::{Backward, Forward};
+use crate::output::zeroed;
+use crate::spec::{Conv2dSpec, Geometry};
+use crate::workspace::Workspace;
+use crate::{InputGradient, Kernel};
+use ndarray::{Array1, Array4, ArrayView, ArrayView1, ArrayView4, ArrayViewMut4, Dimension};
+
+/// A validated geometry and what runs on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub geometry: Geometry,
+    algorithm: Algorithm,
+    choice: Choice,
+    /// The pool size the choice was made for.
+    threads: usize,
+}
+
+impl Plan {
+    /// Validates `spec` on inputs of `input_shape` and makes the choice
+    /// under `ws`'s options.
+    pub(crate) fn new<T: Element>(
+        spec: &Conv2dSpec,
+        input_shape: [usize; 4],
+        algorithm: Algorithm,
+        ws: &mut Workspace<T>,
+    ) -> Result<Self, ConvError> {
+        let geometry = Geometry::new(spec, input_shape)?;
+        let choice = match algorithm {
+            Algorithm::Strided => strided::choose(&geometry, ws),
+            // Unused: the other algorithms have no kernels to choose.
+            _ => Choice::estimate(Kernel::Auto, InputGradient::Auto, &geometry),
+        };
+        Ok(Plan {
+            geometry,
+            algorithm,
+            choice,
+            threads: rayon::current_num_threads(),
+        })
+    }
+
+    /// The forward pass on operands that match the plan; writes every
+    /// element of `y`.
+    pub(crate) fn forward<T: Element>(
+        &self,
+        op: (
+            ArrayView4<'_, T>,
+            ArrayView4<'_, T>,
+            Option<ArrayView1<'_, T>>,
+        ),
+        y: ArrayViewMut4<'_, T>,
+        ws: &mut Workspace<T>,
+    ) {
+        let (x, w, bias) = op;
+        let op = Forward {
+            x,
+            w,
+            bias,
+            g: &self.geometry,
+        };
+        algo::forward_with(self.algorithm, self.choice, op, y, ws);
+    }
+
+    /// The backward pass on operands that match the plan; overwrites every
+    /// gradient.
+    pub(crate) fn backward<T: Element>(
+        &self,
+        (x, w, dy): (ArrayView4<'_, T>, ArrayView4<'_, T>, ArrayView4<'_, T>),
+        out: GradientsMut<'_, T>,
+        ws: &mut Workspace<T>,
+    ) {
+        let op = Backward {
+            x,
+            w,
+            dy,
+            g: &self.geometry,
+        };
+        algo::backward_with(self.algorithm, self.choice, op, out, ws);
+    }
+
+    /// Checks `x` and `w` against the plan.
+    pub(crate) fn check_input_and_weight<T>(
+        &self,
+        x: &ArrayView4<'_, T>,
+        w: &ArrayView4<'_, T>,
+    ) -> Result<(), ConvError> {
+        expect_shape(Operand::Input, &self.geometry.input_shape(), x.shape())?;
+        expect_shape(Operand::Weight, &self.geometry.weight_shape(), w.shape())
+    }
+
+    /// Checks the three gradient outputs against the plan.
+    pub(crate) fn check_gradients<T>(&self, out: &GradientsMut<'_, T>) -> Result<(), ConvError> {
+        let g = &self.geometry;
+        expect_shape(Operand::Output, &g.input_shape(), out.dx.shape())?;
+        expect_shape(Operand::Output, &g.weight_shape(), out.dw.shape())?;
+        expect_shape(Operand::Output, &[g.out_channels], out.db.shape())
+    }
+}
+
+/// A convolution planned for one input shape: validated, its kernels chosen
+/// and its workspace kept, so that each run only checks the operands'
+/// shapes and computes.
+///
+/// The kernels are chosen for the rayon pool the plan is made in (its
+/// thread count), by the workspace's options: [`Kernel::Auto`] by the
+/// kernel table, [`Kernel::Measure`] by timing the candidates on this
+/// machine. The workspace grows on the first run and is reused after.
+///
+/// ```
+/// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec};
+/// use gemmconv::ndarray::{Array1, Array4};
+/// let spec = Conv2dSpec::new(3, 8, (3, 3)).padding((1, 1));
+/// let mut plan = Conv2dPlan::<f32>::new(&spec, [4, 3, 32, 32], Algorithm::Strided)?;
+/// assert_eq!(plan.output_shape(), [4, 8, 32, 32]);
+/// let (x, w, b) = (Array4::ones((4, 3, 32, 32)), Array4::ones((8, 3, 3, 3)), Array1::zeros(8));
+/// let mut y = Array4::zeros(plan.output_shape());
+/// for _ in 0..3 {
+///     plan.forward_into(x.view(), w.view(), Some(b.view()), y.view_mut())?;
+/// }
+/// assert_eq!(y[[0, 0, 16, 16]], 27.0);
+/// // A different input shape is an error, not a new plan.
+/// assert!(plan.forward(Array4::ones((2, 3, 32, 32)).view(), w.view(), Some(b.view())).is_err());
+/// # Ok::<(), gemmconv::ConvError>(())
+/// ```
+#[derive(Debug)]
+pub struct Conv2dPlan<T> {
+    plan: Plan,
+    spec: Conv2dSpec,
+    workspace: Workspace<T>,
+}
+
+impl<T: Element> Conv2dPlan<T> {
+    /// Plans `spec` on inputs of shape `input_shape` (`[n, c, h, w]`) with a
+    /// default workspace.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec, ConvError};
+    /// let spec = Conv2dSpec::new(3, 8, (5, 5));
+    /// assert!(Conv2dPlan::<f64>::new(&spec, [1, 3, 28, 28], Algorithm::Strided).is_ok());
+    /// // Too small for the kernel: the error comes when planning.
+    /// assert!(matches!(
+    ///     Conv2dPlan::<f64>::new(&spec, [1, 3, 4, 4], Algorithm::Strided),
+    ///     Err(ConvError::KernelLargerThanInput { .. })
+    /// ));
+    /// ```
+    pub fn new(
+        spec: &Conv2dSpec,
+        input_shape: [usize; 4],
+        algorithm: Algorithm,
+    ) -> Result<Self, ConvError> {
+        Self::with_workspace(spec, input_shape, algorithm, Workspace::new())
+    }
+
+    /// Plans with `workspace`, whose options (kernel, input-gradient
+    /// method, cap, least lane work) the choice follows.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec, Kernel, Workspace};
+    /// let spec = Conv2dSpec::new(64, 64, (3, 3)).padding((1, 1));
+    /// let ws = Workspace::new().with_kernel(Kernel::Gemm);
+    /// let plan = Conv2dPlan::<f32>::with_workspace(&spec, [1, 64, 14, 14], Algorithm::Strided, ws)?;
+    /// assert_eq!(plan.kernels(), (Kernel::Gemm, Kernel::Gemm));
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn with_workspace(
+        spec: &Conv2dSpec,
+        input_shape: [usize; 4],
+        algorithm: Algorithm,
+        mut workspace: Workspace<T>,
+    ) -> Result<Self, ConvError> {
+        let plan = Plan::new(spec, input_shape, algorithm, &mut workspace)?;
+        Ok(Conv2dPlan {
+            plan,
+            spec: spec.clone(),
+            workspace,
+        })
+    }
+
+    /// The forward pass into a new array.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec};
+    /// use gemmconv::ndarray::Array4;
+    /// let spec = Conv2dSpec::new(1, 1, (2, 2)).bias(false);
+    /// let mut plan = Conv2dPlan::<f64>::new(&spec, [1, 1, 3, 3], Algorithm::Naive)?;
+    /// let y = plan.forward(Array4::ones((1, 1, 3, 3)).view(), Array4::ones((1, 1, 2, 2)).view(), None)?;
+    /// assert_eq!(y, Array4::from_elem((1, 1, 2, 2), 4.0));
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn forward<Dx: Dimension, Dw: Dimension>(
+        &mut self,
+        x: ArrayView<'_, T, Dx>,
+        w: ArrayView<'_, T, Dw>,
+        bias: Option<ArrayView1<'_, T>>,
+    ) -> Result<Array4<T>, ConvError> {
+        let mut y = zeroed(self.output_shape());
+        self.forward_into(x, w, bias, y.view_mut())?;
+        Ok(y)
+    }
+
+    /// The forward pass into `y` (any layout), which it overwrites.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec, ConvError, Operand};
+    /// use gemmconv::ndarray::Array4;
+    /// let spec = Conv2dSpec::new(1, 1, (2, 2)).bias(false);
+    /// let mut plan = Conv2dPlan::<f32>::new(&spec, [1, 1, 3, 3], Algorithm::Strided)?;
+    /// let (x, w) = (Array4::ones((1, 1, 3, 3)), Array4::ones((1, 1, 2, 2)));
+    /// let mut wrong = Array4::zeros((1, 1, 3, 3));
+    /// let err = plan.forward_into(x.view(), w.view(), None, wrong.view_mut()).unwrap_err();
+    /// assert!(matches!(err, ConvError::ShapeMismatch { operand: Operand::Output, .. }));
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn forward_into<Dx: Dimension, Dw: Dimension>(
+        &mut self,
+        x: ArrayView<'_, T, Dx>,
+        w: ArrayView<'_, T, Dw>,
+        bias: Option<ArrayView1<'_, T>>,
+        y: ArrayViewMut4<'_, T>,
+    ) -> Result<(), ConvError> {
+        let x = rank4(x, Operand::Input)?;
+        let w = rank4(w, Operand::Weight)?;
+        self.plan.check_input_and_weight(&x, &w)?;
+        check_bias(bias.as_ref(), &self.spec)?;
+        expect_shape(Operand::Output, &self.output_shape(), y.shape())?;
+        self.plan.forward((x, w, bias), y, &mut self.workspace);
+        Ok(())
+    }
+
+    /// The backward pass into new arrays.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec};
+    /// use gemmconv::ndarray::Array4;
+    /// let spec = Conv2dSpec::new(1, 1, (1, 1)).bias(false);
+    /// let mut plan = Conv2dPlan::<f64>::new(&spec, [1, 1, 2, 2], Algorithm::Strided)?;
+    /// let x = Array4::from_elem((1, 1, 2, 2), 3.0);
+    /// let g = plan.backward(x.view(), Array4::from_elem((1, 1, 1, 1), 2.0).view(), Array4::ones((1, 1, 2, 2)).view())?;
+    /// assert_eq!((g.dx[[0, 0, 1, 1]], g.dw[[0, 0, 0, 0]], g.db[0]), (2.0, 12.0, 4.0));
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn backward<Dx: Dimension, Dw: Dimension, Dy: Dimension>(
+        &mut self,
+        x: ArrayView<'_, T, Dx>,
+        w: ArrayView<'_, T, Dw>,
+        dy: ArrayView<'_, T, Dy>,
+    ) -> Result<Gradients<T>, ConvError> {
+        let g = &self.plan.geometry;
+        let mut grads = Gradients {
+            dx: zeroed(g.input_shape()),
+            dw: Array4::zeros(g.weight_shape()),
+            db: Array1::zeros(g.out_channels),
+        };
+        self.backward_into(x, w, dy, grads.view_mut())?;
+        Ok(grads)
+    }
+
+    /// The backward pass into `out` (any layouts), whose three gradients it
+    /// overwrites.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec, Gradients};
+    /// use gemmconv::ndarray::{Array1, Array4};
+    /// let spec = Conv2dSpec::new(2, 2, (3, 3)).padding((1, 1));
+    /// let mut plan = Conv2dPlan::<f32>::new(&spec, [2, 2, 8, 8], Algorithm::Strided)?;
+    /// let (x, w, dy) = (Array4::ones((2, 2, 8, 8)), Array4::ones((2, 2, 3, 3)), Array4::ones((2, 2, 8, 8)));
+    /// let mut g = Gradients { dx: Array4::zeros((2, 2, 8, 8)), dw: Array4::zeros((2, 2, 3, 3)), db: Array1::zeros(2) };
+    /// plan.backward_into(x.view(), w.view(), dy.view(), g.view_mut())?;
+    /// assert_eq!(g.db[0], 128.0);
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn backward_into<Dx: Dimension, Dw: Dimension, Dy: Dimension>(
+        &mut self,
+        x: ArrayView<'_, T, Dx>,
+        w: ArrayView<'_, T, Dw>,
+        dy: ArrayView<'_, T, Dy>,
+        out: GradientsMut<'_, T>,
+    ) -> Result<(), ConvError> {
+        let x = rank4(x, Operand::Input)?;
+        let w = rank4(w, Operand::Weight)?;
+        let dy = rank4(dy, Operand::OutputGradient)?;
+        self.plan.check_input_and_weight(&x, &w)?;
+        expect_shape(Operand::OutputGradient, &self.output_shape(), dy.shape())?;
+        self.plan.check_gradients(&out)?;
+        self.plan.backward((x, w, dy), out, &mut self.workspace);
+        Ok(())
+    }
+
+    /// The spec the plan computes.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec};
+    /// let spec = Conv2dSpec::new(1, 2, (1, 1));
+    /// let plan = Conv2dPlan::<f32>::new(&spec, [1, 1, 4, 4], Algorithm::Strided)?;
+    /// assert_eq!(plan.spec(), &spec);
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn spec(&self) -> &Conv2dSpec {
+        &self.spec
+    }
+
+    /// The input shape the plan was made for.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec};
+    /// let plan = Conv2dPlan::<f32>::new(&Conv2dSpec::new(1, 2, (1, 1)), [3, 1, 4, 4], Algorithm::Strided)?;
+    /// assert_eq!(plan.input_shape(), [3, 1, 4, 4]);
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn input_shape(&self) -> [usize; 4] {
+        self.plan.geometry.input_shape()
+    }
+
+    /// The output shape, `[n, c_out, out_h, out_w]`.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec};
+    /// let spec = Conv2dSpec::new(1, 2, (3, 3)).stride((2, 2));
+    /// let plan = Conv2dPlan::<f32>::new(&spec, [3, 1, 9, 9], Algorithm::Strided)?;
+    /// assert_eq!(plan.output_shape(), [3, 2, 4, 4]);
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn output_shape(&self) -> [usize; 4] {
+        self.plan.geometry.output_shape()
+    }
+
+    /// The algorithm the plan runs.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec};
+    /// let plan = Conv2dPlan::<f32>::new(&Conv2dSpec::new(1, 1, (1, 1)), [1, 1, 1, 1], Algorithm::Im2col)?;
+    /// assert_eq!(plan.algorithm(), Algorithm::Im2col);
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn algorithm(&self) -> Algorithm {
+        self.plan.algorithm
+    }
+
+    /// The kernels [`Algorithm::Strided`] runs, forward and backward (the
+    /// options resolved: never `Auto` or `Measure`).
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec, Kernel};
+    /// // A depthwise layer: the direct loops, forward and backward.
+    /// let spec = Conv2dSpec::new(32, 32, (3, 3)).padding((1, 1)).groups(32);
+    /// let plan = Conv2dPlan::<f32>::new(&spec, [1, 32, 56, 56], Algorithm::Strided)?;
+    /// assert_eq!(plan.kernels(), (Kernel::Direct, Kernel::Direct));
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn kernels(&self) -> (Kernel, Kernel) {
+        (self.plan.choice.forward, self.plan.choice.backward)
+    }
+
+    /// How the column-matrix kernel computes the input gradient, where the
+    /// backward kernel is [`Kernel::Gemm`] (never `Auto`).
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec, InputGradient};
+    /// let plan = Conv2dPlan::<f32>::new(&Conv2dSpec::new(4, 4, (1, 1)), [1, 4, 8, 8], Algorithm::Strided)?;
+    /// assert_eq!(plan.input_gradient(), InputGradient::Col2im);
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn input_gradient(&self) -> InputGradient {
+        if self.plan.choice.by_col2im {
+            InputGradient::Col2im
+        } else {
+            InputGradient::ErrorLowering
+        }
+    }
+
+    /// The rayon pool size the kernels were chosen for.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec};
+    /// let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    /// let plan = pool.install(|| Conv2dPlan::<f32>::new(&Conv2dSpec::new(1, 1, (1, 1)), [1, 1, 1, 1], Algorithm::Strided))?;
+    /// assert_eq!(plan.threads(), 3);
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn threads(&self) -> usize {
+        self.plan.threads
+    }
+
+    /// The plan's workspace.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dPlan, Conv2dSpec};
+    /// let plan = Conv2dPlan::<f32>::new(&Conv2dSpec::new(1, 1, (1, 1)), [1, 1, 1, 1], Algorithm::Strided)?;
+    /// assert_eq!(plan.workspace().allocated_bytes(), 0); // nothing run yet
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn workspace(&self) -> &Workspace<T> {
+        &self.workspace
+    }
+}
