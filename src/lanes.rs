@@ -27,6 +27,7 @@
 
 use crate::element::Element;
 use crate::spec::Geometry;
+use crate::subnormals::FlushGuard;
 use crate::workspace::{LaneMemory, Scratch, scratch};
 use ndarray::{ArrayView1, ArrayView3, ArrayViewMut4, Axis, Zip};
 use std::ops::Range;
@@ -114,6 +115,8 @@ pub(crate) struct Schedule {
     work: Work,
     lanes: usize,
     gemm_threads: usize,
+    /// Whether lanes compute with subnormals flushed to zero.
+    flush_subnormals: bool,
 }
 
 /// A lane's partial gradient sums, written by the kernel: the weight
@@ -249,6 +252,16 @@ impl Schedule {
             work,
             lanes,
             gemm_threads: (threads / lanes.max(1)).max(1),
+            flush_subnormals: true,
+        }
+    }
+
+    /// The schedule with subnormals kept (`false`) or flushed to zero
+    /// while lanes compute.
+    pub(crate) fn flushing_subnormals(self, flush: bool) -> Self {
+        Schedule {
+            flush_subnormals: flush,
+            ..self
         }
     }
 
@@ -331,7 +344,10 @@ impl Schedule {
     ) {
         match memory.len() {
             0 => {}
-            1 => lane(first, &mut memory[0], region),
+            1 => {
+                let _flush = FlushGuard::new(self.flush_subnormals);
+                lane(first, &mut memory[0], region)
+            }
             len => {
                 let half = len / 2;
                 let (left, right) = region.cut(self.lane_start(first + half), keep_bands);

@@ -101,6 +101,7 @@ mod operands;
 mod output;
 mod plan;
 mod spec;
+mod subnormals;
 #[cfg(any(test, feature = "_internal"))]
 #[doc(hidden)]
 pub mod suite;

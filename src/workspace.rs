@@ -37,6 +37,7 @@ pub struct Workspace<T> {
     input_gradient: InputGradient,
     kernel: Kernel,
     min_lane_flops: usize,
+    flush_subnormals: bool,
 }
 
 /// How many scratch buffers a lane has: the most any kernel borrows at once
@@ -122,6 +123,7 @@ impl<T> Workspace<T> {
             input_gradient: InputGradient::Auto,
             kernel: Kernel::Auto,
             min_lane_flops: DEFAULT_MIN_LANE_FLOPS,
+            flush_subnormals: true,
         }
     }
 
@@ -178,6 +180,47 @@ impl<T> Workspace<T> {
     /// The schedule of a pass on the current rayon pool.
     pub(crate) fn schedule(&self, work: Work) -> Schedule {
         Schedule::for_threads(work, rayon::current_num_threads(), self.min_lane_flops)
+            .flushing_subnormals(self.flush_subnormals)
+    }
+
+    /// Sets whether the strided algorithm computes with subnormal numbers
+    /// flushed to zero (on by default, on x86-64): each computing thread's
+    /// flush-to-zero and denormals-are-zero bits are set for the call and
+    /// put back after, so that subnormal weights, inputs or errors cost no
+    /// more than normal ones. Subnormal operands then count as zero and
+    /// results that would be subnormal are zero, a change below the
+    /// smallest normal number. `false` keeps IEEE gradual underflow, at up
+    /// to 20x the time where subnormals abound (BENCHMARKS.md,
+    /// "Subnormals").
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dSpec, Workspace, conv2d_with_workspace};
+    /// use gemmconv::ndarray::Array4;
+    /// let spec = Conv2dSpec::new(1, 1, (1, 1)).bias(false);
+    /// let x = Array4::from_elem((1, 1, 1, 1), f32::MIN_POSITIVE);
+    /// let w = Array4::from_elem((1, 1, 1, 1), 0.5f32);
+    /// let mut keep = Workspace::new().with_flush_subnormals(false);
+    /// let y = conv2d_with_workspace(x.view(), w.view(), None, &spec, Algorithm::Strided, &mut keep)?;
+    /// assert!(y[[0, 0, 0, 0]].is_subnormal());
+    /// let mut flush = Workspace::new();
+    /// assert!(flush.flush_subnormals());
+    /// let y = conv2d_with_workspace(x.view(), w.view(), None, &spec, Algorithm::Strided, &mut flush)?;
+    /// assert_eq!(y[[0, 0, 0, 0]], if cfg!(target_arch = "x86_64") { 0.0 } else { y[[0, 0, 0, 0]] });
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn with_flush_subnormals(mut self, flush: bool) -> Self {
+        self.flush_subnormals = flush;
+        self
+    }
+
+    /// Whether subnormals are flushed to zero, see
+    /// [`Self::with_flush_subnormals`].
+    ///
+    /// ```
+    /// assert!(gemmconv::Workspace::<f64>::new().flush_subnormals());
+    /// ```
+    pub fn flush_subnormals(&self) -> bool {
+        self.flush_subnormals
     }
 
     /// Sets which kernel runs.

@@ -49,6 +49,16 @@ impl<T: Element> Problem<T> {
         }
     }
 
+    /// The weights and the output gradient scaled into the subnormal range
+    /// (every nonzero value below the smallest normal number).
+    #[allow(dead_code)] // the cliffs bench's alone
+    pub fn subnormal(mut self) -> Self {
+        let scale = T::min_positive_value() * T::from_f64(0.5);
+        self.w.mapv_inplace(|v| v * scale);
+        self.dy.mapv_inplace(|v| v * scale);
+        self
+    }
+
     /// One forward pass into `y`.
     pub fn forward(&mut self, algorithm: Algorithm, ws: &mut Workspace<T>) {
         let spec = &self.row.spec;

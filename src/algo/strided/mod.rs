@@ -29,6 +29,7 @@ use crate::gradients::GradientsMut;
 use crate::lanes::Work;
 use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
+use crate::subnormals::FlushGuard;
 use crate::workspace::Workspace;
 use choice::{InputGradient, Kernel};
 use ndarray::ArrayViewMut4;
@@ -209,6 +210,9 @@ pub(crate) fn forward_with<T: Element>(
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    // The calling thread's own work (weight layouts, sums of partials);
+    // each lane sets its own.
+    let _flush = FlushGuard::new(ws.flush_subnormals());
     match choice.forward {
         Kernel::Direct if direct_tiles_apply(op.g) => direct::tiled::forward(op, y, ws),
         Kernel::Direct => direct::forward(op, y, ws),
@@ -226,6 +230,7 @@ pub(crate) fn backward_with<T: Element>(
     grads: GradientsMut<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    let _flush = FlushGuard::new(ws.flush_subnormals());
     match choice.backward {
         Kernel::Direct => direct::backward(op, grads, ws),
         Kernel::Shifted if shifted_applies(op.g) => shifted::backward(op, grads, ws),
