@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""PyTorch (oneDNN) against gemmconv on the suite rows, in one run.
+"""PyTorch (oneDNN) and onnxruntime (MLAS) against gemmconv on the suite
+rows, in one run.
 
 For each row, first, gemmconv's CLI builds the problem, checks every algorithm
 against the naive reference, times them and writes the inputs, naive's
@@ -9,12 +10,17 @@ that PyTorch's threads do not idle beside gemmconv's) runs PyTorch on the very
 same inputs, checks its forward output and dX, dW, db against gemmconv's,
 and only then times it: forward under `no_grad`, backward as
 `aten.convolution_backward` for dX, dW and db together (what gemmconv's
-backward computes; no autograd bookkeeping).
+backward computes; no autograd bookkeeping). onnxruntime runs the forward
+pass only (it has no training kernels for Conv in its CPU build): a
+one-node Conv model with the weights and bias as initializers, checked
+against gemmconv's output before it is timed; rows it cannot run (f64 Conv
+has no CPU kernel) show "-".
 
-    pip install torch numpy            # PyPI's wheel; CPU is all it needs here
-    python3 benches/pytorch.py         # every row
-    python3 benches/pytorch.py r3x3 dw # some rows
-    ROUNDS=5 python3 benches/pytorch.py # rounds of both (default 3), medians
+    pip install torch onnxruntime onnx numpy  # PyPI's wheels; CPU is all they need
+    python3 benches/pytorch.py                # every suite row
+    python3 benches/pytorch.py r3x3 dw        # some rows (suite or extended ids)
+    python3 benches/pytorch.py --extended     # every extended row (benches/SUITE.md)
+    ROUNDS=5 python3 benches/pytorch.py       # rounds of all three (default 3), medians
 
 The medians also go to target/pytorch.json, where benches/report.py finds
 them for BENCHMARKS.md.
@@ -40,8 +46,11 @@ if any(os.environ.get(k) != v for k, v in MALLOC.items()):
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC})
 
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 ROWS = ["seed", "seed64", "r3x3", "r3x3s2", "r1x1", "stem", "dw", "dil"]
 REPO = Path(__file__).resolve().parent.parent
@@ -75,6 +84,58 @@ def read_spec(path):
         key, *values = line.split()
         spec[key] = [int(v) for v in values]
     return spec
+
+
+def extended_rows():
+    """The ids of the extended suite's table in benches/SUITE.md."""
+    text = (REPO / "benches" / "SUITE.md").read_text().split("## Extended suite", 1)[1]
+    ids = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
+    return [i for i in ids if i and i != "id" and not i.startswith("-")]
+
+
+def onnx_session(x, w, b, spec, threads):
+    """A one-node Conv model of the row, or None where onnxruntime has no
+    kernel for it."""
+    top, bottom, left, right = spec["padding"]
+    elem = TensorProto.FLOAT if x.dtype == np.float32 else TensorProto.DOUBLE
+    inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(b, "b")] if b is not None else [])
+    node = helper.make_node(
+        "Conv", ["x", "w"] + (["b"] if b is not None else []), ["y"],
+        strides=spec["stride"], dilations=spec["dilation"], group=spec["groups"][0],
+        pads=[top, left, bottom, right], kernel_shape=list(w.shape[2:]),
+    )
+    graph = helper.make_graph(
+        [node], "conv", [helper.make_tensor_value_info("x", elem, list(x.shape))],
+        [helper.make_tensor_value_info("y", elem, None)], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 (no kernel for this type)
+        return None
+
+
+def run_onnxruntime(row, d, threads):
+    """onnxruntime's forward median on the row's inputs, after checking its
+    output; None where it has no kernel."""
+    load = lambda name: np.load(d / name) if (d / name).exists() else None  # noqa: E731
+    x, w, b, want = (load(n) for n in ("x.npy", "w.npy", "b.npy", "y.npy"))
+    session = onnx_session(x, w, b, read_spec(d / "spec.txt"), threads)
+    if session is None:
+        return None
+    try:
+        y = session.run(None, {"x": x})[0]
+    except Exception:  # noqa: BLE001
+        return None
+    error = float(np.abs(y - want).max() / max(1.0, np.abs(want).max()))
+    tolerance = 1e-4 if x.dtype == np.float32 else 1e-10
+    if error > tolerance:
+        sys.exit(f"{row}: onnxruntime disagrees with gemmconv (y: {error}); not timing it")
+    return median_seconds(lambda: session.run(None, {"x": x}))
 
 
 def run_gemmconv(row, threads, directory):
@@ -129,13 +190,14 @@ def run_pytorch(row, d):
 
 
 def main():
-    rows = sys.argv[1:] or ROWS
+    args = sys.argv[1:]
+    rows = extended_rows() if args == ["--extended"] else (args or ROWS)
     threads = int(os.environ.get("RAYON_NUM_THREADS", os.cpu_count()))
     rounds = int(os.environ.get("ROUNDS", 3))
     torch.set_num_threads(threads)
     print(f"PyTorch {torch.__version__}, oneDNN {torch.backends.mkldnn.is_available()}, "
-          f"{torch.get_num_threads()} threads; gemmconv: strided, {threads} threads; "
-          f"medians of {rounds} rounds")
+          f"{torch.get_num_threads()} threads; onnxruntime {ort.__version__}, {threads} "
+          f"threads; gemmconv: strided, {threads} threads; medians of {rounds} rounds")
     samples = {row: [] for row in rows}
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
@@ -147,22 +209,38 @@ def main():
                 run_gemmconv(row, threads, Path(tmp) / row)
             for row in rows:
                 samples[row].append(run_pytorch(row, Path(tmp) / row))
+                ort_fwd = run_onnxruntime(row, Path(tmp) / row, threads)
+                samples[row][-1] += (ort_fwd if ort_fwd is not None else float("nan"),)
     print()
-    print("| row | gemmconv fwd ms | PyTorch fwd ms | fwd ratio | gemmconv bwd ms "
-          "| PyTorch bwd ms | bwd ratio | max rel. error |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| row | gemmconv fwd ms | PyTorch fwd ms | onnxruntime fwd ms | fwd / PyTorch "
+          "| fwd / onnxruntime | gemmconv bwd ms | PyTorch bwd ms | bwd / PyTorch "
+          "| gemmconv / best | max rel. error |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     results = {}
+    best_ratios = []
     for row in rows:
         fwd, bwd, ours_fwd, ours_bwd = (float(np.median([s[k] for s in samples[row]]))
                                         for k in range(4))
+        ort_fwd = float(np.median([s[5] for s in samples[row]]))
         error = max(s[4] for s in samples[row])
+        has_ort = not np.isnan(ort_fwd)
+        best_fwd = min(fwd, ort_fwd) if has_ort else fwd
+        # gemmconv against the best framework, forward and backward together.
+        best = (ours_fwd + ours_bwd) / (best_fwd + bwd)
+        best_ratios.append(best)
         results[row] = {"pytorch_fwd_ms": fwd * 1e3, "pytorch_bwd_ms": bwd * 1e3,
+                        "onnxruntime_fwd_ms": ort_fwd * 1e3 if has_ort else None,
                         "gemmconv_fwd_ms": ours_fwd * 1e3, "gemmconv_bwd_ms": ours_bwd * 1e3,
                         "max_rel_error": error}
-        print(f"| {row} | {ours_fwd * 1e3:.3g} | {fwd * 1e3:.3g} | {ours_fwd / fwd:.2f} "
-              f"| {ours_bwd * 1e3:.3g} | {bwd * 1e3:.3g} | {ours_bwd / bwd:.2f} | {error:.1e} |")
+        ort_cells = (f"{ort_fwd * 1e3:.3g} | {ours_fwd / ort_fwd:.2f}" if has_ort else "- | -")
+        print(f"| {row} | {ours_fwd * 1e3:.3g} | {fwd * 1e3:.3g} | {ort_cells.split(' | ')[0]} "
+              f"| {ours_fwd / fwd:.2f} | {ort_cells.split(' | ')[1]} | {ours_bwd * 1e3:.3g} "
+              f"| {bwd * 1e3:.3g} | {ours_bwd / bwd:.2f} | {best:.2f} | {error:.1e} |")
     print()
-    print("ratio = gemmconv time / PyTorch time (below 1: gemmconv is faster); medians.")
+    geomean = float(np.exp(np.mean(np.log(best_ratios))))
+    print("ratios = gemmconv time / theirs (below 1: gemmconv is faster); medians. "
+          "gemmconv / best: forward plus backward against the fastest framework's "
+          f"forward plus PyTorch's backward. Geometric mean of it: {geomean:.2f}.")
     out = REPO / "target" / "pytorch.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1))

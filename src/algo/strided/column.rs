@@ -39,6 +39,7 @@ use crate::layout::nchw::{
     SourceLayout, Window, add_columns_to_windows, copy_windows_to_columns, crop_into,
     dilate_and_pad_error, flip_and_swap_weights, pad_into,
 };
+use crate::layout::transpose::transpose;
 use crate::operands::{Backward, Forward};
 use crate::spec::{Geometry, Padding};
 use crate::workspace::{LaneMemory, Workspace, scratch};
@@ -653,6 +654,14 @@ fn write_weight_gradient<T: Element>(
     mut dw: ArrayViewMut4<'_, T>,
 ) {
     if column_major {
+        let (c_out, rows_g) = (g.out_channels, g.col_rows() / g.groups);
+        if let Some(dst) = dw.as_slice_mut() {
+            // `[c_out, rows_g]` column-major is `[rows_g, c_out]` row-major:
+            // a blocked transpose, as the element-by-element copy reads a
+            // cache line per element once the weights exceed the cache.
+            transpose(sums, c_out, dst, rows_g, (rows_g, c_out));
+            return;
+        }
         // `[c_out, rows_g]` column-major is `[c_out, kw, kh, c]` column-major
         // with its last three axes reversed.
         let shape = (g.out_channels, g.kw, g.kh, g.in_channels_per_group()).f();

@@ -8,9 +8,10 @@
 //! | kernel | file | can compute | `Kernel::Auto` takes it for |
 //! |---|---|---|---|
 //! | direct loops | `direct/mod.rs` | everything | small groups, forward and backward |
+//! | direct across channels | `direct/depthwise.rs` | depthwise | depthwise on short or strided rows |
 //! | direct register tiles | `direct/tiled.rs` | forward, unit column stride | forward, few output channels |
-//! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, large enough outputs |
-//! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, many channels |
+//! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
+//! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, many channels, a pixel a channel |
 //! | column matrix | `column.rs` | everything | the rest |
 //!
 //! The thresholds are the measurements of BENCHMARKS.md, "Kernel choice".
@@ -41,6 +42,17 @@ fn direct_suits(g: &Geometry) -> bool {
     g.in_channels_per_group() * g.kh * g.kw <= 16 && g.out_channels_per_group() <= 4
 }
 
+/// Depthwise layers (one input and one output channel a group) that the
+/// direct kernel computes across channels (`direct/depthwise.rs`): where
+/// the image rows are too short for the register tiles (under 16 output
+/// pixels, a vector of `f32`) or strided (the tiles need unit column
+/// stride). On wide rows at stride 1 the tiles are up to 2x faster, the
+/// transposes in and out of the channel-major layout costing more than the
+/// arithmetic.
+fn depthwise(g: &Geometry) -> bool {
+    g.in_channels_per_group() == 1 && g.out_channels_per_group() == 1 && (g.sw > 1 || g.out_w < 16)
+}
+
 /// The direct register tiles read a contiguous run of an input row per
 /// tap: unit column stride.
 fn direct_tiles_apply(g: &Geometry) -> bool {
@@ -61,10 +73,17 @@ fn shifted_applies(g: &Geometry) -> bool {
 
 /// The shifted kernel beats the column matrix on kernels above 1x1 (a 1x1
 /// kernel's column matrix is the input itself) with at least 32 input and
-/// output channels, so that each GEMM has a sizeable inner dimension; at
-/// any stride.
+/// output channels, so that each GEMM has a sizeable inner dimension, and
+/// at least as many output pixels as output channels: its GEMMs have a row
+/// per output pixel of a band, and on small images with many channels they
+/// are too short to pay for packing the weights (up to 10x slower than
+/// the column matrix on ResNet-50's 7x7 and 14x14 layers); at any stride.
 fn shifted_suits(g: &Geometry) -> bool {
-    shifted_applies(g) && g.kh * g.kw > 1 && g.in_channels >= 32 && g.out_channels >= 32
+    shifted_applies(g)
+        && g.kh * g.kw > 1
+        && g.in_channels >= 32
+        && g.out_channels >= 32
+        && g.out_h * g.out_w >= g.out_channels
 }
 
 /// Winograd's F(2x2, 3x3) computes 3x3 kernels at stride 1 with one group,
@@ -76,15 +95,20 @@ fn winograd_applies(g: &Geometry) -> bool {
 /// Winograd beats the other kernels with at least 32 input and output
 /// channels (its transforms cost per tile and channel what its GEMMs save
 /// per channel pair), on outputs at least `8·d` pixels high and wide for a
-/// dilation `d`: tiles come in blocks of `2·d` rows (columns), and the
+/// dilation `d` (tiles come in blocks of `2·d` rows and columns, and the
 /// pixels of the last block past the output are computed and dropped,
-/// which stays under a quarter of the work there.
+/// which stays under a quarter of the work there), with at least 8 output
+/// pixels an output channel: its 16 GEMMs a band have a row per tile (a
+/// quarter of the band's pixels), too few on small images with many
+/// channels (up to 9x slower than the column matrix on ResNet-50's 14x14
+/// layers).
 fn winograd_suits(g: &Geometry) -> bool {
     winograd_applies(g)
         && g.in_channels >= 32
         && g.out_channels >= 32
         && g.out_h >= 8 * g.dh
         && g.out_w >= 8 * g.dw
+        && g.out_h * g.out_w >= 8 * g.out_channels
 }
 
 /// The kernel that runs the backward pass: `Kernel::Auto` resolved, and a
@@ -214,6 +238,7 @@ pub(crate) fn forward_with<T: Element>(
     // each lane sets its own.
     let _flush = FlushGuard::new(ws.flush_subnormals());
     match choice.forward {
+        Kernel::Direct if depthwise(op.g) => direct::depthwise::forward(op, y, ws),
         Kernel::Direct if direct_tiles_apply(op.g) => direct::tiled::forward(op, y, ws),
         Kernel::Direct => direct::forward(op, y, ws),
         Kernel::Shifted if shifted_applies(op.g) => shifted::forward(op, y, ws),
@@ -232,6 +257,7 @@ pub(crate) fn backward_with<T: Element>(
 ) {
     let _flush = FlushGuard::new(ws.flush_subnormals());
     match choice.backward {
+        Kernel::Direct if depthwise(op.g) => direct::depthwise::backward(op, grads, ws),
         Kernel::Direct => direct::backward(op, grads, ws),
         Kernel::Shifted if shifted_applies(op.g) => shifted::backward(op, grads, ws),
         Kernel::Winograd if winograd_applies(op.g) => winograd::backward(op, grads, ws),

@@ -13,6 +13,7 @@
 //! `tiled.rs` has a faster forward pass for unit column stride, which
 //! keeps a tile of outputs in registers over every tap.
 
+pub(crate) mod depthwise;
 pub(crate) mod tiled;
 
 use crate::algo::strided::simd::with_runtime_simd;

@@ -1,0 +1,239 @@
+//! The direct kernel on depthwise convolutions (one input channel and one
+//! output channel a group): computed across channels.
+//!
+//! A depthwise layer has no reduction over channels, so a GEMM has nothing
+//! to multiply, and NCHW loops run along rows as short as the image is
+//! wide (seven pixels at the end of MobileNet-v2). Here each sample is
+//! copied, padded, into a pixel-major buffer (`[pixel, channel]`, a tiled
+//! transpose), and every tap is one multiply-add of three contiguous runs
+//! of channels, as long as the layer is wide in channels (96 to 960 in
+//! MobileNet-v2), whatever the image size, stride or dilation:
+//!
+//! - forward: `y[p, c] += w[tap, c] · x[p + tap, c]` into a pixel-major
+//!   output row, transposed back into NCHW with the bias;
+//! - weight gradient: `dw[tap, c] += dy[p, c] · x[p + tap, c]`, into the
+//!   lane's partial laid out `[tap, c]`;
+//! - input gradient: `dx[p + tap, c] += w[tap, c] · dy[p, c]`, into a
+//!   padded pixel-major buffer cropped back into NCHW.
+
+use crate::algo::strided::simd::with_runtime_simd;
+use crate::element::Element;
+use crate::gradients::GradientsMut;
+use crate::lanes::Work;
+use crate::layout::pixel_major::Image;
+use crate::operands::{Backward, Forward};
+use crate::spec::Geometry;
+use crate::workspace::{Workspace, scratch};
+use ndarray::{ArrayView4, Axis, s};
+
+/// The padded input of one sample, pixel-major, rows `in_w + left + right`
+/// pixels long.
+fn input_image(g: &Geometry) -> Image {
+    let p = g.padding;
+    Image {
+        c: g.in_channels,
+        h: g.in_h + p.top + p.bottom,
+        w: g.in_w + p.left + p.right,
+        tail: 0,
+    }
+}
+
+/// The weights laid out `[tap, c]`.
+fn taps_by_channel<'b, T: Element>(w: ArrayView4<'_, T>, buf: &'b mut Vec<T>) -> &'b [T] {
+    let (c, _, kh, kw) = w.dim();
+    debug_assert_eq!(w.len(), c * kh * kw, "one input channel a group");
+    let packed = scratch(buf, kh * kw * c);
+    for (channel, filter) in w.outer_iter().enumerate() {
+        // `filter` is `(1, kh, kw)`: its elements in order are the taps.
+        for (tap, &v) in filter.iter().enumerate() {
+            packed[tap * c + channel] = v;
+        }
+    }
+    packed
+}
+
+/// `acc[k] += a[k] · b[k]`, a vector at a time, fused where the caller
+/// was compiled with FMA.
+#[inline(always)]
+fn multiply_add<T: Element, const FUSED: bool>(acc: &mut [T], a: &[T], b: &[T]) {
+    for ((acc, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+        *acc = if FUSED {
+            a.mul_add(b, *acc)
+        } else {
+            a * b + *acc
+        };
+    }
+}
+
+/// The forward pass; writes every element of `y`.
+pub(crate) fn forward<T: Element>(
+    op: Forward<'_, T>,
+    y: ndarray::ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    let Forward { x, w, bias, g } = op;
+    let image = input_image(g);
+    let output = Image {
+        c: g.out_channels,
+        h: g.out_h,
+        w: g.out_w,
+        tail: 0,
+    };
+    let schedule = ws.schedule(Work::forward(g, 1));
+    let (weights_buf, lanes) = ws.memory(schedule.lanes());
+    let weights = taps_by_channel(w, weights_buf);
+    let p = g.padding;
+    schedule.run(lanes, y, |item, mut y_item, buffers| {
+        let [image_buf, pixels_buf] = buffers.split();
+        for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
+            let data = image.fill(x.index_axis(Axis(0), n), (p.top, p.left), image_buf);
+            let pixels = scratch(pixels_buf, item.rows.len() * g.out_w * g.out_channels);
+            forward_rows(data, weights, g, item.rows.clone(), pixels);
+            output.read(pixels, y_n, 0..item.rows.len(), bias);
+        }
+    });
+}
+
+/// Output rows `rows` of one sample, pixel-major, into `out`.
+fn forward_rows<T: Element>(
+    data: &[T],
+    weights: &[T],
+    g: &Geometry,
+    rows: std::ops::Range<usize>,
+    out: &mut [T],
+) {
+    with_runtime_simd!(
+        forward_rows_avx512, forward_rows_avx2, forward_rows_body::<T, true>, forward_rows_body::<T, false>,
+        data: &[T], weights: &[T], g: &Geometry, rows: std::ops::Range<usize>, out: &mut [T],
+    );
+}
+
+#[inline(always)]
+fn forward_rows_body<T: Element, const FUSED: bool>(
+    data: &[T],
+    weights: &[T],
+    g: &Geometry,
+    rows: std::ops::Range<usize>,
+    out: &mut [T],
+) {
+    let c = g.in_channels;
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    out.fill(T::zero());
+    for (local, oh) in rows.enumerate() {
+        for ow in 0..g.out_w {
+            let acc = &mut out[(local * g.out_w + ow) * c..][..c];
+            for i in 0..g.kh {
+                let row = (oh * g.sh + i * g.dh) * wp + ow * g.sw;
+                for j in 0..g.kw {
+                    let pixel = (row + j * g.dw) * c;
+                    let tap = (i * g.kw + j) * c;
+                    multiply_add::<T, FUSED>(acc, &weights[tap..tap + c], &data[pixel..pixel + c]);
+                }
+            }
+        }
+    }
+}
+
+/// The backward pass; overwrites every gradient.
+pub(crate) fn backward<T: Element>(
+    op: Backward<'_, T>,
+    grads: GradientsMut<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    let Backward { x, w, dy, g } = op;
+    let GradientsMut { dx, mut dw, mut db } = grads;
+    let c = g.in_channels;
+    let taps = g.kh * g.kw;
+    let image = input_image(g);
+    let error = Image {
+        c,
+        h: g.out_h,
+        w: g.out_w,
+        tail: 0,
+    };
+    let p = g.padding;
+    let schedule = ws.schedule(Work::backward(g, 1));
+    let (weights_buf, lanes) = ws.memory(schedule.lanes());
+    let weights = taps_by_channel(w, weights_buf);
+    let sums = schedule.run_summing(
+        lanes,
+        Some(dx),
+        (taps * c, c),
+        |item, dx_item, buffers, partials| {
+            let [image_buf, error_buf, gradient_buf] = buffers.split();
+            let mut dx_item = dx_item.expect("the schedule splits dx");
+            for (n, dx_n) in item.samples.clone().zip(dx_item.outer_iter_mut()) {
+                let data = image.fill(x.index_axis(Axis(0), n), (p.top, p.left), image_buf);
+                let dy_band = dy.slice(s![n, .., item.rows.clone(), ..]);
+                let errors = error.fill(dy_band, (0, 0), error_buf);
+                let gradient = scratch(gradient_buf, image.len());
+                gradient.fill(T::zero());
+                backward_rows(
+                    (data, errors, weights),
+                    g,
+                    item.rows.clone(),
+                    (gradient, &mut *partials.weight, &mut *partials.bias),
+                );
+                let start = (p.top * image.w + p.left) * c;
+                image.read(&gradient[start..], dx_n, 0..g.in_h, None);
+            }
+        },
+    );
+    // `[tap, c]` into `[c, 1, kh, kw]` (any layout): each filter's
+    // elements in order are the taps.
+    for (channel, mut filter) in dw.outer_iter_mut().enumerate() {
+        for (tap, v) in filter.iter_mut().enumerate() {
+            *v = sums.weight[tap * c + channel];
+        }
+    }
+    db.assign(&sums.bias);
+}
+
+/// Rows `rows` of one sample's error: their weight and bias gradients added
+/// to the partials, their input gradient to `gradient` (padded like the
+/// input image).
+#[allow(clippy::type_complexity)]
+fn backward_rows<T: Element>(
+    operands: (&[T], &[T], &[T]),
+    g: &Geometry,
+    rows: std::ops::Range<usize>,
+    outputs: (&mut [T], &mut [T], &mut [T]),
+) {
+    with_runtime_simd!(
+        backward_rows_avx512, backward_rows_avx2, backward_rows_body::<T, true>, backward_rows_body::<T, false>,
+        operands: (&[T], &[T], &[T]), g: &Geometry, rows: std::ops::Range<usize>,
+        outputs: (&mut [T], &mut [T], &mut [T]),
+    );
+}
+
+#[inline(always)]
+fn backward_rows_body<T: Element, const FUSED: bool>(
+    (data, errors, weights): (&[T], &[T], &[T]),
+    g: &Geometry,
+    rows: std::ops::Range<usize>,
+    (gradient, dw, db): (&mut [T], &mut [T], &mut [T]),
+) {
+    let c = g.in_channels;
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    for (local, oh) in rows.enumerate() {
+        for ow in 0..g.out_w {
+            let e = &errors[(local * g.out_w + ow) * c..][..c];
+            for (b, &v) in db.iter_mut().zip(e) {
+                *b += v;
+            }
+            for i in 0..g.kh {
+                let row = (oh * g.sh + i * g.dh) * wp + ow * g.sw;
+                for j in 0..g.kw {
+                    let pixel = (row + j * g.dw) * c;
+                    let tap = (i * g.kw + j) * c;
+                    multiply_add::<T, FUSED>(&mut dw[tap..tap + c], e, &data[pixel..pixel + c]);
+                    multiply_add::<T, FUSED>(
+                        &mut gradient[pixel..pixel + c],
+                        e,
+                        &weights[tap..tap + c],
+                    );
+                }
+            }
+        }
+    }
+}
