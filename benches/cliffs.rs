@@ -3,7 +3,12 @@
 //! range, flushed to zero (the default) and kept (IEEE gradual underflow),
 //! against normal values; and in `f64` against `f32`.
 //!
-//! Ids: `<row>/<fwd|bwd>/<normal|subnormal-flushed|subnormal-kept|f64>`.
+//! Also the fixed cost of a call (BENCHMARKS.md, "Small calls"): a 1x1
+//! convolution of one pixel, and the seed row, through the functional call
+//! (validates and plans every call) and through a plan made once.
+//!
+//! Ids: `<row>/<fwd|bwd>/<normal|subnormal-flushed|subnormal-kept|f64>`,
+//! `fixed-cost/<pixel|seed>/<call|plan>`.
 
 mod common;
 
@@ -47,5 +52,39 @@ fn cliffs(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, cliffs);
+fn fixed_cost(c: &mut Criterion) {
+    use gemmconv::ndarray::{Array1, Array4};
+    use gemmconv::{Conv2dPlan, Conv2dSpec, conv2d_into};
+    let mut group = c.benchmark_group("fixed-cost");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    let seed = row("seed").expect("a suite row");
+    let pixel = (Conv2dSpec::new(1, 1, (1, 1)), [1, 1, 1, 1]);
+    for (name, (spec, input)) in [("pixel", pixel), ("seed", (seed.spec, seed.input))] {
+        let x = Array4::<f32>::ones(input);
+        let w = Array4::<f32>::ones(spec.weight_shape());
+        let b = Array1::<f32>::zeros(spec.out_channels());
+        let mut y = Array4::<f32>::zeros(spec.output_shape(input).expect("valid"));
+        let mut ws = Workspace::new();
+        group.bench_function(format!("{name}/call"), |bench| {
+            bench.iter(|| {
+                let (x, w, b) = (x.view(), w.view(), Some(b.view()));
+                conv2d_into(x, w, b, &spec, Algorithm::Strided, &mut ws, y.view_mut())
+                    .expect("valid")
+            })
+        });
+        let mut plan = Conv2dPlan::new(&spec, input, Algorithm::Strided).expect("valid");
+        group.bench_function(format!("{name}/plan"), |bench| {
+            bench.iter(|| {
+                plan.forward_into(x.view(), w.view(), Some(b.view()), y.view_mut())
+                    .expect("valid")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cliffs, fixed_cost);
 criterion_main!(benches);

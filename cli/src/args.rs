@@ -101,6 +101,10 @@ pub struct Cli {
     /// Cap on one lane's largest buffer, in bytes.
     #[arg(long, default_value_t = gemmconv::DEFAULT_COLUMN_CAP_BYTES)]
     cap: usize,
+    /// The least arithmetic (FLOPs) a pass wakes a parallel lane for; 0
+    /// cuts every pass into as many lanes as threads.
+    #[arg(long, default_value_t = gemmconv::DEFAULT_MIN_LANE_FLOPS)]
+    min_lane_flops: usize,
     /// Timing runs.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
@@ -212,6 +216,7 @@ pub struct Options {
     pub kernels: Vec<Kernel>,
     pub input_gradient: InputGradient,
     pub cap: usize,
+    pub min_lane_flops: usize,
     /// Whether this is the notebook's workload (compare with its figures).
     pub notebook: bool,
     /// Where to write the problem, its reference results and the timings.
@@ -276,6 +281,7 @@ impl From<Cli> for Options {
             kernels: cli.kernel.into_iter().map(Kernel::from).collect(),
             input_gradient: cli.dx.into(),
             cap: cli.cap,
+            min_lane_flops: cli.min_lane_flops,
             notebook: notebook && double,
             save: cli.save,
             check: !cli.no_check,
@@ -309,6 +315,7 @@ impl Options {
             .with_kernel(kernel)
             .with_input_gradient(self.input_gradient)
             .with_column_cap_bytes(self.cap)
+            .with_min_lane_flops(self.min_lane_flops)
     }
 }
 
