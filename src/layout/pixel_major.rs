@@ -57,9 +57,20 @@ impl Image {
         buf: &'b mut Vec<T>,
     ) -> &'b [T] {
         let dst = scratch(buf, self.len());
-        dst.fill(T::zero());
         let (c, h, w) = src.dim();
         let start = |r: usize| ((top + r) * self.w + left) * c;
+        // Zeros where the sample does not go: the rows above, the padding
+        // between its rows, the rows below and the tail (zeroing the whole
+        // image first would write it twice).
+        if h == 0 || w == 0 {
+            dst.fill(T::zero());
+        } else {
+            dst[..start(0)].fill(T::zero());
+            for r in 1..h {
+                dst[start(r - 1) + w * c..start(r)].fill(T::zero());
+            }
+            dst[start(h - 1) + w * c..].fill(T::zero());
+        }
         match src.as_slice() {
             // Row by row: the row's `[c, w]` block of the planes, transposed
             // into the image row's `[w, c]` pixels.
