@@ -117,6 +117,10 @@ pub struct Cli {
     /// checked before it is timed.
     #[arg(long, conflicts_with = "save")]
     no_check: bool,
+    /// Measure the machine's fused multiply-add peak (f32 GFLOP/s, one
+    /// thread and all) instead of running a convolution.
+    #[arg(long)]
+    peak: bool,
 }
 
 /// The element types.
@@ -223,6 +227,8 @@ pub struct Options {
     pub save: Option<PathBuf>,
     /// Whether to check every result against the naive reference.
     pub check: bool,
+    /// Whether to measure the FMA peak instead.
+    pub peak: bool,
 }
 
 impl From<Cli> for Options {
@@ -285,6 +291,7 @@ impl From<Cli> for Options {
             notebook: notebook && double,
             save: cli.save,
             check: !cli.no_check,
+            peak: cli.peak,
         }
     }
 }
@@ -334,6 +341,22 @@ mod tests {
         assert!(options.notebook && options.double && options.check);
         assert_eq!(options.input, [16, 1, 28, 28]);
         assert_eq!(options.kernels, [Kernel::Auto]);
+    }
+
+    /// The options that reach the workspace, and the peak probe.
+    #[test]
+    fn workspace_options_and_peak_parse() {
+        let options = parse(&["--kernel", "measure", "--min-lane-flops", "0", "--peak"]).unwrap();
+        let ws = options.workspace::<f32>();
+        assert_eq!(ws.kernel(), Kernel::Measure);
+        assert_eq!(ws.min_lane_flops(), 0);
+        assert!(options.peak);
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(
+            defaults.workspace::<f32>().min_lane_flops(),
+            gemmconv::DEFAULT_MIN_LANE_FLOPS
+        );
+        assert!(!defaults.peak);
     }
 
     #[test]

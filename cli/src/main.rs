@@ -5,6 +5,7 @@
 mod args;
 mod compare;
 mod malloc;
+mod peak;
 mod timing;
 
 use clap::Parser;
@@ -39,6 +40,10 @@ fn main() -> ExitCode {
     {
         eprintln!("cannot set up {threads} threads: {e}");
         return ExitCode::FAILURE;
+    }
+    if options.peak {
+        peak::print();
+        return ExitCode::SUCCESS;
     }
     if kept {
         println!(
