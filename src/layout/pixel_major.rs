@@ -72,6 +72,12 @@ impl Image {
             dst[start(h - 1) + w * c..].fill(T::zero());
         }
         match src.as_slice() {
+            // Image rows as long as the sample's: its pixels are one run, so
+            // one `[c, h·w]` transpose (row by row, a narrow image would be
+            // narrower than a transpose tile).
+            Some(planes) if self.w == w => {
+                transpose(planes, h * w, &mut dst[start(0)..], c, (c, h * w));
+            }
             // Row by row: the row's `[c, w]` block of the planes, transposed
             // into the image row's `[w, c]` pixels.
             Some(planes) => {
@@ -91,6 +97,51 @@ impl Image {
         dst
     }
 
+    /// [`Self::fill`], through `staging` for images narrower than a
+    /// transpose tile is useful on (`w` under 16): the whole sample is
+    /// transposed at once into `staging`, then its rows copied into place.
+    pub(crate) fn fill_staged<'b, T: Element>(
+        &self,
+        src: ArrayView3<'_, T>,
+        (top, left): (usize, usize),
+        (buf, staging): (&'b mut Vec<T>, &mut Vec<T>),
+    ) -> &'b [T] {
+        let (c, h, w) = src.dim();
+        let Some(planes) = src.as_slice().filter(|_| w < 16 && self.w != w) else {
+            return self.fill(src, (top, left), buf);
+        };
+        let pixels = scratch(staging, h * w * c);
+        transpose(planes, h * w, pixels, c, (c, h * w));
+        let dst = scratch(buf, self.len());
+        dst.fill(T::zero());
+        for (r, row) in pixels.chunks_exact(w * c).enumerate() {
+            let start = ((top + r) * self.w + left) * c;
+            dst[start..start + w * c].copy_from_slice(row);
+        }
+        dst
+    }
+
+    /// [`Self::read`] of every row without a bias, through `staging` for
+    /// images narrower than a transpose tile is useful on (`w` under 16):
+    /// the rows are gathered into `staging`, then transposed at once.
+    pub(crate) fn read_staged<T: Element>(
+        &self,
+        src: &[T],
+        mut dst: ArrayViewMut3<'_, T>,
+        staging: &mut Vec<T>,
+    ) {
+        let (c, h, w) = dst.dim();
+        if w >= 16 || self.w == w || !dst.is_standard_layout() {
+            return self.read(src, dst, 0..h, None);
+        }
+        let pixels = scratch(staging, h * w * c);
+        for (r, row) in pixels.chunks_exact_mut(w * c).enumerate() {
+            row.copy_from_slice(&src[r * self.w * c..][..w * c]);
+        }
+        let planes = dst.as_slice_mut().expect("standard layout checked above");
+        transpose(pixels, c, planes, h * w, (h * w, c));
+    }
+
     /// The inverse, for rows `rows` of `dst (c, h, w)`: from `src`, whose
     /// rows are this image's (the pixels past `w` dropped), plus `bias` per
     /// channel.
@@ -103,6 +154,23 @@ impl Image {
     ) {
         let (c, h, w) = dst.dim();
         match dst.as_slice_mut() {
+            // Image rows as long as the output's: the band is one `[pixels,
+            // c]` matrix, transposed in one call (row by row, a narrow image
+            // would be narrower than a transpose tile).
+            Some(planes) if self.w == w => {
+                let pixels = rows.len() * w;
+                transpose(
+                    &src[..pixels * c],
+                    c,
+                    &mut planes[rows.start * w..],
+                    h * w,
+                    (pixels, c),
+                );
+                for (ch, b) in bias.iter().flat_map(|b| b.iter().enumerate()) {
+                    let band = &mut planes[ch * h * w + rows.start * w..][..pixels];
+                    band.iter_mut().for_each(|v| *v += *b);
+                }
+            }
             Some(planes) => {
                 for (local, r) in rows.enumerate() {
                     let start = local * self.w * c;

@@ -84,9 +84,10 @@ pub(crate) fn forward<T: Element>(
     let weights = taps_by_channel(w, weights_buf);
     let p = g.padding;
     schedule.run(lanes, y, |item, mut y_item, buffers| {
-        let [image_buf, pixels_buf] = buffers.split();
+        let [image_buf, pixels_buf, staging_buf] = buffers.split();
         for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
-            let data = image.fill(x.index_axis(Axis(0), n), (p.top, p.left), image_buf);
+            let x_n = x.index_axis(Axis(0), n);
+            let data = image.fill_staged(x_n, (p.top, p.left), (image_buf, staging_buf));
             let pixels = scratch(pixels_buf, item.rows.len() * g.out_w * g.out_channels);
             forward_rows(data, weights, g, item.rows.clone(), pixels);
             output.read(pixels, y_n, 0..item.rows.len(), bias);
@@ -160,10 +161,11 @@ pub(crate) fn backward<T: Element>(
         Some(dx),
         (taps * c, c),
         |item, dx_item, buffers, partials| {
-            let [image_buf, error_buf, gradient_buf] = buffers.split();
+            let [image_buf, error_buf, gradient_buf, staging_buf] = buffers.split();
             let mut dx_item = dx_item.expect("the schedule splits dx");
             for (n, dx_n) in item.samples.clone().zip(dx_item.outer_iter_mut()) {
-                let data = image.fill(x.index_axis(Axis(0), n), (p.top, p.left), image_buf);
+                let x_n = x.index_axis(Axis(0), n);
+                let data = image.fill_staged(x_n, (p.top, p.left), (image_buf, staging_buf));
                 let dy_band = dy.slice(s![n, .., item.rows.clone(), ..]);
                 let errors = error.fill(dy_band, (0, 0), error_buf);
                 let gradient = scratch(gradient_buf, image.len());
@@ -175,7 +177,7 @@ pub(crate) fn backward<T: Element>(
                     (gradient, &mut *partials.weight, &mut *partials.bias),
                 );
                 let start = (p.top * image.w + p.left) * c;
-                image.read(&gradient[start..], dx_n, 0..g.in_h, None);
+                image.read_staged(&gradient[start..], dx_n, staging_buf);
             }
         },
     );
