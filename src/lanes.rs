@@ -270,8 +270,8 @@ impl Schedule {
         self.lanes
     }
 
-    /// The units of lane `lane`: an equal share, the first lanes taking one
-    /// more when the units do not divide evenly.
+    /// The units of lane `lane`: an equal share, the shares differing by
+    /// at most one unit when the units do not divide evenly.
     fn lane_units(&self, lane: usize) -> Range<usize> {
         let units = self.work.units();
         lane * units / self.lanes..(lane + 1) * units / self.lanes
