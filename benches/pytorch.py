@@ -93,7 +93,7 @@ def extended_rows():
     return [i for i in ids if i and i != "id" and not i.startswith("-")]
 
 
-def onnx_session(x, w, b, spec, threads):
+def onnx_model(x, w, b, spec, threads):
     """A one-node Conv model of the row, or None where onnxruntime has no
     kernel for it."""
     top, bottom, left, right = spec["padding"]
@@ -124,18 +124,18 @@ def run_onnxruntime(row, d, threads):
     output; None where it has no kernel."""
     load = lambda name: np.load(d / name) if (d / name).exists() else None  # noqa: E731
     x, w, b, want = (load(n) for n in ("x.npy", "w.npy", "b.npy", "y.npy"))
-    session = onnx_session(x, w, b, read_spec(d / "spec.txt"), threads)
-    if session is None:
+    model = onnx_model(x, w, b, read_spec(d / "spec.txt"), threads)
+    if model is None:
         return None
     try:
-        y = session.run(None, {"x": x})[0]
+        y = model.run(None, {"x": x})[0]
     except Exception:  # noqa: BLE001
         return None
     error = float(np.abs(y - want).max() / max(1.0, np.abs(want).max()))
     tolerance = 1e-4 if x.dtype == np.float32 else 1e-10
     if error > tolerance:
         sys.exit(f"{row}: onnxruntime disagrees with gemmconv (y: {error}); not timing it")
-    return median_seconds(lambda: session.run(None, {"x": x}))
+    return median_seconds(lambda: model.run(None, {"x": x}))
 
 
 def run_gemmconv(row, threads, directory):
