@@ -1,121 +1,16 @@
-//! The functional API: `conv2d` and `conv2d_backward` on any ndarray views.
+//! The functional API of 2-D convolution: `conv2d` and `conv2d_backward`
+//! on any ndarray views.
 
 use crate::algo::Algorithm;
 use crate::element::Element;
-use crate::error::{ConvError, Operand};
-use crate::gradients::{Gradients, GradientsMut};
-use crate::output::zeroed;
-use crate::plan::Plan;
+use crate::error::ConvError;
+use crate::gradients::{
+    GradientSelection, Gradients, GradientsMut, SelectedGradients, SelectedGradientsMut,
+};
+use crate::operation;
 use crate::spec::Conv2dSpec;
 use crate::workspace::Workspace;
-use ndarray::{Array1, Array4, ArrayView, ArrayView1, ArrayView4, ArrayViewMut4, Dimension, Ix4};
-
-/// A view as rank 4, or the rank error naming `operand`.
-pub(crate) fn rank4<'a, T, D: Dimension>(
-    view: ArrayView<'a, T, D>,
-    operand: Operand,
-) -> Result<ArrayView4<'a, T>, ConvError> {
-    if view.ndim() != 4 {
-        return Err(ConvError::Rank {
-            operand,
-            expected: 4,
-            got: view.ndim(),
-            shape: view.shape().to_vec(),
-        });
-    }
-    Ok(view
-        .into_dimensionality::<Ix4>()
-        .expect("rank checked above"))
-}
-
-pub(crate) fn expect_shape(
-    operand: Operand,
-    expected: &[usize],
-    got: &[usize],
-) -> Result<(), ConvError> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(ConvError::ShapeMismatch {
-            operand,
-            expected: expected.to_vec(),
-            got: got.to_vec(),
-        })
-    }
-}
-
-pub(crate) fn check_bias<T>(
-    bias: Option<&ArrayView1<'_, T>>,
-    spec: &Conv2dSpec,
-) -> Result<(), ConvError> {
-    match bias {
-        Some(_) if !spec.has_bias() => Err(ConvError::BiasPresence { expected: false }),
-        None if spec.has_bias() => Err(ConvError::BiasPresence { expected: true }),
-        Some(b) => expect_shape(Operand::Bias, &[spec.out_channels()], b.shape()),
-        None => Ok(()),
-    }
-}
-
-/// Validates the operands of a forward pass (ranks, shapes against the
-/// spec, bias presence and length) and plans it under `ws`'s options.
-#[allow(clippy::type_complexity)]
-fn plan_forward<'a, T: Element, Dx: Dimension, Dw: Dimension>(
-    (x, w, bias): (
-        ArrayView<'a, T, Dx>,
-        ArrayView<'a, T, Dw>,
-        Option<&ArrayView1<'_, T>>,
-    ),
-    spec: &Conv2dSpec,
-    algorithm: Algorithm,
-    ws: &mut Workspace<T>,
-) -> Result<(ArrayView4<'a, T>, ArrayView4<'a, T>, Plan), ConvError> {
-    let x = rank4(x, Operand::Input)?;
-    let w = rank4(w, Operand::Weight)?;
-    let plan = Plan::new(spec, input_shape(&x), algorithm, ws)?;
-    plan.check_input_and_weight(&x, &w)?;
-    check_bias(bias, spec)?;
-    Ok((x, w, plan))
-}
-
-/// Validates the operands of a backward pass and plans it under `ws`'s
-/// options.
-#[allow(clippy::type_complexity)]
-fn plan_backward<'a, T: Element, Dx: Dimension, Dw: Dimension, Dy: Dimension>(
-    (x, w, dy): (
-        ArrayView<'a, T, Dx>,
-        ArrayView<'a, T, Dw>,
-        ArrayView<'a, T, Dy>,
-    ),
-    spec: &Conv2dSpec,
-    algorithm: Algorithm,
-    ws: &mut Workspace<T>,
-) -> Result<
-    (
-        ArrayView4<'a, T>,
-        ArrayView4<'a, T>,
-        ArrayView4<'a, T>,
-        Plan,
-    ),
-    ConvError,
-> {
-    let x = rank4(x, Operand::Input)?;
-    let w = rank4(w, Operand::Weight)?;
-    let dy = rank4(dy, Operand::OutputGradient)?;
-    let plan = Plan::new(spec, input_shape(&x), algorithm, ws)?;
-    plan.check_input_and_weight(&x, &w)?;
-    expect_shape(
-        Operand::OutputGradient,
-        &plan.geometry.output_shape(),
-        dy.shape(),
-    )?;
-    Ok((x, w, dy, plan))
-}
-
-/// The shape of a rank-4 view as an array.
-pub(crate) fn input_shape<T>(x: &ArrayView4<'_, T>) -> [usize; 4] {
-    let (n, c, h, w) = x.dim();
-    [n, c, h, w]
-}
+use ndarray::{Array4, ArrayView, ArrayView1, ArrayViewMut4, Dimension};
 
 /// The forward pass: `y = x ⋆ w + b`, PyTorch `Conv2d` semantics
 /// (cross-correlation, NCHW, weight `[c_out, c_in/groups, kh, kw]`).
@@ -171,10 +66,8 @@ pub fn conv2d_with_workspace<T: Element, Dx: Dimension, Dw: Dimension>(
     algorithm: Algorithm,
     workspace: &mut Workspace<T>,
 ) -> Result<Array4<T>, ConvError> {
-    let (x, w, plan) = plan_forward((x, w, bias.as_ref()), spec, algorithm, workspace)?;
-    let mut y = zeroed(plan.geometry.output_shape());
-    plan.forward((x, w, bias), y.view_mut(), workspace);
-    Ok(y)
+    let y = operation::forward(spec, (x, w, bias), algorithm, workspace, None)?;
+    Ok(y.expect("no output given, so one is made"))
 }
 
 /// [`conv2d`] writing into a caller-provided output `y` (any layout), with
@@ -202,9 +95,7 @@ pub fn conv2d_into<T: Element, Dx: Dimension, Dw: Dimension>(
     workspace: &mut Workspace<T>,
     y: ArrayViewMut4<'_, T>,
 ) -> Result<(), ConvError> {
-    let (x, w, plan) = plan_forward((x, w, bias.as_ref()), spec, algorithm, workspace)?;
-    expect_shape(Operand::Output, &plan.geometry.output_shape(), y.shape())?;
-    plan.forward((x, w, bias), y, workspace);
+    operation::forward(spec, (x, w, bias), algorithm, workspace, Some(y))?;
     Ok(())
 }
 
@@ -260,15 +151,18 @@ pub fn conv2d_backward_with_workspace<T: Element, Dx: Dimension, Dw: Dimension, 
     algorithm: Algorithm,
     workspace: &mut Workspace<T>,
 ) -> Result<Gradients<T>, ConvError> {
-    let (x, w, dy, plan) = plan_backward((x, w, dy), spec, algorithm, workspace)?;
-    let g = &plan.geometry;
-    let mut grads = Gradients {
-        dx: zeroed(g.input_shape()),
-        dw: Array4::zeros(g.weight_shape()),
-        db: Array1::zeros(g.out_channels),
-    };
-    plan.backward((x, w, dy), grads.view_mut(), workspace);
-    Ok(grads)
+    let g = operation::backward(
+        spec,
+        (x, w, dy),
+        algorithm,
+        workspace,
+        GradientSelection::ALL,
+    )?;
+    Ok(Gradients {
+        dx: g.dx.expect("selected"),
+        dw: g.dw.expect("selected"),
+        db: g.db.expect("selected"),
+    })
 }
 
 /// [`conv2d_backward`] writing into caller-provided gradients (any layout),
@@ -298,8 +192,67 @@ pub fn conv2d_backward_into<T: Element, Dx: Dimension, Dw: Dimension, Dy: Dimens
     workspace: &mut Workspace<T>,
     out: GradientsMut<'_, T>,
 ) -> Result<(), ConvError> {
-    let (x, w, dy, plan) = plan_backward((x, w, dy), spec, algorithm, workspace)?;
-    plan.check_gradients(&out)?;
-    plan.backward((x, w, dy), out, workspace);
-    Ok(())
+    operation::backward_into(spec, (x, w, dy), algorithm, workspace, out.into())
+}
+
+/// [`conv2d_backward`] for the gradients `selection` names only: the work
+/// for the others is skipped (the first layer of a network needs no input
+/// gradient, a frozen layer no weight gradient).
+///
+/// ```
+/// use gemmconv::{conv2d_backward, conv2d_backward_selected, Algorithm, Conv2dSpec, GradientSelection};
+/// use gemmconv::ndarray::Array4;
+/// let spec = Conv2dSpec::new(2, 3, (3, 3)).stride((2, 2));
+/// let x = Array4::<f64>::from_shape_fn((2, 2, 7, 7), |(n, c, h, w)| (n + c + h * w) as f64);
+/// let w = Array4::<f64>::from_elem((3, 2, 3, 3), 0.5);
+/// let dy = Array4::<f64>::ones((2, 3, 3, 3));
+/// let all = conv2d_backward(x.view(), w.view(), dy.view(), &spec, Algorithm::Strided)?;
+/// let some = conv2d_backward_selected(x.view(), w.view(), dy.view(), &spec, Algorithm::Strided, GradientSelection::INPUT)?;
+/// assert_eq!(some.dx.as_ref(), Some(&all.dx));
+/// assert!(some.dw.is_none() && some.db.is_none());
+/// # Ok::<(), gemmconv::ConvError>(())
+/// ```
+pub fn conv2d_backward_selected<T: Element, Dx: Dimension, Dw: Dimension, Dy: Dimension>(
+    x: ArrayView<'_, T, Dx>,
+    w: ArrayView<'_, T, Dw>,
+    dy: ArrayView<'_, T, Dy>,
+    spec: &Conv2dSpec,
+    algorithm: Algorithm,
+    selection: GradientSelection,
+) -> Result<SelectedGradients<T>, ConvError> {
+    operation::backward(
+        spec,
+        (x, w, dy),
+        algorithm,
+        &mut Workspace::new(),
+        selection,
+    )
+}
+
+/// [`conv2d_backward_selected`] writing into the caller's arrays (any
+/// layout), with caller-owned scratch memory: the gradients given are
+/// overwritten, the others not computed.
+///
+/// ```
+/// use gemmconv::{conv2d_backward_selected_into, Algorithm, Conv2dSpec, SelectedGradientsMut, Workspace};
+/// use gemmconv::ndarray::{Array1, Array4};
+/// let spec = Conv2dSpec::new(1, 1, (1, 1));
+/// let x = Array4::<f32>::ones((2, 1, 2, 2));
+/// let w = Array4::<f32>::from_elem((1, 1, 1, 1), 3.0);
+/// let (mut dw, mut db) = (Array4::<f32>::zeros((1, 1, 1, 1)), Array1::<f32>::zeros(1));
+/// let out = SelectedGradientsMut { dx: None, dw: Some(dw.view_mut()), db: Some(db.view_mut()) };
+/// conv2d_backward_selected_into(x.view(), w.view(), x.view(), &spec, Algorithm::Strided, &mut Workspace::new(), out)?;
+/// assert_eq!((dw[[0, 0, 0, 0]], db[0]), (8.0, 8.0));
+/// # Ok::<(), gemmconv::ConvError>(())
+/// ```
+pub fn conv2d_backward_selected_into<T: Element, Dx: Dimension, Dw: Dimension, Dy: Dimension>(
+    x: ArrayView<'_, T, Dx>,
+    w: ArrayView<'_, T, Dw>,
+    dy: ArrayView<'_, T, Dy>,
+    spec: &Conv2dSpec,
+    algorithm: Algorithm,
+    workspace: &mut Workspace<T>,
+    out: SelectedGradientsMut<'_, T>,
+) -> Result<(), ConvError> {
+    operation::backward_into(spec, (x, w, dy), algorithm, workspace, out)
 }

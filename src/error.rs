@@ -124,6 +124,67 @@ pub enum ConvError {
         /// Whether the spec expects a bias.
         expected: bool,
     },
+    /// PyTorch's `padding='same'` was asked for with a stride other than 1.
+    #[error("padding 'same' needs stride (1, 1), got stride {stride:?}")]
+    SamePaddingNeedsStrideOne {
+        /// The stride `(sh, sw)` given.
+        stride: (usize, usize),
+    },
+    /// A padding mode that copies input pixels was asked for more padding
+    /// than the input has pixels to copy along an axis.
+    #[error(
+        "{axis}: {mode} padding of {padding} needs an input {} {padding} pixels, got {input}",
+        if *.mode == crate::PaddingMode::Reflect { "longer than" } else { "of at least" }
+    )]
+    PaddingTooLarge {
+        /// The padding mode.
+        mode: crate::PaddingMode,
+        /// `"height"`, `"width"` or `"length"`.
+        axis: &'static str,
+        /// The larger padding of the two sides of the axis.
+        padding: usize,
+        /// The input's size along the axis.
+        input: usize,
+    },
+    /// A transposed convolution's `output_padding` is not smaller than its
+    /// stride or its dilation along an axis.
+    #[error(
+        "{axis}: output_padding {output_padding} must be smaller than the stride ({stride}) or the dilation ({dilation})"
+    )]
+    OutputPaddingTooLarge {
+        /// `"height"`, `"width"` or `"length"`.
+        axis: &'static str,
+        /// The output padding given.
+        output_padding: usize,
+        /// The stride along the axis.
+        stride: usize,
+        /// The dilation along the axis.
+        dilation: usize,
+    },
+    /// A transposed convolution whose input or output would have no pixels
+    /// along an axis: the output is `(input - 1)·stride - 2·padding +
+    /// dilation·(kernel - 1) + output_padding + 1`, and both must be at
+    /// least 1.
+    #[error(
+        "{axis}: an input of {input} pixels gives an output of {output}; both must be at least 1"
+    )]
+    EmptyAxis {
+        /// `"height"`, `"width"` or `"length"`.
+        axis: &'static str,
+        /// The input's size along the axis.
+        input: usize,
+        /// The output size the formula gives.
+        output: i128,
+    },
+    /// A padding mode other than zeros on an operation that only pads with
+    /// zeros (PyTorch's transposed convolutions).
+    #[error("{operation} only pads with zeros, got padding mode {mode}")]
+    PaddingModeUnsupported {
+        /// The operation, for example `"conv_transpose2d"`.
+        operation: &'static str,
+        /// The mode given.
+        mode: crate::PaddingMode,
+    },
     /// `Conv2d::backward` was called without a preceding `forward`.
     #[error("backward needs the input of a forward call, and there was none")]
     BackwardBeforeForward,

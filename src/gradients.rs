@@ -1,9 +1,11 @@
-//! The gradients a backward pass computes, owned or as caller views.
+//! The gradients a backward pass computes, owned or as caller views, and
+//! which of them a call asks for.
 
 use crate::element::Element;
-use ndarray::{Array1, Array4, ArrayView3, ArrayViewMut1, ArrayViewMut4};
+use ndarray::{Array, Array1, ArrayView3, ArrayViewMut, ArrayViewMut1, Dimension, Ix4};
 
-/// The gradients of a convolution's inputs, from [`conv2d_backward`](crate::conv2d_backward).
+/// The gradients of a convolution's inputs, from [`conv2d_backward`](crate::conv2d_backward)
+/// (and, with `D = Ix3`, from [`conv1d_backward`](crate::conv1d_backward)).
 ///
 /// ```
 /// use gemmconv::{conv2d_backward, Algorithm, Conv2dSpec};
@@ -17,17 +19,17 @@ use ndarray::{Array1, Array4, ArrayView3, ArrayViewMut1, ArrayViewMut4};
 /// # Ok::<(), gemmconv::ConvError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
-pub struct Gradients<T> {
+pub struct Gradients<T, D: Dimension = Ix4> {
     /// Gradient of the input, shaped like the input.
-    pub dx: Array4<T>,
+    pub dx: Array<T, D>,
     /// Gradient of the weight, shaped like the weight.
-    pub dw: Array4<T>,
+    pub dw: Array<T, D>,
     /// Gradient of the bias, `[out_channels]` (the sum of the output
     /// gradient over batch and pixels, given whether or not the spec has a bias).
     pub db: Array1<T>,
 }
 
-impl<T> Gradients<T> {
+impl<T, D: Dimension> Gradients<T, D> {
     /// Mutable views of the three gradients, for [`conv2d_backward_into`](crate::conv2d_backward_into).
     ///
     /// ```
@@ -37,7 +39,7 @@ impl<T> Gradients<T> {
     /// g.view_mut().db[0] = 1.0;
     /// assert_eq!(g.db[0], 1.0);
     /// ```
-    pub fn view_mut(&mut self) -> GradientsMut<'_, T> {
+    pub fn view_mut(&mut self) -> GradientsMut<'_, T, D> {
         GradientsMut {
             dx: self.dx.view_mut(),
             dw: self.dw.view_mut(),
@@ -64,14 +66,156 @@ impl<T> Gradients<T> {
 /// # Ok::<(), gemmconv::ConvError>(())
 /// ```
 #[derive(Debug)]
-pub struct GradientsMut<'a, T> {
+pub struct GradientsMut<'a, T, D: Dimension = Ix4> {
     /// Gradient of the input, shaped like the input.
-    pub dx: ArrayViewMut4<'a, T>,
+    pub dx: ArrayViewMut<'a, T, D>,
     /// Gradient of the weight, shaped like the weight.
-    pub dw: ArrayViewMut4<'a, T>,
+    pub dw: ArrayViewMut<'a, T, D>,
     /// Gradient of the bias, `[out_channels]`.
     pub db: ArrayViewMut1<'a, T>,
 }
+
+/// Which gradients a backward pass computes: the work for the others is
+/// skipped. The first layer of a network needs no input gradient, a
+/// frozen layer no weight gradient.
+///
+/// ```
+/// use gemmconv::GradientSelection;
+/// assert!(GradientSelection::ALL.input && GradientSelection::ALL.weight && GradientSelection::ALL.bias);
+/// assert!(!GradientSelection::PARAMETERS.input);
+/// assert_eq!(GradientSelection::INPUT, GradientSelection { input: true, weight: false, bias: false });
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GradientSelection {
+    /// The input gradient `dx`.
+    pub input: bool,
+    /// The weight gradient `dw`.
+    pub weight: bool,
+    /// The bias gradient `db`.
+    pub bias: bool,
+}
+
+impl GradientSelection {
+    /// Every gradient.
+    pub const ALL: Self = GradientSelection {
+        input: true,
+        weight: true,
+        bias: true,
+    };
+    /// The parameters' gradients, `dw` and `db`: what the first layer of a
+    /// network needs.
+    pub const PARAMETERS: Self = GradientSelection {
+        input: false,
+        weight: true,
+        bias: true,
+    };
+    /// The input gradient alone: what a frozen layer needs.
+    pub const INPUT: Self = GradientSelection {
+        input: true,
+        weight: false,
+        bias: false,
+    };
+}
+
+/// The gradients a backward pass computed: those not asked for are `None`
+/// (see [`GradientSelection`]).
+///
+/// ```
+/// use gemmconv::{conv2d_backward_selected, Algorithm, Conv2dSpec, GradientSelection};
+/// use gemmconv::ndarray::Array4;
+/// let spec = Conv2dSpec::new(1, 2, (3, 3)).padding((1, 1));
+/// let x = Array4::<f32>::ones((1, 1, 4, 4));
+/// let w = Array4::<f32>::ones((2, 1, 3, 3));
+/// let dy = Array4::<f32>::ones((1, 2, 4, 4));
+/// let g = conv2d_backward_selected(x.view(), w.view(), dy.view(), &spec, Algorithm::Strided, GradientSelection::PARAMETERS)?;
+/// assert!(g.dx.is_none());
+/// assert_eq!(g.db.unwrap()[1], 16.0);
+/// # Ok::<(), gemmconv::ConvError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct SelectedGradients<T, D: Dimension = Ix4> {
+    /// Gradient of the input, if asked for.
+    pub dx: Option<Array<T, D>>,
+    /// Gradient of the weight, if asked for.
+    pub dw: Option<Array<T, D>>,
+    /// Gradient of the bias, if asked for.
+    pub db: Option<Array1<T>>,
+}
+
+impl<T, D: Dimension> SelectedGradients<T, D> {
+    /// Mutable views of the gradients present.
+    ///
+    /// ```
+    /// use gemmconv::SelectedGradients;
+    /// use gemmconv::ndarray::{Array1, Array4};
+    /// let mut g = SelectedGradients::<f32> { dx: None, dw: Some(Array4::zeros((1, 1, 1, 1))), db: Some(Array1::zeros(1)) };
+    /// assert!(g.view_mut().dx.is_none());
+    /// ```
+    pub fn view_mut(&mut self) -> SelectedGradientsMut<'_, T, D> {
+        SelectedGradientsMut {
+            dx: self.dx.as_mut().map(|a| a.view_mut()),
+            dw: self.dw.as_mut().map(|a| a.view_mut()),
+            db: self.db.as_mut().map(|a| a.view_mut()),
+        }
+    }
+}
+
+/// Caller-provided arrays a backward pass writes into, any layout: the
+/// gradients given (`Some`) are computed and overwritten, the work for the
+/// others is skipped. A [`GradientsMut`] converts into one with all three.
+///
+/// ```
+/// use gemmconv::{conv2d_backward_selected_into, Algorithm, Conv2dSpec, SelectedGradientsMut, Workspace};
+/// use gemmconv::ndarray::Array4;
+/// let spec = Conv2dSpec::new(1, 1, (1, 1)).bias(false);
+/// let x = Array4::<f64>::ones((1, 1, 2, 2));
+/// let w = Array4::<f64>::from_elem((1, 1, 1, 1), 3.0);
+/// let mut dx = Array4::<f64>::zeros((1, 1, 2, 2));
+/// let out = SelectedGradientsMut { dx: Some(dx.view_mut()), dw: None, db: None };
+/// conv2d_backward_selected_into(x.view(), w.view(), x.view(), &spec, Algorithm::Strided, &mut Workspace::new(), out)?;
+/// assert_eq!(dx[[0, 0, 1, 1]], 3.0);
+/// # Ok::<(), gemmconv::ConvError>(())
+/// ```
+#[derive(Debug)]
+pub struct SelectedGradientsMut<'a, T, D: Dimension = Ix4> {
+    /// Where the input gradient goes, if it is wanted.
+    pub dx: Option<ArrayViewMut<'a, T, D>>,
+    /// Where the weight gradient goes, if it is wanted.
+    pub dw: Option<ArrayViewMut<'a, T, D>>,
+    /// Where the bias gradient goes, if it is wanted.
+    pub db: Option<ArrayViewMut1<'a, T>>,
+}
+
+impl<'a, T, D: Dimension> From<GradientsMut<'a, T, D>> for SelectedGradientsMut<'a, T, D> {
+    fn from(g: GradientsMut<'a, T, D>) -> Self {
+        SelectedGradientsMut {
+            dx: Some(g.dx),
+            dw: Some(g.dw),
+            db: Some(g.db),
+        }
+    }
+}
+
+impl<T, D: Dimension> SelectedGradientsMut<'_, T, D> {
+    /// Which gradients are present.
+    ///
+    /// ```
+    /// use gemmconv::{GradientSelection, SelectedGradientsMut};
+    /// let none = SelectedGradientsMut::<f32> { dx: None, dw: None, db: None };
+    /// assert_eq!(none.selection(), GradientSelection { input: false, weight: false, bias: false });
+    /// ```
+    pub fn selection(&self) -> GradientSelection {
+        GradientSelection {
+            input: self.dx.is_some(),
+            weight: self.dw.is_some(),
+            bias: self.db.is_some(),
+        }
+    }
+}
+
+/// What the kernels write a backward pass into: rank-4 gradients, each
+/// present when asked for.
+pub(crate) type Targets<'a, T> = SelectedGradientsMut<'a, T, Ix4>;
 
 /// `db += Σ_pixels dy`, channel by channel, for one sample's error `dy`
 /// (`[c_out, out_h, out_w]`): the bias gradient's share of a sample.

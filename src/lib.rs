@@ -89,7 +89,10 @@ compile_error!(
 extern crate blas_src;
 
 mod algo;
+mod border;
 mod conv;
+mod conv1d;
+mod conv1d_spec;
 mod element;
 mod error;
 mod gemm;
@@ -98,6 +101,7 @@ mod lanes;
 mod layer;
 mod layout;
 mod operands;
+mod operation;
 mod output;
 mod plan;
 mod spec;
@@ -105,24 +109,39 @@ mod subnormals;
 #[cfg(any(test, feature = "_internal"))]
 #[doc(hidden)]
 pub mod suite;
+mod transposed;
+mod transposed_spec;
 mod workspace;
 
 pub use algo::Algorithm;
 pub use algo::strided::choice::{InputGradient, Kernel};
 pub use conv::{
-    conv2d, conv2d_backward, conv2d_backward_into, conv2d_backward_with_workspace, conv2d_into,
+    conv2d, conv2d_backward, conv2d_backward_into, conv2d_backward_selected,
+    conv2d_backward_selected_into, conv2d_backward_with_workspace, conv2d_into,
     conv2d_with_workspace,
 };
+pub use conv1d::{
+    conv1d, conv1d_backward, conv1d_backward_into, conv1d_backward_selected, conv1d_into,
+};
+pub use conv1d_spec::Conv1dSpec;
 pub use element::Element;
 pub use error::{ConvError, Operand};
 pub use gemm::gemm_backend;
 #[cfg(feature = "_internal")]
 #[doc(hidden)]
 pub use gemm::inside_gemm;
-pub use gradients::{Gradients, GradientsMut};
-pub use layer::Conv2d;
+pub use gradients::{
+    GradientSelection, Gradients, GradientsMut, SelectedGradients, SelectedGradientsMut,
+};
+pub use layer::{Conv1d, Conv2d, ConvTranspose2d, Layer};
+pub use operation::Operation;
 pub use plan::Conv2dPlan;
-pub use spec::{Conv2dSpec, Padding};
+pub use spec::{Conv2dSpec, Padding, PaddingMode};
+pub use transposed::{
+    conv_transpose2d, conv_transpose2d_backward, conv_transpose2d_backward_into,
+    conv_transpose2d_backward_selected, conv_transpose2d_into,
+};
+pub use transposed_spec::ConvTranspose2dSpec;
 pub use workspace::{DEFAULT_COLUMN_CAP_BYTES, DEFAULT_MIN_LANE_FLOPS, Workspace};
 
 /// The exact `ndarray` this crate is built on.

@@ -10,30 +10,78 @@
 
 use crate::algo::strided::{self, Choice};
 use crate::algo::{self, Algorithm};
-use crate::conv::{check_bias, expect_shape, rank4};
+use crate::border::Border;
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
-use crate::gradients::{Gradients, GradientsMut};
+use crate::gradients::{Gradients, GradientsMut, Targets};
 use crate::operands::{Backward, Forward};
+use crate::operation::{check_bias, expect_shape, rank};
 use crate::output::zeroed;
-use crate::spec::{Conv2dSpec, Geometry};
-use crate::workspace::Workspace;
+use crate::spec::{Conv2dSpec, Geometry, PaddingMode};
+use crate::transposed_spec::ConvTranspose2dSpec;
+use crate::workspace::{Workspace, scratch};
 use crate::{InputGradient, Kernel};
-use ndarray::{Array1, Array4, ArrayView, ArrayView1, ArrayView4, ArrayViewMut4, Dimension};
+use ndarray::{
+    Array1, Array4, ArrayView, ArrayView1, ArrayView4, ArrayViewMut4, Axis, Dimension, Ix4,
+    ShapeBuilder, s,
+};
 
-/// A validated geometry and what runs on it.
+/// How an operation runs on the convolution kernels, which compute a
+/// zero-padded 2-D convolution on [`Plan::geometry`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Plan {
-    pub geometry: Geometry,
-    algorithm: Algorithm,
-    choice: Choice,
+pub(crate) enum Lowering {
+    /// The operation is that convolution.
+    Direct,
+    /// A convolution whose padding copies input pixels: the kernels run
+    /// with no padding on the input padded by the border, and the gradient
+    /// of the padded input folds back onto the input.
+    Bordered(Border),
+    /// A transposed convolution of inputs `input`: its forward pass is the
+    /// kernels' input gradient (its input the kernels' error), its input
+    /// gradient their forward pass, and its weight gradient theirs with
+    /// input and error swapped. Where `output_padding` reaches past the
+    /// stride, the kernels' error has rows or columns more than `input`,
+    /// and they are zeros.
+    Transposed {
+        /// The transposed convolution's input shape.
+        input: [usize; 4],
+    },
+}
+
+/// A validated operation and what runs on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The convolution the kernels compute.
+    pub(crate) geometry: Geometry,
+    pub(crate) lowering: Lowering,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) choice: Choice,
     /// The pool size the choice was made for.
-    threads: usize,
+    pub(crate) threads: usize,
+}
+
+/// A broadcast view of zeros: the kernels' input where a pass does not read
+/// it (their input gradient alone), given for its shape.
+fn unread<T: Element>(zero: &[T; 1], shape: [usize; 4]) -> ArrayView4<'_, T> {
+    ArrayView4::from_shape(shape.strides([0, 0, 0, 0]), &zero[..])
+        .expect("a single element broadcasts to any shape")
+}
+
+/// `data` (grown as needed) as an array of `shape`, filled by `fill`.
+fn staged<'b, T: Element>(
+    data: &'b mut Vec<T>,
+    shape: [usize; 4],
+    fill: impl FnOnce(ArrayViewMut4<'_, T>),
+) -> ArrayView4<'b, T> {
+    let len = shape.iter().product();
+    fill(ArrayViewMut4::from_shape(shape, scratch(data, len)).expect("sized above"));
+    ArrayView4::from_shape(shape, &data[..len]).expect("sized above")
 }
 
 impl Plan {
-    /// Validates `spec` on inputs of `input_shape` and makes the choice
-    /// under `ws`'s options.
+    /// Validates the convolution `spec` on inputs of `input_shape` and makes
+    /// the choice under `ws`'s options. `axes` names the height and width
+    /// in errors.
     pub(crate) fn new<T: Element>(
         spec: &Conv2dSpec,
         input_shape: [usize; 4],
@@ -41,56 +89,259 @@ impl Plan {
         ws: &mut Workspace<T>,
     ) -> Result<Self, ConvError> {
         let geometry = Geometry::new(spec, input_shape)?;
+        let mode = spec.get_padding_mode();
+        if mode == PaddingMode::Zeros || geometry.padding.is_zero() {
+            return Ok(Self::on(geometry, Lowering::Direct, algorithm, ws));
+        }
+        let border = Border::new(mode, geometry.padding, input_shape, ["height", "width"])?;
+        let unpadded = spec
+            .clone()
+            .padding((0, 0))
+            .padding_mode(PaddingMode::Zeros);
+        let geometry = Geometry::new(&unpadded, border.padded_shape()?)?;
+        Ok(Self::on(
+            geometry,
+            Lowering::Bordered(border),
+            algorithm,
+            ws,
+        ))
+    }
+
+    /// Validates the transposed convolution `spec` on inputs of
+    /// `input_shape` and makes the choice under `ws`'s options.
+    pub(crate) fn transposed<T: Element>(
+        spec: &ConvTranspose2dSpec,
+        input_shape: [usize; 4],
+        algorithm: Algorithm,
+        ws: &mut Workspace<T>,
+    ) -> Result<Self, ConvError> {
+        let output = spec.output_shape(input_shape)?;
+        let geometry = Geometry::new(&spec.conv_spec(), output)?;
+        let lowering = Lowering::Transposed { input: input_shape };
+        Ok(Self::on(geometry, lowering, algorithm, ws))
+    }
+
+    fn on<T: Element>(
+        geometry: Geometry,
+        lowering: Lowering,
+        algorithm: Algorithm,
+        ws: &mut Workspace<T>,
+    ) -> Self {
         let choice = match algorithm {
             Algorithm::Strided => strided::choose(&geometry, ws),
             // Unused: the other algorithms have no kernels to choose.
             _ => Choice::estimate(Kernel::Auto, InputGradient::Auto, &geometry),
         };
-        Ok(Plan {
+        Plan {
             geometry,
+            lowering,
             algorithm,
             choice,
             threads: rayon::current_num_threads(),
-        })
+        }
+    }
+
+    /// The operation's input shape.
+    pub(crate) fn input_shape(&self) -> [usize; 4] {
+        match self.lowering {
+            Lowering::Direct => self.geometry.input_shape(),
+            Lowering::Bordered(border) => border.input(),
+            Lowering::Transposed { input } => input,
+        }
+    }
+
+    /// The operation's output shape.
+    pub(crate) fn output_shape(&self) -> [usize; 4] {
+        match self.lowering {
+            Lowering::Transposed { .. } => self.geometry.input_shape(),
+            _ => self.geometry.output_shape(),
+        }
+    }
+
+    /// The operation's weight shape (the kernels', for every lowering).
+    pub(crate) fn weight_shape(&self) -> [usize; 4] {
+        self.geometry.weight_shape()
+    }
+
+    /// The length of the operation's bias: its output channels.
+    pub(crate) fn bias_len(&self) -> usize {
+        self.output_shape()[1]
     }
 
     /// The forward pass on operands that match the plan; writes every
     /// element of `y`.
     pub(crate) fn forward<T: Element>(
         &self,
-        op: (
+        (x, w, bias): (
             ArrayView4<'_, T>,
             ArrayView4<'_, T>,
             Option<ArrayView1<'_, T>>,
         ),
-        y: ArrayViewMut4<'_, T>,
+        mut y: ArrayViewMut4<'_, T>,
         ws: &mut Workspace<T>,
     ) {
-        let (x, w, bias) = op;
-        let op = Forward {
-            x,
-            w,
-            bias,
-            g: &self.geometry,
-        };
-        algo::forward_with(self.algorithm, self.choice, op, y, ws);
+        let g = &self.geometry;
+        match self.lowering {
+            Lowering::Direct => {
+                let op = Forward { x, w, bias, g };
+                algo::forward_with(self.algorithm, self.choice, op, y, ws);
+            }
+            Lowering::Bordered(border) => {
+                let mut buffers = ws.take_staged();
+                let padded = staged(&mut buffers[0], g.input_shape(), |p| border.pad(x, p));
+                let op = Forward {
+                    x: padded,
+                    w,
+                    bias,
+                    g,
+                };
+                algo::forward_with(self.algorithm, self.choice, op, y, ws);
+                ws.restore_staged(buffers);
+            }
+            Lowering::Transposed { .. } => {
+                let zero = [T::zero()];
+                let mut buffers = ws.take_staged();
+                let op = Backward {
+                    x: unread(&zero, g.input_shape()),
+                    w,
+                    dy: self.kernel_error(x, &mut buffers[0]),
+                    g,
+                };
+                let targets = Targets {
+                    dx: Some(y.view_mut()),
+                    dw: None,
+                    db: None,
+                };
+                algo::backward_with(self.algorithm, self.choice, op, targets, ws);
+                ws.restore_staged(buffers);
+                if let Some(bias) = bias {
+                    for (mut channel, &b) in y.axis_iter_mut(Axis(1)).zip(&bias) {
+                        channel += b;
+                    }
+                }
+            }
+        }
     }
 
-    /// The backward pass on operands that match the plan; overwrites every
-    /// gradient.
+    /// A transposed convolution's input as the kernels' error: `x` itself,
+    /// or `x` with zero rows and columns after it, in `buf`.
+    fn kernel_error<'b, T: Element>(
+        &self,
+        x: ArrayView4<'b, T>,
+        buf: &'b mut Vec<T>,
+    ) -> ArrayView4<'b, T> {
+        let shape = self.geometry.output_shape();
+        if x.shape() == shape {
+            return x;
+        }
+        staged(buf, shape, |mut error| {
+            error.fill(T::zero());
+            let (_, _, h, w) = x.dim();
+            error.slice_mut(s![.., .., ..h, ..w]).assign(&x);
+        })
+    }
+
+    /// The backward pass on operands that match the plan; overwrites the
+    /// gradients present in `out`.
     pub(crate) fn backward<T: Element>(
         &self,
         (x, w, dy): (ArrayView4<'_, T>, ArrayView4<'_, T>, ArrayView4<'_, T>),
-        out: GradientsMut<'_, T>,
+        out: Targets<'_, T>,
         ws: &mut Workspace<T>,
     ) {
-        let op = Backward {
-            x,
-            w,
-            dy,
-            g: &self.geometry,
-        };
-        algo::backward_with(self.algorithm, self.choice, op, out, ws);
+        let g = &self.geometry;
+        let wanted = out.selection();
+        if !(wanted.input || wanted.weight || wanted.bias) {
+            return;
+        }
+        match self.lowering {
+            Lowering::Direct => {
+                let op = Backward { x, w, dy, g };
+                algo::backward_with(self.algorithm, self.choice, op, out, ws);
+            }
+            Lowering::Bordered(border) => {
+                let mut buffers = ws.take_staged();
+                let [input_buf, gradient_buf] = &mut buffers;
+                let zero = [T::zero()];
+                let padded = if wanted.weight {
+                    staged(input_buf, g.input_shape(), |p| border.pad(x, p))
+                } else {
+                    unread(&zero, g.input_shape())
+                };
+                let len = g.input_shape().iter().product();
+                let mut padded_dx = out.dx.is_some().then(|| {
+                    ArrayViewMut4::from_shape(g.input_shape(), scratch(gradient_buf, len))
+                        .expect("sized above")
+                });
+                let targets = Targets {
+                    dx: padded_dx.as_mut().map(|d| d.view_mut()),
+                    dw: out.dw,
+                    db: out.db,
+                };
+                let op = Backward {
+                    x: padded,
+                    w,
+                    dy,
+                    g,
+                };
+                algo::backward_with(self.algorithm, self.choice, op, targets, ws);
+                if let (Some(padded_dx), Some(dx)) = (padded_dx, out.dx) {
+                    border.fold(padded_dx.view(), dx);
+                }
+                ws.restore_staged(buffers);
+            }
+            Lowering::Transposed { .. } => self.transposed_backward((x, w, dy), out, ws),
+        }
+    }
+
+    /// A transposed convolution's backward pass: `dx` is the kernels'
+    /// forward pass on `dy`, `dw` their weight gradient with `dy` as input
+    /// and `x` as error, `db` the sum of `dy` over batch and pixels.
+    fn transposed_backward<T: Element>(
+        &self,
+        (x, w, dy): (ArrayView4<'_, T>, ArrayView4<'_, T>, ArrayView4<'_, T>),
+        out: Targets<'_, T>,
+        ws: &mut Workspace<T>,
+    ) {
+        let g = &self.geometry;
+        let mut buffers = ws.take_staged();
+        let [error_buf, forward_buf] = &mut buffers;
+        if let Some(mut dx) = out.dx {
+            let op = Forward {
+                x: dy,
+                w,
+                bias: None,
+                g,
+            };
+            if dx.shape() == g.output_shape() {
+                algo::forward_with(self.algorithm, self.choice, op, dx, ws);
+            } else {
+                let full = staged(forward_buf, g.output_shape(), |full| {
+                    algo::forward_with(self.algorithm, self.choice, op, full, ws)
+                });
+                let (_, _, h, w) = dx.dim();
+                dx.assign(&full.slice(s![.., .., ..h, ..w]));
+            }
+        }
+        if let Some(dw) = out.dw {
+            let op = Backward {
+                x: dy,
+                w,
+                dy: self.kernel_error(x, error_buf),
+                g,
+            };
+            let targets = Targets {
+                dx: None,
+                dw: Some(dw),
+                db: None,
+            };
+            algo::backward_with(self.algorithm, self.choice, op, targets, ws);
+        }
+        if let Some(mut db) = out.db {
+            let sums = dy.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0));
+            db.assign(&sums);
+        }
+        ws.restore_staged(buffers);
     }
 
     /// Checks `x` and `w` against the plan.
@@ -99,16 +350,15 @@ impl Plan {
         x: &ArrayView4<'_, T>,
         w: &ArrayView4<'_, T>,
     ) -> Result<(), ConvError> {
-        expect_shape(Operand::Input, &self.geometry.input_shape(), x.shape())?;
-        expect_shape(Operand::Weight, &self.geometry.weight_shape(), w.shape())
+        expect_shape(Operand::Input, &self.input_shape(), x.shape())?;
+        expect_shape(Operand::Weight, &self.weight_shape(), w.shape())
     }
 
     /// Checks the three gradient outputs against the plan.
     pub(crate) fn check_gradients<T>(&self, out: &GradientsMut<'_, T>) -> Result<(), ConvError> {
-        let g = &self.geometry;
-        expect_shape(Operand::Output, &g.input_shape(), out.dx.shape())?;
-        expect_shape(Operand::Output, &g.weight_shape(), out.dw.shape())?;
-        expect_shape(Operand::Output, &[g.out_channels], out.db.shape())
+        expect_shape(Operand::Output, &self.input_shape(), out.dx.shape())?;
+        expect_shape(Operand::Output, &self.weight_shape(), out.dw.shape())?;
+        expect_shape(Operand::Output, &[self.bias_len()], out.db.shape())
     }
 }
 
@@ -233,8 +483,8 @@ impl<T: Element> Conv2dPlan<T> {
         bias: Option<ArrayView1<'_, T>>,
         y: ArrayViewMut4<'_, T>,
     ) -> Result<(), ConvError> {
-        let x = rank4(x, Operand::Input)?;
-        let w = rank4(w, Operand::Weight)?;
+        let x = rank::<_, _, Ix4>(x, Operand::Input)?;
+        let w = rank::<_, _, Ix4>(w, Operand::Weight)?;
         self.plan.check_input_and_weight(&x, &w)?;
         check_bias(bias.as_ref(), &self.spec)?;
         expect_shape(Operand::Output, &self.output_shape(), y.shape())?;
@@ -260,11 +510,11 @@ impl<T: Element> Conv2dPlan<T> {
         w: ArrayView<'_, T, Dw>,
         dy: ArrayView<'_, T, Dy>,
     ) -> Result<Gradients<T>, ConvError> {
-        let g = &self.plan.geometry;
+        let plan = &self.plan;
         let mut grads = Gradients {
-            dx: zeroed(g.input_shape()),
-            dw: Array4::zeros(g.weight_shape()),
-            db: Array1::zeros(g.out_channels),
+            dx: zeroed(plan.input_shape()),
+            dw: Array4::zeros(plan.weight_shape()),
+            db: Array1::zeros(plan.bias_len()),
         };
         self.backward_into(x, w, dy, grads.view_mut())?;
         Ok(grads)
@@ -291,13 +541,14 @@ impl<T: Element> Conv2dPlan<T> {
         dy: ArrayView<'_, T, Dy>,
         out: GradientsMut<'_, T>,
     ) -> Result<(), ConvError> {
-        let x = rank4(x, Operand::Input)?;
-        let w = rank4(w, Operand::Weight)?;
-        let dy = rank4(dy, Operand::OutputGradient)?;
+        let x = rank::<_, _, Ix4>(x, Operand::Input)?;
+        let w = rank::<_, _, Ix4>(w, Operand::Weight)?;
+        let dy = rank::<_, _, Ix4>(dy, Operand::OutputGradient)?;
         self.plan.check_input_and_weight(&x, &w)?;
         expect_shape(Operand::OutputGradient, &self.output_shape(), dy.shape())?;
         self.plan.check_gradients(&out)?;
-        self.plan.backward((x, w, dy), out, &mut self.workspace);
+        self.plan
+            .backward((x, w, dy), out.into(), &mut self.workspace);
         Ok(())
     }
 
@@ -323,7 +574,7 @@ impl<T: Element> Conv2dPlan<T> {
     /// # Ok::<(), gemmconv::ConvError>(())
     /// ```
     pub fn input_shape(&self) -> [usize; 4] {
-        self.plan.geometry.input_shape()
+        self.plan.input_shape()
     }
 
     /// The output shape, `[n, c_out, out_h, out_w]`.
@@ -336,7 +587,7 @@ impl<T: Element> Conv2dPlan<T> {
     /// # Ok::<(), gemmconv::ConvError>(())
     /// ```
     pub fn output_shape(&self) -> [usize; 4] {
-        self.plan.geometry.output_shape()
+        self.plan.output_shape()
     }
 
     /// The algorithm the plan runs.

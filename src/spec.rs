@@ -3,7 +3,69 @@
 
 use crate::error::{ConvError, Operand};
 
-/// Zero padding on the four sides of the input, in pixels.
+/// What the padding around the input holds, PyTorch's `padding_mode`.
+///
+/// With a mode other than [`Zeros`](PaddingMode::Zeros) the input is
+/// padded by copying its own pixels, as PyTorch's `F.pad` does, and the
+/// gradients that reach the border fold back onto the pixels they were
+/// copied from.
+///
+/// ```
+/// use gemmconv::{conv2d, Algorithm, Conv2dSpec, PaddingMode};
+/// use gemmconv::ndarray::{array, Array4};
+/// // A 1x3 kernel summing a pixel and its neighbours, on the row [1, 2, 3].
+/// let x = array![1.0, 2.0, 3.0].into_shape_with_order((1, 1, 1, 3)).unwrap();
+/// let w = Array4::<f64>::ones((1, 1, 1, 3));
+/// let sums = |mode| {
+///     let spec = Conv2dSpec::new(1, 1, (1, 3)).padding((0, 1)).padding_mode(mode).bias(false);
+///     conv2d(x.view(), w.view(), None, &spec, Algorithm::Strided).unwrap().into_raw_vec_and_offset().0
+/// };
+/// assert_eq!(sums(PaddingMode::Zeros), [3.0, 6.0, 5.0]);     // 0 1 2 3 0
+/// assert_eq!(sums(PaddingMode::Reflect), [5.0, 6.0, 7.0]);   // 2 1 2 3 2
+/// assert_eq!(sums(PaddingMode::Replicate), [4.0, 6.0, 8.0]); // 1 1 2 3 3
+/// assert_eq!(sums(PaddingMode::Circular), [6.0, 6.0, 6.0]);  // 3 1 2 3 1
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum PaddingMode {
+    /// Zeros (the default).
+    #[default]
+    Zeros,
+    /// The input mirrored at its edge, the edge pixel not repeated (two
+    /// pixels of it around `1 2 3` give `3 2 1 2 3 2 1`): the padding must
+    /// be smaller than the input along its axis.
+    Reflect,
+    /// The edge pixel repeated (`1 1 1 2 3 3 3`).
+    Replicate,
+    /// The input wrapped around, as on a torus (`2 3 1 2 3 1 2`): the
+    /// padding must be at most the input's size along its axis.
+    Circular,
+}
+
+impl PaddingMode {
+    /// PyTorch's name of the mode (`"zeros"`, `"reflect"`, `"replicate"`,
+    /// `"circular"`).
+    ///
+    /// ```
+    /// assert_eq!(gemmconv::PaddingMode::Reflect.name(), "reflect");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            PaddingMode::Zeros => "zeros",
+            PaddingMode::Reflect => "reflect",
+            PaddingMode::Replicate => "replicate",
+            PaddingMode::Circular => "circular",
+        }
+    }
+}
+
+impl std::fmt::Display for PaddingMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Padding on the four sides of the input, in pixels.
 ///
 /// `(ph, pw).into()` gives symmetric padding, as PyTorch's `padding=(ph, pw)`.
 ///
@@ -13,6 +75,7 @@ use crate::error::{ConvError, Operand};
 /// assert_eq!(p, Padding { top: 1, bottom: 1, left: 2, right: 2 });
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Padding {
     /// Rows of zeros above the input.
     pub top: usize,
@@ -32,6 +95,26 @@ impl Padding {
     /// ```
     pub fn is_zero(&self) -> bool {
         *self == Padding::default()
+    }
+
+    /// PyTorch's `padding='same'` for a kernel of `(kh, kw)` taps spaced by
+    /// `(dh, dw)`: `d·(k - 1)` pixels an axis in all, the odd one at the
+    /// bottom or right.
+    ///
+    /// ```
+    /// use gemmconv::Padding;
+    /// assert_eq!(Padding::same((3, 4), (1, 1)), Padding { top: 1, bottom: 1, left: 1, right: 2 });
+    /// assert_eq!(Padding::same((3, 3), (2, 1)), Padding { top: 2, bottom: 2, left: 1, right: 1 });
+    /// ```
+    pub fn same((kh, kw): (usize, usize), (dh, dw): (usize, usize)) -> Self {
+        let total_h = dh.saturating_mul(kh.saturating_sub(1));
+        let total_w = dw.saturating_mul(kw.saturating_sub(1));
+        Padding {
+            top: total_h / 2,
+            bottom: total_h - total_h / 2,
+            left: total_w / 2,
+            right: total_w - total_w / 2,
+        }
     }
 }
 
@@ -59,12 +142,19 @@ impl From<(usize, usize)> for Padding {
 /// assert!(Conv2dSpec::new(3, 16, (3, 3)).groups(2).validate().is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Conv2dSpec {
     in_channels: usize,
     out_channels: usize,
     kernel: (usize, usize),
     stride: (usize, usize),
     padding: Padding,
+    /// PyTorch's `padding='same'`, resolved from kernel and dilation when
+    /// the spec is used (so that the builder's calls may come in any order).
+    #[cfg_attr(feature = "serde", serde(default))]
+    same: bool,
+    #[cfg_attr(feature = "serde", serde(default))]
+    padding_mode: PaddingMode,
     dilation: (usize, usize),
     groups: usize,
     bias: bool,
@@ -85,6 +175,8 @@ impl Conv2dSpec {
             kernel,
             stride: (1, 1),
             padding: Padding::default(),
+            same: false,
+            padding_mode: PaddingMode::Zeros,
             dilation: (1, 1),
             groups: 1,
             bias: true,
@@ -113,6 +205,40 @@ impl Conv2dSpec {
     /// ```
     pub fn padding(mut self, padding: impl Into<Padding>) -> Self {
         self.padding = padding.into();
+        self.same = false;
+        self
+    }
+
+    /// PyTorch's `padding='same'`: the output as large as the input, with
+    /// `dilation · (kernel - 1)` pixels of padding an axis, the odd one at the
+    /// bottom or right ([`Padding::same`]). Resolved from the kernel and
+    /// dilation when the spec is used, so it may come before or after
+    /// [`dilation`](Self::dilation); a later [`padding`](Self::padding)
+    /// replaces it. Needs stride 1, as in PyTorch: other strides are an
+    /// error ([`ConvError::SamePaddingNeedsStrideOne`]).
+    ///
+    /// ```
+    /// use gemmconv::{Conv2dSpec, Padding};
+    /// let spec = Conv2dSpec::new(1, 1, (4, 3)).same_padding().dilation((1, 2));
+    /// assert_eq!(spec.get_padding(), Padding { top: 1, bottom: 2, left: 2, right: 2 });
+    /// assert_eq!(spec.output_shape([1, 1, 10, 11])?, [1, 1, 10, 11]);
+    /// assert!(spec.clone().stride((2, 2)).validate().is_err());
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn same_padding(mut self) -> Self {
+        self.same = true;
+        self
+    }
+
+    /// Sets what the padding holds ([`PaddingMode`], default zeros).
+    ///
+    /// ```
+    /// use gemmconv::{Conv2dSpec, PaddingMode};
+    /// let spec = Conv2dSpec::new(1, 1, (3, 3)).padding((1, 1)).padding_mode(PaddingMode::Reflect);
+    /// assert_eq!(spec.get_padding_mode(), PaddingMode::Reflect);
+    /// ```
+    pub fn padding_mode(mut self, mode: PaddingMode) -> Self {
+        self.padding_mode = mode;
         self
     }
 
@@ -185,14 +311,37 @@ impl Conv2dSpec {
         self.stride
     }
 
-    /// Padding on each side.
+    /// Padding on each side ('same' padding resolved).
     ///
     /// ```
     /// let spec = gemmconv::Conv2dSpec::new(3, 4, (3, 3)).padding((1, 1));
     /// assert_eq!(spec.get_padding().top, 1);
     /// ```
     pub fn get_padding(&self) -> Padding {
-        self.padding
+        if self.same {
+            Padding::same(self.kernel, self.dilation)
+        } else {
+            self.padding
+        }
+    }
+
+    /// Whether the padding is PyTorch's `'same'` ([`same_padding`](Self::same_padding)).
+    ///
+    /// ```
+    /// assert!(gemmconv::Conv2dSpec::new(1, 1, (3, 3)).same_padding().is_same_padding());
+    /// ```
+    pub fn is_same_padding(&self) -> bool {
+        self.same
+    }
+
+    /// What the padding holds.
+    ///
+    /// ```
+    /// use gemmconv::{Conv2dSpec, PaddingMode};
+    /// assert_eq!(Conv2dSpec::new(1, 1, (3, 3)).get_padding_mode(), PaddingMode::Zeros);
+    /// ```
+    pub fn get_padding_mode(&self) -> PaddingMode {
+        self.padding_mode
     }
 
     /// Dilation `(dh, dw)`.
@@ -259,6 +408,11 @@ impl Conv2dSpec {
         ];
         if let Some(&(_, parameter)) = nonzero.iter().find(|(value, _)| *value == 0) {
             return Err(ConvError::ZeroParameter { parameter });
+        }
+        if self.same && self.stride != (1, 1) {
+            return Err(ConvError::SamePaddingNeedsStrideOne {
+                stride: self.stride,
+            });
         }
         if !self.in_channels.is_multiple_of(self.groups)
             || !self.out_channels.is_multiple_of(self.groups)
@@ -356,7 +510,7 @@ impl Geometry {
                 got: in_channels,
             });
         }
-        let p = spec.padding;
+        let p = spec.get_padding();
         let (kh, kw) = spec.kernel;
         let (sh, sw) = spec.stride;
         let (dh, dw) = spec.dilation;

@@ -33,6 +33,10 @@ pub struct Workspace<T> {
     /// The weights as the running kernel lays them out (reordered,
     /// transformed, packed or flipped), shared by every lane.
     weights: Vec<T>,
+    /// Whole operands an operation lays out before the kernels run: the
+    /// input with its padding copied in (and its gradient), or a
+    /// transposed convolution's input grown by the rows its kernels read.
+    staged: [Vec<T>; 2],
     cap_bytes: usize,
     input_gradient: InputGradient,
     kernel: Kernel,
@@ -102,6 +106,27 @@ pub const DEFAULT_MIN_LANE_FLOPS: usize = 1 << 20;
 /// ```
 pub const DEFAULT_COLUMN_CAP_BYTES: usize = 2 << 20;
 
+/// A clone has the same options and no memory of its own yet: scratch
+/// contents are never carried from one call to the next.
+///
+/// ```
+/// use gemmconv::{Kernel, Workspace};
+/// let ws = Workspace::<f32>::new().with_kernel(Kernel::Gemm);
+/// assert_eq!(ws.clone().kernel(), Kernel::Gemm);
+/// ```
+impl<T> Clone for Workspace<T> {
+    fn clone(&self) -> Self {
+        Workspace {
+            cap_bytes: self.cap_bytes,
+            input_gradient: self.input_gradient,
+            kernel: self.kernel,
+            min_lane_flops: self.min_lane_flops,
+            flush_subnormals: self.flush_subnormals,
+            ..Workspace::new()
+        }
+    }
+}
+
 impl<T> Default for Workspace<T> {
     fn default() -> Self {
         Self::new()
@@ -119,6 +144,7 @@ impl<T> Workspace<T> {
         Workspace {
             lanes: Vec::new(),
             weights: Vec::new(),
+            staged: [Vec::new(), Vec::new()],
             cap_bytes: DEFAULT_COLUMN_CAP_BYTES,
             input_gradient: InputGradient::Auto,
             kernel: Kernel::Auto,
@@ -279,7 +305,20 @@ impl<T> Workspace<T> {
                     + lane.bands.iter().map(Vec::capacity).sum::<usize>()
             })
             .sum();
-        (elements + self.weights.capacity()) * std::mem::size_of::<T>()
+        let staged: usize = self.staged.iter().map(Vec::capacity).sum();
+        (elements + self.weights.capacity() + staged) * std::mem::size_of::<T>()
+    }
+
+    /// The staged-operand buffers, taken out so that the kernels can
+    /// borrow the workspace while they are read; [`Self::restore_staged`]
+    /// puts them back.
+    pub(crate) fn take_staged(&mut self) -> [Vec<T>; 2] {
+        std::mem::take(&mut self.staged)
+    }
+
+    /// Puts back the buffers of [`Self::take_staged`].
+    pub(crate) fn restore_staged(&mut self, staged: [Vec<T>; 2]) {
+        self.staged = staged;
     }
 
     /// The weights buffer and the memory of `lanes` lanes (one at least,

@@ -5,7 +5,7 @@
 
 use crate::element::Element;
 use crate::gemm::matmul;
-use crate::gradients::GradientsMut;
+use crate::gradients::Targets;
 use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use ndarray::{
@@ -46,14 +46,13 @@ pub(crate) fn forward<T: Element>(op: Forward<'_, T>, mut y: ArrayViewMut4<'_, T
 
 /// Per sample: `dW += dY[n] · cols^T`, `dcols = W^T · dY[n]`, then
 /// `dx[n] = col2im(dcols)`; `db` is the sum of `dy` over batch and pixels.
-pub(crate) fn backward<T: Element>(op: Backward<'_, T>, grads: GradientsMut<'_, T>) {
+/// Each for the gradients present in `grads`.
+pub(crate) fn backward<T: Element>(op: Backward<'_, T>, grads: Targets<'_, T>) {
     let Backward { x, w, dy, g } = op;
-    let GradientsMut {
-        mut dx,
-        mut dw,
-        mut db,
-    } = grads;
-    dx.fill(T::zero());
+    let Targets { mut dx, dw, db } = grads;
+    if let Some(dx) = dx.as_mut() {
+        dx.fill(T::zero());
+    }
     let rows_g = g.col_rows() / g.groups;
     let c_out_g = g.out_channels_per_group();
     let weights = w
@@ -62,38 +61,50 @@ pub(crate) fn backward<T: Element>(op: Backward<'_, T>, grads: GradientsMut<'_, 
     let mut dw_mat = Array2::zeros((g.out_channels, rows_g));
     let mut cols = Array2::zeros((g.col_rows(), g.out_pixels()));
     let mut dcols = Array2::zeros((g.col_rows(), g.out_pixels()));
-    for ((x_n, dy_n), dx_n) in x.outer_iter().zip(dy.outer_iter()).zip(dx.outer_iter_mut()) {
+    for (n, (x_n, dy_n)) in x.outer_iter().zip(dy.outer_iter()).enumerate() {
         let dy_mat = dy_n
             .to_shape((g.out_channels, g.out_pixels()))
             .expect("output shape validated");
-        im2col_sample(x_n, g, cols.view_mut());
+        if dw.is_some() {
+            im2col_sample(x_n, g, cols.view_mut());
+        }
         for group in 0..g.groups {
             let out_rows = group * c_out_g..(group + 1) * c_out_g;
             let col_rows = group * rows_g..(group + 1) * rows_g;
-            matmul(
-                dw_mat.slice_mut(s![out_rows.clone(), ..]),
-                true,
-                dy_mat.slice(s![out_rows.clone(), ..]),
-                cols.slice(s![col_rows.clone(), ..]).reversed_axes(),
-                1,
-            );
-            matmul(
-                dcols.slice_mut(s![col_rows, ..]),
-                false,
-                weights.slice(s![out_rows.clone(), ..]).reversed_axes(),
-                dy_mat.slice(s![out_rows, ..]),
-                1,
-            );
+            if dw.is_some() {
+                matmul(
+                    dw_mat.slice_mut(s![out_rows.clone(), ..]),
+                    true,
+                    dy_mat.slice(s![out_rows.clone(), ..]),
+                    cols.slice(s![col_rows.clone(), ..]).reversed_axes(),
+                    1,
+                );
+            }
+            if dx.is_some() {
+                matmul(
+                    dcols.slice_mut(s![col_rows, ..]),
+                    false,
+                    weights.slice(s![out_rows.clone(), ..]).reversed_axes(),
+                    dy_mat.slice(s![out_rows, ..]),
+                    1,
+                );
+            }
         }
-        col2im_sample_add(dcols.view(), g, dx_n);
+        if let Some(dx) = dx.as_mut() {
+            col2im_sample_add(dcols.view(), g, dx.index_axis_mut(Axis(0), n));
+        }
     }
-    let dw_shape = dw.raw_dim();
-    dw.assign(
-        &dw_mat
-            .into_shape_with_order(dw_shape)
-            .expect("weight shape validated"),
-    );
-    db.assign(&dy.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0)));
+    if let Some(mut dw) = dw {
+        let dw_shape = dw.raw_dim();
+        dw.assign(
+            &dw_mat
+                .into_shape_with_order(dw_shape)
+                .expect("weight shape validated"),
+        );
+    }
+    if let Some(mut db) = db {
+        db.assign(&dy.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0)));
+    }
 }
 
 /// Signed input coordinate of kernel tap `tap` at output position `out`, or

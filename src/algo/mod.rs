@@ -7,7 +7,7 @@ mod naive;
 pub(crate) mod strided;
 
 use crate::element::Element;
-use crate::gradients::GradientsMut;
+use crate::gradients::Targets;
 use crate::operands::{Backward, Forward};
 use crate::workspace::Workspace;
 use ndarray::ArrayViewMut4;
@@ -90,11 +90,11 @@ pub(crate) fn forward<T: Element>(
     }
 }
 
-/// Backward pass on validated operands; overwrites every gradient.
+/// Backward pass on validated operands; overwrites the gradients present.
 pub(crate) fn backward<T: Element>(
     algorithm: Algorithm,
     op: Backward<'_, T>,
-    out: GradientsMut<'_, T>,
+    out: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     match algorithm {
@@ -123,7 +123,7 @@ pub(crate) fn backward_with<T: Element>(
     algorithm: Algorithm,
     choice: Choice,
     op: Backward<'_, T>,
-    out: GradientsMut<'_, T>,
+    out: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     match algorithm {

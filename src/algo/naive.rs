@@ -3,7 +3,7 @@
 //! against it.
 
 use crate::element::Element;
-use crate::gradients::GradientsMut;
+use crate::gradients::Targets;
 use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use ndarray::ArrayViewMut4;
@@ -43,17 +43,21 @@ pub(crate) fn forward<T: Element>(op: Forward<'_, T>, mut y: ArrayViewMut4<'_, T
 }
 
 /// The same loops as [`forward`], each product's contribution sent back to
-/// the two factors it came from: `dx += dy·w`, `dw += dy·x`, `db += dy`.
-pub(crate) fn backward<T: Element>(op: Backward<'_, T>, grads: GradientsMut<'_, T>) {
+/// the two factors it came from: `dx += dy·w`, `dw += dy·x`, `db += dy`,
+/// for the gradients present in `grads`.
+pub(crate) fn backward<T: Element>(op: Backward<'_, T>, grads: Targets<'_, T>) {
     let Backward { x, w, dy, g } = op;
-    let GradientsMut {
+    let Targets {
         mut dx,
         mut dw,
         mut db,
     } = grads;
-    dx.fill(T::zero());
-    dw.fill(T::zero());
-    db.fill(T::zero());
+    for out in [dx.as_mut(), dw.as_mut()].into_iter().flatten() {
+        out.fill(T::zero());
+    }
+    if let Some(db) = db.as_mut() {
+        db.fill(T::zero());
+    }
     let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
     for n in 0..g.batch {
         for co in 0..g.out_channels {
@@ -61,13 +65,19 @@ pub(crate) fn backward<T: Element>(op: Backward<'_, T>, grads: GradientsMut<'_, 
             for oh in 0..g.out_h {
                 for ow in 0..g.out_w {
                     let grad = dy[[n, co, oh, ow]];
-                    db[co] += grad;
+                    if let Some(db) = db.as_mut() {
+                        db[co] += grad;
+                    }
                     for c in 0..c_in_g {
                         for i in 0..g.kh {
                             for j in 0..g.kw {
                                 if let Some((ih, iw)) = tap(g, oh, ow, i, j) {
-                                    dx[[n, c0 + c, ih, iw]] += grad * w[[co, c, i, j]];
-                                    dw[[co, c, i, j]] += grad * x[[n, c0 + c, ih, iw]];
+                                    if let Some(dx) = dx.as_mut() {
+                                        dx[[n, c0 + c, ih, iw]] += grad * w[[co, c, i, j]];
+                                    }
+                                    if let Some(dw) = dw.as_mut() {
+                                        dw[[co, c, i, j]] += grad * x[[n, c0 + c, ih, iw]];
+                                    }
                                 }
                             }
                         }

@@ -33,7 +33,7 @@
 
 use crate::element::Element;
 use crate::gemm::matmul;
-use crate::gradients::GradientsMut;
+use crate::gradients::Targets;
 use crate::lanes::{Partials, Schedule, Work, WorkItem};
 use crate::layout::nchw::{
     SourceLayout, Window, add_columns_to_windows, copy_windows_to_columns, crop_into,
@@ -422,26 +422,31 @@ pub(crate) fn forward<T: Element>(
 }
 
 /// The backward pass with the input gradient by col2im, all in one pass
-/// over the batch. Overwrites every gradient.
+/// over the batch. Overwrites the gradients present.
 pub(crate) fn backward_by_col2im<T: Element>(
     op: Backward<'_, T>,
-    grads: GradientsMut<'_, T>,
+    grads: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    let GradientsMut { dx, dw, db } = grads;
-    gradient_pass(op, (dw, db), Some(dx), ws);
+    let Targets { dx, dw, db } = grads;
+    gradient_pass(op, (dw, db), dx, ws);
 }
 
 /// The backward pass with the input gradient by error lowering: a pass for
 /// the weight and bias gradients, then the error lowered against the
-/// flipped, channel-swapped weights. Overwrites every gradient.
+/// flipped, channel-swapped weights. Overwrites the gradients present.
 pub(crate) fn backward_by_error_lowering<T: Element>(
     op: Backward<'_, T>,
-    grads: GradientsMut<'_, T>,
+    grads: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    let GradientsMut { dx, dw, db } = grads;
-    gradient_pass(op, (dw, db), None, ws);
+    let Targets { dx, dw, db } = grads;
+    if dw.is_some() || db.is_some() {
+        gradient_pass(op, (dw, db), None, ws);
+    }
+    let Some(dx) = dx else {
+        return;
+    };
     let Backward { w, dy, g, .. } = op;
     let schedule = ws.schedule(Work::input_gradient(g));
     let cap_bytes = ws.column_cap_bytes();
@@ -493,10 +498,12 @@ fn error_matrix<'a, T: Element>(
 
 /// One pass over the batch: `dW = Σ_tiles dY_tile · cols_tileᵀ` and `db =
 /// Σ dY`, summed in the lanes' partials; and, when `dx` is given, the input
-/// gradient by col2im, tile by tile.
+/// gradient by col2im, tile by tile. Each gradient only where given: without
+/// `dw` no column matrix is built.
+#[allow(clippy::type_complexity)]
 fn gradient_pass<T: Element>(
     op: Backward<'_, T>,
-    (dw, mut db): (ArrayViewMut4<'_, T>, ArrayViewMut1<'_, T>),
+    (dw, db): (Option<ArrayViewMut4<'_, T>>, Option<ArrayViewMut1<'_, T>>),
     dx: Option<ArrayViewMut4<'_, T>>,
     ws: &mut Workspace<T>,
 ) {
@@ -526,22 +533,29 @@ fn gradient_pass<T: Element>(
     };
     let schedule = ws.schedule(work);
     let (_, lanes) = ws.memory(schedule.lanes());
-    let dw_len = g.out_channels * rows_g;
+    let (want_dw, want_db) = (dw.is_some(), db.is_some());
+    let dw_len = if want_dw { g.out_channels * rows_g } else { 0 };
+    let db_len = if want_db { g.out_channels } else { 0 };
     let sums = schedule.run_summing(
         lanes,
         dx,
-        (dw_len, g.out_channels),
+        (dw_len, db_len),
         |item, mut dx_item, buffers, partials| {
             let Partials { weight, bias } = partials;
-            let mut dw_part =
+            let mut dw_part = want_dw.then(|| {
                 ArrayViewMut2::from_shape((g.out_channels, rows_g).set_f(dw_column_major), weight)
-                    .expect("sized by the schedule");
+                    .expect("sized by the schedule")
+            });
             let [source_buf, cols_buf, error_buf, dx_buf] = buffers.split();
             for tile in tiling.tiles(item) {
-                let cols = source.lower(&tile, &window, source_buf, cols_buf);
                 let dy_mat = error_matrix(dy, &tile, error_buf);
-                add_bias_gradient(dy_mat, bias);
-                add_weight_gradient(dy_mat, cols, g, dw_part.view_mut(), item.gemm_threads);
+                if want_db {
+                    add_bias_gradient(dy_mat, bias);
+                }
+                if let Some(dw_part) = &mut dw_part {
+                    let cols = source.lower(&tile, &window, source_buf, cols_buf);
+                    add_weight_gradient(dy_mat, cols, g, dw_part.view_mut(), item.gemm_threads);
+                }
                 if let Some(dx_item) = &mut dx_item {
                     let local = relative(&tile.samples, item.samples.start);
                     let dx_tile = dx_item.slice_mut(s![local, .., .., ..]);
@@ -556,8 +570,12 @@ fn gradient_pass<T: Element>(
             }
         },
     );
-    write_weight_gradient(sums.weight, g, dw_column_major, dw);
-    db.assign(&sums.bias);
+    if let Some(dw) = dw {
+        write_weight_gradient(sums.weight, g, dw_column_major, dw);
+    }
+    if let Some(mut db) = db {
+        db.assign(&sums.bias);
+    }
 }
 
 /// `db += Σ_pixels dY_tile`, channel by channel.

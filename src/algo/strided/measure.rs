@@ -163,7 +163,7 @@ fn time_candidates<T: Element>(g: &Geometry, ws: &mut Workspace<T>) -> Choice {
                     dw: dw.view_mut(),
                     db: db.view_mut(),
                 };
-                backward_with(*candidate, backward, grads, ws)
+                backward_with(*candidate, backward, grads.into(), ws)
             },
             best.1,
         );

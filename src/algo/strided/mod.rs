@@ -25,7 +25,7 @@ mod simd;
 mod winograd;
 
 use crate::element::Element;
-use crate::gradients::GradientsMut;
+use crate::gradients::Targets;
 #[cfg(test)]
 use crate::lanes::Work;
 use crate::operands::{Backward, Forward};
@@ -216,10 +216,10 @@ pub(crate) fn forward<T: Element>(
     forward_with(choice, op, y, ws);
 }
 
-/// The backward pass on validated operands; overwrites every gradient.
+/// The backward pass on validated operands; overwrites the gradients present.
 pub(crate) fn backward<T: Element>(
     op: Backward<'_, T>,
-    grads: GradientsMut<'_, T>,
+    grads: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     let choice = choose(op.g, ws);
@@ -248,11 +248,11 @@ pub(crate) fn forward_with<T: Element>(
 }
 
 /// The backward pass with the kernel and method `choice` names; overwrites
-/// every gradient.
+/// the gradients present.
 pub(crate) fn backward_with<T: Element>(
     choice: Choice,
     op: Backward<'_, T>,
-    grads: GradientsMut<'_, T>,
+    grads: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     let _flush = FlushGuard::new(ws.flush_subnormals());

@@ -38,7 +38,7 @@
 
 use crate::element::Element;
 use crate::gemm::matmul;
-use crate::gradients::{GradientsMut, add_bias_gradient};
+use crate::gradients::{Targets, add_bias_gradient};
 use crate::lanes::{Partials, Work};
 use crate::layout::pixel_major::{Image, PhasedImage};
 use crate::operands::{Backward, Forward};
@@ -375,58 +375,79 @@ impl InputGradientPlan {
 
 /// The backward pass, see the module docs: one pass over the batch, each
 /// lane summing its samples' weight and bias gradients into its partials.
-/// Overwrites every gradient.
+/// Overwrites the gradients present, skipping the GEMMs of the others.
 pub(crate) fn backward<T: Element>(
     op: Backward<'_, T>,
-    grads: GradientsMut<'_, T>,
+    grads: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     let Backward { x, w, dy, g } = op;
-    let GradientsMut { dx, mut dw, mut db } = grads;
+    let Targets { dx, dw, db } = grads;
+    let (want_dx, want_dw, want_db) = (dx.is_some(), dw.is_some(), db.is_some());
     let (c_in, c_out) = (g.in_channels, g.out_channels);
     let image = input_image(g);
     let plan_dx = InputGradientPlan::new(g);
     let taps_len = g.kh * g.kw * c_in;
     let schedule = ws.schedule(Work::backward(g, backward_row_granule(g)));
     let (weights_buf, lanes) = ws.memory(schedule.lanes());
-    let weights = reorder_weights(w, input_gradient_order(g), true, weights_buf);
+    let weights = if want_dx {
+        reorder_weights(w, input_gradient_order(g), true, weights_buf)
+    } else {
+        ArrayView2::from_shape((0, 0), &[][..]).expect("empty")
+    };
+    let dw_len = if want_dw { taps_len * c_out } else { 0 };
+    let db_len = if want_db { c_out } else { 0 };
     let sums = schedule.run_summing(
         lanes,
-        Some(dx),
-        (taps_len * c_out, c_out),
-        |item, dx_item, buffers, mut partials| {
+        dx,
+        (dw_len, db_len),
+        |item, mut dx_item, buffers, mut partials| {
             let [image_buf, error_buf, product_error_buf, gradient_buf] = buffers.split();
-            let mut dx_item = dx_item.expect("the schedule splits dx");
-            for (n, dx_n) in item.samples.clone().zip(dx_item.outer_iter_mut()) {
+            for (local, n) in item.samples.clone().enumerate() {
                 let dy_n = dy.index_axis(Axis(0), n);
-                add_bias_gradient(dy_n, partials.bias);
-                let x_data = image.fill(x.index_axis(Axis(0), n), image_buf);
+                if want_db {
+                    add_bias_gradient(dy_n, partials.bias);
+                }
+                if !(want_dw || want_dx) {
+                    continue;
+                }
                 let error_data = plan_dx.error.fill(dy_n, plan_dx.at, error_buf);
-                let product_error =
-                    plan_dx.product_error(g, &image, error_data, dy_n, product_error_buf);
-                add_weight_gradient(
-                    (x_data, &image),
-                    product_error,
-                    g,
-                    &mut partials,
-                    item.gemm_threads,
-                );
-                let gradient = input_gradient_sample(
-                    &plan_dx,
-                    error_data,
-                    g,
-                    weights,
-                    gradient_buf,
-                    item.gemm_threads,
-                );
-                plan_dx.gradient.read(gradient, dx_n);
+                if want_dw {
+                    let x_data = image.fill(x.index_axis(Axis(0), n), image_buf);
+                    let product_error =
+                        plan_dx.product_error(g, &image, error_data, dy_n, product_error_buf);
+                    add_weight_gradient(
+                        (x_data, &image),
+                        product_error,
+                        g,
+                        &mut partials,
+                        item.gemm_threads,
+                    );
+                }
+                if let Some(dx_item) = &mut dx_item {
+                    let gradient = input_gradient_sample(
+                        &plan_dx,
+                        error_data,
+                        g,
+                        weights,
+                        gradient_buf,
+                        item.gemm_threads,
+                    );
+                    plan_dx
+                        .gradient
+                        .read(gradient, dx_item.index_axis_mut(Axis(0), local));
+                }
             }
         },
     );
-    let part = ArrayView4::from_shape((g.kh, g.kw, c_in, c_out), sums.weight)
-        .expect("sized by the schedule");
-    dw.assign(&part.permuted_axes([3, 2, 0, 1]));
-    db.assign(&sums.bias);
+    if let Some(mut dw) = dw {
+        let part = ArrayView4::from_shape((g.kh, g.kw, c_in, c_out), sums.weight)
+            .expect("sized by the schedule");
+        dw.assign(&part.permuted_axes([3, 2, 0, 1]));
+    }
+    if let Some(mut db) = db {
+        db.assign(&sums.bias);
+    }
 }
 
 /// `dW_run += X_runᵀ · dY` for every forward run, into the partial laid

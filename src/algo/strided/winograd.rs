@@ -27,7 +27,7 @@
 
 use crate::element::Element;
 use crate::gemm::matmul;
-use crate::gradients::{GradientsMut, add_bias_gradient};
+use crate::gradients::{Targets, add_bias_gradient};
 use crate::lanes::Work;
 use crate::layout::pixel_major::Image;
 use crate::operands::{Backward, Forward};
@@ -420,39 +420,55 @@ pub(crate) fn forward<T: Element>(
 
 /// The backward pass, see the module docs: each lane sums its samples'
 /// weight gradient (in the transform domain) and bias gradient into its
-/// partials; their sum is mapped back to the kernel once. Overwrites every
-/// gradient.
+/// partials; their sum is mapped back to the kernel once. Overwrites the
+/// gradients present, skipping the transforms and GEMMs of the others.
 pub(crate) fn backward<T: Element>(
     op: Backward<'_, T>,
-    grads: GradientsMut<'_, T>,
+    grads: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     let Backward { x, w, dy, g } = op;
-    let GradientsMut { dx, dw, mut db } = grads;
+    let Targets { dx, dw, db } = grads;
+    let (want_dw, want_db) = (dw.is_some(), db.is_some());
     let (c_in, c_out) = (g.in_channels, g.out_channels);
     let p = g.padding;
     let tiling = Tiling::new(g);
     let band = band_tiles::<T>(g, &tiling, ws.column_cap_bytes());
     let schedule = ws.schedule(Work::backward(g, row_granule(g)));
     let (u_buf, lanes) = ws.memory(schedule.lanes());
-    let u = transform_weights(w, u_buf);
+    let want_dx = dx.is_some();
+    let u: &[T] = if want_dx {
+        transform_weights(w, u_buf)
+    } else {
+        &[]
+    };
+    let dw_len = if want_dw { POINTS * c_in * c_out } else { 0 };
+    let db_len = if want_db { c_out } else { 0 };
     let sums = schedule.run_summing(
         lanes,
-        Some(dx),
-        (POINTS * c_in * c_out, c_out),
-        |item, dx_item, buffers, partials| {
+        dx,
+        (dw_len, db_len),
+        |item, mut dx_item, buffers, partials| {
             let [image_buf, error_buf, grad_buf, v_buf, dm_buf, stage_buf] = buffers.split();
-            let mut dx_item = dx_item.expect("the schedule splits dx");
             let du = partials.weight;
             let item_tiles = tiling.tiles_of(&item.rows);
-            for (n, dx_n) in item.samples.clone().zip(dx_item.outer_iter_mut()) {
+            for (local, n) in item.samples.clone().enumerate() {
                 let dy_n = dy.index_axis(Axis(0), n);
-                add_bias_gradient(dy_n.slice(s![.., item.rows.clone(), ..]), partials.bias);
-                let image = tiling
-                    .input
-                    .fill(x.index_axis(Axis(0), n), (p.top, p.left), image_buf);
+                if want_db {
+                    add_bias_gradient(dy_n.slice(s![.., item.rows.clone(), ..]), partials.bias);
+                }
+                if !(want_dw || want_dx) {
+                    continue;
+                }
+                let image: &[T] = if want_dw {
+                    tiling
+                        .input
+                        .fill(x.index_axis(Axis(0), n), (p.top, p.left), image_buf)
+                } else {
+                    &[]
+                };
                 let error = tiling.error.fill(dy_n, (0, 0), error_buf);
-                let grad = scratch(grad_buf, tiling.input.len());
+                let grad = scratch(grad_buf, if want_dx { tiling.input.len() } else { 0 });
                 grad.fill(T::zero());
                 for t0 in item_tiles.clone().step_by(band) {
                     let tiles = t0..(t0 + band).min(item_tiles.end);
@@ -462,54 +478,68 @@ pub(crate) fn backward<T: Element>(
                     transform_band(
                         &tiling,
                         tiles.clone(),
-                        (image, error),
+                        (want_dw.then_some(image), error),
                         (v, dm),
                         channels,
                         stage_buf,
                     );
-                    add_weight_gradient(tiles.len(), (v, dm), du, channels, item.gemm_threads);
-                    add_input_gradient(
-                        &tiling,
-                        tiles,
-                        (dm, u),
-                        (v, grad),
-                        channels,
-                        (stage_buf, item.gemm_threads),
-                    );
+                    if want_dw {
+                        add_weight_gradient(tiles.len(), (v, dm), du, channels, item.gemm_threads);
+                    }
+                    if want_dx {
+                        add_input_gradient(
+                            &tiling,
+                            tiles,
+                            (dm, u),
+                            (v, grad),
+                            channels,
+                            (stage_buf, item.gemm_threads),
+                        );
+                    }
                 }
-                let start = (p.top * tiling.input.w + p.left) * c_in;
-                tiling.input.read(&grad[start..], dx_n, 0..g.in_h, None);
+                if let Some(dx_item) = &mut dx_item {
+                    let start = (p.top * tiling.input.w + p.left) * c_in;
+                    let dx_n = dx_item.index_axis_mut(Axis(0), local);
+                    tiling.input.read(&grad[start..], dx_n, 0..g.in_h, None);
+                }
             }
         },
     );
-    weight_gradient_from_transform(sums.weight, (c_in, c_out), dw);
-    db.assign(&sums.bias);
+    if let Some(dw) = dw {
+        weight_gradient_from_transform(sums.weight, (c_in, c_out), dw);
+    }
+    if let Some(mut db) = db {
+        db.assign(&sums.bias);
+    }
 }
 
 /// The backward pass's first step on a band of tiles: each input tile
-/// into the transform domain, `V = Bᵀ d B`, into `v`, and each 2x2 tile of
+/// (when the weight gradient needs them) into the transform domain, `V =
+/// Bᵀ d B`, into `v`, and each 2x2 tile of
 /// the error through the adjoint of the output map, `dM = A dY Aᵀ`, into
 /// `dm` (both laid out `[point, tile, channel]`).
 fn transform_band<T: Element>(
     tiling: &Tiling,
     tiles: Range<usize>,
-    (image, error): (&[T], &[T]),
+    (image, error): (Option<&[T]>, &[T]),
     (v, dm): (&mut [T], &mut [T]),
     (c_in, c_out): (usize, usize),
     stage_buf: &mut Vec<T>,
 ) {
     let band = tiles.len();
     for (local_tile, tile) in tiles.enumerate() {
-        transform_tile::<_, false, _, _, _, _>(
-            image,
-            &tiling.cells::<4, 4>(tile, &tiling.input),
-            v,
-            &kept(points(band, local_tile, c_in)),
-            c_in,
-            stage_buf,
-            bt,
-            bt,
-        );
+        if let Some(image) = image {
+            transform_tile::<_, false, _, _, _, _>(
+                image,
+                &tiling.cells::<4, 4>(tile, &tiling.input),
+                v,
+                &kept(points(band, local_tile, c_in)),
+                c_in,
+                stage_buf,
+                bt,
+                bt,
+            );
+        }
         transform_tile::<_, false, _, _, _, _>(
             error,
             &tiling.cells::<2, 2>(tile, &tiling.error),

@@ -18,7 +18,7 @@
 
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
-use crate::gradients::GradientsMut;
+use crate::gradients::{GradientSelection, Targets};
 use crate::lanes::Work;
 use crate::layout::pixel_major::Image;
 use crate::operands::{Backward, Forward};
@@ -135,14 +135,16 @@ fn forward_rows_body<T: Element, const FUSED: bool>(
     }
 }
 
-/// The backward pass; overwrites every gradient.
+/// The backward pass; overwrites the gradients present, skipping the
+/// multiply-adds of the others.
 pub(crate) fn backward<T: Element>(
     op: Backward<'_, T>,
-    grads: GradientsMut<'_, T>,
+    grads: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     let Backward { x, w, dy, g } = op;
-    let GradientsMut { dx, mut dw, mut db } = grads;
+    let wanted = grads.selection();
+    let Targets { dx, dw, db } = grads;
     let c = g.in_channels;
     let taps = g.kh * g.kw;
     let image = input_image(g);
@@ -156,62 +158,74 @@ pub(crate) fn backward<T: Element>(
     let schedule = ws.schedule(Work::backward(g, 1));
     let (weights_buf, lanes) = ws.memory(schedule.lanes());
     let weights = taps_by_channel(w, weights_buf);
+    let dw_len = if wanted.weight { taps * c } else { 0 };
+    let db_len = if wanted.bias { c } else { 0 };
     let sums = schedule.run_summing(
         lanes,
-        Some(dx),
-        (taps * c, c),
-        |item, dx_item, buffers, partials| {
+        dx,
+        (dw_len, db_len),
+        |item, mut dx_item, buffers, partials| {
             let [image_buf, error_buf, gradient_buf, staging_buf] = buffers.split();
-            let mut dx_item = dx_item.expect("the schedule splits dx");
-            for (n, dx_n) in item.samples.clone().zip(dx_item.outer_iter_mut()) {
-                let x_n = x.index_axis(Axis(0), n);
-                let data = image.fill_staged(x_n, (p.top, p.left), (image_buf, staging_buf));
+            for (local, n) in item.samples.clone().enumerate() {
+                let data: &[T] = if wanted.weight {
+                    let x_n = x.index_axis(Axis(0), n);
+                    image.fill_staged(x_n, (p.top, p.left), (image_buf, staging_buf))
+                } else {
+                    &[]
+                };
                 let dy_band = dy.slice(s![n, .., item.rows.clone(), ..]);
                 let errors = error.fill(dy_band, (0, 0), error_buf);
-                let gradient = scratch(gradient_buf, image.len());
+                let gradient = scratch(gradient_buf, if wanted.input { image.len() } else { 0 });
                 gradient.fill(T::zero());
                 backward_rows(
                     (data, errors, weights),
-                    g,
+                    (g, wanted),
                     item.rows.clone(),
                     (gradient, &mut *partials.weight, &mut *partials.bias),
                 );
-                let start = (p.top * image.w + p.left) * c;
-                image.read_staged(&gradient[start..], dx_n, staging_buf);
+                if let Some(dx_item) = &mut dx_item {
+                    let start = (p.top * image.w + p.left) * c;
+                    let dx_n = dx_item.index_axis_mut(Axis(0), local);
+                    image.read_staged(&gradient[start..], dx_n, staging_buf);
+                }
             }
         },
     );
-    // `[tap, c]` into `[c, 1, kh, kw]` (any layout): each filter's
-    // elements in order are the taps.
-    for (channel, mut filter) in dw.outer_iter_mut().enumerate() {
-        for (tap, v) in filter.iter_mut().enumerate() {
-            *v = sums.weight[tap * c + channel];
+    if let Some(mut dw) = dw {
+        // `[tap, c]` into `[c, 1, kh, kw]` (any layout): each filter's
+        // elements in order are the taps.
+        for (channel, mut filter) in dw.outer_iter_mut().enumerate() {
+            for (tap, v) in filter.iter_mut().enumerate() {
+                *v = sums.weight[tap * c + channel];
+            }
         }
     }
-    db.assign(&sums.bias);
+    if let Some(mut db) = db {
+        db.assign(&sums.bias);
+    }
 }
 
 /// Rows `rows` of one sample's error: their weight and bias gradients added
 /// to the partials, their input gradient to `gradient` (padded like the
-/// input image).
+/// input image), each where `wanted`.
 #[allow(clippy::type_complexity)]
 fn backward_rows<T: Element>(
     operands: (&[T], &[T], &[T]),
-    g: &Geometry,
+    geometry: (&Geometry, GradientSelection),
     rows: std::ops::Range<usize>,
     outputs: (&mut [T], &mut [T], &mut [T]),
 ) {
     with_runtime_simd!(
         backward_rows_avx512, backward_rows_avx2, backward_rows_body::<T, true>, backward_rows_body::<T, false>,
-        operands: (&[T], &[T], &[T]), g: &Geometry, rows: std::ops::Range<usize>,
-        outputs: (&mut [T], &mut [T], &mut [T]),
+        operands: (&[T], &[T], &[T]), geometry: (&Geometry, GradientSelection),
+        rows: std::ops::Range<usize>, outputs: (&mut [T], &mut [T], &mut [T]),
     );
 }
 
 #[inline(always)]
 fn backward_rows_body<T: Element, const FUSED: bool>(
     (data, errors, weights): (&[T], &[T], &[T]),
-    g: &Geometry,
+    (g, wanted): (&Geometry, GradientSelection),
     rows: std::ops::Range<usize>,
     (gradient, dw, db): (&mut [T], &mut [T], &mut [T]),
 ) {
@@ -220,20 +234,24 @@ fn backward_rows_body<T: Element, const FUSED: bool>(
     for (local, oh) in rows.enumerate() {
         for ow in 0..g.out_w {
             let e = &errors[(local * g.out_w + ow) * c..][..c];
-            for (b, &v) in db.iter_mut().zip(e) {
-                *b += v;
+            if wanted.bias {
+                for (b, &v) in db.iter_mut().zip(e) {
+                    *b += v;
+                }
             }
             for i in 0..g.kh {
                 let row = (oh * g.sh + i * g.dh) * wp + ow * g.sw;
                 for j in 0..g.kw {
                     let pixel = (row + j * g.dw) * c;
                     let tap = (i * g.kw + j) * c;
-                    multiply_add::<T, FUSED>(&mut dw[tap..tap + c], e, &data[pixel..pixel + c]);
-                    multiply_add::<T, FUSED>(
-                        &mut gradient[pixel..pixel + c],
-                        e,
-                        &weights[tap..tap + c],
-                    );
+                    if wanted.weight {
+                        let dw = &mut dw[tap..tap + c];
+                        multiply_add::<T, FUSED>(dw, e, &data[pixel..pixel + c]);
+                    }
+                    if wanted.input {
+                        let gradient = &mut gradient[pixel..pixel + c];
+                        multiply_add::<T, FUSED>(gradient, e, &weights[tap..tap + c]);
+                    }
                 }
             }
         }

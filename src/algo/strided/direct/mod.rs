@@ -18,7 +18,7 @@ pub(crate) mod tiled;
 
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
-use crate::gradients::GradientsMut;
+use crate::gradients::{GradientSelection, Targets};
 use crate::lanes::{Partials, Work};
 use crate::layout::nchw::{SourceLayout, crop_into, padded_sample};
 use crate::operands::{Backward, Forward};
@@ -166,31 +166,37 @@ fn forward_sample_body<T: Element>(
     }
 }
 
-/// The backward pass on validated operands; overwrites every gradient.
+/// The backward pass on validated operands; overwrites the gradients
+/// present, skipping the loops of the others.
 pub(crate) fn backward<T: Element>(
     op: Backward<'_, T>,
-    grads: GradientsMut<'_, T>,
+    grads: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
     let Backward { x, w, dy, g } = op;
-    let GradientsMut { dx, mut dw, mut db } = grads;
+    let wanted = grads.selection();
+    let Targets { dx, dw, db } = grads;
     let schedule = ws.schedule(Work::backward(g, 1));
     let (_, lanes) = ws.memory(schedule.lanes());
+    let dw_len = if wanted.weight { w.len() } else { 0 };
+    let db_len = if wanted.bias { g.out_channels } else { 0 };
     let sums = schedule.run_summing(
         lanes,
-        Some(dx),
-        (dw.len(), g.out_channels),
-        |item, dx_item, buffers, mut partials| {
+        dx,
+        (dw_len, db_len),
+        |item, mut dx_item, buffers, mut partials| {
             let [source_buf, padded_buf, plane_buf] = buffers.split();
-            let mut dx_item = dx_item.expect("the schedule splits dx");
             let (band, offset) = row_band(g, &item.rows);
-            for (n, dx_n) in item.samples.clone().zip(dx_item.outer_iter_mut()) {
+            for (local, n) in item.samples.clone().enumerate() {
                 let source = padded_sample(x, n, g, source_buf);
                 let dy_band = dy.slice(s![n, .., item.rows.clone(), ..]);
+                let dx_n = dx_item
+                    .as_mut()
+                    .map(|dx_item| dx_item.index_axis_mut(Axis(0), local));
                 backward_sample(
                     (source, offset),
                     (w, dy_band),
-                    &band,
+                    (&band, wanted),
                     dx_n,
                     (padded_buf, plane_buf),
                     &mut partials,
@@ -198,26 +204,32 @@ pub(crate) fn backward<T: Element>(
             }
         },
     );
-    let shape = dw.raw_dim();
-    dw.assign(&ArrayView4::from_shape(shape, sums.weight).expect("sized by the schedule"));
-    db.assign(&sums.bias);
+    if let Some(mut dw) = dw {
+        let shape = dw.raw_dim();
+        dw.assign(&ArrayView4::from_shape(shape, sums.weight).expect("sized by the schedule"));
+    }
+    if let Some(mut db) = db {
+        db.assign(&sums.bias);
+    }
 }
 
 /// One sample's input gradient (or a band's contribution to it, see
 /// [`row_band`]), and its weight and bias gradients added to `partials`, in
-/// the best SIMD build the CPU runs.
+/// the best SIMD build the CPU runs; each gradient only where `wanted`.
+#[allow(clippy::type_complexity)]
 fn backward_sample<T: Element>(
     source: (&[T], usize),
     operands: (ArrayView4<'_, T>, ndarray::ArrayView3<'_, T>),
-    g: &Geometry,
-    dx: ArrayViewMut3<'_, T>,
+    geometry: (&Geometry, GradientSelection),
+    dx: Option<ArrayViewMut3<'_, T>>,
     buffers: (&mut Vec<T>, &mut Vec<T>),
     partials: &mut Partials<'_, T>,
 ) {
     with_runtime_simd!(
         backward_sample_avx512, backward_sample_avx2, backward_sample_body, backward_sample_body,
-        source: (&[T], usize), operands: (ArrayView4<'_, T>, ndarray::ArrayView3<'_, T>), g: &Geometry,
-        dx: ArrayViewMut3<'_, T>, buffers: (&mut Vec<T>, &mut Vec<T>),
+        source: (&[T], usize), operands: (ArrayView4<'_, T>, ndarray::ArrayView3<'_, T>),
+        geometry: (&Geometry, GradientSelection),
+        dx: Option<ArrayViewMut3<'_, T>>, buffers: (&mut Vec<T>, &mut Vec<T>),
         partials: &mut Partials<'_, T>,
     );
 }
@@ -226,8 +238,8 @@ fn backward_sample<T: Element>(
 fn backward_sample_body<T: Element>(
     (source, offset): (&[T], usize),
     (w, dy): (ArrayView4<'_, T>, ndarray::ArrayView3<'_, T>),
-    g: &Geometry,
-    dx: ArrayViewMut3<'_, T>,
+    (g, wanted): (&Geometry, GradientSelection),
+    dx: Option<ArrayViewMut3<'_, T>>,
     (padded_buf, plane_buf): (&mut Vec<T>, &mut Vec<T>),
     partials: &mut Partials<'_, T>,
 ) {
@@ -237,7 +249,11 @@ fn backward_sample_body<T: Element>(
     let (kh, kw) = (g.kh, g.kw);
     let plane_len = g.out_h * g.out_w;
     // The input gradient, padded like the source.
-    let padded = scratch(padded_buf, g.in_channels * hp * wp);
+    let want_dx = dx.is_some();
+    let padded = scratch(
+        padded_buf,
+        if want_dx { g.in_channels * hp * wp } else { 0 },
+    );
     padded.fill(T::zero());
     for co in 0..g.out_channels {
         let c0 = co / c_out_g * c_in_g;
@@ -256,18 +272,29 @@ fn backward_sample_body<T: Element>(
         // ndarray's sum runs eight partial sums on a slice; a float sum in
         // order cannot vectorise, and would cost a third of the depthwise
         // backward pass.
-        partials.bias[co] += ArrayView1::from(error).sum();
+        if wanted.bias {
+            partials.bias[co] += ArrayView1::from(error).sum();
+        }
         for cl in 0..c_in_g {
             let image_range = (c0 + cl) * hp * wp + offset..(c0 + cl + 1) * hp * wp;
             let image = &source[image_range.clone()];
-            let grad_image = &mut padded[image_range];
+            let grad_image: &mut [T] = if want_dx {
+                &mut padded[image_range]
+            } else {
+                &mut []
+            };
             for i in 0..kh {
                 for j in 0..kw {
                     let weight = w[[co, cl, i, j]];
                     let mut sums = [T::zero(); 8];
                     for (oh, error_row) in error.chunks_exact(g.out_w).enumerate() {
                         let start = (oh * g.sh + i * g.dh) * wp + j * g.dw;
-                        dot_strided_into(error_row, &image[start..], g.sw, &mut sums);
+                        if wanted.weight {
+                            dot_strided_into(error_row, &image[start..], g.sw, &mut sums);
+                        }
+                        if !want_dx {
+                            continue;
+                        }
                         let end = start + (g.out_w - 1) * g.sw + 1;
                         let grad_row = &mut grad_image[start..end];
                         if g.sw == 1 {
@@ -278,12 +305,16 @@ fn backward_sample_body<T: Element>(
                             }
                         }
                     }
-                    let tap_grad = sums.iter().fold(T::zero(), |acc, &v| acc + v);
-                    partials.weight[((co * c_in_g + cl) * kh + i) * kw + j] += tap_grad;
+                    if wanted.weight {
+                        let tap_grad = sums.iter().fold(T::zero(), |acc, &v| acc + v);
+                        partials.weight[((co * c_in_g + cl) * kh + i) * kw + j] += tap_grad;
+                    }
                 }
             }
         }
     }
-    let layout = SourceLayout::plain((1, g.in_channels, hp, wp));
-    crop_into(padded, layout, g.padding, dx.insert_axis(Axis(0)));
+    if let Some(dx) = dx {
+        let layout = SourceLayout::plain((1, g.in_channels, hp, wp));
+        crop_into(padded, layout, g.padding, dx.insert_axis(Axis(0)));
+    }
 }
