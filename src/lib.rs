@@ -99,6 +99,8 @@ mod gemm;
 mod gradients;
 mod lanes;
 mod layer;
+#[cfg(feature = "serde")]
+mod layer_serde;
 mod layout;
 mod operands;
 mod operation;

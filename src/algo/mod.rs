@@ -23,6 +23,7 @@ use strided::Choice;
 /// assert_eq!(Algorithm::ALL.len(), 3);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Algorithm {
     /// Direct loops: the reference definition, slow.
     Naive,
