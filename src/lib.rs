@@ -1,9 +1,12 @@
 //! # gemmconv
 //!
-//! 2-D convolution layers on [`ndarray`], forward and backward, in `f32` and
-//! `f64`, with PyTorch `Conv2d` semantics: NCHW input, weight
-//! `[c_out, c_in/groups, kh, kw]`, stride, padding (symmetric or per side),
-//! dilation, groups, optional bias, non-square kernels.
+//! Convolution layers on [`ndarray`], forward and backward, in `f32` and
+//! `f64`, with PyTorch semantics: [`conv2d`] (`Conv2d`: NCHW input, weight
+//! `[c_out, c_in/groups, kh, kw]`, stride, padding symmetric, per side or
+//! `'same'`, padding modes, dilation, groups, optional bias, non-square
+//! kernels), [`conv_transpose2d`] (`ConvTranspose2d`) and [`conv1d`]
+//! (`Conv1d`), each as a function and as a [`Layer`] with an inference path
+//! and a backward pass for any subset of the gradients.
 //!
 //! The convolution is lowered onto matrix products. Three algorithms sit
 //! behind one interface ([`Algorithm`]): direct loops (the reference),
