@@ -1,12 +1,12 @@
 //! The convolution family against the 2-D convolution it runs on, pair by
 //! pair on the same geometry (`benches/SUITE.md`, "Family"):
 //!
-//! - `transposed/<row>/{fwd,dx}`: the transposed convolution's forward
+//! - `transposed/<family row>/{fwd,dx}`: the transposed convolution's forward
 //!   pass, and the input gradient alone of the convolution it transposes
 //!   (`conv2d_backward_selected_into` with `GradientSelection::INPUT`);
 //! - `transposed/<row>/{bwd,conv-fwd-dw}`: its backward pass, and that
 //!   convolution's forward pass plus its weight and bias gradients;
-//! - `conv1d/<row>/{1d,2d}`: a 1-D convolution, and the same as a 2-D one
+//! - `conv1d/<family row>/{fwd,bwd}-{1d,2d}`: a 1-D convolution, and the same as a 2-D one
 //!   on images one row high, forward and backward;
 //! - `infer/<row>/{infer,conv2d}`: a layer's inference call, and the
 //!   allocating functional call;
@@ -17,12 +17,11 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gemmconv::ndarray::{Array, Array1, Array4, Dimension, IntoDimension};
-use gemmconv::suite::row;
+use gemmconv::suite::{FamilyOp, family_row, family_rows, row};
 use gemmconv::{
-    Algorithm, Conv1dSpec, Conv2d, Conv2dSpec, ConvTranspose2dSpec, PaddingMode,
-    SelectedGradientsMut, Workspace, conv_transpose2d_backward_into, conv_transpose2d_into,
-    conv1d_backward_into, conv1d_into, conv2d, conv2d_backward_into, conv2d_backward_selected_into,
-    conv2d_into,
+    Algorithm, Conv1dSpec, Conv2d, Conv2dSpec, PaddingMode, SelectedGradientsMut, Workspace,
+    conv_transpose2d_backward_into, conv_transpose2d_into, conv1d_backward_into, conv1d_into,
+    conv2d, conv2d_backward_into, conv2d_backward_selected_into, conv2d_into,
 };
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -48,39 +47,24 @@ fn configure<'c>(
     group
 }
 
-/// A suite row read as a decoder: the transposed convolution that takes
-/// the row's output back to its input shape.
+/// A family row's transposed convolution (a suite row read as a decoder)
+/// against the convolution it transposes.
 fn transposed(c: &mut Criterion, id: &str) {
-    let r = row(id).expect("a suite row");
-    let conv = r.spec.clone().bias(false);
-    let out = conv.output_shape(r.input).expect("valid");
-    let (sh, sw) = conv.get_stride();
-    let p = conv.get_padding();
-    // The output padding that gives back the row's input size.
-    let (kh, kw) = conv.kernel();
-    let (dh, dw) = conv.get_dilation();
-    let op = |input: usize, o: usize, s: usize, pad: usize, k: usize, d: usize| {
-        input - ((o - 1) * s - 2 * pad + d * (k - 1) + 1)
+    let r = family_row(id).expect("a family row");
+    let FamilyOp::Transposed(spec, input) = r.op.clone() else {
+        panic!("{id} is a transposed row");
     };
-    let spec = ConvTranspose2dSpec::new(conv.out_channels(), conv.in_channels(), conv.kernel())
-        .stride((sh, sw))
-        .padding((p.top, p.left))
-        .dilation((dh, dw))
-        .output_padding((
-            op(r.input[2], out[2], sh, p.top, kh, dh),
-            op(r.input[3], out[3], sw, p.left, kw, dw),
-        ))
-        .groups(conv.get_groups())
-        .bias(false);
-    assert_eq!(spec.conv_spec(), conv);
-    let x = random(out, 1);
+    let spec = spec.bias(false);
+    let conv = spec.conv_spec();
+    let out = spec.output_shape(input).expect("valid");
+    let x = random(input, 1);
     let w = random(spec.weight_shape(), 2);
-    let dy = random(r.input, 3);
-    let mut y = Array4::<f32>::zeros(r.input);
-    let mut dx = Array4::<f32>::zeros(out);
+    let dy = random(out, 3);
+    let mut y = Array4::<f32>::zeros(out);
+    let mut dx = Array4::<f32>::zeros(input);
     let mut dw = Array4::<f32>::zeros(spec.weight_shape());
     let mut db = Array1::<f32>::zeros(spec.out_channels());
-    let mut conv_y = Array4::<f32>::zeros(out);
+    let mut conv_y = Array4::<f32>::zeros(input);
     let mut conv_db = Array1::<f32>::zeros(conv.out_channels());
     let mut ws = Workspace::new();
     let strided = Algorithm::Strided;
@@ -338,21 +322,12 @@ fn padding(c: &mut Criterion, id: &str) {
 }
 
 fn family(c: &mut Criterion) {
-    for id in ["r3x3", "r3x3s2", "stem", "dw"] {
-        transposed(c, id);
+    for r in family_rows() {
+        match r.op {
+            FamilyOp::Transposed(..) => transposed(c, r.id),
+            FamilyOp::Conv1d(spec, input) => conv1d(c, r.id, spec, input),
+        }
     }
-    conv1d(
-        c,
-        "b8-64x4096-k3",
-        Conv1dSpec::new(64, 64, 3).padding(1),
-        [8, 64, 4096],
-    );
-    conv1d(
-        c,
-        "b8-64x4096-k3d4",
-        Conv1dSpec::new(64, 64, 3).padding(4).dilation(4),
-        [8, 64, 4096],
-    );
     for id in ["seed", "r3x3"] {
         infer(c, id);
     }

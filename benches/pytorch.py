@@ -14,12 +14,16 @@ backward computes; no autograd bookkeeping). onnxruntime runs the forward
 pass only (it has no training kernels for Conv in its CPU build): a
 one-node Conv model with the weights and bias as initializers, checked
 against gemmconv's output before it is timed; rows it cannot run (f64 Conv
-has no CPU kernel) show "-".
+has no CPU kernel) show "-". The family rows (`--family`) run
+F.conv_transpose2d and F.conv1d, their backward as
+`aten.convolution_backward`, and onnxruntime's ConvTranspose and 1-D Conv,
+checked the same way.
 
     pip install torch onnxruntime onnx numpy  # PyPI's wheels; CPU is all they need
     python3 benches/pytorch.py                # every suite row
     python3 benches/pytorch.py r3x3 dw        # some rows (suite or extended ids)
     python3 benches/pytorch.py --extended     # every extended row (benches/SUITE.md)
+    python3 benches/pytorch.py --family       # the family rows: conv_transpose2d, conv1d
     ROUNDS=5 python3 benches/pytorch.py       # rounds of all three (default 3), medians
 
 The medians also go to target/pytorch.json, where benches/report.py finds
@@ -86,11 +90,22 @@ def read_spec(path):
     return spec
 
 
-def extended_rows():
-    """The ids of the extended suite's table in benches/SUITE.md."""
-    text = (REPO / "benches" / "SUITE.md").read_text().split("## Extended suite", 1)[1]
+def table_ids(section):
+    """The ids of the table under `## {section}` in benches/SUITE.md."""
+    text = (REPO / "benches" / "SUITE.md").read_text().split(f"## {section}\n", 1)[1]
+    text = text.split("\n## ", 1)[0]
     ids = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
     return [i for i in ids if i and i != "id" and not i.startswith("-")]
+
+
+def extended_rows():
+    """The ids of the extended suite's table in benches/SUITE.md."""
+    return table_ids("Extended suite")
+
+
+def family_rows():
+    """The ids of the family's table in benches/SUITE.md."""
+    return table_ids("Family")
 
 
 def onnx_model(x, w, b, spec, threads):
@@ -139,11 +154,95 @@ def run_onnxruntime(row, d, threads):
 
 
 def run_gemmconv(row, threads, directory):
+    which = ["--family", row] if row in family_rows() else ["--row", row, "--alg", "strided"]
     subprocess.run(
-        ["cargo", "run", "--release", "--quiet", "--", "--row", row, "--alg", "strided",
+        ["cargo", "run", "--release", "--quiet", "--", *which,
          "--threads", str(threads), "--save", str(directory)],
         cwd=REPO, check=True, stdout=subprocess.DEVNULL,
     )
+
+
+def read_family_spec(path):
+    spec = {}
+    for line in path.read_text().splitlines():
+        key, *values = line.split()
+        spec[key] = values[0] if key == "op" else [int(v) for v in values]
+    return spec
+
+
+def family_onnx_model(x, w, b, spec, threads):
+    """A one-node ConvTranspose or 1-D Conv model of a family row."""
+    transposed = spec["op"] == "transposed"
+    pads = spec["padding"] * 2 if transposed else [spec["padding"][0], spec["padding"][1]]
+    attributes = dict(strides=spec["stride"], dilations=spec["dilation"],
+                      group=spec["groups"][0], pads=pads, kernel_shape=list(w.shape[2:]))
+    if transposed:
+        attributes["output_padding"] = spec["output_padding"]
+    inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(b, "b")] if b is not None else [])
+    node = helper.make_node("ConvTranspose" if transposed else "Conv",
+                            ["x", "w"] + (["b"] if b is not None else []), ["y"], **attributes)
+    graph = helper.make_graph(
+        [node], "family", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def run_family(row, d, threads):
+    """PyTorch's forward and backward and onnxruntime's forward on a family
+    row's inputs, each checked against gemmconv's results first."""
+    load = lambda name: np.load(d / name) if (d / name).exists() else None  # noqa: E731
+    x_np, w_np, b_np, dy_np = (load(n) for n in ("x.npy", "w.npy", "b.npy", "dy.npy"))
+    want = {n: load(n + ".npy") for n in ("y", "dx", "dw", "db")}
+    spec = read_family_spec(d / "spec.txt")
+    ours = (d / "times.txt").read_text().split()
+    ours_fwd, ours_bwd = float(ours[1]), float(ours[2])
+    x, w, dy = (torch.from_numpy(a) for a in (x_np, w_np, dy_np))
+    b = torch.from_numpy(b_np) if b_np is not None else None
+    stride, padding, dilation = spec["stride"], spec["padding"], spec["dilation"]
+    groups = spec["groups"][0]
+    transposed = spec["op"] == "transposed"
+    output_padding = spec.get("output_padding", [0] * len(stride))
+    if not transposed:
+        padding = padding[:1]  # symmetric: checked below
+        assert spec["padding"][0] == spec["padding"][1]
+
+    def forward():
+        if transposed:
+            return F.conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)
+        return F.conv1d(x, w, b, stride, padding, dilation, groups)
+
+    def backward():
+        bias_sizes = [b.shape[0]] if b is not None else None
+        return torch.ops.aten.convolution_backward(
+            dy, x, w, bias_sizes, stride, padding, dilation, transposed, output_padding, groups,
+            [True, True, b is not None],
+        )
+
+    with torch.no_grad():
+        y = forward()
+        dx, dw, db = backward()
+        errors = [relative_error(y, want["y"]), relative_error(dx, want["dx"]),
+                  relative_error(dw, want["dw"])]
+        if db is not None:
+            errors.append(relative_error(db, want["db"]))
+        if max(errors) > 1e-4:
+            sys.exit(f"{row}: PyTorch disagrees with gemmconv (y, dx, dw, db: {errors}); "
+                     "not timing it")
+        fwd = median_seconds(forward)
+        bwd = median_seconds(backward)
+    model = family_onnx_model(x_np, w_np, b_np, spec, threads)
+    y_ort = model.run(None, {"x": x_np})[0]
+    error = float(np.abs(y_ort - want["y"]).max() / max(1.0, np.abs(want["y"]).max()))
+    if error > 1e-4:
+        sys.exit(f"{row}: onnxruntime disagrees with gemmconv (y: {error}); not timing it")
+    ort_fwd = median_seconds(lambda: model.run(None, {"x": x_np}))
+    return fwd, bwd, ours_fwd, ours_bwd, max(errors + [error]), ort_fwd
 
 
 def run_pytorch(row, d):
@@ -191,7 +290,8 @@ def run_pytorch(row, d):
 
 def main():
     args = sys.argv[1:]
-    rows = extended_rows() if args == ["--extended"] else (args or ROWS)
+    named = {"--extended": extended_rows, "--family": family_rows}
+    rows = named[args[0]]() if args and args[0] in named else (args or ROWS)
     threads = int(os.environ.get("RAYON_NUM_THREADS", os.cpu_count()))
     rounds = int(os.environ.get("ROUNDS", 3))
     torch.set_num_threads(threads)
@@ -208,6 +308,9 @@ def main():
             for row in rows:
                 run_gemmconv(row, threads, Path(tmp) / row)
             for row in rows:
+                if row in family_rows():
+                    samples[row].append(run_family(row, Path(tmp) / row, threads))
+                    continue
                 samples[row].append(run_pytorch(row, Path(tmp) / row))
                 ort_fwd = run_onnxruntime(row, Path(tmp) / row, threads)
                 samples[row][-1] += (ort_fwd if ort_fwd is not None else float("nan"),)
@@ -241,7 +344,7 @@ def main():
     print("ratios = gemmconv time / theirs (below 1: gemmconv is faster); medians. "
           "gemmconv / best: forward plus backward against the fastest framework's "
           f"forward plus PyTorch's backward. Geometric mean of it: {geomean:.2f}.")
-    out = REPO / "target" / "pytorch.json"
+    out = REPO / "target" / ("pytorch-family.json" if args == ["--family"] else "pytorch.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(f"written to {out.relative_to(REPO)} (read by benches/report.py)")

@@ -3,7 +3,9 @@
 //! measured on (`benches/SUITE.md`), so that the benches, the command-line
 //! tool and the peers share one definition.
 
+use crate::conv1d_spec::Conv1dSpec;
 use crate::spec::Conv2dSpec;
+use crate::transposed_spec::ConvTranspose2dSpec;
 
 /// One row of the suite: a named convolution problem.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,6 +220,114 @@ pub fn row(id: &str) -> Option<SuiteRow> {
         .find(|r| r.id == id)
 }
 
+/// The operation of a family row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FamilyOp {
+    /// A transposed convolution on inputs of the shape.
+    Transposed(ConvTranspose2dSpec, [usize; 4]),
+    /// A 1-D convolution on inputs of the shape.
+    Conv1d(Conv1dSpec, [usize; 3]),
+}
+
+/// One row of the family suite (`benches/SUITE.md`, "Family").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FamilyRow {
+    /// The row's id, used in benchmark ids.
+    pub id: &'static str,
+    /// The operation and its input shape.
+    pub op: FamilyOp,
+}
+
+impl FamilyRow {
+    /// Forward floating-point operations: two per multiply-add.
+    ///
+    /// ```
+    /// let r = gemmconv::suite::family_row("t-r3x3s2").unwrap();
+    /// assert_eq!(r.forward_flops(), gemmconv::suite::row("r3x3s2").unwrap().forward_flops());
+    /// ```
+    pub fn forward_flops(&self) -> u64 {
+        match &self.op {
+            FamilyOp::Transposed(spec, input) => {
+                let [_, _, kh, kw] = spec.weight_shape();
+                let per_group = spec.out_channels() / spec.get_groups();
+                2 * input.iter().product::<usize>() as u64 * (per_group * kh * kw) as u64
+            }
+            FamilyOp::Conv1d(spec, input) => {
+                let out = spec.output_shape(*input).expect("family rows are valid");
+                let [_, c_in_g, k] = spec.weight_shape();
+                2 * out.iter().product::<usize>() as u64 * (c_in_g * k) as u64
+            }
+        }
+    }
+}
+
+/// The transposed convolution that takes suite row `id`'s output back to
+/// its input shape: the row read as a decoder.
+fn decoder(id: &'static str, of: &str) -> FamilyRow {
+    let r = row(of).expect("a suite row");
+    let conv = &r.spec;
+    let out = conv.output_shape(r.input).expect("suite rows are valid");
+    let back = |input: usize, output: usize, s: usize, p: usize, k: usize, d: usize| {
+        input - ((output - 1) * s - 2 * p + d * (k - 1) + 1)
+    };
+    let ((sh, sw), p, (kh, kw), (dh, dw)) = (
+        conv.get_stride(),
+        conv.get_padding(),
+        conv.kernel(),
+        conv.get_dilation(),
+    );
+    let spec = ConvTranspose2dSpec::new(conv.out_channels(), conv.in_channels(), conv.kernel())
+        .stride((sh, sw))
+        .padding((p.top, p.left))
+        .dilation((dh, dw))
+        .output_padding((
+            back(r.input[2], out[2], sh, p.top, kh, dh),
+            back(r.input[3], out[3], sw, p.left, kw, dw),
+        ))
+        .groups(conv.get_groups());
+    FamilyRow {
+        id,
+        op: FamilyOp::Transposed(spec, out),
+    }
+}
+
+/// The family rows, in the order of `benches/SUITE.md`: suite rows read as
+/// decoders (transposed convolutions back to their input shape), and 1-D
+/// convolutions.
+///
+/// ```
+/// let ids: Vec<_> = gemmconv::suite::family_rows().iter().map(|r| r.id).collect();
+/// assert_eq!(ids, ["t-r3x3", "t-r3x3s2", "t-stem", "t-dw", "c1d-k3", "c1d-k3d4"]);
+/// ```
+pub fn family_rows() -> Vec<FamilyRow> {
+    vec![
+        decoder("t-r3x3", "r3x3"),
+        decoder("t-r3x3s2", "r3x3s2"),
+        decoder("t-stem", "stem"),
+        decoder("t-dw", "dw"),
+        FamilyRow {
+            id: "c1d-k3",
+            op: FamilyOp::Conv1d(Conv1dSpec::new(64, 64, 3).padding(1), [8, 64, 4096]),
+        },
+        FamilyRow {
+            id: "c1d-k3d4",
+            op: FamilyOp::Conv1d(
+                Conv1dSpec::new(64, 64, 3).padding(4).dilation(4),
+                [8, 64, 4096],
+            ),
+        },
+    ]
+}
+
+/// The family row with id `id`.
+///
+/// ```
+/// assert!(gemmconv::suite::family_row("c1d-k3").is_some());
+/// ```
+pub fn family_row(id: &str) -> Option<FamilyRow> {
+    family_rows().into_iter().find(|r| r.id == id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +342,23 @@ mod tests {
         for r in &all {
             assert!(r.spec.output_shape(r.input).is_ok(), "{}", r.id);
             assert!(r.forward_flops() > 0, "{}", r.id);
+        }
+    }
+
+    /// A decoder row gives back its suite row's input shape.
+    #[test]
+    fn decoders_give_back_their_rows_input() {
+        for (decoder, of) in [
+            ("t-r3x3", "r3x3"),
+            ("t-r3x3s2", "r3x3s2"),
+            ("t-stem", "stem"),
+            ("t-dw", "dw"),
+        ] {
+            let FamilyOp::Transposed(spec, input) = family_row(decoder).unwrap().op else {
+                panic!("{decoder} is transposed");
+            };
+            assert_eq!(spec.output_shape(input).unwrap(), row(of).unwrap().input);
+            assert_eq!(spec.conv_spec(), row(of).unwrap().spec.bias(false));
         }
     }
 }

@@ -25,6 +25,10 @@ pub struct Cli {
     /// A row of benches/SUITE.md, of the suite or the extended suite.
     #[arg(long, value_parser = suite_row, conflicts_with_all = GEOMETRY)]
     row: Option<String>,
+    /// A family row of benches/SUITE.md (a transposed or 1-D
+    /// convolution): strided, checked against im2col, timed.
+    #[arg(long, value_parser = family_row, conflicts_with_all = GEOMETRY, conflicts_with = "row")]
+    family: Option<String>,
     /// Batch size.
     #[arg(long, help_heading = "Geometry")]
     mb: Option<usize>,
@@ -206,6 +210,21 @@ fn suite_row(id: &str) -> Result<String, String> {
     }
 }
 
+/// A row id of the family suite.
+fn family_row(id: &str) -> Result<String, String> {
+    match gemmconv::suite::family_row(id) {
+        Some(_) => Ok(id.to_string()),
+        None => Err(format!(
+            "not a family row of benches/SUITE.md; they are {}",
+            gemmconv::suite::family_rows()
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 /// What the options ask for, resolved.
 #[derive(Debug)]
 pub struct Options {
@@ -229,6 +248,8 @@ pub struct Options {
     pub check: bool,
     /// Whether to measure the FMA peak instead.
     pub peak: bool,
+    /// A family row to run instead.
+    pub family: Option<String>,
 }
 
 impl From<Cli> for Options {
@@ -292,6 +313,7 @@ impl From<Cli> for Options {
             save: cli.save,
             check: !cli.no_check,
             peak: cli.peak,
+            family: cli.family,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod args;
 mod compare;
+mod family;
 mod malloc;
 mod peak;
 mod timing;
@@ -44,6 +45,15 @@ fn main() -> ExitCode {
     if options.peak {
         peak::print();
         return ExitCode::SUCCESS;
+    }
+    if let Some(id) = &options.family {
+        return match family::run(id, options.runs, options.save.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if kept {
         println!(
