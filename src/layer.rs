@@ -17,7 +17,9 @@ use crate::plan::Plan;
 use crate::spec::Conv2dSpec;
 use crate::transposed_spec::ConvTranspose2dSpec;
 use crate::workspace::Workspace;
-use ndarray::{Array, Array1, Array4, ArrayView, ArrayViewMut, ArrayViewMut1, Dimension};
+use ndarray::{
+    Array, Array1, Array4, ArrayView, ArrayView1, ArrayViewMut, ArrayViewMut1, Dimension,
+};
 use rand_distr::{Distribution, Normal, Uniform};
 
 /// A 2-D convolution layer, PyTorch `Conv2d` semantics: a [`Layer`] on a
@@ -117,6 +119,20 @@ pub struct Layer<T: Element, S: Operation> {
     /// One backward call's parameter gradients, before they are added to
     /// the totals.
     step: (Array<T, S::Dim>, Array1<T>),
+}
+
+/// A layer's parameters, mutable, and their accumulated gradients, from
+/// [`Layer::parameters_mut`].
+#[derive(Debug)]
+pub struct ParametersMut<'a, T, D: Dimension> {
+    /// The weight.
+    pub weight: ArrayViewMut<'a, T, D>,
+    /// The weight gradient accumulated since the last `zero_grad`.
+    pub weight_grad: ArrayView<'a, T, D>,
+    /// The bias, if the layer has one.
+    pub bias: Option<ArrayViewMut1<'a, T>>,
+    /// The bias gradient, if the layer has a bias.
+    pub bias_grad: Option<ArrayView1<'a, T>>,
 }
 
 impl<T: Element, S: Operation> Layer<T, S> {
@@ -536,6 +552,35 @@ impl<T: Element, S: Operation> Layer<T, S> {
     /// ```
     pub fn bias_mut(&mut self) -> Option<ArrayViewMut1<'_, T>> {
         self.bias.as_mut().map(|b| b.view_mut())
+    }
+
+    /// The parameters, mutable, beside their accumulated gradients: what an
+    /// optimiser step reads and writes, borrowed together.
+    ///
+    /// ```
+    /// # use gemmconv::{Conv2d, Conv2dSpec};
+    /// # use gemmconv::ndarray::{Array1, Array4};
+    /// let spec = Conv2dSpec::new(1, 1, (1, 1));
+    /// let mut layer = Conv2d::from_weights(spec, Array4::<f64>::ones((1, 1, 1, 1)), Some(Array1::zeros(1)))?;
+    /// layer.forward(Array4::<f64>::from_elem((1, 1, 2, 2), 3.0).view())?;
+    /// layer.backward(Array4::<f64>::ones((1, 1, 2, 2)).view())?;
+    /// let p = layer.parameters_mut();
+    /// let learning_rate = 0.1;
+    /// p.weight.into_iter().zip(p.weight_grad).for_each(|(w, g)| *w -= learning_rate * g);
+    /// if let (Some(b), Some(db)) = (p.bias, p.bias_grad) {
+    ///     b.into_iter().zip(db).for_each(|(b, g)| *b -= learning_rate * g);
+    /// }
+    /// assert_eq!(layer.weight()[[0, 0, 0, 0]], 1.0 - 0.1 * 12.0);
+    /// assert_eq!(layer.bias().unwrap()[0], -0.1 * 4.0);
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn parameters_mut(&mut self) -> ParametersMut<'_, T, S::Dim> {
+        ParametersMut {
+            weight: self.weight.view_mut(),
+            weight_grad: self.weight_grad.view(),
+            bias: self.bias.as_mut().map(|b| b.view_mut()),
+            bias_grad: self.bias_grad.as_ref().map(|b| b.view()),
+        }
     }
 
     /// The weight gradient accumulated since the last [`zero_grad`](Self::zero_grad).

@@ -138,7 +138,7 @@ pub use gemm::inside_gemm;
 pub use gradients::{
     GradientSelection, Gradients, GradientsMut, SelectedGradients, SelectedGradientsMut,
 };
-pub use layer::{Conv1d, Conv2d, ConvTranspose2d, Layer};
+pub use layer::{Conv1d, Conv2d, ConvTranspose2d, Layer, ParametersMut};
 pub use operation::Operation;
 pub use plan::Conv2dPlan;
 pub use spec::{Conv2dSpec, Padding, PaddingMode};

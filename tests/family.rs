@@ -1181,3 +1181,88 @@ fn layers_round_trip_through_serde() {
     let json = serde_json::to_string(&spec).unwrap();
     assert_eq!(serde_json::from_str::<Conv1dSpec>(&json).unwrap(), spec);
 }
+
+/// Sliced and transposed views give what contiguous arrays give, for every
+/// operation of the family, forward and backward.
+#[test]
+fn non_contiguous_views_give_the_results_of_contiguous_ones() {
+    use gemmconv::ndarray::{Axis, s};
+    let mut rng = rng(44);
+    let strided = Algorithm::Strided;
+    // Every other column of a wider array, and an array stored with its
+    // height and width swapped.
+    let wide = random_array4::<f64>(&mut rng, [2, 4, 5, 12]);
+    let x = wide.slice(s![.., .., .., ..;2]);
+    let swapped = random_array4::<f64>(&mut rng, [2, 4, 6, 5]);
+
+    let t = ConvTranspose2dSpec::new(4, 6, (3, 2))
+        .stride((1, 2))
+        .padding((1, 0))
+        .groups(2);
+    let w = random_array4::<f64>(&mut rng, t.weight_shape());
+    let b = random_array1::<f64>(&mut rng, 6);
+    assert_eq!(t.output_shape([2, 4, 5, 6]).unwrap(), [2, 6, 5, 12]);
+    let dy_wide = random_array4::<f64>(&mut rng, [2, 6, 5, 24]);
+    let dy = dy_wide.slice(s![.., .., .., ..;2]);
+    let y = gemmconv::conv_transpose2d(x, w.view(), Some(b.view()), &t, strided).unwrap();
+    let y_c =
+        gemmconv::conv_transpose2d(x.to_owned().view(), w.view(), Some(b.view()), &t, strided)
+            .unwrap();
+    assert_close(&y, &y_c, "transposed forward on a view");
+    let g = gemmconv::conv_transpose2d_backward(x, w.view(), dy, &t, strided).unwrap();
+    let g_c = gemmconv::conv_transpose2d_backward(
+        x.to_owned().view(),
+        w.view(),
+        dy.to_owned().view(),
+        &t,
+        strided,
+    )
+    .unwrap();
+    assert_close(&g.dx, &g_c.dx, "transposed dx on views");
+    assert_close(&g.dw, &g_c.dw, "transposed dw on views");
+
+    let reflect = Conv2dSpec::new(4, 3, (3, 3))
+        .padding((2, 1))
+        .padding_mode(PaddingMode::Reflect);
+    let w = random_array4::<f64>(&mut rng, reflect.weight_shape());
+    let b = random_array1::<f64>(&mut rng, 3);
+    let xs = swapped.view().permuted_axes([0, 1, 3, 2]);
+    let y = gemmconv::conv2d(xs, w.view(), Some(b.view()), &reflect, strided).unwrap();
+    let y_c = gemmconv::conv2d(
+        xs.to_owned().view(),
+        w.view(),
+        Some(b.view()),
+        &reflect,
+        strided,
+    )
+    .unwrap();
+    assert_close(&y, &y_c, "reflect forward on a view");
+    let g = gemmconv::conv2d_backward(xs, w.view(), y.view(), &reflect, strided).unwrap();
+    let g_c =
+        gemmconv::conv2d_backward(xs.to_owned().view(), w.view(), y.view(), &reflect, strided)
+            .unwrap();
+    assert_close(&g.dx, &g_c.dx, "reflect dx on a view");
+
+    let c1 = Conv1dSpec::new(4, 2, 3).padding(1).stride(2);
+    let seq = wide.index_axis(Axis(2), 1);
+    let x1 = seq.slice(s![.., .., ..;2]);
+    let w1 = random_array4::<f64>(&mut rng, [2, 4, 1, 3])
+        .into_shape_with_order([2, 4, 3])
+        .unwrap();
+    let b1 = random_array1::<f64>(&mut rng, 2);
+    let y = gemmconv::conv1d(x1, w1.view(), Some(b1.view()), &c1, strided).unwrap();
+    let y_c = gemmconv::conv1d(
+        x1.to_owned().view(),
+        w1.view(),
+        Some(b1.view()),
+        &c1,
+        strided,
+    )
+    .unwrap();
+    assert_close(&y, &y_c, "conv1d forward on a view");
+    let g = gemmconv::conv1d_backward(x1, w1.view(), y.view(), &c1, strided).unwrap();
+    let g_c =
+        gemmconv::conv1d_backward(x1.to_owned().view(), w1.view(), y.view(), &c1, strided).unwrap();
+    assert_close(&g.dx, &g_c.dx, "conv1d dx on a view");
+    assert_close(&g.dw, &g_c.dw, "conv1d dw on a view");
+}
