@@ -1,11 +1,16 @@
 //! A small CNN that learns to read handwritten digits, trained with
 //! gemmconv: the UCI digits of `examples/data` (1,797 images of 8x8), a
 //! stratified 80/20 split with a fixed seed, two `Conv2d` layers, Adam.
+//! The data, the network and the training loop are the modules in
+//! `examples/digits/`.
 //!
 //! `cargo run --release --example digits`
 
+#[path = "digits/data.rs"]
 mod data;
+#[path = "digits/network.rs"]
 mod network;
+#[path = "digits/training.rs"]
 mod training;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -73,7 +78,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         |e| {
             bar.suspend(|| {
                 println!(
-                    "epoch {:2}  loss {:.4}  train accuracy {:5.1}%  test accuracy {:5.1}%  {:.1} s",
+                    "epoch {:2}  loss {:.4}  train accuracy {:.1}%  test accuracy {:.1}%  time {:.1} s",
                     e.epoch, e.loss, e.train_accuracy, e.test_accuracy, e.seconds
                 )
             });
