@@ -13,7 +13,7 @@ use crate::algo::{self, Algorithm};
 use crate::border::Border;
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
-use crate::gradients::{Gradients, GradientsMut, Targets};
+use crate::gradients::{Gradients, GradientsMut, Targets, add_bias_gradient};
 use crate::operands::{Backward, Forward};
 use crate::operation::{check_bias, expect_shape, rank};
 use crate::output::zeroed;
@@ -338,8 +338,11 @@ impl Plan {
             algo::backward_with(self.algorithm, self.choice, op, targets, ws);
         }
         if let Some(mut db) = out.db {
-            let sums = dy.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0));
-            db.assign(&sums);
+            let mut sums = vec![T::zero(); db.len()];
+            for dy_n in dy.outer_iter() {
+                add_bias_gradient(dy_n, &mut sums);
+            }
+            db.assign(&ArrayView1::from(&sums[..]));
         }
         ws.restore_staged(buffers);
     }

@@ -188,7 +188,12 @@ pub(crate) fn backward<T: Element>(
             let [source_buf, padded_buf, plane_buf] = buffers.split();
             let (band, offset) = row_band(g, &item.rows);
             for (local, n) in item.samples.clone().enumerate() {
-                let source = padded_sample(x, n, g, source_buf);
+                // The input is read for the weight gradient alone.
+                let source: &[T] = if wanted.weight {
+                    padded_sample(x, n, g, source_buf)
+                } else {
+                    &[]
+                };
                 let dy_band = dy.slice(s![n, .., item.rows.clone(), ..]);
                 let dx_n = dx_item
                     .as_mut()
@@ -277,7 +282,11 @@ fn backward_sample_body<T: Element>(
         }
         for cl in 0..c_in_g {
             let image_range = (c0 + cl) * hp * wp + offset..(c0 + cl + 1) * hp * wp;
-            let image = &source[image_range.clone()];
+            let image: &[T] = if wanted.weight {
+                &source[image_range.clone()]
+            } else {
+                &[]
+            };
             let grad_image: &mut [T] = if want_dx {
                 &mut padded[image_range]
             } else {
