@@ -323,6 +323,31 @@ impl<T: Element, S: Operation> Layer<T, S> {
         Ok(y.expect("no output given, so one is made"))
     }
 
+    /// [`infer`](Self::infer) with the caller's workspace (one a thread),
+    /// reused across calls: only the output is allocated. The workspace's
+    /// options apply, not the layer's.
+    ///
+    /// ```
+    /// # use gemmconv::{Conv2d, Conv2dSpec, Workspace};
+    /// # use gemmconv::ndarray::Array4;
+    /// let spec = Conv2dSpec::new(1, 1, (1, 1)).bias(false);
+    /// let layer = Conv2d::from_weights(spec, Array4::<f64>::from_elem((1, 1, 1, 1), 3.0), None)?;
+    /// let mut ws = Workspace::new();
+    /// let y = layer.infer_with_workspace(Array4::<f64>::ones((2, 1, 2, 2)).view(), &mut ws)?;
+    /// assert_eq!(y.sum(), 24.0);
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    pub fn infer_with_workspace<D: Dimension>(
+        &self,
+        x: ArrayView<'_, T, D>,
+        workspace: &mut Workspace<T>,
+    ) -> Result<Array<T, S::Dim>, ConvError> {
+        let bias = self.bias.as_ref().map(|b| b.view());
+        let operands = (x, self.weight.view(), bias);
+        let y = forward(&self.spec, operands, self.algorithm, workspace, None)?;
+        Ok(y.expect("no output given, so one is made"))
+    }
+
     /// [`infer`](Self::infer) into `y` (any layout), which it overwrites,
     /// with the caller's workspace (one a thread): with a warm workspace
     /// it allocates nothing. The workspace's options apply, not the

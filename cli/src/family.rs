@@ -61,7 +61,7 @@ fn random<D: Dimension>(shape: D, rng: &mut rand::rngs::SmallRng) -> Array<f32, 
 }
 
 /// Median seconds of the forward pass (into a new array, the workspace
-/// kept) and of the backward pass (dx, dw, db) of `spec` on inputs of
+/// kept, as the suite rows' functional calls are timed) and of the backward pass (dx, dw, db) of `spec` on inputs of
 /// `input`, after checking both against im2col.
 fn time<S: Operation, const N: usize>(
     spec: S,
