@@ -298,6 +298,15 @@ pub(crate) fn name_the_axis(err: ConvError) -> ConvError {
             padding,
             input,
         },
+        ConvError::EmptyAxis {
+            axis,
+            input,
+            output,
+        } => ConvError::EmptyAxis {
+            axis: rename(axis),
+            input,
+            output,
+        },
         ConvError::ZeroParameter { parameter } => ConvError::ZeroParameter {
             parameter: rename_parameter(parameter),
         },

@@ -161,10 +161,11 @@ pub enum ConvError {
         /// The dilation along the axis.
         dilation: usize,
     },
-    /// A transposed convolution whose input or output would have no pixels
-    /// along an axis: the output is `(input - 1)·stride - 2·padding +
-    /// dilation·(kernel - 1) + output_padding + 1`, and both must be at
-    /// least 1.
+    /// An input with no pixels along an axis (refused, as PyTorch refuses
+    /// it, even where padding would give it an output), or a transposed
+    /// convolution whose output would have none: its output is `(input -
+    /// 1)·stride - 2·padding + dilation·(kernel - 1) + output_padding + 1`,
+    /// and both must be at least 1.
     #[error(
         "{axis}: an input of {input} pixels gives an output of {output}; both must be at least 1"
     )]

@@ -516,6 +516,17 @@ impl Geometry {
         let (dh, dw) = spec.dilation;
         let out_h = output_len("height", in_h, p.top, p.bottom, kh, sh, dh)?;
         let out_w = output_len("width", in_w, p.left, p.right, kw, sw, dw)?;
+        // As in PyTorch, an image with no rows or columns is refused, even
+        // where padding would give it an output.
+        for (axis, input, output) in [("height", in_h, out_h), ("width", in_w, out_w)] {
+            if input == 0 {
+                return Err(ConvError::EmptyAxis {
+                    axis,
+                    input,
+                    output: output as i128,
+                });
+            }
+        }
         let g = Geometry {
             batch,
             in_channels,

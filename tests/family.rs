@@ -1012,6 +1012,36 @@ fn invalid_family_geometries_are_errors_that_say_why() {
     let circular = circular.padding((5, 0));
     assert!(gemmconv::conv2d(x.view(), w.view(), None, &circular, Algorithm::Strided).is_err());
 
+    // An image with no columns is refused, as PyTorch refuses it, even
+    // where padding would give it an output.
+    let padded = Conv2dSpec::new(2, 2, (3, 3)).padding((1, 2)).bias(false);
+    let empty = Array4::<f32>::zeros((1, 2, 4, 0));
+    let err =
+        gemmconv::conv2d(empty.view(), w.view(), None, &padded, Algorithm::Strided).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConvError::EmptyAxis {
+                axis: "width",
+                input: 0,
+                output: 2
+            }
+        ),
+        "{err}"
+    );
+    let err = gemmconv::conv1d(
+        Array3::<f32>::zeros((1, 2, 0)).view(),
+        Array3::<f32>::zeros((2, 2, 1)).view(),
+        None,
+        &Conv1dSpec::new(2, 2, 1).padding(1).bias(false),
+        Algorithm::Strided,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ConvError::EmptyAxis { axis: "length", .. }),
+        "{err}"
+    );
+
     let same = Conv2dSpec::new(2, 2, (3, 3))
         .same_padding()
         .stride((2, 1))

@@ -1,0 +1,9 @@
+//! Arbitrary bytes as a problem of any operation of the family, through the
+//! functional API: a clean `Err` where naive errs, agreement elsewhere.
+
+#![no_main]
+
+#[path = "../cases.rs"]
+mod cases;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cases::check_operation(data));
