@@ -123,6 +123,16 @@ pub struct Layer<T: Element, S: Operation> {
 
 /// A layer's parameters, mutable, and their accumulated gradients, from
 /// [`Layer::parameters_mut`].
+///
+/// ```
+/// # use gemmconv::{Conv1d, Conv1dSpec};
+/// # use gemmconv::ndarray::Array3;
+/// let mut layer = Conv1d::from_weights(Conv1dSpec::new(1, 1, 2).bias(false), Array3::<f32>::ones((1, 1, 2)), None)?;
+/// let p = layer.parameters_mut();
+/// assert_eq!((p.weight.shape(), p.weight_grad.shape()), (&[1, 1, 2][..], &[1, 1, 2][..]));
+/// assert!(p.bias.is_none() && p.bias_grad.is_none());
+/// # Ok::<(), gemmconv::ConvError>(())
+/// ```
 #[derive(Debug)]
 pub struct ParametersMut<'a, T, D: Dimension> {
     /// The weight.

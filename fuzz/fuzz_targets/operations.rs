@@ -3,6 +3,8 @@
 
 #![no_main]
 
+// Each target uses its own part of the shared checks.
+#[allow(dead_code)]
 #[path = "../cases.rs"]
 mod cases;
 
