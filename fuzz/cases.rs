@@ -222,44 +222,45 @@ impl Op {
         };
         let out = g.view_mut();
         match self {
-            Op::Conv2d(s) => {
-                let out = SelectedGradientsMut {
-                    dx: out
-                        .dx
-                        .map(|a| a.into_dimensionality().expect("rank checked")),
-                    dw: out
-                        .dw
-                        .map(|a| a.into_dimensionality().expect("rank checked")),
-                    db: out.db,
-                };
-                gemmconv::conv2d_backward_selected_into(xv, wv, dyv, s, algorithm, ws, out)?
-            }
-            Op::Transposed(s) => {
-                let out = SelectedGradientsMut {
-                    dx: out
-                        .dx
-                        .map(|a| a.into_dimensionality().expect("rank checked")),
-                    dw: out
-                        .dw
-                        .map(|a| a.into_dimensionality().expect("rank checked")),
-                    db: out.db,
-                };
-                gemmconv::conv_transpose2d_backward_into(xv, wv, dyv, s, algorithm, ws, out)?
-            }
+            Op::Conv2d(s) => gemmconv::conv2d_backward_selected_into(
+                xv,
+                wv,
+                dyv,
+                s,
+                algorithm,
+                ws,
+                of_rank(out),
+            )?,
+            Op::Transposed(s) => gemmconv::conv_transpose2d_backward_into(
+                xv,
+                wv,
+                dyv,
+                s,
+                algorithm,
+                ws,
+                of_rank(out),
+            )?,
             Op::Conv1d(s) => {
-                let out = SelectedGradientsMut {
-                    dx: out
-                        .dx
-                        .map(|a| a.into_dimensionality().expect("rank checked")),
-                    dw: out
-                        .dw
-                        .map(|a| a.into_dimensionality().expect("rank checked")),
-                    db: out.db,
-                };
-                gemmconv::conv1d_backward_into(xv, wv, dyv, s, algorithm, ws, out)?
+                gemmconv::conv1d_backward_into(xv, wv, dyv, s, algorithm, ws, of_rank(out))?
             }
         }
         Ok(g)
+    }
+}
+
+/// Gradients of dynamic rank as the operation's rank (already checked to
+/// be the input's and the weight's).
+fn of_rank<T, D: gemmconv::ndarray::Dimension>(
+    out: SelectedGradientsMut<'_, T, IxDyn>,
+) -> SelectedGradientsMut<'_, T, D> {
+    SelectedGradientsMut {
+        dx: out
+            .dx
+            .map(|a| a.into_dimensionality().expect("rank checked")),
+        dw: out
+            .dw
+            .map(|a| a.into_dimensionality().expect("rank checked")),
+        db: out.db,
     }
 }
 

@@ -406,24 +406,13 @@ impl Conv2dSpec {
             (self.dilation.1, "dilation (width)"),
             (self.groups, "groups"),
         ];
-        if let Some(&(_, parameter)) = nonzero.iter().find(|(value, _)| *value == 0) {
-            return Err(ConvError::ZeroParameter { parameter });
-        }
+        check_nonzero(&nonzero)?;
         if self.same && self.stride != (1, 1) {
             return Err(ConvError::SamePaddingNeedsStrideOne {
                 stride: self.stride,
             });
         }
-        if !self.in_channels.is_multiple_of(self.groups)
-            || !self.out_channels.is_multiple_of(self.groups)
-        {
-            return Err(ConvError::GroupsDoNotDivide {
-                groups: self.groups,
-                in_channels: self.in_channels,
-                out_channels: self.out_channels,
-            });
-        }
-        Ok(())
+        check_groups(self.groups, self.in_channels, self.out_channels)
     }
 
     /// The output shape `[batch, out_channels, ho, wo]` for an input of shape
@@ -437,6 +426,31 @@ impl Conv2dSpec {
     /// ```
     pub fn output_shape(&self, input_shape: [usize; 4]) -> Result<[usize; 4], ConvError> {
         Geometry::new(self, input_shape).map(|g| g.output_shape())
+    }
+}
+
+/// The first size of `sizes` that is zero, as the error naming it.
+pub(crate) fn check_nonzero(sizes: &[(usize, &'static str)]) -> Result<(), ConvError> {
+    match sizes.iter().find(|(value, _)| *value == 0) {
+        Some(&(_, parameter)) => Err(ConvError::ZeroParameter { parameter }),
+        None => Ok(()),
+    }
+}
+
+/// Whether `groups` divides both channel counts, as the error saying so.
+pub(crate) fn check_groups(
+    groups: usize,
+    in_channels: usize,
+    out_channels: usize,
+) -> Result<(), ConvError> {
+    if in_channels.is_multiple_of(groups) && out_channels.is_multiple_of(groups) {
+        Ok(())
+    } else {
+        Err(ConvError::GroupsDoNotDivide {
+            groups,
+            in_channels,
+            out_channels,
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! the convolution whose input gradient it is.
 
 use crate::error::{ConvError, Operand};
-use crate::spec::Conv2dSpec;
+use crate::spec::{Conv2dSpec, check_groups, check_nonzero};
 
 /// The geometry of a 2-D transposed convolution layer, with PyTorch
 /// `ConvTranspose2d` semantics: input `[n, c_in, h, w]`, weight `[c_in,
@@ -265,18 +265,8 @@ impl ConvTranspose2dSpec {
             (self.dilation.1, "dilation (width)"),
             (self.groups, "groups"),
         ];
-        if let Some(&(_, parameter)) = nonzero.iter().find(|(value, _)| *value == 0) {
-            return Err(ConvError::ZeroParameter { parameter });
-        }
-        if !self.in_channels.is_multiple_of(self.groups)
-            || !self.out_channels.is_multiple_of(self.groups)
-        {
-            return Err(ConvError::GroupsDoNotDivide {
-                groups: self.groups,
-                in_channels: self.in_channels,
-                out_channels: self.out_channels,
-            });
-        }
+        check_nonzero(&nonzero)?;
+        check_groups(self.groups, self.in_channels, self.out_channels)?;
         let axes = [
             (
                 "height",

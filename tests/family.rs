@@ -17,9 +17,60 @@ use rand::rngs::StdRng;
 
 // ---------------------------------------------------------------- references
 
-/// `y[n, o_g, ih·s - p + i·d, iw·s - p + j·d] += x[n, c, ih, iw] · w[c, o, i, j]`
-/// over the channels `c` of `o`'s group, then the bias: PyTorch's
-/// `ConvTranspose2d` written as the scatter it is.
+/// One product of the transposed convolution's scatter, `y[y_at] +=
+/// x[x_at] · w[w_at]`.
+struct Term {
+    x_at: [usize; 4],
+    w_at: [usize; 4],
+    y_at: [usize; 4],
+}
+
+/// Every product of PyTorch's `ConvTranspose2d` written as the scatter it
+/// is: `y[n, g·c_out_g + o, ih·s - p + i·d, iw·s - p + j·d] += x[n, c, ih,
+/// iw] · w[c, o, i, j]`, over the channels `c` of group `g`, for outputs
+/// of shape `out`.
+fn scatter(x: [usize; 4], spec: &ConvTranspose2dSpec, out: [usize; 4]) -> Vec<Term> {
+    let [n, c_in, h, wd] = x;
+    let (cin_g, cout_g) = (c_in / spec.get_groups(), out[1] / spec.get_groups());
+    let (kh, kw) = spec.kernel();
+    let ((sh, sw), (ph, pw), (dh, dw)) =
+        (spec.get_stride(), spec.get_padding(), spec.get_dilation());
+    let mut terms = Vec::new();
+    for b in 0..n {
+        for c in 0..c_in {
+            for (ih, iw, o, i, j) in indices5(h, wd, cout_g, kh, kw) {
+                let oh = (ih * sh + i * dh) as isize - ph as isize;
+                let ow = (iw * sw + j * dw) as isize - pw as isize;
+                if oh < 0 || ow < 0 || oh as usize >= out[2] || ow as usize >= out[3] {
+                    continue;
+                }
+                terms.push(Term {
+                    x_at: [b, c, ih, iw],
+                    w_at: [c, o, i, j],
+                    y_at: [b, c / cin_g * cout_g + o, oh as usize, ow as usize],
+                });
+            }
+        }
+    }
+    terms
+}
+
+/// Every `(a, b, c, d, e)` below the five bounds, the last varying fastest.
+fn indices5(
+    a: usize,
+    b: usize,
+    c: usize,
+    d: usize,
+    e: usize,
+) -> impl Iterator<Item = (usize, usize, usize, usize, usize)> {
+    (0..a).flat_map(move |p| {
+        (0..b).flat_map(move |q| {
+            (0..c).flat_map(move |r| (0..d).flat_map(move |s| (0..e).map(move |t| (p, q, r, s, t))))
+        })
+    })
+}
+
+/// The transposed convolution by its scatter, then the bias.
 fn transposed_reference<T: Element>(
     x: &Array4<T>,
     w: &Array4<T>,
@@ -28,36 +79,9 @@ fn transposed_reference<T: Element>(
     out: [usize; 4],
 ) -> Array4<T> {
     let mut y = Array4::<T>::zeros(out);
-    let (n, c_in, h, wd) = x.dim();
-    let (cin_g, cout_g) = (c_in / spec.get_groups(), out[1] / spec.get_groups());
-    let (kh, kw) = spec.kernel();
-    let ((sh, sw), (ph, pw), (dh, dw)) =
-        (spec.get_stride(), spec.get_padding(), spec.get_dilation());
-    for b_ in 0..n {
-        for c in 0..c_in {
-            let group = c / cin_g;
-            for ih in 0..h {
-                for iw in 0..wd {
-                    for o in 0..cout_g {
-                        for i in 0..kh {
-                            for j in 0..kw {
-                                let oh = (ih * sh + i * dh) as isize - ph as isize;
-                                let ow = (iw * sw + j * dw) as isize - pw as isize;
-                                if oh < 0
-                                    || ow < 0
-                                    || oh as usize >= out[2]
-                                    || ow as usize >= out[3]
-                                {
-                                    continue;
-                                }
-                                y[[b_, group * cout_g + o, oh as usize, ow as usize]] +=
-                                    x[[b_, c, ih, iw]] * w[[c, o, i, j]];
-                            }
-                        }
-                    }
-                }
-            }
-        }
+    let shape = [x.dim().0, x.dim().1, x.dim().2, x.dim().3];
+    for t in scatter(shape, spec, out) {
+        y[t.y_at] += x[t.x_at] * w[t.w_at];
     }
     if let Some(b) = b {
         for (o, &v) in b.iter().enumerate() {
@@ -68,50 +92,25 @@ fn transposed_reference<T: Element>(
     y
 }
 
-/// The gradients of [`transposed_reference`], from the same loops.
+/// The gradients of [`transposed_reference`]: each product's contribution
+/// sent back to the two factors it came from.
 fn transposed_backward_reference<T: Element>(
     x: &Array4<T>,
     w: &Array4<T>,
     dy: &Array4<T>,
     spec: &ConvTranspose2dSpec,
 ) -> Gradients<T> {
-    let out = dy.shape();
+    let out = [dy.dim().0, dy.dim().1, dy.dim().2, dy.dim().3];
     let mut g = Gradients {
         dx: Array4::zeros(x.raw_dim()),
         dw: Array4::zeros(w.raw_dim()),
         db: Array1::zeros(out[1]),
     };
-    let (n, c_in, h, wd) = x.dim();
-    let (cin_g, cout_g) = (c_in / spec.get_groups(), out[1] / spec.get_groups());
-    let (kh, kw) = spec.kernel();
-    let ((sh, sw), (ph, pw), (dh, dw)) =
-        (spec.get_stride(), spec.get_padding(), spec.get_dilation());
-    for b_ in 0..n {
-        for c in 0..c_in {
-            let group = c / cin_g;
-            for ih in 0..h {
-                for iw in 0..wd {
-                    for o in 0..cout_g {
-                        for i in 0..kh {
-                            for j in 0..kw {
-                                let oh = (ih * sh + i * dh) as isize - ph as isize;
-                                let ow = (iw * sw + j * dw) as isize - pw as isize;
-                                if oh < 0
-                                    || ow < 0
-                                    || oh as usize >= out[2]
-                                    || ow as usize >= out[3]
-                                {
-                                    continue;
-                                }
-                                let e = dy[[b_, group * cout_g + o, oh as usize, ow as usize]];
-                                g.dx[[b_, c, ih, iw]] += e * w[[c, o, i, j]];
-                                g.dw[[c, o, i, j]] += e * x[[b_, c, ih, iw]];
-                            }
-                        }
-                    }
-                }
-            }
-        }
+    let shape = [x.dim().0, x.dim().1, x.dim().2, x.dim().3];
+    for t in scatter(shape, spec, out) {
+        let e = dy[t.y_at];
+        g.dx[t.x_at] += e * w[t.w_at];
+        g.dw[t.w_at] += e * x[t.x_at];
     }
     g.db = dy
         .sum_axis(gemmconv::ndarray::Axis(3))
