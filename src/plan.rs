@@ -15,7 +15,7 @@ use crate::element::Element;
 use crate::error::{ConvError, Operand};
 use crate::gradients::{Gradients, GradientsMut, Targets, add_bias_gradient};
 use crate::operands::{Backward, Forward};
-use crate::operation::{check_bias, expect_shape, rank};
+use crate::operation::{check_bias, check_error, check_targets, expect_shape, rank};
 use crate::output::zeroed;
 use crate::spec::{Conv2dSpec, Geometry, PaddingMode};
 use crate::transposed_spec::ConvTranspose2dSpec;
@@ -356,13 +356,6 @@ impl Plan {
         expect_shape(Operand::Input, &self.input_shape(), x.shape())?;
         expect_shape(Operand::Weight, &self.weight_shape(), w.shape())
     }
-
-    /// Checks the three gradient outputs against the plan.
-    pub(crate) fn check_gradients<T>(&self, out: &GradientsMut<'_, T>) -> Result<(), ConvError> {
-        expect_shape(Operand::Output, &self.input_shape(), out.dx.shape())?;
-        expect_shape(Operand::Output, &self.weight_shape(), out.dw.shape())?;
-        expect_shape(Operand::Output, &[self.bias_len()], out.db.shape())
-    }
 }
 
 /// A convolution planned for one input shape: validated, its kernels chosen
@@ -548,10 +541,10 @@ impl<T: Element> Conv2dPlan<T> {
         let w = rank::<_, _, Ix4>(w, Operand::Weight)?;
         let dy = rank::<_, _, Ix4>(dy, Operand::OutputGradient)?;
         self.plan.check_input_and_weight(&x, &w)?;
-        expect_shape(Operand::OutputGradient, &self.output_shape(), dy.shape())?;
-        self.plan.check_gradients(&out)?;
-        self.plan
-            .backward((x, w, dy), out.into(), &mut self.workspace);
+        check_error(&self.plan, &dy)?;
+        let out = out.into();
+        check_targets(&self.plan, &out)?;
+        self.plan.backward((x, w, dy), out, &mut self.workspace);
         Ok(())
     }
 
