@@ -34,14 +34,21 @@ thread_local! {
     static INSIDE_GEMM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Whether the current thread is inside a GEMM call. For tests that count
-/// allocations: the GEMM's own packing buffers are its business (the pure-Rust
-/// GEMM allocates them per call; BLAS libraries keep pools outside Rust's
-/// allocator), everything else is this crate's.
+/// How many GEMMs that run on several threads are in flight: their packing
+/// buffers are allocated on the pool's other threads.
+#[cfg(feature = "_internal")]
+static PARALLEL_GEMMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether the current thread may be inside a GEMM call: it called one, or
+/// a GEMM that runs on several threads is in flight. For tests that count
+/// allocations: the GEMM's own packing buffers are its business (the
+/// pure-Rust GEMM allocates them per call; BLAS libraries keep pools outside
+/// Rust's allocator), everything else is this crate's.
 #[cfg(feature = "_internal")]
 #[doc(hidden)]
 pub fn inside_gemm() -> bool {
     INSIDE_GEMM.with(|flag| flag.get())
+        || PARALLEL_GEMMS.load(std::sync::atomic::Ordering::SeqCst) > 0
 }
 
 /// `C ← A·B` (or `C ← C + A·B` when `accumulate`), with `A: m×k`, `B: k×n`,
@@ -76,6 +83,10 @@ pub(crate) fn matmul<T: Element>(
     }
     #[cfg(feature = "_internal")]
     INSIDE_GEMM.with(|flag| flag.set(true));
+    #[cfg(feature = "_internal")]
+    if threads > 1 {
+        PARALLEL_GEMMS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
     #[cfg(feature = "_blas")]
     let done = blas::try_matmul(&mut c, accumulate, &a, &b, threads);
     #[cfg(not(feature = "_blas"))]
@@ -85,6 +96,10 @@ pub(crate) fn matmul<T: Element>(
     }
     #[cfg(feature = "_internal")]
     INSIDE_GEMM.with(|flag| flag.set(false));
+    #[cfg(feature = "_internal")]
+    if threads > 1 {
+        PARALLEL_GEMMS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// The `gemm` crate: any strides.

@@ -1,24 +1,30 @@
-//! The scheduler every fast kernel runs under: it cuts a call into work
-//! items, runs them on parallel lanes, each lane with its own memory and
-//! its own partial sums of the weight and bias gradients, and adds the
-//! partials up once, in lane order.
+//! The scheduler every fast kernel runs under: it cuts a call into parts,
+//! runs them on parallel lanes, each lane with its own memory, each part
+//! of a backward pass with its own partial sums of the weight and bias
+//! gradients, and adds the partials up once, in part order.
 //!
 //! A pass divides `batch` samples of `height` rows each (output rows for the
 //! forward pass and the gradient passes, input rows for an input gradient
 //! computed by lowering the error). The planner reads them as one run of
 //! `batch · ⌈height / granule⌉` units, sample after sample, and deals each
-//! lane a contiguous, equal share (within one unit) of that run. A share
-//! starts and ends anywhere, so a lane's work items are at most three: the
+//! part a contiguous, equal share (within one unit) of that run. A share
+//! starts and ends anywhere, so a part's work items are at most three: the
 //! tail of one sample (a band of its rows), whole samples, and the head of
 //! another sample. Whatever the batch, every thread gets work, batch 1
 //! included; kernels receive items and never split the batch themselves.
 //!
+//! A forward pass has one part per lane. A backward pass has as many parts
+//! as its size allows, never as many as the threads ask for: which numbers
+//! are added to which, and in what order, is then the same on any thread
+//! count, and so are the results, bit for bit. Lanes run runs of whole
+//! parts.
+//!
 //! A kernel writes the part of the pass's output (`y`, or `dx`) that its
 //! item owns. A backward item that is a band of a sample's rows adds to
 //! the whole sample's input gradient, which other bands add to as well: it
-//! writes its contribution into lane memory, and the scheduler adds the
-//! contributions of a sample's bands into `dx` once, in lane order, like the
-//! weight-gradient partials.
+//! writes its contribution into its part's memory, and the scheduler adds
+//! the contributions of a sample's bands into `dx` once, in part order,
+//! like the weight-gradient partials.
 //!
 //! There is one level of parallelism: when a pass has fewer units (or less
 //! arithmetic than a lane is woken for) than the pool has threads, the spare
@@ -28,8 +34,8 @@
 use crate::element::Element;
 use crate::spec::Geometry;
 use crate::subnormals::FlushGuard;
-use crate::workspace::{LaneMemory, Scratch, scratch};
-use ndarray::{ArrayView1, ArrayView3, ArrayViewMut4, Axis, Zip};
+use crate::workspace::{LaneMemory, Memory, PartMemory, Scratch, scratch};
+use ndarray::{ArrayView1, ArrayView3, ArrayViewMut4, Axis, Zip, s};
 use std::ops::Range;
 
 /// One piece of a lane's share of a pass: whole samples, or a band of one
@@ -58,6 +64,13 @@ pub(crate) struct Work {
     /// Floating-point operations of one row of one sample, to keep lanes
     /// from being woken for less work than waking them costs.
     pub row_flops: usize,
+    /// Elements of the weight and bias gradients a backward pass sums over
+    /// its parts (zero for a pass that sums nothing).
+    pub reduced: usize,
+    /// Elements of one sample's input gradient, which a backward part
+    /// holding a band of that sample keeps apart (zero for a pass that
+    /// writes its output directly).
+    pub banded: usize,
 }
 
 impl Work {
@@ -69,15 +82,21 @@ impl Work {
             height: g.out_h,
             granule,
             row_flops: 2 * g.out_w * g.out_channels * (g.col_rows() / g.groups),
+            reduced: 0,
+            banded: 0,
         }
     }
 
     /// The backward pass of `g` (weight and input gradients), over output
-    /// rows cut at multiples of `granule`.
+    /// rows cut at multiples of `granule`. Its parts are sized by the whole
+    /// gradients, whichever of them a call asks for, so that each gradient
+    /// comes out the same whatever the others.
     pub(crate) fn backward(g: &Geometry, granule: usize) -> Self {
         let forward = Self::forward(g, granule);
         Work {
             row_flops: 2 * forward.row_flops,
+            reduced: g.out_channels * (g.col_rows() / g.groups + 1),
+            banded: g.in_channels * g.in_h * g.in_w,
             ..forward
         }
     }
@@ -89,6 +108,8 @@ impl Work {
             height: g.in_h,
             granule: 1,
             row_flops: 2 * g.in_w * g.in_channels * g.out_channels_per_group() * g.kh * g.kw,
+            reduced: 0,
+            banded: 0,
         }
     }
 
@@ -102,6 +123,51 @@ impl Work {
         self.batch * self.units_per_sample()
     }
 
+    /// Floating-point operations of the pass.
+    fn flops(&self) -> usize {
+        self.row_flops
+            .saturating_mul(self.height)
+            .saturating_mul(self.batch)
+    }
+
+    /// Whether the pass sums partial results of its parts.
+    fn sums(&self) -> bool {
+        self.reduced > 0 || self.banded > 0
+    }
+
+    /// How many parts a summing pass is cut into, a power of two: as many
+    /// as the units, [`MAX_PARTS`], lanes of `min_lane_flops` each and parts
+    /// of [`PART_FLOPS_PER_SUMMED_ELEMENT`] per element of the gradients
+    /// each allow. Where those parts would cut samples into bands, whose
+    /// input gradients each part keeps whole, the parts are whole samples
+    /// instead (as many as a power of two dividing the batch), or at most
+    /// [`BANDED_PARTS`] when that is more, within
+    /// [`PARTS_MEMORY_ELEMENTS`]. None of this depends on the thread count,
+    /// so neither does the order in which partial results add up.
+    fn fixed_parts(&self, min_lane_flops: usize) -> usize {
+        let flops = self.flops();
+        let by_lane_work = flops.checked_div(min_lane_flops).unwrap_or(usize::MAX);
+        let by_summing = flops
+            .checked_div(PART_FLOPS_PER_SUMMED_ELEMENT.saturating_mul(self.reduced))
+            .unwrap_or(usize::MAX);
+        let unbanded = power_of_two_at_most(
+            self.units()
+                .min(MAX_PARTS)
+                .min(by_lane_work)
+                .min(by_summing),
+        );
+        if self.batch.is_multiple_of(unbanded) || self.banded == 0 {
+            return unbanded;
+        }
+        let whole = (1 << self.batch.trailing_zeros()).min(unbanded);
+        let part_elements = self.reduced.saturating_add(self.banded.saturating_mul(2));
+        let by_memory = PARTS_MEMORY_ELEMENTS
+            .checked_div(part_elements)
+            .unwrap_or(usize::MAX);
+        let banded = power_of_two_at_most(unbanded.min(BANDED_PARTS).min(by_memory));
+        whole.max(banded)
+    }
+
     /// The rows of unit `unit` within its sample.
     fn unit_rows(&self, unit: usize) -> Range<usize> {
         let start = unit * self.granule.max(1);
@@ -109,10 +175,45 @@ impl Work {
     }
 }
 
+/// The largest power of two at most `n`, and 1 for 0.
+fn power_of_two_at_most(n: usize) -> usize {
+    1 << n.max(1).ilog2()
+}
+
+/// The most parts a summing pass is cut into: enough for lanes of equal
+/// work on 64 threads (BENCHMARKS.md, "Scaling by simulation").
+const MAX_PARTS: usize = 64;
+
+/// The least arithmetic of a part per element of the gradients it sums, so
+/// that zeroing and adding the parts' partial sums costs at most about 1%
+/// of the pass (BENCHMARKS.md, "Thread-count independence").
+const PART_FLOPS_PER_SUMMED_ELEMENT: usize = 2048;
+
+/// The most elements the parts of a pass keep (partial sums and bands of
+/// input gradient) when they cut samples into bands: 16 Mi, 64 MiB of
+/// `f32`, whatever the batch (one part alone may need more).
+pub(crate) const PARTS_MEMORY_ELEMENTS: usize = 16 << 20;
+
+/// The most parts a summing pass has when they cut samples into bands:
+/// each such part keeps a whole sample's input gradient, to zero and add
+/// up, which costs more than a third lane gains (BENCHMARKS.md,
+/// "Thread-count independence").
+const BANDED_PARTS: usize = 2;
+
 /// How a pass is cut into work items for a pool of threads.
+///
+/// A forward pass (or an input gradient computed alone, row by row) cuts
+/// its units into one part per lane: each output element is one item's,
+/// computed in an order its item fixes, so the thread count cannot change
+/// it. A backward pass sums partial results, so its parts are fixed by the
+/// pass alone ([`Work::fixed_parts`]); lanes run runs of whole parts, and
+/// the parts' sums add up in part order, so results are the same bit for
+/// bit on any number of threads.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Schedule {
     work: Work,
+    /// Pieces of the pass, each with its own items and partial results.
+    parts: usize,
     lanes: usize,
     gemm_threads: usize,
     /// Whether lanes compute with subnormals flushed to zero.
@@ -239,17 +340,23 @@ impl Schedule {
     pub(crate) fn for_threads(work: Work, threads: usize, min_lane_flops: usize) -> Self {
         let threads = threads.max(1);
         let units = work.units();
-        let flops = work
-            .row_flops
-            .saturating_mul(work.height)
-            .saturating_mul(work.batch);
-        let by_work = flops
-            .checked_div(min_lane_flops)
-            .unwrap_or(usize::MAX)
-            .max(1);
-        let lanes = threads.min(units).min(by_work);
+        let (parts, lanes) = if units == 0 {
+            (0, 0)
+        } else if work.sums() {
+            let parts = work.fixed_parts(min_lane_flops);
+            (parts, threads.min(parts))
+        } else {
+            let by_work = work
+                .flops()
+                .checked_div(min_lane_flops)
+                .unwrap_or(usize::MAX)
+                .max(1);
+            let lanes = threads.min(units).min(by_work);
+            (lanes, lanes)
+        };
         Schedule {
             work,
+            parts,
             lanes,
             gemm_threads: (threads / lanes.max(1)).max(1),
             flush_subnormals: true,
@@ -270,19 +377,36 @@ impl Schedule {
         self.lanes
     }
 
-    /// The units of lane `lane`: an equal share, the shares differing by
-    /// at most one unit when the units do not divide evenly.
-    fn lane_units(&self, lane: usize) -> Range<usize> {
-        let units = self.work.units();
-        lane * units / self.lanes..(lane + 1) * units / self.lanes
+    /// Threads each lane's GEMMs may use.
+    #[cfg(test)]
+    pub(crate) fn gemm_threads(&self) -> usize {
+        self.gemm_threads
     }
 
-    /// The work items of lane `lane`, in order: at most three.
-    pub(crate) fn items(&self, lane: usize) -> impl Iterator<Item = WorkItem> + use<> {
+    /// How many parts the pass is cut into.
+    pub(crate) fn parts(&self) -> usize {
+        self.parts
+    }
+
+    /// The parts lane `lane` runs: an equal share, the shares differing by
+    /// at most one part when the parts do not divide evenly.
+    pub(crate) fn lane_parts(&self, lane: usize) -> Range<usize> {
+        lane * self.parts / self.lanes..(lane + 1) * self.parts / self.lanes
+    }
+
+    /// The units of part `part`: an equal share, the shares differing by
+    /// at most one unit when the units do not divide evenly.
+    fn part_units(&self, part: usize) -> Range<usize> {
+        let units = self.work.units();
+        part * units / self.parts..(part + 1) * units / self.parts
+    }
+
+    /// The work items of part `part`, in order: at most three.
+    pub(crate) fn items(&self, part: usize) -> impl Iterator<Item = WorkItem> + use<> {
         let work = self.work;
         let gemm_threads = self.gemm_threads;
         let per_sample = work.units_per_sample();
-        let Range { start, end } = self.lane_units(lane);
+        let Range { start, end } = self.part_units(part);
         let item = |samples: Range<usize>, rows: Range<usize>| {
             (!samples.is_empty() && !rows.is_empty()).then_some(WorkItem {
                 samples,
@@ -321,9 +445,9 @@ impl Schedule {
         item.rows != (0..self.work.height)
     }
 
-    /// Where lane `lane`'s units start: `(sample, row)`.
-    fn lane_start(&self, lane: usize) -> (usize, usize) {
-        let unit = self.lane_units(lane).start;
+    /// Where part `part`'s units start: `(sample, row)`.
+    fn part_start(&self, part: usize) -> (usize, usize) {
+        let unit = self.part_units(part).start;
         let per_sample = self.work.units_per_sample();
         (
             unit / per_sample,
@@ -331,30 +455,43 @@ impl Schedule {
         )
     }
 
-    /// Runs `lane(index, memory, region)` for lanes `first..first +
-    /// memory.len()` in parallel, each with its own part of `region`, by
-    /// cutting both in halves (`rayon::join`, which allocates nothing).
+    /// Runs `lane(index, memory, parts, region)` for lanes `first..first +
+    /// memory.len()` in parallel, each with its own memory, the memory of
+    /// its parts (`parts` is empty for a pass that keeps none) and its part
+    /// of `region`, by cutting all three in halves (`rayon::join`, which
+    /// allocates nothing).
     fn run_lanes<'o, T: Element>(
         &self,
         first: usize,
         memory: &mut [LaneMemory<T>],
+        parts: &mut [PartMemory<T>],
         region: Region<'o, T>,
         keep_bands: bool,
-        lane: &(impl Fn(usize, &mut LaneMemory<T>, Region<'o, T>) + Sync),
+        lane: &(impl Fn(usize, &mut LaneMemory<T>, &mut [PartMemory<T>], Region<'o, T>) + Sync),
     ) {
         match memory.len() {
             0 => {}
             1 => {
                 let _flush = FlushGuard::new(self.flush_subnormals);
-                lane(first, &mut memory[0], region)
+                lane(first, &mut memory[0], parts, region)
             }
             len => {
                 let half = len / 2;
-                let (left, right) = region.cut(self.lane_start(first + half), keep_bands);
+                let middle_part = self.lane_parts(first + half).start;
+                let (left, right) = region.cut(self.part_start(middle_part), keep_bands);
                 let (left_memory, right_memory) = memory.split_at_mut(half);
+                let part_half = if parts.is_empty() {
+                    0
+                } else {
+                    middle_part - self.lane_parts(first).start
+                };
+                let (left_parts, right_parts) = parts.split_at_mut(part_half);
                 rayon::join(
-                    || self.run_lanes(first, left_memory, left, keep_bands, lane),
-                    || self.run_lanes(first + half, right_memory, right, keep_bands, lane),
+                    || self.run_lanes(first, left_memory, left_parts, left, keep_bands, lane),
+                    || {
+                        let first = first + half;
+                        self.run_lanes(first, right_memory, right_parts, right, keep_bands, lane)
+                    },
                 );
             }
         }
@@ -363,10 +500,10 @@ impl Schedule {
     /// Runs `work(item, out[item], scratch)` for every item, in parallel,
     /// each lane with its own scratch buffers. `out` is the pass's output
     /// (`y`, or `dx`), its axis 2 the rows; `out[item]` is the item's
-    /// samples and rows of it. `lanes` holds [`Self::lanes`] lanes.
+    /// samples and rows of it.
     pub(crate) fn run<T: Element>(
         &self,
-        lanes: &mut [LaneMemory<T>],
+        memory: Memory<'_, T>,
         out: ArrayViewMut4<'_, T>,
         work: impl Fn(&WorkItem, ArrayViewMut4<'_, T>, &mut Scratch<T>) + Sync,
     ) {
@@ -375,41 +512,44 @@ impl Schedule {
             whole: (0, out),
             tail: None,
         };
-        let lane = |index: usize, memory: &mut LaneMemory<T>, region: Region<'_, T>| {
-            let Region {
-                mut head,
-                whole: (_, mut whole),
-                mut tail,
-            } = region;
-            for item in self.items(index) {
-                let out = if !self.is_band(&item) {
-                    whole.view_mut()
-                } else if let Some((_, _, band)) = head.take() {
-                    band
-                } else {
-                    tail.take().expect("a lane's bands are its head and tail").1
-                };
-                work(&item, out, &mut memory.scratch);
-            }
-        };
-        self.run_lanes(0, &mut lanes[..self.lanes], region, true, &lane);
+        let lane =
+            |index: usize, memory: &mut LaneMemory<T>, _: &mut [_], region: Region<'_, T>| {
+                let Region {
+                    mut head,
+                    whole: (_, mut whole),
+                    mut tail,
+                } = region;
+                for item in self.lane_parts(index).flat_map(|part| self.items(part)) {
+                    let out = if !self.is_band(&item) {
+                        whole.view_mut()
+                    } else if let Some((_, _, band)) = head.take() {
+                        band
+                    } else {
+                        tail.take().expect("a lane's bands are its head and tail").1
+                    };
+                    work(&item, out, &mut memory.scratch);
+                }
+            };
+        let lanes = &mut memory.lanes[..self.lanes];
+        self.run_lanes(0, lanes, &mut [], region, true, &lane);
     }
 
-    /// [`Self::run`] for a backward pass: each lane also gets [`Partials`]
+    /// [`Self::run`] for a backward pass: each part also gets [`Partials`]
     /// of `weight_len` and `bias_len` zeros to add its items' gradients
-    /// into; their sums come back. `out` may be absent (a pass that
-    /// computes no input gradient); when present, `out[item]` is the whole
-    /// of the item's samples, which the kernel overwrites with the
-    /// contribution of the item's rows (for a band, a lane buffer that the
-    /// scheduler adds into `out`).
+    /// into; their sums come back, added in part order. `out` may be absent
+    /// (a pass that computes no input gradient); when present, `out[item]`
+    /// is the whole of the item's samples, which the kernel overwrites with
+    /// the contribution of the item's rows (for a band, a part's buffer
+    /// that the scheduler adds into `out`, in part order).
     pub(crate) fn run_summing<'m, T: Element>(
         &self,
-        lanes: &'m mut [LaneMemory<T>],
+        memory: Memory<'m, T>,
         out: Option<ArrayViewMut4<'_, T>>,
         (weight_len, bias_len): (usize, usize),
         work: impl Fn(&WorkItem, Option<ArrayViewMut4<'_, T>>, &mut Scratch<T>, Partials<'_, T>) + Sync,
     ) -> Sums<'m, T> {
-        let lanes = &mut lanes[..self.lanes.max(1)];
+        let Memory { lanes, parts } = memory;
+        let parts = &mut parts[..self.parts.max(1)];
         let len = weight_len + bias_len;
         let mut out = out;
         let sample_shape = out.as_ref().map(|o| {
@@ -427,45 +567,54 @@ impl Schedule {
             whole: (0, whole),
             tail: None,
         };
-        let lane = |index: usize, memory: &mut LaneMemory<T>, region: Region<'_, T>| {
-            let partial = scratch(&mut memory.partial, len);
-            partial.fill(T::zero());
-            let (weight, bias) = partial.split_at_mut(weight_len);
-            let (_, mut whole) = region.whole;
-            let mut bands = memory.bands.iter_mut();
-            for item in self.items(index) {
-                let out = match sample_shape {
-                    None => None,
-                    Some(_) if !self.is_band(&item) => Some(whole.view_mut()),
-                    Some(shape) => {
-                        let buf = bands.next().expect("a lane has two bands at most");
-                        let buf = scratch(buf, shape.1 * shape.2 * shape.3);
-                        Some(ArrayViewMut4::from_shape(shape, buf).expect("sized above"))
-                    }
-                };
-                let partials = Partials {
-                    weight: &mut *weight,
-                    bias: &mut *bias,
-                };
-                work(&item, out, &mut memory.scratch, partials);
+        let lane = |index: usize,
+                    memory: &mut LaneMemory<T>,
+                    parts: &mut [PartMemory<T>],
+                    region: Region<'_, T>| {
+            let (first_whole, mut whole) = region.whole;
+            for (part, memory_of_part) in self.lane_parts(index).zip(parts) {
+                let partial = scratch(&mut memory_of_part.partial, len);
+                partial.fill(T::zero());
+                let (weight, bias) = partial.split_at_mut(weight_len);
+                let mut bands = memory_of_part.bands.iter_mut();
+                for item in self.items(part) {
+                    let out = match sample_shape {
+                        None => None,
+                        Some(_) if !self.is_band(&item) => {
+                            let samples =
+                                item.samples.start - first_whole..item.samples.end - first_whole;
+                            Some(whole.slice_mut(s![samples, .., .., ..]))
+                        }
+                        Some(shape) => {
+                            let buf = bands.next().expect("a part has two bands at most");
+                            let buf = scratch(buf, shape.1 * shape.2 * shape.3);
+                            Some(ArrayViewMut4::from_shape(shape, buf).expect("sized above"))
+                        }
+                    };
+                    let partials = Partials {
+                        weight: &mut *weight,
+                        bias: &mut *bias,
+                    };
+                    work(&item, out, &mut memory.scratch, partials);
+                }
             }
         };
         if self.lanes == 0 {
             // An empty batch: the sums are zeros.
-            scratch(&mut lanes[0].partial, len).fill(T::zero());
+            scratch(&mut parts[0].partial, len).fill(T::zero());
         } else {
-            self.run_lanes(0, lanes, region, false, &lane);
+            self.run_lanes(0, &mut lanes[..self.lanes], parts, region, false, &lane);
         }
         if let Some(out) = out {
-            self.add_bands(lanes, out);
+            self.add_bands(parts, out);
         }
-        let (first, rest) = lanes.split_first_mut().expect("at least one lane");
-        for lane in rest.iter() {
-            for (sum, &part) in first.partial[..len].iter_mut().zip(&lane.partial[..len]) {
-                *sum += part;
+        let (first, rest) = parts.split_first_mut().expect("at least one part");
+        for part in rest.iter() {
+            for (sum, &value) in first.partial[..len].iter_mut().zip(&part.partial[..len]) {
+                *sum += value;
             }
         }
-        let first: &'m LaneMemory<T> = first;
+        let first: &'m PartMemory<T> = first;
         let (weight, bias) = first.partial[..len].split_at(weight_len);
         Sums {
             weight,
@@ -474,10 +623,10 @@ impl Schedule {
     }
 
     /// Writes into each banded sample of `out` the sum of its bands'
-    /// contributions, in lane order.
-    fn add_bands<T: Element>(&self, lanes: &[LaneMemory<T>], mut out: ArrayViewMut4<'_, T>) {
+    /// contributions, in part order.
+    fn add_bands<T: Element>(&self, parts: &[PartMemory<T>], mut out: ArrayViewMut4<'_, T>) {
         let mut open = None;
-        for (index, memory) in lanes.iter().enumerate().take(self.lanes) {
+        for (index, memory) in parts.iter().enumerate().take(self.parts) {
             let bands = self.items(index).filter(|item| self.is_band(item));
             for (item, buf) in bands.zip(&memory.bands) {
                 let n = item.samples.start;
@@ -499,7 +648,7 @@ impl Schedule {
 mod tests {
     use super::{Schedule, Work, WorkItem};
     use crate::workspace::DEFAULT_MIN_LANE_FLOPS as MIN_LANE_FLOPS;
-    use crate::workspace::LaneMemory;
+    use crate::workspace::{LaneMemory, Memory, PartMemory};
     use ndarray::Array4;
 
     fn work(batch: usize, height: usize, granule: usize) -> Work {
@@ -508,50 +657,137 @@ mod tests {
             height,
             granule,
             row_flops: MIN_LANE_FLOPS,
+            reduced: 0,
+            banded: 0,
         }
     }
 
+    /// A backward pass's work: its parts sum `reduced` elements and keep
+    /// bands of `banded`.
+    fn summing(batch: usize, height: usize, granule: usize) -> Work {
+        Work {
+            reduced: 1,
+            banded: 1,
+            ..work(batch, height, granule)
+        }
+    }
+
+    /// Each lane's items, in order.
     fn all_items(schedule: &Schedule) -> Vec<Vec<WorkItem>> {
         (0..schedule.lanes())
-            .map(|l| schedule.items(l).collect())
+            .map(|l| {
+                schedule
+                    .lane_parts(l)
+                    .flat_map(|part| schedule.items(part))
+                    .collect()
+            })
             .collect()
     }
 
     /// Every row of every sample is in exactly one item, in order; items
-    /// are whole samples or bands of one sample cut at granules; there are
-    /// as many lanes as threads at most.
+    /// are whole samples or bands of one sample cut at granules, at most
+    /// three a part; there are as many lanes as threads at most, and they
+    /// run contiguous runs of the parts, all of them.
     #[test]
     fn items_cover_the_pass_once() {
         for batch in 0..12 {
             for height in [1, 2, 5, 7, 16] {
                 for granule in [1, 2, 4] {
                     for threads in 1..=9 {
-                        let w = work(batch, height, granule);
-                        let schedule = Schedule::for_threads(w, threads, MIN_LANE_FLOPS);
-                        assert!(schedule.lanes() <= threads);
-                        assert_eq!(schedule.lanes() == 0, batch == 0);
-                        let mut covered = Vec::new();
-                        for lane in all_items(&schedule) {
-                            assert!(!lane.is_empty() && lane.len() <= 3);
-                            for item in lane {
-                                assert!(!item.samples.is_empty() && !item.rows.is_empty());
-                                if item.rows != (0..height) {
-                                    assert_eq!(item.samples.len(), 1);
-                                    assert_eq!(item.rows.start % granule, 0);
-                                }
-                                assert!(item.gemm_threads * schedule.lanes() <= threads);
-                                for n in item.samples.clone() {
-                                    covered.extend(item.rows.clone().map(|r| (n, r)));
+                        for w in [
+                            work(batch, height, granule),
+                            summing(batch, height, granule),
+                        ] {
+                            let schedule = Schedule::for_threads(w, threads, MIN_LANE_FLOPS);
+                            assert!(schedule.lanes() <= threads);
+                            assert_eq!(schedule.lanes() == 0, batch == 0);
+                            let runs: Vec<usize> = (0..schedule.lanes())
+                                .flat_map(|lane| schedule.lane_parts(lane))
+                                .collect();
+                            assert_eq!(runs, (0..schedule.parts()).collect::<Vec<_>>());
+                            let mut covered = Vec::new();
+                            for part in 0..schedule.parts() {
+                                let items: Vec<WorkItem> = schedule.items(part).collect();
+                                assert!(!items.is_empty() && items.len() <= 3);
+                                for item in items {
+                                    assert!(!item.samples.is_empty() && !item.rows.is_empty());
+                                    if item.rows != (0..height) {
+                                        assert_eq!(item.samples.len(), 1);
+                                        assert_eq!(item.rows.start % granule, 0);
+                                    }
+                                    assert!(item.gemm_threads * schedule.lanes() <= threads);
+                                    for n in item.samples.clone() {
+                                        covered.extend(item.rows.clone().map(|r| (n, r)));
+                                    }
                                 }
                             }
+                            let expected: Vec<_> = (0..batch)
+                                .flat_map(|n| (0..height).map(move |r| (n, r)))
+                                .collect();
+                            assert_eq!(covered, expected, "{w:?} on {threads}");
                         }
-                        let expected: Vec<_> = (0..batch)
-                            .flat_map(|n| (0..height).map(move |r| (n, r)))
-                            .collect();
-                        assert_eq!(covered, expected, "{w:?} on {threads}");
                     }
                 }
             }
+        }
+    }
+
+    /// A summing pass is cut into the same parts, with the same items, on
+    /// any number of threads: what the thread count changes is only which
+    /// lane runs a part.
+    #[test]
+    fn summing_parts_ignore_the_thread_count() {
+        for (batch, height, granule, _) in cases() {
+            for (reduced, banded) in [(1, 0), (0, 1), (1 << 20, 1 << 10), (7, 1 << 23)] {
+                let w = Work {
+                    reduced,
+                    banded,
+                    ..work(batch, height, granule)
+                };
+                let parts = |threads| {
+                    let schedule = Schedule::for_threads(w, threads, MIN_LANE_FLOPS);
+                    let items: Vec<Vec<(_, _)>> = (0..schedule.parts())
+                        .map(|part| {
+                            schedule
+                                .items(part)
+                                .map(|item| (item.samples, item.rows))
+                                .collect()
+                        })
+                        .collect();
+                    items
+                };
+                let one = parts(1);
+                for threads in [2, 3, 8, 64] {
+                    assert_eq!(parts(threads), one, "{w:?} on {threads} threads");
+                }
+            }
+        }
+    }
+
+    /// The parts of a summing pass keep at most `PARTS_MEMORY_ELEMENTS`
+    /// (or one part's, when one part alone needs more).
+    #[test]
+    fn parts_memory_is_bounded() {
+        let cases = [(1 << 10, 1 << 16), (1 << 22, 0), (1 << 12, 1 << 24)];
+        for ((reduced, banded), batch) in cases.into_iter().flat_map(|c| [(c, 1), (c, 3), (c, 64)])
+        {
+            let w = Work {
+                reduced,
+                banded,
+                ..work(batch, 256, 1)
+            };
+            let schedule = Schedule::for_threads(w, 8, 0);
+            let bands = if w.batch.is_multiple_of(schedule.parts()) {
+                0
+            } else {
+                banded
+            };
+            let kept = schedule.parts() * (reduced + 2 * bands);
+            assert!(
+                kept <= super::PARTS_MEMORY_ELEMENTS.max(reduced + 2 * banded),
+                "{w:?}: {} parts",
+                schedule.parts()
+            );
         }
     }
 
@@ -560,10 +796,13 @@ mod tests {
     fn lanes_write_their_own_rows() {
         for (batch, height, granule, threads) in cases() {
             let schedule = Schedule::for_threads(work(batch, height, granule), threads, 0);
-            let mut lanes: Vec<LaneMemory<f64>> =
-                (0..threads).map(|_| Default::default()).collect();
+            let (mut lanes, mut parts) = memory(threads);
             let mut out = Array4::<f64>::from_elem((batch, 2, height, 3), -1.0);
-            schedule.run(&mut lanes, out.view_mut(), |item, mut part, _| {
+            let memory = Memory {
+                lanes: &mut lanes,
+                parts: &mut parts,
+            };
+            schedule.run(memory, out.view_mut(), |item, mut part, _| {
                 assert_eq!(part.dim().0, item.samples.len());
                 assert_eq!(part.dim().2, item.rows.len());
                 for ((i, c, r, k), v) in part.indexed_iter_mut() {
@@ -583,12 +822,15 @@ mod tests {
     #[test]
     fn bands_add_up_to_their_samples() {
         for (batch, height, granule, threads) in cases() {
-            let schedule = Schedule::for_threads(work(batch, height, granule), threads, 0);
-            let mut lanes: Vec<LaneMemory<f64>> =
-                (0..threads).map(|_| Default::default()).collect();
+            let schedule = Schedule::for_threads(summing(batch, height, granule), threads, 0);
+            let (mut lanes, mut parts) = memory(64);
             let mut out = Array4::<f64>::from_elem((batch, 2, 1, 1), -1.0);
+            let memory = Memory {
+                lanes: &mut lanes,
+                parts: &mut parts,
+            };
             let sums = schedule.run_summing(
-                &mut lanes,
+                memory,
                 Some(out.view_mut()),
                 (1, 1),
                 |item, part, _, partials| {
@@ -618,6 +860,13 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Memory for up to `count` lanes and parts.
+    fn memory(count: usize) -> (Vec<LaneMemory<f64>>, Vec<PartMemory<f64>>) {
+        let lanes = (0..count).map(|_| Default::default()).collect();
+        let parts = (0..count).map(|_| Default::default()).collect();
+        (lanes, parts)
     }
 
     /// The items (whole or band) that cover sample `n`.

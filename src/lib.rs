@@ -105,6 +105,7 @@ mod layer;
 #[cfg(feature = "serde")]
 mod layer_serde;
 mod layout;
+mod nonfinite;
 mod operands;
 mod operation;
 mod output;

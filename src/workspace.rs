@@ -30,6 +30,7 @@ use crate::lanes::{Schedule, Work};
 #[derive(Debug)]
 pub struct Workspace<T> {
     lanes: Vec<LaneMemory<T>>,
+    parts: Vec<PartMemory<T>>,
     /// The weights as the running kernel lays them out (reordered,
     /// transformed, packed or flipped), shared by every lane.
     weights: Vec<T>,
@@ -53,21 +54,39 @@ const SCRATCH_BUFFERS: usize = 6;
 pub(crate) struct LaneMemory<T> {
     /// Scratch buffers, named by the kernel that borrows them.
     pub(crate) scratch: Scratch<T>,
-    /// The lane's partial sums of the weight and bias gradients.
-    pub(crate) partial: Vec<T>,
-    /// The lane's contributions to the input gradients of samples whose
-    /// rows other lanes share: its first band's and its last band's.
-    pub(crate) bands: [Vec<T>; 2],
 }
 
 impl<T> Default for LaneMemory<T> {
     fn default() -> Self {
         LaneMemory {
             scratch: Scratch(std::array::from_fn(|_| Vec::new())),
+        }
+    }
+}
+
+/// The memory of one part of a backward pass, kept until the parts add up.
+#[derive(Debug)]
+pub(crate) struct PartMemory<T> {
+    /// The part's partial sums of the weight and bias gradients.
+    pub(crate) partial: Vec<T>,
+    /// The part's contributions to the input gradients of samples whose
+    /// rows other parts share: its first band's and its last band's.
+    pub(crate) bands: [Vec<T>; 2],
+}
+
+impl<T> Default for PartMemory<T> {
+    fn default() -> Self {
+        PartMemory {
             partial: Vec::new(),
             bands: [Vec::new(), Vec::new()],
         }
     }
+}
+
+/// The lanes' and the parts' memory of one pass, borrowed together.
+pub(crate) struct Memory<'a, T> {
+    pub(crate) lanes: &'a mut [LaneMemory<T>],
+    pub(crate) parts: &'a mut [PartMemory<T>],
 }
 
 /// A lane's scratch buffers, lent out by [`Scratch::split`].
@@ -143,6 +162,7 @@ impl<T> Workspace<T> {
     pub fn new() -> Self {
         Workspace {
             lanes: Vec::new(),
+            parts: Vec::new(),
             weights: Vec::new(),
             staged: [Vec::new(), Vec::new()],
             cap_bytes: DEFAULT_COLUMN_CAP_BYTES,
@@ -296,15 +316,19 @@ impl<T> Workspace<T> {
     /// assert_eq!(gemmconv::Workspace::<f32>::new().allocated_bytes(), 0);
     /// ```
     pub fn allocated_bytes(&self) -> usize {
-        let elements: usize = self
+        let lanes: usize = self
             .lanes
             .iter()
-            .map(|lane| {
-                lane.scratch.0.iter().map(Vec::capacity).sum::<usize>()
-                    + lane.partial.capacity()
-                    + lane.bands.iter().map(Vec::capacity).sum::<usize>()
+            .map(|lane| lane.scratch.0.iter().map(Vec::capacity).sum::<usize>())
+            .sum();
+        let parts: usize = self
+            .parts
+            .iter()
+            .map(|part| {
+                part.partial.capacity() + part.bands.iter().map(Vec::capacity).sum::<usize>()
             })
             .sum();
+        let elements = lanes + parts;
         let staged: usize = self.staged.iter().map(Vec::capacity).sum();
         (elements + self.weights.capacity() + staged) * std::mem::size_of::<T>()
     }
@@ -321,15 +345,22 @@ impl<T> Workspace<T> {
         self.staged = staged;
     }
 
-    /// The weights buffer and the memory of `lanes` lanes (one at least,
-    /// which holds the gradient sums of an empty batch), created as needed,
-    /// borrowed apart.
-    pub(crate) fn memory(&mut self, lanes: usize) -> (&mut Vec<T>, &mut [LaneMemory<T>]) {
-        let lanes = lanes.max(1);
+    /// The weights buffer and the memory of the lanes and parts of
+    /// `schedule` (one part at least, which holds the gradient sums of an
+    /// empty batch), created as needed, borrowed apart.
+    pub(crate) fn memory(&mut self, schedule: &Schedule) -> (&mut Vec<T>, Memory<'_, T>) {
+        let (lanes, parts) = (schedule.lanes().max(1), schedule.parts().max(1));
         if self.lanes.len() < lanes {
             self.lanes.resize_with(lanes, LaneMemory::default);
         }
-        (&mut self.weights, &mut self.lanes[..lanes])
+        if self.parts.len() < parts {
+            self.parts.resize_with(parts, PartMemory::default);
+        }
+        let memory = Memory {
+            lanes: &mut self.lanes[..lanes],
+            parts: &mut self.parts[..parts],
+        };
+        (&mut self.weights, memory)
     }
 }
 

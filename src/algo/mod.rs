@@ -3,11 +3,12 @@
 //! path: a table of kernels).
 
 mod im2col;
-mod naive;
+pub(crate) mod naive;
 pub(crate) mod strided;
 
 use crate::element::Element;
 use crate::gradients::Targets;
+use crate::nonfinite;
 use crate::operands::{Backward, Forward};
 use crate::workspace::Workspace;
 use ndarray::ArrayViewMut4;
@@ -77,35 +78,8 @@ impl std::str::FromStr for Algorithm {
     }
 }
 
-/// Forward pass on validated operands; writes every element of `y`.
-pub(crate) fn forward<T: Element>(
-    algorithm: Algorithm,
-    op: Forward<'_, T>,
-    y: ArrayViewMut4<'_, T>,
-    ws: &mut Workspace<T>,
-) {
-    match algorithm {
-        Algorithm::Naive => naive::forward(op, y),
-        Algorithm::Im2col => im2col::forward(op, y),
-        Algorithm::Strided => strided::forward(op, y, ws),
-    }
-}
-
-/// Backward pass on validated operands; overwrites the gradients present.
-pub(crate) fn backward<T: Element>(
-    algorithm: Algorithm,
-    op: Backward<'_, T>,
-    out: Targets<'_, T>,
-    ws: &mut Workspace<T>,
-) {
-    match algorithm {
-        Algorithm::Naive => naive::backward(op, out),
-        Algorithm::Im2col => im2col::backward(op, out),
-        Algorithm::Strided => strided::backward(op, out, ws),
-    }
-}
-
-/// [`forward`] with the strided algorithm's choice already made.
+/// The forward pass on validated operands, by `algorithm` (the strided
+/// one's kernels as `choice` names them); writes every element of `y`.
 pub(crate) fn forward_with<T: Element>(
     algorithm: Algorithm,
     choice: Choice,
@@ -113,13 +87,11 @@ pub(crate) fn forward_with<T: Element>(
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    match algorithm {
-        Algorithm::Strided => strided::forward_with(choice, op, y, ws),
-        _ => forward(algorithm, op, y, ws),
-    }
+    forward_by(algorithm, choice, op, y, ws);
 }
 
-/// [`backward`] with the strided algorithm's choice already made.
+/// The backward pass on validated operands, by `algorithm` (the strided
+/// one's kernels as `choice` names them); overwrites the gradients present.
 pub(crate) fn backward_with<T: Element>(
     algorithm: Algorithm,
     choice: Choice,
@@ -127,8 +99,56 @@ pub(crate) fn backward_with<T: Element>(
     out: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    backward_by(algorithm, choice, op, out, ws);
+}
+
+/// [`forward_with`], non-finite operands taken care of (`nonfinite.rs`).
+fn forward_by<T: Element>(
+    algorithm: Algorithm,
+    choice: Choice,
+    op: Forward<'_, T>,
+    mut y: ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    let transforms = algorithm == Algorithm::Strided && choice.forward_transforms(op.g);
+    let care = algorithm != Algorithm::Naive && nonfinite::forward_needs_care(&op, transforms);
     match algorithm {
-        Algorithm::Strided => strided::backward_with(choice, op, out, ws),
-        _ => backward(algorithm, op, out, ws),
+        Algorithm::Naive => naive::forward(op, y.view_mut()),
+        Algorithm::Im2col => im2col::forward(op, y.view_mut()),
+        Algorithm::Strided => {
+            let choice = if care { Choice::EXACT } else { choice };
+            strided::forward_with(choice, op, y.view_mut(), ws)
+        }
+    }
+    if care {
+        nonfinite::repair_output(&op, y);
+    }
+}
+
+/// [`backward_with`], non-finite operands taken care of (`nonfinite.rs`).
+fn backward_by<T: Element>(
+    algorithm: Algorithm,
+    choice: Choice,
+    op: Backward<'_, T>,
+    out: Targets<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    let care = algorithm != Algorithm::Naive && nonfinite::backward_needs_care(&op);
+    let Targets { dx, mut dw, db } = out;
+    let reborrowed = Targets {
+        dx,
+        dw: dw.as_mut().map(|dw| dw.view_mut()),
+        db,
+    };
+    match algorithm {
+        Algorithm::Naive => naive::backward(op, reborrowed),
+        Algorithm::Im2col => im2col::backward(op, reborrowed),
+        Algorithm::Strided => {
+            let choice = if care { Choice::EXACT } else { choice };
+            strided::backward_with(choice, op, reborrowed, ws)
+        }
+    }
+    if let (true, Some(dw)) = (care, dw) {
+        nonfinite::repair_weight_gradient(&op, dw);
     }
 }

@@ -6,7 +6,7 @@ use crate::element::Element;
 use crate::gradients::Targets;
 use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
-use ndarray::ArrayViewMut4;
+use ndarray::{ArrayViewMut4, Axis};
 
 /// The input pixel `(ih, iw)` that kernel tap `(i, j)` reads for output pixel
 /// `(oh, ow)`, or `None` where it reads padding.
@@ -18,46 +18,87 @@ fn tap(g: &Geometry, oh: usize, ow: usize, i: usize, j: usize) -> Option<(usize,
 
 /// `y[n, co, oh, ow] = b[co] + Σ_{c in group(co), i, j} x[n, c, oh*sh + i*dh - pt, ow*sw + j*dw - pl] · w[co, c - c0, i, j]`
 pub(crate) fn forward<T: Element>(op: Forward<'_, T>, mut y: ArrayViewMut4<'_, T>) {
-    let Forward { x, w, bias, g } = op;
-    let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
+    let g = op.g;
     for n in 0..g.batch {
         for co in 0..g.out_channels {
-            let c0 = co / c_out_g * c_in_g;
             for oh in 0..g.out_h {
                 for ow in 0..g.out_w {
-                    let mut acc = bias.map_or(T::zero(), |b| b[co]);
-                    for c in 0..c_in_g {
-                        for i in 0..g.kh {
-                            for j in 0..g.kw {
-                                if let Some((ih, iw)) = tap(g, oh, ow, i, j) {
-                                    acc += x[[n, c0 + c, ih, iw]] * w[[co, c, i, j]];
-                                }
-                            }
-                        }
-                    }
-                    y[[n, co, oh, ow]] = acc;
+                    y[[n, co, oh, ow]] = output_at(&op, [n, co, oh, ow]);
                 }
             }
         }
     }
 }
 
-/// The same loops as [`forward`], each product's contribution sent back to
+/// One output of [`forward`], `y[n, co, oh, ow]`.
+pub(crate) fn output_at<T: Element>(op: &Forward<'_, T>, [n, co, oh, ow]: [usize; 4]) -> T {
+    let Forward { x, w, bias, g } = *op;
+    let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
+    let c0 = co / c_out_g * c_in_g;
+    let mut acc = bias.map_or(T::zero(), |b| b[co]);
+    for c in 0..c_in_g {
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                if let Some((ih, iw)) = tap(g, oh, ow, i, j) {
+                    acc += x[[n, c0 + c, ih, iw]] * w[[co, c, i, j]];
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// One element of the weight gradient, `dw[co, c, i, j] = Σ_{n, oh, ow}
+/// dy[n, co, oh, ow] · x[n, c0 + c, ih, iw]` over the output pixels whose
+/// tap `(i, j)` reads the input, summed in that order.
+pub(crate) fn weight_gradient_at<T: Element>(op: &Backward<'_, T>, [co, c, i, j]: [usize; 4]) -> T {
+    let Backward { x, dy, g, .. } = *op;
+    let c0 = co / g.out_channels_per_group() * g.in_channels_per_group();
+    let mut acc = T::zero();
+    for n in 0..g.batch {
+        for oh in 0..g.out_h {
+            for ow in 0..g.out_w {
+                if let Some((ih, iw)) = tap(g, oh, ow, i, j) {
+                    acc += dy[[n, co, oh, ow]] * x[[n, c0 + c, ih, iw]];
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Whether tap `(i, j)` of output pixel `(oh, ow)` reads padding.
+pub(crate) fn reads_padding(
+    g: &Geometry,
+    (oh, ow): (usize, usize),
+    (i, j): (usize, usize),
+) -> bool {
+    tap(g, oh, ow, i, j).is_none()
+}
+
+/// The same sums as [`forward`], each product's contribution sent back to
 /// the two factors it came from: `dx += dy·w`, `dw += dy·x`, `db += dy`,
 /// for the gradients present in `grads`.
 pub(crate) fn backward<T: Element>(op: Backward<'_, T>, grads: Targets<'_, T>) {
-    let Backward { x, w, dy, g } = op;
-    let Targets {
-        mut dx,
-        mut dw,
-        mut db,
-    } = grads;
-    for out in [dx.as_mut(), dw.as_mut()].into_iter().flatten() {
-        out.fill(T::zero());
+    let Backward { w, dy, g, .. } = op;
+    let Targets { dx, dw, db } = grads;
+    if let Some(mut db) = db {
+        for (co, b) in db.iter_mut().enumerate() {
+            *b = dy
+                .index_axis(Axis(1), co)
+                .iter()
+                .fold(T::zero(), |acc, &v| acc + v);
+        }
     }
-    if let Some(db) = db.as_mut() {
-        db.fill(T::zero());
+    if let Some(mut dw) = dw {
+        for ((co, c, i, j), v) in dw.indexed_iter_mut() {
+            *v = weight_gradient_at(&op, [co, c, i, j]);
+        }
     }
+    let Some(mut dx) = dx else {
+        return;
+    };
+    dx.fill(T::zero());
     let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
     for n in 0..g.batch {
         for co in 0..g.out_channels {
@@ -65,19 +106,11 @@ pub(crate) fn backward<T: Element>(op: Backward<'_, T>, grads: Targets<'_, T>) {
             for oh in 0..g.out_h {
                 for ow in 0..g.out_w {
                     let grad = dy[[n, co, oh, ow]];
-                    if let Some(db) = db.as_mut() {
-                        db[co] += grad;
-                    }
                     for c in 0..c_in_g {
                         for i in 0..g.kh {
                             for j in 0..g.kw {
                                 if let Some((ih, iw)) = tap(g, oh, ow, i, j) {
-                                    if let Some(dx) = dx.as_mut() {
-                                        dx[[n, c0 + c, ih, iw]] += grad * w[[co, c, i, j]];
-                                    }
-                                    if let Some(dw) = dw.as_mut() {
-                                        dw[[co, c, i, j]] += grad * x[[n, c0 + c, ih, iw]];
-                                    }
+                                    dx[[n, c0 + c, ih, iw]] += grad * w[[co, c, i, j]];
                                 }
                             }
                         }

@@ -4,7 +4,10 @@
 #![allow(dead_code)]
 
 use gemmconv::ndarray::{Array1, Array4};
-use gemmconv::{Conv2dSpec, Element, Padding};
+use gemmconv::{
+    Algorithm, Conv2dSpec, DEFAULT_MIN_LANE_FLOPS, Element, InputGradient, Kernel, Padding,
+    Workspace,
+};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -110,4 +113,43 @@ pub fn assert_close<T: Element, D: gemmconv::ndarray::Dimension>(
         "{what}: relative error {err:e} exceeds {:e}",
         tolerance::<T>()
     );
+}
+
+/// The operands of one problem: input, weight, bias, output gradient.
+pub type Operands<T, D> = (
+    gemmconv::ndarray::Array<T, D>,
+    gemmconv::ndarray::Array<T, D>,
+    Array1<T>,
+    gemmconv::ndarray::Array<T, D>,
+);
+
+/// Every algorithm, and the strided one with every kernel and
+/// input-gradient method, each with the default least lane work and with
+/// none (which cuts passes into as many parts as they allow), and a small
+/// column cap (which cuts items into several tiles).
+pub fn configurations<T: Element>() -> Vec<(Algorithm, Workspace<T>, String)> {
+    let mut list = vec![
+        (Algorithm::Naive, Workspace::new(), "naive".to_string()),
+        (Algorithm::Im2col, Workspace::new(), "im2col".to_string()),
+    ];
+    let kernels = [
+        (Kernel::Auto, InputGradient::Auto),
+        (Kernel::Gemm, InputGradient::Col2im),
+        (Kernel::Gemm, InputGradient::ErrorLowering),
+        (Kernel::Direct, InputGradient::Auto),
+        (Kernel::Shifted, InputGradient::Auto),
+        (Kernel::Winograd, InputGradient::Auto),
+    ];
+    for (kernel, method) in kernels {
+        for least in [DEFAULT_MIN_LANE_FLOPS, 0] {
+            let ws = Workspace::new()
+                .with_kernel(kernel)
+                .with_input_gradient(method)
+                .with_min_lane_flops(least)
+                .with_column_cap_bytes(64 << 10);
+            let label = format!("strided {kernel:?} {method:?} least {least}");
+            list.push((Algorithm::Strided, ws, label));
+        }
+    }
+    list
 }

@@ -42,7 +42,7 @@ use crate::layout::nchw::{
 use crate::layout::transpose::transpose;
 use crate::operands::{Backward, Forward};
 use crate::spec::{Geometry, Padding};
-use crate::workspace::{LaneMemory, Workspace, scratch};
+use crate::workspace::{Memory, Workspace, scratch};
 use ndarray::{
     ArrayBase, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
     Axis, Ix2, Ix3, RawData, ShapeBuilder, s,
@@ -135,7 +135,7 @@ impl Tiling {
 struct Lanes<'m, T> {
     schedule: Schedule,
     cap_bytes: usize,
-    memory: &'m mut [LaneMemory<T>],
+    memory: Memory<'m, T>,
 }
 
 /// `range`, counted from `start`.
@@ -406,7 +406,7 @@ pub(crate) fn forward<T: Element>(
         .expect("weight shape validated");
     let schedule = ws.schedule(Work::forward(g, 1));
     let cap_bytes = ws.column_cap_bytes();
-    let (_, memory) = ws.memory(schedule.lanes());
+    let (_, memory) = ws.memory(&schedule);
     lower_and_multiply(
         &Source::of_input(x, g),
         weights.view(),
@@ -450,7 +450,7 @@ pub(crate) fn backward_by_error_lowering<T: Element>(
     let Backward { w, dy, g, .. } = op;
     let schedule = ws.schedule(Work::input_gradient(g));
     let cap_bytes = ws.column_cap_bytes();
-    let (flipped_buf, memory) = ws.memory(schedule.lanes());
+    let (flipped_buf, memory) = ws.memory(&schedule);
     let len = g.in_channels * g.out_channels_per_group() * g.kh * g.kw;
     flip_and_swap_weights(w, g.groups, scratch(flipped_buf, len));
     let flipped = ArrayView2::from_shape(
@@ -526,13 +526,8 @@ fn gradient_pass<T: Element>(
         ws.column_cap_bytes(),
         source.lowers_in_place(&window),
     );
-    let work = if dx.is_some() {
-        Work::backward(g, 1)
-    } else {
-        Work::forward(g, 1)
-    };
-    let schedule = ws.schedule(work);
-    let (_, lanes) = ws.memory(schedule.lanes());
+    let schedule = ws.schedule(Work::backward(g, 1));
+    let (_, lanes) = ws.memory(&schedule);
     let (want_dw, want_db) = (dw.is_some(), db.is_some());
     let dw_len = if want_dw { g.out_channels * rows_g } else { 0 };
     let db_len = if want_db { g.out_channels } else { 0 };

@@ -180,6 +180,21 @@ pub(crate) struct Choice {
 }
 
 impl Choice {
+    /// The column matrix both ways, the input gradient by col2im: the
+    /// kernels whose products are the naive sum's, and products with
+    /// padding zeros (`nonfinite.rs`).
+    pub(crate) const EXACT: Choice = Choice {
+        forward: Kernel::Gemm,
+        backward: Kernel::Gemm,
+        by_col2im: true,
+    };
+
+    /// Whether the forward pass of this choice adds pixels of the input
+    /// together before it multiplies them (Winograd's transforms).
+    pub(crate) fn forward_transforms(&self, g: &Geometry) -> bool {
+        self.forward == Kernel::Winograd && winograd_applies(g)
+    }
+
     /// The kernel table's choice for the options `kernel` and `method`
     /// (`Kernel::Measure` read as `Auto`).
     pub(crate) fn estimate(kernel: Kernel, method: InputGradient, g: &Geometry) -> Self {
@@ -204,26 +219,6 @@ pub(crate) fn choose<T: Element>(g: &Geometry, ws: &mut Workspace<T>) -> Choice 
         Kernel::Measure if ws.input_gradient() == InputGradient::Auto => measure::choice(g, ws),
         kernel => Choice::estimate(kernel, ws.input_gradient(), g),
     }
-}
-
-/// The forward pass on validated operands; writes every element of `y`.
-pub(crate) fn forward<T: Element>(
-    op: Forward<'_, T>,
-    y: ArrayViewMut4<'_, T>,
-    ws: &mut Workspace<T>,
-) {
-    let choice = choose(op.g, ws);
-    forward_with(choice, op, y, ws);
-}
-
-/// The backward pass on validated operands; overwrites the gradients present.
-pub(crate) fn backward<T: Element>(
-    op: Backward<'_, T>,
-    grads: Targets<'_, T>,
-    ws: &mut Workspace<T>,
-) {
-    let choice = choose(op.g, ws);
-    backward_with(choice, op, grads, ws);
 }
 
 /// The forward pass with the kernel `choice` names; writes every element
@@ -337,9 +332,10 @@ mod tests {
 
     /// The planner's simulation over the extended suite: for 1 to 64
     /// threads, every pass of every row is cut into items whose lanes carry
-    /// equal work (the largest at most 1.15 times the mean over the threads)
-    /// wherever the pass has enough of it: at least 8 units (rows, or row
-    /// blocks) and 8 lanes' least work a thread. Run with `--nocapture` for
+    /// equal work (the largest at most 1.15 times the mean over the threads,
+    /// a lane's work shared by its GEMM threads) wherever the pass has
+    /// enough of it: at least 8 units (rows, or row blocks) and 8 lanes'
+    /// least work a thread. Run with `--nocapture` for
     /// the table of BENCHMARKS.md, "Scaling by simulation".
     #[test]
     fn planner_balances_the_extended_suite() {
@@ -363,7 +359,8 @@ mod tests {
                     let loads: Vec<usize> = (0..schedule.lanes())
                         .map(|lane| {
                             schedule
-                                .items(lane)
+                                .lane_parts(lane)
+                                .flat_map(|part| schedule.items(part))
                                 .map(|item| item.samples.len() * item.rows.len())
                                 .sum()
                         })
@@ -371,7 +368,9 @@ mod tests {
                     let total: usize = loads.iter().sum();
                     assert_eq!(total, work.batch * work.height, "{}", row.id);
                     assert!(loads.len() <= threads);
-                    let largest = *loads.iter().max().unwrap() as f64;
+                    // A lane's GEMMs spread its load over its GEMM threads.
+                    let largest =
+                        *loads.iter().max().unwrap() as f64 / schedule.gemm_threads() as f64;
                     let balance = largest / (total as f64 / threads as f64);
                     let units = work.batch * work.height.div_ceil(work.granule);
                     let flops = work.row_flops * work.height * work.batch;

@@ -226,7 +226,7 @@ pub(crate) fn forward<T: Element>(
     let row_bytes = (row_pixels * g.out_channels * std::mem::size_of::<T>()).max(1);
     let band = (ws.column_cap_bytes() / row_bytes).clamp(1, g.out_h.max(1));
     let schedule = ws.schedule(Work::forward(g, 1));
-    let (weights_buf, lanes) = ws.memory(schedule.lanes());
+    let (weights_buf, lanes) = ws.memory(&schedule);
     let taps = (0..g.kh).flat_map(|i| (0..g.kw).map(move |j| (i, j)));
     let weights = reorder_weights(w, taps, false, weights_buf);
     schedule.run(lanes, y, |item, mut y_item, buffers| {
@@ -389,7 +389,7 @@ pub(crate) fn backward<T: Element>(
     let plan_dx = InputGradientPlan::new(g);
     let taps_len = g.kh * g.kw * c_in;
     let schedule = ws.schedule(Work::backward(g, backward_row_granule(g)));
-    let (weights_buf, lanes) = ws.memory(schedule.lanes());
+    let (weights_buf, lanes) = ws.memory(&schedule);
     let weights = if want_dx {
         reorder_weights(w, input_gradient_order(g), true, weights_buf)
     } else {

@@ -365,7 +365,7 @@ pub(crate) fn forward<T: Element>(
         tail: 0,
     };
     let schedule = ws.schedule(Work::forward(g, row_granule(g)));
-    let (u_buf, lanes) = ws.memory(schedule.lanes());
+    let (u_buf, lanes) = ws.memory(&schedule);
     let u = transform_weights(w, u_buf);
     schedule.run(lanes, y, |item, mut y_item, buffers| {
         let item_tiles = tiling.tiles_of(&item.rows);
@@ -435,7 +435,7 @@ pub(crate) fn backward<T: Element>(
     let tiling = Tiling::new(g);
     let band = band_tiles::<T>(g, &tiling, ws.column_cap_bytes());
     let schedule = ws.schedule(Work::backward(g, row_granule(g)));
-    let (u_buf, lanes) = ws.memory(schedule.lanes());
+    let (u_buf, lanes) = ws.memory(&schedule);
     let want_dx = dx.is_some();
     let u: &[T] = if want_dx {
         transform_weights(w, u_buf)

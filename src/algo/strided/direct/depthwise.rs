@@ -80,7 +80,7 @@ pub(crate) fn forward<T: Element>(
         tail: 0,
     };
     let schedule = ws.schedule(Work::forward(g, 1));
-    let (weights_buf, lanes) = ws.memory(schedule.lanes());
+    let (weights_buf, lanes) = ws.memory(&schedule);
     let weights = taps_by_channel(w, weights_buf);
     let p = g.padding;
     schedule.run(lanes, y, |item, mut y_item, buffers| {
@@ -156,7 +156,7 @@ pub(crate) fn backward<T: Element>(
     };
     let p = g.padding;
     let schedule = ws.schedule(Work::backward(g, 1));
-    let (weights_buf, lanes) = ws.memory(schedule.lanes());
+    let (weights_buf, lanes) = ws.memory(&schedule);
     let weights = taps_by_channel(w, weights_buf);
     let dw_len = if wanted.weight { taps * c } else { 0 };
     let db_len = if wanted.bias { c } else { 0 };

@@ -94,7 +94,7 @@ pub(crate) fn forward<T: Element>(
 ) {
     let Forward { x, w, bias, g } = op;
     let schedule = ws.schedule(Work::forward(g, 1));
-    let (_, lanes) = ws.memory(schedule.lanes());
+    let (_, lanes) = ws.memory(&schedule);
     schedule.run(lanes, y, |item, mut y_item, buffers| {
         let [source_buf, plane_buf] = buffers.split();
         let (band, offset) = row_band(g, &item.rows);
@@ -177,7 +177,7 @@ pub(crate) fn backward<T: Element>(
     let wanted = grads.selection();
     let Targets { dx, dw, db } = grads;
     let schedule = ws.schedule(Work::backward(g, 1));
-    let (_, lanes) = ws.memory(schedule.lanes());
+    let (_, lanes) = ws.memory(&schedule);
     let dw_len = if wanted.weight { w.len() } else { 0 };
     let db_len = if wanted.bias { g.out_channels } else { 0 };
     let sums = schedule.run_summing(

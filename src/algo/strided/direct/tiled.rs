@@ -72,7 +72,7 @@ pub(crate) fn forward<T: Element>(
     debug_assert_eq!(g.sw, 1, "the tiles read contiguous runs of a row");
     let taps = g.in_channels_per_group() * g.kh * g.kw;
     let schedule = ws.schedule(Work::forward(g, 1));
-    let (packed_buf, lanes) = ws.memory(schedule.lanes());
+    let (packed_buf, lanes) = ws.memory(&schedule);
     let packed = scratch(packed_buf, g.out_channels * taps);
     pack_weights(w, g, packed);
     let packed: &[T] = packed;

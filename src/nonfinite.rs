@@ -1,0 +1,154 @@
+//! NaN and ±∞ in operands: every algorithm and kernel poisons exactly the
+//! outputs the naive sum poisons, and poisons them alike (NaN, +∞ or -∞).
+//!
+//! The naive sum multiplies only the input pixels a tap reads, never the
+//! padding, so a non-finite weight poisons the outputs whose windows meet
+//! it inside the image and no others. The fast kernels multiply zeros of
+//! padding (GEMMs on zero-padded columns or copies, errors dilated with
+//! zeros) and, in Winograd's transforms, add neighbouring pixels together.
+//! On finite operands neither changes a result beyond rounding, but 0·∞ is
+//! NaN, and ∞ - ∞ in a transform is NaN where the naive sum has ∞.
+//!
+//! So a pass with a non-finite operand runs the column matrix, whose
+//! products are the naive sum's plus products with padding zeros, with the
+//! input gradient by col2im, which multiplies no zeros. Then the outputs
+//! where a padding zero met a non-finite factor are computed again by the
+//! naive sum: outputs near the border of a channel with a non-finite weight,
+//! and weight-gradient taps that an output pixel with a non-finite error
+//! reads in the padding. Sums of the same products in another order are
+//! non-finite alike (NaN if any product is NaN or two are infinite of
+//! opposite signs, else ±∞), so nothing else changes. Finite operands cost
+//! one scan of the weights (and of the error, in a backward pass).
+
+use crate::algo::naive;
+use crate::element::Element;
+use crate::operands::{Backward, Forward};
+use ndarray::{ArrayView, ArrayViewMut4, Dimension};
+
+/// Whether every element of `a` is finite.
+pub(crate) fn all_finite<T: Element, D: Dimension>(a: &ArrayView<'_, T, D>) -> bool {
+    match a.as_slice_memory_order() {
+        Some(slice) => slice_is_finite(slice),
+        None => a.iter().all(|v| v.is_finite()),
+    }
+}
+
+/// Whether every element of `slice` is finite: `v · 0` is zero for a finite
+/// `v` and NaN otherwise, and eight running sums of it keep the loop free
+/// of branches, for the compiler to vectorise.
+fn slice_is_finite<T: Element>(slice: &[T]) -> bool {
+    const LANES: usize = 8;
+    let mut sums = [T::zero(); LANES];
+    let chunks = slice.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (sum, &v) in sums.iter_mut().zip(chunk) {
+            *sum += v * T::zero();
+        }
+    }
+    sums.iter().all(|s| *s == T::zero()) && rest.iter().all(|v| v.is_finite())
+}
+
+/// Whether a forward pass needs the exact path: a non-finite weight, or a
+/// non-finite input when the chosen kernel `transforms` pixels together.
+pub(crate) fn forward_needs_care<T: Element>(op: &Forward<'_, T>, transforms: bool) -> bool {
+    !all_finite(&op.w) || (transforms && !all_finite(&op.x))
+}
+
+/// Whether a backward pass needs the exact path: any non-finite operand.
+pub(crate) fn backward_needs_care<T: Element>(op: &Backward<'_, T>) -> bool {
+    !all_finite(&op.w) || !all_finite(&op.dy) || !all_finite(&op.x)
+}
+
+/// Computes again, by the naive sum, each output of `y` that a tap with a
+/// non-finite weight reads in the padding.
+pub(crate) fn repair_output<T: Element>(op: &Forward<'_, T>, mut y: ArrayViewMut4<'_, T>) {
+    let g = op.g;
+    for co in 0..g.out_channels {
+        let taps = taps_where(g.kh, g.kw, |i, j| {
+            op.w.slice(ndarray::s![co, .., i, j])
+                .iter()
+                .any(|v| !v.is_finite())
+        });
+        if taps.is_empty() {
+            continue;
+        }
+        for oh in 0..g.out_h {
+            for ow in 0..g.out_w {
+                if taps
+                    .iter()
+                    .any(|&tap| naive::reads_padding(g, (oh, ow), tap))
+                {
+                    for n in 0..g.batch {
+                        y[[n, co, oh, ow]] = naive::output_at(op, [n, co, oh, ow]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Computes again, by the naive sum, each element of the weight gradient
+/// `dw` whose tap an output pixel with a non-finite error reads in the
+/// padding.
+pub(crate) fn repair_weight_gradient<T: Element>(
+    op: &Backward<'_, T>,
+    mut dw: ArrayViewMut4<'_, T>,
+) {
+    let g = op.g;
+    for co in 0..g.out_channels {
+        let mut poisoned = Vec::new();
+        for ((_, oh, ow), v) in op.dy.index_axis(ndarray::Axis(1), co).indexed_iter() {
+            if !v.is_finite() {
+                poisoned.push((oh, ow));
+            }
+        }
+        if poisoned.is_empty() {
+            continue;
+        }
+        let taps = taps_where(g.kh, g.kw, |i, j| {
+            poisoned
+                .iter()
+                .any(|&pixel| naive::reads_padding(g, pixel, (i, j)))
+        });
+        for (i, j) in taps {
+            for c in 0..g.in_channels_per_group() {
+                dw[[co, c, i, j]] = naive::weight_gradient_at(op, [co, c, i, j]);
+            }
+        }
+    }
+}
+
+/// The taps `(i, j)` of a `kh × kw` kernel for which `keep` holds.
+fn taps_where(kh: usize, kw: usize, keep: impl Fn(usize, usize) -> bool) -> Vec<(usize, usize)> {
+    (0..kh)
+        .flat_map(|i| (0..kw).map(move |j| (i, j)))
+        .filter(|&(i, j)| keep(i, j))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slice_is_finite;
+
+    #[test]
+    fn finds_every_special_value_anywhere() {
+        for len in [0, 1, 7, 8, 9, 31, 100] {
+            let ones = vec![1.0f32; len];
+            assert!(slice_is_finite(&ones));
+            for at in 0..len {
+                for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut v = ones.clone();
+                    v[at] = special;
+                    assert!(!slice_is_finite(&v), "{special} at {at} of {len}");
+                }
+            }
+        }
+        assert!(slice_is_finite(&[
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE / 4.0,
+            -0.0
+        ]));
+    }
+}
