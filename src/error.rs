@@ -189,4 +189,28 @@ pub enum ConvError {
     /// `Conv2d::backward` was called without a preceding `forward`.
     #[error("backward needs the input of a forward call, and there was none")]
     BackwardBeforeForward,
+    /// A buffer the call needs could not be allocated: the system refused
+    /// the memory, or its size does not fit the address space. Nothing was
+    /// aborted; the call's outputs (for `_into` calls, the caller's arrays)
+    /// are unspecified, and the workspace has released its buffers.
+    ///
+    /// ```
+    /// use gemmconv::{conv2d, Algorithm, Conv2dSpec, ConvError};
+    /// use gemmconv::ndarray::Array4;
+    /// // Padding 2^20 on each side of one pixel: an output of 2^42 pixels,
+    /// // 16 TiB of f32.
+    /// let spec = Conv2dSpec::new(1, 1, (1, 1)).padding((1 << 20, 1 << 20)).bias(false);
+    /// let x = Array4::<f32>::ones((1, 1, 1, 1));
+    /// let w = Array4::<f32>::ones((1, 1, 1, 1));
+    /// let err = conv2d(x.view(), w.view(), None, &spec, Algorithm::Strided).unwrap_err();
+    /// assert!(matches!(err, ConvError::OutOfMemory { what: "output", .. }));
+    /// ```
+    #[error("out of memory: the {what} needs {bytes} bytes, which could not be allocated")]
+    OutOfMemory {
+        /// What the memory was for: `"output"`, `"gradient"`, `"input copy"`
+        /// or `"workspace"`.
+        what: &'static str,
+        /// The size asked for, in bytes (saturating at `usize::MAX`).
+        bytes: usize,
+    },
 }

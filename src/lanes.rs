@@ -32,11 +32,13 @@
 //! lanes, so the two are never nested.
 
 use crate::element::Element;
+use crate::nonfinite::all_finite;
 use crate::spec::Geometry;
 use crate::subnormals::FlushGuard;
 use crate::workspace::{LaneMemory, Memory, PartMemory, Scratch, scratch};
 use ndarray::{ArrayView1, ArrayView3, ArrayViewMut4, Axis, Zip, s};
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One piece of a lane's share of a pass: whole samples, or a band of one
 /// sample's rows.
@@ -138,11 +140,10 @@ impl Work {
     /// How many parts a summing pass is cut into, a power of two: as many
     /// as the units, [`MAX_PARTS`], lanes of `min_lane_flops` each and parts
     /// of [`PART_FLOPS_PER_SUMMED_ELEMENT`] per element of the gradients
-    /// each allow. Where those parts would cut samples into bands, whose
-    /// input gradients each part keeps whole, the parts are whole samples
-    /// instead (as many as a power of two dividing the batch), or at most
-    /// [`BANDED_PARTS`] when that is more, within
-    /// [`PARTS_MEMORY_ELEMENTS`]. None of this depends on the thread count,
+    /// each allow, within [`PARTS_MEMORY_ELEMENTS`]. Where those parts
+    /// would cut samples into bands, whose input gradients each part keeps
+    /// whole, the parts are whole samples instead (as many as a power of two
+    /// dividing the batch), or at most [`BANDED_PARTS`] when that is more. None of this depends on the thread count,
     /// so neither does the order in which partial results add up.
     fn fixed_parts(&self, min_lane_flops: usize) -> usize {
         let flops = self.flops();
@@ -150,21 +151,24 @@ impl Work {
         let by_summing = flops
             .checked_div(PART_FLOPS_PER_SUMMED_ELEMENT.saturating_mul(self.reduced))
             .unwrap_or(usize::MAX);
+        let by_memory = |elements: usize| {
+            PARTS_MEMORY_ELEMENTS
+                .checked_div(elements)
+                .unwrap_or(usize::MAX)
+        };
         let unbanded = power_of_two_at_most(
             self.units()
                 .min(MAX_PARTS)
                 .min(by_lane_work)
-                .min(by_summing),
+                .min(by_summing)
+                .min(by_memory(self.reduced)),
         );
         if self.batch.is_multiple_of(unbanded) || self.banded == 0 {
             return unbanded;
         }
         let whole = (1 << self.batch.trailing_zeros()).min(unbanded);
         let part_elements = self.reduced.saturating_add(self.banded.saturating_mul(2));
-        let by_memory = PARTS_MEMORY_ELEMENTS
-            .checked_div(part_elements)
-            .unwrap_or(usize::MAX);
-        let banded = power_of_two_at_most(unbanded.min(BANDED_PARTS).min(by_memory));
+        let banded = power_of_two_at_most(unbanded.min(BANDED_PARTS).min(by_memory(part_elements)));
         whole.max(banded)
     }
 
@@ -187,10 +191,10 @@ const MAX_PARTS: usize = 64;
 /// The least arithmetic of a part per element of the gradients it sums, so
 /// that zeroing and adding the parts' partial sums costs at most about 1%
 /// of the pass (BENCHMARKS.md, "Thread-count independence").
-const PART_FLOPS_PER_SUMMED_ELEMENT: usize = 2048;
+const PART_FLOPS_PER_SUMMED_ELEMENT: usize = 512;
 
-/// The most elements the parts of a pass keep (partial sums and bands of
-/// input gradient) when they cut samples into bands: 16 Mi, 64 MiB of
+/// The most elements the parts of a pass keep (partial sums, and bands of
+/// input gradient when they cut samples into bands): 16 Mi, 64 MiB of
 /// `f32`, whatever the batch (one part alone may need more).
 pub(crate) const PARTS_MEMORY_ELEMENTS: usize = 16 << 20;
 
@@ -512,6 +516,8 @@ impl Schedule {
             whole: (0, out),
             tail: None,
         };
+        let checking = memory.finite.is_some();
+        let finite = AtomicBool::new(true);
         let lane =
             |index: usize, memory: &mut LaneMemory<T>, _: &mut [_], region: Region<'_, T>| {
                 let Region {
@@ -520,18 +526,24 @@ impl Schedule {
                     mut tail,
                 } = region;
                 for item in self.lane_parts(index).flat_map(|part| self.items(part)) {
-                    let out = if !self.is_band(&item) {
+                    let mut out = if !self.is_band(&item) {
                         whole.view_mut()
                     } else if let Some((_, _, band)) = head.take() {
                         band
                     } else {
                         tail.take().expect("a lane's bands are its head and tail").1
                     };
-                    work(&item, out, &mut memory.scratch);
+                    work(&item, out.view_mut(), &mut memory.scratch);
+                    if checking && !all_finite(&out.view()) {
+                        finite.store(false, Ordering::Relaxed);
+                    }
                 }
             };
         let lanes = &mut memory.lanes[..self.lanes];
         self.run_lanes(0, lanes, &mut [], region, true, &lane);
+        if let Some(all) = memory.finite {
+            *all &= finite.into_inner();
+        }
     }
 
     /// [`Self::run`] for a backward pass: each part also gets [`Partials`]
@@ -548,7 +560,13 @@ impl Schedule {
         (weight_len, bias_len): (usize, usize),
         work: impl Fn(&WorkItem, Option<ArrayViewMut4<'_, T>>, &mut Scratch<T>, Partials<'_, T>) + Sync,
     ) -> Sums<'m, T> {
-        let Memory { lanes, parts } = memory;
+        let Memory {
+            lanes,
+            parts,
+            finite: all_finite_so_far,
+        } = memory;
+        let checking = all_finite_so_far.is_some();
+        let finite = AtomicBool::new(true);
         let parts = &mut parts[..self.parts.max(1)];
         let len = weight_len + bias_len;
         let mut out = out;
@@ -578,9 +596,10 @@ impl Schedule {
                 let (weight, bias) = partial.split_at_mut(weight_len);
                 let mut bands = memory_of_part.bands.iter_mut();
                 for item in self.items(part) {
-                    let out = match sample_shape {
+                    let whole_item = sample_shape.is_some() && !self.is_band(&item);
+                    let mut out = match sample_shape {
                         None => None,
-                        Some(_) if !self.is_band(&item) => {
+                        Some(_) if whole_item => {
                             let samples =
                                 item.samples.start - first_whole..item.samples.end - first_whole;
                             Some(whole.slice_mut(s![samples, .., .., ..]))
@@ -595,7 +614,13 @@ impl Schedule {
                         weight: &mut *weight,
                         bias: &mut *bias,
                     };
-                    work(&item, out, &mut memory.scratch, partials);
+                    let reborrowed = out.as_mut().map(|out| out.view_mut());
+                    work(&item, reborrowed, &mut memory.scratch, partials);
+                    if let (true, true, Some(out)) = (checking, whole_item, &out)
+                        && !all_finite(&out.view())
+                    {
+                        finite.store(false, Ordering::Relaxed);
+                    }
                 }
             }
         };
@@ -605,8 +630,14 @@ impl Schedule {
         } else {
             self.run_lanes(0, &mut lanes[..self.lanes], parts, region, false, &lane);
         }
-        if let Some(out) = out {
-            self.add_bands(parts, out);
+        let mut finite = finite.into_inner();
+        if let Some(mut out) = out {
+            self.add_bands(parts, out.view_mut());
+            if checking {
+                finite &= self
+                    .banded_samples()
+                    .all(|n| all_finite(&out.index_axis(Axis(0), n)));
+            }
         }
         let (first, rest) = parts.split_first_mut().expect("at least one part");
         for part in rest.iter() {
@@ -615,11 +646,24 @@ impl Schedule {
             }
         }
         let first: &'m PartMemory<T> = first;
+        if let Some(all) = all_finite_so_far {
+            *all &= finite && all_finite(&ArrayView1::from(&first.partial[..len]));
+        }
         let (weight, bias) = first.partial[..len].split_at(weight_len);
         Sums {
             weight,
             bias: ArrayView1::from(bias),
         }
+    }
+
+    /// The samples that parts cut into bands, in order.
+    fn banded_samples(&self) -> impl Iterator<Item = usize> + '_ {
+        let mut last = None;
+        (0..self.parts)
+            .flat_map(|part| self.items(part))
+            .filter(|item| self.is_band(item))
+            .map(|item| item.samples.start)
+            .filter(move |&n| last.replace(n) != Some(n))
     }
 
     /// Writes into each banded sample of `out` the sum of its bands'
@@ -798,9 +842,11 @@ mod tests {
             let schedule = Schedule::for_threads(work(batch, height, granule), threads, 0);
             let (mut lanes, mut parts) = memory(threads);
             let mut out = Array4::<f64>::from_elem((batch, 2, height, 3), -1.0);
+            let mut finite = true;
             let memory = Memory {
                 lanes: &mut lanes,
                 parts: &mut parts,
+                finite: Some(&mut finite),
             };
             schedule.run(memory, out.view_mut(), |item, mut part, _| {
                 assert_eq!(part.dim().0, item.samples.len());
@@ -813,6 +859,54 @@ mod tests {
             });
             for ((n, c, r, k), &v) in out.indexed_iter() {
                 assert_eq!(v, (n * 1000 + r * 10 + c + k) as f64);
+            }
+            assert!(finite);
+        }
+    }
+
+    /// A pass that checks what it writes finds any non-finite value, in
+    /// whole samples, bands or partial sums, and only then.
+    #[test]
+    fn passes_find_what_is_not_finite() {
+        for (batch, height, granule, threads) in cases().filter(|c| c.0 > 0) {
+            let w = summing(batch, height, granule);
+            let schedule = Schedule::for_threads(w, threads, 0);
+            for poisoned in [None, Some((batch - 1, height - 1)), Some((0, 0))] {
+                for in_sums in [false, true] {
+                    let (mut lanes, mut parts) = memory(64);
+                    let mut out = Array4::<f64>::zeros((batch, 1, height, 1));
+                    let mut finite = true;
+                    let memory = Memory {
+                        lanes: &mut lanes,
+                        parts: &mut parts,
+                        finite: Some(&mut finite),
+                    };
+                    schedule.run_summing(
+                        memory,
+                        Some(out.view_mut()),
+                        (1, 0),
+                        |item, part, _, partials| {
+                            let mut part = part.expect("an output");
+                            part.fill(0.0);
+                            for (i, n) in item.samples.clone().enumerate() {
+                                for row in item.rows.clone() {
+                                    if poisoned == Some((n, row)) {
+                                        if in_sums {
+                                            partials.weight[0] = f64::NAN;
+                                        } else {
+                                            part[[i, 0, row, 0]] = f64::INFINITY;
+                                        }
+                                    }
+                                }
+                            }
+                        },
+                    );
+                    assert_eq!(
+                        finite,
+                        poisoned.is_none(),
+                        "{w:?} on {threads}, {poisoned:?}"
+                    );
+                }
             }
         }
     }
@@ -828,6 +922,7 @@ mod tests {
             let memory = Memory {
                 lanes: &mut lanes,
                 parts: &mut parts,
+                finite: None,
             };
             let sums = schedule.run_summing(
                 memory,

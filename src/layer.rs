@@ -12,7 +12,7 @@ use crate::operation::{
     Operation, check_bias, check_error, expect_shape, forward, lift, lift_mut, lower, lower_shape,
     rank, shape4,
 };
-use crate::output::zeroed;
+use crate::output::{copied, zeroed};
 use crate::plan::Plan;
 use crate::spec::Conv2dSpec;
 use crate::transposed_spec::ConvTranspose2dSpec;
@@ -289,16 +289,16 @@ impl<T: Element, S: Operation> Layer<T, S> {
     ) -> Result<Array<T, S::Dim>, ConvError> {
         let x = lift(rank::<_, _, S::Dim>(x, Operand::Input)?);
         let plan = self.plan_for(shape4(&x))?;
-        let mut y = zeroed(plan.output_shape());
+        let mut y = zeroed(ndarray::Dim(plan.output_shape()), "output")?;
         let bias = self.bias.as_ref().map(|b| b.view());
         plan.forward(
             (x, lift(self.weight.view()), bias),
             y.view_mut(),
             &mut self.workspace,
-        );
+        )?;
         match &mut self.input {
             Some(cached) if cached.shape() == x.shape() => cached.assign(&x),
-            cached => *cached = Some(x.as_standard_layout().into_owned()),
+            cached => *cached = Some(copied(&x, "input copy")?),
         }
         Ok(lower(y))
     }
@@ -448,7 +448,10 @@ impl<T: Element, S: Operation> Layer<T, S> {
             _ => self.spec.plan(shape, self.algorithm, &mut self.workspace)?,
         };
         check_error(&plan, &dy)?;
-        let mut dx = selection.input.then(|| zeroed(plan.input_shape()));
+        let mut dx = selection
+            .input
+            .then(|| zeroed(ndarray::Dim(plan.input_shape()), "gradient"))
+            .transpose()?;
         let want_bias = selection.bias && self.bias_grad.is_some();
         let (dw_step, db_step) = &mut self.step;
         let grads = SelectedGradientsMut {
@@ -460,7 +463,7 @@ impl<T: Element, S: Operation> Layer<T, S> {
             (x.view(), lift(self.weight.view()), lift(dy)),
             grads,
             &mut self.workspace,
-        );
+        )?;
         if selection.weight {
             self.weight_grad += &*dw_step;
         }

@@ -49,17 +49,6 @@ fn slice_is_finite<T: Element>(slice: &[T]) -> bool {
     sums.iter().all(|s| *s == T::zero()) && rest.iter().all(|v| v.is_finite())
 }
 
-/// Whether a forward pass needs the exact path: a non-finite weight, or a
-/// non-finite input when the chosen kernel `transforms` pixels together.
-pub(crate) fn forward_needs_care<T: Element>(op: &Forward<'_, T>, transforms: bool) -> bool {
-    !all_finite(&op.w) || (transforms && !all_finite(&op.x))
-}
-
-/// Whether a backward pass needs the exact path: any non-finite operand.
-pub(crate) fn backward_needs_care<T: Element>(op: &Backward<'_, T>) -> bool {
-    !all_finite(&op.w) || !all_finite(&op.dy) || !all_finite(&op.x)
-}
-
 /// Computes again, by the naive sum, each output of `y` that a tap with a
 /// non-finite weight reads in the padding.
 pub(crate) fn repair_output<T: Element>(op: &Forward<'_, T>, mut y: ArrayViewMut4<'_, T>) {

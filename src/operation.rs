@@ -16,8 +16,8 @@ use crate::spec::Conv2dSpec;
 use crate::transposed_spec::ConvTranspose2dSpec;
 use crate::workspace::Workspace;
 use ndarray::{
-    Array, Array1, ArrayView, ArrayView1, ArrayView4, ArrayViewMut, ArrayViewMut4, Axis, Dimension,
-    Ix3, Ix4,
+    Array, ArrayView, ArrayView1, ArrayView4, ArrayViewMut, ArrayViewMut4, Axis, Dimension, Ix3,
+    Ix4,
 };
 
 /// An operation of the convolution family, named by its spec:
@@ -319,12 +319,12 @@ pub(crate) fn forward<S: Operation, T: Element, Dx: Dimension, Dw: Dimension>(
         Some(y) => {
             let expected = lower_shape::<S::Dim>(plan.output_shape());
             expect_shape(Operand::Output, &expected, y.shape())?;
-            plan.forward((x, w, bias), lift_mut(y), ws);
+            plan.forward((x, w, bias), lift_mut(y), ws)?;
             Ok(None)
         }
         None => {
-            let mut y = zeroed(plan.output_shape());
-            plan.forward((x, w, bias), y.view_mut(), ws);
+            let mut y = zeroed(ndarray::Dim(plan.output_shape()), "output")?;
+            plan.forward((x, w, bias), y.view_mut(), ws)?;
             Ok(Some(lower(y)))
         }
     }
@@ -391,8 +391,7 @@ pub(crate) fn backward_into<
     let dy = rank::<_, _, S::Dim>(dy, Operand::OutputGradient)?;
     check_error(&plan, &dy)?;
     check_targets(&plan, &out)?;
-    plan.backward((x, w, lift(dy)), lift_targets(out), ws);
-    Ok(())
+    plan.backward((x, w, lift(dy)), lift_targets(out), ws)
 }
 
 /// The backward pass of any operation into new arrays, for the gradients
@@ -412,8 +411,8 @@ pub(crate) fn backward<S: Operation, T: Element, Dx: Dimension, Dw: Dimension, D
     let Checked { x, w, plan } = check_operands(spec, (x, w), algorithm, ws)?;
     let dy = rank::<_, _, S::Dim>(dy, Operand::OutputGradient)?;
     check_error(&plan, &dy)?;
-    let mut grads = new_gradients(&plan, selection);
-    plan.backward((x, w, lift(dy)), grads.view_mut(), ws);
+    let mut grads = new_gradients(&plan, selection)?;
+    plan.backward((x, w, lift(dy)), grads.view_mut(), ws)?;
     Ok(SelectedGradients {
         dx: grads.dx.map(lower),
         dw: grads.dw.map(lower),
@@ -425,14 +424,20 @@ pub(crate) fn backward<S: Operation, T: Element, Dx: Dimension, Dw: Dimension, D
 pub(crate) fn new_gradients<T: Element>(
     plan: &Plan,
     selection: crate::GradientSelection,
-) -> SelectedGradients<T> {
-    SelectedGradients {
-        dx: selection.input.then(|| zeroed(plan.input_shape())),
-        dw: selection
-            .weight
-            .then(|| ndarray::Array4::zeros(plan.weight_shape())),
-        db: selection.bias.then(|| Array1::zeros(plan.bias_len())),
-    }
+) -> Result<SelectedGradients<T>, ConvError> {
+    let wanted = |wanted: bool, shape: [usize; 4]| {
+        wanted
+            .then(|| zeroed(ndarray::Dim(shape), "gradient"))
+            .transpose()
+    };
+    Ok(SelectedGradients {
+        dx: wanted(selection.input, plan.input_shape())?,
+        dw: wanted(selection.weight, plan.weight_shape())?,
+        db: selection
+            .bias
+            .then(|| zeroed(ndarray::Dim([plan.bias_len()]), "gradient"))
+            .transpose()?,
+    })
 }
 
 /// Caller gradients of any rank as the kernels' rank-4 targets.

@@ -1,41 +1,121 @@
-//! Zero-filled output arrays for the allocating calls.
+//! The arrays a call allocates, allocated fallibly: a size the system
+//! refuses (or that overflows the address space) is
+//! [`ConvError::OutOfMemory`], never an abort.
 //!
+//! Large zero-filled arrays are filled by the pool's threads:
 //! `Array4::zeros` fills the whole array on one thread (glibc's `calloc`
 //! has to clear reused heap memory), and on the large outputs that fill
-//! shows in the call's time; the pool's threads fill it faster
-//! (BENCHMARKS.md, "Zero-filled outputs").
+//! shows in the call's time (BENCHMARKS.md, "Zero-filled outputs").
 
 use crate::element::Element;
-use ndarray::Array4;
+use crate::error::ConvError;
+use crate::workspace::allocation_failed;
+use ndarray::{Array, ArrayView, Dimension};
 use rayon::prelude::*;
 
 /// Below this many elements one thread fills the array: starting rayon
 /// tasks costs microseconds, clearing a megabyte about as much.
 const PARALLEL_FILL_ELEMENTS: usize = 1 << 18;
 
-/// An array of zeros of `shape`, filled by the current rayon pool's threads
-/// when it is large.
-/// `shape` comes from a `Geometry`, which has checked that its product fits.
-pub(crate) fn zeroed<T: Element>(shape: [usize; 4]) -> Array4<T> {
-    let len = shape.iter().product();
+/// An empty vector with room for `len` elements of `T`, or the error
+/// naming `what` and the bytes asked for.
+pub(crate) fn try_vec<T>(len: usize, what: &'static str) -> Result<Vec<T>, ConvError> {
+    let mut data = Vec::new();
+    data.try_reserve_exact(len)
+        .map_err(|_| ConvError::OutOfMemory {
+            what,
+            bytes: len.saturating_mul(std::mem::size_of::<T>()),
+        })?;
+    Ok(data)
+}
+
+/// An array of zeros of shape `dim`, filled by the current rayon pool's
+/// threads when it is large.
+pub(crate) fn zeroed<T: Element, D: Dimension>(
+    dim: D,
+    what: &'static str,
+) -> Result<Array<T, D>, ConvError> {
+    let len = dim.size_checked().ok_or(ConvError::OutOfMemory {
+        what,
+        bytes: usize::MAX,
+    })?;
+    let mut data = try_vec(len, what)?;
     if len < PARALLEL_FILL_ELEMENTS || rayon::current_num_threads() == 1 {
-        return Array4::zeros(shape);
+        data.resize(len, T::zero());
+    } else {
+        // Within the capacity reserved above: no allocation.
+        data.par_extend((0..len).into_par_iter().map(|_| T::zero()));
     }
-    let data: Vec<T> = (0..len).into_par_iter().map(|_| T::zero()).collect();
-    Array4::from_shape_vec(shape, data).expect("the vector holds the shape's elements")
+    Ok(Array::from_shape_vec(dim, data).expect("the vector holds the shape's elements"))
+}
+
+/// [`zeroed`] for a scratch array of a call that runs inside
+/// [`Workspace::fallibly`](crate::Workspace): memory the system refuses ends
+/// the call there, as a workspace buffer's would.
+pub(crate) fn scratch_zeros<T: Element, D: Dimension>(dim: D) -> Array<T, D> {
+    match zeroed(dim, "workspace") {
+        Ok(array) => array,
+        Err(err) => allocation_failed(match err {
+            ConvError::OutOfMemory { bytes, .. } => bytes,
+            _ => usize::MAX,
+        }),
+    }
+}
+
+/// An owned copy of `a` in standard layout.
+pub(crate) fn copied<T: Element, D: Dimension>(
+    a: &ArrayView<'_, T, D>,
+    what: &'static str,
+) -> Result<Array<T, D>, ConvError> {
+    let mut data = try_vec(a.len(), what)?;
+    match a.as_slice() {
+        Some(slice) => data.extend_from_slice(slice),
+        None => data.extend(a.iter().copied()),
+    }
+    Ok(Array::from_shape_vec(a.raw_dim(), data).expect("the vector holds the view's elements"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::{Array4, Ix4, s};
 
     #[test]
     fn zeroed_has_the_shape_and_only_zeros() {
         for shape in [[0, 3, 4, 5], [1, 1, 1, 1], [2, 64, 64, 33]] {
-            let a = zeroed::<f32>(shape);
+            let a =
+                zeroed::<f32, _>(Ix4(shape[0], shape[1], shape[2], shape[3]), "output").unwrap();
             assert_eq!(a.shape(), shape);
             assert!(a.is_standard_layout());
             assert!(a.iter().all(|&v| v == 0.0));
         }
+    }
+
+    #[test]
+    fn sizes_beyond_memory_are_errors() {
+        let huge = Ix4(1 << 20, 1 << 20, 1 << 10, 1);
+        assert!(matches!(
+            zeroed::<f64, _>(huge, "output"),
+            Err(ConvError::OutOfMemory { what: "output", .. })
+        ));
+        let overflowing = Ix4(usize::MAX, 2, 1, 1);
+        assert!(matches!(
+            zeroed::<f32, _>(overflowing, "gradient"),
+            Err(ConvError::OutOfMemory {
+                bytes: usize::MAX,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn copies_keep_values_in_logical_order() {
+        let a = Array4::from_shape_fn((2, 3, 4, 5), |(n, c, h, w)| {
+            (n * 60 + c * 20 + h * 5 + w) as f32
+        });
+        let view = a.slice(s![.., ..;2, .., ..;-1]);
+        let copy = copied(&view, "input copy").unwrap();
+        assert_eq!(copy, view);
+        assert!(copy.is_standard_layout());
     }
 }

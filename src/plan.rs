@@ -22,8 +22,7 @@ use crate::transposed_spec::ConvTranspose2dSpec;
 use crate::workspace::{Workspace, scratch};
 use crate::{InputGradient, Kernel};
 use ndarray::{
-    Array1, Array4, ArrayView, ArrayView1, ArrayView4, ArrayViewMut4, Axis, Dimension, Ix4,
-    ShapeBuilder, s,
+    Array4, ArrayView, ArrayView1, ArrayView4, ArrayViewMut4, Axis, Dimension, Ix4, ShapeBuilder, s,
 };
 
 /// How an operation runs on the convolution kernels, which compute a
@@ -91,7 +90,7 @@ impl Plan {
         let geometry = Geometry::new(spec, input_shape)?;
         let mode = spec.get_padding_mode();
         if mode == PaddingMode::Zeros || geometry.padding.is_zero() {
-            return Ok(Self::on(geometry, Lowering::Direct, algorithm, ws));
+            return Self::on(geometry, Lowering::Direct, algorithm, ws);
         }
         let border = Border::new(mode, geometry.padding, input_shape, ["height", "width"])?;
         let unpadded = spec
@@ -99,12 +98,7 @@ impl Plan {
             .padding((0, 0))
             .padding_mode(PaddingMode::Zeros);
         let geometry = Geometry::new(&unpadded, border.padded_shape()?)?;
-        Ok(Self::on(
-            geometry,
-            Lowering::Bordered(border),
-            algorithm,
-            ws,
-        ))
+        Self::on(geometry, Lowering::Bordered(border), algorithm, ws)
     }
 
     /// Validates the transposed convolution `spec` on inputs of
@@ -118,7 +112,7 @@ impl Plan {
         let output = spec.output_shape(input_shape)?;
         let geometry = Geometry::new(&spec.conv_spec(), output)?;
         let lowering = Lowering::Transposed { input: input_shape };
-        Ok(Self::on(geometry, lowering, algorithm, ws))
+        Self::on(geometry, lowering, algorithm, ws)
     }
 
     fn on<T: Element>(
@@ -126,19 +120,20 @@ impl Plan {
         lowering: Lowering,
         algorithm: Algorithm,
         ws: &mut Workspace<T>,
-    ) -> Self {
+    ) -> Result<Self, ConvError> {
         let choice = match algorithm {
-            Algorithm::Strided => strided::choose(&geometry, ws),
+            // `Kernel::Measure` runs the candidates on operands it allocates.
+            Algorithm::Strided => ws.fallibly(|ws| strided::choose(&geometry, ws))?,
             // Unused: the other algorithms have no kernels to choose.
             _ => Choice::estimate(Kernel::Auto, InputGradient::Auto, &geometry),
         };
-        Plan {
+        Ok(Plan {
             geometry,
             lowering,
             algorithm,
             choice,
             threads: rayon::current_num_threads(),
-        }
+        })
     }
 
     /// The operation's input shape.
@@ -169,8 +164,21 @@ impl Plan {
     }
 
     /// The forward pass on operands that match the plan; writes every
-    /// element of `y`.
+    /// element of `y`. Fails only for memory ([`Workspace::fallibly`]).
     pub(crate) fn forward<T: Element>(
+        &self,
+        operands: (
+            ArrayView4<'_, T>,
+            ArrayView4<'_, T>,
+            Option<ArrayView1<'_, T>>,
+        ),
+        y: ArrayViewMut4<'_, T>,
+        ws: &mut Workspace<T>,
+    ) -> Result<(), ConvError> {
+        ws.fallibly(|ws| self.run_forward(operands, y, ws))
+    }
+
+    fn run_forward<T: Element>(
         &self,
         (x, w, bias): (
             ArrayView4<'_, T>,
@@ -242,8 +250,18 @@ impl Plan {
     }
 
     /// The backward pass on operands that match the plan; overwrites the
-    /// gradients present in `out`.
+    /// gradients present in `out`. Fails only for memory
+    /// ([`Workspace::fallibly`]).
     pub(crate) fn backward<T: Element>(
+        &self,
+        operands: (ArrayView4<'_, T>, ArrayView4<'_, T>, ArrayView4<'_, T>),
+        out: Targets<'_, T>,
+        ws: &mut Workspace<T>,
+    ) -> Result<(), ConvError> {
+        ws.fallibly(|ws| self.run_backward(operands, out, ws))
+    }
+
+    fn run_backward<T: Element>(
         &self,
         (x, w, dy): (ArrayView4<'_, T>, ArrayView4<'_, T>, ArrayView4<'_, T>),
         out: Targets<'_, T>,
@@ -454,7 +472,7 @@ impl<T: Element> Conv2dPlan<T> {
         w: ArrayView<'_, T, Dw>,
         bias: Option<ArrayView1<'_, T>>,
     ) -> Result<Array4<T>, ConvError> {
-        let mut y = zeroed(self.output_shape());
+        let mut y = zeroed(ndarray::Dim(self.output_shape()), "output")?;
         self.forward_into(x, w, bias, y.view_mut())?;
         Ok(y)
     }
@@ -484,8 +502,7 @@ impl<T: Element> Conv2dPlan<T> {
         self.plan.check_input_and_weight(&x, &w)?;
         check_bias(bias.as_ref(), &self.spec)?;
         expect_shape(Operand::Output, &self.output_shape(), y.shape())?;
-        self.plan.forward((x, w, bias), y, &mut self.workspace);
-        Ok(())
+        self.plan.forward((x, w, bias), y, &mut self.workspace)
     }
 
     /// The backward pass into new arrays.
@@ -508,9 +525,9 @@ impl<T: Element> Conv2dPlan<T> {
     ) -> Result<Gradients<T>, ConvError> {
         let plan = &self.plan;
         let mut grads = Gradients {
-            dx: zeroed(plan.input_shape()),
-            dw: Array4::zeros(plan.weight_shape()),
-            db: Array1::zeros(plan.bias_len()),
+            dx: zeroed(ndarray::Dim(plan.input_shape()), "gradient")?,
+            dw: zeroed(ndarray::Dim(plan.weight_shape()), "gradient")?,
+            db: zeroed(ndarray::Dim([plan.bias_len()]), "gradient")?,
         };
         self.backward_into(x, w, dy, grads.view_mut())?;
         Ok(grads)
@@ -544,8 +561,7 @@ impl<T: Element> Conv2dPlan<T> {
         check_error(&self.plan, &dy)?;
         let out = out.into();
         check_targets(&self.plan, &out)?;
-        self.plan.backward((x, w, dy), out, &mut self.workspace);
-        Ok(())
+        self.plan.backward((x, w, dy), out, &mut self.workspace)
     }
 
     /// The spec the plan computes.

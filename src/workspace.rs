@@ -9,7 +9,9 @@
 //! they hold in that kernel.
 
 use crate::algo::strided::choice::{InputGradient, Kernel};
+use crate::error::ConvError;
 use crate::lanes::{Schedule, Work};
+use std::panic::AssertUnwindSafe;
 
 /// Reusable scratch memory for [`Algorithm::Strided`](crate::Algorithm),
 /// and the options that choose its kernel.
@@ -39,6 +41,9 @@ pub struct Workspace<T> {
     /// transposed convolution's input grown by the rows its kernels read.
     staged: [Vec<T>; 2],
     cap_bytes: usize,
+    /// Whether passes check what they write, and whether all they wrote
+    /// since was finite.
+    outputs: Option<bool>,
     input_gradient: InputGradient,
     kernel: Kernel,
     min_lane_flops: usize,
@@ -83,10 +88,13 @@ impl<T> Default for PartMemory<T> {
     }
 }
 
-/// The lanes' and the parts' memory of one pass, borrowed together.
+/// The lanes' and the parts' memory of one pass, borrowed together, and
+/// where the pass records whether it wrote only finite values, when the
+/// call asks ([`Workspace::checking_outputs`]).
 pub(crate) struct Memory<'a, T> {
     pub(crate) lanes: &'a mut [LaneMemory<T>],
     pub(crate) parts: &'a mut [PartMemory<T>],
+    pub(crate) finite: Option<&'a mut bool>,
 }
 
 /// A lane's scratch buffers, lent out by [`Scratch::split`].
@@ -166,6 +174,7 @@ impl<T> Workspace<T> {
             weights: Vec::new(),
             staged: [Vec::new(), Vec::new()],
             cap_bytes: DEFAULT_COLUMN_CAP_BYTES,
+            outputs: None,
             input_gradient: InputGradient::Auto,
             kernel: Kernel::Auto,
             min_lane_flops: DEFAULT_MIN_LANE_FLOPS,
@@ -333,6 +342,49 @@ impl<T> Workspace<T> {
         (elements + self.weights.capacity() + staged) * std::mem::size_of::<T>()
     }
 
+    /// Runs `work`, which grows workspace buffers as it goes, deep inside
+    /// kernels and on every lane: a buffer the system refuses ends it early
+    /// (by unwinding, which frees whatever the call held) and comes back as
+    /// [`ConvError::OutOfMemory`], with the workspace's buffers released.
+    /// Any other panic goes on unwinding.
+    pub(crate) fn fallibly<R>(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> R,
+    ) -> Result<R, ConvError> {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut *self)));
+        match outcome {
+            Ok(result) => Ok(result),
+            Err(payload) => match payload.downcast::<AllocationFailed>() {
+                Ok(failed) => {
+                    self.release();
+                    Err(ConvError::OutOfMemory {
+                        what: "workspace",
+                        bytes: failed.0,
+                    })
+                }
+                Err(other) => std::panic::resume_unwind(other),
+            },
+        }
+    }
+
+    /// Runs `work` with every pass checking whether it writes only finite
+    /// values (each lane scans what it has just written, while it is in
+    /// cache); returns what `work` returns and whether they all were.
+    pub(crate) fn checking_outputs<R>(&mut self, work: impl FnOnce(&mut Self) -> R) -> (R, bool) {
+        self.outputs = Some(true);
+        let result = work(self);
+        let finite = self.outputs.take().unwrap_or(true);
+        (result, finite)
+    }
+
+    /// Drops every buffer, keeping the options.
+    fn release(&mut self) {
+        self.lanes = Vec::new();
+        self.parts = Vec::new();
+        self.weights = Vec::new();
+        self.staged = Default::default();
+    }
+
     /// The staged-operand buffers, taken out so that the kernels can
     /// borrow the workspace while they are read; [`Self::restore_staged`]
     /// puts them back.
@@ -359,16 +411,32 @@ impl<T> Workspace<T> {
         let memory = Memory {
             lanes: &mut self.lanes[..lanes],
             parts: &mut self.parts[..parts],
+            finite: self.outputs.as_mut(),
         };
         (&mut self.weights, memory)
     }
 }
 
 /// The first `len` elements of `buf`, growing it (never shrinking) as needed.
-/// Contents are unspecified: callers overwrite what they read.
+/// Contents are unspecified: callers overwrite what they read. Memory the
+/// system refuses ends the call early, as [`Workspace::fallibly`] describes.
 pub(crate) fn scratch<T: Clone + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
     if buf.len() < len {
+        let more = len - buf.len();
+        if buf.try_reserve_exact(more).is_err() {
+            allocation_failed(len.saturating_mul(std::mem::size_of::<T>()));
+        }
         buf.resize(len, T::default());
     }
     &mut buf[..len]
+}
+
+/// What a workspace allocation the system refused unwinds with: the bytes
+/// asked for. [`Workspace::fallibly`] catches it.
+struct AllocationFailed(usize);
+
+/// Ends the call that needs `bytes` more of workspace memory: unwinds to
+/// [`Workspace::fallibly`] (without the panic hook, so nothing is printed).
+pub(crate) fn allocation_failed(bytes: usize) -> ! {
+    std::panic::resume_unwind(Box::new(AllocationFailed(bytes)))
 }

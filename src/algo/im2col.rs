@@ -7,10 +7,9 @@ use crate::element::Element;
 use crate::gemm::matmul;
 use crate::gradients::Targets;
 use crate::operands::{Backward, Forward};
+use crate::output::scratch_zeros;
 use crate::spec::Geometry;
-use ndarray::{
-    Array2, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis, s,
-};
+use ndarray::{ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis, Dim, s};
 
 /// Per sample: `cols = im2col(x[n])`, then `y[n] (as c_out × out_pixels) =
 /// W (as c_out × c_in/g·kh·kw) · cols`, group by group, plus the bias.
@@ -19,8 +18,8 @@ pub(crate) fn forward<T: Element>(op: Forward<'_, T>, mut y: ArrayViewMut4<'_, T
     let weights = w
         .to_shape((g.out_channels, g.col_rows() / g.groups))
         .expect("weight shape validated");
-    let mut cols = Array2::zeros((g.col_rows(), g.out_pixels()));
-    let mut product = Array2::zeros((g.out_channels, g.out_pixels()));
+    let mut cols = scratch_zeros(Dim([g.col_rows(), g.out_pixels()]));
+    let mut product = scratch_zeros(Dim([g.out_channels, g.out_pixels()]));
     let (rows_g, c_out_g) = (g.col_rows() / g.groups, g.out_channels_per_group());
     for (x_n, mut y_n) in x.outer_iter().zip(y.outer_iter_mut()) {
         im2col_sample(x_n, g, cols.view_mut());
@@ -58,9 +57,9 @@ pub(crate) fn backward<T: Element>(op: Backward<'_, T>, grads: Targets<'_, T>) {
     let weights = w
         .to_shape((g.out_channels, rows_g))
         .expect("weight shape validated");
-    let mut dw_mat = Array2::zeros((g.out_channels, rows_g));
-    let mut cols = Array2::zeros((g.col_rows(), g.out_pixels()));
-    let mut dcols = Array2::zeros((g.col_rows(), g.out_pixels()));
+    let mut dw_mat = scratch_zeros(Dim([g.out_channels, rows_g]));
+    let mut cols = scratch_zeros(Dim([g.col_rows(), g.out_pixels()]));
+    let mut dcols = scratch_zeros(Dim([g.col_rows(), g.out_pixels()]));
     for (n, (x_n, dy_n)) in x.outer_iter().zip(dy.outer_iter()).enumerate() {
         let dy_mat = dy_n
             .to_shape((g.out_channels, g.out_pixels()))

@@ -8,7 +8,7 @@ pub(crate) mod strided;
 
 use crate::element::Element;
 use crate::gradients::Targets;
-use crate::nonfinite;
+use crate::nonfinite::{self, all_finite};
 use crate::operands::{Backward, Forward};
 use crate::workspace::Workspace;
 use ndarray::ArrayViewMut4;
@@ -102,7 +102,11 @@ pub(crate) fn backward_with<T: Element>(
     backward_by(algorithm, choice, op, out, ws);
 }
 
-/// [`forward_with`], non-finite operands taken care of (`nonfinite.rs`).
+/// [`forward_with`], non-finite operands taken care of (`nonfinite.rs`): a
+/// non-finite weight sends the pass to the exact kernels and the repair; a
+/// kernel that transforms pixels together checks what it writes, and a
+/// non-finite output (from a non-finite input or bias) sends the pass to
+/// the exact kernels again.
 fn forward_by<T: Element>(
     algorithm: Algorithm,
     choice: Choice,
@@ -110,22 +114,32 @@ fn forward_by<T: Element>(
     mut y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    let transforms = algorithm == Algorithm::Strided && choice.forward_transforms(op.g);
-    let care = algorithm != Algorithm::Naive && nonfinite::forward_needs_care(&op, transforms);
+    let weights_finite = algorithm == Algorithm::Naive || all_finite(&op.w);
     match algorithm {
         Algorithm::Naive => naive::forward(op, y.view_mut()),
         Algorithm::Im2col => im2col::forward(op, y.view_mut()),
-        Algorithm::Strided => {
-            let choice = if care { Choice::EXACT } else { choice };
-            strided::forward_with(choice, op, y.view_mut(), ws)
+        Algorithm::Strided if !weights_finite => {
+            strided::forward_with(Choice::EXACT, op, y.view_mut(), ws)
         }
+        Algorithm::Strided if choice.forward_transforms(op.g) => {
+            let ((), finite) =
+                ws.checking_outputs(|ws| strided::forward_with(choice, op, y.view_mut(), ws));
+            if !finite {
+                strided::forward_with(Choice::EXACT, op, y.view_mut(), ws);
+            }
+        }
+        Algorithm::Strided => strided::forward_with(choice, op, y.view_mut(), ws),
     }
-    if care {
+    if !weights_finite {
         nonfinite::repair_output(&op, y);
     }
 }
 
-/// [`backward_with`], non-finite operands taken care of (`nonfinite.rs`).
+/// [`backward_with`], non-finite operands taken care of (`nonfinite.rs`): a
+/// non-finite weight sends the pass to the exact kernels; otherwise the
+/// kernels check what they write, and a non-finite gradient sends the pass
+/// to the exact kernels again. Then weight-gradient taps that met a
+/// non-finite error in the padding are repaired.
 fn backward_by<T: Element>(
     algorithm: Algorithm,
     choice: Choice,
@@ -133,22 +147,52 @@ fn backward_by<T: Element>(
     out: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    let care = algorithm != Algorithm::Naive && nonfinite::backward_needs_care(&op);
-    let Targets { dx, mut dw, db } = out;
-    let reborrowed = Targets {
-        dx,
-        dw: dw.as_mut().map(|dw| dw.view_mut()),
-        db,
-    };
-    match algorithm {
-        Algorithm::Naive => naive::backward(op, reborrowed),
-        Algorithm::Im2col => im2col::backward(op, reborrowed),
-        Algorithm::Strided => {
-            let choice = if care { Choice::EXACT } else { choice };
-            strided::backward_with(choice, op, reborrowed, ws)
+    let Targets {
+        mut dx,
+        mut dw,
+        mut db,
+    } = out;
+    let weights_finite = algorithm == Algorithm::Naive || all_finite(&op.w);
+    let exact = match algorithm {
+        Algorithm::Naive => {
+            naive::backward(op, reborrow(&mut dx, &mut dw, &mut db));
+            return;
         }
+        Algorithm::Im2col => {
+            im2col::backward(op, reborrow(&mut dx, &mut dw, &mut db));
+            true
+        }
+        Algorithm::Strided if !weights_finite || choice == Choice::EXACT => {
+            strided::backward_with(Choice::EXACT, op, reborrow(&mut dx, &mut dw, &mut db), ws);
+            true
+        }
+        Algorithm::Strided => {
+            let ((), finite) = ws.checking_outputs(|ws| {
+                strided::backward_with(choice, op, reborrow(&mut dx, &mut dw, &mut db), ws)
+            });
+            if !finite {
+                strided::backward_with(Choice::EXACT, op, reborrow(&mut dx, &mut dw, &mut db), ws);
+            }
+            !finite
+        }
+    };
+    if let (true, Some(dw)) = (exact, dw.as_mut())
+        && !all_finite(&dw.view())
+    {
+        nonfinite::repair_weight_gradient(&op, dw.view_mut());
     }
-    if let (true, Some(dw)) = (care, dw) {
-        nonfinite::repair_weight_gradient(&op, dw);
+}
+
+/// Targets borrowed from `(dx, dw, db)` for one pass, so that another can
+/// write them again.
+fn reborrow<'b, T>(
+    dx: &'b mut Option<ArrayViewMut4<'_, T>>,
+    dw: &'b mut Option<ArrayViewMut4<'_, T>>,
+    db: &'b mut Option<ndarray::ArrayViewMut1<'_, T>>,
+) -> Targets<'b, T> {
+    Targets {
+        dx: dx.as_mut().map(|dx| dx.view_mut()),
+        dw: dw.as_mut().map(|dw| dw.view_mut()),
+        db: db.as_mut().map(|db| db.view_mut()),
     }
 }

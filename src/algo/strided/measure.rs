@@ -16,9 +16,10 @@ use super::{
 use crate::element::Element;
 use crate::gradients::GradientsMut;
 use crate::operands::{Backward, Forward};
+use crate::output::scratch_zeros;
 use crate::spec::Geometry;
 use crate::workspace::Workspace;
-use ndarray::{Array1, Array4};
+use ndarray::{Array1, Array4, Dim};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -113,12 +114,14 @@ fn time(mut pass: impl FnMut(), best: Duration) -> Duration {
 /// Operands of `shape` filled with pseudo-random values in `[-1, 1)`.
 fn operand<T: Element>(shape: [usize; 4], seed: u64) -> Array4<T> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    Array4::from_shape_simple_fn(shape, || {
+    let mut operand = scratch_zeros(Dim(shape));
+    operand.iter_mut().for_each(|v| {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        T::from_f64((state >> 11) as f64 / (1u64 << 52) as f64 - 1.0)
-    })
+        *v = T::from_f64((state >> 11) as f64 / (1u64 << 52) as f64 - 1.0);
+    });
+    operand
 }
 
 /// Times every candidate on each pass; the fastest of each wins.
@@ -126,11 +129,11 @@ fn time_candidates<T: Element>(g: &Geometry, ws: &mut Workspace<T>) -> Choice {
     let x = operand::<T>(g.input_shape(), 1);
     let w = operand::<T>(g.weight_shape(), 2);
     let dy = operand::<T>(g.output_shape(), 3);
-    let bias = Array1::<T>::zeros(g.out_channels);
-    let mut y = Array4::<T>::zeros(g.output_shape());
-    let mut dx = Array4::<T>::zeros(g.input_shape());
-    let mut dw = Array4::<T>::zeros(g.weight_shape());
-    let mut db = Array1::<T>::zeros(g.out_channels);
+    let bias: Array1<T> = scratch_zeros(Dim([g.out_channels]));
+    let mut y: Array4<T> = scratch_zeros(Dim(g.output_shape()));
+    let mut dx: Array4<T> = scratch_zeros(Dim(g.input_shape()));
+    let mut dw: Array4<T> = scratch_zeros(Dim(g.weight_shape()));
+    let mut db: Array1<T> = scratch_zeros(Dim([g.out_channels]));
     let candidates = candidates(g);
     let mut best = (Duration::MAX, Duration::MAX);
     let mut chosen = Choice::estimate(Kernel::Auto, InputGradient::Auto, g);
