@@ -2,8 +2,10 @@
 //! replays the checked-in corpus under `cargo test`: arbitrary bytes
 //! decoded into a problem of any operation of the family (every option of
 //! every spec, dtype, algorithm, kernel, workspace options, thread count and
-//! small tensors), run, and held to one rule: a clean `Err` exactly where
-//! the naive reference errs, agreement with it within rounding elsewhere.
+//! small tensors, NaN and ±∞ among their values), run, and held to one
+//! rule: a clean `Err` exactly where the naive reference errs, agreement
+//! with it elsewhere (within rounding, and NaN and ±∞ exactly where it has
+//! them).
 
 use gemmconv::ndarray::{Array1, ArrayD, IxDyn};
 use gemmconv::{
@@ -43,15 +45,19 @@ impl<'a> Bytes<'a> {
         items[self.byte() as usize % items.len()]
     }
 
-    /// A value in [-2, 2) from the next byte, or from a counter once the
-    /// bytes run out (so that large tensors are not all zeros).
+    /// A value in [-2, 2) from the next byte (the three highest bytes are
+    /// NaN, +∞ and -∞), or from a counter once the bytes run out (so that
+    /// large tensors are not all zeros, nor all special).
     pub fn value(&mut self) -> f64 {
         let b = match self.data.get(self.at) {
-            Some(&b) => b,
-            None => (self.at.wrapping_mul(2654435761) >> 7) as u8,
+            Some(&0xFF) => f64::NAN,
+            Some(&0xFE) => f64::INFINITY,
+            Some(&0xFD) => f64::NEG_INFINITY,
+            Some(&b) => (b as f64 - 128.0) / 64.0,
+            None => ((self.at.wrapping_mul(2654435761) >> 7) as u8 as f64 - 128.0) / 64.0,
         };
         self.at += 1;
-        (b as f64 - 128.0) / 64.0
+        b
     }
 }
 
@@ -285,16 +291,19 @@ fn rank_error(expected: usize, shape: &[usize]) -> ConvError {
 /// scale), naming `what`.
 pub fn assert_close<T: Element>(got: &ArrayD<T>, want: &ArrayD<T>, what: &str) {
     assert_eq!(got.shape(), want.shape(), "{what}: shapes");
-    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.into_f64().abs()));
+    let finite = want.iter().map(|v| v.into_f64()).filter(|v| v.is_finite());
+    let scale = finite.fold(1.0f64, |m, v| m.max(v.abs()));
     let tolerance = if T::NAME == "f32" { 1e-4 } else { 1e-10 };
     for (a, b) in got.iter().zip(want) {
-        let d = (a.into_f64() - b.into_f64()).abs() / scale;
-        assert!(
-            d <= tolerance,
-            "{what}: {} vs {} (relative {d:e})",
-            a.into_f64(),
-            b.into_f64()
-        );
+        let (a, b) = (a.into_f64(), b.into_f64());
+        if !b.is_finite() {
+            // NaN and ±∞ exactly where the naive sum has them, alike.
+            let alike = (a.is_nan() && b.is_nan()) || a == b;
+            assert!(alike, "{what}: {a} where naive has {b}");
+            continue;
+        }
+        let d = (a - b).abs() / scale;
+        assert!(d <= tolerance, "{what}: {a} vs {b} (relative {d:e})");
     }
 }
 

@@ -37,6 +37,7 @@ use crate::spec::Geometry;
 use crate::subnormals::FlushGuard;
 use crate::workspace::{LaneMemory, Memory, PartMemory, Scratch, scratch};
 use ndarray::{ArrayView1, ArrayView3, ArrayViewMut4, Axis, Zip, s};
+use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -140,7 +141,7 @@ impl Work {
     /// How many parts a summing pass is cut into, a power of two: as many
     /// as the units, [`MAX_PARTS`], lanes of `min_lane_flops` each and parts
     /// of [`PART_FLOPS_PER_SUMMED_ELEMENT`] per element of the gradients
-    /// each allow, within [`PARTS_MEMORY_ELEMENTS`]. Where those parts
+    /// each (or two) allow, within [`PARTS_MEMORY_ELEMENTS`]. Where those parts
     /// would cut samples into bands, whose input gradients each part keeps
     /// whole, the parts are whole samples instead (as many as a power of two
     /// dividing the batch), or at most [`BANDED_PARTS`] when that is more. None of this depends on the thread count,
@@ -156,11 +157,14 @@ impl Work {
                 .checked_div(elements)
                 .unwrap_or(usize::MAX)
         };
+        // Two lanes' worth of parts wherever the pass has that much work:
+        // an extra sum of partials costs less than a second lane gains.
+        let at_least = self.units().min(by_lane_work).min(2);
         let unbanded = power_of_two_at_most(
             self.units()
                 .min(MAX_PARTS)
                 .min(by_lane_work)
-                .min(by_summing)
+                .min(by_summing.max(at_least))
                 .min(by_memory(self.reduced)),
         );
         if self.batch.is_multiple_of(unbanded) || self.banded == 0 {
@@ -179,6 +183,35 @@ impl Work {
     }
 }
 
+/// Adds the partial sums of `rest`, part after part, into `sums`; on
+/// `lanes` threads, each a run of the elements (which does not change the
+/// order in which any one element's partials add up).
+fn add_in_part_order<T: Element>(sums: &mut [T], rest: &[PartMemory<T>], lanes: usize) {
+    let add = |(index, chunk): (usize, &mut [T])| {
+        let start = index * SUMMING_CHUNK;
+        for part in rest {
+            let values = &part.partial[start..start + chunk.len()];
+            for (sum, &value) in chunk.iter_mut().zip(values) {
+                *sum += value;
+            }
+        }
+    };
+    if lanes > 1 && sums.len() * rest.len() >= PARALLEL_SUMMING_ELEMENTS {
+        sums.par_chunks_mut(SUMMING_CHUNK).enumerate().for_each(add);
+    } else {
+        sums.chunks_mut(SUMMING_CHUNK).enumerate().for_each(add);
+    }
+}
+
+/// Elements of the partial sums a task adds up: 64 KiB of `f32`, so that a
+/// chunk and one part's matching chunk stay in L2.
+const SUMMING_CHUNK: usize = 1 << 14;
+
+/// Below this many additions the calling thread adds the partial sums
+/// alone: waking the pool costs about what a few hundred thousand
+/// additions do.
+const PARALLEL_SUMMING_ELEMENTS: usize = 1 << 19;
+
 /// The largest power of two at most `n`, and 1 for 0.
 fn power_of_two_at_most(n: usize) -> usize {
     1 << n.max(1).ilog2()
@@ -191,7 +224,7 @@ const MAX_PARTS: usize = 64;
 /// The least arithmetic of a part per element of the gradients it sums, so
 /// that zeroing and adding the parts' partial sums costs at most about 1%
 /// of the pass (BENCHMARKS.md, "Thread-count independence").
-const PART_FLOPS_PER_SUMMED_ELEMENT: usize = 512;
+const PART_FLOPS_PER_SUMMED_ELEMENT: usize = 2048;
 
 /// The most elements the parts of a pass keep (partial sums, and bands of
 /// input gradient when they cut samples into bands): 16 Mi, 64 MiB of
@@ -640,11 +673,7 @@ impl Schedule {
             }
         }
         let (first, rest) = parts.split_first_mut().expect("at least one part");
-        for part in rest.iter() {
-            for (sum, &value) in first.partial[..len].iter_mut().zip(&part.partial[..len]) {
-                *sum += value;
-            }
-        }
+        add_in_part_order(&mut first.partial[..len], rest, self.lanes);
         let first: &'m PartMemory<T> = first;
         if let Some(all) = all_finite_so_far {
             *all &= finite && all_finite(&ArrayView1::from(&first.partial[..len]));

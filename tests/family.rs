@@ -1103,11 +1103,19 @@ fn invalid_family_geometries_are_errors_that_say_why() {
 
 #[test]
 fn layers_are_clone_send_and_sync() {
+    // And every other public type a program keeps: plans, workspaces, specs, errors.
     fn assert_traits<L: Clone + Send + Sync>() {}
     assert_traits::<Conv2d<f32>>();
     assert_traits::<Conv2d<f64>>();
     assert_traits::<ConvTranspose2d<f32>>();
     assert_traits::<Conv1d<f64>>();
+    fn assert_send_sync<L: Send + Sync>() {}
+    assert_send_sync::<gemmconv::Conv2dPlan<f32>>();
+    assert_send_sync::<Workspace<f64>>();
+    assert_send_sync::<Conv2dSpec>();
+    assert_send_sync::<ConvTranspose2dSpec>();
+    assert_send_sync::<Conv1dSpec>();
+    assert_send_sync::<gemmconv::ConvError>();
 }
 
 /// Several threads infer on one shared layer at once, each getting what

@@ -65,12 +65,13 @@ fn peak_during(f: impl FnOnce()) -> usize {
 }
 
 /// README.md's bound on what a call holds beyond operands and outputs, for
-/// `threads` threads, a padded sample of `sample` elements, the column cap
-/// and `T` of `size` bytes: per thread the cap and eight padded samples,
-/// 64 MiB of `f32` parts, and 16 MiB for the GEMM's packing buffers and the
-/// weights in the kernel's layout.
+/// `threads` threads, padded samples of at most `sample` elements, the
+/// column cap and `T` of `size` bytes: per thread six buffers each the cap
+/// or a padded sample, 16 Mi elements of parts, and 16 MiB for the GEMM's
+/// packing buffers and the weights in the kernel's layout.
 fn bound(threads: usize, sample: usize, size: usize) -> usize {
-    threads * (DEFAULT_COLUMN_CAP_BYTES + 8 * sample * size) + (64 << 20) / 4 * size + (16 << 20)
+    let buffer = DEFAULT_COLUMN_CAP_BYTES.max(sample * size);
+    threads * 6 * buffer + (16 << 20) * size + (16 << 20)
 }
 
 /// Every kernel, forward then backward into the caller's arrays, from a
