@@ -35,7 +35,7 @@ use crate::element::Element;
 use crate::nonfinite::all_finite;
 use crate::spec::Geometry;
 use crate::subnormals::FlushGuard;
-use crate::workspace::{LaneMemory, Memory, PartMemory, Scratch, scratch};
+use crate::workspace::{Checks, LaneMemory, Memory, PartMemory, Scratch, scratch};
 use ndarray::{ArrayView1, ArrayView3, ArrayViewMut4, Axis, Zip, s};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -549,7 +549,7 @@ impl Schedule {
             whole: (0, out),
             tail: None,
         };
-        let checking = memory.finite.is_some();
+        let checking = matches!(memory.finite, Some((Checks::Everything, _)));
         let finite = AtomicBool::new(true);
         let lane =
             |index: usize, memory: &mut LaneMemory<T>, _: &mut [_], region: Region<'_, T>| {
@@ -574,7 +574,7 @@ impl Schedule {
             };
         let lanes = &mut memory.lanes[..self.lanes];
         self.run_lanes(0, lanes, &mut [], region, true, &lane);
-        if let Some(all) = memory.finite {
+        if let Some((_, all)) = memory.finite {
             *all &= finite.into_inner();
         }
     }
@@ -598,7 +598,7 @@ impl Schedule {
             parts,
             finite: all_finite_so_far,
         } = memory;
-        let checking = all_finite_so_far.is_some();
+        let checking = matches!(all_finite_so_far, Some((Checks::Everything, _)));
         let finite = AtomicBool::new(true);
         let parts = &mut parts[..self.parts.max(1)];
         let len = weight_len + bias_len;
@@ -629,10 +629,9 @@ impl Schedule {
                 let (weight, bias) = partial.split_at_mut(weight_len);
                 let mut bands = memory_of_part.bands.iter_mut();
                 for item in self.items(part) {
-                    let whole_item = sample_shape.is_some() && !self.is_band(&item);
                     let mut out = match sample_shape {
                         None => None,
-                        Some(_) if whole_item => {
+                        Some(_) if !self.is_band(&item) => {
                             let samples =
                                 item.samples.start - first_whole..item.samples.end - first_whole;
                             Some(whole.slice_mut(s![samples, .., .., ..]))
@@ -649,7 +648,9 @@ impl Schedule {
                     };
                     let reborrowed = out.as_mut().map(|out| out.view_mut());
                     work(&item, reborrowed, &mut memory.scratch, partials);
-                    if let (true, true, Some(out)) = (checking, whole_item, &out)
+                    // A band is checked before it adds up: a sum of finite
+                    // bands is finite but for overflow.
+                    if let (true, Some(out)) = (checking, &out)
                         && !all_finite(&out.view())
                     {
                         finite.store(false, Ordering::Relaxed);
@@ -663,36 +664,20 @@ impl Schedule {
         } else {
             self.run_lanes(0, &mut lanes[..self.lanes], parts, region, false, &lane);
         }
-        let mut finite = finite.into_inner();
-        if let Some(mut out) = out {
-            self.add_bands(parts, out.view_mut());
-            if checking {
-                finite &= self
-                    .banded_samples()
-                    .all(|n| all_finite(&out.index_axis(Axis(0), n)));
-            }
+        if let Some(out) = out {
+            self.add_bands(parts, out);
         }
         let (first, rest) = parts.split_first_mut().expect("at least one part");
         add_in_part_order(&mut first.partial[..len], rest, self.lanes);
         let first: &'m PartMemory<T> = first;
-        if let Some(all) = all_finite_so_far {
-            *all &= finite && all_finite(&ArrayView1::from(&first.partial[..len]));
+        if let Some((_, all)) = all_finite_so_far {
+            *all &= finite.into_inner() && all_finite(&ArrayView1::from(&first.partial[..len]));
         }
         let (weight, bias) = first.partial[..len].split_at(weight_len);
         Sums {
             weight,
             bias: ArrayView1::from(bias),
         }
-    }
-
-    /// The samples that parts cut into bands, in order.
-    fn banded_samples(&self) -> impl Iterator<Item = usize> + '_ {
-        let mut last = None;
-        (0..self.parts)
-            .flat_map(|part| self.items(part))
-            .filter(|item| self.is_band(item))
-            .map(|item| item.samples.start)
-            .filter(move |&n| last.replace(n) != Some(n))
     }
 
     /// Writes into each banded sample of `out` the sum of its bands'
@@ -721,7 +706,7 @@ impl Schedule {
 mod tests {
     use super::{Schedule, Work, WorkItem};
     use crate::workspace::DEFAULT_MIN_LANE_FLOPS as MIN_LANE_FLOPS;
-    use crate::workspace::{LaneMemory, Memory, PartMemory};
+    use crate::workspace::{Checks, LaneMemory, Memory, PartMemory};
     use ndarray::Array4;
 
     fn work(batch: usize, height: usize, granule: usize) -> Work {
@@ -875,7 +860,7 @@ mod tests {
             let memory = Memory {
                 lanes: &mut lanes,
                 parts: &mut parts,
-                finite: Some(&mut finite),
+                finite: Some((Checks::Everything, &mut finite)),
             };
             schedule.run(memory, out.view_mut(), |item, mut part, _| {
                 assert_eq!(part.dim().0, item.samples.len());
@@ -908,7 +893,7 @@ mod tests {
                     let memory = Memory {
                         lanes: &mut lanes,
                         parts: &mut parts,
-                        finite: Some(&mut finite),
+                        finite: Some((Checks::Everything, &mut finite)),
                     };
                     schedule.run_summing(
                         memory,

@@ -25,10 +25,12 @@ use crate::element::Element;
 use crate::operands::{Backward, Forward};
 use ndarray::{ArrayView, ArrayViewMut4, Dimension};
 
-/// Whether every element of `a` is finite.
+/// Whether every element of `a` is finite, read in its contiguous runs
+/// (a band of rows of a sample is one run a channel).
 pub(crate) fn all_finite<T: Element, D: Dimension>(a: &ArrayView<'_, T, D>) -> bool {
     match a.as_slice_memory_order() {
         Some(slice) => slice_is_finite(slice),
+        None if a.ndim() > 1 => a.view().into_dyn().outer_iter().all(|sub| all_finite(&sub)),
         None => a.iter().all(|v| v.is_finite()),
     }
 }

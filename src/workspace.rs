@@ -41,9 +41,9 @@ pub struct Workspace<T> {
     /// transposed convolution's input grown by the rows its kernels read.
     staged: [Vec<T>; 2],
     cap_bytes: usize,
-    /// Whether passes check what they write, and whether all they wrote
+    /// What passes check for NaN and ±∞, and whether all they checked
     /// since was finite.
-    outputs: Option<bool>,
+    outputs: Option<(Checks, bool)>,
     input_gradient: InputGradient,
     kernel: Kernel,
     min_lane_flops: usize,
@@ -88,13 +88,23 @@ impl<T> Default for PartMemory<T> {
     }
 }
 
-/// The lanes' and the parts' memory of one pass, borrowed together, and
-/// where the pass records whether it wrote only finite values, when the
-/// call asks ([`Workspace::checking_outputs`]).
+/// The lanes' and the parts' memory of one pass, borrowed together, and,
+/// when the call asks ([`Workspace::checking_outputs`]), what the pass
+/// checks for NaN and ±∞ and where it records whether all was finite.
 pub(crate) struct Memory<'a, T> {
     pub(crate) lanes: &'a mut [LaneMemory<T>],
     pub(crate) parts: &'a mut [PartMemory<T>],
-    pub(crate) finite: Option<&'a mut bool>,
+    pub(crate) finite: Option<(Checks, &'a mut bool)>,
+}
+
+/// What a pass checks for NaN and ±∞ as it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Checks {
+    /// The sums of the weight and bias gradients' partials.
+    Sums,
+    /// Those, and every output element a lane writes (`y`, `dx`), while
+    /// it is in cache.
+    Everything,
 }
 
 /// A lane's scratch buffers, lent out by [`Scratch::split`].
@@ -367,13 +377,16 @@ impl<T> Workspace<T> {
         }
     }
 
-    /// Runs `work` with every pass checking whether it writes only finite
-    /// values (each lane scans what it has just written, while it is in
-    /// cache); returns what `work` returns and whether they all were.
-    pub(crate) fn checking_outputs<R>(&mut self, work: impl FnOnce(&mut Self) -> R) -> (R, bool) {
-        self.outputs = Some(true);
+    /// Runs `work` with every pass checking what `checks` names for NaN
+    /// and ±∞; returns what `work` returns and whether all was finite.
+    pub(crate) fn checking_outputs<R>(
+        &mut self,
+        checks: Checks,
+        work: impl FnOnce(&mut Self) -> R,
+    ) -> (R, bool) {
+        self.outputs = Some((checks, true));
         let result = work(self);
-        let finite = self.outputs.take().unwrap_or(true);
+        let finite = self.outputs.take().is_none_or(|(_, finite)| finite);
         (result, finite)
     }
 
@@ -411,7 +424,10 @@ impl<T> Workspace<T> {
         let memory = Memory {
             lanes: &mut self.lanes[..lanes],
             parts: &mut self.parts[..parts],
-            finite: self.outputs.as_mut(),
+            finite: self
+                .outputs
+                .as_mut()
+                .map(|(checks, finite)| (*checks, finite)),
         };
         (&mut self.weights, memory)
     }

@@ -10,7 +10,7 @@ use crate::element::Element;
 use crate::gradients::Targets;
 use crate::nonfinite::{self, all_finite};
 use crate::operands::{Backward, Forward};
-use crate::workspace::Workspace;
+use crate::workspace::{Checks, Workspace};
 use ndarray::ArrayViewMut4;
 use strided::Choice;
 
@@ -122,8 +122,9 @@ fn forward_by<T: Element>(
             strided::forward_with(Choice::EXACT, op, y.view_mut(), ws)
         }
         Algorithm::Strided if choice.forward_transforms(op.g) => {
-            let ((), finite) =
-                ws.checking_outputs(|ws| strided::forward_with(choice, op, y.view_mut(), ws));
+            let ((), finite) = ws.checking_outputs(Checks::Everything, |ws| {
+                strided::forward_with(choice, op, y.view_mut(), ws)
+            });
             if !finite {
                 strided::forward_with(Choice::EXACT, op, y.view_mut(), ws);
             }
@@ -167,7 +168,15 @@ fn backward_by<T: Element>(
             true
         }
         Algorithm::Strided => {
-            let ((), finite) = ws.checking_outputs(|ws| {
+            // With finite weights, only transforms can poison `dx` where
+            // the naive sum does not; any operand that poisons the weight
+            // or bias gradient where it does not poisons their sums.
+            let checks = if choice.backward_transforms(op.g) {
+                Checks::Everything
+            } else {
+                Checks::Sums
+            };
+            let ((), finite) = ws.checking_outputs(checks, |ws| {
                 strided::backward_with(choice, op, reborrow(&mut dx, &mut dw, &mut db), ws)
             });
             if !finite {

@@ -195,6 +195,12 @@ impl Choice {
         self.forward == Kernel::Winograd && winograd_applies(g)
     }
 
+    /// Whether the backward pass of this choice adds pixels of the error
+    /// together before it multiplies them (Winograd's transforms).
+    pub(crate) fn backward_transforms(&self, g: &Geometry) -> bool {
+        self.backward == Kernel::Winograd && winograd_applies(g)
+    }
+
     /// The kernel table's choice for the options `kernel` and `method`
     /// (`Kernel::Measure` read as `Auto`).
     pub(crate) fn estimate(kernel: Kernel, method: InputGradient, g: &Geometry) -> Self {
