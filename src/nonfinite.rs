@@ -9,16 +9,25 @@
 //! On finite operands neither changes a result beyond rounding, but 0·∞ is
 //! NaN, and ∞ - ∞ in a transform is NaN where the naive sum has ∞.
 //!
-//! So a pass with a non-finite operand runs the column matrix, whose
-//! products are the naive sum's plus products with padding zeros, with the
-//! input gradient by col2im, which multiplies no zeros. Then the outputs
-//! where a padding zero met a non-finite factor are computed again by the
-//! naive sum: outputs near the border of a channel with a non-finite weight,
-//! and weight-gradient taps that an output pixel with a non-finite error
-//! reads in the padding. Sums of the same products in another order are
+//! So a pass with a non-finite weight, or whose checked results are not all
+//! finite, runs again on the column matrix, whose products are the naive
+//! sum's plus products with padding zeros, with the input gradient by
+//! col2im, which multiplies no zeros. Then the outputs where a padding zero
+//! met a non-finite factor are computed again by the naive sum: outputs
+//! near the border of a channel with a non-finite weight, and
+//! weight-gradient taps that an output pixel with a non-finite error reads
+//! in the padding. Sums of the same products in another order are
 //! non-finite alike (NaN if any product is NaN or two are infinite of
-//! opposite signs, else ±∞), so nothing else changes. Finite operands cost
-//! one scan of the weights (and of the error, in a backward pass).
+//! opposite signs, else ±∞), so nothing else changes.
+//!
+//! Which results are checked (`algo/mod.rs`): with finite weights, a
+//! non-finite input or error poisons every output the naive sum poisons in
+//! every kernel, and more only through Winograd's transforms (the forward
+//! pass's `y`, the backward pass's `dx`) or through products with zeros in
+//! the weight and bias gradients, whose sums are checked in every pass.
+//! Finite operands thus cost a scan of the weights, a check of the
+//! gradients' sums, and behind Winograd's transforms a check of what each
+//! lane writes, while it is in cache.
 
 use crate::algo::naive;
 use crate::element::Element;

@@ -7,11 +7,11 @@
 
 mod common;
 
-use common::{random_array1, random_array4, rng};
+use common::{KERNELS, random_array1, random_array4, rng};
 use gemmconv::ndarray::{Array1, Array4};
 use gemmconv::{
-    Algorithm, Conv2dSpec, ConvError, DEFAULT_COLUMN_CAP_BYTES, Gradients, InputGradient, Kernel,
-    Workspace, conv2d_backward_into, conv2d_into, conv2d_with_workspace,
+    Algorithm, Conv2dSpec, ConvError, DEFAULT_COLUMN_CAP_BYTES, Gradients, Kernel, Workspace,
+    conv2d_backward_into, conv2d_into, conv2d_with_workspace,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,14 +81,6 @@ fn bound(threads: usize, sample: usize, size: usize) -> usize {
 fn memory_beyond_the_operands_does_not_grow_with_the_batch() {
     let spec = Conv2dSpec::new(16, 16, (3, 3)).padding((1, 1));
     let (h, w) = (32, 32);
-    let configurations = [
-        (Kernel::Auto, InputGradient::Auto),
-        (Kernel::Gemm, InputGradient::Col2im),
-        (Kernel::Gemm, InputGradient::ErrorLowering),
-        (Kernel::Direct, InputGradient::Auto),
-        (Kernel::Shifted, InputGradient::Auto),
-        (Kernel::Winograd, InputGradient::Auto),
-    ];
     let threads = rayon::current_num_threads();
     let limit = bound(threads, 16 * (h + 2) * (w + 2), 4);
     let mut rng = rng(1);
@@ -104,7 +96,7 @@ fn memory_beyond_the_operands_does_not_grow_with_the_batch() {
             db: Array1::zeros(16),
         };
         let operands = x.len() * 4;
-        for (kernel, method) in configurations {
+        for (kernel, method) in KERNELS {
             let mut ws = Workspace::new()
                 .with_kernel(kernel)
                 .with_input_gradient(method);

@@ -123,6 +123,17 @@ pub type Operands<T, D> = (
     gemmconv::ndarray::Array<T, D>,
 );
 
+/// Every kernel of the strided algorithm, the column matrix with each
+/// input-gradient method.
+pub const KERNELS: [(Kernel, InputGradient); 6] = [
+    (Kernel::Auto, InputGradient::Auto),
+    (Kernel::Gemm, InputGradient::Col2im),
+    (Kernel::Gemm, InputGradient::ErrorLowering),
+    (Kernel::Direct, InputGradient::Auto),
+    (Kernel::Shifted, InputGradient::Auto),
+    (Kernel::Winograd, InputGradient::Auto),
+];
+
 /// Every algorithm, and the strided one with every kernel and
 /// input-gradient method, each with the default least lane work and with
 /// none (which cuts passes into as many parts as they allow), and a small
@@ -132,15 +143,7 @@ pub fn configurations<T: Element>() -> Vec<(Algorithm, Workspace<T>, String)> {
         (Algorithm::Naive, Workspace::new(), "naive".to_string()),
         (Algorithm::Im2col, Workspace::new(), "im2col".to_string()),
     ];
-    let kernels = [
-        (Kernel::Auto, InputGradient::Auto),
-        (Kernel::Gemm, InputGradient::Col2im),
-        (Kernel::Gemm, InputGradient::ErrorLowering),
-        (Kernel::Direct, InputGradient::Auto),
-        (Kernel::Shifted, InputGradient::Auto),
-        (Kernel::Winograd, InputGradient::Auto),
-    ];
-    for (kernel, method) in kernels {
+    for (kernel, method) in KERNELS {
         for least in [DEFAULT_MIN_LANE_FLOPS, 0] {
             let ws = Workspace::new()
                 .with_kernel(kernel)
