@@ -3,10 +3,11 @@
 //! strided algorithm's kernel.
 //!
 //! The workspace is memory with no meaning of its own: one set of scratch
-//! buffers per lane of the scheduler (`lanes.rs`), one per-lane buffer of
-//! partial gradient sums, and one buffer for the weights as the running
-//! kernel lays them out. Each kernel names the buffers it borrows for what
-//! they hold in that kernel.
+//! buffers per lane of the scheduler (`lanes.rs`), one buffer of partial
+//! gradient sums (and two of bands) per part of a backward pass, and one
+//! buffer for the weights as the running kernel lays them out. Each kernel
+//! names the buffers it borrows for what they hold in that kernel. Every
+//! buffer grows fallibly ([`Workspace::fallibly`]).
 
 use crate::algo::strided::choice::{InputGradient, Kernel};
 use crate::error::ConvError;
