@@ -20,14 +20,16 @@
 //! non-finite alike (NaN if any product is NaN or two are infinite of
 //! opposite signs, else ±∞), so nothing else changes.
 //!
-//! Which results are checked (`algo/mod.rs`): with finite weights, a
-//! non-finite input or error poisons every output the naive sum poisons in
-//! every kernel, and more only through Winograd's transforms (the forward
-//! pass's `y`, the backward pass's `dx`) or through products with zeros in
-//! the weight and bias gradients, whose sums are checked in every pass.
-//! Finite operands thus cost a scan of the weights, a check of the
-//! gradients' sums, and behind Winograd's transforms a check of what each
-//! lane writes, while it is in cache.
+//! Which results are checked (`algo/mod.rs`): a non-finite weight shows in
+//! the output it takes part in (`y`, or `dx`), so the smaller of the two is
+//! checked. With finite weights, a non-finite input or error poisons every
+//! output the naive sum poisons in every kernel, and more only through
+//! Winograd's transforms (the forward pass's `y`, the backward pass's
+//! `dx`) or through products with zeros in the weight and bias gradients,
+//! whose sums are checked in every pass. Finite operands thus cost a scan
+//! of the weights or a check of the output, a check of the gradients'
+//! sums, and behind Winograd's transforms a check of what each lane writes,
+//! while it is in cache.
 
 use crate::algo::naive;
 use crate::element::Element;

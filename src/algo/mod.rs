@@ -13,6 +13,7 @@ use crate::operands::{Backward, Forward};
 use crate::workspace::{Checks, Workspace};
 use ndarray::ArrayViewMut4;
 use strided::Choice;
+use strided::choice::Kernel;
 
 /// Which implementation computes a convolution. All three give the same
 /// results (up to floating-point rounding) for every geometry; they differ in
@@ -102,11 +103,15 @@ pub(crate) fn backward_with<T: Element>(
     backward_by(algorithm, choice, op, out, ws);
 }
 
-/// [`forward_with`], non-finite operands taken care of (`nonfinite.rs`): a
-/// non-finite weight sends the pass to the exact kernels and the repair; a
-/// kernel that transforms pixels together checks what it writes, and a
-/// non-finite output (from a non-finite input or bias) sends the pass to
-/// the exact kernels again.
+/// [`forward_with`], non-finite operands taken care of (`nonfinite.rs`).
+///
+/// A non-finite weight poisons, in every kernel, some output the naive sum
+/// poisons (or it meets only padding, and then only the kernels that
+/// multiply padding are poisoned, where the naive sum is not): so it shows
+/// in the weights or in the output, whichever is the smaller to scan. A
+/// kernel that transforms pixels together checks its output too, for a
+/// non-finite input. Either sends the pass to the exact kernels, and a
+/// non-finite weight to the repair.
 fn forward_by<T: Element>(
     algorithm: Algorithm,
     choice: Choice,
@@ -114,33 +119,48 @@ fn forward_by<T: Element>(
     mut y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    let weights_finite = algorithm == Algorithm::Naive || all_finite(&op.w);
-    match algorithm {
-        Algorithm::Naive => naive::forward(op, y.view_mut()),
-        Algorithm::Im2col => im2col::forward(op, y.view_mut()),
-        Algorithm::Strided if !weights_finite => {
-            strided::forward_with(Choice::EXACT, op, y.view_mut(), ws)
-        }
-        Algorithm::Strided if choice.forward_transforms(op.g) => {
-            let ((), finite) = ws.checking_outputs(Checks::Everything, |ws| {
-                strided::forward_with(choice, op, y.view_mut(), ws)
-            });
-            if !finite {
-                strided::forward_with(Choice::EXACT, op, y.view_mut(), ws);
-            }
-        }
-        Algorithm::Strided => strided::forward_with(choice, op, y.view_mut(), ws),
+    let strided = match algorithm {
+        Algorithm::Naive => return naive::forward(op, y),
+        Algorithm::Im2col => false,
+        Algorithm::Strided => true,
+    };
+    let scan_weights = !strided || op.w.len() <= y.len();
+    let weights_finite = !scan_weights || all_finite(&op.w);
+    let choice = if weights_finite {
+        choice
+    } else {
+        Choice::EXACT
+    };
+    let finite = if !strided {
+        im2col::forward(op, y.view_mut());
+        true
+    } else if !scan_weights || choice.forward_transforms(op.g) {
+        let checks = Checks::Everything;
+        let run = |ws: &mut Workspace<T>| strided::forward_with(choice, op, y.view_mut(), ws);
+        ws.checking_outputs(checks, run).1
+    } else {
+        strided::forward_with(choice, op, y.view_mut(), ws);
+        true
+    };
+    let weights_finite = weights_finite && (finite || all_finite(&op.w));
+    if !finite && choice.forward != Choice::EXACT.forward {
+        strided::forward_with(Choice::EXACT, op, y.view_mut(), ws);
     }
     if !weights_finite {
         nonfinite::repair_output(&op, y);
     }
 }
 
-/// [`backward_with`], non-finite operands taken care of (`nonfinite.rs`): a
-/// non-finite weight sends the pass to the exact kernels; otherwise the
-/// kernels check what they write, and a non-finite gradient sends the pass
-/// to the exact kernels again. Then weight-gradient taps that met a
-/// non-finite error in the padding are repaired.
+/// [`backward_with`], non-finite operands taken care of (`nonfinite.rs`).
+///
+/// Weights take part in the input gradient only, where a non-finite one
+/// shows, as in the forward pass, in the weights or in `dx`, whichever is
+/// the smaller to scan. A non-finite input or error poisons more than the
+/// naive sum does only through transforms (`dx`, checked behind them) or
+/// through products with zeros in the weight and bias gradients, whose
+/// sums every pass checks. Any of these sends the pass to the exact
+/// kernels, and weight-gradient taps that met a non-finite error in the
+/// padding to the repair.
 fn backward_by<T: Element>(
     algorithm: Algorithm,
     choice: Choice,
@@ -153,37 +173,36 @@ fn backward_by<T: Element>(
         mut dw,
         mut db,
     } = out;
-    let weights_finite = algorithm == Algorithm::Naive || all_finite(&op.w);
-    let exact = match algorithm {
-        Algorithm::Naive => {
-            naive::backward(op, reborrow(&mut dx, &mut dw, &mut db));
-            return;
-        }
-        Algorithm::Im2col => {
-            im2col::backward(op, reborrow(&mut dx, &mut dw, &mut db));
-            true
-        }
-        Algorithm::Strided if !weights_finite || choice == Choice::EXACT => {
+    let strided = match algorithm {
+        Algorithm::Naive => return naive::backward(op, reborrow(&mut dx, &mut dw, &mut db)),
+        Algorithm::Im2col => false,
+        Algorithm::Strided => true,
+    };
+    let dx_len = dx.as_ref().map(|dx| dx.len());
+    let scan_weights = dx_len.is_some_and(|len| !strided || op.w.len() <= len);
+    let weights_finite = !scan_weights || all_finite(&op.w);
+    let choice = if weights_finite {
+        choice
+    } else {
+        Choice::EXACT
+    };
+    let exact = if !strided {
+        im2col::backward(op, reborrow(&mut dx, &mut dw, &mut db));
+        true
+    } else {
+        let checks = if choice.backward_transforms(op.g) || (dx_len.is_some() && !scan_weights) {
+            Checks::Everything
+        } else {
+            Checks::Sums
+        };
+        let ((), finite) = ws.checking_outputs(checks, |ws| {
+            strided::backward_with(choice, op, reborrow(&mut dx, &mut dw, &mut db), ws)
+        });
+        let exact_already = choice.backward == Kernel::Gemm && choice.by_col2im;
+        if !finite && !exact_already {
             strided::backward_with(Choice::EXACT, op, reborrow(&mut dx, &mut dw, &mut db), ws);
-            true
         }
-        Algorithm::Strided => {
-            // With finite weights, only transforms can poison `dx` where
-            // the naive sum does not; any operand that poisons the weight
-            // or bias gradient where it does not poisons their sums.
-            let checks = if choice.backward_transforms(op.g) {
-                Checks::Everything
-            } else {
-                Checks::Sums
-            };
-            let ((), finite) = ws.checking_outputs(checks, |ws| {
-                strided::backward_with(choice, op, reborrow(&mut dx, &mut dw, &mut db), ws)
-            });
-            if !finite {
-                strided::backward_with(Choice::EXACT, op, reborrow(&mut dx, &mut dw, &mut db), ws);
-            }
-            !finite
-        }
+        !finite || exact_already
     };
     if let (true, Some(dw)) = (exact, dw.as_mut())
         && !all_finite(&dw.view())
