@@ -139,9 +139,9 @@ impl Work {
     }
 
     /// How many parts a summing pass is cut into, a power of two: as many
-    /// as the units, [`MAX_PARTS`], lanes of `min_lane_flops` each and parts
-    /// of [`PART_FLOPS_PER_SUMMED_ELEMENT`] per element of the gradients
-    /// each (or two) allow, within [`PARTS_MEMORY_ELEMENTS`]. Where those parts
+    /// as the units, [`MAX_PARTS`], parts of twice `min_lane_flops` each and
+    /// parts of [`PART_FLOPS_PER_SUMMED_ELEMENT`] per element of the
+    /// gradients each allow (two at least, where two lanes have work), within [`PARTS_MEMORY_ELEMENTS`]. Where those parts
     /// would cut samples into bands, whose input gradients each part keeps
     /// whole, the parts are whole samples instead (as many as a power of two
     /// dividing the batch), or at most [`BANDED_PARTS`] when that is more. None of this depends on the thread count,
@@ -160,10 +160,14 @@ impl Work {
         // Two lanes' worth of parts wherever the pass has that much work:
         // an extra sum of partials costs less than a second lane gains.
         let at_least = self.units().min(by_lane_work).min(2);
+        // Beyond that, a part carries two lanes' least work: on fewer
+        // threads than parts, each part still costs an item's setup and a
+        // sum of partials.
+        let by_part_work = by_lane_work / 2;
         let unbanded = power_of_two_at_most(
             self.units()
                 .min(MAX_PARTS)
-                .min(by_lane_work)
+                .min(by_part_work.max(at_least))
                 .min(by_summing.max(at_least))
                 .min(by_memory(self.reduced)),
         );
