@@ -13,7 +13,6 @@ use crate::operands::{Backward, Forward};
 use crate::workspace::{Checks, Workspace};
 use ndarray::ArrayViewMut4;
 use strided::Choice;
-use strided::choice::Kernel;
 
 /// Which implementation computes a convolution. All three give the same
 /// results (up to floating-point rounding) for every geometry; they differ in
@@ -135,9 +134,8 @@ fn forward_by<T: Element>(
         im2col::forward(op, y.view_mut());
         true
     } else if !scan_weights || choice.forward_transforms(op.g) {
-        let checks = Checks::Everything;
         let run = |ws: &mut Workspace<T>| strided::forward_with(choice, op, y.view_mut(), ws);
-        ws.checking_outputs(checks, run).1
+        ws.checking_outputs(Checks::Everything, run).1
     } else {
         strided::forward_with(choice, op, y.view_mut(), ws);
         true
@@ -198,7 +196,9 @@ fn backward_by<T: Element>(
         let ((), finite) = ws.checking_outputs(checks, |ws| {
             strided::backward_with(choice, op, reborrow(&mut dx, &mut dw, &mut db), ws)
         });
-        let exact_already = choice.backward == Kernel::Gemm && choice.by_col2im;
+        let exact = Choice::EXACT;
+        let exact_already =
+            (choice.backward, choice.by_col2im) == (exact.backward, exact.by_col2im);
         if !finite && !exact_already {
             strided::backward_with(Choice::EXACT, op, reborrow(&mut dx, &mut dw, &mut db), ws);
         }
