@@ -175,8 +175,22 @@ impl Work {
             return unbanded;
         }
         let whole = (1 << self.batch.trailing_zeros()).min(unbanded);
+        // Large partial sums keep bands off the floor of two: each band
+        // streams its own copy of them through memory for a product a
+        // fraction of a sample deep, which costs more than one part whose
+        // GEMMs spread over the threads.
+        let floor = if self.reduced <= BANDED_FLOOR_ELEMENTS {
+            at_least
+        } else {
+            1
+        };
         let part_elements = self.reduced.saturating_add(self.banded.saturating_mul(2));
-        let banded = power_of_two_at_most(unbanded.min(BANDED_PARTS).min(by_memory(part_elements)));
+        let banded = power_of_two_at_most(
+            unbanded
+                .min(by_summing.max(floor))
+                .min(BANDED_PARTS)
+                .min(by_memory(part_elements)),
+        );
         whole.max(banded)
     }
 
@@ -240,6 +254,12 @@ pub(crate) const PARTS_MEMORY_ELEMENTS: usize = 16 << 20;
 /// up, which costs more than a third lane gains (BENCHMARKS.md,
 /// "Thread-count independence").
 const BANDED_PARTS: usize = 2;
+
+/// The most elements of partial sums (weight and bias gradients) for
+/// which a pass that sums little per element still cuts a sample into two
+/// bands: 768 Ki elements, 3 MiB of `f32`. Above it, one part, its GEMMs on every thread,
+/// measured faster; below it, two bands (BENCHMARKS.md, "Band parts").
+const BANDED_FLOOR_ELEMENTS: usize = 3 << 18;
 
 /// How a pass is cut into work items for a pool of threads.
 ///
@@ -708,7 +728,7 @@ impl Schedule {
 
 #[cfg(test)]
 mod tests {
-    use super::{Schedule, Work, WorkItem};
+    use super::{BANDED_FLOOR_ELEMENTS, Schedule, Work, WorkItem};
     use crate::workspace::DEFAULT_MIN_LANE_FLOPS as MIN_LANE_FLOPS;
     use crate::workspace::{Checks, LaneMemory, Memory, PartMemory};
     use ndarray::Array4;
@@ -824,6 +844,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A one-sample pass that sums little per element of its gradients is
+    /// cut into two bands while its partial sums are small, and left whole
+    /// (its GEMMs on every thread) once they exceed
+    /// `BANDED_FLOOR_ELEMENTS`; with enough arithmetic per element it is
+    /// banded either way.
+    #[test]
+    fn large_partial_sums_keep_a_sample_whole() {
+        let pass = |reduced: usize, row_flops: usize| {
+            let w = Work {
+                reduced,
+                banded: 1 << 12,
+                row_flops,
+                ..work(1, 7, 1)
+            };
+            Schedule::for_threads(w, 2, MIN_LANE_FLOPS).parts()
+        };
+        let little = |reduced: usize| 100 * reduced / 7;
+        assert_eq!(
+            pass(BANDED_FLOOR_ELEMENTS, little(BANDED_FLOOR_ELEMENTS)),
+            2
+        );
+        let large = BANDED_FLOOR_ELEMENTS + 1;
+        assert_eq!(pass(large, little(large)), 1);
+        assert_eq!(pass(large, 10_000 * large / 7), 2);
     }
 
     /// The parts of a summing pass keep at most `PARTS_MEMORY_ELEMENTS`
