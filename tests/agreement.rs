@@ -395,6 +395,56 @@ fn direct_kernel_agrees_with_naive() {
     }
 }
 
+/// A random geometry for the direct kernel's stencils (one output channel
+/// a tile, square 3x3 or 5x5 kernels, unit stride and dilation): output
+/// channel counts a group that leave a one-channel tile, one to three input
+/// channels a group, any padding, planes at least a tile (eight rows, a
+/// vector) and ragged on both edges, so that the last tiles shift back.
+fn random_stencil_case(rng: &mut StdRng) -> Case {
+    use gemmconv::{Conv2dSpec, Padding};
+    use rand::RngExt;
+    let groups = rng.random_range(1..=4);
+    let k = if rng.random_bool(0.7) { 3 } else { 5 };
+    let padding = Padding {
+        top: rng.random_range(0..=2),
+        bottom: rng.random_range(0..=2),
+        left: rng.random_range(0..=2),
+        right: rng.random_range(0..=2),
+    };
+    let out_per_group = [1, 7, 13][rng.random_range(0..3)];
+    let spec = Conv2dSpec::new(
+        groups * rng.random_range(1..=3),
+        groups * out_per_group,
+        (k, k),
+    )
+    .groups(groups)
+    .padding(padding)
+    .bias(rng.random_bool(0.7));
+    // Planes of at most about 1500 pixels a batch, as in the other sweeps:
+    // the bias gradient sums them all, and the naive sum in `f32` rounds
+    // once per pixel.
+    let input = [
+        rng.random_range(1..=2),
+        spec.in_channels(),
+        rng.random_range(8 + k..=24),
+        rng.random_range(16 + k..=36),
+    ];
+    Case { spec, input }
+}
+
+/// The stencils against the naive sum, in both precisions (their vectors
+/// hold different numbers of pixels); batch 1 cuts samples into bands of
+/// rows, which read only their rows of the padded input.
+#[test]
+fn stencils_agree_with_naive() {
+    let mut rng = rng(12);
+    for case_index in 0..40 {
+        let case = random_stencil_case(&mut rng);
+        check_case::<f64>(&case, 12_000 + case_index);
+        check_case::<f32>(&case, 12_500 + case_index);
+    }
+}
+
 /// A random geometry the Winograd kernel applies to: a 3x3 kernel, stride
 /// 1, one group; any dilation and padding (also beyond the kernel's reach),
 /// odd and even output sizes, and channel counts on both sides of the

@@ -9,7 +9,7 @@
 //! |---|---|---|---|
 //! | direct loops | `direct/mod.rs` | everything | small groups, forward and backward |
 //! | direct across channels | `direct/depthwise.rs` | depthwise | depthwise on short or strided rows |
-//! | direct register tiles | `direct/tiled.rs` | forward, unit column stride | forward, few output channels |
+//! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, unit column stride | forward, few output channels |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
 //! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, many channels, a pixel a channel |
 //! | column matrix | `column.rs` | everything | the rest |

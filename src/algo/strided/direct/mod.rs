@@ -11,18 +11,22 @@
 //! gradient as axpys of error rows into a padded accumulator.
 //!
 //! `tiled.rs` has a faster forward pass for unit column stride, which
-//! keeps a tile of outputs in registers over every tap.
+//! keeps a tile of outputs in registers over every tap; `stencil.rs` its
+//! one-output-channel tiles (depthwise layers) for 3x3 and 5x5 kernels at
+//! unit stride. A band of output rows copies, padded, only the input rows
+//! its windows read ([`padded_band`]).
 
 pub(crate) mod depthwise;
+mod stencil;
 pub(crate) mod tiled;
 
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::{GradientSelection, Targets};
 use crate::lanes::{Partials, Work};
-use crate::layout::nchw::{SourceLayout, crop_into, padded_sample};
+use crate::layout::nchw::{SourceLayout, crop_into, pad_into, padded_sample};
 use crate::operands::{Backward, Forward};
-use crate::spec::Geometry;
+use crate::spec::{Geometry, Padding};
 use crate::workspace::{Workspace, scratch};
 use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut3, ArrayViewMut4, Axis, s};
 use std::ops::Range;
@@ -37,6 +41,50 @@ pub(super) fn row_band(g: &Geometry, rows: &Range<usize>) -> (Geometry, usize) {
         ..*g
     };
     (band, rows.start * g.sh * wp)
+}
+
+/// The padded input a band of output rows `rows` reads, for a forward
+/// pass: the sample's zero-copy input with the band's offset when it needs
+/// no padding, else a padded copy of the input rows the band's windows
+/// cover, alone, in `buf`, with the geometry that describes that copy (its
+/// `in_h` and padding the band's, `out_h` the band's rows). Each lane then
+/// copies its own rows rather than the whole sample.
+pub(super) fn padded_band<'a, T: Element>(
+    x: ArrayView4<'a, T>,
+    n: usize,
+    g: &Geometry,
+    rows: &Range<usize>,
+    buf: &'a mut Vec<T>,
+) -> ((&'a [T], usize), Geometry) {
+    if g.padding.is_zero()
+        && let Some(in_place) = x.slice_move(s![n..n + 1, .., .., ..]).to_slice()
+    {
+        let (band, offset) = row_band(g, rows);
+        return ((in_place, offset), band);
+    }
+    let first = rows.start * g.sh;
+    let needed = rows.len().saturating_sub(1) * g.sh + (g.kh - 1) * g.dh + 1;
+    let top = g.padding.top;
+    let in_start = first.saturating_sub(top).min(g.in_h);
+    let in_end = (first + needed).saturating_sub(top).min(g.in_h);
+    let pad_top = top.saturating_sub(first).min(needed);
+    let in_h = in_end - in_start;
+    let padding = Padding {
+        top: pad_top,
+        bottom: needed - pad_top - in_h,
+        ..g.padding
+    };
+    let band = Geometry {
+        in_h,
+        out_h: rows.len(),
+        padding,
+        ..*g
+    };
+    let rows_read = x.slice_move(s![n..n + 1, .., in_start..in_end, ..]);
+    let wp = g.in_w + padding.left + padding.right;
+    let copy = scratch(buf, g.in_channels * needed * wp);
+    pad_into(rows_read, padding, 1, copy);
+    ((copy, 0), band)
 }
 
 /// `y += alpha · x`.
@@ -97,10 +145,9 @@ pub(crate) fn forward<T: Element>(
     let (_, lanes) = ws.memory(&schedule);
     schedule.run(lanes, y, |item, mut y_item, buffers| {
         let [source_buf, plane_buf] = buffers.split();
-        let (band, offset) = row_band(g, &item.rows);
         for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
-            let source = padded_sample(x, n, g, source_buf);
-            forward_sample((source, offset), w, bias, &band, y_n, plane_buf);
+            let (source, band) = padded_band(x, n, g, &item.rows, source_buf);
+            forward_sample(source, w, bias, &band, y_n, plane_buf);
         }
     });
 }

@@ -11,11 +11,11 @@
 //! The weights are packed once per call so that a tap's weights for the
 //! tile's channels sit side by side.
 
-use super::row_band;
+use super::padded_band;
+use super::stencil::{self, Planes};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::lanes::Work;
-use crate::layout::nchw::padded_sample;
 use crate::operands::Forward;
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
@@ -78,10 +78,9 @@ pub(crate) fn forward<T: Element>(
     let packed: &[T] = packed;
     schedule.run(lanes, y, |item, mut y_item, buffers| {
         let [source_buf, plane_buf] = buffers.split();
-        let (band, offset) = row_band(g, &item.rows);
         for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
-            let source = padded_sample(x, n, g, source_buf);
-            forward_sample((source, offset), packed, bias, &band, y_n, plane_buf);
+            let (source, band) = padded_band(x, n, g, &item.rows, source_buf);
+            forward_sample(source, packed, bias, &band, y_n, plane_buf);
         }
     });
 }
@@ -102,7 +101,15 @@ fn forward_sample<T: Element>(
         Some(out) if contiguous => out,
         _ => scratch(plane_buf, len),
     };
-    sample_dispatch(source, packed, bias, g, out);
+    // One-channel tiles (a group's last output channel when it has an odd
+    // count) go to the stencils where they apply, in a loop of their own:
+    // a call among the channel tiles costs the multi-channel tiles their
+    // registers.
+    let by_stencil = stencil::fits::<T>(g);
+    sample_dispatch(source, packed, bias, (g, by_stencil), out);
+    if by_stencil {
+        single_channel_stencils(source, packed, bias, g, out);
+    }
     if !contiguous {
         let shape = (g.out_channels, g.out_h, g.out_w);
         y.assign(&ArrayView3::from_shape(shape, &plane_buf[..len]).expect("sized above"));
@@ -115,12 +122,13 @@ fn sample_dispatch<T: Element>(
     source: (&[T], usize),
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
-    g: &Geometry,
+    geometry: (&Geometry, bool),
     out: &mut [T],
 ) {
     with_runtime_simd!(
         sample_avx512, sample_avx2, sample_body::<T, true>, sample_body::<T, false>,
-        source: (&[T], usize), packed: &[T], bias: Option<ArrayView1<'_, T>>, g: &Geometry, out: &mut [T],
+        source: (&[T], usize), packed: &[T], bias: Option<ArrayView1<'_, T>>,
+        geometry: (&Geometry, bool), out: &mut [T],
     );
 }
 
@@ -142,7 +150,7 @@ fn sample_body<T: Element, const FUSED: bool>(
     (source, offset): (&[T], usize),
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
-    g: &Geometry,
+    (g, by_stencil): (&Geometry, bool),
     out: &mut [T],
 ) {
     let wp = g.in_w + g.padding.left + g.padding.right;
@@ -164,7 +172,47 @@ fn sample_body<T: Element, const FUSED: bool>(
             };
             let out = &mut out[co * out_plane..(co + len) * out_plane];
             let bias = |cb: usize| bias.map_or(T::zero(), |b| b[co + cb]);
+            if len == 1 && by_stencil {
+                continue;
+            }
             channel_tile_sized::<T, FUSED>(frame, len, bias, out);
+        }
+    }
+}
+
+/// The one-channel tiles of every group, by the stencils of `stencil.rs`
+/// (which [`stencil::fits`] `g`).
+fn single_channel_stencils<T: Element>(
+    (source, offset): (&[T], usize),
+    packed: &[T],
+    bias: Option<ArrayView1<'_, T>>,
+    g: &Geometry,
+    out: &mut [T],
+) {
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    let plane = (g.in_h + g.padding.top + g.padding.bottom) * wp;
+    let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
+    let taps = c_in_g * g.kh * g.kw;
+    let out_plane = g.out_h * g.out_w;
+    let singles = channel_tiles(c_out_g).filter(|&(_, len)| len == 1);
+    for (start, _) in singles {
+        for group in 0..g.groups {
+            let co = group * c_out_g + start;
+            let planes = Planes {
+                source: &source[group * c_in_g * plane + offset..(group + 1) * c_in_g * plane],
+                plane_len: plane,
+                wp,
+                c_in_g,
+            };
+            let weights = &packed[co * taps..(co + 1) * taps];
+            let b = bias.map_or(T::zero(), |b| b[co]);
+            stencil::plane(
+                planes,
+                weights,
+                b,
+                g,
+                &mut out[co * out_plane..(co + 1) * out_plane],
+            );
         }
     }
 }
