@@ -396,7 +396,8 @@ fn direct_kernel_agrees_with_naive() {
 }
 
 /// A random geometry for the direct kernel's stencils (one output channel
-/// a tile, square 3x3 or 5x5 kernels, unit stride and dilation): output
+/// a tile, square 3x3 or 5x5 kernels, unit stride and dilation; backward,
+/// depthwise layers): output
 /// channel counts a group that leave a one-channel tile, one to three input
 /// channels a group, any padding, planes at least a tile (eight rows, a
 /// vector) and ragged on both edges, so that the last tiles shift back.
@@ -411,15 +412,16 @@ fn random_stencil_case(rng: &mut StdRng) -> Case {
         left: rng.random_range(0..=2),
         right: rng.random_range(0..=2),
     };
-    let out_per_group = [1, 7, 13][rng.random_range(0..3)];
-    let spec = Conv2dSpec::new(
-        groups * rng.random_range(1..=3),
-        groups * out_per_group,
-        (k, k),
-    )
-    .groups(groups)
-    .padding(padding)
-    .bias(rng.random_bool(0.7));
+    // Half of them depthwise, which the backward stencils compute.
+    let (in_per_group, out_per_group) = if rng.random_bool(0.5) {
+        (1, 1)
+    } else {
+        (rng.random_range(1..=3), [1, 7, 13][rng.random_range(0..3)])
+    };
+    let spec = Conv2dSpec::new(groups * in_per_group, groups * out_per_group, (k, k))
+        .groups(groups)
+        .padding(padding)
+        .bias(rng.random_bool(0.7));
     // Planes of at most about 1500 pixels a batch, as in the other sweeps:
     // the bias gradient sums them all, and the naive sum in `f32` rounds
     // once per pixel.

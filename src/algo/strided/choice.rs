@@ -41,8 +41,10 @@ pub enum Kernel {
     Winograd,
     /// Direct loops, without GEMM (slow for large groups): the forward pass
     /// with register tiles (a few output channels by two rows of pixels,
-    /// summed over every tap) at unit column stride, else as axpys over
-    /// rows; the backward pass as dot products and axpys over rows.
+    /// or one channel by eight rows for 3x3 and 5x5 kernels, summed over
+    /// every tap) at unit column stride, else as axpys over rows; the
+    /// backward pass as dot products and axpys over rows, or, on depthwise
+    /// 3x3 and 5x5 layers at unit stride, as vectorised stencils.
     Direct,
     /// For each geometry and pass, the kernel (and input-gradient method)
     /// that ran fastest when every candidate was timed on this machine, in

@@ -9,6 +9,7 @@
 //! |---|---|---|---|
 //! | direct loops | `direct/mod.rs` | everything | small groups, forward and backward |
 //! | direct across channels | `direct/depthwise.rs` | depthwise | depthwise on short or strided rows |
+//! | direct stencil gradients | `direct/stencil_gradients.rs` | backward, depthwise 3x3 and 5x5, unit stride | backward of the depthwise layers it computes |
 //! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, unit column stride | forward, few output channels |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
 //! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, many channels, a pixel a channel |
@@ -258,6 +259,9 @@ pub(crate) fn backward_with<T: Element>(
 ) {
     let _flush = FlushGuard::new(ws.flush_subnormals());
     match choice.backward {
+        Kernel::Direct if direct::stencil_gradients::applies::<T>(op.g) => {
+            direct::stencil_gradients::backward(op, grads, ws)
+        }
         Kernel::Direct if depthwise(op.g) => direct::depthwise::backward(op, grads, ws),
         Kernel::Direct => direct::backward(op, grads, ws),
         Kernel::Shifted if shifted_applies(op.g) => shifted::backward(op, grads, ws),

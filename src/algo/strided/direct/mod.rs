@@ -18,6 +18,7 @@
 
 pub(crate) mod depthwise;
 mod stencil;
+pub(crate) mod stencil_gradients;
 pub(crate) mod tiled;
 
 use crate::algo::strided::simd::with_runtime_simd;
