@@ -97,6 +97,40 @@ impl Image {
         dst
     }
 
+    /// [`Self::fill_staged`] of the rows `rows` of `sample` (`(c, h, w)`)
+    /// alone, at `(top, left)`: a contiguous sample's rows are transposed
+    /// row by row in place, as a view of some of its rows is not
+    /// contiguous and would take ndarray's general copy.
+    pub(crate) fn fill_rows<'b, T: Element>(
+        &self,
+        sample: ArrayView3<'_, T>,
+        rows: Range<usize>,
+        (top, left): (usize, usize),
+        (buf, staging): (&'b mut Vec<T>, &mut Vec<T>),
+    ) -> &'b [T] {
+        let (c, h, w) = sample.dim();
+        let planes = sample
+            .as_slice()
+            .filter(|_| rows.len() < h && !rows.is_empty());
+        let Some(planes) = planes else {
+            let band = sample.slice_move(s![.., rows, ..]);
+            return self.fill_staged(band, (top, left), (buf, staging));
+        };
+        let dst = scratch(buf, self.len());
+        let start = |r: usize| ((top + r) * self.w + left) * c;
+        let band_h = rows.len();
+        dst[..start(0)].fill(T::zero());
+        for r in 1..band_h {
+            dst[start(r - 1) + w * c..start(r)].fill(T::zero());
+        }
+        dst[start(band_h - 1) + w * c..].fill(T::zero());
+        for (r, y) in rows.enumerate() {
+            let pixels = &mut dst[start(r)..start(r) + w * c];
+            transpose(&planes[y * w..], h * w, pixels, c, (c, w));
+        }
+        dst
+    }
+
     /// [`Self::fill`], through `staging` for images narrower than a
     /// transpose tile is useful on (`w` under 16): the whole sample is
     /// transposed at once into `staging`, then its rows copied into place.

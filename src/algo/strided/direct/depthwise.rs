@@ -16,6 +16,7 @@
 //! - input gradient: `dx[p + tap, c] += w[tap, c] · dy[p, c]`, into a
 //!   padded pixel-major buffer cropped back into NCHW.
 
+use super::band_input;
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::{GradientSelection, Targets};
@@ -72,7 +73,6 @@ pub(crate) fn forward<T: Element>(
     ws: &mut Workspace<T>,
 ) {
     let Forward { x, w, bias, g } = op;
-    let image = input_image(g);
     let output = Image {
         c: g.out_channels,
         h: g.out_h,
@@ -82,14 +82,18 @@ pub(crate) fn forward<T: Element>(
     let schedule = ws.schedule(Work::forward(g, 1));
     let (weights_buf, lanes) = ws.memory(&schedule);
     let weights = taps_by_channel(w, weights_buf);
-    let p = g.padding;
     schedule.run(lanes, y, |item, mut y_item, buffers| {
         let [image_buf, pixels_buf, staging_buf] = buffers.split();
+        // Each item copies only the input rows its output rows read.
+        let (input_rows, band) = band_input(g, &item.rows);
+        let image = input_image(&band);
+        let p = band.padding;
         for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let x_n = x.index_axis(Axis(0), n);
-            let data = image.fill_staged(x_n, (p.top, p.left), (image_buf, staging_buf));
+            let at = (p.top, p.left);
+            let data = image.fill_rows(x_n, input_rows.clone(), at, (image_buf, staging_buf));
             let pixels = scratch(pixels_buf, item.rows.len() * g.out_w * g.out_channels);
-            forward_rows(data, weights, g, item.rows.clone(), pixels);
+            forward_rows(data, weights, &band, 0..item.rows.len(), pixels);
             output.read(pixels, y_n, 0..item.rows.len(), bias);
         }
     });
@@ -147,14 +151,12 @@ pub(crate) fn backward<T: Element>(
     let Targets { dx, dw, db } = grads;
     let c = g.in_channels;
     let taps = g.kh * g.kw;
-    let image = input_image(g);
     let error = Image {
         c,
         h: g.out_h,
         w: g.out_w,
         tail: 0,
     };
-    let p = g.padding;
     let schedule = ws.schedule(Work::backward(g, 1));
     let (weights_buf, lanes) = ws.memory(&schedule);
     let weights = taps_by_channel(w, weights_buf);
@@ -166,10 +168,16 @@ pub(crate) fn backward<T: Element>(
         (dw_len, db_len),
         |item, mut dx_item, buffers, partials| {
             let [image_buf, error_buf, gradient_buf, staging_buf] = buffers.split();
+            // Each item reads, and adds gradient to, only the input rows its
+            // output rows' windows cover.
+            let (input_rows, band) = band_input(g, &item.rows);
+            let image = input_image(&band);
+            let p = band.padding;
             for (local, n) in item.samples.clone().enumerate() {
                 let data: &[T] = if wanted.weight {
                     let x_n = x.index_axis(Axis(0), n);
-                    image.fill_staged(x_n, (p.top, p.left), (image_buf, staging_buf))
+                    let at = (p.top, p.left);
+                    image.fill_rows(x_n, input_rows.clone(), at, (image_buf, staging_buf))
                 } else {
                     &[]
                 };
@@ -179,14 +187,21 @@ pub(crate) fn backward<T: Element>(
                 gradient.fill(T::zero());
                 backward_rows(
                     (data, errors, weights),
-                    (g, wanted),
-                    item.rows.clone(),
+                    (&band, wanted),
+                    0..item.rows.len(),
                     (gradient, &mut *partials.weight, &mut *partials.bias),
                 );
                 if let Some(dx_item) = &mut dx_item {
                     let start = (p.top * image.w + p.left) * c;
-                    let dx_n = dx_item.index_axis_mut(Axis(0), local);
-                    image.read_staged(&gradient[start..], dx_n, staging_buf);
+                    let mut dx_n = dx_item.index_axis_mut(Axis(0), local);
+                    // Rows no window of the item reads get no gradient.
+                    dx_n.slice_mut(s![.., ..input_rows.start, ..])
+                        .fill(T::zero());
+                    dx_n.slice_mut(s![.., input_rows.end.., ..]).fill(T::zero());
+                    if !input_rows.is_empty() {
+                        let dx_rows = dx_n.slice_mut(s![.., input_rows.clone(), ..]);
+                        image.read_staged(&gradient[start..], dx_rows, staging_buf);
+                    }
                 }
             }
         },

@@ -63,6 +63,20 @@ pub(super) fn padded_band<'a, T: Element>(
         let (band, offset) = row_band(g, rows);
         return ((in_place, offset), band);
     }
+    let (input_rows, band) = band_input(g, rows);
+    let rows_read = x.slice_move(s![n..n + 1, .., input_rows, ..]);
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    let hp = band.in_h + band.padding.top + band.padding.bottom;
+    let copy = scratch(buf, g.in_channels * hp * wp);
+    pad_into(rows_read, band.padding, 1, copy);
+    ((copy, 0), band)
+}
+
+/// The input rows that the windows of output rows `rows` read, and the
+/// geometry of a band made of them alone: `in_h` those rows, the padding
+/// rows above and below them that the windows reach, `out_h` the band's
+/// rows (so that its first output row is row 0).
+pub(super) fn band_input(g: &Geometry, rows: &Range<usize>) -> (Range<usize>, Geometry) {
     let first = rows.start * g.sh;
     let needed = rows.len().saturating_sub(1) * g.sh + (g.kh - 1) * g.dh + 1;
     let top = g.padding.top;
@@ -81,11 +95,7 @@ pub(super) fn padded_band<'a, T: Element>(
         padding,
         ..*g
     };
-    let rows_read = x.slice_move(s![n..n + 1, .., in_start..in_end, ..]);
-    let wp = g.in_w + padding.left + padding.right;
-    let copy = scratch(buf, g.in_channels * needed * wp);
-    pad_into(rows_read, padding, 1, copy);
-    ((copy, 0), band)
+    (in_start..in_end, band)
 }
 
 /// `y += alpha · x`.
