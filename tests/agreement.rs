@@ -447,6 +447,44 @@ fn stencils_agree_with_naive() {
     }
 }
 
+/// A random depthwise geometry for the direct kernel across channels
+/// (stride 2, or rows under 16 pixels): channel counts from one to well
+/// past its blocks of four vectors, so that whole blocks, single vectors
+/// and the last few channels are all summed.
+fn random_depthwise_case(rng: &mut StdRng) -> Case {
+    use gemmconv::{Conv2dSpec, Padding};
+    use rand::RngExt;
+    let channels = rng.random_range(1..=150);
+    let k = rng.random_range(1..=5);
+    let pad = rng.random_range(0..=2);
+    let stride = if rng.random_bool(0.6) { 2 } else { 1 };
+    let spec = Conv2dSpec::new(channels, channels, (k, k))
+        .groups(channels)
+        .stride((stride, stride))
+        .padding(Padding {
+            top: pad,
+            bottom: rng.random_range(0..=2),
+            left: pad,
+            right: rng.random_range(0..=2),
+        })
+        .bias(rng.random_bool(0.7));
+    let side = |rng: &mut StdRng| rng.random_range(k.max(3)..=14);
+    let input = [rng.random_range(1..=2), channels, side(rng), side(rng)];
+    Case { spec, input }
+}
+
+/// The depthwise kernel across channels against the naive sum, in both
+/// precisions (their blocks hold different numbers of channels).
+#[test]
+fn depthwise_across_channels_agrees_with_naive() {
+    let mut rng = rng(13);
+    for case_index in 0..30 {
+        let case = random_depthwise_case(&mut rng);
+        check_case::<f64>(&case, 13_000 + case_index);
+        check_case::<f32>(&case, 13_500 + case_index);
+    }
+}
+
 /// A random geometry the Winograd kernel applies to: a 3x3 kernel, stride
 /// 1, one group; any dilation and padding (also beyond the kernel's reach),
 /// odd and even output sizes, and channel counts on both sides of the

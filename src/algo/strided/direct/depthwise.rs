@@ -121,22 +121,85 @@ fn forward_rows_body<T: Element, const FUSED: bool>(
     rows: std::ops::Range<usize>,
     out: &mut [T],
 ) {
+    if std::mem::size_of::<T>() == 4 {
+        forward_rows_blocked::<T, 64, 16, FUSED>(data, weights, g, rows, out);
+    } else {
+        forward_rows_blocked::<T, 32, 8, FUSED>(data, weights, g, rows, out);
+    }
+}
+
+/// Each output pixel's channels in blocks of `BLOCK` (four vectors), then
+/// of `VECTOR`, each block's sums kept in registers over every tap and
+/// stored once (summed in memory, the accumulator was loaded and stored
+/// once a tap); the last few channels in memory.
+#[inline(always)]
+fn forward_rows_blocked<T: Element, const BLOCK: usize, const VECTOR: usize, const FUSED: bool>(
+    data: &[T],
+    weights: &[T],
+    g: &Geometry,
+    rows: std::ops::Range<usize>,
+    out: &mut [T],
+) {
     let c = g.in_channels;
-    let wp = g.in_w + g.padding.left + g.padding.right;
-    out.fill(T::zero());
+    let blocks = c / BLOCK * BLOCK;
+    let vectors = c / VECTOR * VECTOR;
     for (local, oh) in rows.enumerate() {
         for ow in 0..g.out_w {
-            let acc = &mut out[(local * g.out_w + ow) * c..][..c];
+            let sums = &mut out[(local * g.out_w + ow) * c..][..c];
+            for start in (0..blocks).step_by(BLOCK) {
+                let block = channel_block::<T, BLOCK, FUSED>(data, weights, g, (oh, ow), start);
+                sums[start..start + BLOCK].copy_from_slice(&block);
+            }
+            for start in (blocks..vectors).step_by(VECTOR) {
+                let block = channel_block::<T, VECTOR, FUSED>(data, weights, g, (oh, ow), start);
+                sums[start..start + VECTOR].copy_from_slice(&block);
+            }
+            let rest = &mut sums[vectors..];
+            rest.fill(T::zero());
+            let wp = g.in_w + g.padding.left + g.padding.right;
             for i in 0..g.kh {
                 let row = (oh * g.sh + i * g.dh) * wp + ow * g.sw;
                 for j in 0..g.kw {
                     let pixel = (row + j * g.dw) * c;
                     let tap = (i * g.kw + j) * c;
-                    multiply_add::<T, FUSED>(acc, &weights[tap..tap + c], &data[pixel..pixel + c]);
+                    let w = &weights[tap + vectors..tap + c];
+                    multiply_add::<T, FUSED>(rest, w, &data[pixel + vectors..pixel + c]);
                 }
             }
         }
     }
+}
+
+/// Output pixel `(oh, ow)`'s sums over every tap of the `B` channels from
+/// `start`.
+#[inline(always)]
+fn channel_block<T: Element, const B: usize, const FUSED: bool>(
+    data: &[T],
+    weights: &[T],
+    g: &Geometry,
+    (oh, ow): (usize, usize),
+    start: usize,
+) -> [T; B] {
+    let c = g.in_channels;
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    let mut acc = [T::zero(); B];
+    for i in 0..g.kh {
+        let row = (oh * g.sh + i * g.dh) * wp + ow * g.sw;
+        for j in 0..g.kw {
+            let pixel = (row + j * g.dw) * c + start;
+            let tap = (i * g.kw + j) * c + start;
+            let w: &[T; B] = weights[tap..tap + B].try_into().expect("a block");
+            let x: &[T; B] = data[pixel..pixel + B].try_into().expect("a block");
+            for k in 0..B {
+                acc[k] = if FUSED {
+                    w[k].mul_add(x[k], acc[k])
+                } else {
+                    w[k] * x[k] + acc[k]
+                };
+            }
+        }
+    }
+    acc
 }
 
 /// The backward pass; overwrites the gradients present, skipping the
