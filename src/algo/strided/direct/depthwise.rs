@@ -141,6 +141,7 @@ fn forward_rows_blocked<T: Element, const BLOCK: usize, const VECTOR: usize, con
     out: &mut [T],
 ) {
     let c = g.in_channels;
+    let wp = g.in_w + g.padding.left + g.padding.right;
     let blocks = c / BLOCK * BLOCK;
     let vectors = c / VECTOR * VECTOR;
     for (local, oh) in rows.enumerate() {
@@ -156,7 +157,6 @@ fn forward_rows_blocked<T: Element, const BLOCK: usize, const VECTOR: usize, con
             }
             let rest = &mut sums[vectors..];
             rest.fill(T::zero());
-            let wp = g.in_w + g.padding.left + g.padding.right;
             for i in 0..g.kh {
                 let row = (oh * g.sh + i * g.dh) * wp + ow * g.sw;
                 for j in 0..g.kw {

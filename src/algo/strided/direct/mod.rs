@@ -24,12 +24,14 @@ pub(crate) mod tiled;
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::{GradientSelection, Targets};
-use crate::lanes::{Partials, Work};
+use crate::lanes::{Partials, Sums, Work};
 use crate::layout::nchw::{SourceLayout, crop_into, pad_into, padded_sample};
 use crate::operands::{Backward, Forward};
 use crate::spec::{Geometry, Padding};
 use crate::workspace::{Workspace, scratch};
-use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut3, ArrayViewMut4, Axis, s};
+use ndarray::{
+    ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut3, ArrayViewMut4, Axis, s,
+};
 use std::ops::Range;
 
 /// Output rows `rows` of `g` as a geometry of their own, and where the
@@ -267,6 +269,16 @@ pub(crate) fn backward<T: Element>(
             }
         },
     );
+    write_gradients(sums, dw, db);
+}
+
+/// The summed partials of a backward pass into the weight and bias
+/// gradients asked for, the weight gradient's partials laid out as `w`.
+pub(super) fn write_gradients<T: Element>(
+    sums: Sums<'_, T>,
+    dw: Option<ArrayViewMut4<'_, T>>,
+    db: Option<ArrayViewMut1<'_, T>>,
+) {
     if let Some(mut dw) = dw {
         let shape = dw.raw_dim();
         dw.assign(&ArrayView4::from_shape(shape, sums.weight).expect("sized by the schedule"));

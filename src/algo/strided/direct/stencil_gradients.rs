@@ -12,8 +12,8 @@
 //! and writes its sample's whole input gradient (zeros beyond its rows'
 //! reach), as the scheduler's bands do.
 
-use super::padded_band;
 use super::stencil::{self, Planes};
+use super::{padded_band, write_gradients};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::Targets;
@@ -103,13 +103,7 @@ pub(crate) fn backward<T: Element>(
             }
         },
     );
-    if let Some(mut dw) = dw {
-        let shape = dw.raw_dim();
-        dw.assign(&ArrayView4::from_shape(shape, sums.weight).expect("sized by the schedule"));
-    }
-    if let Some(mut db) = db {
-        db.assign(&sums.bias);
-    }
+    write_gradients(sums, dw, db);
 }
 
 /// Sample `n`'s input gradient from its error rows `rows` alone (the whole
