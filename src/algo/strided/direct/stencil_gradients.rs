@@ -22,7 +22,7 @@ use crate::layout::nchw::pad_into;
 use crate::operands::Backward;
 use crate::spec::{Geometry, Padding};
 use crate::workspace::{Workspace, scratch};
-use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut3, Axis, s};
+use ndarray::{ArrayView2, ArrayView4, ArrayViewMut3, Axis, s};
 use std::ops::Range;
 
 /// Whether this backward pass computes `g`: depthwise (one input and one
@@ -164,27 +164,15 @@ fn weight_gradients<T: Element>(
 ) {
     let k = g.kh;
     for (c, error) in dy.outer_iter().enumerate() {
-        // The error plane, contiguous, copied if its view is not.
-        let (rows, width) = error.dim();
-        let error: &[T] = match error.to_slice() {
-            Some(plane) => plane,
-            None => {
-                let copy = scratch(plane_buf, error.len());
-                ArrayViewMut2::from_shape(error.raw_dim(), &mut *copy)
-                    .expect("sized above")
-                    .assign(&error);
-                copy
-            }
-        };
         if !partials.bias.is_empty() {
-            // A slice's sum runs eight partial sums, which vectorise.
-            partials.bias[c] += ArrayView1::from(error).sum();
+            partials.bias[c] += error.sum();
         }
         let Some(((source, offset), band)) = source else {
             continue;
         };
         // The band's input rows: its output rows and the kernel's reach
         // below them (unit stride), in a plane of `hp` rows.
+        let rows = error.nrows();
         let wp = band.in_w + band.padding.left + band.padding.right;
         let hp = band.in_h + band.padding.top + band.padding.bottom;
         let start = c * hp * wp + offset;
@@ -192,16 +180,34 @@ fn weight_gradients<T: Element>(
             data: &source[start..start + (rows + k - 1) * wp],
             wp,
         };
+        let widened = widen(error, wp, plane_buf);
         let taps = &mut partials.weight[c * k * k..][..k * k];
-        tap_sums(Error { data: error, width }, image, taps);
+        tap_sums(widened, image, taps);
     }
 }
 
-/// A contiguous error plane, `width` pixels a row.
-#[derive(Clone, Copy)]
-struct Error<'a, T> {
-    data: &'a [T],
-    width: usize,
+/// The error plane with rows as long as the padded input's, `wp`, zeros
+/// beyond its `out_w` columns: then error pixel `t` (flat, `oh·wp + ow`)
+/// meets input pixel `t + i·wp + j` at tap `(i, j)`, so a tap's sum is one
+/// run over the whole plane, and the zeros drop the pairs that wrap
+/// around a row's end. Narrow planes (MobileNet's 7x7 to 28x28) would
+/// otherwise spend more on each row's loop than on its few vectors.
+fn widen<'a, T: Element>(
+    error: ndarray::ArrayView2<'_, T>,
+    wp: usize,
+    buf: &'a mut Vec<T>,
+) -> &'a [T] {
+    let width = error.ncols();
+    let widened = scratch(buf, error.nrows() * wp);
+    for (line, row) in widened.chunks_exact_mut(wp).zip(error.outer_iter()) {
+        let (front, back) = line.split_at_mut(width);
+        match row.as_slice() {
+            Some(row) => front.copy_from_slice(row),
+            None => front.iter_mut().zip(row).for_each(|(d, &v)| *d = v),
+        }
+        back.fill(T::zero());
+    }
+    widened
 }
 
 /// Rows of a padded input plane, `wp` elements a row.
@@ -211,21 +217,18 @@ struct Image<'a, T> {
     wp: usize,
 }
 
-/// `taps[i·k + j] += Σ_(oh, ow) error[oh, ow] · image[oh + i, ow + j]`, in
-/// the best SIMD build the CPU runs.
-fn tap_sums<T: Element>(error: Error<'_, T>, image: Image<'_, T>, taps: &mut [T]) {
+/// `taps[i·k + j] += Σ_t error[t] · image[t + i·wp + j]` (flat indices,
+/// `error` [`widen`]ed to rows of `wp`), in the best SIMD build the CPU
+/// runs.
+fn tap_sums<T: Element>(error: &[T], image: Image<'_, T>, taps: &mut [T]) {
     with_runtime_simd!(
         tap_sums_avx512, tap_sums_avx2, tap_sums_body::<T, true>, tap_sums_body::<T, false>,
-        error: Error<'_, T>, image: Image<'_, T>, taps: &mut [T],
+        error: &[T], image: Image<'_, T>, taps: &mut [T],
     );
 }
 
 #[inline(always)]
-fn tap_sums_body<T: Element, const FUSED: bool>(
-    error: Error<'_, T>,
-    image: Image<'_, T>,
-    taps: &mut [T],
-) {
+fn tap_sums_body<T: Element, const FUSED: bool>(error: &[T], image: Image<'_, T>, taps: &mut [T]) {
     match (taps.len(), std::mem::size_of::<T>()) {
         (9, 4) => tap_sums_sized::<T, 3, 16, FUSED>(error, image, taps),
         (9, _) => tap_sums_sized::<T, 3, 8, FUSED>(error, image, taps),
@@ -234,59 +237,96 @@ fn tap_sums_body<T: Element, const FUSED: bool>(
     }
 }
 
-/// [`tap_sums`] for a `K`x`K` kernel, one kernel row at a time: `K`
-/// running sums of `VECTOR` lanes (registers) over whole vectors of each
-/// error row, the row's last few pixels one by one.
+/// [`tap_sums`] for a `K`x`K` kernel, a few kernel rows a pass over the
+/// error: `R·K` running sums of `VECTOR` lanes (registers). Three rows a
+/// pass keep 9 to 15 independent chains of fused multiply-adds in flight,
+/// where one row's `K` chains wait on the instruction's latency, and read
+/// each error vector once for them all (BENCHMARKS.md, "Depthwise
+/// stencils").
 #[inline(always)]
 fn tap_sums_sized<T: Element, const K: usize, const VECTOR: usize, const FUSED: bool>(
-    error: Error<'_, T>,
+    error: &[T],
     image: Image<'_, T>,
     taps: &mut [T],
 ) {
-    for i in 0..K {
-        let sums = kernel_row_sums::<T, K, VECTOR, FUSED>(error, image, i);
-        for (tap, sum) in taps[i * K..(i + 1) * K].iter_mut().zip(sums) {
-            *tap += sum;
+    let mut add = |first: usize, sums: &[[T; K]]| {
+        for (i, row) in sums.iter().enumerate() {
+            let taps = &mut taps[(first + i) * K..(first + i + 1) * K];
+            for (tap, &sum) in taps.iter_mut().zip(row) {
+                *tap += sum;
+            }
         }
+    };
+    add(
+        0,
+        &kernel_rows_sums::<T, K, 3, VECTOR, FUSED>(error, image, 0),
+    );
+    if K == 5 {
+        add(
+            3,
+            &kernel_rows_sums::<T, K, 2, VECTOR, FUSED>(error, image, 3),
+        );
     }
 }
 
-/// `Σ_(oh, ow) error[oh, ow] · image[oh + i, ow + j]` for each `j < K`.
+/// `Σ_t error[t] · image[t + (first + r)·wp + j]` for each `r < R` and
+/// `j < K`: whole vectors of `error` while their windows lie in `image`,
+/// the last few pixels one by one.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-fn kernel_row_sums<T: Element, const K: usize, const VECTOR: usize, const FUSED: bool>(
-    error: Error<'_, T>,
+fn kernel_rows_sums<
+    T: Element,
+    const K: usize,
+    const R: usize,
+    const VECTOR: usize,
+    const FUSED: bool,
+>(
+    error: &[T],
     image: Image<'_, T>,
-    i: usize,
-) -> [T; K] {
-    let width = error.width;
-    let whole = width / VECTOR * VECTOR;
-    let mut acc = [[T::zero(); VECTOR]; K];
-    let mut rest = [T::zero(); K];
-    let lines = image.data[i * image.wp..].chunks(image.wp);
-    for (error_row, line) in error.data.chunks_exact(width).zip(lines) {
-        for ow in (0..whole).step_by(VECTOR) {
-            let e: &[T; VECTOR] = error_row[ow..ow + VECTOR]
-                .try_into()
-                .expect("a whole vector of the row");
-            add_vector::<T, K, VECTOR, FUSED>(e, &line[ow..], &mut acc);
+    first: usize,
+) -> [[T; K]; R] {
+    let wp = image.wp;
+    const { assert!(R >= 1 && R <= 3, "one to three kernel rows a pass") };
+    let offsets: [usize; R] = std::array::from_fn(|r| (first + r) * wp);
+    // A vector at `t` reads `image[t..t + reach]`.
+    let reach = offsets[R - 1] + K - 1 + VECTOR;
+    let vectors = image
+        .data
+        .len()
+        .checked_sub(reach)
+        .map_or(0, |room| room / VECTOR + 1);
+    let whole = (error.len() / VECTOR).min(vectors) * VECTOR;
+    // Three named sums rather than an array indexed by row: indexed, they
+    // live in memory and each multiply-add stores its sum.
+    let (mut acc0, mut acc1, mut acc2) = (
+        [[T::zero(); VECTOR]; K],
+        [[T::zero(); VECTOR]; K],
+        [[T::zero(); VECTOR]; K],
+    );
+    for (t, e) in (0..whole).step_by(VECTOR).zip(error.chunks_exact(VECTOR)) {
+        let e: &[T; VECTOR] = e.try_into().expect("chunks of a vector");
+        add_vector::<T, K, VECTOR, FUSED>(e, &image.data[t + offsets[0]..], &mut acc0);
+        if R > 1 {
+            add_vector::<T, K, VECTOR, FUSED>(e, &image.data[t + offsets[1]..], &mut acc1);
         }
-        if whole < width && width >= VECTOR {
-            // The row's last vector, shifted back to end on the row, its
-            // lanes already summed zeroed.
-            let ow = width - VECTOR;
-            let mut e: [T; VECTOR] = error_row[ow..].try_into().expect("the row's last vector");
-            e[..whole - ow].fill(T::zero());
-            add_vector::<T, K, VECTOR, FUSED>(&e, &line[ow..], &mut acc);
-        } else {
-            for ow in whole..width {
-                for j in 0..K {
-                    rest[j] += error_row[ow] * line[ow + j];
-                }
+        if R > 2 {
+            add_vector::<T, K, VECTOR, FUSED>(e, &image.data[t + offsets[2]..], &mut acc2);
+        }
+    }
+    let acc = [acc0, acc1, acc2];
+    let mut sums: [[T; K]; R] = std::array::from_fn(|r| {
+        std::array::from_fn(|j| acc[r][j].iter().fold(T::zero(), |a, &v| a + v))
+    });
+    // The image ends before the last row's widened zeros meet their taps.
+    for r in 0..R {
+        for j in 0..K {
+            let pixels = &image.data[whole + offsets[r] + j..];
+            for (&e, &v) in error[whole..].iter().zip(pixels) {
+                sums[r][j] += e * v;
             }
         }
     }
-    std::array::from_fn(|j| acc[j].iter().fold(rest[j], |a, &v| a + v))
+    sums
 }
 
 /// `acc[j] += e · line[j..j + VECTOR]` for each `j < K`.
