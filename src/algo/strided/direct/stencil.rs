@@ -121,9 +121,12 @@ fn tiles<T: Element, const K: usize, const VECTOR: usize, const FUSED: bool>(
     }
 }
 
-/// `acc[r] += Σ_ij w[i][j] · src[(r + i)·wp + j ..][..VECTOR]`: per kernel
-/// row, a window row slid down the tile one output row at a time (one
-/// address in a register rather than one per output row).
+/// `acc[r] += Σ_ij w[i][j] · src[(r + i)·wp + j ..][..VECTOR]`, one call
+/// per kernel row with its index a constant: the compiler then unrolls
+/// every row, keeps the weights in registers rather than broadcasting
+/// them from memory for each multiply-add, and loads each input vector
+/// once for the output rows that share it (BENCHMARKS.md, "Depthwise
+/// stencils").
 #[inline(always)]
 fn tile<T: Element, const K: usize, const VECTOR: usize, const FUSED: bool>(
     src: &[T],
@@ -131,23 +134,47 @@ fn tile<T: Element, const K: usize, const VECTOR: usize, const FUSED: bool>(
     w: &[[T; K]; K],
     acc: &mut [[T; VECTOR]; ROWS],
 ) {
-    for (i, w_row) in w.iter().enumerate() {
-        let mut start = i * wp;
-        for sums in acc.iter_mut() {
-            let row: &[T] = &src[start..start + VECTOR + K - 1];
-            for (j, &weight) in w_row.iter().enumerate() {
-                let x: &[T; VECTOR] = row[j..j + VECTOR]
-                    .try_into()
-                    .expect("a row of the window holds a vector");
-                for k in 0..VECTOR {
-                    sums[k] = if FUSED {
-                        weight.mul_add(x[k], sums[k])
-                    } else {
-                        weight * x[k] + sums[k]
-                    };
-                }
+    kernel_row::<T, K, VECTOR, FUSED, 0>(src, wp, w, acc);
+    kernel_row::<T, K, VECTOR, FUSED, 1>(src, wp, w, acc);
+    kernel_row::<T, K, VECTOR, FUSED, 2>(src, wp, w, acc);
+    if K == 5 {
+        kernel_row::<T, K, VECTOR, FUSED, 3>(src, wp, w, acc);
+        kernel_row::<T, K, VECTOR, FUSED, 4>(src, wp, w, acc);
+    }
+}
+
+/// Kernel row `I` of [`tile`]: a window row slid down the tile one output
+/// row at a time (one address in a register rather than one per output
+/// row).
+#[inline(always)]
+fn kernel_row<
+    T: Element,
+    const K: usize,
+    const VECTOR: usize,
+    const FUSED: bool,
+    const I: usize,
+>(
+    src: &[T],
+    wp: usize,
+    w: &[[T; K]; K],
+    acc: &mut [[T; VECTOR]; ROWS],
+) {
+    let w_row = &w[I];
+    let mut start = I * wp;
+    for sums in acc.iter_mut() {
+        let row: &[T] = &src[start..start + VECTOR + K - 1];
+        for (j, &weight) in w_row.iter().enumerate() {
+            let x: &[T; VECTOR] = row[j..j + VECTOR]
+                .try_into()
+                .expect("a row of the window holds a vector");
+            for k in 0..VECTOR {
+                sums[k] = if FUSED {
+                    weight.mul_add(x[k], sums[k])
+                } else {
+                    weight * x[k] + sums[k]
+                };
             }
-            start += wp;
         }
+        start += wp;
     }
 }
