@@ -33,10 +33,13 @@
 
 use crate::element::Element;
 use crate::nonfinite::all_finite;
+use crate::output::worth_parallel_fill;
 use crate::spec::Geometry;
 use crate::subnormals::FlushGuard;
 use crate::workspace::{Checks, LaneMemory, Memory, PartMemory, Scratch, scratch};
-use ndarray::{ArrayView1, ArrayView3, ArrayViewMut4, Axis, Zip, s};
+use ndarray::{
+    ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis, Zip, s,
+};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -715,13 +718,42 @@ impl Schedule {
                 let mut sample = out.index_axis_mut(Axis(0), n);
                 let band = ArrayView3::from_shape(sample.raw_dim(), &buf[..sample.len()])
                     .expect("band buffers hold a sample");
-                if open == Some(n) {
-                    Zip::from(&mut sample).and(&band).for_each(|s, &b| *s += b);
-                } else {
-                    sample.assign(&band);
-                    open = Some(n);
-                }
+                self.add_band(sample.view_mut(), band, open != Some(n));
+                open = Some(n);
             }
+        }
+    }
+
+    /// `sample = band` (the sample's first band) or `sample += band`, plane
+    /// by plane, over the pool's threads when the sample is large: on one
+    /// thread, summing a batch-1 call's bands took a fifth of a depthwise
+    /// backward pass (BENCHMARKS.md, "Band sums"). Each element's sum is the
+    /// same on any number of threads.
+    fn add_band<T: Element>(
+        &self,
+        mut sample: ArrayViewMut3<'_, T>,
+        band: ArrayView3<'_, T>,
+        first: bool,
+    ) {
+        let add = |mut plane: ArrayViewMut2<'_, T>, band: ArrayView2<'_, T>| {
+            let _flush = FlushGuard::new(self.flush_subnormals);
+            if first {
+                plane.assign(&band);
+            } else {
+                Zip::from(&mut plane).and(&band).for_each(|s, &b| *s += b);
+            }
+        };
+        let planes = sample.axis_iter_mut(Axis(0));
+        if worth_parallel_fill(band.len()) {
+            let bands = band.axis_iter(Axis(0)).into_par_iter();
+            planes
+                .into_par_iter()
+                .zip(bands)
+                .for_each(|(plane, band)| add(plane, band));
+        } else {
+            planes
+                .zip(band.axis_iter(Axis(0)))
+                .for_each(|(plane, band)| add(plane, band));
         }
     }
 }

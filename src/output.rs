@@ -17,6 +17,12 @@ use rayon::prelude::*;
 /// tasks costs microseconds, clearing a megabyte about as much.
 const PARALLEL_FILL_ELEMENTS: usize = 1 << 18;
 
+/// Whether filling (or copying, or adding into) `len` elements is worth
+/// the current rayon pool's threads.
+pub(crate) fn worth_parallel_fill(len: usize) -> bool {
+    len >= PARALLEL_FILL_ELEMENTS && rayon::current_num_threads() > 1
+}
+
 /// An empty vector with room for `len` elements of `T`, or the error
 /// naming `what` and the bytes asked for.
 pub(crate) fn try_vec<T>(len: usize, what: &'static str) -> Result<Vec<T>, ConvError> {
@@ -40,7 +46,7 @@ pub(crate) fn zeroed<T: Element, D: Dimension>(
         bytes: usize::MAX,
     })?;
     let mut data = try_vec(len, what)?;
-    if len < PARALLEL_FILL_ELEMENTS || rayon::current_num_threads() == 1 {
+    if !worth_parallel_fill(len) {
         data.resize(len, T::zero());
     } else {
         // Within the capacity reserved above: no allocation.

@@ -256,15 +256,10 @@ pub(crate) fn backward<T: Element>(
                 );
                 if let Some(dx_item) = &mut dx_item {
                     let start = (p.top * image.w + p.left) * c;
-                    let mut dx_n = dx_item.index_axis_mut(Axis(0), local);
-                    // Rows no window of the item reads get no gradient.
-                    dx_n.slice_mut(s![.., ..input_rows.start, ..])
-                        .fill(T::zero());
-                    dx_n.slice_mut(s![.., input_rows.end.., ..]).fill(T::zero());
-                    if !input_rows.is_empty() {
-                        let dx_rows = dx_n.slice_mut(s![.., input_rows.clone(), ..]);
-                        image.read_staged(&gradient[start..], dx_rows, staging_buf);
-                    }
+                    let dx_n = dx_item.index_axis_mut(Axis(0), local);
+                    // (Empty where the band lies wholly in padding.)
+                    let gradient = gradient.get(start..).unwrap_or_default();
+                    read_gradient(&image, gradient, dx_n, input_rows.clone(), staging_buf);
                 }
             }
         },
@@ -280,6 +275,46 @@ pub(crate) fn backward<T: Element>(
     }
     if let Some(mut db) = db {
         db.assign(&sums.bias);
+    }
+}
+
+/// A band's input gradient (`gradient`, pixel-major, from its first input
+/// row) into the rows `rows` of the sample's `dx` (`(c, in_h, in_w)`), and
+/// zeros into the rows no window of the band reads. A contiguous `dx` is
+/// filled plane by plane and row by row: a view of some of its rows would
+/// take ndarray's general copy, which cost a batch-1 depthwise backward
+/// pass a tenth of its time (BENCHMARKS.md, "Band sums").
+fn read_gradient<T: Element>(
+    image: &Image,
+    gradient: &[T],
+    mut dx: ndarray::ArrayViewMut3<'_, T>,
+    rows: std::ops::Range<usize>,
+    staging_buf: &mut Vec<T>,
+) {
+    let (_, h, w) = dx.dim();
+    if rows == (0..h) {
+        image.read_staged(gradient, dx, staging_buf);
+        return;
+    }
+    match dx.as_slice_mut() {
+        Some(planes) => {
+            for plane in planes.chunks_exact_mut(h * w) {
+                plane[..rows.start * w].fill(T::zero());
+                plane[rows.end * w..].fill(T::zero());
+            }
+        }
+        None => {
+            dx.slice_mut(s![.., ..rows.start, ..]).fill(T::zero());
+            dx.slice_mut(s![.., rows.end.., ..]).fill(T::zero());
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    if dx.is_standard_layout() {
+        image.read(gradient, dx, rows, None);
+    } else {
+        image.read_staged(gradient, dx.slice_mut(s![.., rows, ..]), staging_buf);
     }
 }
 

@@ -13,7 +13,7 @@
 //! reach), as the scheduler's bands do.
 
 use super::stencil::{self, Planes};
-use super::{padded_band, write_gradients};
+use super::{band_input, padded_band, write_gradients};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::Targets;
@@ -108,6 +108,10 @@ pub(crate) fn backward<T: Element>(
 
 /// Sample `n`'s input gradient from its error rows `rows` alone (the whole
 /// sample's, zeros beyond their reach), into `dx` (`(c, in_h, in_w)`).
+/// Where `dx` is contiguous and the rows the band reaches fill a stencil
+/// tile, only those rows are computed, from only the padded error rows
+/// they read; else the whole plane is, from the padded error with zeros
+/// beyond the band.
 fn input_gradient<T: Element>(
     (dy, n, rows): (ArrayView4<'_, T>, usize, &Range<usize>),
     flipped: &[T],
@@ -117,36 +121,54 @@ fn input_gradient<T: Element>(
 ) {
     let gx = input_gradient_geometry(g);
     let p = gx.padding;
-    let (hp, wp) = (g.out_h + p.top + p.bottom, g.out_w + p.left + p.right);
-    // The band's error rows where they lie in the sample's padded error,
-    // zeros elsewhere.
+    let wp = g.out_w + p.left + p.right;
+    let (reached, _) = band_input(g, rows);
+    let band_gx = Geometry {
+        out_h: reached.len(),
+        ..gx
+    };
+    let by_band = dx.is_standard_layout() && stencil::fits::<T>(&band_gx);
+    let (dx_rows, gx) = if by_band {
+        (reached, band_gx)
+    } else {
+        (0..g.in_h, gx)
+    };
+    // The padded error rows that `dx_rows` read (dx row `r` reads padded
+    // rows `r..r + k`), the band's error rows in place, zeros elsewhere.
+    let (k, in_w) = (g.kh, g.in_w);
+    let read = dx_rows.start..dx_rows.end + k - 1;
     let band_padding = Padding {
-        top: p.top + rows.start,
-        bottom: p.bottom + (g.out_h - rows.end),
+        top: rows.start + p.top - read.start,
+        bottom: read.end - (rows.end + p.top),
         ..p
     };
-    let padded = scratch(error_buf, g.out_channels * hp * wp);
+    let plane_len = read.len() * wp;
+    let padded = scratch(error_buf, g.out_channels * plane_len);
     pad_into(
         dy.slice(s![n..n + 1, .., rows.clone(), ..]),
         band_padding,
         1,
         padded,
     );
-    let (k, plane) = (g.kh, g.in_h * g.in_w);
     for (c, mut dx_c) in dx.outer_iter_mut().enumerate() {
         let planes = Planes {
-            source: &padded[c * hp * wp..(c + 1) * hp * wp],
-            plane_len: hp * wp,
+            source: &padded[c * plane_len..(c + 1) * plane_len],
+            plane_len,
             wp,
             c_in_g: 1,
         };
         let weights = &flipped[c * k * k..(c + 1) * k * k];
         match dx_c.as_slice_mut() {
-            Some(out) => stencil::plane(planes, weights, T::zero(), &gx, out),
-            None => {
-                let out = scratch(plane_buf, plane);
+            Some(out) => {
+                out[..dx_rows.start * in_w].fill(T::zero());
+                out[dx_rows.end * in_w..].fill(T::zero());
+                let out = &mut out[dx_rows.start * in_w..dx_rows.end * in_w];
                 stencil::plane(planes, weights, T::zero(), &gx, out);
-                let out = ArrayView2::from_shape((g.in_h, g.in_w), &*out).expect("sized above");
+            }
+            None => {
+                let out = scratch(plane_buf, g.in_h * in_w);
+                stencil::plane(planes, weights, T::zero(), &gx, out);
+                let out = ArrayView2::from_shape((g.in_h, in_w), &*out).expect("sized above");
                 dx_c.assign(&out);
             }
         }
