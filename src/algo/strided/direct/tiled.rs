@@ -249,10 +249,16 @@ fn channel_tile<T: Element, const CHANNELS: usize, const FUSED: bool>(
     bias: [T; CHANNELS],
     out: &mut [T],
 ) {
-    if std::mem::size_of::<T>() == 4 {
-        channel_tile_vectors::<T, CHANNELS, 16, 8, FUSED>(frame, bias, out);
-    } else {
-        channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED>(frame, bias, out);
+    // Kernels 3 or 5 wide at unit dilation take the tiles with the width
+    // a constant (see [`full_tile`]); any other kernel the general tiles.
+    let width = if frame.g.dw == 1 { frame.g.kw } else { 0 };
+    match (std::mem::size_of::<T>(), width) {
+        (4, 3) => channel_tile_vectors::<T, CHANNELS, 16, 8, FUSED, 3>(frame, bias, out),
+        (4, 5) => channel_tile_vectors::<T, CHANNELS, 16, 8, FUSED, 5>(frame, bias, out),
+        (4, _) => channel_tile_vectors::<T, CHANNELS, 16, 8, FUSED, 0>(frame, bias, out),
+        (_, 3) => channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED, 3>(frame, bias, out),
+        (_, 5) => channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED, 5>(frame, bias, out),
+        _ => channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED, 0>(frame, bias, out),
     }
 }
 
@@ -263,6 +269,7 @@ fn channel_tile_vectors<
     const VECTOR: usize,
     const HALF: usize,
     const FUSED: bool,
+    const KW: usize,
 >(
     frame: Frame<'_, T>,
     bias: [T; CHANNELS],
@@ -293,12 +300,12 @@ fn channel_tile_vectors<
             let left = out_w - ow;
             ow = if out_w >= VECTOR && left > HALF {
                 let start = ow.min(out_w - VECTOR);
-                let acc = full_tile::<T, CHANNELS, VECTOR, FUSED>(frame, bias, top, start);
+                let acc = full_tile::<T, CHANNELS, VECTOR, FUSED, KW>(frame, bias, top, start);
                 store(&acc, out, (out_plane, out_w), (top, start));
                 start + VECTOR
             } else {
                 let start = ow.min(out_w - HALF);
-                let acc = full_tile::<T, CHANNELS, HALF, FUSED>(frame, bias, top, start);
+                let acc = full_tile::<T, CHANNELS, HALF, FUSED, KW>(frame, bias, top, start);
                 store(&acc, out, (out_plane, out_w), (top, start));
                 start + HALF
             };
@@ -332,16 +339,110 @@ fn multiply_add<T: Element, const FUSED: bool>(a: T, b: T, c: T) -> T {
 
 /// One tile's sums over every tap, all in registers: `PIXELS` outputs from
 /// column `left` of the output rows `top..top + TILE_ROWS`, for `CHANNELS`
-/// output channels.
+/// output channels. With the kernel's width `KW` a constant (3 or 5, unit
+/// dilation; 0 for any other), each kernel row takes one bounds check a
+/// tile row and its taps unroll with constant offsets into the row and its
+/// weights; with the width read at run time, each tap cost a dozen scalar
+/// instructions of addressing for its dozen multiply-adds
+/// (BENCHMARKS.md, "Constant kernel widths").
 #[inline(always)]
-fn full_tile<T: Element, const CHANNELS: usize, const PIXELS: usize, const FUSED: bool>(
+fn full_tile<
+    T: Element,
+    const CHANNELS: usize,
+    const PIXELS: usize,
+    const FUSED: bool,
+    const KW: usize,
+>(
+    frame: Frame<'_, T>,
+    bias: [T; CHANNELS],
+    top: usize,
+    left: usize,
+) -> [[[T; PIXELS]; TILE_ROWS]; CHANNELS] {
+    if KW == 0 {
+        return full_tile_any::<T, CHANNELS, PIXELS, FUSED>(frame, bias, top, left);
+    }
+    let g = frame.g;
+    debug_assert_eq!((g.kw, g.dw), (KW, 1), "the caller matched the width");
+    let mut acc = biased_tile::<T, CHANNELS, PIXELS>(bias);
+    let row_step = g.sh * frame.wp;
+    let row_weights = KW * CHANNELS;
+    for cl in 0..frame.c_in_g {
+        for i in 0..g.kh {
+            let row = cl * frame.plane + top * row_step + i * g.dh * frame.wp + left;
+            // Written out rather than by `array::from_fn` (see
+            // [`biased_tile`]).
+            let line = |r: usize| &frame.source[row + r * row_step..][..PIXELS + KW - 1];
+            let lines: [&[T]; TILE_ROWS] = [line(0), line(1)];
+            let w = &frame.weights[(cl * g.kh + i) * row_weights..][..row_weights];
+            kernel_tap::<T, CHANNELS, PIXELS, FUSED, 0>(lines, w, &mut acc);
+            kernel_tap::<T, CHANNELS, PIXELS, FUSED, 1>(lines, w, &mut acc);
+            kernel_tap::<T, CHANNELS, PIXELS, FUSED, 2>(lines, w, &mut acc);
+            if KW == 5 {
+                kernel_tap::<T, CHANNELS, PIXELS, FUSED, 3>(lines, w, &mut acc);
+                kernel_tap::<T, CHANNELS, PIXELS, FUSED, 4>(lines, w, &mut acc);
+            }
+        }
+    }
+    acc
+}
+
+/// A tile's sums before its taps: each channel's bias. Filled by a loop:
+/// `bias.map(..)` and `array::from_fn` stayed calls to the standard
+/// library's `try_map` in these loops, a sixth of seed64's forward pass
+/// (BENCHMARKS.md, "Constant kernel widths").
+#[inline(always)]
+fn biased_tile<T: Element, const CHANNELS: usize, const PIXELS: usize>(
+    bias: [T; CHANNELS],
+) -> [[[T; PIXELS]; TILE_ROWS]; CHANNELS] {
+    let mut acc = [[[T::zero(); PIXELS]; TILE_ROWS]; CHANNELS];
+    for (sums, &b) in acc.iter_mut().zip(&bias) {
+        *sums = [[b; PIXELS]; TILE_ROWS];
+    }
+    acc
+}
+
+/// Tap `J` of a kernel row of [`full_tile`]: `lines` are the tile's input
+/// rows from the tap's first column, `w` the kernel row's packed weights.
+#[inline(always)]
+fn kernel_tap<
+    T: Element,
+    const CHANNELS: usize,
+    const PIXELS: usize,
+    const FUSED: bool,
+    const J: usize,
+>(
+    lines: [&[T]; TILE_ROWS],
+    w: &[T],
+    acc: &mut [[[T; PIXELS]; TILE_ROWS]; CHANNELS],
+) {
+    let w: &[T; CHANNELS] = w[J * CHANNELS..][..CHANNELS]
+        .try_into()
+        .expect("one packed weight per tap and channel");
+    let run = |r: usize| -> &[T; PIXELS] {
+        lines[r][J..J + PIXELS]
+            .try_into()
+            .expect("a tile's line holds each tap's run")
+    };
+    let x: [&[T; PIXELS]; TILE_ROWS] = [run(0), run(1)];
+    for cb in 0..CHANNELS {
+        for r in 0..TILE_ROWS {
+            for k in 0..PIXELS {
+                acc[cb][r][k] = multiply_add::<T, FUSED>(w[cb], x[r][k], acc[cb][r][k]);
+            }
+        }
+    }
+}
+
+/// [`full_tile`] for any kernel width and dilation.
+#[inline(always)]
+fn full_tile_any<T: Element, const CHANNELS: usize, const PIXELS: usize, const FUSED: bool>(
     frame: Frame<'_, T>,
     bias: [T; CHANNELS],
     top: usize,
     left: usize,
 ) -> [[[T; PIXELS]; TILE_ROWS]; CHANNELS] {
     let g = frame.g;
-    let mut acc = bias.map(|b| [[b; PIXELS]; TILE_ROWS]);
+    let mut acc = biased_tile::<T, CHANNELS, PIXELS>(bias);
     let mut weights = frame.weights.chunks_exact(CHANNELS);
     let row_step = g.sh * frame.wp;
     for cl in 0..frame.c_in_g {
@@ -349,12 +450,13 @@ fn full_tile<T: Element, const CHANNELS: usize, const PIXELS: usize, const FUSED
             let row = cl * frame.plane + top * row_step + i * g.dh * frame.wp + left;
             for j in 0..g.kw {
                 let at = row + j * g.dw;
-                let x: [&[T; PIXELS]; TILE_ROWS] = std::array::from_fn(|r| {
+                let run = |r: usize| -> &[T; PIXELS] {
                     let at = at + r * row_step;
                     frame.source[at..at + PIXELS]
                         .try_into()
                         .expect("a tile's run lies inside its input row")
-                });
+                };
+                let x: [&[T; PIXELS]; TILE_ROWS] = [run(0), run(1)];
                 let w: &[T; CHANNELS] = weights
                     .next()
                     .and_then(|w| w.try_into().ok())
