@@ -485,6 +485,40 @@ fn depthwise_across_channels_agrees_with_naive() {
     }
 }
 
+/// Batch-1 samples large enough (over 2^18 elements) that the bands of a
+/// backward pass add up over the pool's threads: depthwise at stride 1
+/// (the stencils, whose bands compute only the rows they reach) and 2 (the
+/// kernel across channels, whose bands write some rows of the gradient),
+/// and a dense layer with few channels.
+#[test]
+fn large_banded_samples_agree_with_naive() {
+    use gemmconv::Conv2dSpec;
+    let depthwise = |stride| {
+        Conv2dSpec::new(24, 24, (3, 3))
+            .groups(24)
+            .stride((stride, stride))
+            .padding((1, 1))
+    };
+    let cases = [
+        Case {
+            spec: depthwise(1),
+            input: [1, 24, 112, 104],
+        },
+        Case {
+            spec: depthwise(2),
+            input: [1, 24, 112, 104],
+        },
+        Case {
+            spec: Conv2dSpec::new(2, 3, (3, 3)).padding((1, 1)),
+            input: [1, 2, 400, 360],
+        },
+    ];
+    for (index, case) in cases.iter().enumerate() {
+        check_case::<f64>(case, 14_000 + index as u64);
+        check_case::<f32>(case, 14_500 + index as u64);
+    }
+}
+
 /// A random geometry the Winograd kernel applies to: a 3x3 kernel, stride
 /// 1, one group; any dilation and padding (also beyond the kernel's reach),
 /// odd and even output sizes, and channel counts on both sides of the
