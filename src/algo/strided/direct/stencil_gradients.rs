@@ -4,9 +4,11 @@
 //! - input gradient: the error of each channel, padded by `k - 1 - p` on
 //!   each side, correlated with the flipped kernel, which is a forward
 //!   pass of the same shape, run by the stencils of `stencil.rs`;
-//! - weight gradient: one pass over the error, each vector of it
-//!   multiplied into the `k·k` taps' running vector sums at once (the
-//!   loops of `mod.rs` read the error once per tap).
+//! - weight gradient: the error widened to the padded input's rows, so that
+//!   each tap's sum is one run over the plane, each vector of it
+//!   multiplied into three kernel rows' running vector sums at once (one
+//!   pass over the error for 3x3, two for 5x5; the loops of `mod.rs` read
+//!   the error once per tap).
 //!
 //! A band of output rows reads only its rows of the input and of the error,
 //! and writes its sample's whole input gradient (zeros beyond its rows'
