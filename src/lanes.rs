@@ -726,7 +726,7 @@ impl Schedule {
 
     /// `sample = band` (the sample's first band) or `sample += band`, plane
     /// by plane, over the pool's threads when the sample is large: on one
-    /// thread, summing a batch-1 call's bands took a fifth of a depthwise
+    /// thread, summing a batch-1 call's bands takes a sixth of a depthwise
     /// backward pass (BENCHMARKS.md, "Band sums"). Each element's sum is the
     /// same on any number of threads.
     fn add_band<T: Element>(

@@ -282,7 +282,7 @@ pub(crate) fn backward<T: Element>(
 /// row) into the rows `rows` of the sample's `dx` (`(c, in_h, in_w)`), and
 /// zeros into the rows no window of the band reads. A contiguous `dx` is
 /// filled plane by plane and row by row: a view of some of its rows would
-/// take ndarray's general copy, which cost a batch-1 depthwise backward
+/// take ndarray's general copy, which costs a batch-1 depthwise backward
 /// pass a tenth of its time (BENCHMARKS.md, "Band sums").
 fn read_gradient<T: Element>(
     image: &Image,

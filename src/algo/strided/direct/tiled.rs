@@ -342,7 +342,7 @@ fn multiply_add<T: Element, const FUSED: bool>(a: T, b: T, c: T) -> T {
 /// output channels. With the kernel's width `KW` a constant (3 or 5, unit
 /// dilation; 0 for any other), each kernel row takes one bounds check a
 /// tile row and its taps unroll with constant offsets into the row and its
-/// weights; with the width read at run time, each tap cost a dozen scalar
+/// weights; with the width read at run time, each tap costs a dozen scalar
 /// instructions of addressing for its dozen multiply-adds
 /// (BENCHMARKS.md, "Constant kernel widths").
 #[inline(always)]
@@ -387,7 +387,7 @@ fn full_tile<
 }
 
 /// A tile's sums before its taps: each channel's bias. Filled by a loop:
-/// `bias.map(..)` and `array::from_fn` stayed calls to the standard
+/// `bias.map(..)` and `array::from_fn` compile to calls to the standard
 /// library's `try_map` in these loops, a sixth of seed64's forward pass
 /// (BENCHMARKS.md, "Constant kernel widths").
 #[inline(always)]
