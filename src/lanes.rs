@@ -715,10 +715,10 @@ impl Schedule {
             let bands = self.items(index).filter(|item| self.is_band(item));
             for (item, buf) in bands.zip(&memory.bands) {
                 let n = item.samples.start;
-                let mut sample = out.index_axis_mut(Axis(0), n);
+                let sample = out.index_axis_mut(Axis(0), n);
                 let band = ArrayView3::from_shape(sample.raw_dim(), &buf[..sample.len()])
                     .expect("band buffers hold a sample");
-                self.add_band(sample.view_mut(), band, open != Some(n));
+                self.add_band(sample, band, open != Some(n));
                 open = Some(n);
             }
         }

@@ -423,7 +423,16 @@ fn kernel_tap<
             .try_into()
             .expect("a tile's line holds each tap's run")
     };
-    let x: [&[T; PIXELS]; TILE_ROWS] = [run(0), run(1)];
+    add_tap::<T, CHANNELS, PIXELS, FUSED>(w, [run(0), run(1)], acc);
+}
+
+/// `acc[cb][r] += w[cb] · x[r]`: one tap of a tile.
+#[inline(always)]
+fn add_tap<T: Element, const CHANNELS: usize, const PIXELS: usize, const FUSED: bool>(
+    w: &[T; CHANNELS],
+    x: [&[T; PIXELS]; TILE_ROWS],
+    acc: &mut [[[T; PIXELS]; TILE_ROWS]; CHANNELS],
+) {
     for cb in 0..CHANNELS {
         for r in 0..TILE_ROWS {
             for k in 0..PIXELS {
@@ -456,18 +465,11 @@ fn full_tile_any<T: Element, const CHANNELS: usize, const PIXELS: usize, const F
                         .try_into()
                         .expect("a tile's run lies inside its input row")
                 };
-                let x: [&[T; PIXELS]; TILE_ROWS] = [run(0), run(1)];
                 let w: &[T; CHANNELS] = weights
                     .next()
                     .and_then(|w| w.try_into().ok())
                     .expect("one packed weight per tap and channel");
-                for cb in 0..CHANNELS {
-                    for r in 0..TILE_ROWS {
-                        for k in 0..PIXELS {
-                            acc[cb][r][k] = multiply_add::<T, FUSED>(w[cb], x[r][k], acc[cb][r][k]);
-                        }
-                    }
-                }
+                add_tap::<T, CHANNELS, PIXELS, FUSED>(w, [run(0), run(1)], &mut acc);
             }
         }
     }
