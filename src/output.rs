@@ -9,6 +9,7 @@
 
 use crate::element::Element;
 use crate::error::ConvError;
+use crate::huge_pages;
 use crate::workspace::allocation_failed;
 use ndarray::{Array, ArrayView, Dimension};
 use rayon::prelude::*;
@@ -32,6 +33,7 @@ pub(crate) fn try_vec<T>(len: usize, what: &'static str) -> Result<Vec<T>, ConvE
             what,
             bytes: len.saturating_mul(std::mem::size_of::<T>()),
         })?;
+    huge_pages::advise_spare_capacity(&mut data);
     Ok(data)
 }
 

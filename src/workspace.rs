@@ -11,6 +11,7 @@
 
 use crate::algo::strided::choice::{InputGradient, Kernel};
 use crate::error::ConvError;
+use crate::huge_pages;
 use crate::lanes::{Schedule, Work};
 use std::panic::AssertUnwindSafe;
 
@@ -443,6 +444,7 @@ pub(crate) fn scratch<T: Clone + Default>(buf: &mut Vec<T>, len: usize) -> &mut 
         if buf.try_reserve_exact(more).is_err() {
             allocation_failed(len.saturating_mul(std::mem::size_of::<T>()));
         }
+        huge_pages::advise_spare_capacity(buf);
         buf.resize(len, T::default());
     }
     &mut buf[..len]
