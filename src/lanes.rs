@@ -24,7 +24,8 @@
 //! the whole sample's input gradient, which other bands add to as well: it
 //! writes its contribution into its part's memory, and the scheduler adds
 //! the contributions of a sample's bands into `dx` once, in part order,
-//! like the weight-gradient partials.
+//! like the weight-gradient partials, each over the input rows its band's
+//! windows reach (its contribution is zero elsewhere).
 //!
 //! There is one level of parallelism: when a pass has fewer units (or less
 //! arithmetic than a lane is woken for) than the pool has threads, the spare
@@ -77,6 +78,43 @@ pub(crate) struct Work {
     /// holding a band of that sample keeps apart (zero for a pass that
     /// writes its output directly).
     pub banded: usize,
+    /// Which rows of a sample's input gradient a band of rows reaches (a
+    /// band's contribution is zero elsewhere); `None` for every row.
+    pub reach: Option<Reach>,
+}
+
+/// The input rows that a band of output rows reads, and so the only rows
+/// of its sample's input gradient that it adds to: rows `stride` apart,
+/// each window `extent` rows high, `pad_top` rows above the input's first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Reach {
+    stride: usize,
+    extent: usize,
+    pad_top: usize,
+    in_h: usize,
+}
+
+impl Reach {
+    /// The reach of `g`'s output rows.
+    pub(crate) fn of(g: &Geometry) -> Self {
+        Reach {
+            stride: g.sh,
+            extent: (g.kh - 1) * g.dh + 1,
+            pad_top: g.padding.top,
+            in_h: g.in_h,
+        }
+    }
+
+    /// The input rows from the first window of output rows `rows` to the
+    /// last, which hold every row they read (empty where the windows lie in
+    /// padding alone).
+    pub(crate) fn input_rows(&self, rows: &Range<usize>) -> Range<usize> {
+        let first = rows.start * self.stride;
+        let needed = rows.len().saturating_sub(1) * self.stride + self.extent;
+        let start = first.saturating_sub(self.pad_top).min(self.in_h);
+        let end = (first + needed).saturating_sub(self.pad_top).min(self.in_h);
+        start..end.max(start)
+    }
 }
 
 impl Work {
@@ -90,6 +128,7 @@ impl Work {
             row_flops: 2 * g.out_w * g.out_channels * (g.col_rows() / g.groups),
             reduced: 0,
             banded: 0,
+            reach: None,
         }
     }
 
@@ -103,6 +142,7 @@ impl Work {
             row_flops: 2 * forward.row_flops,
             reduced: g.out_channels * (g.col_rows() / g.groups + 1),
             banded: g.in_channels * g.in_h * g.in_w,
+            reach: Some(Reach::of(g)),
             ..forward
         }
     }
@@ -116,6 +156,7 @@ impl Work {
             row_flops: 2 * g.in_w * g.in_channels * g.out_channels_per_group() * g.kh * g.kw,
             reduced: 0,
             banded: 0,
+            reach: None,
         }
     }
 
@@ -221,6 +262,13 @@ fn add_in_part_order<T: Element>(sums: &mut [T], rest: &[PartMemory<T>], lanes: 
         sums.par_chunks_mut(SUMMING_CHUNK).enumerate().for_each(add);
     } else {
         sums.chunks_mut(SUMMING_CHUNK).enumerate().for_each(add);
+    }
+}
+
+/// Zeros into rows `rows` (axis 1) of `sample`, where there are any.
+fn fill_rows<T: Element>(mut sample: ArrayViewMut3<'_, T>, rows: Range<usize>) {
+    if !rows.is_empty() {
+        sample.slice_mut(s![.., rows, ..]).fill(T::zero());
     }
 }
 
@@ -612,7 +660,8 @@ impl Schedule {
     /// (a pass that computes no input gradient); when present, `out[item]`
     /// is the whole of the item's samples, which the kernel overwrites with
     /// the contribution of the item's rows (for a band, a part's buffer
-    /// that the scheduler adds into `out`, in part order).
+    /// that the scheduler adds into `out`, in part order, reading only the
+    /// rows the band [reaches](Work::reach)).
     pub(crate) fn run_summing<'m, T: Element>(
         &self,
         memory: Memory<'m, T>,
@@ -708,19 +757,48 @@ impl Schedule {
     }
 
     /// Writes into each banded sample of `out` the sum of its bands'
-    /// contributions, in part order.
+    /// contributions, in part order. A band adds only to the rows it
+    /// [reaches](Reach): the first band to reach a row sets it, the others
+    /// that reach it add to it, and rows no band reaches are zeros. Bands
+    /// of one sample come in row order, so their reaches start and end in
+    /// order and the rows set so far are the ones above `written`.
     fn add_bands<T: Element>(&self, parts: &[PartMemory<T>], mut out: ArrayViewMut4<'_, T>) {
-        let mut open = None;
+        let height = out.len_of(Axis(2));
+        // The sample being summed, and the end of its rows set so far.
+        let mut open: Option<(usize, usize)> = None;
         for (index, memory) in parts.iter().enumerate().take(self.parts) {
             let bands = self.items(index).filter(|item| self.is_band(item));
             for (item, buf) in bands.zip(&memory.bands) {
                 let n = item.samples.start;
-                let sample = out.index_axis_mut(Axis(0), n);
+                let written = match open {
+                    Some((m, end)) if m == n => end,
+                    Some((m, end)) => {
+                        fill_rows(out.index_axis_mut(Axis(0), m), end..height);
+                        0
+                    }
+                    None => 0,
+                };
+                let reached = match self.work.reach {
+                    Some(reach) => reach.input_rows(&item.rows),
+                    None => 0..height,
+                };
+                let mut sample = out.index_axis_mut(Axis(0), n);
                 let band = ArrayView3::from_shape(sample.raw_dim(), &buf[..sample.len()])
                     .expect("band buffers hold a sample");
-                self.add_band(sample, band, open != Some(n));
-                open = Some(n);
+                fill_rows(sample.view_mut(), written..reached.start);
+                let added = reached.start..reached.end.min(written);
+                let set = reached.start.max(written)..reached.end;
+                for (rows, first) in [(added, false), (set, true)] {
+                    if !rows.is_empty() {
+                        let band = band.slice(s![.., rows.clone(), ..]);
+                        self.add_band(sample.slice_mut(s![.., rows, ..]), band, first);
+                    }
+                }
+                open = Some((n, written.max(reached.end)));
             }
+        }
+        if let Some((m, end)) = open {
+            fill_rows(out.index_axis_mut(Axis(0), m), end..height);
         }
     }
 
@@ -773,6 +851,7 @@ mod tests {
             row_flops: MIN_LANE_FLOPS,
             reduced: 0,
             banded: 0,
+            reach: None,
         }
     }
 
@@ -1077,6 +1156,43 @@ mod tests {
                 })
             })
         })
+    }
+
+    /// A band's reach is the input rows from its first window's first row
+    /// to its last window's last, counted one by one, so it holds every row
+    /// a tap of the band meets.
+    #[test]
+    fn reach_spans_the_rows_the_windows_read() {
+        for (stride, extent, pad_top, in_h) in (1..4).flat_map(|s| {
+            (1..6).flat_map(move |e| (0..4).flat_map(move |p| (1..9).map(move |h| (s, e, p, h))))
+        }) {
+            let reach = super::Reach {
+                stride,
+                extent,
+                pad_top,
+                in_h,
+            };
+            let out_h = (in_h + 2 * pad_top).saturating_sub(extent) / stride + 1;
+            for start in 0..out_h {
+                for end in start + 1..=out_h {
+                    let inside = |padded: usize| padded.checked_sub(pad_top).filter(|&r| r < in_h);
+                    let spanned: Vec<usize> = (start * stride..(end - 1) * stride + extent)
+                        .filter_map(inside)
+                        .collect();
+                    let got = reach.input_rows(&(start..end));
+                    let case = format!("{stride} {extent} {pad_top} {in_h}: {start}..{end}");
+                    match (spanned.first(), spanned.last()) {
+                        (Some(&first), Some(&last)) => assert_eq!(got, first..last + 1, "{case}"),
+                        _ => assert!(got.is_empty(), "{got:?} for {case}"),
+                    }
+                    let read = (start..end).flat_map(|r| (0..extent).map(move |i| r * stride + i));
+                    assert!(
+                        read.filter_map(inside).all(|row| got.contains(&row)),
+                        "{case}"
+                    );
+                }
+            }
+        }
     }
 
     /// A pass with little arithmetic runs on fewer lanes.

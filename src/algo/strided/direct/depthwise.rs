@@ -259,7 +259,8 @@ pub(crate) fn backward<T: Element>(
                     let dx_n = dx_item.index_axis_mut(Axis(0), local);
                     // (Empty where the band lies wholly in padding.)
                     let gradient = gradient.get(start..).unwrap_or_default();
-                    read_gradient(&image, gradient, dx_n, input_rows.clone(), staging_buf);
+                    let rows = (input_rows.clone(), item.rows != (0..g.out_h));
+                    read_gradient(&image, gradient, dx_n, rows, staging_buf);
                 }
             }
         },
@@ -280,7 +281,8 @@ pub(crate) fn backward<T: Element>(
 
 /// A band's input gradient (`gradient`, pixel-major, from its first input
 /// row) into the rows `rows` of the sample's `dx` (`(c, in_h, in_w)`), and
-/// zeros into the rows no window of the band reads. A contiguous `dx` is
+/// for a whole sample (not a `band`, whose sum reads only the rows it
+/// reaches) zeros into the rows no window reads. A contiguous `dx` is
 /// filled plane by plane and row by row: a view of some of its rows would
 /// take ndarray's general copy, which costs a batch-1 depthwise backward
 /// pass a tenth of its time (BENCHMARKS.md, "Band sums").
@@ -288,7 +290,7 @@ fn read_gradient<T: Element>(
     image: &Image,
     gradient: &[T],
     mut dx: ndarray::ArrayViewMut3<'_, T>,
-    rows: std::ops::Range<usize>,
+    (rows, band): (std::ops::Range<usize>, bool),
     staging_buf: &mut Vec<T>,
 ) {
     let (_, h, w) = dx.dim();
@@ -297,6 +299,7 @@ fn read_gradient<T: Element>(
         return;
     }
     match dx.as_slice_mut() {
+        _ if band => {}
         Some(planes) => {
             for plane in planes.chunks_exact_mut(h * w) {
                 plane[..rows.start * w].fill(T::zero());

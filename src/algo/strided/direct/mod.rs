@@ -24,7 +24,7 @@ pub(crate) mod tiled;
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::{GradientSelection, Targets};
-use crate::lanes::{Partials, Sums, Work};
+use crate::lanes::{Partials, Reach, Sums, Work};
 use crate::layout::nchw::{SourceLayout, crop_into, pad_into, padded_sample};
 use crate::operands::{Backward, Forward};
 use crate::spec::{Geometry, Padding};
@@ -81,11 +81,9 @@ pub(super) fn padded_band<'a, T: Element>(
 pub(super) fn band_input(g: &Geometry, rows: &Range<usize>) -> (Range<usize>, Geometry) {
     let first = rows.start * g.sh;
     let needed = rows.len().saturating_sub(1) * g.sh + (g.kh - 1) * g.dh + 1;
-    let top = g.padding.top;
-    let in_start = first.saturating_sub(top).min(g.in_h);
-    let in_end = (first + needed).saturating_sub(top).min(g.in_h);
-    let pad_top = top.saturating_sub(first).min(needed);
-    let in_h = in_end - in_start;
+    let reached = Reach::of(g).input_rows(rows);
+    let pad_top = g.padding.top.saturating_sub(first).min(needed);
+    let in_h = reached.len();
     let padding = Padding {
         top: pad_top,
         bottom: needed - pad_top - in_h,
@@ -97,7 +95,7 @@ pub(super) fn band_input(g: &Geometry, rows: &Range<usize>) -> (Range<usize>, Ge
         padding,
         ..*g
     };
-    (in_start..in_end, band)
+    (reached, band)
 }
 
 /// `y += alpha · x`.

@@ -100,7 +100,8 @@ pub(crate) fn backward<T: Element>(
                 if let Some(dx_item) = &mut dx_item {
                     let dx_n = dx_item.index_axis_mut(Axis(0), local);
                     let error = (dy, n, &item.rows);
-                    input_gradient(error, flipped, g, dx_n, (error_buf, plane_buf));
+                    let band = item.rows != (0..g.out_h);
+                    input_gradient(error, flipped, (g, band), dx_n, (error_buf, plane_buf));
                 }
             }
         },
@@ -108,8 +109,9 @@ pub(crate) fn backward<T: Element>(
     write_gradients(sums, dw, db);
 }
 
-/// Sample `n`'s input gradient from its error rows `rows` alone (the whole
-/// sample's, zeros beyond their reach), into `dx` (`(c, in_h, in_w)`).
+/// Sample `n`'s input gradient from its error rows `rows` alone, into `dx`
+/// (`(c, in_h, in_w)`): for a whole sample, zeros beyond their reach; for
+/// a `band`, whose sum reads only the rows it reaches, nothing there.
 /// Where `dx` is contiguous and the rows the band reaches fill a stencil
 /// tile, only those rows are computed, from only the padded error rows
 /// they read; else the whole plane is, from the padded error with zeros
@@ -117,7 +119,7 @@ pub(crate) fn backward<T: Element>(
 fn input_gradient<T: Element>(
     (dy, n, rows): (ArrayView4<'_, T>, usize, &Range<usize>),
     flipped: &[T],
-    g: &Geometry,
+    (g, band): (&Geometry, bool),
     mut dx: ArrayViewMut3<'_, T>,
     (error_buf, plane_buf): (&mut Vec<T>, &mut Vec<T>),
 ) {
@@ -162,8 +164,10 @@ fn input_gradient<T: Element>(
         let weights = &flipped[c * k * k..(c + 1) * k * k];
         match dx_c.as_slice_mut() {
             Some(out) => {
-                out[..dx_rows.start * in_w].fill(T::zero());
-                out[dx_rows.end * in_w..].fill(T::zero());
+                if !band {
+                    out[..dx_rows.start * in_w].fill(T::zero());
+                    out[dx_rows.end * in_w..].fill(T::zero());
+                }
                 let out = &mut out[dx_rows.start * in_w..dx_rows.end * in_w];
                 stencil::plane(planes, weights, T::zero(), &gx, out);
             }
