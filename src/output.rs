@@ -6,6 +6,9 @@
 //! `Array4::zeros` fills the whole array on one thread (glibc's `calloc`
 //! has to clear reused heap memory), and on the large outputs that fill
 //! shows in the call's time (BENCHMARKS.md, "Zero-filled outputs").
+//! Arrays too large for glibc's heap come zeroed from the allocator
+//! instead: the kernel maps them zeroed, and nothing writes them before
+//! the convolution does (BENCHMARKS.md, "Huge pages").
 
 use crate::element::Element;
 use crate::error::ConvError;
@@ -47,6 +50,9 @@ pub(crate) fn zeroed<T: Element, D: Dimension>(
         what,
         bytes: usize::MAX,
     })?;
+    if len.saturating_mul(std::mem::size_of::<T>()) >= FRESHLY_MAPPED_BYTES {
+        return zeroed_by_allocator(dim, len, what);
+    }
     let mut data = try_vec(len, what)?;
     if !worth_parallel_fill(len) {
         data.resize(len, T::zero());
@@ -54,6 +60,39 @@ pub(crate) fn zeroed<T: Element, D: Dimension>(
         // Within the capacity reserved above: no allocation.
         data.par_extend((0..len).into_par_iter().map(|_| T::zero()));
     }
+    Ok(Array::from_shape_vec(dim, data).expect("the vector holds the shape's elements"))
+}
+
+/// From this many bytes up, glibc's allocator maps every block afresh
+/// (its largest `mmap` threshold on 64-bit targets, 32 MiB), so memory
+/// asked for zeroed comes zeroed from the kernel at no cost until it is
+/// written.
+const FRESHLY_MAPPED_BYTES: usize = 32 << 20;
+
+/// [`zeroed`] by the global allocator's zeroed allocation: a fresh mapping
+/// costs nothing until the kernels write it, and its huge pages are asked
+/// for before anything touches it.
+fn zeroed_by_allocator<T: Element, D: Dimension>(
+    dim: D,
+    len: usize,
+    what: &'static str,
+) -> Result<Array<T, D>, ConvError> {
+    let refused = ConvError::OutOfMemory {
+        what,
+        bytes: len.saturating_mul(std::mem::size_of::<T>()),
+    };
+    let layout = std::alloc::Layout::array::<T>(len).map_err(|_| refused.clone())?;
+    // SAFETY: `layout` has a non-zero size (at least FRESHLY_MAPPED_BYTES).
+    let pointer = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if pointer.is_null() {
+        return Err(refused);
+    }
+    huge_pages::advise(pointer.cast(), layout.size());
+    // SAFETY: `pointer` comes from the global allocator with the layout of
+    // `len` elements of `T`, which is `Vec<T>`'s for that capacity, and all
+    // its bytes are zero: every element is `T::zero()` (`T` is `f32` or
+    // `f64`, whose zero has all bits zero).
+    let data = unsafe { Vec::from_raw_parts(pointer, len, len) };
     Ok(Array::from_shape_vec(dim, data).expect("the vector holds the shape's elements"))
 }
 
@@ -90,7 +129,13 @@ mod tests {
 
     #[test]
     fn zeroed_has_the_shape_and_only_zeros() {
-        for shape in [[0, 3, 4, 5], [1, 1, 1, 1], [2, 64, 64, 33]] {
+        // The last shape is above FRESHLY_MAPPED_BYTES: the allocator zeroes it.
+        for shape in [
+            [0, 3, 4, 5],
+            [1, 1, 1, 1],
+            [2, 64, 64, 33],
+            [1, 2, 2049, 2048],
+        ] {
             let a =
                 zeroed::<f32, _>(Ix4(shape[0], shape[1], shape[2], shape[3]), "output").unwrap();
             assert_eq!(a.shape(), shape);
