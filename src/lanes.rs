@@ -33,7 +33,7 @@
 //! lanes, so the two are never nested.
 
 use crate::element::Element;
-use crate::nonfinite::all_finite;
+use crate::nonfinite::{all_finite, all_finite_on_pool};
 use crate::output::worth_parallel_fill;
 use crate::spec::Geometry;
 use crate::subnormals::FlushGuard;
@@ -747,7 +747,7 @@ impl Schedule {
         add_in_part_order(&mut first.partial[..len], rest, self.lanes);
         let first: &'m PartMemory<T> = first;
         if let Some((_, all)) = all_finite_so_far {
-            *all &= finite.into_inner() && all_finite(&ArrayView1::from(&first.partial[..len]));
+            *all &= finite.into_inner() && all_finite_on_pool(&first.partial[..len]);
         }
         let (weight, bias) = first.partial[..len].split_at(weight_len);
         Sums {

@@ -34,7 +34,9 @@
 use crate::algo::naive;
 use crate::element::Element;
 use crate::operands::{Backward, Forward};
+use crate::output::worth_parallel_pass;
 use ndarray::{ArrayView, ArrayViewMut4, Dimension};
+use rayon::prelude::*;
 
 /// Whether every element of `a` is finite, read in its contiguous runs
 /// (a band of rows of a sample is one run a channel).
@@ -43,6 +45,17 @@ pub(crate) fn all_finite<T: Element, D: Dimension>(a: &ArrayView<'_, T, D>) -> b
         Some(slice) => slice_is_finite(slice),
         None if a.ndim() > 1 => a.view().into_dyn().outer_iter().all(|sub| all_finite(&sub)),
         None => a.iter().all(|v| v.is_finite()),
+    }
+}
+
+/// Whether every element of `slice` is finite, read in runs on the current
+/// rayon pool's threads when it is large (a weight gradient's summed
+/// partials, millions of elements on the layers with large weights).
+pub(crate) fn all_finite_on_pool<T: Element>(slice: &[T]) -> bool {
+    if worth_parallel_pass(slice.len()) {
+        slice.par_chunks(1 << 14).all(slice_is_finite)
+    } else {
+        slice_is_finite(slice)
     }
 }
 
@@ -131,7 +144,27 @@ fn taps_where(kh: usize, kw: usize, keep: impl Fn(usize, usize) -> bool) -> Vec<
 
 #[cfg(test)]
 mod tests {
-    use super::slice_is_finite;
+    use super::{all_finite_on_pool, slice_is_finite};
+
+    /// On a pool of three threads, a large slice with one special value
+    /// in any of its runs (first, a middle one, the ragged last) is found.
+    #[test]
+    fn finds_special_values_in_large_slices_on_the_pool() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let len = (1 << 20) + 12345;
+        let mut v = vec![0.5f64; len];
+        assert!(pool.install(|| all_finite_on_pool(&v)));
+        for at in [0, 100_000, len - 1] {
+            v[at] = f64::NAN;
+            assert!(!pool.install(|| all_finite_on_pool(&v)), "NaN at {at}");
+            v[at] = f64::NEG_INFINITY;
+            assert!(!pool.install(|| all_finite_on_pool(&v)), "-inf at {at}");
+            v[at] = 0.5;
+        }
+    }
 
     #[test]
     fn finds_every_special_value_anywhere() {

@@ -27,6 +27,19 @@ pub(crate) fn worth_parallel_fill(len: usize) -> bool {
     len >= PARALLEL_FILL_ELEMENTS && rayon::current_num_threads() > 1
 }
 
+/// Below this many elements one thread scans or transposes a weight
+/// gradient: on the batch-1 layers with large weights, the pool's threads
+/// gained from a million elements on and lost a little at 400 Ki
+/// (BENCHMARKS.md, "Weight-gradient layout").
+const PARALLEL_PASS_ELEMENTS: usize = 1 << 20;
+
+/// Whether a pass that reads (and writes) `len` elements once, and is as
+/// cheap per element as a scan or a transpose, is worth the current rayon
+/// pool's threads.
+pub(crate) fn worth_parallel_pass(len: usize) -> bool {
+    len >= PARALLEL_PASS_ELEMENTS && rayon::current_num_threads() > 1
+}
+
 /// An empty vector with room for `len` elements of `T`, or the error
 /// naming `what` and the bytes asked for.
 pub(crate) fn try_vec<T>(len: usize, what: &'static str) -> Result<Vec<T>, ConvError> {

@@ -7,6 +7,8 @@
 //! fallback and handles the edges.
 
 use crate::element::Element;
+use crate::output::worth_parallel_pass;
+use rayon::prelude::*;
 
 /// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `i < rows`, `j <
 /// cols`.
@@ -65,9 +67,40 @@ pub(crate) fn transpose<T: Element>(
     scalar(src, dst, 0..full_rows, full_cols..cols);
 }
 
+/// [`transpose`] on the current rayon pool's threads when the matrix is
+/// large, each a block of the destination's rows (the source's columns):
+/// a weight gradient of millions of elements takes one thread a tenth of
+/// a batch-1 backward pass to transpose (BENCHMARKS.md, "Weight-gradient
+/// layout").
+pub(crate) fn transpose_on_pool<T: Element>(
+    src: &[T],
+    src_stride: usize,
+    dst: &mut [T],
+    dst_stride: usize,
+    (rows, cols): (usize, usize),
+) {
+    if !worth_parallel_pass(rows.saturating_mul(cols)) || dst_stride == 0 {
+        return transpose(src, src_stride, dst, dst_stride, (rows, cols));
+    }
+    // Blocks of whole tiles, enough of them for every thread several times.
+    let tile = T::TRANSPOSE_TILE.max(1);
+    let block = cols
+        .div_ceil(8 * rayon::current_num_threads())
+        .next_multiple_of(tile);
+    dst.par_chunks_mut(block * dst_stride)
+        .enumerate()
+        .for_each(|(index, dst)| {
+            let first = index * block;
+            let width = block.min(cols.saturating_sub(first));
+            if width > 0 {
+                transpose(&src[first..], src_stride, dst, dst_stride, (rows, width));
+            }
+        });
+}
+
 #[cfg(test)]
 mod tests {
-    use super::transpose;
+    use super::{transpose, transpose_on_pool};
 
     /// Every shape around the tile sizes, with padded strides, against the
     /// definition; elements outside the destination's shape stay untouched.
@@ -103,6 +136,25 @@ mod tests {
     #[test]
     fn transposes_f64() {
         check::<f64>();
+    }
+
+    /// Blocks on three threads, ragged at the end, give the one-thread
+    /// transpose, and leave the destination's padding alone.
+    #[test]
+    fn transposes_on_the_pool_as_on_one_thread() {
+        let (rows, cols) = (1031, 1029);
+        let (src_stride, dst_stride) = (cols + 1, rows + 3);
+        let src: Vec<f32> = (0..rows * src_stride).map(|v| v as f32).collect();
+        let mut serial = vec![-1.0; cols * dst_stride];
+        transpose(&src, src_stride, &mut serial, dst_stride, (rows, cols));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let mut pooled = vec![-1.0; cols * dst_stride];
+        pool.install(|| transpose_on_pool(&src, src_stride, &mut pooled, dst_stride, (rows, cols)));
+        assert!(serial == pooled);
+        assert_eq!(pooled[5 * dst_stride + 7], src[7 * src_stride + 5]);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use crate::layout::nchw::{
     SourceLayout, Window, add_columns_to_windows, copy_windows_to_columns, crop_into,
     dilate_and_pad_error, flip_and_swap_weights, pad_into,
 };
-use crate::layout::transpose::transpose;
+use crate::layout::transpose::transpose_on_pool;
 use crate::operands::{Backward, Forward};
 use crate::spec::{Geometry, Padding};
 use crate::workspace::{Memory, Workspace, scratch};
@@ -672,7 +672,7 @@ fn write_weight_gradient<T: Element>(
             // `[c_out, rows_g]` column-major is `[rows_g, c_out]` row-major:
             // a blocked transpose, as the element-by-element copy reads a
             // cache line per element once the weights exceed the cache.
-            transpose(sums, c_out, dst, rows_g, (rows_g, c_out));
+            transpose_on_pool(sums, c_out, dst, rows_g, (rows_g, c_out));
             return;
         }
         // `[c_out, rows_g]` column-major is `[c_out, kw, kh, c]` column-major
