@@ -58,6 +58,14 @@ pub(crate) struct WorkItem {
     pub gemm_threads: usize,
 }
 
+impl WorkItem {
+    /// Whether the item is a band of one sample of `height` rows rather
+    /// than whole samples.
+    pub(crate) fn is_band_of(&self, height: usize) -> bool {
+        self.rows != (0..height)
+    }
+}
+
 /// What a pass divides among lanes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Work {
@@ -105,14 +113,19 @@ impl Reach {
         }
     }
 
-    /// The input rows from the first window of output rows `rows` to the
-    /// last, which hold every row they read (empty where the windows lie in
-    /// padding alone).
-    pub(crate) fn input_rows(&self, rows: &Range<usize>) -> Range<usize> {
+    /// The rows of the padded input from the first window of output rows
+    /// `rows` to the last.
+    pub(crate) fn padded_rows(&self, rows: &Range<usize>) -> Range<usize> {
         let first = rows.start * self.stride;
-        let needed = rows.len().saturating_sub(1) * self.stride + self.extent;
-        let start = first.saturating_sub(self.pad_top).min(self.in_h);
-        let end = (first + needed).saturating_sub(self.pad_top).min(self.in_h);
+        first..first + rows.len().saturating_sub(1) * self.stride + self.extent
+    }
+
+    /// The input rows among [`Self::padded_rows`], which hold every row the
+    /// windows read (empty where they lie in padding alone).
+    pub(crate) fn input_rows(&self, rows: &Range<usize>) -> Range<usize> {
+        let padded = self.padded_rows(rows);
+        let start = padded.start.saturating_sub(self.pad_top).min(self.in_h);
+        let end = padded.end.saturating_sub(self.pad_top).min(self.in_h);
         start..end.max(start)
     }
 }
@@ -554,7 +567,7 @@ impl Schedule {
 
     /// Whether `item` is a band of a sample rather than whole samples.
     fn is_band(&self, item: &WorkItem) -> bool {
-        item.rows != (0..self.work.height)
+        item.is_band_of(self.work.height)
     }
 
     /// Where part `part`'s units start: `(sample, row)`.

@@ -259,7 +259,7 @@ pub(crate) fn backward<T: Element>(
                     let dx_n = dx_item.index_axis_mut(Axis(0), local);
                     // (Empty where the band lies wholly in padding.)
                     let gradient = gradient.get(start..).unwrap_or_default();
-                    let rows = (input_rows.clone(), item.rows != (0..g.out_h));
+                    let rows = (input_rows.clone(), item.is_band_of(g.out_h));
                     read_gradient(&image, gradient, dx_n, rows, staging_buf);
                 }
             }
@@ -299,6 +299,7 @@ fn read_gradient<T: Element>(
         return;
     }
     match dx.as_slice_mut() {
+        // A band's sum reads only the rows it reaches.
         _ if band => {}
         Some(planes) => {
             for plane in planes.chunks_exact_mut(h * w) {

@@ -79,10 +79,10 @@ pub(super) fn padded_band<'a, T: Element>(
 /// rows above and below them that the windows reach, `out_h` the band's
 /// rows (so that its first output row is row 0).
 pub(super) fn band_input(g: &Geometry, rows: &Range<usize>) -> (Range<usize>, Geometry) {
-    let first = rows.start * g.sh;
-    let needed = rows.len().saturating_sub(1) * g.sh + (g.kh - 1) * g.dh + 1;
-    let reached = Reach::of(g).input_rows(rows);
-    let pad_top = g.padding.top.saturating_sub(first).min(needed);
+    let reach = Reach::of(g);
+    let (padded, reached) = (reach.padded_rows(rows), reach.input_rows(rows));
+    let needed = padded.len();
+    let pad_top = g.padding.top.saturating_sub(padded.start).min(needed);
     let in_h = reached.len();
     let padding = Padding {
         top: pad_top,

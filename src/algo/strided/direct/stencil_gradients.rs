@@ -100,7 +100,7 @@ pub(crate) fn backward<T: Element>(
                 if let Some(dx_item) = &mut dx_item {
                     let dx_n = dx_item.index_axis_mut(Axis(0), local);
                     let error = (dy, n, &item.rows);
-                    let band = item.rows != (0..g.out_h);
+                    let band = item.is_band_of(g.out_h);
                     input_gradient(error, flipped, (g, band), dx_n, (error_buf, plane_buf));
                 }
             }
