@@ -5,7 +5,9 @@
 //!
 //! A pass divides `batch` samples of `height` rows each (output rows for the
 //! forward pass and the gradient passes, input rows for an input gradient
-//! computed by lowering the error). The planner reads them as one run of
+//! computed by lowering the error, output channels for a forward pass cut
+//! into blocks of channels, whose kernel swaps its output's channel and row
+//! axes before handing it over). The planner reads them as one run of
 //! `batch · ⌈height / granule⌉` units, sample after sample, and deals each
 //! part a contiguous, equal share (within one unit) of that run. A share
 //! starts and ends anywhere, so a part's work items are at most three: the
@@ -142,6 +144,18 @@ impl Work {
             reduced: 0,
             banded: 0,
             reach: None,
+        }
+    }
+
+    /// The forward pass of `g` over blocks of output channels: each sample's
+    /// "rows" are its output channels, cut at multiples of `granule`
+    /// (the kernel hands the scheduler its output with the channel and row
+    /// axes swapped).
+    pub(crate) fn forward_by_channels(g: &Geometry, granule: usize) -> Self {
+        Work {
+            height: g.out_channels,
+            row_flops: 2 * g.out_h * g.out_w * (g.col_rows() / g.groups),
+            ..Self::forward(g, granule)
         }
     }
 

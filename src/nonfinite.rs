@@ -35,17 +35,27 @@ use crate::algo::naive;
 use crate::element::Element;
 use crate::operands::{Backward, Forward};
 use crate::output::worth_parallel_pass;
-use ndarray::{ArrayView, ArrayViewMut4, Dimension};
+use ndarray::{ArrayView, ArrayViewMut4, Axis, Dimension};
 use rayon::prelude::*;
 
 /// Whether every element of `a` is finite, read in its contiguous runs
-/// (a band of rows of a sample is one run a channel).
+/// (a band of rows of a sample is one run a channel): the axes are merged
+/// wherever memory allows, so a view of a whole channel's rows is one run,
+/// not one sub-view per row (a lane's band of a small image with many
+/// channels is thousands of short rows; BENCHMARKS.md, "Small calls").
 pub(crate) fn all_finite<T: Element, D: Dimension>(a: &ArrayView<'_, T, D>) -> bool {
-    match a.as_slice_memory_order() {
-        Some(slice) => slice_is_finite(slice),
-        None if a.ndim() > 1 => a.view().into_dyn().outer_iter().all(|sub| all_finite(&sub)),
-        None => a.iter().all(|v| v.is_finite()),
+    if let Some(slice) = a.as_slice_memory_order() {
+        return slice_is_finite(slice);
     }
+    // Up to four axes stay inline in `IxDyn`: nothing is allocated.
+    let mut runs = a.view().into_dyn();
+    for axis in (1..runs.ndim()).rev() {
+        runs.merge_axes(Axis(axis - 1), Axis(axis));
+    }
+    runs.rows().into_iter().all(|run| match run.as_slice() {
+        Some(slice) => slice_is_finite(slice),
+        None => run.iter().all(|v| v.is_finite()),
+    })
 }
 
 /// Whether every element of `slice` is finite, read in runs on the current
@@ -144,7 +154,43 @@ fn taps_where(kh: usize, kw: usize, keep: impl Fn(usize, usize) -> bool) -> Vec<
 
 #[cfg(test)]
 mod tests {
-    use super::{all_finite_on_pool, slice_is_finite};
+    use super::{all_finite, all_finite_on_pool, slice_is_finite};
+    use ndarray::{Array4, s};
+
+    /// Views that are not one run of memory (bands of rows, every other
+    /// column, axes swapped, a lone row): a special value anywhere in the
+    /// view is found, and one just outside it is not.
+    #[test]
+    fn finds_special_values_in_strided_views() {
+        let mut a = Array4::<f32>::from_elem((2, 5, 7, 6), 0.25);
+        type Cut = fn(&Array4<f32>) -> ndarray::ArrayView4<'_, f32>;
+        let views: [(&str, Cut); 4] = [
+            ("band", |a| a.slice(s![1..2, .., 2..5, ..])),
+            ("columns", |a| a.slice(s![.., 1..4, .., ..;2])),
+            ("swapped", |a| a.view().permuted_axes([0, 2, 1, 3])),
+            ("one row", |a| a.slice(s![1..2, 3..4, 6..7, 1..5])),
+        ];
+        for (name, view) in views {
+            let inside: Vec<usize> = {
+                let base = a.as_ptr() as usize;
+                let size = std::mem::size_of::<f32>();
+                view(&a)
+                    .iter()
+                    .map(|v| (v as *const f32 as usize - base) / size)
+                    .collect()
+            };
+            assert!(all_finite(&view(&a)), "{name}");
+            for at in 0..a.len() {
+                a.as_slice_mut().unwrap()[at] = f32::NAN;
+                assert_eq!(
+                    all_finite(&view(&a)),
+                    !inside.contains(&at),
+                    "{name}, NaN at {at}"
+                );
+                a.as_slice_mut().unwrap()[at] = 0.25;
+            }
+        }
+    }
 
     /// On a pool of three threads, a large slice with one special value
     /// in any of its runs (first, a middle one, the ragged last) is found.

@@ -296,6 +296,11 @@ fn into_non_contiguous_outputs() {
 /// stride (also larger than the kernel, leaving input phases no tap
 /// reads), dilation, channels and padding (also beyond the kernel's reach).
 fn random_shifted_case(rng: &mut StdRng) -> Case {
+    random_one_group_case(rng, 1..=6)
+}
+
+/// [`random_shifted_case`]'s geometries with `out_channels` output channels.
+fn random_one_group_case(rng: &mut StdRng, out_channels: std::ops::RangeInclusive<usize>) -> Case {
     use gemmconv::{Conv2dSpec, Padding};
     use rand::RngExt;
     let kernel: (usize, usize) = (rng.random_range(1..=4), rng.random_range(1..=4));
@@ -308,11 +313,15 @@ fn random_shifted_case(rng: &mut StdRng) -> Case {
         right: rng.random_range(0..=reach_w + 1),
     };
     let stride: (usize, usize) = (rng.random_range(1..=4), rng.random_range(1..=4));
-    let spec = Conv2dSpec::new(rng.random_range(1..=6), rng.random_range(1..=6), kernel)
-        .padding(padding)
-        .stride(stride)
-        .dilation(dilation)
-        .bias(rng.random_bool(0.7));
+    let spec = Conv2dSpec::new(
+        rng.random_range(1..=6),
+        rng.random_range(out_channels),
+        kernel,
+    )
+    .padding(padding)
+    .stride(stride)
+    .dilation(dilation)
+    .bias(rng.random_bool(0.7));
     let min_h = (reach_h + 1)
         .saturating_sub(padding.top + padding.bottom)
         .max(1);
@@ -338,6 +347,24 @@ fn shifted_kernel_agrees_with_naive() {
     for case_index in 0..100 {
         let case = random_shifted_case(&mut rng);
         check_case::<f64>(&case, 4000 + case_index);
+    }
+}
+
+/// The column matrix's forward pass in blocks of output channels (one
+/// group, more output channels than output pixels): 33 to 72 channels, so
+/// that blocks of 16 leave a ragged last one, on pools of 2, 3 and 7
+/// threads, which cut the batch's samples into blocks at different
+/// channels, against the naive reference.
+#[test]
+fn channel_blocks_agree_with_naive() {
+    let mut rng = rng(12);
+    for (case_index, threads) in (0..36).zip([2, 3, 7].into_iter().cycle()) {
+        let case = random_one_group_case(&mut rng, 33..=72);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| check_case::<f64>(&case, 12_000 + case_index));
     }
 }
 

@@ -331,6 +331,54 @@ fn lower_and_multiply<T: Element>(
     });
 }
 
+/// [`lower_and_multiply`] with one group, each work item a block of output
+/// channels of whole samples ([`splits_channels`]): the scheduler cuts
+/// `y` with its channel and row axes swapped, and each item multiplies its
+/// rows of the weights by its samples' whole column matrices.
+fn lower_and_multiply_by_channels<T: Element>(
+    source: &Source<'_, T>,
+    weights: ArrayView2<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    window: &Window,
+    y: ArrayViewMut4<'_, T>,
+    lanes: Lanes<'_, T>,
+) {
+    let (c_src, _, _) = source.sample_shape();
+    let tiling = Tiling::new::<T>(
+        (window.out_h, window.out_w),
+        c_src * window.kh * window.kw,
+        lanes.cap_bytes,
+        source.lowers_in_place(window),
+    );
+    let by_channel = y.permuted_axes([0, 2, 1, 3]);
+    lanes
+        .schedule
+        .run(lanes.memory, by_channel, |item, y_item, buffers| {
+            let [source_buf, cols_buf, product_buf] = buffers.split();
+            let channels = item.rows.clone();
+            let weights = weights.slice(s![channels.clone(), ..]);
+            let bias = bias.map(|bias| bias.slice_move(s![channels]));
+            let mut y_item = y_item.permuted_axes([0, 2, 1, 3]);
+            let whole_samples = WorkItem {
+                rows: 0..window.out_h,
+                ..item.clone()
+            };
+            for tile in tiling.tiles(&whole_samples) {
+                let cols = source.lower(&tile, window, source_buf, cols_buf);
+                let local = relative(&tile.samples, item.samples.start);
+                let y_tile = y_item.slice_mut(s![local, .., tile.rows.clone(), ..]);
+                multiply_into_output(
+                    (weights, 1),
+                    cols,
+                    bias,
+                    y_tile,
+                    product_buf,
+                    item.gemm_threads,
+                );
+            }
+        });
+}
+
 /// `product = weights · cols`, group by group: group `g`'s output rows come
 /// from its rows of `weights` and of `cols`.
 fn grouped_matmul<T: Element>(
@@ -394,6 +442,24 @@ fn multiply_into_output<T: Element>(
     }
 }
 
+/// Output channels a block of [`splits_channels`] holds, a multiple of:
+/// 16 channels of an output row start on a cache line whatever the image
+/// (64 bytes of `f32`), so that no two lanes write one line.
+pub(crate) const CHANNEL_GRANULE: usize = 16;
+
+/// Whether the forward pass cuts each sample into blocks of output
+/// channels rather than bands of output rows: with one group, where a
+/// sample has fewer output pixels than output channels, so that its weights
+/// outweigh its column matrix. A band of a few rows of such an image (7x7,
+/// 14x14) makes a GEMM a few dozen columns wide that still reads every
+/// weight, lanes' bands end inside shared cache lines of the output, and a
+/// 7-row image splits 4 to 3; a block of channels reads its share of the
+/// weights, all of the (smaller) column matrix, and writes whole lines
+/// (BENCHMARKS.md, "Channel blocks").
+pub(crate) fn splits_channels(g: &Geometry) -> bool {
+    g.groups == 1 && g.out_channels > g.out_h * g.out_w && g.out_channels >= 2 * CHANNEL_GRANULE
+}
+
 /// The forward pass, see the module docs.
 pub(crate) fn forward<T: Element>(
     op: Forward<'_, T>,
@@ -404,20 +470,37 @@ pub(crate) fn forward<T: Element>(
     let weights = w
         .to_shape((g.out_channels, g.col_rows() / g.groups))
         .expect("weight shape validated");
-    let schedule = ws.schedule(Work::forward(g, 1));
+    let by_channels = splits_channels(g);
+    let work = if by_channels {
+        Work::forward_by_channels(g, CHANNEL_GRANULE)
+    } else {
+        Work::forward(g, 1)
+    };
+    let schedule = ws.schedule(work);
     let cap_bytes = ws.column_cap_bytes();
     let (_, memory) = ws.memory(&schedule);
+    let lanes = Lanes {
+        schedule,
+        cap_bytes,
+        memory,
+    };
+    if by_channels {
+        return lower_and_multiply_by_channels(
+            &Source::of_input(x, g),
+            weights.view(),
+            bias,
+            &Window::forward(g),
+            y,
+            lanes,
+        );
+    }
     lower_and_multiply(
         &Source::of_input(x, g),
         weights.view(),
         bias,
         (&Window::forward(g), g.groups),
         y,
-        Lanes {
-            schedule,
-            cap_bytes,
-            memory,
-        },
+        lanes,
     );
 }
 

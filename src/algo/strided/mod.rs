@@ -156,6 +156,9 @@ fn by_col2im(method: InputGradient) -> bool {
 fn forward_work(kernel: Kernel, g: &Geometry) -> Work {
     match kernel {
         Kernel::Winograd => Work::forward(g, winograd::row_granule(g)),
+        Kernel::Gemm if column::splits_channels(g) => {
+            Work::forward_by_channels(g, column::CHANNEL_GRANULE)
+        }
         _ => Work::forward(g, 1),
     }
 }
