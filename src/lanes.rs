@@ -152,10 +152,33 @@ impl Work {
     /// (the kernel hands the scheduler its output with the channel and row
     /// axes swapped).
     pub(crate) fn forward_by_channels(g: &Geometry, granule: usize) -> Self {
+        Self::channel_blocks(
+            g.batch,
+            g.out_channels,
+            granule,
+            2 * g.out_h * g.out_w * (g.col_rows() / g.groups),
+        )
+    }
+
+    /// A pass over `channels` channels of each of `batch` samples, cut at
+    /// multiples of `granule` channels, each channel `channel_flops` of
+    /// arithmetic, whose items write disjoint parts of the output and sum
+    /// nothing (the kernel swaps its output's channel and row axes, or
+    /// hands over a weight gradient as one sample of one row of channels).
+    pub(crate) fn channel_blocks(
+        batch: usize,
+        channels: usize,
+        granule: usize,
+        channel_flops: usize,
+    ) -> Self {
         Work {
-            height: g.out_channels,
-            row_flops: 2 * g.out_h * g.out_w * (g.col_rows() / g.groups),
-            ..Self::forward(g, granule)
+            batch,
+            height: channels,
+            granule,
+            row_flops: channel_flops,
+            reduced: 0,
+            banded: 0,
+            reach: None,
         }
     }
 

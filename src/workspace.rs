@@ -392,6 +392,14 @@ impl<T> Workspace<T> {
         (result, finite)
     }
 
+    /// Records, for a pass under [`Self::checking_outputs`], whether results
+    /// a kernel checked itself (outside the scheduler's checks) are finite.
+    pub(crate) fn record_finite(&mut self, finite: bool) {
+        if let Some((_, all)) = &mut self.outputs {
+            *all &= finite;
+        }
+    }
+
     /// Drops every buffer, keeping the options.
     fn release(&mut self) {
         self.lanes = Vec::new();

@@ -10,6 +10,7 @@ use gemmconv::{
     conv2d, conv2d_backward, conv2d_backward_with_workspace, conv2d_with_workspace,
 };
 use rand::rngs::StdRng;
+use std::ops::RangeInclusive;
 
 /// One case's random operands and the naive reference's results.
 struct Problem<T: Element> {
@@ -296,11 +297,15 @@ fn into_non_contiguous_outputs() {
 /// stride (also larger than the kernel, leaving input phases no tap
 /// reads), dilation, channels and padding (also beyond the kernel's reach).
 fn random_shifted_case(rng: &mut StdRng) -> Case {
-    random_one_group_case(rng, 1..=6)
+    random_one_group_case(rng, (1..=6, 1..=6))
 }
 
-/// [`random_shifted_case`]'s geometries with `out_channels` output channels.
-fn random_one_group_case(rng: &mut StdRng, out_channels: std::ops::RangeInclusive<usize>) -> Case {
+/// [`random_shifted_case`]'s geometries with input and output channels in
+/// the ranges given.
+fn random_one_group_case(
+    rng: &mut StdRng,
+    (in_channels, out_channels): (RangeInclusive<usize>, RangeInclusive<usize>),
+) -> Case {
     use gemmconv::{Conv2dSpec, Padding};
     use rand::RngExt;
     let kernel: (usize, usize) = (rng.random_range(1..=4), rng.random_range(1..=4));
@@ -314,7 +319,7 @@ fn random_one_group_case(rng: &mut StdRng, out_channels: std::ops::RangeInclusiv
     };
     let stride: (usize, usize) = (rng.random_range(1..=4), rng.random_range(1..=4));
     let spec = Conv2dSpec::new(
-        rng.random_range(1..=6),
+        rng.random_range(in_channels),
         rng.random_range(out_channels),
         kernel,
     )
@@ -350,16 +355,22 @@ fn shifted_kernel_agrees_with_naive() {
     }
 }
 
-/// The column matrix's forward pass in blocks of output channels (one
-/// group, more output channels than output pixels): 33 to 72 channels, so
-/// that blocks of 16 leave a ragged last one, on pools of 2, 3 and 7
-/// threads, which cut the batch's samples into blocks at different
-/// channels, against the naive reference.
+/// The column matrix in blocks of channels (one group, more output
+/// channels than output pixels): the forward pass at any batch, the
+/// backward pass at batch 1 (two cases in three here) in blocks of output
+/// channels for the weight gradient and of input channels for the input
+/// gradient. 33 to 72 output channels, so that blocks of 16 leave a ragged
+/// last one, and 1 to 40 input channels, on pools of 2, 3 and 7 threads,
+/// which cut at different
+/// blocks, against the naive reference.
 #[test]
 fn channel_blocks_agree_with_naive() {
     let mut rng = rng(12);
-    for (case_index, threads) in (0..36).zip([2, 3, 7].into_iter().cycle()) {
-        let case = random_one_group_case(&mut rng, 33..=72);
+    for (case_index, threads) in (0..48).zip([2, 3, 7].into_iter().cycle()) {
+        let mut case = random_one_group_case(&mut rng, (1..=40, 33..=72));
+        if case_index % 3 != 2 {
+            case.input[0] = 1;
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()

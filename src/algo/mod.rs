@@ -184,9 +184,13 @@ fn backward_by<T: Element>(
     } else {
         Choice::EXACT
     };
-    let exact = if !strided {
+    // Whether the pass's results came from the exact kernels, and whether
+    // its weight gradient is then known to be finite: the exact kernels
+    // write the sums they check, so a pass that ran on them once, and found
+    // every checked sum finite, needs no second scan of `dw`.
+    let (exact, dw_known_finite) = if !strided {
         im2col::backward(op, reborrow(&mut dx, &mut dw, &mut db));
-        true
+        (true, false)
     } else {
         let checks = if choice.backward_transforms(op.g) || (dx_len.is_some() && !scan_weights) {
             Checks::Everything
@@ -202,9 +206,9 @@ fn backward_by<T: Element>(
         if !finite && !exact_already {
             strided::backward_with(Choice::EXACT, op, reborrow(&mut dx, &mut dw, &mut db), ws);
         }
-        !finite || exact_already
+        (!finite || exact_already, finite && exact_already)
     };
-    if let (true, Some(dw)) = (exact, dw.as_mut())
+    if let (true, false, Some(dw)) = (exact, dw_known_finite, dw.as_mut())
         && !all_finite(&dw.view())
     {
         nonfinite::repair_weight_gradient(&op, dw.view_mut());

@@ -40,6 +40,7 @@ use crate::layout::nchw::{
     dilate_and_pad_error, flip_and_swap_weights, pad_into,
 };
 use crate::layout::transpose::transpose_on_pool;
+use crate::nonfinite::{all_finite, all_finite_on_pool};
 use crate::operands::{Backward, Forward};
 use crate::spec::{Geometry, Padding};
 use crate::workspace::{Memory, Workspace, scratch};
@@ -460,6 +461,35 @@ pub(crate) fn splits_channels(g: &Geometry) -> bool {
     g.groups == 1 && g.out_channels > g.out_h * g.out_w && g.out_channels >= 2 * CHANNEL_GRANULE
 }
 
+/// Whether the backward pass by col2im runs in blocks of channels
+/// ([`gradient_pass_by_channels`]): one sample that [`splits_channels`].
+/// At batch 1 the weight gradient then has no sum across lanes; at larger
+/// batches the lanes have whole samples to sum.
+pub(crate) fn splits_channels_backward(g: &Geometry) -> bool {
+    g.batch == 1 && splits_channels(g)
+}
+
+/// The two passes of [`gradient_pass_by_channels`]: the weight gradient
+/// over blocks of output channels, the input gradient over blocks of input
+/// channels.
+pub(crate) fn backward_channel_works(g: &Geometry) -> [Work; 2] {
+    let pixels = g.out_h * g.out_w;
+    [
+        Work::channel_blocks(
+            1,
+            g.out_channels,
+            CHANNEL_GRANULE,
+            2 * pixels * g.col_rows(),
+        ),
+        Work::channel_blocks(
+            1,
+            g.in_channels,
+            CHANNEL_GRANULE,
+            2 * pixels * g.out_channels * g.kh * g.kw,
+        ),
+    ]
+}
+
 /// The forward pass, see the module docs.
 pub(crate) fn forward<T: Element>(
     op: Forward<'_, T>,
@@ -591,6 +621,10 @@ fn gradient_pass<T: Element>(
     ws: &mut Workspace<T>,
 ) {
     let Backward { x, w, dy, g } = op;
+    if splits_channels_backward(g) && dw.as_ref().is_none_or(|dw| dw.is_standard_layout()) {
+        let dw = dw.map(|dw| dw.into_slice().expect("standard layout"));
+        return gradient_pass_by_channels(op, (dw, db), dx, ws);
+    }
     let rows_g = g.col_rows() / g.groups;
     let weights = w
         .to_shape((g.out_channels, rows_g))
@@ -654,6 +688,122 @@ fn gradient_pass<T: Element>(
     if let Some(mut db) = db {
         db.assign(&sums.bias);
     }
+}
+
+/// [`gradient_pass`] on one sample with one group and fewer output pixels
+/// than output channels ([`splits_channels`]), in blocks of channels so
+/// that nothing is summed across lanes: the weight gradient by blocks of
+/// output channels, `dW_block = dY_block · colsᵀ` written in place into
+/// `dw` (row-major, `[c_out, c_in·kh·kw]`), and the input gradient by
+/// blocks of input channels, `dcols_block = W_blockᵀ · dY` added onto the
+/// block's windows and cropped into `dx`. The weights outweigh both the
+/// column matrix and the error here, so each lane reads its share of them
+/// and all of the rest; the bias gradient, one sum a channel, is summed on
+/// the calling thread. A row band of such an image gives too little to cut
+/// the weight gradient's sums by (BENCHMARKS.md, "Channel blocks").
+fn gradient_pass_by_channels<T: Element>(
+    op: Backward<'_, T>,
+    (dw, db): (Option<&mut [T]>, Option<ArrayViewMut1<'_, T>>),
+    dx: Option<ArrayViewMut4<'_, T>>,
+    ws: &mut Workspace<T>,
+) {
+    let Backward { x, w, dy, g } = op;
+    let taps = g.kh * g.kw;
+    let weights = w
+        .to_shape((g.out_channels, g.col_rows()))
+        .expect("weight shape validated");
+    let weights = weights.view();
+    let window = Window::forward(g);
+    let source = Source::of_input(x, g);
+    let tiling = Tiling::new::<T>(
+        (g.out_h, g.out_w),
+        g.col_rows(),
+        ws.column_cap_bytes(),
+        source.lowers_in_place(&window),
+    );
+    let whole_sample = |item: &WorkItem| WorkItem {
+        rows: 0..g.out_h,
+        ..item.clone()
+    };
+    let [weight_work, input_work] = backward_channel_works(g);
+    let mut finite = true;
+    if let Some(dw) = dw {
+        let schedule = ws.schedule(weight_work);
+        let (_, memory) = ws.memory(&schedule);
+        let dw_rows = ArrayViewMut4::from_shape((1, 1, g.out_channels, g.col_rows()), &mut *dw)
+            .expect("dw holds c_out · c_in·kh·kw elements");
+        schedule.run(memory, dw_rows, |item, dw_item, buffers| {
+            let [source_buf, cols_buf, error_buf] = buffers.split();
+            let channels = item.rows.clone();
+            let mut dw_block = dw_item
+                .index_axis_move(Axis(0), 0)
+                .index_axis_move(Axis(0), 0);
+            for tile in tiling.tiles(&whole_sample(item)) {
+                let dy_mat = error_matrix(dy, &tile, error_buf);
+                let cols = source.lower(&tile, &window, source_buf, cols_buf);
+                matmul(
+                    dw_block.view_mut(),
+                    !tile.first_band,
+                    dy_mat.slice(s![channels.clone(), ..]),
+                    cols.reversed_axes(),
+                    item.gemm_threads,
+                );
+            }
+        });
+        finite &= all_finite_on_pool(dw);
+    }
+    if let Some(mut db) = db {
+        for (b, channel) in db.iter_mut().zip(dy.index_axis(Axis(0), 0).outer_iter()) {
+            *b = channel.sum();
+        }
+        finite &= all_finite(&db.view());
+    }
+    ws.record_finite(finite);
+    let Some(dx) = dx else {
+        return;
+    };
+    let schedule = ws.schedule(input_work);
+    let (_, memory) = ws.memory(&schedule);
+    let dx_by_channel = dx.permuted_axes([0, 2, 1, 3]);
+    schedule.run(memory, dx_by_channel, |item, dx_item, buffers| {
+        let [error_buf, dcols_buf, padded_buf] = buffers.split();
+        let channels = item.rows.clone();
+        let layout = SourceLayout {
+            c: channels.len(),
+            ..source.layout(1)
+        };
+        let padded = scratch(padded_buf, layout.len());
+        padded.fill(T::zero());
+        let block_weights = weights
+            .slice(s![.., channels.start * taps..channels.end * taps])
+            .reversed_axes();
+        for tile in tiling.tiles(&whole_sample(item)) {
+            let dy_mat = error_matrix(dy, &tile, error_buf);
+            let columns = tile.rows.len() * g.out_w;
+            let rows = channels.len() * taps;
+            let mut dcols =
+                ArrayViewMut2::from_shape((rows, columns), scratch(dcols_buf, rows * columns))
+                    .expect("sized above");
+            matmul(
+                dcols.view_mut(),
+                false,
+                block_weights,
+                dy_mat,
+                item.gemm_threads,
+            );
+            let band = Window {
+                out_h: tile.rows.len(),
+                ..window
+            };
+            add_columns_to_windows(dcols.view(), padded, layout, &band, tile.rows.start);
+        }
+        crop_into(
+            padded,
+            layout,
+            g.padding,
+            dx_item.permuted_axes([0, 2, 1, 3]),
+        );
+    });
 }
 
 /// `db += Σ_pixels dY_tile`, channel by channel.

@@ -164,13 +164,17 @@ fn forward_work(kernel: Kernel, g: &Geometry) -> Work {
 }
 
 /// What the backward pass of `kernel` divides among lanes, as
-/// [`forward_work`] (the column matrix's pass by col2im).
+/// [`forward_work`] (the column matrix's pass by col2im): one pass, or
+/// the column matrix's two passes in blocks of channels.
 #[cfg(test)]
-fn backward_work(kernel: Kernel, g: &Geometry) -> Work {
+fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
     match kernel {
-        Kernel::Winograd => Work::backward(g, winograd::row_granule(g)),
-        Kernel::Shifted => Work::backward(g, shifted::backward_row_granule(g)),
-        _ => Work::backward(g, 1),
+        Kernel::Winograd => vec![Work::backward(g, winograd::row_granule(g))],
+        Kernel::Shifted => vec![Work::backward(g, shifted::backward_row_granule(g))],
+        Kernel::Gemm if column::splits_channels_backward(g) => {
+            column::backward_channel_works(g).to_vec()
+        }
+        _ => vec![Work::backward(g, 1)],
     }
 }
 
@@ -363,10 +367,8 @@ mod tests {
             let (mut speedups, mut worst) = (Vec::new(), f64::INFINITY);
             for row in suite::extended_rows() {
                 let g = Geometry::new(&row.spec, row.input).unwrap();
-                let works = [
-                    forward_work(forward_kernel(auto.0, auto.1, &g), &g),
-                    backward_work(backward_kernel(auto.0, auto.1, &g), &g),
-                ];
+                let mut works = vec![forward_work(forward_kernel(auto.0, auto.1, &g), &g)];
+                works.extend(backward_works(backward_kernel(auto.0, auto.1, &g), &g));
                 for work in works {
                     let schedule = Schedule::for_threads(work, threads, DEFAULT_MIN_LANE_FLOPS);
                     let loads: Vec<usize> = (0..schedule.lanes())
