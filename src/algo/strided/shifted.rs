@@ -230,7 +230,7 @@ pub(crate) fn forward<T: Element>(
     let taps = (0..g.kh).flat_map(|i| (0..g.kw).map(move |j| (i, j)));
     let weights = reorder_weights(w, taps, false, weights_buf);
     schedule.run(lanes, y, |item, mut y_item, buffers| {
-        let [image_buf, product_buf] = buffers.split();
+        let [image_buf, product_buf, staging_buf] = buffers.split();
         for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let data = image.fill(x.index_axis(Axis(0), n), image_buf);
             for r0 in item.rows.clone().step_by(band) {
@@ -250,7 +250,7 @@ pub(crate) fn forward<T: Element>(
                     item.gemm_threads,
                 );
                 let local = rows.start - item.rows.start..rows.end - item.rows.start;
-                output.read(product, y_n.view_mut(), local, bias);
+                output.read_band(product, y_n.slice_mut(s![.., local, ..]), bias, staging_buf);
             }
         }
     });

@@ -413,7 +413,7 @@ pub(crate) fn forward<T: Element>(
                 }
             }
             let first = item.rows.start * g.out_w * c_out;
-            output.read(&pixels[first..], y_n, 0..item.rows.len(), bias);
+            output.read_band(&pixels[first..], y_n, bias, stage_buf);
         }
     });
 }

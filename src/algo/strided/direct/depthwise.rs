@@ -94,7 +94,7 @@ pub(crate) fn forward<T: Element>(
             let data = image.fill_rows(x_n, input_rows.clone(), at, (image_buf, staging_buf));
             let pixels = scratch(pixels_buf, item.rows.len() * g.out_w * g.out_channels);
             forward_rows(data, weights, &band, 0..item.rows.len(), pixels);
-            output.read(pixels, y_n, 0..item.rows.len(), bias);
+            output.read_band(pixels, y_n, bias, staging_buf);
         }
     });
 }
