@@ -27,15 +27,22 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
     /// Converts to `f64` (exact for both types).
     fn into_f64(self) -> f64;
 
-    /// The side of the square tiles [`transpose_tile`](Self::transpose_tile)
+    /// The side of the square tiles [`transpose_tiles`](Self::transpose_tiles)
     /// moves: one AVX register per row.
     #[doc(hidden)]
     const TRANSPOSE_TILE: usize;
 
-    /// Transposes one `TRANSPOSE_TILE`-square tile: `dst[j·dst_stride + i] =
-    /// src[i·src_stride + j]`. Panics if a slice is too short.
+    /// Transposes a `rows x cols` grid of whole `TRANSPOSE_TILE`-square
+    /// tiles: `dst[j·dst_stride + i] = src[i·src_stride + j]`. Panics if
+    /// a side is not a multiple of the tile or a slice is too short.
     #[doc(hidden)]
-    fn transpose_tile(src: &[Self], src_stride: usize, dst: &mut [Self], dst_stride: usize);
+    fn transpose_tiles(
+        src: &[Self],
+        src_stride: usize,
+        dst: &mut [Self],
+        dst_stride: usize,
+        shape: (usize, usize),
+    );
 
     /// CBLAS `?gemm` for this type: `C ← alpha·op(A)·op(B) + beta·C`,
     /// row-major. The dtype dispatch of the BLAS backends, in one place.
@@ -112,8 +119,14 @@ impl Element for f32 {
         self as f64
     }
     const TRANSPOSE_TILE: usize = 8;
-    fn transpose_tile(src: &[Self], src_stride: usize, dst: &mut [Self], dst_stride: usize) {
-        crate::layout::transpose_tile::transpose_tile_f32(src, src_stride, dst, dst_stride);
+    fn transpose_tiles(
+        src: &[Self],
+        src_stride: usize,
+        dst: &mut [Self],
+        dst_stride: usize,
+        shape: (usize, usize),
+    ) {
+        crate::layout::transpose_tile::transpose_tiles_f32(src, src_stride, dst, dst_stride, shape);
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
@@ -128,8 +141,14 @@ impl Element for f64 {
         self
     }
     const TRANSPOSE_TILE: usize = 4;
-    fn transpose_tile(src: &[Self], src_stride: usize, dst: &mut [Self], dst_stride: usize) {
-        crate::layout::transpose_tile::transpose_tile_f64(src, src_stride, dst, dst_stride);
+    fn transpose_tiles(
+        src: &[Self],
+        src_stride: usize,
+        dst: &mut [Self],
+        dst_stride: usize,
+        shape: (usize, usize),
+    ) {
+        crate::layout::transpose_tile::transpose_tiles_f64(src, src_stride, dst, dst_stride, shape);
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

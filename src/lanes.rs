@@ -6,8 +6,9 @@
 //! A pass divides `batch` samples of `height` rows each (output rows for the
 //! forward pass and the gradient passes, input rows for an input gradient
 //! computed by lowering the error, output channels for a forward pass cut
-//! into blocks of channels, whose kernel swaps its output's channel and row
-//! axes before handing it over). The planner reads them as one run of
+//! into blocks of channels (the column matrix on small images, depthwise
+//! layers across channels), whose kernel swaps its output's channel and
+//! row axes before handing it over). The planner reads them as one run of
 //! `batch · ⌈height / granule⌉` units, sample after sample, and deals each
 //! part a contiguous, equal share (within one unit) of that run. A share
 //! starts and ends anywhere, so a part's work items are at most three: the

@@ -489,10 +489,10 @@ fn stencils_agree_with_naive() {
 /// (stride 2, or rows under 16 pixels): channel counts from one to well
 /// past its blocks of four vectors, so that whole blocks, single vectors
 /// and the last few channels are all summed.
-fn random_depthwise_case(rng: &mut StdRng) -> Case {
+fn random_depthwise_case(rng: &mut StdRng, channels: RangeInclusive<usize>) -> Case {
     use gemmconv::{Conv2dSpec, Padding};
     use rand::RngExt;
-    let channels = rng.random_range(1..=150);
+    let channels = rng.random_range(channels);
     let k = rng.random_range(1..=5);
     let pad = rng.random_range(0..=2);
     let stride = if rng.random_bool(0.6) { 2 } else { 1 };
@@ -517,9 +517,30 @@ fn random_depthwise_case(rng: &mut StdRng) -> Case {
 fn depthwise_across_channels_agrees_with_naive() {
     let mut rng = rng(13);
     for case_index in 0..30 {
-        let case = random_depthwise_case(&mut rng);
+        let case = random_depthwise_case(&mut rng, 1..=150);
         check_case::<f64>(&case, 13_000 + case_index);
         check_case::<f32>(&case, 13_500 + case_index);
+    }
+}
+
+/// The depthwise kernel across channels on layers it cuts into blocks of
+/// 16 channels (64 or more), with a ragged last block, on pools of 2, 3
+/// and 7 threads, which cut at different blocks, mostly at batch 1 (where
+/// blocks of one sample are the only work to share), against the naive
+/// sum.
+#[test]
+fn depthwise_channel_blocks_agree_with_naive() {
+    let mut rng = rng(15);
+    for (case_index, threads) in (0..24).zip([2, 3, 7].into_iter().cycle()) {
+        let mut case = random_depthwise_case(&mut rng, 64..=150);
+        if case_index % 3 != 2 {
+            case.input[0] = 1;
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| check_case::<f32>(&case, 15_000 + case_index));
     }
 }
 

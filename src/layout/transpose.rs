@@ -40,19 +40,10 @@ pub(crate) fn transpose<T: Element>(
     } else {
         (0, 0)
     };
-    for i in (0..full_rows).step_by(tile.max(1)) {
-        for j in (0..full_cols).step_by(tile.max(1)) {
-            // The asserts above cover every tile: its last source element is
-            // (i + tile - 1)·src_stride + j + tile - 1 < (rows - 1)·src_stride
-            // + cols, and likewise for the destination.
-            T::transpose_tile(
-                &src[i * src_stride + j..],
-                src_stride,
-                &mut dst[j * dst_stride + i..],
-                dst_stride,
-            );
-        }
-    }
+    // The asserts above cover every tile: its last source element is
+    // (i + tile - 1)·src_stride + j + tile - 1 < (rows - 1)·src_stride + cols,
+    // and likewise for the destination.
+    T::transpose_tiles(src, src_stride, dst, dst_stride, (full_rows, full_cols));
     // The edges: the last rows (all columns) and the last columns of the
     // tiled rows.
     let scalar =

@@ -1,46 +1,100 @@
-//! One square register tile of a transpose, per element type: the piece of
-//! `transpose.rs` that knows the dtype, reached through
-//! `Element::transpose_tile`. Through AVX registers when the CPU has AVX
+//! The square register tiles of a transpose, per element type: the piece
+//! of `transpose.rs` that knows the dtype, reached through
+//! `Element::transpose_tiles`. Through AVX registers when the CPU has AVX
 //! (runtime detection), else a scalar loop.
 
-/// One `8 x 8` tile of `f32`, through AVX when the CPU has it.
-pub(crate) fn transpose_tile_f32(
+/// Whether `(rows, cols)` whole `tile`-square tiles fit `src` and `dst`
+/// at their strides, every tile inside its slice: the last tile's last
+/// source element is `(rows - 1)·src_stride + cols - 1`, and likewise for
+/// the destination.
+fn tiles_fit<T>(
+    (src, src_stride): (&[T], usize),
+    (dst, dst_stride): (&[T], usize),
+    (rows, cols): (usize, usize),
+    tile: usize,
+) -> bool {
+    rows.is_multiple_of(tile)
+        && cols.is_multiple_of(tile)
+        && src_stride >= cols
+        && dst_stride >= rows
+        && src.len() >= (rows - 1) * src_stride + cols
+        && dst.len() >= (cols - 1) * dst_stride + rows
+}
+
+/// A grid of `8 x 8` tiles of `f32`, through AVX when the CPU has it: the
+/// feature test and the bounds check once a matrix, and the tiles inlined
+/// into one loop (a call, a test and a check a tile took a third of the
+/// transposes' time; BENCHMARKS.md, "Transposes").
+pub(crate) fn transpose_tiles_f32(
     src: &[f32],
     src_stride: usize,
     dst: &mut [f32],
     dst_stride: usize,
+    (rows, cols): (usize, usize),
 ) {
-    assert!(src.len() > 7 * src_stride + 7 && dst.len() > 7 * dst_stride + 7);
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let shape = (rows, cols);
+    assert!(tiles_fit((src, src_stride), (dst, dst_stride), shape, 8));
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx") {
         // SAFETY: the CPU has AVX (checked just above), and the assert
-        // above keeps every load and store of the tile inside its slice.
-        unsafe { avx::tile_f32(src.as_ptr(), src_stride, dst.as_mut_ptr(), dst_stride) };
+        // above keeps every load and store of every tile inside its slice.
+        unsafe {
+            avx::tiles_f32(
+                src.as_ptr(),
+                src_stride,
+                dst.as_mut_ptr(),
+                dst_stride,
+                shape,
+            )
+        };
         return;
     }
-    scalar_tile(src, src_stride, dst, dst_stride, 8);
+    scalar_tiles(src, src_stride, dst, dst_stride, shape);
 }
 
-/// One `4 x 4` tile of `f64`, through AVX when the CPU has it.
-pub(crate) fn transpose_tile_f64(
+/// A grid of `4 x 4` tiles of `f64`, as [`transpose_tiles_f32`].
+pub(crate) fn transpose_tiles_f64(
     src: &[f64],
     src_stride: usize,
     dst: &mut [f64],
     dst_stride: usize,
+    (rows, cols): (usize, usize),
 ) {
-    assert!(src.len() > 3 * src_stride + 3 && dst.len() > 3 * dst_stride + 3);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: as for `transpose_tile_f32`.
-        unsafe { avx::tile_f64(src.as_ptr(), src_stride, dst.as_mut_ptr(), dst_stride) };
+    if rows == 0 || cols == 0 {
         return;
     }
-    scalar_tile(src, src_stride, dst, dst_stride, 4);
+    let shape = (rows, cols);
+    assert!(tiles_fit((src, src_stride), (dst, dst_stride), shape, 4));
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: as for `transpose_tiles_f32`.
+        unsafe {
+            avx::tiles_f64(
+                src.as_ptr(),
+                src_stride,
+                dst.as_mut_ptr(),
+                dst_stride,
+                shape,
+            )
+        };
+        return;
+    }
+    scalar_tiles(src, src_stride, dst, dst_stride, shape);
 }
 
-fn scalar_tile<T: Copy>(src: &[T], src_stride: usize, dst: &mut [T], dst_stride: usize, n: usize) {
-    for i in 0..n {
-        for j in 0..n {
+/// The element-by-element fallback (the tile grid is the whole matrix).
+fn scalar_tiles<T: Copy>(
+    src: &[T],
+    src_stride: usize,
+    dst: &mut [T],
+    dst_stride: usize,
+    (rows, cols): (usize, usize),
+) {
+    for i in 0..rows {
+        for j in 0..cols {
             dst[j * dst_stride + i] = src[i * src_stride + j];
         }
     }
@@ -50,16 +104,69 @@ fn scalar_tile<T: Copy>(src: &[T], src_stride: usize, dst: &mut [T], dst_stride:
 mod avx {
     use std::arch::x86_64::*;
 
+    /// Every tile of a `rows x cols` grid of `8 x 8` tiles.
+    ///
     /// # Safety
     /// The CPU must have AVX; `src + i·src_stride + j` and `dst +
-    /// j·dst_stride + i` must be valid for `i, j < 8`.
+    /// j·dst_stride + i` must be valid for `i < rows`, `j < cols`, both
+    /// multiples of 8.
     #[target_feature(enable = "avx")]
-    pub(super) unsafe fn tile_f32(
+    pub(super) unsafe fn tiles_f32(
         src: *const f32,
         src_stride: usize,
         dst: *mut f32,
         dst_stride: usize,
+        (rows, cols): (usize, usize),
     ) {
+        for i in (0..rows).step_by(8) {
+            for j in (0..cols).step_by(8) {
+                // SAFETY: tile (i, j) lies inside the grid the caller
+                // guarantees valid.
+                unsafe {
+                    tile_f32(
+                        src.add(i * src_stride + j),
+                        src_stride,
+                        dst.add(j * dst_stride + i),
+                        dst_stride,
+                    )
+                };
+            }
+        }
+    }
+
+    /// Every tile of a `rows x cols` grid of `4 x 4` tiles.
+    ///
+    /// # Safety
+    /// As [`tiles_f32`], multiples of 4.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn tiles_f64(
+        src: *const f64,
+        src_stride: usize,
+        dst: *mut f64,
+        dst_stride: usize,
+        (rows, cols): (usize, usize),
+    ) {
+        for i in (0..rows).step_by(4) {
+            for j in (0..cols).step_by(4) {
+                // SAFETY: as in `tiles_f32`.
+                unsafe {
+                    tile_f64(
+                        src.add(i * src_stride + j),
+                        src_stride,
+                        dst.add(j * dst_stride + i),
+                        dst_stride,
+                    )
+                };
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX; `src + i·src_stride + j` and `dst +
+    /// j·dst_stride + i` must be valid for `i, j < 8`.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    unsafe fn tile_f32(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
         // SAFETY: the caller guarantees the eight rows of eight are readable.
         let r: [__m256; 8] =
             std::array::from_fn(|k| unsafe { _mm256_loadu_ps(src.add(k * src_stride)) });
@@ -99,13 +206,9 @@ mod avx {
 
     /// # Safety
     /// As [`tile_f32`], for `i, j < 4`.
+    #[inline]
     #[target_feature(enable = "avx")]
-    pub(super) unsafe fn tile_f64(
-        src: *const f64,
-        src_stride: usize,
-        dst: *mut f64,
-        dst_stride: usize,
-    ) {
+    unsafe fn tile_f64(src: *const f64, src_stride: usize, dst: *mut f64, dst_stride: usize) {
         // SAFETY: the caller guarantees the four rows of four are readable.
         let r: [__m256d; 4] =
             std::array::from_fn(|k| unsafe { _mm256_loadu_pd(src.add(k * src_stride)) });

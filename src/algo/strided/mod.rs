@@ -159,6 +159,7 @@ fn forward_work(kernel: Kernel, g: &Geometry) -> Work {
         Kernel::Gemm if column::splits_channels(g) => {
             Work::forward_by_channels(g, column::CHANNEL_GRANULE)
         }
+        Kernel::Direct if depthwise(g) => direct::depthwise::forward_work(g),
         _ => Work::forward(g, 1),
     }
 }

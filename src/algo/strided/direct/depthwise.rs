@@ -15,6 +15,11 @@
 //!   lane's partial laid out `[tap, c]`;
 //! - input gradient: `dx[p + tap, c] += w[tap, c] · dy[p, c]`, into a
 //!   padded pixel-major buffer cropped back into NCHW.
+//!
+//! The forward pass shares a sample out in blocks of channels (whole
+//! planes in and out) where the layer is wide enough, else in bands of
+//! output rows; the backward pass in bands of output rows, whose weight
+//! gradients are summed over the batch.
 
 use super::band_input;
 use crate::algo::strided::simd::with_runtime_simd;
@@ -26,6 +31,35 @@ use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
 use ndarray::{ArrayView4, Axis, s};
+use std::ops::Range;
+
+/// Channels a block of a sample holds, a multiple of: one vector of `f32`
+/// (two of `f64`), so that a block's pixel-major rows start on a vector.
+pub(crate) const CHANNEL_GRANULE: usize = 16;
+
+/// Whether the forward pass cuts each sample into blocks of channels
+/// rather than bands of output rows: where the layer has four blocks or
+/// more, so that two lanes' shares of a sample differ by at most a quarter
+/// (fewer channels leave the rows to cut). A block transposes whole planes
+/// of the input (one run of memory in NCHW) and writes whole planes of the
+/// output, where a band transposes a few rows of every plane and reads the
+/// rows around it twice (BENCHMARKS.md, "Depthwise channel blocks").
+pub(crate) fn splits_channels(g: &Geometry) -> bool {
+    g.in_channels >= 4 * CHANNEL_GRANULE
+}
+
+/// What the forward pass divides among lanes: blocks of channels
+/// ([`splits_channels`]) or bands of output rows, each costed by its
+/// multiply-adds, as every pass is (its copies in and out cost more, but
+/// on small layers the lanes they would wake cost more still:
+/// BENCHMARKS.md, "Depthwise channel blocks").
+pub(crate) fn forward_work(g: &Geometry) -> Work {
+    if splits_channels(g) {
+        let channel_flops = 2 * g.kh * g.kw * g.out_h * g.out_w;
+        return Work::channel_blocks(g.batch, g.in_channels, CHANNEL_GRANULE, channel_flops);
+    }
+    Work::forward(g, 1)
+}
 
 /// The padded input of one sample, pixel-major, rows `in_w + left + right`
 /// pixels long.
@@ -72,6 +106,9 @@ pub(crate) fn forward<T: Element>(
     y: ndarray::ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    if splits_channels(op.g) {
+        return forward_by_channels(op, y, ws);
+    }
     let Forward { x, w, bias, g } = op;
     let output = Image {
         c: g.out_channels,
@@ -79,7 +116,7 @@ pub(crate) fn forward<T: Element>(
         w: g.out_w,
         tail: 0,
     };
-    let schedule = ws.schedule(Work::forward(g, 1));
+    let schedule = ws.schedule(forward_work(g));
     let (weights_buf, lanes) = ws.memory(&schedule);
     let weights = taps_by_channel(w, weights_buf);
     schedule.run(lanes, y, |item, mut y_item, buffers| {
@@ -94,6 +131,54 @@ pub(crate) fn forward<T: Element>(
             let data = image.fill_rows(x_n, input_rows.clone(), at, (image_buf, staging_buf));
             let pixels = scratch(pixels_buf, item.rows.len() * g.out_w * g.out_channels);
             forward_rows(data, weights, &band, 0..item.rows.len(), pixels);
+            output.read_band(pixels, y_n, bias, staging_buf);
+        }
+    });
+}
+
+/// The layer restricted to the channels `channels` (one group each).
+fn block_geometry(g: &Geometry, channels: &Range<usize>) -> Geometry {
+    Geometry {
+        in_channels: channels.len(),
+        out_channels: channels.len(),
+        groups: channels.len(),
+        ..*g
+    }
+}
+
+/// [`forward`] over blocks of channels ([`splits_channels`]): the
+/// scheduler cuts `y` with its channel and row axes swapped, and each item
+/// transposes its channels' input planes, computes them and transposes its
+/// output planes back.
+fn forward_by_channels<T: Element>(
+    op: Forward<'_, T>,
+    y: ndarray::ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    let Forward { x, w, bias, g } = op;
+    let schedule = ws.schedule(forward_work(g));
+    let (_, lanes) = ws.memory(&schedule);
+    let by_channel = y.permuted_axes([0, 2, 1, 3]);
+    schedule.run(lanes, by_channel, |item, y_item, buffers| {
+        let [image_buf, pixels_buf, staging_buf, weights_buf] = buffers.split();
+        let channels = item.rows.clone();
+        let block = block_geometry(g, &channels);
+        let weights = taps_by_channel(w.slice(s![channels.clone(), .., .., ..]), weights_buf);
+        let bias = bias.map(|bias| bias.slice_move(s![channels.clone()]));
+        let image = input_image(&block);
+        let output = Image {
+            c: block.out_channels,
+            h: g.out_h,
+            w: g.out_w,
+            tail: 0,
+        };
+        let p = g.padding;
+        let mut y_item = y_item.permuted_axes([0, 2, 1, 3]);
+        for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
+            let x_n = x.slice(s![n, channels.clone(), .., ..]);
+            let data = image.fill_staged(x_n, (p.top, p.left), (image_buf, staging_buf));
+            let pixels = scratch(pixels_buf, g.out_h * g.out_w * block.out_channels);
+            forward_rows(data, weights, &block, 0..g.out_h, pixels);
             output.read_band(pixels, y_n, bias, staging_buf);
         }
     });
