@@ -627,4 +627,34 @@ impl Geometry {
     pub fn out_pixels(&self) -> usize {
         self.out_h * self.out_w
     }
+
+    /// The input gradient of a unit-stride layer as a forward pass: the
+    /// error in, padded by `d·(k - 1) - p` on each side, the input
+    /// gradient out, input and output channels swapped, the same kernel,
+    /// dilation and groups (its weights are the layer's turned by 180° with
+    /// each group's channels swapped). `None` at a stride above 1, or where
+    /// a side's padding reaches past the kernel (the padding would be
+    /// negative).
+    pub fn input_gradient_as_forward(&self) -> Option<Self> {
+        if (self.sh, self.sw) != (1, 1) {
+            return None;
+        }
+        let (reach_h, reach_w) = ((self.kh - 1) * self.dh, (self.kw - 1) * self.dw);
+        let p = self.padding;
+        Some(Geometry {
+            in_channels: self.out_channels,
+            in_h: self.out_h,
+            in_w: self.out_w,
+            out_channels: self.in_channels,
+            out_h: self.in_h,
+            out_w: self.in_w,
+            padding: Padding {
+                top: reach_h.checked_sub(p.top)?,
+                bottom: reach_h.checked_sub(p.bottom)?,
+                left: reach_w.checked_sub(p.left)?,
+                right: reach_w.checked_sub(p.right)?,
+            },
+            ..*self
+        })
+    }
 }

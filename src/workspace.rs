@@ -38,6 +38,10 @@ pub struct Workspace<T> {
     /// The weights as the running kernel lays them out (reordered,
     /// transformed, packed or flipped), shared by every lane.
     weights: Vec<T>,
+    /// The weights of an input gradient computed as a forward pass by
+    /// another kernel (turned and channel-swapped), which lays out its own
+    /// copy of them in `weights`.
+    input_gradient_weights: Vec<T>,
     /// Whole operands an operation lays out before the kernels run: the
     /// input with its padding copied in (and its gradient), or a
     /// transposed convolution's input grown by the rows its kernels read.
@@ -184,6 +188,7 @@ impl<T> Workspace<T> {
             lanes: Vec::new(),
             parts: Vec::new(),
             weights: Vec::new(),
+            input_gradient_weights: Vec::new(),
             staged: [Vec::new(), Vec::new()],
             cap_bytes: DEFAULT_COLUMN_CAP_BYTES,
             outputs: None,
@@ -351,7 +356,8 @@ impl<T> Workspace<T> {
             .sum();
         let elements = lanes + parts;
         let staged: usize = self.staged.iter().map(Vec::capacity).sum();
-        (elements + self.weights.capacity() + staged) * std::mem::size_of::<T>()
+        let weights = self.weights.capacity() + self.input_gradient_weights.capacity();
+        (elements + weights + staged) * std::mem::size_of::<T>()
     }
 
     /// Runs `work`, which grows workspace buffers as it goes, deep inside
@@ -405,7 +411,20 @@ impl<T> Workspace<T> {
         self.lanes = Vec::new();
         self.parts = Vec::new();
         self.weights = Vec::new();
+        self.input_gradient_weights = Vec::new();
         self.staged = Default::default();
+    }
+
+    /// The buffer of an input gradient's weights, taken out so that the
+    /// forward kernel computing it can borrow the workspace while they are
+    /// read; [`Self::restore_input_gradient_weights`] puts it back.
+    pub(crate) fn take_input_gradient_weights(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.input_gradient_weights)
+    }
+
+    /// Puts back the buffer of [`Self::take_input_gradient_weights`].
+    pub(crate) fn restore_input_gradient_weights(&mut self, weights: Vec<T>) {
+        self.input_gradient_weights = weights;
     }
 
     /// The staged-operand buffers, taken out so that the kernels can

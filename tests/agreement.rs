@@ -117,6 +117,16 @@ fn check_case<T: Element>(case: &Case, seed: u64) {
     }
 }
 
+/// [`check_case`] inside a pool of `threads` threads, which cuts the
+/// passes at other places than the default pool does.
+fn check_on_pool<T: Element>(case: &Case, threads: usize, seed: u64) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| check_case::<T>(case, seed));
+}
+
 /// A plan of the case, run twice forward and backward (its workspace and
 /// choice reused), against the reference.
 fn check_plan<T: Element>(p: &Problem<T>, case: &Case, algorithm: Algorithm, kernel: Kernel) {
@@ -371,11 +381,7 @@ fn channel_blocks_agree_with_naive() {
         if case_index % 3 != 2 {
             case.input[0] = 1;
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| check_case::<f64>(&case, 12_000 + case_index));
+        check_on_pool::<f64>(&case, threads, 12_000 + case_index);
     }
 }
 
@@ -536,11 +542,7 @@ fn depthwise_channel_blocks_agree_with_naive() {
         if case_index % 3 != 2 {
             case.input[0] = 1;
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| check_case::<f32>(&case, 15_000 + case_index));
+        check_on_pool::<f32>(&case, threads, 15_000 + case_index);
     }
 }
 

@@ -96,7 +96,10 @@ pub enum Kernel {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum InputGradient {
     /// Col2im, measured faster or level on every suite row (BENCHMARKS.md,
-    /// "Input gradient method"); with it `Kernel::Auto` may pick any kernel.
+    /// "Input gradient method"), except on grouped layers at unit stride
+    /// with at most 16 input channels a group, where the error lowering's
+    /// forward pass runs on the direct register tiles ("Grouped input
+    /// gradients"); with it `Kernel::Auto` may pick any kernel.
     #[default]
     Auto,
     /// Lower the dilated, padded error against flipped, channel-swapped weights.

@@ -547,7 +547,10 @@ pub(crate) fn backward_by_col2im<T: Element>(
 
 /// The backward pass with the input gradient by error lowering: a pass for
 /// the weight and bias gradients, then the error lowered against the
-/// flipped, channel-swapped weights. Overwrites the gradients present.
+/// flipped, channel-swapped weights, or, where they suit that forward pass
+/// ([`error_lowering_on_tiles`](super::error_lowering_on_tiles)), the
+/// error convolved with them on the direct register tiles. Overwrites the
+/// gradients present.
 pub(crate) fn backward_by_error_lowering<T: Element>(
     op: Backward<'_, T>,
     grads: Targets<'_, T>,
@@ -561,6 +564,22 @@ pub(crate) fn backward_by_error_lowering<T: Element>(
         return;
     };
     let Backward { w, dy, g, .. } = op;
+    if let Some(flipped_g) = super::error_lowering_on_tiles(g) {
+        let mut buf = ws.take_input_gradient_weights();
+        let flipped = scratch(&mut buf, w.len());
+        flip_and_swap_weights(w, g.groups, flipped);
+        let shape = flipped_g.weight_shape();
+        let flipped = ArrayView4::from_shape(shape, &*flipped).expect("sized above");
+        let forward = Forward {
+            x: dy,
+            w: flipped,
+            bias: None,
+            g: &flipped_g,
+        };
+        super::direct::tiled::forward(forward, dx, ws);
+        ws.restore_input_gradient_weights(buf);
+        return;
+    }
     let schedule = ws.schedule(Work::input_gradient(g));
     let cap_bytes = ws.column_cap_bytes();
     let (flipped_buf, memory) = ws.memory(&schedule);

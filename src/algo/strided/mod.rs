@@ -143,11 +143,24 @@ fn forward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kernel
 /// rather than by lowering the error: col2im unless asked otherwise,
 /// faster where the lowering's GEMM grows with the stride squared and
 /// level elsewhere (BENCHMARKS.md, "Input gradient method").
-fn by_col2im(method: InputGradient) -> bool {
+fn by_col2im(method: InputGradient, g: &Geometry) -> bool {
     match method {
-        InputGradient::Auto | InputGradient::Col2im => true,
+        InputGradient::Auto => error_lowering_on_tiles(g).is_none(),
+        InputGradient::Col2im => true,
         InputGradient::ErrorLowering => false,
     }
+}
+
+/// The geometry of the column matrix's input gradient by error lowering
+/// as a forward pass, where it runs on the direct register tiles instead of
+/// a column matrix: grouped layers at unit stride whose groups have at most
+/// 16 input channels (the tiles' output channels there). Col2im multiplies
+/// each group's error by its weights in a GEMM only as deep as the
+/// group's output channels, then scatters every column back; the tiles sum
+/// every tap in registers (BENCHMARKS.md, "Grouped input gradients").
+pub(crate) fn error_lowering_on_tiles(g: &Geometry) -> Option<Geometry> {
+    let flipped = g.input_gradient_as_forward()?;
+    (g.groups > 1 && direct_tiles_suit(&flipped)).then_some(flipped)
 }
 
 /// What the forward pass of `kernel` divides among lanes (the kernel
@@ -174,6 +187,19 @@ fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
         Kernel::Shifted => vec![Work::backward(g, shifted::backward_row_granule(g))],
         Kernel::Gemm if column::splits_channels_backward(g) => {
             column::backward_channel_works(g).to_vec()
+        }
+        // The weight gradient's pass, then the input gradient's on the tiles.
+        Kernel::Gemm if error_lowering_on_tiles(g).is_some() => {
+            let flipped = error_lowering_on_tiles(g).expect("matched above");
+            vec![Work::backward(g, 1), Work::forward(&flipped, 1)]
+        }
+        // As an `f32` pass runs it (the stencils' tiles differ by dtype).
+        Kernel::Direct
+            if depthwise(g)
+                && !direct::stencil_gradients::applies::<f32>(g)
+                && direct::depthwise::splits_channels_backward(g) =>
+        {
+            vec![direct::depthwise::backward_channel_work(g)]
         }
         _ => vec![Work::backward(g, 1)],
     }
@@ -220,7 +246,7 @@ impl Choice {
         Choice {
             forward: forward_kernel(kernel, method, g),
             backward: backward_kernel(kernel, method, g),
-            by_col2im: by_col2im(method),
+            by_col2im: by_col2im(method, g),
         }
     }
 }

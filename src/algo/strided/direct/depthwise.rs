@@ -16,10 +16,10 @@
 //! - input gradient: `dx[p + tap, c] += w[tap, c] · dy[p, c]`, into a
 //!   padded pixel-major buffer cropped back into NCHW.
 //!
-//! The forward pass shares a sample out in blocks of channels (whole
-//! planes in and out) where the layer is wide enough, else in bands of
-//! output rows; the backward pass in bands of output rows, whose weight
-//! gradients are summed over the batch.
+//! The passes share a sample out in blocks of channels (whole planes in and
+//! out) where the layer is wide enough, else in bands of output rows; the
+//! backward pass does so at batch 1 only, where no weight gradient is
+//! summed across lanes.
 
 use super::band_input;
 use crate::algo::strided::simd::with_runtime_simd;
@@ -27,11 +27,13 @@ use crate::element::Element;
 use crate::gradients::{GradientSelection, Targets};
 use crate::lanes::Work;
 use crate::layout::pixel_major::Image;
+use crate::nonfinite::all_finite_on_pool;
 use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
 use ndarray::{ArrayView4, Axis, s};
 use std::ops::Range;
+use std::sync::Mutex;
 
 /// Channels a block of a sample holds, a multiple of: one vector of `f32`
 /// (two of `f64`), so that a block's pixel-major rows start on a vector.
@@ -75,16 +77,21 @@ fn input_image(g: &Geometry) -> Image {
 
 /// The weights laid out `[tap, c]`.
 fn taps_by_channel<'b, T: Element>(w: ArrayView4<'_, T>, buf: &'b mut Vec<T>) -> &'b [T] {
+    let packed = scratch(buf, w.len());
+    taps_by_channel_into(w, packed);
+    packed
+}
+
+/// The weights laid out `[tap, c]` into `packed` (`w.len()` elements).
+fn taps_by_channel_into<T: Element>(w: ArrayView4<'_, T>, packed: &mut [T]) {
     let (c, _, kh, kw) = w.dim();
     debug_assert_eq!(w.len(), c * kh * kw, "one input channel a group");
-    let packed = scratch(buf, kh * kw * c);
     for (channel, filter) in w.outer_iter().enumerate() {
         // `filter` is `(1, kh, kw)`: its elements in order are the taps.
         for (tap, &v) in filter.iter().enumerate() {
             packed[tap * c + channel] = v;
         }
     }
-    packed
 }
 
 /// `acc[k] += a[k] · b[k]`, a vector at a time, fused where the caller
@@ -294,6 +301,9 @@ pub(crate) fn backward<T: Element>(
     grads: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    if splits_channels_backward(op.g) && grads.dx.is_some() {
+        return backward_by_channels(op, grads, ws);
+    }
     let Backward { x, w, dy, g } = op;
     let wanted = grads.selection();
     let Targets { dx, dw, db } = grads;
@@ -362,6 +372,121 @@ pub(crate) fn backward<T: Element>(
     if let Some(mut db) = db {
         db.assign(&sums.bias);
     }
+}
+
+/// Whether the backward pass cuts its sample into blocks of channels
+/// ([`backward_by_channels`]): one sample of a layer that
+/// [`splits_channels`]. Each block's weight and bias gradients are then its
+/// own, with nothing to sum across lanes; at larger batches the lanes have
+/// whole samples, whose gradients add up.
+pub(crate) fn splits_channels_backward(g: &Geometry) -> bool {
+    g.batch == 1 && splits_channels(g)
+}
+
+/// What [`backward_by_channels`] divides among lanes: the backward pass's
+/// multiply-adds (twice the forward pass's) by blocks of channels.
+pub(crate) fn backward_channel_work(g: &Geometry) -> Work {
+    let channel_flops = 4 * g.kh * g.kw * g.out_h * g.out_w;
+    Work::channel_blocks(1, g.in_channels, CHANNEL_GRANULE, channel_flops)
+}
+
+/// [`backward`] of one sample in blocks of channels
+/// ([`splits_channels_backward`]), the input gradient among them: the
+/// scheduler cuts `dx` with its channel and row axes swapped, each item
+/// computes its channels' three gradients from their planes alone and
+/// writes its weight and bias gradients into its rows of one shared
+/// `[c, taps + 1]` table, which no other item writes.
+fn backward_by_channels<T: Element>(
+    op: Backward<'_, T>,
+    grads: Targets<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    let Backward { x, w, dy, g } = op;
+    let wanted = grads.selection();
+    let Targets { dx, dw, db } = grads;
+    let Some(dx) = dx else {
+        unreachable!("the caller passes only passes with an input gradient")
+    };
+    let (c, taps) = (g.in_channels, g.kh * g.kw);
+    let schedule = ws.schedule(backward_channel_work(g));
+    let (table_buf, lanes) = ws.memory(&schedule);
+    // Row `ch`: channel `ch`'s weight gradient (its taps), then its bias
+    // gradient.
+    let table = Mutex::new(scratch(table_buf, c * (taps + 1)));
+    let p = g.padding;
+    schedule.run(
+        lanes,
+        dx.permuted_axes([0, 2, 1, 3]),
+        |item, dx_item, buffers| {
+            let [image_buf, error_buf, gradient_buf, staging_buf, small_buf] = buffers.split();
+            let channels = item.rows.clone();
+            let block = block_geometry(g, &channels);
+            let cb = channels.len();
+            let small = scratch(small_buf, 2 * taps * cb + cb);
+            let (weights, sums) = small.split_at_mut(taps * cb);
+            let (dw_block, db_block) = sums.split_at_mut(taps * cb);
+            taps_by_channel_into(w.slice(s![channels.clone(), .., .., ..]), weights);
+            dw_block.fill(T::zero());
+            db_block.fill(T::zero());
+            let image = input_image(&block);
+            let data: &[T] = if wanted.weight {
+                let x_n = x.slice(s![0, channels.clone(), .., ..]);
+                image.fill_staged(x_n, (p.top, p.left), (image_buf, staging_buf))
+            } else {
+                &[]
+            };
+            let error = Image {
+                c: cb,
+                h: g.out_h,
+                w: g.out_w,
+                tail: 0,
+            };
+            let errors = error.fill_staged(
+                dy.slice(s![0, channels.clone(), .., ..]),
+                (0, 0),
+                (error_buf, staging_buf),
+            );
+            let gradient = scratch(gradient_buf, image.len());
+            gradient.fill(T::zero());
+            backward_rows(
+                (data, errors, weights),
+                (&block, wanted),
+                0..g.out_h,
+                (gradient, dw_block, db_block),
+            );
+            let start = (p.top * image.w + p.left) * cb;
+            let mut dx_item = dx_item.permuted_axes([0, 2, 1, 3]);
+            let dx_n = dx_item.index_axis_mut(Axis(0), 0);
+            let gradient = gradient.get(start..).unwrap_or_default();
+            read_gradient(&image, gradient, dx_n, (0..g.in_h, false), staging_buf);
+            let mut table = table
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (local, ch) in channels.enumerate() {
+                let row = &mut table[ch * (taps + 1)..][..taps + 1];
+                for (tap, v) in row[..taps].iter_mut().enumerate() {
+                    *v = dw_block[tap * cb + local];
+                }
+                row[taps] = db_block[local];
+            }
+        },
+    );
+    let table = table
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let finite = all_finite_on_pool(table);
+    if let Some(mut dw) = dw {
+        // Each filter's elements in order are its taps.
+        for (mut filter, row) in dw.outer_iter_mut().zip(table.chunks_exact(taps + 1)) {
+            filter.iter_mut().zip(row).for_each(|(v, &t)| *v = t);
+        }
+    }
+    if let Some(mut db) = db {
+        for (v, row) in db.iter_mut().zip(table.chunks_exact(taps + 1)) {
+            *v = row[taps];
+        }
+    }
+    ws.record_finite(finite);
 }
 
 /// A band's input gradient (`gradient`, pixel-major, from its first input
