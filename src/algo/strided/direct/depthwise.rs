@@ -301,12 +301,15 @@ pub(crate) fn backward<T: Element>(
     grads: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    if splits_channels_backward(op.g) && grads.dx.is_some() {
-        return backward_by_channels(op, grads, ws);
-    }
     let Backward { x, w, dy, g } = op;
     let wanted = grads.selection();
     let Targets { dx, dw, db } = grads;
+    let dx = match dx {
+        Some(dx) if splits_channels_backward(g) => {
+            return backward_by_channels(op, dx, (dw, db), wanted, ws);
+        }
+        dx => dx,
+    };
     let c = g.in_channels;
     let taps = g.kh * g.kw;
     let error = Image {
@@ -391,22 +394,23 @@ pub(crate) fn backward_channel_work(g: &Geometry) -> Work {
 }
 
 /// [`backward`] of one sample in blocks of channels
-/// ([`splits_channels_backward`]), the input gradient among them: the
-/// scheduler cuts `dx` with its channel and row axes swapped, each item
-/// computes its channels' three gradients from their planes alone and
-/// writes its weight and bias gradients into its rows of one shared
-/// `[c, taps + 1]` table, which no other item writes.
+/// ([`splits_channels_backward`]), with its input gradient `dx` and the
+/// other gradients `wanted`: the scheduler cuts `dx` with its channel and
+/// row axes swapped, each item computes its channels' three gradients from
+/// their planes alone and writes its weight and bias gradients into its
+/// rows of one shared `[c, taps + 1]` table, which no other item writes
+/// (locked once an item, uncontended).
 fn backward_by_channels<T: Element>(
     op: Backward<'_, T>,
-    grads: Targets<'_, T>,
+    dx: ndarray::ArrayViewMut4<'_, T>,
+    (dw, db): (
+        Option<ndarray::ArrayViewMut4<'_, T>>,
+        Option<ndarray::ArrayViewMut1<'_, T>>,
+    ),
+    wanted: GradientSelection,
     ws: &mut Workspace<T>,
 ) {
     let Backward { x, w, dy, g } = op;
-    let wanted = grads.selection();
-    let Targets { dx, dw, db } = grads;
-    let Some(dx) = dx else {
-        unreachable!("the caller passes only passes with an input gradient")
-    };
     let (c, taps) = (g.in_channels, g.kh * g.kw);
     let schedule = ws.schedule(backward_channel_work(g));
     let (table_buf, lanes) = ws.memory(&schedule);
