@@ -142,7 +142,9 @@ fn forward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kernel
 /// Whether the column-matrix kernel computes the input gradient by col2im
 /// rather than by lowering the error: col2im unless asked otherwise,
 /// faster where the lowering's GEMM grows with the stride squared and
-/// level elsewhere (BENCHMARKS.md, "Input gradient method").
+/// level elsewhere (BENCHMARKS.md, "Input gradient method"), except where
+/// the error lowering runs on the direct register tiles
+/// ([`error_lowering_on_tiles`]).
 fn by_col2im(method: InputGradient, g: &Geometry) -> bool {
     match method {
         InputGradient::Auto => error_lowering_on_tiles(g).is_none(),
