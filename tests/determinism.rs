@@ -140,6 +140,14 @@ fn conv2d_cases() -> Vec<(Conv2dSpec, [usize; 4], &'static str)> {
             "depthwise on one large image",
         ),
         (
+            Conv2dSpec::new(80, 80, (3, 3))
+                .stride((2, 2))
+                .padding((1, 1))
+                .groups(80),
+            [1, 80, 24, 26],
+            "depthwise at stride 2 on 80 channels, in blocks of channels or bands of rows",
+        ),
+        (
             Conv2dSpec::new(8, 16, (1, 1)),
             [5, 8, 33, 31],
             "1x1, batch 5",

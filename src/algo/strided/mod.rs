@@ -168,13 +168,13 @@ pub(crate) fn error_lowering_on_tiles(g: &Geometry) -> Option<Geometry> {
 /// What the forward pass of `kernel` divides among lanes (the kernel
 /// builds the same [`Work`] when it runs).
 #[cfg(test)]
-fn forward_work(kernel: Kernel, g: &Geometry) -> Work {
+fn forward_work(kernel: Kernel, g: &Geometry, threads: usize) -> Work {
     match kernel {
         Kernel::Winograd => Work::forward(g, winograd::row_granule(g)),
         Kernel::Gemm if column::splits_channels(g) => {
             Work::forward_by_channels(g, column::CHANNEL_GRANULE)
         }
-        Kernel::Direct if depthwise(g) => direct::depthwise::forward_work(g),
+        Kernel::Direct if depthwise(g) => direct::depthwise::forward_work(g, threads),
         _ => Work::forward(g, 1),
     }
 }
@@ -396,7 +396,8 @@ mod tests {
             let (mut speedups, mut worst) = (Vec::new(), f64::INFINITY);
             for row in suite::extended_rows() {
                 let g = Geometry::new(&row.spec, row.input).unwrap();
-                let mut works = vec![forward_work(forward_kernel(auto.0, auto.1, &g), &g)];
+                let forward = forward_kernel(auto.0, auto.1, &g);
+                let mut works = vec![forward_work(forward, &g, threads)];
                 works.extend(backward_works(backward_kernel(auto.0, auto.1, &g), &g));
                 for work in works {
                     let schedule = Schedule::for_threads(work, threads, DEFAULT_MIN_LANE_FLOPS);

@@ -39,24 +39,37 @@ use std::sync::Mutex;
 /// (two of `f64`), so that a block's pixel-major rows start on a vector.
 pub(crate) const CHANNEL_GRANULE: usize = 16;
 
-/// Whether the forward pass cuts each sample into blocks of channels
-/// rather than bands of output rows: where the layer has four blocks or
-/// more, so that two lanes' shares of a sample differ by at most a quarter
-/// (fewer channels leave the rows to cut). A block transposes whole planes
-/// of the input (one run of memory in NCHW) and writes whole planes of the
-/// output, where a band transposes a few rows of every plane and reads the
-/// rows around it twice (BENCHMARKS.md, "Depthwise channel blocks").
-pub(crate) fn splits_channels(g: &Geometry) -> bool {
+/// Whether the layer is wide enough to cut into blocks of channels: four
+/// blocks or more, so that two lanes' shares of a sample differ by at most
+/// a quarter (fewer channels leave the rows to cut). A block transposes
+/// whole planes of the input (one run of memory in NCHW) and writes whole
+/// planes of the output, where a band transposes a few rows of every plane
+/// and reads the rows around it twice (BENCHMARKS.md, "Depthwise channel
+/// blocks").
+fn wide_in_channels(g: &Geometry) -> bool {
     g.in_channels >= 4 * CHANNEL_GRANULE
 }
 
-/// What the forward pass divides among lanes: blocks of channels
-/// ([`splits_channels`]) or bands of output rows, each costed by its
-/// multiply-adds, as every pass is (its copies in and out cost more, but
-/// on small layers the lanes they would wake cost more still:
+/// Whether the forward pass on `threads` threads cuts each sample into
+/// blocks of channels rather than bands of output rows: on a wide layer
+/// ([`wide_in_channels`]) whose batch has at least two blocks a thread, as
+/// a sample has fewer blocks (6 to 9 for MobileNet-v2's 96 to 144
+/// channels) than rows, and bands keep many threads busy where blocks
+/// would not (BENCHMARKS.md, "Scaling by simulation"). Either way each
+/// channel's taps add up in the same order, so the output does not depend
+/// on the choice.
+pub(crate) fn splits_channels(g: &Geometry, threads: usize) -> bool {
+    let blocks = g.in_channels.div_ceil(CHANNEL_GRANULE);
+    wide_in_channels(g) && g.batch * blocks >= 2 * threads
+}
+
+/// What the forward pass on `threads` threads divides among lanes: blocks
+/// of channels ([`splits_channels`]) or bands of output rows, each costed
+/// by its multiply-adds, as every pass is (its copies in and out cost
+/// more, but on small layers the lanes they would wake cost more still:
 /// BENCHMARKS.md, "Depthwise channel blocks").
-pub(crate) fn forward_work(g: &Geometry) -> Work {
-    if splits_channels(g) {
+pub(crate) fn forward_work(g: &Geometry, threads: usize) -> Work {
+    if splits_channels(g, threads) {
         let channel_flops = 2 * g.kh * g.kw * g.out_h * g.out_w;
         return Work::channel_blocks(g.batch, g.in_channels, CHANNEL_GRANULE, channel_flops);
     }
@@ -113,7 +126,8 @@ pub(crate) fn forward<T: Element>(
     y: ndarray::ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    if splits_channels(op.g) {
+    let threads = rayon::current_num_threads();
+    if splits_channels(op.g, threads) {
         return forward_by_channels(op, y, ws);
     }
     let Forward { x, w, bias, g } = op;
@@ -123,7 +137,7 @@ pub(crate) fn forward<T: Element>(
         w: g.out_w,
         tail: 0,
     };
-    let schedule = ws.schedule(forward_work(g));
+    let schedule = ws.schedule(forward_work(g, threads));
     let (weights_buf, lanes) = ws.memory(&schedule);
     let weights = taps_by_channel(w, weights_buf);
     schedule.run(lanes, y, |item, mut y_item, buffers| {
@@ -163,7 +177,8 @@ fn forward_by_channels<T: Element>(
     ws: &mut Workspace<T>,
 ) {
     let Forward { x, w, bias, g } = op;
-    let schedule = ws.schedule(forward_work(g));
+    let threads = rayon::current_num_threads();
+    let schedule = ws.schedule(forward_work(g, threads));
     let (_, lanes) = ws.memory(&schedule);
     let by_channel = y.permuted_axes([0, 2, 1, 3]);
     schedule.run(lanes, by_channel, |item, y_item, buffers| {
@@ -378,12 +393,14 @@ pub(crate) fn backward<T: Element>(
 }
 
 /// Whether the backward pass cuts its sample into blocks of channels
-/// ([`backward_by_channels`]): one sample of a layer that
-/// [`splits_channels`]. Each block's weight and bias gradients are then its
+/// ([`backward_by_channels`]): one sample of a wide layer
+/// ([`wide_in_channels`]), whatever the threads, as blocks and bands sum
+/// the weight gradient in different orders and results do not depend on
+/// the thread count. Each block's weight and bias gradients are then its
 /// own, with nothing to sum across lanes; at larger batches the lanes have
 /// whole samples, whose gradients add up.
 pub(crate) fn splits_channels_backward(g: &Geometry) -> bool {
-    g.batch == 1 && splits_channels(g)
+    g.batch == 1 && wide_in_channels(g)
 }
 
 /// What [`backward_by_channels`] divides among lanes: the backward pass's
