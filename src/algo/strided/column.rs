@@ -175,6 +175,18 @@ impl<'a, T: Element> Source<'a, T> {
         }
     }
 
+    /// The tiles of this source's column matrix through `window`, each
+    /// lane's largest buffer within `cap_bytes`.
+    fn tiling(&self, window: &Window, cap_bytes: usize) -> Tiling {
+        let (c_src, _, _) = self.sample_shape();
+        Tiling::new::<T>(
+            (window.out_h, window.out_w),
+            c_src * window.kh * window.kw,
+            cap_bytes,
+            self.lowers_in_place(window),
+        )
+    }
+
     /// `(channels, height, width)` of one prepared sample.
     fn sample_shape(&self) -> (usize, usize, usize) {
         match self {
@@ -305,13 +317,7 @@ fn lower_and_multiply<T: Element>(
     y: ArrayViewMut4<'_, T>,
     lanes: Lanes<'_, T>,
 ) {
-    let (c_src, _, _) = source.sample_shape();
-    let tiling = Tiling::new::<T>(
-        (window.out_h, window.out_w),
-        c_src * window.kh * window.kw,
-        lanes.cap_bytes,
-        source.lowers_in_place(window),
-    );
+    let tiling = source.tiling(window, lanes.cap_bytes);
     let schedule = lanes.schedule;
     schedule.run(lanes.memory, y, |item, mut y_item, buffers| {
         let [source_buf, cols_buf, product_buf] = buffers.split();
@@ -344,13 +350,7 @@ fn lower_and_multiply_by_channels<T: Element>(
     y: ArrayViewMut4<'_, T>,
     lanes: Lanes<'_, T>,
 ) {
-    let (c_src, _, _) = source.sample_shape();
-    let tiling = Tiling::new::<T>(
-        (window.out_h, window.out_w),
-        c_src * window.kh * window.kw,
-        lanes.cap_bytes,
-        source.lowers_in_place(window),
-    );
+    let tiling = source.tiling(window, lanes.cap_bytes);
     let by_channel = y.permuted_axes([0, 2, 1, 3]);
     lanes
         .schedule
@@ -656,12 +656,7 @@ fn gradient_pass<T: Element>(
     // column-major makes it pack `dY`, the smaller one is faster to pack
     // (BENCHMARKS.md, "Weight-gradient layout").
     let dw_column_major = g.out_channels_per_group() <= rows_g;
-    let tiling = Tiling::new::<T>(
-        (g.out_h, g.out_w),
-        g.col_rows(),
-        ws.column_cap_bytes(),
-        source.lowers_in_place(&window),
-    );
+    let tiling = source.tiling(&window, ws.column_cap_bytes());
     let schedule = ws.schedule(Work::backward(g, 1));
     let (_, lanes) = ws.memory(&schedule);
     let (want_dw, want_db) = (dw.is_some(), db.is_some());
@@ -734,12 +729,7 @@ fn gradient_pass_by_channels<T: Element>(
     let weights = weights.view();
     let window = Window::forward(g);
     let source = Source::of_input(x, g);
-    let tiling = Tiling::new::<T>(
-        (g.out_h, g.out_w),
-        g.col_rows(),
-        ws.column_cap_bytes(),
-        source.lowers_in_place(&window),
-    );
+    let tiling = source.tiling(&window, ws.column_cap_bytes());
     let whole_sample = |item: &WorkItem| WorkItem {
         rows: 0..g.out_h,
         ..item.clone()

@@ -128,7 +128,7 @@ pub(crate) fn forward<T: Element>(
 ) {
     let threads = rayon::current_num_threads();
     if splits_channels(op.g, threads) {
-        return forward_by_channels(op, y, ws);
+        return forward_by_channels(op, y, ws, threads);
     }
     let Forward { x, w, bias, g } = op;
     let output = Image {
@@ -167,7 +167,8 @@ fn block_geometry(g: &Geometry, channels: &Range<usize>) -> Geometry {
     }
 }
 
-/// [`forward`] over blocks of channels ([`splits_channels`]): the
+/// [`forward`] on `threads` threads over blocks of channels
+/// ([`splits_channels`]): the
 /// scheduler cuts `y` with its channel and row axes swapped, and each item
 /// transposes its channels' input planes, computes them and transposes its
 /// output planes back.
@@ -175,9 +176,9 @@ fn forward_by_channels<T: Element>(
     op: Forward<'_, T>,
     y: ndarray::ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
+    threads: usize,
 ) {
     let Forward { x, w, bias, g } = op;
-    let threads = rayon::current_num_threads();
     let schedule = ws.schedule(forward_work(g, threads));
     let (_, lanes) = ws.memory(&schedule);
     let by_channel = y.permuted_axes([0, 2, 1, 3]);
