@@ -92,6 +92,31 @@ pub(crate) struct Work {
     /// Which rows of a sample's input gradient a band of rows reaches (a
     /// band's contribution is zero elsewhere); `None` for every row.
     pub reach: Option<Reach>,
+    /// How many times fewer FLOPs a second the pass does than a forward
+    /// pass bound by arithmetic: handing a lane to another thread costs
+    /// the time of that many times fewer of its FLOPs. Zero for the passes
+    /// of a backward call, which lanes always pay for (BENCHMARKS.md,
+    /// "Lane handoff").
+    pub rate_share: usize,
+}
+
+/// The [`Work::rate_share`] of forward passes bound by memory rather than
+/// arithmetic: less than [`ARITHMETIC_BOUND_DEPTH`] multiply-adds an
+/// output (depthwise layers; BENCHMARKS.md, "Lane handoff").
+pub(crate) const MEMORY_BOUND_RATE_SHARE: usize = 4;
+
+/// The least multiply-adds an output element takes for a pass to be
+/// bound by arithmetic: below it each is read and written for too little
+/// arithmetic (BENCHMARKS.md, "Lane handoff").
+const ARITHMETIC_BOUND_DEPTH: usize = 16;
+
+/// The rate share of a forward pass summing `depth` products an output.
+fn forward_rate_share(depth: usize) -> usize {
+    if depth < ARITHMETIC_BOUND_DEPTH {
+        MEMORY_BOUND_RATE_SHARE
+    } else {
+        1
+    }
 }
 
 /// The input rows that a band of output rows reads, and so the only rows
@@ -145,6 +170,7 @@ impl Work {
             reduced: 0,
             banded: 0,
             reach: None,
+            rate_share: forward_rate_share(g.col_rows() / g.groups),
         }
     }
 
@@ -153,12 +179,15 @@ impl Work {
     /// (the kernel hands the scheduler its output with the channel and row
     /// axes swapped).
     pub(crate) fn forward_by_channels(g: &Geometry, granule: usize) -> Self {
-        Self::channel_blocks(
-            g.batch,
-            g.out_channels,
-            granule,
-            2 * g.out_h * g.out_w * (g.col_rows() / g.groups),
-        )
+        Work {
+            rate_share: forward_rate_share(g.col_rows() / g.groups),
+            ..Self::channel_blocks(
+                g.batch,
+                g.out_channels,
+                granule,
+                2 * g.out_h * g.out_w * (g.col_rows() / g.groups),
+            )
+        }
     }
 
     /// A pass over `channels` channels of each of `batch` samples, cut at
@@ -180,6 +209,24 @@ impl Work {
             reduced: 0,
             banded: 0,
             reach: None,
+            rate_share: 1,
+        }
+    }
+
+    /// The pass bound by memory ([`MEMORY_BOUND_RATE_SHARE`]).
+    pub(crate) fn bound_by_memory(self) -> Self {
+        Work {
+            rate_share: MEMORY_BOUND_RATE_SHARE,
+            ..self
+        }
+    }
+
+    /// The pass as a pass of a backward call, which the handoff never
+    /// keeps from a lane.
+    pub(crate) fn of_backward(self) -> Self {
+        Work {
+            rate_share: 0,
+            ..self
         }
     }
 
@@ -194,6 +241,7 @@ impl Work {
             reduced: g.out_channels * (g.col_rows() / g.groups + 1),
             banded: g.in_channels * g.in_h * g.in_w,
             reach: Some(Reach::of(g)),
+            rate_share: 0,
             ..forward
         }
     }
@@ -208,6 +256,7 @@ impl Work {
             reduced: 0,
             banded: 0,
             reach: None,
+            rate_share: 0,
         }
     }
 
@@ -500,28 +549,55 @@ impl<'o, T> Region<'o, T> {
 impl Schedule {
     /// The schedule of a pass on `threads` threads, each lane with at least
     /// `min_lane_flops` of arithmetic where the pass has that much.
+    #[cfg(test)]
     pub(crate) fn for_threads(work: Work, threads: usize, min_lane_flops: usize) -> Self {
+        Self::handing_off(work, threads, min_lane_flops, 0)
+    }
+
+    /// [`Self::for_threads`] on a machine where handing work to another
+    /// thread costs the time of `handoff_flops` of arithmetic
+    /// ([`crate::handoff`]): no thread, lane or GEMM thread, is given less
+    /// than that. The parts of a summing pass stay those of
+    /// `min_lane_flops`, so that its results do not depend on the
+    /// measurement.
+    pub(crate) fn handing_off(
+        work: Work,
+        threads: usize,
+        min_lane_flops: usize,
+        handoff_flops: usize,
+    ) -> Self {
         let threads = threads.max(1);
         let units = work.units();
+        let handoff_flops = handoff_flops
+            .checked_div(work.rate_share)
+            .unwrap_or_default();
+        let by_handoff = work
+            .flops()
+            .checked_div(handoff_flops)
+            .unwrap_or(usize::MAX)
+            .max(1);
         let (parts, lanes) = if units == 0 {
             (0, 0)
         } else if work.sums() {
             let parts = work.fixed_parts(min_lane_flops);
-            (parts, threads.min(parts))
+            (parts, threads.min(parts).min(by_handoff))
         } else {
             let by_work = work
                 .flops()
                 .checked_div(min_lane_flops)
                 .unwrap_or(usize::MAX)
                 .max(1);
-            let lanes = threads.min(units).min(by_work);
+            let lanes = threads.min(units).min(by_work).min(by_handoff);
             (lanes, lanes)
         };
+        let lanes_or_one = lanes.max(1);
         Schedule {
             work,
             parts,
             lanes,
-            gemm_threads: (threads / lanes.max(1)).max(1),
+            gemm_threads: (threads / lanes_or_one)
+                .min(by_handoff / lanes_or_one)
+                .max(1),
             flush_subnormals: true,
         }
     }
@@ -903,6 +979,7 @@ mod tests {
             reduced: 0,
             banded: 0,
             reach: None,
+            rate_share: 1,
         }
     }
 
@@ -1258,5 +1335,33 @@ mod tests {
             Schedule::for_threads(work(4, 8, 1), 8, MIN_LANE_FLOPS).lanes(),
             8
         );
+    }
+
+    /// A measured handoff dearer than the least lane work caps the lanes
+    /// and their GEMM threads to one thread's handoff of arithmetic each,
+    /// a pass bound by memory to a share of it, leaves a summing pass's
+    /// parts as they are, and leaves a backward call's passes alone.
+    #[test]
+    fn a_dear_handoff_wakes_fewer_threads() {
+        // 32 rows of one lane's least work: 32 MIN_LANE_FLOPS in all.
+        let pass = work(4, 8, 1);
+        let handoff = 8 * MIN_LANE_FLOPS;
+        let capped = Schedule::handing_off(pass, 8, MIN_LANE_FLOPS, handoff);
+        assert_eq!((capped.lanes(), capped.gemm_threads()), (4, 1));
+        let one_lane = Work { batch: 1, ..pass };
+        let capped = Schedule::handing_off(one_lane, 8, MIN_LANE_FLOPS, handoff);
+        assert_eq!((capped.lanes(), capped.gemm_threads()), (1, 1));
+        let memory_bound =
+            Schedule::handing_off(pass.bound_by_memory(), 8, MIN_LANE_FLOPS, handoff);
+        assert_eq!(memory_bound.lanes(), 8);
+        let summing = summing(4, 8, 1).bound_by_memory();
+        let backward = summing.of_backward();
+        let never = Schedule::handing_off(backward, 2, MIN_LANE_FLOPS, 64 * handoff);
+        assert_eq!(never.lanes(), 2);
+        let cheap = Schedule::handing_off(summing, 2, MIN_LANE_FLOPS, 0);
+        let dear = Schedule::handing_off(summing, 2, MIN_LANE_FLOPS, 64 * handoff);
+        assert_eq!(cheap.parts(), dear.parts());
+        assert_eq!((cheap.lanes(), dear.lanes()), (2, 1));
+        assert_eq!(all_items(&dear).concat(), all_items(&cheap).concat());
     }
 }

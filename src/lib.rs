@@ -100,6 +100,7 @@ mod element;
 mod error;
 mod gemm;
 mod gradients;
+mod handoff;
 mod huge_pages;
 mod lanes;
 mod layer;

@@ -11,6 +11,7 @@
 
 use crate::algo::strided::choice::{InputGradient, Kernel};
 use crate::error::ConvError;
+use crate::handoff;
 use crate::huge_pages;
 use crate::lanes::{Schedule, Work};
 use std::panic::AssertUnwindSafe;
@@ -53,6 +54,9 @@ pub struct Workspace<T> {
     input_gradient: InputGradient,
     kernel: Kernel,
     min_lane_flops: usize,
+    /// Whether lanes also carry at least the measured handoff
+    /// ([`crate::handoff`]): until the least work is set by hand.
+    measured_handoff: bool,
     flush_subnormals: bool,
 }
 
@@ -128,9 +132,11 @@ impl<T> Scratch<T> {
 }
 
 /// The least arithmetic a pass wakes a parallel lane for, unless the
-/// workspace sets another ([`Workspace::with_min_lane_flops`]): about what
-/// waking a rayon thread and handing it its share costs, in arithmetic
-/// (BENCHMARKS.md, "Lane size").
+/// workspace sets another ([`Workspace::with_min_lane_flops`]), and the
+/// size the parts of a backward pass are cut from (BENCHMARKS.md, "Lane
+/// size"). Where handing work to another thread measures dearer
+/// (BENCHMARKS.md, "Lane handoff"), lanes carry that much instead; the
+/// parts, and so the results, stay the same.
 ///
 /// ```
 /// assert!(gemmconv::DEFAULT_MIN_LANE_FLOPS > 0);
@@ -164,6 +170,7 @@ impl<T> Clone for Workspace<T> {
             input_gradient: self.input_gradient,
             kernel: self.kernel,
             min_lane_flops: self.min_lane_flops,
+            measured_handoff: self.measured_handoff,
             flush_subnormals: self.flush_subnormals,
             ..Workspace::new()
         }
@@ -195,6 +202,7 @@ impl<T> Workspace<T> {
             input_gradient: InputGradient::Auto,
             kernel: Kernel::Auto,
             min_lane_flops: DEFAULT_MIN_LANE_FLOPS,
+            measured_handoff: true,
             flush_subnormals: true,
         }
     }
@@ -226,7 +234,10 @@ impl<T> Workspace<T> {
     /// wakes a parallel lane for: a pass with less than `flops` per thread
     /// runs on fewer lanes, as woken threads cost time of their own. `0`
     /// cuts every pass into as many lanes as the pool has threads, down to
-    /// bands of single rows.
+    /// bands of single rows. Without it, lanes carry at least
+    /// [`DEFAULT_MIN_LANE_FLOPS`] or what handing work to another thread is
+    /// measured to cost on this machine (once per process), whichever is
+    /// more.
     ///
     /// ```
     /// use gemmconv::Workspace;
@@ -235,6 +246,7 @@ impl<T> Workspace<T> {
     /// ```
     pub fn with_min_lane_flops(mut self, flops: usize) -> Self {
         self.min_lane_flops = flops;
+        self.measured_handoff = false;
         self
     }
 
@@ -251,8 +263,18 @@ impl<T> Workspace<T> {
 
     /// The schedule of a pass on the current rayon pool.
     pub(crate) fn schedule(&self, work: Work) -> Schedule {
-        Schedule::for_threads(work, rayon::current_num_threads(), self.min_lane_flops)
-            .flushing_subnormals(self.flush_subnormals)
+        let handoff = if self.measured_handoff {
+            handoff::lane_flops::<T>()
+        } else {
+            0
+        };
+        Schedule::handing_off(
+            work,
+            rayon::current_num_threads(),
+            self.min_lane_flops,
+            handoff,
+        )
+        .flushing_subnormals(self.flush_subnormals)
     }
 
     /// Sets whether the strided algorithm computes with subnormal numbers

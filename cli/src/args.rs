@@ -106,9 +106,11 @@ pub struct Cli {
     #[arg(long, default_value_t = gemmconv::DEFAULT_COLUMN_CAP_BYTES)]
     cap: usize,
     /// The least arithmetic (FLOPs) a pass wakes a parallel lane for; 0
-    /// cuts every pass into as many lanes as threads.
-    #[arg(long, default_value_t = gemmconv::DEFAULT_MIN_LANE_FLOPS)]
-    min_lane_flops: usize,
+    /// cuts every pass into as many lanes as threads (default: the
+    /// library's, 1 MFLOP or what handing work to a thread measures to
+    /// cost on this machine, whichever is more).
+    #[arg(long)]
+    min_lane_flops: Option<usize>,
     /// Timing runs.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
@@ -239,7 +241,8 @@ pub struct Options {
     pub kernels: Vec<Kernel>,
     pub input_gradient: InputGradient,
     pub cap: usize,
-    pub min_lane_flops: usize,
+    /// The least work of a lane, when set by hand.
+    pub min_lane_flops: Option<usize>,
     /// Whether this is the notebook's workload (compare with its figures).
     pub notebook: bool,
     /// Where to write the problem, its reference results and the timings.
@@ -340,11 +343,14 @@ impl Options {
 
     /// The workspace the options ask for, with `kernel`.
     pub fn workspace_with<T>(&self, kernel: Kernel) -> Workspace<T> {
-        Workspace::new()
+        let ws = Workspace::new()
             .with_kernel(kernel)
             .with_input_gradient(self.input_gradient)
-            .with_column_cap_bytes(self.cap)
-            .with_min_lane_flops(self.min_lane_flops)
+            .with_column_cap_bytes(self.cap);
+        match self.min_lane_flops {
+            Some(flops) => ws.with_min_lane_flops(flops),
+            None => ws,
+        }
     }
 }
 

@@ -480,13 +480,15 @@ pub(crate) fn backward_channel_works(g: &Geometry) -> [Work; 2] {
             g.out_channels,
             CHANNEL_GRANULE,
             2 * pixels * g.col_rows(),
-        ),
+        )
+        .of_backward(),
         Work::channel_blocks(
             1,
             g.in_channels,
             CHANNEL_GRANULE,
             2 * pixels * g.out_channels * g.kh * g.kw,
-        ),
+        )
+        .of_backward(),
     ]
 }
 
@@ -576,7 +578,7 @@ pub(crate) fn backward_by_error_lowering<T: Element>(
             bias: None,
             g: &flipped_g,
         };
-        super::direct::tiled::forward(forward, dx, ws);
+        super::direct::tiled::input_gradient(forward, dx, ws);
         ws.restore_input_gradient_weights(buf);
         return;
     }

@@ -22,7 +22,7 @@ mod column;
 mod direct;
 mod measure;
 mod shifted;
-mod simd;
+pub(crate) mod simd;
 mod winograd;
 
 use crate::element::Element;
@@ -193,7 +193,10 @@ fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
         // The weight gradient's pass, then the input gradient's on the tiles.
         Kernel::Gemm if error_lowering_on_tiles(g).is_some() => {
             let flipped = error_lowering_on_tiles(g).expect("matched above");
-            vec![Work::backward(g, 1), Work::forward(&flipped, 1)]
+            vec![
+                Work::backward(g, 1),
+                Work::forward(&flipped, 1).of_backward(),
+            ]
         }
         // As an `f32` pass runs it (the stencils' tiles differ by dtype).
         Kernel::Direct

@@ -71,7 +71,8 @@ pub(crate) fn splits_channels(g: &Geometry, threads: usize) -> bool {
 pub(crate) fn forward_work(g: &Geometry, threads: usize) -> Work {
     if splits_channels(g, threads) {
         let channel_flops = 2 * g.kh * g.kw * g.out_h * g.out_w;
-        return Work::channel_blocks(g.batch, g.in_channels, CHANNEL_GRANULE, channel_flops);
+        return Work::channel_blocks(g.batch, g.in_channels, CHANNEL_GRANULE, channel_flops)
+            .bound_by_memory();
     }
     Work::forward(g, 1)
 }
@@ -408,7 +409,7 @@ pub(crate) fn splits_channels_backward(g: &Geometry) -> bool {
 /// multiply-adds (twice the forward pass's) by blocks of channels.
 pub(crate) fn backward_channel_work(g: &Geometry) -> Work {
     let channel_flops = 4 * g.kh * g.kw * g.out_h * g.out_w;
-    Work::channel_blocks(1, g.in_channels, CHANNEL_GRANULE, channel_flops)
+    Work::channel_blocks(1, g.in_channels, CHANNEL_GRANULE, channel_flops).of_backward()
 }
 
 /// [`backward`] of one sample in blocks of channels

@@ -68,10 +68,25 @@ pub(crate) fn forward<T: Element>(
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    run(op, y, ws, Work::forward(op.g, 1));
+}
+
+/// [`forward`] computing a backward call's input gradient (the error
+/// convolved with the turned weights), scheduled as a backward pass.
+pub(crate) fn input_gradient<T: Element>(
+    op: Forward<'_, T>,
+    dx: ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    run(op, dx, ws, Work::forward(op.g, 1).of_backward());
+}
+
+/// [`forward`] as `work` schedules it.
+fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspace<T>, work: Work) {
     let Forward { x, w, bias, g } = op;
     debug_assert_eq!(g.sw, 1, "the tiles read contiguous runs of a row");
     let taps = g.in_channels_per_group() * g.kh * g.kw;
-    let schedule = ws.schedule(Work::forward(g, 1));
+    let schedule = ws.schedule(work);
     let (packed_buf, lanes) = ws.memory(&schedule);
     let packed = scratch(packed_buf, g.out_channels * taps);
     pack_weights(w, g, packed);

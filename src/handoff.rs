@@ -1,0 +1,187 @@
+//! What handing half a pass to another thread of the pool costs on this
+//! machine, in the arithmetic one thread does in that time: measured once
+//! per process, the first time a pass could run on two lanes.
+//!
+//! Waking a sleeping rayon thread and collecting its result takes from a
+//! few microseconds on bare metal to over fifty on some virtual machines,
+//! where an idle virtual CPU has to be scheduled back in by the host
+//! (BENCHMARKS.md, "Lane handoff"). No constant holds on both: a second
+//! lane pays off only on a pass of at least twice that time, so the
+//! planner gives a lane no less than this much work.
+//!
+//! The probe times a loop of multiply-adds on one thread, then the same
+//! loop cut in two halves by `rayon::join`, in turns; the handoff is the
+//! joined median less half the serial one, and the loop's own rate turns
+//! it into FLOPs. The loop runs at about half the FMA peak, as the
+//! convolution kernels do, so that a FLOP of the probe weighs what a FLOP
+//! of a pass does.
+
+use crate::algo::strided::simd::with_runtime_simd;
+use crate::element::Element;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Rounds of each of the two timings; the fastest of each counts.
+const ROUNDS: usize = 11;
+
+/// Iterations of the probe loop on one thread: about 200 µs at 100 GFLOP/s,
+/// long enough for a woken thread to take its half on a machine that
+/// wakes it slowly.
+const PROBE_ITERATIONS: usize = 40_000;
+
+/// f32 multiply-adds of the probe loop per iteration: 8 AVX-512 registers
+/// of independent sums, or 16 AVX2 ones.
+const PROBE_LANES: usize = 128;
+
+/// Not measured yet.
+const UNMEASURED: usize = usize::MAX;
+/// Being measured, by one thread; the others go on without it.
+const MEASURING: usize = usize::MAX - 1;
+
+/// The measured handoff in f32 FLOPs, or one of the two states above.
+static HANDOFF_F32_FLOPS: AtomicUsize = AtomicUsize::new(UNMEASURED);
+
+/// The least arithmetic in `T` worth a second lane on the current rayon
+/// pool: the handoff, measured on the first call from a pool of two
+/// threads or more. Zero on a pool of one thread, and while another thread
+/// measures (which never waits on this one, so a call made inside a
+/// measuring join cannot deadlock).
+pub(crate) fn lane_flops<T>() -> usize {
+    if rayon::current_num_threads() < 2 {
+        return 0;
+    }
+    let f32_flops = match HANDOFF_F32_FLOPS.compare_exchange(
+        UNMEASURED,
+        MEASURING,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => {
+            let measured = measure().min(MEASURING - 1);
+            HANDOFF_F32_FLOPS.store(measured, Ordering::Release);
+            measured
+        }
+        Err(MEASURING) => return 0,
+        Err(measured) => measured,
+    };
+    // The kernels do half as many f64 FLOPs a second as f32 ones.
+    f32_flops * std::mem::size_of::<f32>() / std::mem::size_of::<T>()
+}
+
+/// The handoff in f32 FLOPs of the probe loop, measured now.
+fn measure() -> usize {
+    let mut sums = [1.0f32; PROBE_LANES];
+    let mut serial = Vec::with_capacity(ROUNDS);
+    let mut joined = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        serial.push(timed(|| probe(PROBE_ITERATIONS, &mut sums)));
+        joined.push(timed(|| {
+            let mut other = sums;
+            rayon::join(
+                || probe(PROBE_ITERATIONS / 2, &mut sums),
+                || probe(PROBE_ITERATIONS / 2, &mut other),
+            );
+        }));
+    }
+    std::hint::black_box(sums);
+    let (serial, joined) = (fastest(serial), fastest(joined));
+    let handoff = joined.saturating_sub(serial / 2);
+    let flops = (PROBE_ITERATIONS * PROBE_LANES * 2) as f64;
+    let rate = flops / serial.as_secs_f64().max(f64::MIN_POSITIVE);
+    (handoff.as_secs_f64() * rate) as usize
+}
+
+/// How long `f` takes.
+fn timed(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
+}
+
+/// The least of `times`: the noise of a shared machine only adds.
+fn fastest(times: Vec<Duration>) -> Duration {
+    times.into_iter().min().unwrap_or_default()
+}
+
+/// `iterations` rounds of one multiply-add on each of `sums`.
+fn probe(iterations: usize, sums: &mut [f32; PROBE_LANES]) {
+    probe_in::<f32>(iterations, sums);
+}
+
+/// [`probe_body`] in the best SIMD build the CPU runs.
+fn probe_in<T: Element>(iterations: usize, sums: &mut [T; PROBE_LANES]) {
+    with_runtime_simd!(
+        probe_avx512, probe_avx2, probe_body::<T, true>, probe_body::<T, false>,
+        iterations: usize, sums: &mut [T; PROBE_LANES],
+    );
+}
+
+#[inline(always)]
+fn probe_body<T: Element, const FUSED: bool>(iterations: usize, sums: &mut [T; PROBE_LANES]) {
+    let (scale, shift) = (T::from_f64(0.999_999), T::from_f64(1e-7));
+    for _ in 0..iterations {
+        for sum in sums.iter_mut() {
+            *sum = if FUSED {
+                sum.mul_add(scale, shift)
+            } else {
+                *sum * scale + shift
+            };
+        }
+        std::hint::black_box(&mut *sums);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool of one thread has no lane to hand work to.
+    #[test]
+    fn one_thread_wakes_nothing() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        assert_eq!(pool.install(lane_flops::<f32>), 0);
+    }
+
+    /// The probe does the arithmetic it counts: its sums move by exactly
+    /// the multiply-adds of every iteration.
+    #[test]
+    fn probe_does_its_iterations() {
+        let mut sums = [1.0f32; PROBE_LANES];
+        probe(3, &mut sums);
+        let mut expected = 1.0f32;
+        for _ in 0..3 {
+            expected = expected.mul_add(0.999_999, 1e-7);
+        }
+        assert!(
+            sums.iter().all(|&s| (s - expected).abs() <= 1e-6),
+            "{sums:?}"
+        );
+    }
+
+    /// An f64 lane needs half the FLOPs of an f32 one, and the value is
+    /// measured once: two calls agree.
+    #[test]
+    fn measured_once_and_scaled_by_element() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        // Another test's call may be measuring: wait for its value.
+        while HANDOFF_F32_FLOPS.load(Ordering::Acquire) >= MEASURING {
+            pool.install(lane_flops::<f32>);
+            std::thread::yield_now();
+        }
+        let (f32_flops, again, f64_flops) = pool.install(|| {
+            (
+                lane_flops::<f32>(),
+                lane_flops::<f32>(),
+                lane_flops::<f64>(),
+            )
+        });
+        assert_eq!(f32_flops, again);
+        assert_eq!(f64_flops, f32_flops / 2);
+    }
+}
