@@ -9,6 +9,7 @@ use crate::gradients::{
 };
 use crate::operation;
 use crate::spec::Conv2dSpec;
+use crate::thread_workspace::with_thread_workspace;
 use crate::workspace::Workspace;
 use ndarray::{Array4, ArrayView, ArrayView1, ArrayViewMut4, Dimension};
 
@@ -40,7 +41,7 @@ pub fn conv2d<T: Element, Dx: Dimension, Dw: Dimension>(
     spec: &Conv2dSpec,
     algorithm: Algorithm,
 ) -> Result<Array4<T>, ConvError> {
-    conv2d_with_workspace(x, w, bias, spec, algorithm, &mut Workspace::new())
+    with_thread_workspace(|ws| conv2d_with_workspace(x, w, bias, spec, algorithm, ws))
 }
 
 /// [`conv2d`] with caller-owned scratch memory, reused across calls.
@@ -124,7 +125,7 @@ pub fn conv2d_backward<T: Element, Dx: Dimension, Dw: Dimension, Dy: Dimension>(
     spec: &Conv2dSpec,
     algorithm: Algorithm,
 ) -> Result<Gradients<T>, ConvError> {
-    conv2d_backward_with_workspace(x, w, dy, spec, algorithm, &mut Workspace::new())
+    with_thread_workspace(|ws| conv2d_backward_with_workspace(x, w, dy, spec, algorithm, ws))
 }
 
 /// [`conv2d_backward`] with caller-owned scratch memory, reused across calls.
@@ -220,13 +221,7 @@ pub fn conv2d_backward_selected<T: Element, Dx: Dimension, Dw: Dimension, Dy: Di
     algorithm: Algorithm,
     selection: GradientSelection,
 ) -> Result<SelectedGradients<T>, ConvError> {
-    operation::backward(
-        spec,
-        (x, w, dy),
-        algorithm,
-        &mut Workspace::new(),
-        selection,
-    )
+    with_thread_workspace(|ws| operation::backward(spec, (x, w, dy), algorithm, ws, selection))
 }
 
 /// [`conv2d_backward_selected`] writing into the caller's arrays (any

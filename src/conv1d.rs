@@ -7,6 +7,7 @@ use crate::element::Element;
 use crate::error::ConvError;
 use crate::gradients::{GradientSelection, Gradients, SelectedGradients, SelectedGradientsMut};
 use crate::operation;
+use crate::thread_workspace::with_thread_workspace;
 use crate::workspace::Workspace;
 use ndarray::{Array3, ArrayView, ArrayView1, ArrayViewMut3, Dimension, Ix3};
 
@@ -32,7 +33,8 @@ pub fn conv1d<T: Element, Dx: Dimension, Dw: Dimension>(
     spec: &Conv1dSpec,
     algorithm: Algorithm,
 ) -> Result<Array3<T>, ConvError> {
-    let y = operation::forward(spec, (x, w, bias), algorithm, &mut Workspace::new(), None)?;
+    let y =
+        with_thread_workspace(|ws| operation::forward(spec, (x, w, bias), algorithm, ws, None))?;
     Ok(y.expect("no output given, so one is made"))
 }
 
@@ -111,13 +113,7 @@ pub fn conv1d_backward_selected<T: Element, Dx: Dimension, Dw: Dimension, Dy: Di
     algorithm: Algorithm,
     selection: GradientSelection,
 ) -> Result<SelectedGradients<T, Ix3>, ConvError> {
-    operation::backward(
-        spec,
-        (x, w, dy),
-        algorithm,
-        &mut Workspace::new(),
-        selection,
-    )
+    with_thread_workspace(|ws| operation::backward(spec, (x, w, dy), algorithm, ws, selection))
 }
 
 /// [`conv1d_backward`] into the caller's arrays (any layout), with

@@ -117,6 +117,7 @@ mod subnormals;
 #[cfg(any(test, feature = "_internal"))]
 #[doc(hidden)]
 pub mod suite;
+mod thread_workspace;
 mod transposed;
 mod transposed_spec;
 mod workspace;

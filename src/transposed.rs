@@ -6,6 +6,7 @@ use crate::element::Element;
 use crate::error::ConvError;
 use crate::gradients::{GradientSelection, Gradients, SelectedGradients, SelectedGradientsMut};
 use crate::operation;
+use crate::thread_workspace::with_thread_workspace;
 use crate::transposed_spec::ConvTranspose2dSpec;
 use crate::workspace::Workspace;
 use ndarray::{Array4, ArrayView, ArrayView1, ArrayViewMut4, Dimension};
@@ -36,7 +37,8 @@ pub fn conv_transpose2d<T: Element, Dx: Dimension, Dw: Dimension>(
     spec: &ConvTranspose2dSpec,
     algorithm: Algorithm,
 ) -> Result<Array4<T>, ConvError> {
-    let y = operation::forward(spec, (x, w, bias), algorithm, &mut Workspace::new(), None)?;
+    let y =
+        with_thread_workspace(|ws| operation::forward(spec, (x, w, bias), algorithm, ws, None))?;
     Ok(y.expect("no output given, so one is made"))
 }
 
@@ -123,13 +125,7 @@ pub fn conv_transpose2d_backward_selected<
     algorithm: Algorithm,
     selection: GradientSelection,
 ) -> Result<SelectedGradients<T>, ConvError> {
-    operation::backward(
-        spec,
-        (x, w, dy),
-        algorithm,
-        &mut Workspace::new(),
-        selection,
-    )
+    with_thread_workspace(|ws| operation::backward(spec, (x, w, dy), algorithm, ws, selection))
 }
 
 /// [`conv_transpose2d_backward`] into the caller's arrays (any layout),

@@ -177,6 +177,14 @@ impl<T> Clone for Workspace<T> {
     }
 }
 
+#[cfg(test)]
+impl<T: Clone + Default> Workspace<T> {
+    /// Grows one buffer to `len` elements, for tests of what keeps it.
+    pub(crate) fn set_test_buffer(&mut self, len: usize) {
+        self.weights.resize(len, T::default());
+    }
+}
+
 impl<T> Default for Workspace<T> {
     fn default() -> Self {
         Self::new()
