@@ -11,23 +11,23 @@
 //!
 //! The probe times a loop of multiply-adds on one thread, then the same
 //! loop cut in two halves by `rayon::join`, in turns; the handoff is the
-//! joined median less half the serial one, and the loop's own rate turns
-//! it into FLOPs. The loop runs at about half the FMA peak, as the
-//! convolution kernels do, so that a FLOP of the probe weighs what a FLOP
-//! of a pass does.
+//! joined median less half the serial one, and the loop's own rate, scaled
+//! to the kernels bound by arithmetic ([`HANDOFF_SCALE`]), turns it into
+//! FLOPs of such a kernel. Passes bound by memory weigh it by their own rate
+//! ([`crate::lanes::Work::rate_share`]).
 
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Rounds of each of the two timings; the fastest of each counts.
+/// Rounds of each of the two timings in a burst; the median of each counts.
 const ROUNDS: usize = 11;
 
-/// Iterations of the probe loop on one thread: about 200 µs at 100 GFLOP/s,
-/// long enough for a woken thread to take its half on a machine that
-/// wakes it slowly.
-const PROBE_ITERATIONS: usize = 40_000;
+/// Iterations of the probe loop on one thread: about 50 µs at 55 GFLOP/s,
+/// halves as long as those of the small passes whose lanes the handoff
+/// decides.
+const PROBE_ITERATIONS: usize = 10_000;
 
 /// f32 multiply-adds of the probe loop per iteration: 8 AVX-512 registers
 /// of independent sums, or 16 AVX2 ones.
@@ -68,27 +68,56 @@ pub(crate) fn lane_flops<T>() -> usize {
     f32_flops * std::mem::size_of::<f32>() / std::mem::size_of::<T>()
 }
 
-/// The handoff in f32 FLOPs of the probe loop, measured now.
+/// The handoff in f32 FLOPs of the probe loop, measured now: the lesser
+/// of two bursts of rounds, so that a moment when the machine is busy
+/// elsewhere does not stand for the whole process, and at most
+/// [`MAX_HANDOFF`].
 fn measure() -> usize {
     let mut sums = [1.0f32; PROBE_LANES];
+    let (first, rate) = burst(&mut sums);
+    let (second, _) = burst(&mut sums);
+    std::hint::black_box(sums);
+    let handoff = first.min(second).min(MAX_HANDOFF);
+    (handoff.as_secs_f64() * rate * HANDOFF_SCALE) as usize
+}
+
+/// The probe's handoff in FLOPs times this is the least work worth a
+/// lane of a forward pass bound by arithmetic. Two factors of two, both
+/// measured on the Xeon of BENCHMARKS.md, "Lane handoff": such a pass does
+/// twice the probe's FLOPs a second (the probe's sums go through memory
+/// every iteration, the direct tiles and the GEMMs keep theirs in
+/// registers: seed64's forward, f64, 50 GFLOP/s against the probe's 27),
+/// and a pass's lanes lost about twice the handoff the probe measured in
+/// the same process (seed64's forward: 97 µs on two lanes against 55 on
+/// one, where the probe measured 22–35 µs).
+const HANDOFF_SCALE: f64 = 4.0;
+
+/// The longest a handoff is taken to be: on a virtual machine that wakes
+/// threads slowly it measured 80–150 µs outside busy moments
+/// (BENCHMARKS.md, "Lane handoff"); a longer one is the machine busy with
+/// other work, which passes.
+const MAX_HANDOFF: Duration = Duration::from_micros(200);
+
+/// One burst of [`ROUNDS`] rounds of the probe on one thread and cut in
+/// halves by `rayon::join`, in turns: the handoff (the median joined
+/// round less half the median serial one) and the probe's FLOPs a second.
+fn burst(sums: &mut [f32; PROBE_LANES]) -> (Duration, f64) {
     let mut serial = Vec::with_capacity(ROUNDS);
     let mut joined = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
-        serial.push(timed(|| probe(PROBE_ITERATIONS, &mut sums)));
+        serial.push(timed(|| probe(PROBE_ITERATIONS, sums)));
         joined.push(timed(|| {
-            let mut other = sums;
+            let mut other = *sums;
             rayon::join(
-                || probe(PROBE_ITERATIONS / 2, &mut sums),
+                || probe(PROBE_ITERATIONS / 2, sums),
                 || probe(PROBE_ITERATIONS / 2, &mut other),
             );
         }));
     }
-    std::hint::black_box(sums);
-    let (serial, joined) = (fastest(serial), fastest(joined));
-    let handoff = joined.saturating_sub(serial / 2);
+    let (serial, joined) = (median(serial), median(joined));
     let flops = (PROBE_ITERATIONS * PROBE_LANES * 2) as f64;
     let rate = flops / serial.as_secs_f64().max(f64::MIN_POSITIVE);
-    (handoff.as_secs_f64() * rate) as usize
+    (joined.saturating_sub(serial / 2), rate)
 }
 
 /// How long `f` takes.
@@ -98,9 +127,10 @@ fn timed(f: impl FnOnce()) -> Duration {
     start.elapsed()
 }
 
-/// The least of `times`: the noise of a shared machine only adds.
-fn fastest(times: Vec<Duration>) -> Duration {
-    times.into_iter().min().unwrap_or_default()
+/// The middle of `times`.
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort_unstable();
+    times.get(times.len() / 2).copied().unwrap_or_default()
 }
 
 /// `iterations` rounds of one multiply-add on each of `sums`.

@@ -101,21 +101,27 @@ pub(crate) struct Work {
 }
 
 /// The [`Work::rate_share`] of forward passes bound by memory rather than
-/// arithmetic: less than [`ARITHMETIC_BOUND_DEPTH`] multiply-adds an
-/// output (depthwise layers; BENCHMARKS.md, "Lane handoff").
-pub(crate) const MEMORY_BOUND_RATE_SHARE: usize = 4;
+/// arithmetic at unit stride: less than [`ARITHMETIC_BOUND_DEPTH`]
+/// multiply-adds an output (depthwise layers), which do a sixth of the
+/// FLOPs a second of a pass bound by arithmetic; at larger strides each
+/// output reads more input and they do half that again (BENCHMARKS.md,
+/// "Lane handoff").
+pub(crate) const MEMORY_BOUND_RATE_SHARE: usize = 6;
 
 /// The least multiply-adds an output element takes for a pass to be
 /// bound by arithmetic: below it each is read and written for too little
 /// arithmetic (BENCHMARKS.md, "Lane handoff").
 const ARITHMETIC_BOUND_DEPTH: usize = 16;
 
-/// The rate share of a forward pass summing `depth` products an output.
-fn forward_rate_share(depth: usize) -> usize {
-    if depth < ARITHMETIC_BOUND_DEPTH {
-        MEMORY_BOUND_RATE_SHARE
-    } else {
+/// The rate share of `g`'s forward pass, which sums `depth` products an
+/// output.
+fn forward_rate_share(g: &Geometry, depth: usize) -> usize {
+    if depth >= ARITHMETIC_BOUND_DEPTH {
         1
+    } else if g.sh * g.sw > 1 {
+        2 * MEMORY_BOUND_RATE_SHARE
+    } else {
+        MEMORY_BOUND_RATE_SHARE
     }
 }
 
@@ -170,7 +176,7 @@ impl Work {
             reduced: 0,
             banded: 0,
             reach: None,
-            rate_share: forward_rate_share(g.col_rows() / g.groups),
+            rate_share: forward_rate_share(g, g.col_rows() / g.groups),
         }
     }
 
@@ -180,7 +186,7 @@ impl Work {
     /// axes swapped).
     pub(crate) fn forward_by_channels(g: &Geometry, granule: usize) -> Self {
         Work {
-            rate_share: forward_rate_share(g.col_rows() / g.groups),
+            rate_share: forward_rate_share(g, g.col_rows() / g.groups),
             ..Self::channel_blocks(
                 g.batch,
                 g.out_channels,
@@ -213,10 +219,11 @@ impl Work {
         }
     }
 
-    /// The pass bound by memory ([`MEMORY_BOUND_RATE_SHARE`]).
-    pub(crate) fn bound_by_memory(self) -> Self {
+    /// The pass of `g`'s forward pass bound by memory (a depthwise layer,
+    /// [`MEMORY_BOUND_RATE_SHARE`]).
+    pub(crate) fn bound_by_memory(self, g: &Geometry) -> Self {
         Work {
-            rate_share: MEMORY_BOUND_RATE_SHARE,
+            rate_share: forward_rate_share(g, 1),
             ..self
         }
     }
@@ -1351,10 +1358,12 @@ mod tests {
         let one_lane = Work { batch: 1, ..pass };
         let capped = Schedule::handing_off(one_lane, 8, MIN_LANE_FLOPS, handoff);
         assert_eq!((capped.lanes(), capped.gemm_threads()), (1, 1));
+        let spec = crate::Conv2dSpec::new(4, 4, (3, 3)).groups(4);
+        let depthwise = crate::spec::Geometry::new(&spec, [1, 4, 8, 8]).unwrap();
         let memory_bound =
-            Schedule::handing_off(pass.bound_by_memory(), 8, MIN_LANE_FLOPS, handoff);
+            Schedule::handing_off(pass.bound_by_memory(&depthwise), 8, MIN_LANE_FLOPS, handoff);
         assert_eq!(memory_bound.lanes(), 8);
-        let summing = summing(4, 8, 1).bound_by_memory();
+        let summing = summing(4, 8, 1).bound_by_memory(&depthwise);
         let backward = summing.of_backward();
         let never = Schedule::handing_off(backward, 2, MIN_LANE_FLOPS, 64 * handoff);
         assert_eq!(never.lanes(), 2);

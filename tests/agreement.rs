@@ -546,6 +546,41 @@ fn depthwise_channel_blocks_agree_with_naive() {
     }
 }
 
+/// Depthwise 3x3 layers at stride 2 on output rows of 16 pixels or more,
+/// which the direct kernel computes from deinterleaved planes: any
+/// padding on each side (odd and even widths, so that the last column
+/// pair is or is not whole), bands of one to a few rows on pools of 2, 3
+/// and 7 threads, in both precisions, against the naive sum.
+#[test]
+fn deinterleaved_depthwise_planes_agree_with_naive() {
+    use gemmconv::{Conv2dSpec, Padding};
+    use rand::RngExt;
+    let mut rng = rng(16);
+    for (case_index, threads) in (0..18).zip([2, 3, 7].into_iter().cycle()) {
+        let channels = rng.random_range(1..=20);
+        let padding = Padding {
+            top: rng.random_range(0..=2),
+            bottom: rng.random_range(0..=2),
+            left: rng.random_range(0..=2),
+            right: rng.random_range(0..=2),
+        };
+        let spec = Conv2dSpec::new(channels, channels, (3, 3))
+            .groups(channels)
+            .stride((2, 2))
+            .padding(padding)
+            .bias(rng.random_bool(0.7));
+        let input = [
+            rng.random_range(1..=2),
+            channels,
+            rng.random_range(7..=30),
+            rng.random_range(33..=60),
+        ];
+        let case = Case { spec, input };
+        check_on_pool::<f32>(&case, threads, 16_000 + case_index);
+        check_on_pool::<f64>(&case, threads, 16_500 + case_index);
+    }
+}
+
 /// Batch-1 samples large enough (over 2^18 elements) that the bands of a
 /// backward pass add up over the pool's threads: depthwise at stride 1
 /// (the stencils, whose bands compute only the rows they reach) and 2 (the

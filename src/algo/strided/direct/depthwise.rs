@@ -22,6 +22,7 @@
 //! summed across lanes.
 
 use super::band_input;
+use super::deinterleaved;
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::{GradientSelection, Targets};
@@ -69,10 +70,13 @@ pub(crate) fn splits_channels(g: &Geometry, threads: usize) -> bool {
 /// more, but on small layers the lanes they would wake cost more still:
 /// BENCHMARKS.md, "Depthwise channel blocks").
 pub(crate) fn forward_work(g: &Geometry, threads: usize) -> Work {
+    if deinterleaved::applies(g) {
+        return deinterleaved::work(g);
+    }
     if splits_channels(g, threads) {
         let channel_flops = 2 * g.kh * g.kw * g.out_h * g.out_w;
         return Work::channel_blocks(g.batch, g.in_channels, CHANNEL_GRANULE, channel_flops)
-            .bound_by_memory();
+            .bound_by_memory(g);
     }
     Work::forward(g, 1)
 }
@@ -127,6 +131,9 @@ pub(crate) fn forward<T: Element>(
     y: ndarray::ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    if deinterleaved::applies(op.g) {
+        return deinterleaved::forward(op, y, ws);
+    }
     let threads = rayon::current_num_threads();
     if splits_channels(op.g, threads) {
         return forward_by_channels(op, y, ws, threads);

@@ -16,6 +16,7 @@
 //! unit stride. A band of output rows copies, padded, only the input rows
 //! its windows read ([`padded_band`]).
 
+mod deinterleaved;
 pub(crate) mod depthwise;
 mod stencil;
 pub(crate) mod stencil_gradients;
