@@ -16,6 +16,10 @@
 //! - input gradient: `dx[p + tap, c] += w[tap, c] · dy[p, c]`, into a
 //!   padded pixel-major buffer cropped back into NCHW.
 //!
+//! The forward pass of 3x3 layers at stride 2 on planes at least a vector
+//! wide runs in NCHW instead, from deinterleaved planes
+//! (`deinterleaved.rs`).
+//!
 //! The passes share a sample out in blocks of channels (whole planes in and
 //! out) where the layer is wide enough, else in bands of output rows; the
 //! backward pass does so at batch 1 only, where no weight gradient is
