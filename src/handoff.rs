@@ -3,7 +3,7 @@
 //! per process, the first time a pass could run on two lanes.
 //!
 //! Waking a sleeping rayon thread and collecting its result takes from a
-//! few microseconds on bare metal to over fifty on some virtual machines,
+//! few microseconds on bare metal to over a hundred on some virtual machines,
 //! where an idle virtual CPU has to be scheduled back in by the host
 //! (BENCHMARKS.md, "Lane handoff"). No constant holds on both: a second
 //! lane pays off only on a pass of at least twice that time, so the
@@ -11,9 +11,10 @@
 //!
 //! The probe times a loop of multiply-adds on one thread, then the same
 //! loop cut in two halves by `rayon::join`, in turns; the handoff is the
-//! joined median less half the serial one, and the loop's own rate, scaled
-//! to the kernels bound by arithmetic ([`HANDOFF_SCALE`]), turns it into
-//! FLOPs of such a kernel. Passes bound by memory weigh it by their own rate
+//! joined median less half the serial one, and the loop's own rate turns
+//! it into FLOPs. The loop's rate sits among those of the forward passes
+//! bound by arithmetic (from a third of it to twice it); passes bound by
+//! memory weigh the handoff by their own, lower rate
 //! ([`crate::lanes::Work::rate_share`]).
 
 use crate::algo::strided::simd::with_runtime_simd;
@@ -78,22 +79,11 @@ fn measure() -> usize {
     let (second, _) = burst(&mut sums);
     std::hint::black_box(sums);
     let handoff = first.min(second).min(MAX_HANDOFF);
-    (handoff.as_secs_f64() * rate * HANDOFF_SCALE) as usize
+    (handoff.as_secs_f64() * rate) as usize
 }
 
-/// The probe's handoff in FLOPs times this is the least work worth a
-/// lane of a forward pass bound by arithmetic. Two factors of two, both
-/// measured on the Xeon of BENCHMARKS.md, "Lane handoff": such a pass does
-/// twice the probe's FLOPs a second (the probe's sums go through memory
-/// every iteration, the direct tiles and the GEMMs keep theirs in
-/// registers: seed64's forward, f64, 50 GFLOP/s against the probe's 27),
-/// and a pass's lanes lost about twice the handoff the probe measured in
-/// the same process (seed64's forward: 97 µs on two lanes against 55 on
-/// one, where the probe measured 22–35 µs).
-const HANDOFF_SCALE: f64 = 4.0;
-
 /// The longest a handoff is taken to be: on a virtual machine that wakes
-/// threads slowly it measured 80–150 µs outside busy moments
+/// threads slowly it measured 20–170 µs outside busy moments
 /// (BENCHMARKS.md, "Lane handoff"); a longer one is the machine busy with
 /// other work, which passes.
 const MAX_HANDOFF: Duration = Duration::from_micros(200);

@@ -102,11 +102,11 @@ pub(crate) struct Work {
 
 /// The [`Work::rate_share`] of forward passes bound by memory rather than
 /// arithmetic at unit stride: less than [`ARITHMETIC_BOUND_DEPTH`]
-/// multiply-adds an output (depthwise layers), which do a sixth of the
-/// FLOPs a second of a pass bound by arithmetic; at larger strides each
-/// output reads more input and they do half that again (BENCHMARKS.md,
-/// "Lane handoff").
-pub(crate) const MEMORY_BOUND_RATE_SHARE: usize = 6;
+/// multiply-adds an output (depthwise layers), which do a third of the
+/// handoff probe's FLOPs a second; at larger strides each output reads
+/// more input and they do half that again (BENCHMARKS.md, "Lane
+/// handoff").
+pub(crate) const MEMORY_BOUND_RATE_SHARE: usize = 3;
 
 /// The least multiply-adds an output element takes for a pass to be
 /// bound by arithmetic: below it each is read and written for too little
