@@ -581,6 +581,46 @@ fn deinterleaved_depthwise_planes_agree_with_naive() {
     }
 }
 
+/// The deinterleaved planes read an input whose rows are not contiguous
+/// (a view with its last axes swapped) and write an output that is not
+/// either, against the naive sum.
+#[test]
+fn deinterleaved_planes_take_any_layout() {
+    use gemmconv::conv2d_into;
+    use gemmconv::ndarray::Array4;
+    let mut rng = rng(17);
+    let spec = gemmconv::Conv2dSpec::new(5, 5, (3, 3))
+        .groups(5)
+        .stride((2, 2))
+        .padding((1, 1));
+    let input = [2, 5, 21, 40];
+    let out = spec.output_shape(input).unwrap();
+    let x_buf = random_array4::<f64>(&mut rng, [2, 5, 40, 21]);
+    let x = x_buf.view().permuted_axes([0, 1, 3, 2]);
+    let w = random_array4::<f64>(&mut rng, spec.weight_shape());
+    let b = random_array1::<f64>(&mut rng, 5);
+    let y_ref = conv2d(x, w.view(), Some(b.view()), &spec, Algorithm::Naive).unwrap();
+    let mut y_buf = Array4::<f64>::zeros((out[0], out[1], out[3], out[2]));
+    let mut ws = Workspace::new().with_kernel(Kernel::Direct);
+    let y_view = y_buf.view_mut().permuted_axes([0, 1, 3, 2]);
+    conv2d_into(
+        x,
+        w.view(),
+        Some(b.view()),
+        &spec,
+        Algorithm::Strided,
+        &mut ws,
+        y_view,
+    )
+    .unwrap();
+    let y = y_buf.view().permuted_axes([0, 1, 3, 2]).to_owned();
+    assert_close(
+        &y,
+        &y_ref,
+        "deinterleaved planes, transposed input and output",
+    );
+}
+
 /// Batch-1 samples large enough (over 2^18 elements) that the bands of a
 /// backward pass add up over the pool's threads: depthwise at stride 1
 /// (the stencils, whose bands compute only the rows they reach) and 2 (the

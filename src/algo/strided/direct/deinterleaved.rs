@@ -52,7 +52,7 @@ pub(crate) fn forward<T: Element>(
     let schedule = ws.schedule(work(g));
     let (_, lanes) = ws.memory(&schedule);
     schedule.run(lanes, y, |item, mut y_item, buffers| {
-        let [split_buf, plane_buf] = buffers.split();
+        let [split_buf, plane_buf, line_buf] = buffers.split();
         let half = g.out_w + 1;
         // The padded input rows the band's windows read.
         let first = 2 * item.rows.start;
@@ -63,7 +63,7 @@ pub(crate) fn forward<T: Element>(
                 let x_c = x.slice(s![n, c, .., ..]);
                 let (even, odd) = split.split_at_mut(padded_rows * half);
                 let rows = first..first + padded_rows;
-                deal_plane(x_c, g, rows, (even, odd), half);
+                deal_plane(x_c, g, rows, (even, odd), line_buf);
                 let taps: [T; 9] = std::array::from_fn(|t| w[[c, 0, t / 3, t % 3]]);
                 let b = bias.map_or(T::zero(), |b| b[c]);
                 write_plane(split, half, (&taps, b), y_c, plane_buf);
@@ -73,14 +73,16 @@ pub(crate) fn forward<T: Element>(
 }
 
 /// Splits the padded rows `rows` of the input plane `x_c` into their even
-/// columns (`even`, rows `half` long) and odd columns (`odd`).
+/// columns (`even`, rows `out_w + 1` long) and odd columns (`odd`); a row
+/// that is not contiguous is copied into `line_buf` first.
 fn deal_plane<T: Element>(
     x_c: ArrayView2<'_, T>,
     g: &Geometry,
     rows: Range<usize>,
     (even, odd): (&mut [T], &mut [T]),
-    half: usize,
+    line_buf: &mut Vec<T>,
 ) {
+    let half = g.out_w + 1;
     let evens = even.chunks_exact_mut(half);
     let odds = odd.chunks_exact_mut(half);
     for ((row, e), o) in rows.zip(evens).zip(odds) {
@@ -92,8 +94,9 @@ fn deal_plane<T: Element>(
             Some(line) => match line.as_slice() {
                 Some(line) => deal_dispatch(line, g.padding.left, e, o),
                 None => {
-                    let line: Vec<T> = line.to_vec();
-                    deal_dispatch(&line, g.padding.left, e, o);
+                    let copy = scratch(line_buf, line.len());
+                    copy.iter_mut().zip(line).for_each(|(d, &v)| *d = v);
+                    deal_dispatch(copy, g.padding.left, e, o);
                 }
             },
             None => {
