@@ -215,12 +215,29 @@ fn special_geometries_agree_with_naive() {
     }
 }
 
+/// The forward pass written into an `(n, c, w, h)` buffer seen with its
+/// last axes swapped, read back in NCHW.
+fn forward_into_transposed(
+    x: gemmconv::ndarray::ArrayView4<'_, f64>,
+    w: gemmconv::ndarray::ArrayView4<'_, f64>,
+    b: ArrayView1<'_, f64>,
+    spec: &gemmconv::Conv2dSpec,
+    algo: Algorithm,
+    ws: &mut Workspace<f64>,
+) -> Array4<f64> {
+    let out = spec.output_shape(x.shape().try_into().unwrap()).unwrap();
+    let mut y_buf = Array4::<f64>::zeros((out[0], out[1], out[3], out[2]));
+    let y_view = y_buf.view_mut().permuted_axes([0, 1, 3, 2]);
+    gemmconv::conv2d_into(x, w, Some(b), spec, algo, ws, y_view).unwrap();
+    y_buf.view().permuted_axes([0, 1, 3, 2]).to_owned()
+}
+
 /// `_into` writes correctly into outputs of any layout: transposed and
 /// strided views, for every algorithm and strided kernel.
 #[test]
 fn into_non_contiguous_outputs() {
     use gemmconv::ndarray::{Array1, Array4, s};
-    use gemmconv::{Conv2dSpec, GradientsMut, conv2d_backward_into, conv2d_into};
+    use gemmconv::{Conv2dSpec, GradientsMut, conv2d_backward_into};
     let mut rng = rng(99);
     for spec in [
         Conv2dSpec::new(4, 6, (3, 2))
@@ -249,20 +266,7 @@ fn into_non_contiguous_outputs() {
         ];
         for (algo, kernel) in settings {
             let mut ws = Workspace::new().with_kernel(kernel);
-            // y: an (n, c, w, h) buffer seen with its last axes swapped.
-            let mut y_buf = Array4::<f64>::zeros((out[0], out[1], out[3], out[2]));
-            let y_view = y_buf.view_mut().permuted_axes([0, 1, 3, 2]);
-            conv2d_into(
-                x.view(),
-                w.view(),
-                Some(b.view()),
-                &spec,
-                algo,
-                &mut ws,
-                y_view,
-            )
-            .unwrap();
-            let y = y_buf.view().permuted_axes([0, 1, 3, 2]).to_owned();
+            let y = forward_into_transposed(x.view(), w.view(), b.view(), &spec, algo, &mut ws);
             assert_close(
                 &y,
                 &y_ref,
@@ -586,34 +590,19 @@ fn deinterleaved_depthwise_planes_agree_with_naive() {
 /// either, against the naive sum.
 #[test]
 fn deinterleaved_planes_take_any_layout() {
-    use gemmconv::conv2d_into;
-    use gemmconv::ndarray::Array4;
     let mut rng = rng(17);
     let spec = gemmconv::Conv2dSpec::new(5, 5, (3, 3))
         .groups(5)
         .stride((2, 2))
         .padding((1, 1));
-    let input = [2, 5, 21, 40];
-    let out = spec.output_shape(input).unwrap();
+    // An input of 2x5x21x40, stored with its last axes swapped.
     let x_buf = random_array4::<f64>(&mut rng, [2, 5, 40, 21]);
     let x = x_buf.view().permuted_axes([0, 1, 3, 2]);
     let w = random_array4::<f64>(&mut rng, spec.weight_shape());
     let b = random_array1::<f64>(&mut rng, 5);
     let y_ref = conv2d(x, w.view(), Some(b.view()), &spec, Algorithm::Naive).unwrap();
-    let mut y_buf = Array4::<f64>::zeros((out[0], out[1], out[3], out[2]));
     let mut ws = Workspace::new().with_kernel(Kernel::Direct);
-    let y_view = y_buf.view_mut().permuted_axes([0, 1, 3, 2]);
-    conv2d_into(
-        x,
-        w.view(),
-        Some(b.view()),
-        &spec,
-        Algorithm::Strided,
-        &mut ws,
-        y_view,
-    )
-    .unwrap();
-    let y = y_buf.view().permuted_axes([0, 1, 3, 2]).to_owned();
+    let y = forward_into_transposed(x, w.view(), b.view(), &spec, Algorithm::Strided, &mut ws);
     assert_close(
         &y,
         &y_ref,
