@@ -149,6 +149,9 @@ fn pure_rust_matmul<T: Element>(
             parallelism,
         );
     }
+    if threads > 1 {
+        crate::linger::keep_awake();
+    }
 }
 
 /// CBLAS, for operands it can describe: each matrix with a unit stride along

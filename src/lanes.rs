@@ -739,6 +739,7 @@ impl Schedule {
                         self.run_lanes(first, right_memory, right_parts, right, keep_bands, lane)
                     },
                 );
+                crate::linger::keep_awake();
             }
         }
     }

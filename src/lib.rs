@@ -107,6 +107,7 @@ mod layer;
 #[cfg(feature = "serde")]
 mod layer_serde;
 mod layout;
+mod linger;
 mod nonfinite;
 mod operands;
 mod operation;
@@ -143,6 +144,7 @@ pub use gradients::{
     GradientSelection, Gradients, GradientsMut, SelectedGradients, SelectedGradientsMut,
 };
 pub use layer::{Conv1d, Conv2d, ConvTranspose2d, Layer, ParametersMut};
+pub use linger::{DEFAULT_LINGER, linger, set_linger};
 pub use operation::Operation;
 pub use plan::Conv2dPlan;
 pub use spec::{Conv2dSpec, Padding, PaddingMode};

@@ -111,6 +111,11 @@ pub struct Cli {
     /// cost on this machine, whichever is more).
     #[arg(long)]
     min_lane_flops: Option<usize>,
+    /// How long, in microseconds, the pool's threads keep looking for work
+    /// after a parallel pass; 0 lets them sleep at once (default: the
+    /// library's, gemmconv::DEFAULT_LINGER).
+    #[arg(long, value_name = "MICROS")]
+    linger: Option<u64>,
     /// Timing runs.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
@@ -243,6 +248,8 @@ pub struct Options {
     pub cap: usize,
     /// The least work of a lane, when set by hand.
     pub min_lane_flops: Option<usize>,
+    /// How long the pool's threads linger after a parallel pass, when set.
+    pub linger: Option<std::time::Duration>,
     /// Whether this is the notebook's workload (compare with its figures).
     pub notebook: bool,
     /// Where to write the problem, its reference results and the timings.
@@ -312,6 +319,7 @@ impl From<Cli> for Options {
             input_gradient: cli.dx.into(),
             cap: cli.cap,
             min_lane_flops: cli.min_lane_flops,
+            linger: cli.linger.map(std::time::Duration::from_micros),
             notebook: notebook && double,
             save: cli.save,
             check: !cli.no_check,
@@ -385,6 +393,12 @@ mod tests {
             gemmconv::DEFAULT_MIN_LANE_FLOPS
         );
         assert!(!defaults.peak);
+        assert_eq!(defaults.linger, None);
+        let lingering = parse(&["--linger", "250"]).unwrap();
+        assert_eq!(
+            lingering.linger,
+            Some(std::time::Duration::from_micros(250))
+        );
     }
 
     #[test]

@@ -42,6 +42,9 @@ fn main() -> ExitCode {
         eprintln!("cannot set up {threads} threads: {e}");
         return ExitCode::FAILURE;
     }
+    if let Some(linger) = options.linger {
+        gemmconv::set_linger(linger);
+    }
     if options.peak {
         peak::print();
         return ExitCode::SUCCESS;

@@ -8,6 +8,7 @@ pub(crate) mod strided;
 
 use crate::element::Element;
 use crate::gradients::Targets;
+use crate::linger::InsideCall;
 use crate::nonfinite::{self, all_finite};
 use crate::operands::{Backward, Forward};
 use crate::workspace::{Checks, Workspace};
@@ -87,6 +88,7 @@ pub(crate) fn forward_with<T: Element>(
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    let _inside = InsideCall::enter();
     forward_by(algorithm, choice, op, y, ws);
 }
 
@@ -99,6 +101,7 @@ pub(crate) fn backward_with<T: Element>(
     out: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    let _inside = InsideCall::enter();
     backward_by(algorithm, choice, op, out, ws);
 }
 

@@ -126,6 +126,7 @@ fn operand<T: Element>(shape: [usize; 4], seed: u64) -> Array4<T> {
 
 /// Times every candidate on each pass; the fastest of each wins.
 fn time_candidates<T: Element>(g: &Geometry, ws: &mut Workspace<T>) -> Choice {
+    let _inside = crate::linger::InsideCall::enter();
     let x = operand::<T>(g.input_shape(), 1);
     let w = operand::<T>(g.weight_shape(), 2);
     let dy = operand::<T>(g.output_shape(), 3);
