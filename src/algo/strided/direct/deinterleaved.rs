@@ -63,7 +63,7 @@ pub(crate) fn forward<T: Element>(
                 let x_c = x.slice(s![n, c, .., ..]);
                 let (even, odd) = split.split_at_mut(padded_rows * half);
                 let rows = first..first + padded_rows;
-                deal_plane(x_c, g, rows, (even, odd), line_buf);
+                deal_plane(x_c, g, rows, even, odd, line_buf);
                 let taps: [T; 9] = std::array::from_fn(|t| w[[c, 0, t / 3, t % 3]]);
                 let b = bias.map_or(T::zero(), |b| b[c]);
                 write_plane(split, half, (&taps, b), y_c, plane_buf);
@@ -74,12 +74,31 @@ pub(crate) fn forward<T: Element>(
 
 /// Splits the padded rows `rows` of the input plane `x_c` into their even
 /// columns (`even`, rows `out_w + 1` long) and odd columns (`odd`); a row
-/// that is not contiguous is copied into `line_buf` first.
+/// that is not contiguous is copied into `line_buf` first. Dispatched once
+/// a plane, so that the rows' loop runs in the SIMD build.
 fn deal_plane<T: Element>(
     x_c: ArrayView2<'_, T>,
     g: &Geometry,
     rows: Range<usize>,
-    (even, odd): (&mut [T], &mut [T]),
+    even: &mut [T],
+    odd: &mut [T],
+    line_buf: &mut Vec<T>,
+) {
+    with_runtime_simd!(
+        deal_plane_avx512, deal_plane_avx2, deal_rows::<T, true>, deal_rows::<T, false>,
+        x_c: ArrayView2<'_, T>, g: &Geometry, rows: Range<usize>, even: &mut [T],
+        odd: &mut [T], line_buf: &mut Vec<T>,
+    );
+}
+
+/// [`deal_plane`]'s rows, one [`deal`] each.
+#[inline(always)]
+fn deal_rows<T: Element, const FUSED: bool>(
+    x_c: ArrayView2<'_, T>,
+    g: &Geometry,
+    rows: Range<usize>,
+    even: &mut [T],
+    odd: &mut [T],
     line_buf: &mut Vec<T>,
 ) {
     let half = g.out_w + 1;
@@ -92,11 +111,11 @@ fn deal_plane<T: Element>(
             .map(|i| x_c.index_axis(Axis(0), i));
         match line {
             Some(line) => match line.as_slice() {
-                Some(line) => deal_dispatch(line, g.padding.left, e, o),
+                Some(line) => deal::<T, FUSED>(line, g.padding.left, e, o),
                 None => {
                     let copy = scratch(line_buf, line.len());
                     copy.iter_mut().zip(line).for_each(|(d, &v)| *d = v);
-                    deal_dispatch(copy, g.padding.left, e, o);
+                    deal::<T, FUSED>(copy, g.padding.left, e, o);
                 }
             },
             None => {
@@ -105,14 +124,6 @@ fn deal_plane<T: Element>(
             }
         }
     }
-}
-
-/// [`deal`] in the best SIMD build the CPU runs.
-fn deal_dispatch<T: Element>(line: &[T], left: usize, even: &mut [T], odd: &mut [T]) {
-    with_runtime_simd!(
-        deal_avx512, deal_avx2, deal::<T, true>, deal::<T, false>,
-        line: &[T], left: usize, even: &mut [T], odd: &mut [T],
-    );
 }
 
 /// Pairs of columns [`deal`] splits at a time: one vector of `f32`.
