@@ -610,6 +610,59 @@ fn deinterleaved_planes_take_any_layout() {
     );
 }
 
+/// The deinterleaved gradients overwrite a stale input gradient, its rows
+/// that no window reaches included, from an error whose rows are not
+/// contiguous into gradients that are not either, whole samples and bands
+/// alike, against the naive sum.
+#[test]
+fn deinterleaved_gradients_overwrite_stale_outputs() {
+    use gemmconv::conv2d_backward_into;
+    let mut rng = rng(18);
+    // 32 rows without padding: the last input row is in no window. One
+    // sample of 70 channels is cut into blocks of channels, the others
+    // into samples and bands.
+    for (batch, channels, threads) in [(2, 3, 1), (1, 3, 3), (1, 70, 2)] {
+        let spec = Conv2dSpec::new(channels, channels, (3, 3))
+            .groups(channels)
+            .stride((2, 2));
+        let case = Case {
+            spec: spec.clone(),
+            input: [batch, channels, 32, 40],
+        };
+        let p = Problem::<f64>::new(&case, &mut rng);
+        let dy_t = p.dy.view().permuted_axes([0, 1, 3, 2]).to_owned();
+        let dy = dy_t.view().permuted_axes([0, 1, 3, 2]);
+        let [n, c, h, w] = case.input;
+        let mut dx_t = Array4::from_elem([n, c, w, h], f64::NAN);
+        let mut g = Gradients {
+            dx: Array4::from_elem(case.input, f64::NAN),
+            dw: Array4::from_elem(spec.weight_shape(), f64::NAN),
+            db: Array1::from_elem(channels, f64::NAN),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut ws = Workspace::new()
+                .with_kernel(Kernel::Direct)
+                .with_min_lane_flops(0);
+            let (x, wv) = (p.x.view(), p.w.view());
+            let grads = gemmconv::GradientsMut {
+                dx: dx_t.view_mut().permuted_axes([0, 1, 3, 2]),
+                dw: g.dw.view_mut(),
+                db: g.db.view_mut(),
+            };
+            conv2d_backward_into(x, wv, dy, &spec, Algorithm::Strided, &mut ws, grads).unwrap();
+        });
+        g.dx.assign(&dx_t.view().permuted_axes([0, 1, 3, 2]));
+        let label = format!("deinterleaved gradients, {batch}x{channels}, {threads} threads");
+        assert_close(&g.dx, &p.g_ref.dx, &format!("{label}: dx"));
+        assert_close(&g.dw, &p.g_ref.dw, &format!("{label}: dw"));
+        assert_close(&g.db, &p.g_ref.db, &format!("{label}: db"));
+    }
+}
+
 /// Batch-1 samples large enough (over 2^18 elements) that the bands of a
 /// backward pass add up over the pool's threads: depthwise at stride 1
 /// (the stencils, whose bands compute only the rows they reach) and 2 (the

@@ -9,6 +9,7 @@
 //! |---|---|---|---|
 //! | direct loops | `direct/mod.rs` | everything | small groups, forward and backward |
 //! | direct across channels | `direct/depthwise.rs` | depthwise | depthwise on short or strided rows |
+//! | direct deinterleaved planes | `direct/deinterleaved.rs`, `direct/deinterleaved_gradients.rs` | depthwise 3x3, stride 2, output rows of 16 pixels or more | depthwise layers it computes, forward and backward |
 //! | direct stencil gradients | `direct/stencil_gradients.rs` | backward, depthwise 3x3 and 5x5, unit stride | backward of the depthwise layers it computes |
 //! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, unit column stride | forward, few output channels |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
@@ -202,6 +203,7 @@ fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
         Kernel::Direct
             if depthwise(g)
                 && !direct::stencil_gradients::applies::<f32>(g)
+                && !direct::deinterleaved_gradients::applies(g)
                 && direct::depthwise::splits_channels_backward(g) =>
         {
             vec![direct::depthwise::backward_channel_work(g)]

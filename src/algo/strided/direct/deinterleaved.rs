@@ -22,7 +22,7 @@ use std::ops::Range;
 /// Pixels a tile's row holds: 64 bytes of `f32`. Planes narrower than
 /// that (MobileNet-v2's 14 and 7 pixels) stay with the pixel-major kernel,
 /// whose vectors run along the channels.
-const VECTOR: usize = 16;
+pub(super) const VECTOR: usize = 16;
 
 /// Output rows a tile: four independent sums of nine multiply-adds.
 const ROWS: usize = 4;
@@ -76,7 +76,7 @@ pub(crate) fn forward<T: Element>(
 /// columns (`even`, rows `out_w + 1` long) and odd columns (`odd`); a row
 /// that is not contiguous is copied into `line_buf` first. Dispatched once
 /// a plane, so that the rows' loop runs in the SIMD build.
-fn deal_plane<T: Element>(
+pub(super) fn deal_plane<T: Element>(
     x_c: ArrayView2<'_, T>,
     g: &Geometry,
     rows: Range<usize>,

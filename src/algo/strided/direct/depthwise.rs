@@ -16,9 +16,9 @@
 //! - input gradient: `dx[p + tap, c] += w[tap, c] · dy[p, c]`, into a
 //!   padded pixel-major buffer cropped back into NCHW.
 //!
-//! The forward pass of 3x3 layers at stride 2 on planes at least a vector
-//! wide runs in NCHW instead, from deinterleaved planes
-//! (`deinterleaved.rs`).
+//! Both passes of 3x3 layers at stride 2 on planes at least a vector wide
+//! run in NCHW instead, from deinterleaved planes (`deinterleaved.rs`,
+//! `deinterleaved_gradients.rs`).
 //!
 //! The passes share a sample out in blocks of channels (whole planes in and
 //! out) where the layer is wide enough, else in bands of output rows; the
@@ -26,7 +26,7 @@
 //! summed across lanes.
 
 use super::band_input;
-use super::deinterleaved;
+use super::{deinterleaved, deinterleaved_gradients};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::{GradientSelection, Targets};
@@ -329,6 +329,9 @@ pub(crate) fn backward<T: Element>(
     grads: Targets<'_, T>,
     ws: &mut Workspace<T>,
 ) {
+    if deinterleaved_gradients::applies(op.g) {
+        return deinterleaved_gradients::backward(op, grads, ws);
+    }
     let Backward { x, w, dy, g } = op;
     let wanted = grads.selection();
     let Targets { dx, dw, db } = grads;

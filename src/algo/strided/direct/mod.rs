@@ -17,6 +17,7 @@
 //! its windows read ([`padded_band`]).
 
 mod deinterleaved;
+pub(crate) mod deinterleaved_gradients;
 pub(crate) mod depthwise;
 mod stencil;
 pub(crate) mod stencil_gradients;
