@@ -94,17 +94,7 @@ fn by_rows<T: Element>(op: Backward<'_, T>, grads: Targets<'_, T>, ws: &mut Work
             }
         },
     );
-    if let Some(mut dw) = dw {
-        // `[tap, c]` into `[c, 1, 3, 3]` (any layout).
-        for (channel, mut filter) in dw.outer_iter_mut().enumerate() {
-            for (tap, v) in filter.iter_mut().enumerate() {
-                *v = sums.weight[tap * c + channel];
-            }
-        }
-    }
-    if let Some(mut db) = db {
-        db.assign(&sums.bias);
-    }
+    depthwise::write_tap_sums(&sums, c, (dw, db));
 }
 
 /// [`backward`] of one sample in blocks of channels, with its input
@@ -155,17 +145,7 @@ fn by_channels<T: Element>(
         .into_inner()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let finite = all_finite_on_pool(table);
-    if let Some(mut dw) = dw {
-        // Each filter's elements in order are its taps.
-        for (mut filter, row) in dw.outer_iter_mut().zip(table.chunks_exact(10)) {
-            filter.iter_mut().zip(row).for_each(|(v, &t)| *v = t);
-        }
-    }
-    if let Some(mut db) = db {
-        for (v, row) in db.iter_mut().zip(table.chunks_exact(10)) {
-            *v = row[9];
-        }
-    }
+    depthwise::write_channel_table(table, 9, (dw, db));
     ws.record_finite(finite);
 }
 

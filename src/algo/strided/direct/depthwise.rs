@@ -30,7 +30,7 @@ use super::{deinterleaved, deinterleaved_gradients};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::{GradientSelection, Targets};
-use crate::lanes::Work;
+use crate::lanes::{Sums, Work};
 use crate::layout::pixel_major::Image;
 use crate::nonfinite::all_finite_on_pool;
 use crate::operands::{Backward, Forward};
@@ -394,9 +394,22 @@ pub(crate) fn backward<T: Element>(
             }
         },
     );
+    write_tap_sums(&sums, c, (dw, db));
+}
+
+/// The summed partials of a backward pass over samples and bands (the
+/// weight gradient laid out `[tap, c]`, for `c` channels) into `dw`
+/// (`[c, 1, kh, kw]`, any layout) and `db`, where present.
+pub(crate) fn write_tap_sums<T: Element>(
+    sums: &Sums<'_, T>,
+    c: usize,
+    (dw, db): (
+        Option<ndarray::ArrayViewMut4<'_, T>>,
+        Option<ndarray::ArrayViewMut1<'_, T>>,
+    ),
+) {
     if let Some(mut dw) = dw {
-        // `[tap, c]` into `[c, 1, kh, kw]` (any layout): each filter's
-        // elements in order are the taps.
+        // Each filter's elements in order are the taps.
         for (channel, mut filter) in dw.outer_iter_mut().enumerate() {
             for (tap, v) in filter.iter_mut().enumerate() {
                 *v = sums.weight[tap * c + channel];
@@ -512,6 +525,21 @@ fn backward_by_channels<T: Element>(
         .into_inner()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let finite = all_finite_on_pool(table);
+    write_channel_table(table, taps, (dw, db));
+    ws.record_finite(finite);
+}
+
+/// A `[c, taps + 1]` table of each channel's weight gradient (its taps)
+/// and bias gradient into `dw` (`[c, 1, kh, kw]`, any layout) and `db`,
+/// where present.
+pub(crate) fn write_channel_table<T: Element>(
+    table: &[T],
+    taps: usize,
+    (dw, db): (
+        Option<ndarray::ArrayViewMut4<'_, T>>,
+        Option<ndarray::ArrayViewMut1<'_, T>>,
+    ),
+) {
     if let Some(mut dw) = dw {
         // Each filter's elements in order are its taps.
         for (mut filter, row) in dw.outer_iter_mut().zip(table.chunks_exact(taps + 1)) {
@@ -523,7 +551,6 @@ fn backward_by_channels<T: Element>(
             *v = row[taps];
         }
     }
-    ws.record_finite(finite);
 }
 
 /// A band's input gradient (`gradient`, pixel-major, from its first input
