@@ -610,6 +610,57 @@ fn deinterleaved_planes_take_any_layout() {
     );
 }
 
+/// The stencils of one output channel a group read an input whose rows
+/// are not contiguous (a view with its last axes swapped) and overwrite a
+/// stale output that is not contiguous either, in bands and whole samples,
+/// against the naive sum: depthwise 3x3 and two input channels a group
+/// at 5x5, rows of whole blocks of copied pixels and a shifted last block
+/// (21 and 37 columns, blocks of 8), bands of at least a tile's rows.
+#[test]
+fn group_stencils_take_any_layout() {
+    let mut rng = rng(19);
+    let cases = [
+        (Conv2dSpec::new(5, 5, (3, 3)).groups(5).padding((1, 1)), 37),
+        (Conv2dSpec::new(6, 3, (5, 5)).groups(3).padding((2, 1)), 21),
+    ];
+    for (spec, width) in cases {
+        for (batch, threads) in [(2, 1), (1, 3)] {
+            let input = [batch, spec.in_channels(), 40, width];
+            let [n, c, h, w] = input;
+            let x_t = random_array4::<f64>(&mut rng, [n, c, w, h]);
+            let x = x_t.view().permuted_axes([0, 1, 3, 2]);
+            let w_arr = random_array4::<f64>(&mut rng, spec.weight_shape());
+            let b = random_array1::<f64>(&mut rng, spec.out_channels());
+            let y_ref = conv2d(x, w_arr.view(), Some(b.view()), &spec, Algorithm::Naive).unwrap();
+            let [on, oc, oh, ow] = spec.output_shape(input).unwrap();
+            let mut y_t = Array4::from_elem([on, oc, ow, oh], f64::NAN);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut ws = Workspace::new()
+                    .with_kernel(Kernel::Direct)
+                    .with_min_lane_flops(0);
+                let y = y_t.view_mut().permuted_axes([0, 1, 3, 2]);
+                gemmconv::conv2d_into(
+                    x,
+                    w_arr.view(),
+                    Some(b.view()),
+                    &spec,
+                    Algorithm::Strided,
+                    &mut ws,
+                    y,
+                )
+                .unwrap();
+            });
+            let y = y_t.view().permuted_axes([0, 1, 3, 2]).to_owned();
+            let label = format!("group stencils, {spec:?} on {input:?}, {threads} threads");
+            assert_close(&y, &y_ref, &label);
+        }
+    }
+}
+
 /// The deinterleaved gradients overwrite a stale input gradient, its rows
 /// that no window reaches included, from an error whose rows are not
 /// contiguous into gradients that are not either, whole samples and bands

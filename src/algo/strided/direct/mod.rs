@@ -14,7 +14,8 @@
 //! keeps a tile of outputs in registers over every tap; `stencil.rs` its
 //! one-output-channel tiles (depthwise layers) for 3x3 and 5x5 kernels at
 //! unit stride. A band of output rows copies, padded, only the input rows
-//! its windows read ([`padded_band`]).
+//! its windows read ([`padded_band`]); a layer of one output channel a
+//! group, all stencils, pads one group's planes at a time instead.
 
 mod deinterleaved;
 pub(crate) mod deinterleaved_gradients;

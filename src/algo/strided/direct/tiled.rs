@@ -11,15 +11,15 @@
 //! The weights are packed once per call so that a tap's weights for the
 //! tile's channels sit side by side.
 
-use super::padded_band;
 use super::stencil::{self, Planes};
+use super::{band_input, padded_band};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::lanes::Work;
 use crate::operands::Forward;
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
-use ndarray::{ArrayView1, ArrayView3, ArrayView4, ArrayViewMut3, ArrayViewMut4};
+use ndarray::{ArrayView1, ArrayView3, ArrayView4, ArrayViewMut3, ArrayViewMut4, Axis, s};
 
 /// Output channels per tile at most. With two rows of one vector of pixels
 /// a tile, 6 channels are 12 AVX-512 accumulators, enough independent sums
@@ -52,7 +52,11 @@ fn pack_weights<T: Element>(w: ArrayView4<'_, T>, g: &Geometry, packed: &mut [T]
         for (start, len) in channel_tiles(c_out_g) {
             let co = group * c_out_g + start;
             let tile = &mut packed[co * taps..(co + len) * taps];
-            for (cb, filter) in w.outer_iter().skip(co).take(len).enumerate() {
+            // A slice, not `outer_iter().skip(co)`: skipping steps through
+            // every earlier filter, quadratic in the groups of a depthwise
+            // layer.
+            let filters = w.slice(s![co..co + len, .., .., ..]);
+            for (cb, filter) in filters.outer_iter().enumerate() {
                 for (tap, &weight) in filter.iter().enumerate() {
                     tile[tap * len + cb] = weight;
                 }
@@ -94,10 +98,106 @@ fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspa
     schedule.run(lanes, y, |item, mut y_item, buffers| {
         let [source_buf, plane_buf] = buffers.split();
         for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
+            let (input_rows, band) = band_input(g, &item.rows);
+            if g.out_channels_per_group() == 1 && stencil::fits::<T>(&band) {
+                let x_band = x.slice(s![n, .., input_rows, ..]);
+                let buffers = (&mut *source_buf, &mut *plane_buf);
+                group_stencils(x_band, &band, packed, bias, buffers, y_n);
+                continue;
+            }
             let (source, band) = padded_band(x, n, g, &item.rows, source_buf);
             forward_sample(source, packed, bias, &band, y_n, plane_buf);
         }
     });
+}
+
+/// One sample's band (`band`, reading `x_band`, `[c_in, rows, in_w]`) of a
+/// layer of one output channel a group, all by the stencils: each group's
+/// input planes are padded into `planes_buf` just before its stencil reads
+/// them, a few KiB that stay in L1, rather than the whole band padded
+/// first and read back from L2. The buffer's border stays zero from one
+/// group to the next, so only the interior rows are copied.
+fn group_stencils<T: Element>(
+    x_band: ArrayView3<'_, T>,
+    band: &Geometry,
+    packed: &[T],
+    bias: Option<ArrayView1<'_, T>>,
+    (planes_buf, plane_buf): (&mut Vec<T>, &mut Vec<T>),
+    mut y: ArrayViewMut3<'_, T>,
+) {
+    let p = band.padding;
+    let wp = band.in_w + p.left + p.right;
+    let plane_len = (band.in_h + p.top + p.bottom) * wp;
+    let c_in_g = band.in_channels_per_group();
+    let taps = c_in_g * band.kh * band.kw;
+    let planes = scratch(planes_buf, c_in_g * plane_len);
+    planes.fill(T::zero());
+    let out_plane = band.out_h * band.out_w;
+    let contiguous = y.is_standard_layout();
+    let out = match y.as_slice_mut() {
+        Some(out) if contiguous => out,
+        _ => scratch(plane_buf, band.out_channels * out_plane),
+    };
+    let groups = x_band.axis_chunks_iter(Axis(0), c_in_g);
+    for (co, (channels, out)) in groups.zip(out.chunks_exact_mut(out_plane)).enumerate() {
+        for (channel, plane) in channels
+            .outer_iter()
+            .zip(planes.chunks_exact_mut(plane_len))
+        {
+            let interior = plane[p.top * wp..].chunks_exact_mut(wp);
+            for (line, row) in channel.rows().into_iter().zip(interior) {
+                copy_row(line, &mut row[p.left..p.left + band.in_w]);
+            }
+        }
+        let source = Planes {
+            source: planes,
+            plane_len,
+            wp,
+            c_in_g,
+        };
+        let b = bias.map_or(T::zero(), |b| b[co]);
+        stencil::plane(source, &packed[co * taps..(co + 1) * taps], b, band, out);
+    }
+    if !contiguous {
+        let shape = (band.out_channels, band.out_h, band.out_w);
+        y.assign(
+            &ArrayView3::from_shape(shape, &plane_buf[..shape.0 * out_plane]).expect("sized above"),
+        );
+    }
+}
+
+/// Copies an input row into a padded plane's interior: in whole blocks
+/// of 64 bytes where the row holds one, the last shifted back to end on
+/// the row, since a call to `memcpy` per row of a small plane costs more
+/// than the copy.
+#[inline]
+fn copy_row<T: Element>(line: ArrayView1<'_, T>, dst: &mut [T]) {
+    let Some(src) = line.as_slice() else {
+        dst.iter_mut().zip(line).for_each(|(d, &v)| *d = v);
+        return;
+    };
+    match std::mem::size_of::<T>() {
+        4 => copy_in_blocks::<T, 16>(src, dst),
+        _ => copy_in_blocks::<T, 8>(src, dst),
+    }
+}
+
+/// `dst.copy_from_slice(src)` in blocks of `N` elements, each a copy of
+/// constant size that compiles to a few vector moves.
+#[inline(always)]
+fn copy_in_blocks<T: Copy, const N: usize>(src: &[T], dst: &mut [T]) {
+    let len = src.len();
+    if len < N {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut at = 0;
+    while at < len {
+        let start = at.min(len - N);
+        let block: &[T; N] = src[start..start + N].try_into().expect("N elements");
+        dst[start..start + N].copy_from_slice(block);
+        at = start + N;
+    }
 }
 
 /// One sample (or band, see [`row_band`]): `y` (`[c_out, out_h, out_w]`)
