@@ -716,9 +716,9 @@ fn deinterleaved_gradients_overwrite_stale_outputs() {
 
 /// Batch-1 samples large enough (over 2^18 elements) that the bands of a
 /// backward pass add up over the pool's threads: depthwise at stride 1
-/// (the stencils, whose bands compute only the rows they reach) and 2 (the
-/// kernel across channels, whose bands write some rows of the gradient),
-/// and a dense layer with few channels.
+/// (the stencils, whose bands compute only the rows they reach, with and
+/// without padding) and 2 (the kernel across channels, whose bands write
+/// some rows of the gradient), and a dense layer with few channels.
 #[test]
 fn large_banded_samples_agree_with_naive() {
     use gemmconv::Conv2dSpec;
@@ -735,6 +735,11 @@ fn large_banded_samples_agree_with_naive() {
         },
         Case {
             spec: depthwise(2),
+            input: [1, 24, 112, 104],
+        },
+        // No padding: the weight gradient's bands read the sample in place.
+        Case {
+            spec: Conv2dSpec::new(24, 24, (3, 3)).groups(24),
             input: [1, 24, 112, 104],
         },
         Case {

@@ -12,15 +12,15 @@
 //!
 //! A band of output rows reads only its rows of the input and of the error,
 //! and writes its sample's whole input gradient (zeros beyond its rows'
-//! reach), as the scheduler's bands do.
+//! reach), as the scheduler's bands do. Each channel's rows are padded just
+//! before its sums read them ([`PaddedPlanes`]), so the plane is in L1.
 
 use super::stencil::{self, Planes};
-use super::{band_input, padded_band, write_gradients};
+use super::{PaddedPlanes, band_input, row_band, write_gradients};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::Targets;
 use crate::lanes::{Partials, Work};
-use crate::layout::nchw::pad_into;
 use crate::operands::Backward;
 use crate::spec::{Geometry, Padding};
 use crate::workspace::{Workspace, scratch};
@@ -92,10 +92,9 @@ pub(crate) fn backward<T: Element>(
             for (local, n) in item.samples.clone().enumerate() {
                 let dy_band = dy.slice(s![n, .., item.rows.clone(), ..]);
                 if wanted.weight || wanted.bias {
-                    let source = wanted
-                        .weight
-                        .then(|| padded_band(x, n, g, &item.rows, source_buf));
-                    weight_gradients(source, dy_band, g, &mut partials, plane_buf);
+                    let input = wanted.weight.then_some((x, n, &item.rows));
+                    let buffers = (&mut *source_buf, &mut *plane_buf);
+                    weight_gradients(input, dy_band, g, &mut partials, buffers);
                 }
                 if let Some(dx_item) = &mut dx_item {
                     let dx_n = dx_item.index_axis_mut(Axis(0), local);
@@ -146,18 +145,15 @@ fn input_gradient<T: Element>(
         bottom: read.end - (rows.end + p.top),
         ..p
     };
-    let plane_len = read.len() * wp;
-    let padded = scratch(error_buf, g.out_channels * plane_len);
-    pad_into(
-        dy.slice(s![n..n + 1, .., rows.clone(), ..]),
-        band_padding,
-        1,
-        padded,
-    );
-    for (c, mut dx_c) in dx.outer_iter_mut().enumerate() {
+    let error_band = dy.slice(s![n, .., rows.clone(), ..]);
+    let shape = (rows.len(), g.out_w);
+    let mut padded = PaddedPlanes::zeroed(error_buf, 1, shape, band_padding);
+    debug_assert_eq!(padded.plane_len(), read.len() * wp);
+    for (c, (mut dx_c, error)) in dx.outer_iter_mut().zip(error_band.outer_iter()).enumerate() {
+        padded.fill(0, error);
         let planes = Planes {
-            source: &padded[c * plane_len..(c + 1) * plane_len],
-            plane_len,
+            source: padded.data(),
+            plane_len: padded.plane_len(),
             wp,
             c_in_g: 1,
         };
@@ -181,37 +177,82 @@ fn input_gradient<T: Element>(
     }
 }
 
-/// Adds a band's weight gradient (where `source`, its padded input rows
-/// and their geometry, is given) and bias gradient to `partials`.
+/// Adds a band's bias gradient, and its weight gradient where `input`
+/// (the layer's input, the sample and the band's output rows) is given,
+/// to `partials`: each channel's input rows padded (or read in place where
+/// the layer has no padding and the sample is contiguous) just before its
+/// taps are summed, so that the plane is still in L1.
 fn weight_gradients<T: Element>(
-    source: Option<((&[T], usize), Geometry)>,
+    input: Option<(ArrayView4<'_, T>, usize, &Range<usize>)>,
     dy: ndarray::ArrayView3<'_, T>,
     g: &Geometry,
     partials: &mut Partials<'_, T>,
-    plane_buf: &mut Vec<T>,
+    (source_buf, plane_buf): (&mut Vec<T>, &mut Vec<T>),
 ) {
     let k = g.kh;
-    for (c, error) in dy.outer_iter().enumerate() {
-        if !partials.bias.is_empty() {
-            partials.bias[c] += error.sum();
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    let rows = dy.len_of(Axis(1));
+    // Where each channel's input is: the sample in place with the band's
+    // offset, or a padded copy of the rows the band reads.
+    let mut source = input.map(|(x, n, band_rows)| {
+        let (input_rows, band) = band_input(g, band_rows);
+        let sample = x.index_axis_move(Axis(0), n);
+        match sample.to_slice().filter(|_| g.padding.is_zero()) {
+            Some(in_place) => {
+                let (_, offset) = row_band(g, band_rows);
+                Source::InPlace(in_place, offset)
+            }
+            None => {
+                let shape = (band.in_h, band.in_w);
+                let planes = PaddedPlanes::zeroed(source_buf, 1, shape, band.padding);
+                Source::Padded(sample.slice_move(s![.., input_rows, ..]), planes)
+            }
         }
-        let Some(((source, offset), band)) = source else {
-            continue;
+    });
+    for (c, error) in dy.outer_iter().enumerate() {
+        let widened = widen(error, wp, plane_buf);
+        if !partials.bias.is_empty() {
+            partials.bias[c] += sum(widened);
+        }
+        let data = match &mut source {
+            None => continue,
+            Some(Source::InPlace(sample, offset)) => &sample[c * g.in_h * wp + *offset..],
+            Some(Source::Padded(rows, planes)) => {
+                planes.fill(0, rows.index_axis(Axis(0), c));
+                planes.data()
+            }
         };
-        // The band's input rows: its output rows and the kernel's reach
-        // below them (unit stride), in a plane of `hp` rows.
-        let rows = error.nrows();
-        let wp = band.in_w + band.padding.left + band.padding.right;
-        let hp = band.in_h + band.padding.top + band.padding.bottom;
-        let start = c * hp * wp + offset;
         let image = Image {
-            data: &source[start..start + (rows + k - 1) * wp],
+            data: &data[..(rows + k - 1) * wp],
             wp,
         };
-        let widened = widen(error, wp, plane_buf);
         let taps = &mut partials.weight[c * k * k..][..k * k];
         tap_sums(widened, image, taps);
     }
+}
+
+/// Where [`weight_gradients`] reads a channel's input rows.
+enum Source<'a, 'b, T> {
+    /// The contiguous sample, and where the band's first window starts in
+    /// a channel's plane.
+    InPlace(&'a [T], usize),
+    /// The rows the band reads, `[c, rows, in_w]`, padded into the planes
+    /// one channel at a time.
+    Padded(ndarray::ArrayView3<'a, T>, PaddedPlanes<'b, T>),
+}
+
+/// The sum of `values` in sixteen running sums, which the compiler turns
+/// into vectors (a float sum in order cannot be).
+fn sum<T: Element>(values: &[T]) -> T {
+    let mut lanes = [T::zero(); 16];
+    let chunks = values.chunks_exact(16);
+    let rest = chunks.remainder().iter().fold(T::zero(), |a, &v| a + v);
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().fold(rest, |a, &v| a + v)
 }
 
 /// The error plane with rows as long as the padded input's, `wp`, zeros

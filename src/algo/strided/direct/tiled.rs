@@ -12,7 +12,7 @@
 //! tile's channels sit side by side.
 
 use super::stencil::{self, Planes};
-use super::{band_input, padded_band};
+use super::{PaddedPlanes, band_input, padded_band};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::lanes::Work;
@@ -125,13 +125,10 @@ fn group_stencils<T: Element>(
     (planes_buf, plane_buf): (&mut Vec<T>, &mut Vec<T>),
     mut y: ArrayViewMut3<'_, T>,
 ) {
-    let p = band.padding;
-    let wp = band.in_w + p.left + p.right;
-    let plane_len = (band.in_h + p.top + p.bottom) * wp;
     let c_in_g = band.in_channels_per_group();
     let taps = c_in_g * band.kh * band.kw;
-    let planes = scratch(planes_buf, c_in_g * plane_len);
-    planes.fill(T::zero());
+    let shape = (band.in_h, band.in_w);
+    let mut planes = PaddedPlanes::zeroed(planes_buf, c_in_g, shape, band.padding);
     let out_plane = band.out_h * band.out_w;
     let contiguous = y.is_standard_layout();
     let out = match y.as_slice_mut() {
@@ -140,19 +137,13 @@ fn group_stencils<T: Element>(
     };
     let groups = x_band.axis_chunks_iter(Axis(0), c_in_g);
     for (co, (channels, out)) in groups.zip(out.chunks_exact_mut(out_plane)).enumerate() {
-        for (channel, plane) in channels
-            .outer_iter()
-            .zip(planes.chunks_exact_mut(plane_len))
-        {
-            let interior = plane[p.top * wp..].chunks_exact_mut(wp);
-            for (line, row) in channel.rows().into_iter().zip(interior) {
-                copy_row(line, &mut row[p.left..p.left + band.in_w]);
-            }
+        for (index, channel) in channels.outer_iter().enumerate() {
+            planes.fill(index, channel);
         }
         let source = Planes {
-            source: planes,
-            plane_len,
-            wp,
+            source: planes.data(),
+            plane_len: planes.plane_len(),
+            wp: planes.wp(),
             c_in_g,
         };
         let b = bias.map_or(T::zero(), |b| b[co]);
@@ -163,40 +154,6 @@ fn group_stencils<T: Element>(
         y.assign(
             &ArrayView3::from_shape(shape, &plane_buf[..shape.0 * out_plane]).expect("sized above"),
         );
-    }
-}
-
-/// Copies an input row into a padded plane's interior: in whole blocks
-/// of 64 bytes where the row holds one, the last shifted back to end on
-/// the row, since a call to `memcpy` per row of a small plane costs more
-/// than the copy.
-#[inline]
-fn copy_row<T: Element>(line: ArrayView1<'_, T>, dst: &mut [T]) {
-    let Some(src) = line.as_slice() else {
-        dst.iter_mut().zip(line).for_each(|(d, &v)| *d = v);
-        return;
-    };
-    match std::mem::size_of::<T>() {
-        4 => copy_in_blocks::<T, 16>(src, dst),
-        _ => copy_in_blocks::<T, 8>(src, dst),
-    }
-}
-
-/// `dst.copy_from_slice(src)` in blocks of `N` elements, each a copy of
-/// constant size that compiles to a few vector moves.
-#[inline(always)]
-fn copy_in_blocks<T: Copy, const N: usize>(src: &[T], dst: &mut [T]) {
-    let len = src.len();
-    if len < N {
-        dst.copy_from_slice(src);
-        return;
-    }
-    let mut at = 0;
-    while at < len {
-        let start = at.min(len - N);
-        let block: &[T; N] = src[start..start + N].try_into().expect("N elements");
-        dst[start..start + N].copy_from_slice(block);
-        at = start + N;
     }
 }
 
