@@ -19,7 +19,9 @@ use crate::lanes::Work;
 use crate::operands::Forward;
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
-use ndarray::{ArrayView1, ArrayView3, ArrayView4, ArrayViewMut3, ArrayViewMut4, Axis, s};
+use ndarray::{
+    ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut3, ArrayViewMut4, Axis, s,
+};
 
 /// Output channels per tile at most. With two rows of one vector of pixels
 /// a tile, 6 channels are 12 AVX-512 accumulators, enough independent sums
@@ -130,13 +132,8 @@ fn group_stencils<T: Element>(
     let shape = (band.in_h, band.in_w);
     let mut planes = PaddedPlanes::zeroed(planes_buf, c_in_g, shape, band.padding);
     let out_plane = band.out_h * band.out_w;
-    let contiguous = y.is_standard_layout();
-    let out = match y.as_slice_mut() {
-        Some(out) if contiguous => out,
-        _ => scratch(plane_buf, band.out_channels * out_plane),
-    };
     let groups = x_band.axis_chunks_iter(Axis(0), c_in_g);
-    for (co, (channels, out)) in groups.zip(out.chunks_exact_mut(out_plane)).enumerate() {
+    for (co, (channels, mut y_c)) in groups.zip(y.outer_iter_mut()).enumerate() {
         for (index, channel) in channels.outer_iter().enumerate() {
             planes.fill(index, channel);
         }
@@ -147,13 +144,18 @@ fn group_stencils<T: Element>(
             c_in_g,
         };
         let b = bias.map_or(T::zero(), |b| b[co]);
-        stencil::plane(source, &packed[co * taps..(co + 1) * taps], b, band, out);
-    }
-    if !contiguous {
-        let shape = (band.out_channels, band.out_h, band.out_w);
-        y.assign(
-            &ArrayView3::from_shape(shape, &plane_buf[..shape.0 * out_plane]).expect("sized above"),
-        );
+        let weights = &packed[co * taps..(co + 1) * taps];
+        // A band's rows of one channel are contiguous in a standard-layout
+        // output even where the band's channels together are not.
+        match y_c.as_slice_mut() {
+            Some(out) => stencil::plane(source, weights, b, band, out),
+            None => {
+                let out = scratch(plane_buf, out_plane);
+                stencil::plane(source, weights, b, band, out);
+                let shape = (band.out_h, band.out_w);
+                y_c.assign(&ArrayView2::from_shape(shape, &*out).expect("sized above"));
+            }
+        }
     }
 }
 
