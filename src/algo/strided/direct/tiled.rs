@@ -169,30 +169,25 @@ fn forward_sample<T: Element>(
     mut y: ArrayViewMut3<'_, T>,
     plane_buf: &mut Vec<T>,
 ) {
+    let len = g.out_channels * g.out_h * g.out_w;
+    let contiguous = y.is_standard_layout();
+    let out = match y.as_slice_mut() {
+        Some(out) if contiguous => out,
+        _ => scratch(plane_buf, len),
+    };
     // One-channel tiles (a group's last output channel when it has an odd
     // count) go to the stencils where they apply, in a loop of their own:
     // a call among the channel tiles costs the multi-channel tiles their
     // registers.
     let by_stencil = stencil::fits::<T>(g);
-    let compute = |mut planes: ArrayViewMut3<'_, T>| {
-        sample_dispatch(source, packed, bias, (g, by_stencil), planes.view_mut());
-        if by_stencil {
-            single_channel_stencils(source, packed, bias, g, planes);
-        }
-    };
-    // Each channel's plane is written in place where its rows are
-    // contiguous, as they are in a band of a standard-layout output (whose
-    // channels together are not).
-    let (_, rows, width) = y.dim();
-    let strides = y.strides();
-    if (rows <= 1 || strides[1] == width as isize) && (width <= 1 || strides[2] == 1) {
-        return compute(y);
+    sample_dispatch(source, packed, bias, (g, by_stencil), out);
+    if by_stencil {
+        single_channel_stencils(source, packed, bias, g, out);
     }
-    let shape = (g.out_channels, g.out_h, g.out_w);
-    let len = shape.0 * shape.1 * shape.2;
-    let buf = scratch(plane_buf, len);
-    compute(ArrayViewMut3::from_shape(shape, &mut *buf).expect("sized above"));
-    y.assign(&ArrayView3::from_shape(shape, &plane_buf[..len]).expect("sized above"));
+    if !contiguous {
+        let shape = (g.out_channels, g.out_h, g.out_w);
+        y.assign(&ArrayView3::from_shape(shape, &plane_buf[..len]).expect("sized above"));
+    }
 }
 
 /// [`sample_body`] in the best SIMD build the CPU runs, with fused
@@ -202,12 +197,12 @@ fn sample_dispatch<T: Element>(
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
     geometry: (&Geometry, bool),
-    y: ArrayViewMut3<'_, T>,
+    out: &mut [T],
 ) {
     with_runtime_simd!(
         sample_avx512, sample_avx2, sample_body::<T, true>, sample_body::<T, false>,
         source: (&[T], usize), packed: &[T], bias: Option<ArrayView1<'_, T>>,
-        geometry: (&Geometry, bool), y: ArrayViewMut3<'_, T>,
+        geometry: (&Geometry, bool), out: &mut [T],
     );
 }
 
@@ -230,7 +225,7 @@ fn sample_body<T: Element, const FUSED: bool>(
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
     (g, by_stencil): (&Geometry, bool),
-    mut y: ArrayViewMut3<'_, T>,
+    out: &mut [T],
 ) {
     let wp = g.in_w + g.padding.left + g.padding.right;
     let hp = g.in_h + g.padding.top + g.padding.bottom;
@@ -249,26 +244,12 @@ fn sample_body<T: Element, const FUSED: bool>(
                 wp,
                 g,
             };
+            let out = &mut out[co * out_plane..(co + len) * out_plane];
             let bias = |cb: usize| bias.map_or(T::zero(), |b| b[co + cb]);
             if len == 1 && by_stencil {
                 continue;
             }
-            // Slicing the view per tile costs seed's small samples a few
-            // percent: a contiguous sample is cut as a slice.
-            match y.as_slice_mut() {
-                Some(out) => {
-                    let out = &mut out[co * out_plane..(co + len) * out_plane];
-                    let out = Contiguous {
-                        out,
-                        plane: out_plane,
-                    };
-                    contiguous_tile::<T, FUSED>(frame, len, bias, out);
-                }
-                None => {
-                    let tile = y.slice_mut(s![co..co + len, .., ..]);
-                    channel_tile_sized::<T, FUSED>(frame, len, bias, tile);
-                }
-            }
+            channel_tile_sized::<T, FUSED>(frame, len, bias, out);
         }
     }
 }
@@ -280,12 +261,13 @@ fn single_channel_stencils<T: Element>(
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
     g: &Geometry,
-    mut y: ArrayViewMut3<'_, T>,
+    out: &mut [T],
 ) {
     let wp = g.in_w + g.padding.left + g.padding.right;
     let plane = (g.in_h + g.padding.top + g.padding.bottom) * wp;
     let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
     let taps = c_in_g * g.kh * g.kw;
+    let out_plane = g.out_h * g.out_w;
     let singles = channel_tiles(c_out_g).filter(|&(_, len)| len == 1);
     for (start, _) in singles {
         for group in 0..g.groups {
@@ -298,11 +280,13 @@ fn single_channel_stencils<T: Element>(
             };
             let weights = &packed[co * taps..(co + 1) * taps];
             let b = bias.map_or(T::zero(), |b| b[co]);
-            let mut plane = y.index_axis_mut(Axis(0), co);
-            let out = plane
-                .as_slice_mut()
-                .expect("the caller's planes are contiguous");
-            stencil::plane(planes, weights, b, g, out);
+            stencil::plane(
+                planes,
+                weights,
+                b,
+                g,
+                &mut out[co * out_plane..(co + 1) * out_plane],
+            );
         }
     }
 }
@@ -312,25 +296,7 @@ fn channel_tile_sized<T: Element, const FUSED: bool>(
     frame: Frame<'_, T>,
     channels: usize,
     bias: impl Fn(usize) -> T,
-    mut tile: ArrayViewMut3<'_, T>,
-) {
-    let y = &mut tile;
-    match channels {
-        6 => channel_tile::<T, 6, FUSED>(frame, std::array::from_fn(bias), plane_slices::<T, 6>(y)),
-        4 => channel_tile::<T, 4, FUSED>(frame, std::array::from_fn(bias), plane_slices::<T, 4>(y)),
-        2 => channel_tile::<T, 2, FUSED>(frame, std::array::from_fn(bias), plane_slices::<T, 2>(y)),
-        1 => channel_tile::<T, 1, FUSED>(frame, std::array::from_fn(bias), plane_slices::<T, 1>(y)),
-        _ => unreachable!("channel_tiles yields 6, 4, 2 or 1 channels"),
-    }
-}
-
-/// [`channel_tile`] into planes side by side in one slice.
-#[inline(always)]
-fn contiguous_tile<T: Element, const FUSED: bool>(
-    frame: Frame<'_, T>,
-    channels: usize,
-    bias: impl Fn(usize) -> T,
-    out: Contiguous<'_, T>,
+    out: &mut [T],
 ) {
     match channels {
         6 => channel_tile::<T, 6, FUSED>(frame, std::array::from_fn(bias), out),
@@ -339,52 +305,6 @@ fn contiguous_tile<T: Element, const FUSED: bool>(
         1 => channel_tile::<T, 1, FUSED>(frame, std::array::from_fn(bias), out),
         _ => unreachable!("channel_tiles yields 6, 4, 2 or 1 channels"),
     }
-}
-
-/// Where a tile's channel planes lie: the rows of output channel `channel`
-/// from pixel `at` on.
-trait TilePlanes<T> {
-    /// Writes `values` at pixel `at` of output channel `channel`'s plane.
-    fn put(&mut self, channel: usize, at: usize, values: &[T]);
-}
-
-/// The planes side by side in one slice, `plane` elements apart (a whole
-/// sample's, or a buffer's): one base address for every store.
-struct Contiguous<'a, T> {
-    out: &'a mut [T],
-    plane: usize,
-}
-
-impl<T: Copy> TilePlanes<T> for Contiguous<'_, T> {
-    #[inline(always)]
-    fn put(&mut self, channel: usize, at: usize, values: &[T]) {
-        let start = channel * self.plane + at;
-        self.out[start..start + values.len()].copy_from_slice(values);
-    }
-}
-
-/// One slice a plane: a band's rows of each channel, which are contiguous
-/// where the band's channels together are not.
-impl<T: Copy, const CHANNELS: usize> TilePlanes<T> for [&mut [T]; CHANNELS] {
-    #[inline(always)]
-    fn put(&mut self, channel: usize, at: usize, values: &[T]) {
-        self[channel][at..at + values.len()].copy_from_slice(values);
-    }
-}
-
-/// A tile's `CHANNELS` output planes, each contiguous (as the caller
-/// arranges), as slices.
-#[inline(always)]
-fn plane_slices<'b, T: Element, const CHANNELS: usize>(
-    tile: &'b mut ArrayViewMut3<'_, T>,
-) -> [&'b mut [T]; CHANNELS] {
-    let mut planes = tile.outer_iter_mut();
-    std::array::from_fn(|_| {
-        planes
-            .next()
-            .and_then(|plane| plane.into_slice())
-            .expect("a tile's channels, each plane contiguous")
-    })
 }
 
 /// Output rows per tile: two, so that each weight loaded serves two
@@ -401,9 +321,8 @@ const TILE_ROWS: usize = 2;
 fn channel_tile<T: Element, const CHANNELS: usize, const FUSED: bool>(
     frame: Frame<'_, T>,
     bias: [T; CHANNELS],
-    mut out: impl TilePlanes<T>,
+    out: &mut [T],
 ) {
-    let out = &mut out;
     // Kernels 3 or 5 wide at unit dilation take the tiles with the width
     // a constant (see [`full_tile`]); any other kernel the general tiles.
     let width = if frame.g.dw == 1 { frame.g.kw } else { 0 };
@@ -428,10 +347,11 @@ fn channel_tile_vectors<
 >(
     frame: Frame<'_, T>,
     bias: [T; CHANNELS],
-    out: &mut impl TilePlanes<T>,
+    out: &mut [T],
 ) {
     let g = frame.g;
     let (out_h, out_w) = (g.out_h, g.out_w);
+    let out_plane = out_h * out_w;
     if out_h < TILE_ROWS || out_w < HALF {
         for oh in 0..out_h {
             let origin = oh * g.sh * frame.wp;
@@ -439,8 +359,8 @@ fn channel_tile_vectors<
                 let pixels = VECTOR.min(out_w - ow);
                 let acc = partial_tile::<T, CHANNELS, VECTOR>(frame, bias, origin + ow, pixels);
                 for (cb, sums) in acc.iter().enumerate() {
-                    let at = oh * out_w + ow;
-                    out.put(cb, at, &sums[..pixels]);
+                    let at = cb * out_plane + oh * out_w + ow;
+                    out[at..at + pixels].copy_from_slice(&sums[..pixels]);
                 }
             }
         }
@@ -455,12 +375,12 @@ fn channel_tile_vectors<
             ow = if out_w >= VECTOR && left > HALF {
                 let start = ow.min(out_w - VECTOR);
                 let acc = full_tile::<T, CHANNELS, VECTOR, FUSED, KW>(frame, bias, top, start);
-                store(&acc, out, out_w, (top, start));
+                store(&acc, out, (out_plane, out_w), (top, start));
                 start + VECTOR
             } else {
                 let start = ow.min(out_w - HALF);
                 let acc = full_tile::<T, CHANNELS, HALF, FUSED, KW>(frame, bias, top, start);
-                store(&acc, out, out_w, (top, start));
+                store(&acc, out, (out_plane, out_w), (top, start));
                 start + HALF
             };
         }
@@ -473,13 +393,14 @@ fn channel_tile_vectors<
 #[inline(always)]
 fn store<T: Element, const CHANNELS: usize, const PIXELS: usize>(
     acc: &[[[T; PIXELS]; TILE_ROWS]; CHANNELS],
-    out: &mut impl TilePlanes<T>,
-    out_w: usize,
+    out: &mut [T],
+    (out_plane, out_w): (usize, usize),
     (top, left): (usize, usize),
 ) {
     for (cb, rows) in acc.iter().enumerate() {
         for (r, sums) in rows.iter().enumerate() {
-            out.put(cb, (top + r) * out_w + left, sums);
+            let at = cb * out_plane + (top + r) * out_w + left;
+            out[at..at + PIXELS].copy_from_slice(sums);
         }
     }
 }
