@@ -610,6 +610,21 @@ fn deinterleaved_planes_take_any_layout() {
     );
 }
 
+/// Runs `f` with a workspace on the direct kernel, every pass cut into as
+/// many lanes as a pool of `threads` threads has, inside that pool.
+fn on_direct_pool(threads: usize, f: impl FnOnce(&mut Workspace<f64>) + Send) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let mut ws = Workspace::new()
+            .with_kernel(Kernel::Direct)
+            .with_min_lane_flops(0);
+        f(&mut ws);
+    });
+}
+
 /// The stencils of one output channel a group read an input whose rows
 /// are not contiguous (a view with its last axes swapped) and overwrite a
 /// stale output that is not contiguous either, in bands and whole samples,
@@ -634,14 +649,7 @@ fn group_stencils_take_any_layout() {
             let y_ref = conv2d(x, w_arr.view(), Some(b.view()), &spec, Algorithm::Naive).unwrap();
             let [on, oc, oh, ow] = spec.output_shape(input).unwrap();
             let mut y_t = Array4::from_elem([on, oc, ow, oh], f64::NAN);
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                let mut ws = Workspace::new()
-                    .with_kernel(Kernel::Direct)
-                    .with_min_lane_flops(0);
+            on_direct_pool(threads, |ws| {
                 let y = y_t.view_mut().permuted_axes([0, 1, 3, 2]);
                 gemmconv::conv2d_into(
                     x,
@@ -649,7 +657,7 @@ fn group_stencils_take_any_layout() {
                     Some(b.view()),
                     &spec,
                     Algorithm::Strided,
-                    &mut ws,
+                    ws,
                     y,
                 )
                 .unwrap();
@@ -690,21 +698,14 @@ fn deinterleaved_gradients_overwrite_stale_outputs() {
             dw: Array4::from_elem(spec.weight_shape(), f64::NAN),
             db: Array1::from_elem(channels, f64::NAN),
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let mut ws = Workspace::new()
-                .with_kernel(Kernel::Direct)
-                .with_min_lane_flops(0);
+        on_direct_pool(threads, |ws| {
             let (x, wv) = (p.x.view(), p.w.view());
             let grads = gemmconv::GradientsMut {
                 dx: dx_t.view_mut().permuted_axes([0, 1, 3, 2]),
                 dw: g.dw.view_mut(),
                 db: g.db.view_mut(),
             };
-            conv2d_backward_into(x, wv, dy, &spec, Algorithm::Strided, &mut ws, grads).unwrap();
+            conv2d_backward_into(x, wv, dy, &spec, Algorithm::Strided, ws, grads).unwrap();
         });
         g.dx.assign(&dx_t.view().permuted_axes([0, 1, 3, 2]));
         let label = format!("deinterleaved gradients, {batch}x{channels}, {threads} threads");
