@@ -158,6 +158,15 @@ impl<T, D: Dimension> SelectedGradients<T, D> {
             db: self.db.as_mut().map(|a| a.view_mut()),
         }
     }
+
+    /// All three gradients, when all three are present.
+    pub(crate) fn into_complete(self) -> Option<Gradients<T, D>> {
+        Some(Gradients {
+            dx: self.dx?,
+            dw: self.dw?,
+            db: self.db?,
+        })
+    }
 }
 
 /// Caller-provided arrays a backward pass writes into, any layout: the

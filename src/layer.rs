@@ -12,7 +12,7 @@ use crate::operation::{
     Operation, check_bias, check_error, expect_shape, forward, lift, lift_mut, lower, lower_shape,
     rank, shape4,
 };
-use crate::output::{copied, zeroed};
+use crate::output::{copied, written, written_gradients};
 use crate::plan::Plan;
 use crate::spec::Conv2dSpec;
 use crate::transposed_spec::ConvTranspose2dSpec;
@@ -289,13 +289,16 @@ impl<T: Element, S: Operation> Layer<T, S> {
     ) -> Result<Array<T, S::Dim>, ConvError> {
         let x = lift(rank::<_, _, S::Dim>(x, Operand::Input)?);
         let plan = self.plan_for(shape4(&x))?;
-        let mut y = zeroed(ndarray::Dim(plan.output_shape()), "output")?;
         let bias = self.bias.as_ref().map(|b| b.view());
-        plan.forward(
-            (x, lift(self.weight.view()), bias),
-            y.view_mut(),
-            &mut self.workspace,
-        )?;
+        let operands = (x, lift(self.weight.view()), bias);
+        let shape = ndarray::Dim(plan.output_shape());
+        // SAFETY: the plan's forward pass writes every element of `y` when
+        // it returns `Ok`, and reads none before writing it.
+        let y = unsafe {
+            written(shape, "output", |y| {
+                plan.forward(operands, y, &mut self.workspace)
+            })
+        }?;
         match &mut self.input {
             Some(cached) if cached.shape() == x.shape() => cached.assign(&x),
             cached => *cached = Some(copied(&x, "input copy")?),
@@ -448,22 +451,28 @@ impl<T: Element, S: Operation> Layer<T, S> {
             _ => self.spec.plan(shape, self.algorithm, &mut self.workspace)?,
         };
         check_error(&plan, &dy)?;
-        let mut dx = selection
-            .input
-            .then(|| zeroed(ndarray::Dim(plan.input_shape()), "gradient"))
-            .transpose()?;
         let want_bias = selection.bias && self.bias_grad.is_some();
         let (dw_step, db_step) = &mut self.step;
-        let grads = SelectedGradientsMut {
-            dx: dx.as_mut().map(|dx| dx.view_mut()),
-            dw: selection.weight.then(|| lift_mut(dw_step.view_mut())),
-            db: want_bias.then(|| db_step.view_mut()),
+        let operands = (x.view(), lift(self.weight.view()), lift(dy));
+        let workspace = &mut self.workspace;
+        let dx_only = GradientSelection {
+            input: selection.input,
+            weight: false,
+            bias: false,
         };
-        plan.backward(
-            (x.view(), lift(self.weight.view()), lift(dy)),
-            grads,
-            &mut self.workspace,
-        )?;
+        // SAFETY: the plan's backward pass overwrites every gradient it is
+        // given when it returns `Ok`, and reads no element before writing it.
+        let dx = unsafe {
+            written_gradients(&plan, dx_only, |new| {
+                let grads = SelectedGradientsMut {
+                    dx: new.dx,
+                    dw: selection.weight.then(|| lift_mut(dw_step.view_mut())),
+                    db: want_bias.then(|| db_step.view_mut()),
+                };
+                plan.backward(operands, grads, workspace)
+            })
+        }?
+        .dx;
         if selection.weight {
             self.weight_grad += &*dw_step;
         }

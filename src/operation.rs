@@ -10,7 +10,7 @@ use crate::conv1d_spec::{Conv1dSpec, name_the_axis};
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
 use crate::gradients::{SelectedGradients, SelectedGradientsMut, Targets};
-use crate::output::zeroed;
+use crate::output::{written, written_gradients};
 use crate::plan::Plan;
 use crate::spec::Conv2dSpec;
 use crate::transposed_spec::ConvTranspose2dSpec;
@@ -323,8 +323,10 @@ pub(crate) fn forward<S: Operation, T: Element, Dx: Dimension, Dw: Dimension>(
             Ok(None)
         }
         None => {
-            let mut y = zeroed(ndarray::Dim(plan.output_shape()), "output")?;
-            plan.forward((x, w, bias), y.view_mut(), ws)?;
+            let shape = ndarray::Dim(plan.output_shape());
+            // SAFETY: the plan's forward pass writes every element of `y`
+            // when it returns `Ok`, and reads none before writing it.
+            let y = unsafe { written(shape, "output", |y| plan.forward((x, w, bias), y, ws)) }?;
             Ok(Some(lower(y)))
         }
     }
@@ -411,32 +413,14 @@ pub(crate) fn backward<S: Operation, T: Element, Dx: Dimension, Dw: Dimension, D
     let Checked { x, w, plan } = check_operands(spec, (x, w), algorithm, ws)?;
     let dy = rank::<_, _, S::Dim>(dy, Operand::OutputGradient)?;
     check_error(&plan, &dy)?;
-    let mut grads = new_gradients(&plan, selection)?;
-    plan.backward((x, w, lift(dy)), grads.view_mut(), ws)?;
+    // SAFETY: the plan's backward pass overwrites every gradient it is
+    // given when it returns `Ok`, and reads no element before writing it.
+    let grads =
+        unsafe { written_gradients(&plan, selection, |g| plan.backward((x, w, lift(dy)), g, ws)) }?;
     Ok(SelectedGradients {
         dx: grads.dx.map(lower),
         dw: grads.dw.map(lower),
         db: grads.db,
-    })
-}
-
-/// Zeroed rank-4 arrays for the gradients `selection` names.
-pub(crate) fn new_gradients<T: Element>(
-    plan: &Plan,
-    selection: crate::GradientSelection,
-) -> Result<SelectedGradients<T>, ConvError> {
-    let wanted = |wanted: bool, shape: [usize; 4]| {
-        wanted
-            .then(|| zeroed(ndarray::Dim(shape), "gradient"))
-            .transpose()
-    };
-    Ok(SelectedGradients {
-        dx: wanted(selection.input, plan.input_shape())?,
-        dw: wanted(selection.weight, plan.weight_shape())?,
-        db: selection
-            .bias
-            .then(|| zeroed(ndarray::Dim([plan.bias_len()]), "gradient"))
-            .transpose()?,
     })
 }
 

@@ -2,19 +2,22 @@
 //! refuses (or that overflows the address space) is
 //! [`ConvError::OutOfMemory`], never an abort.
 //!
-//! Large zero-filled arrays are filled by the pool's threads:
-//! `Array4::zeros` fills the whole array on one thread (glibc's `calloc`
-//! has to clear reused heap memory), and on the large outputs that fill
-//! shows in the call's time (BENCHMARKS.md, "Zero-filled outputs").
-//! Arrays too large for glibc's heap come zeroed from the allocator
-//! instead: the kernel maps them zeroed, and nothing writes them before
-//! the convolution does (BENCHMARKS.md, "Huge pages").
+//! The arrays a call hands back are left unwritten until its pass writes
+//! them in full ([`written`]). Its scratch arrays are zero-filled, large
+//! ones by the pool's threads: `Array4::zeros` fills the whole array on one
+//! thread (glibc's `calloc` has to clear reused heap memory), and on the
+//! large arrays that fill shows in the call's time (BENCHMARKS.md,
+//! "Zero-filled outputs"). Arrays too large for glibc's heap come zeroed
+//! from the allocator instead: the kernel maps them zeroed, and nothing
+//! writes them before the convolution does (BENCHMARKS.md, "Huge pages").
 
 use crate::element::Element;
 use crate::error::ConvError;
+use crate::gradients::{GradientSelection, SelectedGradients, SelectedGradientsMut};
 use crate::huge_pages;
+use crate::plan::Plan;
 use crate::workspace::allocation_failed;
-use ndarray::{Array, ArrayView, Dimension};
+use ndarray::{Array, ArrayView, ArrayViewMut, Dim, Dimension};
 use rayon::prelude::*;
 
 /// Below this many elements one thread fills the array: starting rayon
@@ -109,6 +112,119 @@ fn zeroed_by_allocator<T: Element, D: Dimension>(
     Ok(Array::from_shape_vec(dim, data).expect("the vector holds the shape's elements"))
 }
 
+/// An array the call hands back, whose memory a pass writes in full:
+/// allocated without the zero fill of [`zeroed`], which on one thread
+/// costs a fifth of a depthwise batch-1 forward call, and more when the
+/// pass writes the array from another core (BENCHMARKS.md, "Unwritten
+/// outputs"). In builds with debug assertions its elements start as NaN
+/// instead, so a pass that reads an element before writing it shows in
+/// the results of every test.
+struct Unwritten<T, D> {
+    data: Vec<T>,
+    dim: D,
+}
+
+impl<T: Element, D: Dimension> Unwritten<T, D> {
+    fn new(dim: D, what: &'static str) -> Result<Self, ConvError> {
+        let len = dim.size_checked().ok_or(ConvError::OutOfMemory {
+            what,
+            bytes: usize::MAX,
+        })?;
+        let mut data = try_vec(len, what)?;
+        if cfg!(debug_assertions) {
+            data.resize(len, T::nan());
+        }
+        Ok(Self { data, dim })
+    }
+
+    /// A view of the array's memory, which may be uninitialized.
+    ///
+    /// # Safety
+    ///
+    /// Nothing reads an element of the view before writing it.
+    unsafe fn view_mut(&mut self) -> ArrayViewMut<'_, T, D> {
+        // SAFETY: the vector's buffer holds `dim.size()` elements of `T`
+        // (its capacity), aligned, and the view in standard layout spans
+        // exactly them; the view borrows `self` mutably, so nothing else
+        // reaches the buffer while it lives. The caller reads no element
+        // before writing it.
+        unsafe { ArrayViewMut::from_shape_ptr(self.dim.clone(), self.data.as_mut_ptr()) }
+    }
+
+    /// The array, its elements as written.
+    ///
+    /// # Safety
+    ///
+    /// Every element has been written through [`Unwritten::view_mut`].
+    unsafe fn assume_written(mut self) -> Array<T, D> {
+        let len = self.dim.size();
+        // SAFETY: the capacity is `len` (`try_vec`) and the caller has
+        // written all `len` elements.
+        unsafe { self.data.set_len(len) };
+        Array::from_shape_vec(self.dim, self.data).expect("the vector holds the shape's elements")
+    }
+}
+
+/// A new array of shape `dim` that `write` fills, without zeroing it first.
+///
+/// # Safety
+///
+/// When it returns `Ok`, `write` has written every element of the view it
+/// gets, and it reads no element before writing it (the passes of
+/// [`Plan`](crate::plan::Plan) promise both for their outputs).
+pub(crate) unsafe fn written<T: Element, D: Dimension>(
+    dim: D,
+    what: &'static str,
+    write: impl FnOnce(ArrayViewMut<'_, T, D>) -> Result<(), ConvError>,
+) -> Result<Array<T, D>, ConvError> {
+    let mut array = Unwritten::new(dim, what)?;
+    // SAFETY: `write` reads no element before writing it (the caller's
+    // promise), and on `Ok` it has written them all.
+    unsafe {
+        write(array.view_mut())?;
+        Ok(array.assume_written())
+    }
+}
+
+/// New gradients of the shapes of `plan`, those `selection` names, that
+/// `write` fills, without zeroing them first.
+///
+/// # Safety
+///
+/// As for [`written`]: on `Ok`, `write` has written every element of each
+/// gradient it gets, and it reads none before writing it.
+pub(crate) unsafe fn written_gradients<T: Element>(
+    plan: &Plan,
+    selection: GradientSelection,
+    write: impl FnOnce(SelectedGradientsMut<'_, T>) -> Result<(), ConvError>,
+) -> Result<SelectedGradients<T>, ConvError> {
+    let new = |wanted: bool, shape: [usize; 4]| {
+        wanted
+            .then(|| Unwritten::new(Dim(shape), "gradient"))
+            .transpose()
+    };
+    let mut dx = new(selection.input, plan.input_shape())?;
+    let mut dw = new(selection.weight, plan.weight_shape())?;
+    let mut db = selection
+        .bias
+        .then(|| Unwritten::new(Dim([plan.bias_len()]), "gradient"))
+        .transpose()?;
+    // SAFETY: `write` reads no element before writing it (the caller's
+    // promise), and on `Ok` it has written every element of the three.
+    unsafe {
+        write(SelectedGradientsMut {
+            dx: dx.as_mut().map(|a| a.view_mut()),
+            dw: dw.as_mut().map(|a| a.view_mut()),
+            db: db.as_mut().map(|a| a.view_mut()),
+        })?;
+        Ok(SelectedGradients {
+            dx: dx.map(|a| a.assume_written()),
+            dw: dw.map(|a| a.assume_written()),
+            db: db.map(|a| a.assume_written()),
+        })
+    }
+}
+
 /// [`zeroed`] for a scratch array of a call that runs inside
 /// [`Workspace::fallibly`](crate::Workspace): memory the system refuses ends
 /// the call there, as a workspace buffer's would.
@@ -155,6 +271,57 @@ mod tests {
             assert!(a.is_standard_layout());
             assert!(a.iter().all(|&v| v == 0.0));
         }
+    }
+
+    #[test]
+    fn written_arrays_hold_what_the_pass_wrote() {
+        let shape = Ix4(2, 3, 4, 5);
+        // SAFETY: the closure writes every element and reads none first.
+        let a = unsafe {
+            written::<f64, _>(shape, "output", |mut y| {
+                for ((n, c, h, w), v) in y.indexed_iter_mut() {
+                    *v = (n * 60 + c * 20 + h * 5 + w) as f64;
+                }
+                Ok(())
+            })
+        }
+        .unwrap();
+        assert!(a.is_standard_layout());
+        assert_eq!(
+            a,
+            Array4::from_shape_fn(shape, |(n, c, h, w)| (n * 60 + c * 20 + h * 5 + w) as f64)
+        );
+        // SAFETY: the closure writes nothing and fails.
+        let failed = unsafe {
+            written::<f32, _>(shape, "output", |_| Err(ConvError::BackwardBeforeForward))
+        };
+        assert!(matches!(failed, Err(ConvError::BackwardBeforeForward)));
+        let huge = Ix4(1 << 20, 1 << 20, 1 << 10, 1);
+        // SAFETY: the allocation fails before the closure runs.
+        let refused = unsafe { written::<f64, _>(huge, "output", |_| unreachable!()) };
+        assert!(matches!(
+            refused,
+            Err(ConvError::OutOfMemory { what: "output", .. })
+        ));
+    }
+
+    /// With debug assertions (the tests' builds) an unwritten element reads
+    /// as NaN, so a pass that reads its output before writing it fails the
+    /// tests that compare its results.
+    #[cfg(debug_assertions)]
+    #[test]
+    fn unwritten_elements_read_as_nan_in_debug_builds() {
+        // SAFETY: the memory is initialized (to NaN) in builds with debug
+        // assertions, so the reads are of initialized values.
+        let a = unsafe {
+            written::<f32, _>(Ix4(1, 2, 3, 4), "output", |mut y| {
+                let first = y[[0, 0, 0, 0]];
+                y.fill(first);
+                Ok(())
+            })
+        }
+        .unwrap();
+        assert!(a.iter().all(|v| v.is_nan()));
     }
 
     #[test]

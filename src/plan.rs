@@ -13,10 +13,12 @@ use crate::algo::{self, Algorithm};
 use crate::border::Border;
 use crate::element::Element;
 use crate::error::{ConvError, Operand};
-use crate::gradients::{Gradients, GradientsMut, Targets, add_bias_gradient};
+use crate::gradients::{
+    GradientSelection, Gradients, GradientsMut, SelectedGradientsMut, Targets, add_bias_gradient,
+};
 use crate::operands::{Backward, Forward};
 use crate::operation::{check_bias, check_error, check_targets, expect_shape, rank};
-use crate::output::zeroed;
+use crate::output::{written, written_gradients};
 use crate::spec::{Conv2dSpec, Geometry, PaddingMode};
 use crate::transposed_spec::ConvTranspose2dSpec;
 use crate::workspace::{Workspace, scratch};
@@ -472,9 +474,10 @@ impl<T: Element> Conv2dPlan<T> {
         w: ArrayView<'_, T, Dw>,
         bias: Option<ArrayView1<'_, T>>,
     ) -> Result<Array4<T>, ConvError> {
-        let mut y = zeroed(ndarray::Dim(self.output_shape()), "output")?;
-        self.forward_into(x, w, bias, y.view_mut())?;
-        Ok(y)
+        let shape = ndarray::Dim(self.output_shape());
+        // SAFETY: `forward_into` writes every element of `y` when it
+        // returns `Ok`, and reads none before writing it.
+        unsafe { written(shape, "output", |y| self.forward_into(x, w, bias, y)) }
     }
 
     /// The forward pass into `y` (any layout), which it overwrites.
@@ -523,14 +526,17 @@ impl<T: Element> Conv2dPlan<T> {
         w: ArrayView<'_, T, Dw>,
         dy: ArrayView<'_, T, Dy>,
     ) -> Result<Gradients<T>, ConvError> {
-        let plan = &self.plan;
-        let mut grads = Gradients {
-            dx: zeroed(ndarray::Dim(plan.input_shape()), "gradient")?,
-            dw: zeroed(ndarray::Dim(plan.weight_shape()), "gradient")?,
-            db: zeroed(ndarray::Dim([plan.bias_len()]), "gradient")?,
-        };
-        self.backward_into(x, w, dy, grads.view_mut())?;
-        Ok(grads)
+        let plan = self.plan;
+        // SAFETY: the backward pass overwrites every gradient it is given
+        // when it returns `Ok`, and reads no element before writing it.
+        let grads = unsafe {
+            written_gradients(&plan, GradientSelection::ALL, |g| {
+                self.selected_backward_into(x, w, dy, g)
+            })
+        }?;
+        Ok(grads
+            .into_complete()
+            .expect("all three gradients are selected"))
     }
 
     /// The backward pass into `out` (any layouts), whose three gradients it
@@ -554,12 +560,22 @@ impl<T: Element> Conv2dPlan<T> {
         dy: ArrayView<'_, T, Dy>,
         out: GradientsMut<'_, T>,
     ) -> Result<(), ConvError> {
+        self.selected_backward_into(x, w, dy, out.into())
+    }
+
+    /// The backward pass into the gradients `out` holds.
+    fn selected_backward_into<Dx: Dimension, Dw: Dimension, Dy: Dimension>(
+        &mut self,
+        x: ArrayView<'_, T, Dx>,
+        w: ArrayView<'_, T, Dw>,
+        dy: ArrayView<'_, T, Dy>,
+        out: SelectedGradientsMut<'_, T>,
+    ) -> Result<(), ConvError> {
         let x = rank::<_, _, Ix4>(x, Operand::Input)?;
         let w = rank::<_, _, Ix4>(w, Operand::Weight)?;
         let dy = rank::<_, _, Ix4>(dy, Operand::OutputGradient)?;
         self.plan.check_input_and_weight(&x, &w)?;
         check_error(&self.plan, &dy)?;
-        let out = out.into();
         check_targets(&self.plan, &out)?;
         self.plan.backward((x, w, dy), out, &mut self.workspace)
     }
