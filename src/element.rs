@@ -3,9 +3,85 @@
 use ndarray::NdFloat;
 
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for f64 {}
+    use crate::algo::strided::{self, Choice};
+    use crate::error::ConvError;
+    use crate::gradients::Targets;
+    use crate::plan::Plan;
+    use crate::spec::Geometry;
+    use crate::workspace::Workspace;
+    use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4};
+
+    /// The passes and the kernel choice, compiled here once for each float
+    /// type. The generic entry points call these rather than the generic
+    /// kernels, so a crate that uses the library (each test and bench
+    /// crate among them) links the kernels instead of instantiating and
+    /// optimising them again.
+    #[allow(private_interfaces)]
+    pub trait Sealed: Sized {
+        /// [`Plan::forward`] for this type.
+        #[allow(clippy::type_complexity)]
+        fn plan_forward(
+            plan: &Plan,
+            operands: (
+                ArrayView4<'_, Self>,
+                ArrayView4<'_, Self>,
+                Option<ArrayView1<'_, Self>>,
+            ),
+            y: ArrayViewMut4<'_, Self>,
+            ws: &mut Workspace<Self>,
+        ) -> Result<(), ConvError>;
+
+        /// [`Plan::backward`] for this type.
+        #[allow(clippy::type_complexity)]
+        fn plan_backward(
+            plan: &Plan,
+            operands: (
+                ArrayView4<'_, Self>,
+                ArrayView4<'_, Self>,
+                ArrayView4<'_, Self>,
+            ),
+            out: Targets<'_, Self>,
+            ws: &mut Workspace<Self>,
+        ) -> Result<(), ConvError>;
+
+        /// The strided algorithm's kernel choice for this type.
+        fn choose(g: &Geometry, ws: &mut Workspace<Self>) -> Result<Choice, ConvError>;
+    }
+
+    macro_rules! compiled_here {
+        ($t:ty) => {
+            #[allow(private_interfaces)]
+            impl Sealed for $t {
+                fn plan_forward(
+                    plan: &Plan,
+                    operands: (
+                        ArrayView4<'_, $t>,
+                        ArrayView4<'_, $t>,
+                        Option<ArrayView1<'_, $t>>,
+                    ),
+                    y: ArrayViewMut4<'_, $t>,
+                    ws: &mut Workspace<$t>,
+                ) -> Result<(), ConvError> {
+                    plan.forward_here(operands, y, ws)
+                }
+
+                fn plan_backward(
+                    plan: &Plan,
+                    operands: (ArrayView4<'_, $t>, ArrayView4<'_, $t>, ArrayView4<'_, $t>),
+                    out: Targets<'_, $t>,
+                    ws: &mut Workspace<$t>,
+                ) -> Result<(), ConvError> {
+                    plan.backward_here(operands, out, ws)
+                }
+
+                fn choose(g: &Geometry, ws: &mut Workspace<$t>) -> Result<Choice, ConvError> {
+                    ws.fallibly(|ws| strided::choose(g, ws))
+                }
+            }
+        };
+    }
+    compiled_here!(f32);
+    compiled_here!(f64);
 }
 
 /// A float type the convolutions are generic over: `f32` (SGEMM) or `f64`

@@ -8,7 +8,7 @@
 //! layer keeps one while its input shape stays the same. [`Conv2dPlan`] is
 //! the public plan: a `Plan` with a workspace of its own.
 
-use crate::algo::strided::{self, Choice};
+use crate::algo::strided::Choice;
 use crate::algo::{self, Algorithm};
 use crate::border::Border;
 use crate::element::Element;
@@ -125,7 +125,7 @@ impl Plan {
     ) -> Result<Self, ConvError> {
         let choice = match algorithm {
             // `Kernel::Measure` runs the candidates on operands it allocates.
-            Algorithm::Strided => ws.fallibly(|ws| strided::choose(&geometry, ws))?,
+            Algorithm::Strided => T::choose(&geometry, ws)?,
             // Unused: the other algorithms have no kernels to choose.
             _ => Choice::estimate(Kernel::Auto, InputGradient::Auto, &geometry),
         };
@@ -168,6 +168,21 @@ impl Plan {
     /// The forward pass on operands that match the plan; writes every
     /// element of `y`. Fails only for memory ([`Workspace::fallibly`]).
     pub(crate) fn forward<T: Element>(
+        &self,
+        operands: (
+            ArrayView4<'_, T>,
+            ArrayView4<'_, T>,
+            Option<ArrayView1<'_, T>>,
+        ),
+        y: ArrayViewMut4<'_, T>,
+        ws: &mut Workspace<T>,
+    ) -> Result<(), ConvError> {
+        T::plan_forward(self, operands, y, ws)
+    }
+
+    /// [`Plan::forward`], instantiated in this crate for each float type
+    /// ([`Element`]'s sealed methods).
+    pub(crate) fn forward_here<T: Element>(
         &self,
         operands: (
             ArrayView4<'_, T>,
@@ -255,6 +270,17 @@ impl Plan {
     /// gradients present in `out`. Fails only for memory
     /// ([`Workspace::fallibly`]).
     pub(crate) fn backward<T: Element>(
+        &self,
+        operands: (ArrayView4<'_, T>, ArrayView4<'_, T>, ArrayView4<'_, T>),
+        out: Targets<'_, T>,
+        ws: &mut Workspace<T>,
+    ) -> Result<(), ConvError> {
+        T::plan_backward(self, operands, out, ws)
+    }
+
+    /// [`Plan::backward`], instantiated in this crate for each float type
+    /// ([`Element`]'s sealed methods).
+    pub(crate) fn backward_here<T: Element>(
         &self,
         operands: (ArrayView4<'_, T>, ArrayView4<'_, T>, ArrayView4<'_, T>),
         out: Targets<'_, T>,
