@@ -62,7 +62,7 @@ mod sealed {
                     y: ArrayViewMut4<'_, $t>,
                     ws: &mut Workspace<$t>,
                 ) -> Result<(), ConvError> {
-                    plan.forward_here(operands, y, ws)
+                    ws.fallibly(|ws| plan.run_forward(operands, y, ws))
                 }
 
                 fn plan_backward(
@@ -71,7 +71,7 @@ mod sealed {
                     out: Targets<'_, $t>,
                     ws: &mut Workspace<$t>,
                 ) -> Result<(), ConvError> {
-                    plan.backward_here(operands, out, ws)
+                    ws.fallibly(|ws| plan.run_backward(operands, out, ws))
                 }
 
                 fn choose(g: &Geometry, ws: &mut Workspace<$t>) -> Result<Choice, ConvError> {

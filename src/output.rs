@@ -56,16 +56,22 @@ pub(crate) fn try_vec<T>(len: usize, what: &'static str) -> Result<Vec<T>, ConvE
     Ok(data)
 }
 
+/// The number of elements of shape `dim`, or the error naming `what` for
+/// a shape whose count overflows the address space.
+fn element_count<D: Dimension>(dim: &D, what: &'static str) -> Result<usize, ConvError> {
+    dim.size_checked().ok_or(ConvError::OutOfMemory {
+        what,
+        bytes: usize::MAX,
+    })
+}
+
 /// An array of zeros of shape `dim`, filled by the current rayon pool's
 /// threads when it is large.
 pub(crate) fn zeroed<T: Element, D: Dimension>(
     dim: D,
     what: &'static str,
 ) -> Result<Array<T, D>, ConvError> {
-    let len = dim.size_checked().ok_or(ConvError::OutOfMemory {
-        what,
-        bytes: usize::MAX,
-    })?;
+    let len = element_count(&dim, what)?;
     if len.saturating_mul(std::mem::size_of::<T>()) >= FRESHLY_MAPPED_BYTES {
         return zeroed_by_allocator(dim, len, what);
     }
@@ -126,10 +132,7 @@ struct Unwritten<T, D> {
 
 impl<T: Element, D: Dimension> Unwritten<T, D> {
     fn new(dim: D, what: &'static str) -> Result<Self, ConvError> {
-        let len = dim.size_checked().ok_or(ConvError::OutOfMemory {
-            what,
-            bytes: usize::MAX,
-        })?;
+        let len = element_count(&dim, what)?;
         let mut data = try_vec(len, what)?;
         if cfg!(debug_assertions) {
             data.resize(len, T::nan());

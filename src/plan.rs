@@ -180,22 +180,9 @@ impl Plan {
         T::plan_forward(self, operands, y, ws)
     }
 
-    /// [`Plan::forward`], instantiated in this crate for each float type
-    /// ([`Element`]'s sealed methods).
-    pub(crate) fn forward_here<T: Element>(
-        &self,
-        operands: (
-            ArrayView4<'_, T>,
-            ArrayView4<'_, T>,
-            Option<ArrayView1<'_, T>>,
-        ),
-        y: ArrayViewMut4<'_, T>,
-        ws: &mut Workspace<T>,
-    ) -> Result<(), ConvError> {
-        ws.fallibly(|ws| self.run_forward(operands, y, ws))
-    }
-
-    fn run_forward<T: Element>(
+    /// The body of [`Plan::forward`], instantiated in this crate for each
+    /// float type by [`Element`]'s sealed methods.
+    pub(crate) fn run_forward<T: Element>(
         &self,
         (x, w, bias): (
             ArrayView4<'_, T>,
@@ -278,18 +265,9 @@ impl Plan {
         T::plan_backward(self, operands, out, ws)
     }
 
-    /// [`Plan::backward`], instantiated in this crate for each float type
-    /// ([`Element`]'s sealed methods).
-    pub(crate) fn backward_here<T: Element>(
-        &self,
-        operands: (ArrayView4<'_, T>, ArrayView4<'_, T>, ArrayView4<'_, T>),
-        out: Targets<'_, T>,
-        ws: &mut Workspace<T>,
-    ) -> Result<(), ConvError> {
-        ws.fallibly(|ws| self.run_backward(operands, out, ws))
-    }
-
-    fn run_backward<T: Element>(
+    /// The body of [`Plan::backward`], instantiated in this crate for each
+    /// float type by [`Element`]'s sealed methods.
+    pub(crate) fn run_backward<T: Element>(
         &self,
         (x, w, dy): (ArrayView4<'_, T>, ArrayView4<'_, T>, ArrayView4<'_, T>),
         out: Targets<'_, T>,
