@@ -719,7 +719,8 @@ fn deinterleaved_gradients_overwrite_stale_outputs() {
 /// backward pass add up over the pool's threads: depthwise at stride 1
 /// (the stencils, whose bands compute only the rows they reach, with and
 /// without padding) and 2 (the kernel across channels, whose bands write
-/// some rows of the gradient), and a dense layer with few channels.
+/// some rows of the gradient), and a dense layer with few channels (the
+/// register tiles, whose forward pass computes each band in pieces).
 #[test]
 fn large_banded_samples_agree_with_naive() {
     use gemmconv::Conv2dSpec;

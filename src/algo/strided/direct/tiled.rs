@@ -99,7 +99,7 @@ fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspa
     let packed: &[T] = packed;
     schedule.run(lanes, y, |item, mut y_item, buffers| {
         let [source_buf, plane_buf] = buffers.split();
-        for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
+        for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let (input_rows, band) = band_input(g, &item.rows);
             if g.out_channels_per_group() == 1 && stencil::fits::<T>(&band) {
                 let x_band = x.slice(s![n, .., input_rows, ..]);
@@ -107,10 +107,43 @@ fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspa
                 group_stencils(x_band, &band, packed, bias, buffers, y_n);
                 continue;
             }
-            let (source, band) = padded_band(x, n, g, &item.rows, source_buf);
-            forward_sample(source, packed, bias, &band, y_n, plane_buf);
+            // A band whose channels' rows lie apart (a part of a sample)
+            // goes through a buffer: pieces of it small enough to stay in
+            // cache between the tiles' stores and the copy out, each with
+            // its own padded input rows.
+            let pieces = if y_n.is_standard_layout() {
+                1
+            } else {
+                band_pieces::<T>(g, item.rows.len())
+            };
+            for piece in split_evenly(item.rows.len(), pieces) {
+                let rows = item.rows.start + piece.start..item.rows.start + piece.end;
+                let (source, band) = padded_band(x, n, g, &rows, source_buf);
+                let y_piece = y_n.slice_mut(s![.., piece, ..]);
+                forward_sample(source, packed, bias, &band, y_piece, plane_buf);
+            }
         }
     });
+}
+
+/// The most bytes of output a band's piece gathers in its buffer before
+/// they are copied into place: a quarter of the smallest L2 cache per core
+/// among the machines measured, so that the copy reads them from L2
+/// (BENCHMARKS.md, "Band pieces").
+const BAND_PIECE_BYTES: usize = 1 << 18;
+
+/// How many pieces a band of `rows` output rows is computed in: enough to
+/// keep each piece's output within [`BAND_PIECE_BYTES`], each piece at
+/// least [`TILE_ROWS`] rows (the tiles' height).
+fn band_pieces<T>(g: &Geometry, rows: usize) -> usize {
+    let row_bytes = g.out_channels * g.out_w * std::mem::size_of::<T>();
+    let by_bytes = (rows * row_bytes).div_ceil(BAND_PIECE_BYTES);
+    by_bytes.min(rows / TILE_ROWS).max(1)
+}
+
+/// `0..len` in `pieces` ranges whose lengths differ by one at most.
+fn split_evenly(len: usize, pieces: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..pieces).map(move |piece| piece * len / pieces..(piece + 1) * len / pieces)
 }
 
 /// One sample's band (`band`, reading `x_band`, `[c_in, rows, in_w]`) of a
@@ -185,8 +218,20 @@ fn forward_sample<T: Element>(
         single_channel_stencils(source, packed, bias, g, out);
     }
     if !contiguous {
-        let shape = (g.out_channels, g.out_h, g.out_w);
-        y.assign(&ArrayView3::from_shape(shape, &plane_buf[..len]).expect("sized above"));
+        // Each channel's rows by one copy where they are contiguous (a
+        // band of a standard-layout sample): ndarray's assignment of the
+        // whole band goes element by element there.
+        let plane = g.out_h * g.out_w;
+        let planes = plane_buf[..len].chunks_exact(plane.max(1));
+        for (mut y_c, computed) in y.outer_iter_mut().zip(planes) {
+            match y_c.as_slice_mut() {
+                Some(y_c) => y_c.copy_from_slice(computed),
+                None => {
+                    let shape = (g.out_h, g.out_w);
+                    y_c.assign(&ArrayView2::from_shape(shape, computed).expect("one plane"));
+                }
+            }
+        }
     }
 }
 
@@ -582,7 +627,8 @@ fn partial_tile<T: Element, const CHANNELS: usize, const PIXELS: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::channel_tiles;
+    use super::{band_pieces, channel_tiles, split_evenly};
+    use crate::spec::{Conv2dSpec, Geometry};
 
     #[test]
     fn channel_tiles_cover_every_channel_once_in_allowed_sizes() {
@@ -595,6 +641,29 @@ mod tests {
                 next += len;
             }
             assert_eq!(next, channels, "{channels} channels: {tiles:?}");
+        }
+    }
+
+    #[test]
+    fn band_pieces_cover_the_band_in_tiles_of_bounded_output() {
+        let spec = Conv2dSpec::new(3, 16, (3, 3)).padding((1, 1));
+        let g = Geometry::new(&spec, [1, 3, 1024, 1024]).unwrap();
+        for rows in [1, 2, 3, 7, 64, 511, 512, 1024] {
+            let pieces = band_pieces::<f32>(&g, rows);
+            let ranges: Vec<_> = split_evenly(rows, pieces).collect();
+            assert_eq!(ranges.len(), pieces);
+            let mut next = 0;
+            for range in &ranges {
+                assert_eq!(range.start, next, "{rows} rows: {ranges:?}");
+                assert!(range.len() >= 2 || pieces == 1, "{rows} rows: {ranges:?}");
+                let bytes = range.len() * 16 * 1024 * 4;
+                assert!(
+                    bytes <= 2 * super::BAND_PIECE_BYTES,
+                    "{rows} rows: {ranges:?}"
+                );
+                next = range.end;
+            }
+            assert_eq!(next, rows);
         }
     }
 }
