@@ -10,6 +10,7 @@
 //! pixel-major order and back (BENCHMARKS.md, "Deinterleaved depthwise
 //! planes").
 
+use super::for_each_piece;
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::lanes::Work;
@@ -162,10 +163,7 @@ fn deal<T: Element, const FUSED: bool>(line: &[T], left: usize, even: &mut [T], 
     // Fixed-size pieces compile to vector shuffles; the last piece
     // overlaps the one before (writing the same values again) rather than
     // leave a remainder to split one pair at a time.
-    let starts = (0..count - DEAL_PAIRS)
-        .step_by(DEAL_PAIRS)
-        .chain([count - DEAL_PAIRS]);
-    for start in starts {
+    for_each_piece(count, DEAL_PAIRS, |start| {
         let piece: &[T; 2 * DEAL_PAIRS] = pairs[2 * start..2 * (start + DEAL_PAIRS)]
             .try_into()
             .expect("a piece");
@@ -179,7 +177,7 @@ fn deal<T: Element, const FUSED: bool>(line: &[T], left: usize, even: &mut [T], 
             e[k] = piece[2 * k];
             o[k] = piece[2 * k + 1];
         }
-    }
+    });
 }
 
 /// Writes the output plane `y_c` (the band's rows) from its dealt input

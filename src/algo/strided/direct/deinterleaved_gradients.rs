@@ -11,7 +11,7 @@
 //! (BENCHMARKS.md, "Deinterleaved depthwise planes").
 
 use super::deinterleaved::{VECTOR, deal_plane};
-use super::depthwise;
+use super::{depthwise, for_each_piece};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::{GradientSelection, Targets};
@@ -415,10 +415,7 @@ fn weave<T: Element, const FUSED: bool>(a: &[T], b: &[T], out: &mut [T]) {
     if pairs >= WEAVE_PAIRS {
         // Fixed-size pieces compile to vector shuffles; the last piece
         // overlaps the one before (writing the same values again).
-        let starts = (0..pairs - WEAVE_PAIRS)
-            .step_by(WEAVE_PAIRS)
-            .chain([pairs - WEAVE_PAIRS]);
-        for start in starts {
+        for_each_piece(pairs, WEAVE_PAIRS, |start| {
             let a: &[T; WEAVE_PAIRS] = a[start..start + WEAVE_PAIRS].try_into().expect("a piece");
             let b: &[T; WEAVE_PAIRS] = b[start..start + WEAVE_PAIRS].try_into().expect("a piece");
             let piece: &mut [T; 2 * WEAVE_PAIRS] = (&mut out[2 * start..2 * (start + WEAVE_PAIRS)])
@@ -428,7 +425,7 @@ fn weave<T: Element, const FUSED: bool>(a: &[T], b: &[T], out: &mut [T]) {
                 piece[2 * k] = a[k];
                 piece[2 * k + 1] = b[k];
             }
-        }
+        });
         done = 2 * pairs;
     }
     for (column, v) in out.iter_mut().enumerate().skip(done) {
