@@ -555,7 +555,8 @@ impl<'o, T> Region<'o, T> {
 
 impl Schedule {
     /// The schedule of a pass on `threads` threads, each lane with at least
-    /// `min_lane_flops` of arithmetic where the pass has that much.
+    /// `min_lane_flops` of arithmetic where the pass has that much (a pass
+    /// bound by memory counting its FLOPs [`Work::rate_share`] times).
     #[cfg(test)]
     pub(crate) fn for_threads(work: Work, threads: usize, min_lane_flops: usize) -> Self {
         Self::handing_off(work, threads, min_lane_flops, 0)
@@ -589,8 +590,13 @@ impl Schedule {
             let parts = work.fixed_parts(min_lane_flops);
             (parts, threads.min(parts).min(by_handoff))
         } else {
+            // A pass bound by memory takes `rate_share` times the time of
+            // as many FLOPs bound by arithmetic: the least work a lane is
+            // counted in that time, as the handoff is (BENCHMARKS.md, "Lane
+            // size").
             let by_work = work
                 .flops()
+                .saturating_mul(work.rate_share.max(1))
                 .checked_div(min_lane_flops)
                 .unwrap_or(usize::MAX)
                 .max(1);
@@ -1343,6 +1349,27 @@ mod tests {
             Schedule::for_threads(work(4, 8, 1), 8, MIN_LANE_FLOPS).lanes(),
             8
         );
+    }
+
+    /// A pass bound by memory takes its rate share times the time of its
+    /// FLOPs, and the least work a lane counts that time: it wakes lanes
+    /// for fewer FLOPs than a pass bound by arithmetic.
+    #[test]
+    fn passes_bound_by_memory_wake_lanes_for_fewer_flops() {
+        let spec = crate::Conv2dSpec::new(4, 4, (3, 3)).groups(4);
+        let depthwise = crate::spec::Geometry::new(&spec, [1, 4, 8, 8]).unwrap();
+        let share = super::forward_rate_share(&depthwise, 1);
+        assert!(share > 1, "a depthwise layer is bound by memory");
+        // Eight rows of an eighth of a lane's least work each: one lane's
+        // worth by FLOPs, `share` lanes' worth by time.
+        let pass = Work {
+            row_flops: MIN_LANE_FLOPS / 8,
+            ..work(1, 8, 1)
+        };
+        assert_eq!(Schedule::for_threads(pass, 8, MIN_LANE_FLOPS).lanes(), 1);
+        let memory_bound = pass.bound_by_memory(&depthwise);
+        let lanes = Schedule::for_threads(memory_bound, 8, MIN_LANE_FLOPS).lanes();
+        assert_eq!(lanes, share.min(8));
     }
 
     /// A measured handoff dearer than the least lane work caps the lanes
