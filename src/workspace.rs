@@ -135,9 +135,10 @@ impl<T> Scratch<T> {
 /// workspace sets another ([`Workspace::with_min_lane_flops`]), and the
 /// size the parts of a backward pass are cut from (BENCHMARKS.md, "Lane
 /// size"). A forward pass bound by memory (a depthwise layer) counts its
-/// FLOPs several times, as many as it does fewer of them a second. Where handing work to another thread measures dearer
-/// (BENCHMARKS.md, "Lane handoff"), lanes carry that much instead; the
-/// parts, and so the results, stay the same.
+/// FLOPs several times, as many as it does fewer of them a second. Where
+/// handing work to another thread measures dearer (BENCHMARKS.md, "Lane
+/// handoff"), lanes carry that much instead; the parts, and so the
+/// results, stay the same.
 ///
 /// ```
 /// assert!(gemmconv::DEFAULT_MIN_LANE_FLOPS > 0);
