@@ -120,6 +120,13 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
         shape: (usize, usize),
     );
 
+    /// Splits `pairs` (`2·n` values) into `even[k] = pairs[2k]` and
+    /// `odd[k] = pairs[2k + 1]` (`n` each) where this type has a vector
+    /// split for the CPU and `n` fills a vector; returns whether it did.
+    /// Panics if the lengths do not match.
+    #[doc(hidden)]
+    fn split_pairs(pairs: &[Self], even: &mut [Self], odd: &mut [Self]) -> bool;
+
     /// CBLAS `?gemm` for this type: `C ← alpha·op(A)·op(B) + beta·C`,
     /// row-major. The dtype dispatch of the BLAS backends, in one place.
     ///
@@ -204,6 +211,9 @@ impl Element for f32 {
     ) {
         crate::layout::transpose_tile::transpose_tiles_f32(src, src_stride, dst, dst_stride, shape);
     }
+    fn split_pairs(pairs: &[Self], even: &mut [Self], odd: &mut [Self]) -> bool {
+        crate::layout::deinterleave::split_pairs_f32(pairs, even, odd)
+    }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
 }
@@ -225,6 +235,9 @@ impl Element for f64 {
         shape: (usize, usize),
     ) {
         crate::layout::transpose_tile::transpose_tiles_f64(src, src_stride, dst, dst_stride, shape);
+    }
+    fn split_pairs(pairs: &[Self], even: &mut [Self], odd: &mut [Self]) -> bool {
+        crate::layout::deinterleave::split_pairs_f64(pairs, even, odd)
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

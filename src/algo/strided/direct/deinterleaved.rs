@@ -153,6 +153,9 @@ fn deal<T: Element, const FUSED: bool>(line: &[T], left: usize, even: &mut [T], 
     let pairs = &line[(2 * first).saturating_sub(left).min(line.len())..];
     let (even, odd) = (&mut even[first..end], &mut odd[first..end]);
     let count = even.len();
+    if T::split_pairs(&pairs[..2 * count], even, odd) {
+        return;
+    }
     if count < DEAL_PAIRS {
         for ((pair, e), o) in pairs.chunks_exact(2).zip(even).zip(odd) {
             *e = pair[0];
