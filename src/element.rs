@@ -127,6 +127,13 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
     #[doc(hidden)]
     fn split_pairs(pairs: &[Self], even: &mut [Self], odd: &mut [Self]) -> bool;
 
+    /// Weaves `even` and `odd` (`n` each) into `pairs[2k] = even[k]`,
+    /// `pairs[2k + 1] = odd[k]` (`2·n`) where this type has a vector weave
+    /// for the CPU and `n` fills a vector; returns whether it did. Panics
+    /// if the lengths do not match.
+    #[doc(hidden)]
+    fn weave_pairs(even: &[Self], odd: &[Self], pairs: &mut [Self]) -> bool;
+
     /// CBLAS `?gemm` for this type: `C ← alpha·op(A)·op(B) + beta·C`,
     /// row-major. The dtype dispatch of the BLAS backends, in one place.
     ///
@@ -214,6 +221,9 @@ impl Element for f32 {
     fn split_pairs(pairs: &[Self], even: &mut [Self], odd: &mut [Self]) -> bool {
         crate::layout::deinterleave::split_pairs_f32(pairs, even, odd)
     }
+    fn weave_pairs(even: &[Self], odd: &[Self], pairs: &mut [Self]) -> bool {
+        crate::layout::deinterleave::weave_pairs_f32(even, odd, pairs)
+    }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
 }
@@ -238,6 +248,9 @@ impl Element for f64 {
     }
     fn split_pairs(pairs: &[Self], even: &mut [Self], odd: &mut [Self]) -> bool {
         crate::layout::deinterleave::split_pairs_f64(pairs, even, odd)
+    }
+    fn weave_pairs(even: &[Self], odd: &[Self], pairs: &mut [Self]) -> bool {
+        crate::layout::deinterleave::weave_pairs_f64(even, odd, pairs)
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

@@ -1,11 +1,35 @@
-//! Splitting a run of column pairs into its even and odd columns, per
-//! element type: the piece of the stride-2 depthwise kernels' row split
-//! (`algo/strided/direct/deinterleaved.rs`) that knows the dtype, reached
-//! through `Element::split_pairs`. Through two AVX-512 permutes a vector
-//! when the CPU has AVX-512, else not at all (the caller's generic loop
-//! runs): left to the compiler, the same split became masked loads whose
-//! cost rose threefold when the row width was known only at run time
-//! (BENCHMARKS.md, "Overlapping pieces").
+//! Splitting a run of column pairs into its even and odd columns, and
+//! weaving two runs back into pairs, per element type: the pieces of the
+//! stride-2 depthwise kernels (`algo/strided/direct/deinterleaved.rs` and
+//! `deinterleaved_gradients.rs`) that know the dtype, reached through
+//! `Element::split_pairs` and `Element::weave_pairs`. Through two AVX-512
+//! permutes a vector when the CPU has AVX-512, else not at all (the
+//! caller's generic loop runs): left to the compiler, the same split
+//! became masked loads whose cost rose threefold when the row width was
+//! known only at run time (BENCHMARKS.md, "Overlapping pieces").
+
+/// Calls `f(start)` for pieces of `piece` elements that cover `0..count`
+/// (`count ≥ piece > 0`): every `piece`-th start, then one that ends on
+/// `count`, overlapping the one before where `piece` does not divide
+/// `count` (writing the same values again). A plain loop: the same starts
+/// as a chained iterator cost the depthwise kernels' row splits a third of
+/// their time (BENCHMARKS.md, "Overlapping pieces").
+#[inline(always)]
+pub(crate) fn for_each_piece(count: usize, piece: usize, mut f: impl FnMut(usize)) {
+    debug_assert!(
+        count >= piece && piece > 0,
+        "{count} elements in pieces of {piece}"
+    );
+    let mut next = 0;
+    loop {
+        let start = next.min(count - piece);
+        f(start);
+        if start + piece >= count {
+            return;
+        }
+        next = start + piece;
+    }
+}
 
 /// Splits `pairs` (`2·n` values) into `even` and `odd` (`n` each):
 /// `even[k] = pairs[2k]`, `odd[k] = pairs[2k + 1]`. Returns whether it
@@ -23,6 +47,46 @@ pub(crate) fn split_pairs_f64(pairs: &[f64], even: &mut [f64], odd: &mut [f64]) 
     return split_with(pairs, even, odd, 8, avx512::split_f64);
     #[cfg(not(target_arch = "x86_64"))]
     return false;
+}
+
+/// Weaves `even` and `odd` (`n` each) into `pairs` (`2·n`): `pairs[2k] =
+/// even[k]`, `pairs[2k + 1] = odd[k]`. Returns whether it did: only on a
+/// CPU with AVX-512 F, for `n` of at least one vector (16).
+pub(crate) fn weave_pairs_f32(even: &[f32], odd: &[f32], pairs: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return weave_with(even, odd, pairs, 16, avx512::weave_f32);
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// [`weave_pairs_f32`] for `f64`, for `n` of at least one vector (8).
+pub(crate) fn weave_pairs_f64(even: &[f64], odd: &[f64], pairs: &mut [f64]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return weave_with(even, odd, pairs, 8, avx512::weave_f64);
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// `weave` (an AVX-512 weave of `lanes` pairs a vector) on the slices,
+/// where the CPU has AVX-512 F and the runs fill a vector.
+#[cfg(target_arch = "x86_64")]
+fn weave_with<T>(
+    even: &[T],
+    odd: &[T],
+    pairs: &mut [T],
+    lanes: usize,
+    weave: unsafe fn(*const T, *const T, *mut T, usize),
+) -> bool {
+    let n = even.len();
+    assert!(odd.len() == n && pairs.len() == 2 * n, "weave_pairs sizes");
+    if n < lanes || !std::arch::is_x86_feature_detected!("avx512f") {
+        return false;
+    }
+    // SAFETY: the CPU has AVX-512 F (checked just above), `n` fills a
+    // vector, and the assert above gives `even`, `odd` n values each and
+    // `pairs` 2·n.
+    unsafe { weave(even.as_ptr(), odd.as_ptr(), pairs.as_mut_ptr(), n) };
+    true
 }
 
 /// `split` (an AVX-512 split of `lanes` pairs a vector) on the slices,
@@ -51,9 +115,10 @@ fn split_with<T>(
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use super::for_each_piece;
+
     /// An AVX-512 split of `n ≥ LANES` pairs of one dtype, a vector of
-    /// pairs at a time, the last vector ending on the run's end
-    /// (overlapping the one before, writing the same values again).
+    /// pairs at a time.
     macro_rules! split {
         ($name:ident, $t:ty, $lanes:expr, $load:ident, $store:ident, $permute:ident,
          $evens:expr, $odds:expr) => {
@@ -64,9 +129,7 @@ mod avx512 {
             #[target_feature(enable = "avx512f")]
             pub(super) unsafe fn $name(pairs: *const $t, even: *mut $t, odd: *mut $t, n: usize) {
                 let (evens, odds) = ($evens, $odds);
-                let mut next = 0;
-                loop {
-                    let start = next.min(n - $lanes);
+                for_each_piece(n, $lanes, |start| {
                     // SAFETY: `start + LANES ≤ n`, so the two loads read
                     // pairs `start .. start + LANES` (values `2·start ..
                     // 2·(start + LANES)`) and the stores write `start ..
@@ -77,15 +140,58 @@ mod avx512 {
                         $store(even.add(start), $permute(low, evens, high));
                         $store(odd.add(start), $permute(low, odds, high));
                     }
-                    if start + $lanes >= n {
-                        return;
-                    }
-                    next = start + $lanes;
-                }
+                });
             }
         };
     }
 
+    /// An AVX-512 weave of `n ≥ LANES` pairs of one dtype, the split's
+    /// inverse.
+    macro_rules! weave {
+        ($name:ident, $t:ty, $lanes:expr, $load:ident, $store:ident, $permute:ident,
+         $low:expr, $high:expr) => {
+            /// # Safety
+            /// The CPU must have AVX-512 F; `n` must be at least one
+            /// vector, `even` and `odd` valid for `n` reads each, `pairs`
+            /// for `2·n` writes.
+            #[target_feature(enable = "avx512f")]
+            pub(super) unsafe fn $name(even: *const $t, odd: *const $t, pairs: *mut $t, n: usize) {
+                let (low, high) = ($low, $high);
+                for_each_piece(n, $lanes, |start| {
+                    // SAFETY: `start + LANES ≤ n`, so the loads read
+                    // `start .. start + LANES` of each half and the stores
+                    // write values `2·start .. 2·(start + LANES)`.
+                    unsafe {
+                        let e = $load(even.add(start));
+                        let o = $load(odd.add(start));
+                        $store(pairs.add(2 * start), $permute(e, low, o));
+                        $store(pairs.add(2 * start + $lanes), $permute(e, high, o));
+                    }
+                });
+            }
+        };
+    }
+
+    weave!(
+        weave_f32,
+        f32,
+        16,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_permutex2var_ps,
+        _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
+    );
+    weave!(
+        weave_f64,
+        f64,
+        8,
+        _mm512_loadu_pd,
+        _mm512_storeu_pd,
+        _mm512_permutex2var_pd,
+        _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11),
+        _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15)
+    );
     split!(
         split_f32,
         f32,
@@ -110,7 +216,9 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
-    use super::{split_pairs_f32, split_pairs_f64};
+    use super::{
+        for_each_piece, split_pairs_f32, split_pairs_f64, weave_pairs_f32, weave_pairs_f64,
+    };
     use std::fmt::Debug;
 
     /// `split` on runs of `n` pairs around its vector: every pair split,
@@ -135,5 +243,47 @@ mod tests {
     fn splits_every_pair_or_declines() {
         check::<f32>(split_pairs_f32);
         check::<f64>(split_pairs_f64);
+    }
+
+    /// `weave` on runs of `n` pairs around its vector: every pair woven,
+    /// or nothing written where it declines.
+    fn check_weave<T: Copy + PartialEq + Debug + From<u16>>(
+        weave: fn(&[T], &[T], &mut [T]) -> bool,
+    ) {
+        for n in [0u16, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 50] {
+            let even: Vec<T> = (0..n).map(|k| T::from(2 * k)).collect();
+            let odd: Vec<T> = (0..n).map(|k| T::from(2 * k + 1)).collect();
+            let unset = T::from(u16::MAX);
+            let mut pairs = vec![unset; 2 * usize::from(n)];
+            if weave(&even, &odd, &mut pairs) {
+                let expected: Vec<T> = (0..2 * n).map(T::from).collect();
+                assert_eq!(pairs, expected, "{n}");
+            } else {
+                assert!(pairs.iter().all(|&v| v == unset), "{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn weaves_every_pair_or_declines() {
+        check_weave::<f32>(weave_pairs_f32);
+        check_weave::<f64>(weave_pairs_f64);
+    }
+
+    #[test]
+    fn pieces_cover_every_element_and_end_on_the_last() {
+        for piece in [1, 4, 16] {
+            for count in piece..5 * piece + 3 {
+                let mut starts = Vec::new();
+                for_each_piece(count, piece, |start| starts.push(start));
+                let mut covered = vec![false; count];
+                for &start in &starts {
+                    covered[start..start + piece].fill(true);
+                }
+                assert!(covered.iter().all(|&c| c), "{count} by {piece}: {starts:?}");
+                assert_eq!(starts.last(), Some(&(count - piece)), "{count} by {piece}");
+                assert_eq!(starts.len(), count.div_ceil(piece), "{count} by {piece}");
+            }
+        }
     }
 }

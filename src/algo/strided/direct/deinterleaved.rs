@@ -10,10 +10,10 @@
 //! pixel-major order and back (BENCHMARKS.md, "Deinterleaved depthwise
 //! planes").
 
-use super::for_each_piece;
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::lanes::Work;
+use crate::layout::deinterleave::for_each_piece;
 use crate::operands::Forward;
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};

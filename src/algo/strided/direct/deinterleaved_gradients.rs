@@ -11,11 +11,12 @@
 //! (BENCHMARKS.md, "Deinterleaved depthwise planes").
 
 use super::deinterleaved::{VECTOR, deal_plane};
-use super::{depthwise, for_each_piece};
+use super::depthwise;
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::{GradientSelection, Targets};
 use crate::lanes::{Reach, Work};
+use crate::layout::deinterleave::for_each_piece;
 use crate::nonfinite::all_finite_on_pool;
 use crate::operands::Backward;
 use crate::spec::Geometry;
@@ -412,7 +413,9 @@ const WEAVE_PAIRS: usize = 16;
 fn weave<T: Element, const FUSED: bool>(a: &[T], b: &[T], out: &mut [T]) {
     let pairs = (out.len() / 2).min(a.len()).min(b.len());
     let mut done = 0;
-    if pairs >= WEAVE_PAIRS {
+    if T::weave_pairs(&a[..pairs], &b[..pairs], &mut out[..2 * pairs]) {
+        done = 2 * pairs;
+    } else if pairs >= WEAVE_PAIRS {
         // Fixed-size pieces compile to vector shuffles; the last piece
         // overlaps the one before (writing the same values again).
         for_each_piece(pairs, WEAVE_PAIRS, |start| {

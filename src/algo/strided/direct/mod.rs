@@ -194,29 +194,6 @@ pub(super) fn band_input(g: &Geometry, rows: &Range<usize>) -> (Range<usize>, Ge
     (reached, band)
 }
 
-/// Calls `f(start)` for pieces of `piece` elements that cover `0..count`
-/// (`count ≥ piece > 0`): every `piece`-th start, then one that ends on
-/// `count`, overlapping the one before where `piece` does not divide
-/// `count`. A plain loop: the same starts as a chained iterator cost the
-/// depthwise kernels' row splits a third of their time (BENCHMARKS.md,
-/// "Overlapping pieces").
-#[inline(always)]
-pub(super) fn for_each_piece(count: usize, piece: usize, mut f: impl FnMut(usize)) {
-    debug_assert!(
-        count >= piece && piece > 0,
-        "{count} elements in pieces of {piece}"
-    );
-    let mut next = 0;
-    loop {
-        let start = next.min(count - piece);
-        f(start);
-        if start + piece >= count {
-            return;
-        }
-        next = start + piece;
-    }
-}
-
 /// `y += alpha · x`.
 #[inline(always)]
 fn axpy<T: Element>(alpha: T, x: &[T], y: &mut [T]) {
@@ -512,27 +489,5 @@ fn backward_sample_body<T: Element>(
     if let Some(dx) = dx {
         let layout = SourceLayout::plain((1, g.in_channels, hp, wp));
         crop_into(padded, layout, g.padding, dx.insert_axis(Axis(0)));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::for_each_piece;
-
-    #[test]
-    fn pieces_cover_every_element_and_end_on_the_last() {
-        for piece in [1, 4, 16] {
-            for count in piece..5 * piece + 3 {
-                let mut starts = Vec::new();
-                for_each_piece(count, piece, |start| starts.push(start));
-                let mut covered = vec![false; count];
-                for &start in &starts {
-                    covered[start..start + piece].fill(true);
-                }
-                assert!(covered.iter().all(|&c| c), "{count} by {piece}: {starts:?}");
-                assert_eq!(starts.last(), Some(&(count - piece)), "{count} by {piece}");
-                assert_eq!(starts.len(), count.div_ceil(piece), "{count} by {piece}");
-            }
-        }
     }
 }
