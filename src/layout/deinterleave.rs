@@ -68,7 +68,7 @@ pub(crate) fn weave_pairs_f64(even: &[f64], odd: &[f64], pairs: &mut [f64]) -> b
 }
 
 /// `weave` (an AVX-512 weave of `lanes` pairs a vector) on the slices,
-/// where the CPU has AVX-512 F and the runs fill a vector.
+/// where [`vector_run`] allows it.
 #[cfg(target_arch = "x86_64")]
 fn weave_with<T>(
     even: &[T],
@@ -77,20 +77,17 @@ fn weave_with<T>(
     lanes: usize,
     weave: unsafe fn(*const T, *const T, *mut T, usize),
 ) -> bool {
-    let n = even.len();
-    assert!(odd.len() == n && pairs.len() == 2 * n, "weave_pairs sizes");
-    if n < lanes || !std::arch::is_x86_feature_detected!("avx512f") {
+    let Some(n) = vector_run((pairs.len(), even.len(), odd.len()), lanes) else {
         return false;
-    }
-    // SAFETY: the CPU has AVX-512 F (checked just above), `n` fills a
-    // vector, and the assert above gives `even`, `odd` n values each and
-    // `pairs` 2·n.
+    };
+    // SAFETY: `vector_run` found AVX-512 F, `n ≥ lanes`, `even` and `odd`
+    // n values each and `pairs` 2·n.
     unsafe { weave(even.as_ptr(), odd.as_ptr(), pairs.as_mut_ptr(), n) };
     true
 }
 
 /// `split` (an AVX-512 split of `lanes` pairs a vector) on the slices,
-/// where the CPU has AVX-512 F and the run fills a vector.
+/// where [`vector_run`] allows it.
 #[cfg(target_arch = "x86_64")]
 fn split_with<T>(
     pairs: &[T],
@@ -99,16 +96,21 @@ fn split_with<T>(
     lanes: usize,
     split: unsafe fn(*const T, *mut T, *mut T, usize),
 ) -> bool {
-    let n = even.len();
-    assert!(odd.len() == n && pairs.len() == 2 * n, "split_pairs sizes");
-    if n < lanes || !std::arch::is_x86_feature_detected!("avx512f") {
+    let Some(n) = vector_run((pairs.len(), even.len(), odd.len()), lanes) else {
         return false;
-    }
-    // SAFETY: the CPU has AVX-512 F (checked just above), `n` fills a
-    // vector, and the assert above gives `pairs` 2·n values and `even`,
-    // `odd` n each.
+    };
+    // SAFETY: as in `weave_with`.
     unsafe { split(pairs.as_ptr(), even.as_mut_ptr(), odd.as_mut_ptr(), n) };
     true
+}
+
+/// The pairs `n` of a run whose lengths (`pairs`, `even`, `odd`) are
+/// `2·n`, `n` and `n` (panics otherwise), where an AVX-512 routine of
+/// `lanes` pairs a vector may take it: `n ≥ lanes` on a CPU with AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+fn vector_run((pairs, even, odd): (usize, usize, usize), lanes: usize) -> Option<usize> {
+    assert!(odd == even && pairs == 2 * even, "pair run sizes");
+    (even >= lanes && std::arch::is_x86_feature_detected!("avx512f")).then_some(even)
 }
 
 #[cfg(target_arch = "x86_64")]
