@@ -134,6 +134,22 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
     #[doc(hidden)]
     fn weave_pairs(even: &[Self], odd: &[Self], pairs: &mut [Self]) -> bool;
 
+    /// Output rows `rows` of a depthwise 3x3 stride-2 layer's channel from
+    /// its input plane (`input`: the plane, its row width and its padding
+    /// at the top and left) and `filter` (taps and bias), into `out`
+    /// (`rows.len()` rows of `out_w`), where
+    /// this type has a vector kernel for the CPU that splits the input
+    /// rows in registers and `out_w` fills a vector; returns whether it
+    /// did. Panics if the sizes do not match.
+    #[doc(hidden)]
+    fn depthwise_stride2_rows(
+        input: (&[Self], usize, (usize, usize)),
+        filter: (&[Self; 9], Self),
+        rows: std::ops::Range<usize>,
+        out_w: usize,
+        out: &mut [Self],
+    ) -> bool;
+
     /// CBLAS `?gemm` for this type: `C ← alpha·op(A)·op(B) + beta·C`,
     /// row-major. The dtype dispatch of the BLAS backends, in one place.
     ///
@@ -224,6 +240,15 @@ impl Element for f32 {
     fn weave_pairs(even: &[Self], odd: &[Self], pairs: &mut [Self]) -> bool {
         crate::layout::deinterleave::weave_pairs_f32(even, odd, pairs)
     }
+    fn depthwise_stride2_rows(
+        input: (&[Self], usize, (usize, usize)),
+        filter: (&[Self; 9], Self),
+        rows: std::ops::Range<usize>,
+        out_w: usize,
+        out: &mut [Self],
+    ) -> bool {
+        crate::algo::strided::direct::split_in_registers::rows_f32(input, filter, rows, out_w, out)
+    }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
 }
@@ -251,6 +276,15 @@ impl Element for f64 {
     }
     fn weave_pairs(even: &[Self], odd: &[Self], pairs: &mut [Self]) -> bool {
         crate::layout::deinterleave::weave_pairs_f64(even, odd, pairs)
+    }
+    fn depthwise_stride2_rows(
+        input: (&[Self], usize, (usize, usize)),
+        filter: (&[Self; 9], Self),
+        rows: std::ops::Range<usize>,
+        out_w: usize,
+        out: &mut [Self],
+    ) -> bool {
+        crate::algo::strided::direct::split_in_registers::rows_f64(input, filter, rows, out_w, out)
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

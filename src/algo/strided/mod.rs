@@ -20,7 +20,7 @@
 
 pub(crate) mod choice;
 mod column;
-mod direct;
+pub(crate) mod direct;
 mod measure;
 mod shifted;
 pub(crate) mod simd;

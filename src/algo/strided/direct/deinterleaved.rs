@@ -8,7 +8,9 @@
 //! `even[j + 1]`. A tile of output rows by a vector of pixels then sums
 //! its nine taps in registers, with no transpose of the sample into
 //! pixel-major order and back (BENCHMARKS.md, "Deinterleaved depthwise
-//! planes").
+//! planes"). Where the element type has a kernel for the CPU that splits
+//! the rows in registers instead (`split_in_registers.rs`), a contiguous
+//! plane goes through it and no split is stored.
 
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
@@ -60,13 +62,20 @@ pub(crate) fn forward<T: Element>(
         let padded_rows = 2 * item.rows.len() + 1;
         let split = scratch(split_buf, 2 * padded_rows * half);
         for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
-            for (c, y_c) in y_n.outer_iter_mut().enumerate() {
+            for (c, mut y_c) in y_n.outer_iter_mut().enumerate() {
                 let x_c = x.slice(s![n, c, .., ..]);
+                let taps: [T; 9] = std::array::from_fn(|t| w[[c, 0, t / 3, t % 3]]);
+                let b = bias.map_or(T::zero(), |b| b[c]);
+                if let (Some(plane), Some(out)) = (x_c.as_slice(), y_c.as_slice_mut()) {
+                    let input = (plane, g.in_w, (g.padding.top, g.padding.left));
+                    if T::depthwise_stride2_rows(input, (&taps, b), item.rows.clone(), g.out_w, out)
+                    {
+                        continue;
+                    }
+                }
                 let (even, odd) = split.split_at_mut(padded_rows * half);
                 let rows = first..first + padded_rows;
                 deal_plane(x_c, g, rows, even, odd, line_buf);
-                let taps: [T; 9] = std::array::from_fn(|t| w[[c, 0, t / 3, t % 3]]);
-                let b = bias.map_or(T::zero(), |b| b[c]);
                 write_plane(split, half, (&taps, b), y_c, plane_buf);
             }
         }
