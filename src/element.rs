@@ -150,6 +150,21 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
         out: &mut [Self],
     ) -> bool;
 
+    /// Rows `rows` of a depthwise 3x3 stride-2 layer's input gradient `dx`
+    /// (the plane, its row width and the input's padding at the top and
+    /// left), each written whole, from the error rows `error` (the rows,
+    /// their width and the first's index; rows outside count zero) and the
+    /// channel's taps, where this type has a vector kernel for the CPU that
+    /// weaves the columns in registers and an error row fills a vector;
+    /// returns whether it did. Panics if the sizes do not match.
+    #[doc(hidden)]
+    fn depthwise_stride2_input_gradient(
+        error: (&[Self], usize, usize),
+        taps: &[Self; 9],
+        dx: (&mut [Self], usize, (usize, usize)),
+        rows: std::ops::Range<usize>,
+    ) -> bool;
+
     /// CBLAS `?gemm` for this type: `C ← alpha·op(A)·op(B) + beta·C`,
     /// row-major. The dtype dispatch of the BLAS backends, in one place.
     ///
@@ -249,6 +264,16 @@ impl Element for f32 {
     ) -> bool {
         crate::algo::strided::direct::split_in_registers::rows_f32(input, filter, rows, out_w, out)
     }
+    fn depthwise_stride2_input_gradient(
+        error: (&[Self], usize, usize),
+        taps: &[Self; 9],
+        dx: (&mut [Self], usize, (usize, usize)),
+        rows: std::ops::Range<usize>,
+    ) -> bool {
+        crate::algo::strided::direct::split_in_registers::input_gradient_rows_f32(
+            error, taps, dx, rows,
+        )
+    }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
 }
@@ -285,6 +310,16 @@ impl Element for f64 {
         out: &mut [Self],
     ) -> bool {
         crate::algo::strided::direct::split_in_registers::rows_f64(input, filter, rows, out_w, out)
+    }
+    fn depthwise_stride2_input_gradient(
+        error: (&[Self], usize, usize),
+        taps: &[Self; 9],
+        dx: (&mut [Self], usize, (usize, usize)),
+        rows: std::ops::Range<usize>,
+    ) -> bool {
+        crate::algo::strided::direct::split_in_registers::input_gradient_rows_f64(
+            error, taps, dx, rows,
+        )
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

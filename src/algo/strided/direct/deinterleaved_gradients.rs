@@ -8,7 +8,10 @@
 //! in the same split layout, each error row added into the three runs its
 //! taps read, and the even and odd columns are then woven back into input
 //! rows. No sample goes through the pixel-major transposes
-//! (BENCHMARKS.md, "Deinterleaved depthwise planes").
+//! (BENCHMARKS.md, "Deinterleaved depthwise planes"). Where the element
+//! type has a kernel for the CPU that weaves in registers
+//! (`split_in_registers.rs`), a contiguous input gradient plane is written
+//! by it, with no split gradient.
 
 use super::deinterleaved::{VECTOR, deal_plane};
 use super::depthwise;
@@ -201,7 +204,28 @@ fn plane_gradients<T: Element>(
     } else {
         [T::zero(); 9]
     };
-    if let Some(dx_c) = dx_c {
+    if let Some(mut dx_c) = dx_c {
+        // Every row the band reaches (all of them for whole samples),
+        // woven in registers where the type has a kernel for the CPU.
+        let (top, left) = (g.padding.top, g.padding.left);
+        let reached = if band {
+            padded.start.saturating_sub(top).min(g.in_h)..padded.end.saturating_sub(top).min(g.in_h)
+        } else {
+            0..g.in_h
+        };
+        let first = padded.start / g.sh;
+        let woven = dx_c.as_slice_mut().is_some_and(|dx| {
+            let error = (error, g.out_w, first);
+            T::depthwise_stride2_input_gradient(
+                error,
+                &plane.taps,
+                (dx, g.in_w, (top, left)),
+                reached,
+            )
+        });
+        if woven {
+            return (weight, bias);
+        }
         let gradient = scratch(gradient_buf, 2 * rows * half);
         gradient.fill(T::zero());
         spread_error(error, g.out_w, &plane.taps, gradient, half);

@@ -1,19 +1,24 @@
-//! The forward pass of a depthwise 3x3 layer at stride 2 on one input
-//! plane, with each input row split into its even and odd columns in
-//! registers: per dtype, through AVX-512 permutes, reached through the
-//! hidden `Element::depthwise_stride2_rows`.
+//! The forward pass and the input gradient of a depthwise 3x3 layer at
+//! stride 2 on one plane, with each row split into its even and odd
+//! columns (or woven back from them) in registers: per dtype, through
+//! AVX-512 permutes, reached through the hidden
+//! `Element::depthwise_stride2_rows` and
+//! `Element::depthwise_stride2_input_gradient`.
 //!
-//! The portable kernel (`deinterleaved.rs`) first writes each plane's
-//! rows split into even and odd columns to a buffer, then sums the taps
-//! from it; the split and its stores took as long as the sums
-//! (BENCHMARKS.md, "Split in registers"). Here a vector of outputs loads
-//! the two vectors of input pairs its taps span and permutes out the three
-//! taps of a kernel row (`even[j]`, `odd[j]`, `even[j + 1]`), so an input
-//! row is read straight from the caller's plane and never stored again.
-//! Columns outside the row (padding) come in as zeros through load and
-//! permute masks, rows outside the plane are skipped, and each output's
-//! nine multiply-adds run in the portable kernel's order, so both give the
-//! same bits.
+//! The portable kernels (`deinterleaved.rs`, `deinterleaved_gradients.rs`)
+//! write each plane's rows split into even and odd columns to a buffer, and
+//! weave the input gradient back from another; the splits, weaves and
+//! their stores took as long as the arithmetic (BENCHMARKS.md, "Split in
+//! registers"). Here a vector of outputs loads the two vectors of input
+//! pairs its taps span and permutes out the three taps of a kernel row
+//! (`even[j]`, `odd[j]`, `even[j + 1]`), so an input row is read straight
+//! from the caller's plane and never stored again; and a vector of input
+//! gradient pairs sums its even and odd columns from the error rows that
+//! reach it and weaves them in two permutes before its one store. Columns
+//! outside a row (padding) come in as zeros, and stay unwritten, through
+//! load, permute and store masks; rows outside the plane or the band are
+//! skipped; each forward output's nine multiply-adds run in the portable
+//! kernel's order, so both give the same bits.
 
 use std::ops::Range;
 
@@ -54,6 +59,95 @@ pub(crate) fn rows_f64(
     return rows_with(plane, filter, rows, out_w, out, 8, avx512::rows_f64);
     #[cfg(not(target_arch = "x86_64"))]
     return false;
+}
+
+/// An input gradient plane (`in_h × in_w`, rows contiguous one after
+/// another), its row width `in_w` and the zero rows above and columns left
+/// of the input it is the gradient of.
+pub(crate) type GradientPlane<'a, T> = (&'a mut [T], usize, (usize, usize));
+
+/// The error of a band of output rows (`count × out_w`, rows contiguous),
+/// its row width `out_w` and the index of its first row.
+pub(crate) type Error<'a, T> = (&'a [T], usize, usize);
+
+/// Rows `rows` of the input gradient `dx` of a channel from its error rows
+/// `error` (every other row's contribution counted zero) and its taps,
+/// for `f32`: each written whole. Returns whether it did: on a CPU with
+/// AVX-512 F, for rows of at least one vector of error (16). Panics if the
+/// slices do not hold what their sizes say.
+pub(crate) fn input_gradient_rows_f32(
+    error: Error<'_, f32>,
+    taps: &[f32; 9],
+    dx: GradientPlane<'_, f32>,
+    rows: Range<usize>,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return input_gradient_with(error, taps, dx, rows, 16, avx512::input_gradient_f32);
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// [`input_gradient_rows_f32`] for `f64`, for error rows of at least one
+/// vector (8).
+pub(crate) fn input_gradient_rows_f64(
+    error: Error<'_, f64>,
+    taps: &[f64; 9],
+    dx: GradientPlane<'_, f64>,
+    rows: Range<usize>,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return input_gradient_with(error, taps, dx, rows, 8, avx512::input_gradient_f64);
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// The raw form of an input gradient call: the error, its rows, their
+/// width and the first's index; the taps; the gradient plane, its width
+/// and the padding (top, left); the rows to write.
+#[cfg(target_arch = "x86_64")]
+type RawInputGradient<T> = unsafe fn(
+    (*const T, usize, usize, usize),
+    &[T; 9],
+    (*mut T, usize, (usize, usize)),
+    Range<usize>,
+);
+
+/// `kernel` (an AVX-512 kernel of `lanes` a vector) on the call's slices,
+/// where the CPU and the sizes allow it.
+#[cfg(target_arch = "x86_64")]
+fn input_gradient_with<T>(
+    (error, out_w, first): Error<'_, T>,
+    taps: &[T; 9],
+    (dx, in_w, pad): GradientPlane<'_, T>,
+    rows: Range<usize>,
+    lanes: usize,
+    kernel: RawInputGradient<T>,
+) -> bool {
+    let count = error.len().checked_div(out_w).unwrap_or(0);
+    assert_eq!(count * out_w, error.len(), "whole error rows");
+    let in_h = dx.len().checked_div(in_w).unwrap_or(0);
+    assert_eq!(in_h * in_w, dx.len(), "whole gradient rows");
+    assert!(
+        rows.start <= rows.end && rows.end <= in_h,
+        "rows {rows:?} of {in_h}"
+    );
+    if out_w < lanes || !std::arch::is_x86_feature_detected!("avx512f") {
+        return false;
+    }
+    // SAFETY: the CPU has AVX-512 F; the error holds `count` rows of
+    // `out_w` and `dx` `in_h` rows of `in_w` (checked above), of which the
+    // kernel writes rows `rows`, within `in_h`. It loads only columns
+    // `0..out_w` of error rows `0..count`, and stores only columns
+    // `0..in_w` of those rows.
+    unsafe {
+        kernel(
+            (error.as_ptr(), count, out_w, first),
+            taps,
+            (dx.as_mut_ptr(), in_w, pad),
+            rows,
+        )
+    };
+    true
 }
 
 /// The raw form of a call: the input plane, its height, its width and its
@@ -335,11 +429,166 @@ mod avx512 {
         i64,
         _mm512_loadu_epi64
     );
+
+    /// An AVX-512 input gradient kernel of one dtype: see
+    /// [`super::input_gradient_rows_f32`].
+    ///
+    /// Input column `c` is padded column `c + left`: `2·m` (even) or `2·m +
+    /// 1` (odd). Error column `m` reaches even column `2·m` through the
+    /// kernel row's first tap and `2·m + 2` through its third, odd column
+    /// `2·m + 1` through its second. A vector of pairs of input columns
+    /// from `c` on therefore sums, for each error row that reaches its
+    /// input row, the error columns from `a = ⌊(c + left − 1) / 2⌋` (`d0`)
+    /// and from `a + 1` (`d1`): even columns `w0·d1 + w2·d0`, odd ones
+    /// `w1·d1` where the pairs start on an even column, else `w1·d0`. The
+    /// two are woven into input order by two permutes.
+    macro_rules! input_gradient {
+        ($name:ident, $t:ty, $lanes:expr, $vec:ty, $mask:ty,
+         $set1:ident, $zero:ident, $maskz_load:ident, $mask_store:ident, $fmadd:ident,
+         $permute:ident, $low:expr, $high:expr) => {
+            /// # Safety
+            /// The CPU must have AVX-512 F; `out_w ≥ LANES`; `error` valid
+            /// for `count · out_w` reads and `dx` for writes of rows
+            /// `rows` of `in_w`.
+            #[target_feature(enable = "avx512f")]
+            pub(super) unsafe fn $name(
+                (error, count, out_w, first): (*const $t, usize, usize, usize),
+                taps: &[$t; 9],
+                (dx, in_w, (pad_top, pad_left)): (*mut $t, usize, (usize, usize)),
+                rows: std::ops::Range<usize>,
+            ) {
+                const LANES: usize = $lanes;
+                let mut w = [$set1(0.0); 9];
+                for t in 0..9 {
+                    w[t] = $set1(taps[t]);
+                }
+                let (low, high) = ($low, $high);
+                // Padded rows `2·i` and `2·i + 1` take error row `i` through
+                // kernel rows 0 and 1, and row `2·i + 2` through kernel row
+                // 2: a vector of columns walks down the error rows, each
+                // loaded once and kept for the next pair of input rows.
+                let padded = rows.start + pad_top..rows.end + pad_top;
+                let mut c = 0;
+                while c < in_w {
+                    let column = (c + pad_left) as isize;
+                    let a = (column - 1).div_euclid(2);
+                    let starts_even = column % 2 == 0;
+                    let masks = [
+                        lanes_within(a, out_w, LANES) as $mask,
+                        lanes_within(a + 1, out_w, LANES) as $mask,
+                    ];
+                    let stores = [
+                        lanes_within(c as isize, in_w, LANES) as $mask,
+                        lanes_within((c + LANES) as isize, in_w, LANES) as $mask,
+                    ];
+                    // Error row `i`'s columns from `a` and `a + 1`, where
+                    // the band holds it.
+                    let load = |i: usize| -> Option<($vec, $vec)> {
+                        let row = i.checked_sub(first).filter(|&r| r < count)?;
+                        let from = error.wrapping_add(row * out_w);
+                        // SAFETY: each load reads only the lanes its mask
+                        // keeps, columns `0..out_w` of error row `row <
+                        // count`.
+                        Some(unsafe {
+                            (
+                                $maskz_load(masks[0], from.wrapping_offset(a)),
+                                $maskz_load(masks[1], from.wrapping_offset(a + 1)),
+                            )
+                        })
+                    };
+                    // One input row's vectors: the sums of its kernel rows'
+                    // taps `(w0, w1, w2)` times their error rows, woven
+                    // and stored.
+                    let row_out = |p: usize, sums: [Option<(&[$vec], ($vec, $vec))>; 2]| {
+                        let (mut even, mut odd) = ($zero(), $zero());
+                        for (w, (d0, d1)) in sums.into_iter().flatten() {
+                            even = $fmadd(w[0], d1, even);
+                            even = $fmadd(w[2], d0, even);
+                            odd = $fmadd(w[1], if starts_even { d1 } else { d0 }, odd);
+                        }
+                        let (first_runs, second_runs) = if starts_even {
+                            (even, odd)
+                        } else {
+                            (odd, even)
+                        };
+                        let line = dx.wrapping_add((p - pad_top) * in_w);
+                        // SAFETY: each store writes only the lanes its
+                        // mask keeps, columns `0..in_w` of row `p −
+                        // pad_top`, one of `rows`.
+                        unsafe {
+                            $mask_store(
+                                line.wrapping_add(c),
+                                stores[0],
+                                $permute(first_runs, low, second_runs),
+                            );
+                            $mask_store(
+                                line.wrapping_add(c + LANES),
+                                stores[1],
+                                $permute(first_runs, high, second_runs),
+                            );
+                        }
+                    };
+                    if !padded.is_empty() {
+                        let mut previous = (padded.start / 2).checked_sub(1).and_then(load);
+                        for i in padded.start / 2..=(padded.end - 1) / 2 {
+                            let current = load(i);
+                            if padded.contains(&(2 * i)) {
+                                let [top, bottom] = [
+                                    current.map(|d| (&w[0..3], d)),
+                                    previous.map(|d| (&w[6..9], d)),
+                                ];
+                                row_out(2 * i, [top, bottom]);
+                            }
+                            if padded.contains(&(2 * i + 1)) {
+                                row_out(2 * i + 1, [current.map(|d| (&w[3..6], d)), None]);
+                            }
+                            previous = current;
+                        }
+                    }
+                    c += 2 * LANES;
+                }
+            }
+        };
+    }
+
+    input_gradient!(
+        input_gradient_f32,
+        f32,
+        16,
+        __m512,
+        __mmask16,
+        _mm512_set1_ps,
+        _mm512_setzero_ps,
+        _mm512_maskz_loadu_ps,
+        _mm512_mask_storeu_ps,
+        _mm512_fmadd_ps,
+        _mm512_permutex2var_ps,
+        _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
+    );
+    input_gradient!(
+        input_gradient_f64,
+        f64,
+        8,
+        __m512d,
+        __mmask8,
+        _mm512_set1_pd,
+        _mm512_setzero_pd,
+        _mm512_maskz_loadu_pd,
+        _mm512_mask_storeu_pd,
+        _mm512_fmadd_pd,
+        _mm512_permutex2var_pd,
+        _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11),
+        _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15)
+    );
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Filter, Plane, rows_f32, rows_f64};
+    use super::{
+        Error, Filter, GradientPlane, Plane, input_gradient_rows_f32, input_gradient_rows_f64,
+        rows_f32, rows_f64,
+    };
     use num_traits::Float;
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
@@ -441,5 +690,97 @@ mod tests {
     fn split_in_registers_gives_the_bits_of_the_taps_in_order() {
         check::<f32>(rows_f32, 1);
         check::<f64>(rows_f64, 2);
+    }
+
+    /// [`input_gradient_rows_f32`] or [`input_gradient_rows_f64`].
+    type InputGradientRows<T> =
+        fn(Error<'_, T>, &[T; 9], GradientPlane<'_, T>, Range<usize>) -> bool;
+
+    /// Input gradient element `(ih, c)` of error rows `first..` (`error`,
+    /// `out_w` wide), in the kernel's order: for each kernel row, the taps
+    /// that reach it, each a fused multiply-add.
+    fn gradient_at<T: Float>(
+        (error, out_w, first): Error<'_, T>,
+        taps: &[T; 9],
+        (top, left): (usize, usize),
+        (ih, c): (usize, usize),
+    ) -> T {
+        let count = error.len() / out_w;
+        let dy = |row: usize, m: Option<usize>| match m {
+            Some(m) if m < out_w => error[row * out_w + m],
+            _ => T::zero(),
+        };
+        let (p, q) = (ih + top, c + left);
+        let mut sum = T::zero();
+        for kh in 0..3 {
+            let Some(row) = p
+                .checked_sub(kh)
+                .filter(|p| p % 2 == 0)
+                .and_then(|p| (p / 2).checked_sub(first))
+                .filter(|&r| r < count)
+            else {
+                continue;
+            };
+            if q % 2 == 0 {
+                sum = taps[3 * kh].mul_add(dy(row, Some(q / 2)), sum);
+                sum = taps[3 * kh + 2].mul_add(dy(row, (q / 2).checked_sub(1)), sum);
+            } else {
+                sum = taps[3 * kh + 1].mul_add(dy(row, Some(q / 2)), sum);
+            }
+        }
+        sum
+    }
+
+    /// The input gradient kernel on random planes, paddings, bands of
+    /// error rows and rows to write: the bits of [`gradient_at`] in the
+    /// rows it writes, the other rows untouched, and nothing written where
+    /// it declines.
+    fn check_input_gradient<T: Float + Debug>(kernel: InputGradientRows<T>, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let value = |rng: &mut StdRng| T::from(rng.random_range(-1.0..1.0)).expect("a value");
+        for _ in 0..300 {
+            let (in_h, in_w): (usize, usize) = (rng.random_range(1..=12), rng.random_range(1..=75));
+            let pad: (usize, usize) = (rng.random_range(0..=3), rng.random_range(0..=3));
+            let (bottom, right): (usize, usize) =
+                (rng.random_range(0..=3), rng.random_range(0..=3));
+            let out_h = (in_h + pad.0 + bottom).saturating_sub(3) / 2 + 1;
+            let out_w = (in_w + pad.1 + right).saturating_sub(3) / 2 + 1;
+            let first = rng.random_range(0..out_h);
+            let count = rng.random_range(1..=out_h - first);
+            let error: Vec<T> = (0..count * out_w).map(|_| value(&mut rng)).collect();
+            let taps: [T; 9] = std::array::from_fn(|_| value(&mut rng));
+            let start = rng.random_range(0..=in_h);
+            let rows = start..rng.random_range(start..=in_h);
+            let unset = T::from(99).expect("a value");
+            let mut dx = vec![unset; in_h * in_w];
+            let band = (&error[..], out_w, first);
+            if kernel(band, &taps, (&mut dx, in_w, pad), rows.clone()) {
+                for ih in 0..in_h {
+                    for c in 0..in_w {
+                        let expected = if rows.contains(&ih) {
+                            gradient_at(band, &taps, pad, (ih, c))
+                        } else {
+                            unset
+                        };
+                        assert_eq!(
+                            dx[ih * in_w + c],
+                            expected,
+                            "{in_h}x{in_w}, padding {pad:?}, error rows {first}+{count}, at ({ih}, {c})"
+                        );
+                    }
+                }
+            } else {
+                assert!(
+                    dx.iter().all(|&v| v == unset),
+                    "{in_h}x{in_w}: declined but wrote"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn input_gradient_in_registers_gives_the_bits_of_the_taps_in_order() {
+        check_input_gradient::<f32>(input_gradient_rows_f32, 3);
+        check_input_gradient::<f64>(input_gradient_rows_f64, 4);
     }
 }
