@@ -165,6 +165,19 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
         rows: std::ops::Range<usize>,
     ) -> bool;
 
+    /// The weight gradient of a depthwise 3x3 stride-2 layer's channel
+    /// (its nine taps) from its input plane `input` (the plane, its row
+    /// width and its padding at the top and left) and the error rows
+    /// `error` (the rows, their width and the first's index), where this
+    /// type has a vector kernel for the CPU that splits the input rows in
+    /// registers and an error row fills a vector. Panics if the sizes do
+    /// not match.
+    #[doc(hidden)]
+    fn depthwise_stride2_weight_gradient(
+        input: (&[Self], usize, (usize, usize)),
+        error: (&[Self], usize, usize),
+    ) -> Option<[Self; 9]>;
+
     /// CBLAS `?gemm` for this type: `C ← alpha·op(A)·op(B) + beta·C`,
     /// row-major. The dtype dispatch of the BLAS backends, in one place.
     ///
@@ -274,6 +287,12 @@ impl Element for f32 {
             error, taps, dx, rows,
         )
     }
+    fn depthwise_stride2_weight_gradient(
+        input: (&[Self], usize, (usize, usize)),
+        error: (&[Self], usize, usize),
+    ) -> Option<[Self; 9]> {
+        crate::algo::strided::direct::split_in_registers::weight_gradient_f32(input, error)
+    }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
 }
@@ -320,6 +339,12 @@ impl Element for f64 {
         crate::algo::strided::direct::split_in_registers::input_gradient_rows_f64(
             error, taps, dx, rows,
         )
+    }
+    fn depthwise_stride2_weight_gradient(
+        input: (&[Self], usize, (usize, usize)),
+        error: (&[Self], usize, usize),
+    ) -> Option<[Self; 9]> {
+        crate::algo::strided::direct::split_in_registers::weight_gradient_f64(input, error)
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

@@ -9,9 +9,10 @@
 //! taps read, and the even and odd columns are then woven back into input
 //! rows. No sample goes through the pixel-major transposes
 //! (BENCHMARKS.md, "Deinterleaved depthwise planes"). Where the element
-//! type has a kernel for the CPU that weaves in registers
-//! (`split_in_registers.rs`), a contiguous input gradient plane is written
-//! by it, with no split gradient.
+//! type has kernels for the CPU that split and weave in registers
+//! (`split_in_registers.rs`), they compute the weight gradient from a
+//! contiguous input plane and write a contiguous input gradient plane,
+//! with no split input or gradient stored.
 
 use super::deinterleaved::{VECTOR, deal_plane};
 use super::depthwise;
@@ -196,24 +197,30 @@ fn plane_gradients<T: Element>(
     } else {
         T::zero()
     };
+    let (top, left) = (g.padding.top, g.padding.left);
+    let first = padded.start / g.sh;
     let weight = if wanted.weight {
-        let split = scratch(split_buf, 2 * rows * half);
-        let (even, odd) = split.split_at_mut(rows * half);
-        deal_plane(plane.x, g, padded.clone(), even, odd, line_buf);
-        weight_taps(split, half, error, g.out_w)
+        // Split in registers where the type has a kernel for the CPU.
+        let in_registers = plane.x.as_slice().and_then(|x| {
+            T::depthwise_stride2_weight_gradient((x, g.in_w, (top, left)), (error, g.out_w, first))
+        });
+        in_registers.unwrap_or_else(|| {
+            let split = scratch(split_buf, 2 * rows * half);
+            let (even, odd) = split.split_at_mut(rows * half);
+            deal_plane(plane.x, g, padded.clone(), even, odd, line_buf);
+            weight_taps(split, half, error, g.out_w)
+        })
     } else {
         [T::zero(); 9]
     };
     if let Some(mut dx_c) = dx_c {
         // Every row the band reaches (all of them for whole samples),
         // woven in registers where the type has a kernel for the CPU.
-        let (top, left) = (g.padding.top, g.padding.left);
         let reached = if band {
             padded.start.saturating_sub(top).min(g.in_h)..padded.end.saturating_sub(top).min(g.in_h)
         } else {
             0..g.in_h
         };
-        let first = padded.start / g.sh;
         let woven = dx_c.as_slice_mut().is_some_and(|dx| {
             let error = (error, g.out_w, first);
             T::depthwise_stride2_input_gradient(

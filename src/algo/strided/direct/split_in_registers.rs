@@ -1,8 +1,8 @@
-//! The forward pass and the input gradient of a depthwise 3x3 layer at
-//! stride 2 on one plane, with each row split into its even and odd
-//! columns (or woven back from them) in registers: per dtype, through
-//! AVX-512 permutes, reached through the hidden
-//! `Element::depthwise_stride2_rows` and
+//! The forward pass and the gradients of a depthwise 3x3 layer at stride
+//! 2 on one plane, with each row split into its even and odd columns (or
+//! woven back from them) in registers: per dtype, through AVX-512
+//! permutes, reached through the hidden `Element::depthwise_stride2_rows`,
+//! `Element::depthwise_stride2_weight_gradient` and
 //! `Element::depthwise_stride2_input_gradient`.
 //!
 //! The portable kernels (`deinterleaved.rs`, `deinterleaved_gradients.rs`)
@@ -12,13 +12,15 @@
 //! registers"). Here a vector of outputs loads the two vectors of input
 //! pairs its taps span and permutes out the three taps of a kernel row
 //! (`even[j]`, `odd[j]`, `even[j + 1]`), so an input row is read straight
-//! from the caller's plane and never stored again; and a vector of input
-//! gradient pairs sums its even and odd columns from the error rows that
-//! reach it and weaves them in two permutes before its one store. Columns
-//! outside a row (padding) come in as zeros, and stay unwritten, through
-//! load, permute and store masks; rows outside the plane or the band are
-//! skipped; each forward output's nine multiply-adds run in the portable
-//! kernel's order, so both give the same bits.
+//! from the caller's plane and never stored again: the forward pass
+//! multiplies them by the weights, the weight gradient by a vector of the
+//! error. A vector of input gradient pairs sums its even and odd columns
+//! from the error rows that reach it and weaves them in two permutes
+//! before its one store. Columns outside a row (padding) come in as zeros,
+//! and stay unwritten, through load, permute and store masks; rows outside
+//! the plane or the band are skipped; each forward output's nine
+//! multiply-adds run in the portable kernel's order, so both give the same
+//! bits.
 
 use std::ops::Range;
 
@@ -42,7 +44,15 @@ pub(crate) fn rows_f32(
     out: &mut [f32],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(plane, filter, rows, out_w, out, 16, avx512::rows_f32);
+    return rows_with(
+        plane,
+        filter,
+        rows,
+        out_w,
+        out,
+        16,
+        avx512::f32_kernels::rows,
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
@@ -56,7 +66,15 @@ pub(crate) fn rows_f64(
     out: &mut [f64],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(plane, filter, rows, out_w, out, 8, avx512::rows_f64);
+    return rows_with(
+        plane,
+        filter,
+        rows,
+        out_w,
+        out,
+        8,
+        avx512::f64_kernels::rows,
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
@@ -150,6 +168,69 @@ fn input_gradient_with<T>(
     true
 }
 
+/// The weight gradient of a channel's nine taps over the error rows
+/// `error` (the band's rows, their width and the first's index) and its
+/// input plane, for `f32`: each tap's products summed a vector of lanes at
+/// a time, then across the lanes. Returns `None` on a CPU without AVX-512
+/// F, or for error rows narrower than a vector (16). Panics if the slices
+/// do not hold what their sizes say.
+pub(crate) fn weight_gradient_f32(
+    plane: Plane<'_, f32>,
+    error: Error<'_, f32>,
+) -> Option<[f32; 9]> {
+    #[cfg(target_arch = "x86_64")]
+    return weight_gradient_with(plane, error, 16, avx512::f32_kernels::weight_gradient);
+    #[cfg(not(target_arch = "x86_64"))]
+    return None;
+}
+
+/// [`weight_gradient_f32`] for `f64`, for error rows of at least one vector
+/// (8).
+pub(crate) fn weight_gradient_f64(
+    plane: Plane<'_, f64>,
+    error: Error<'_, f64>,
+) -> Option<[f64; 9]> {
+    #[cfg(target_arch = "x86_64")]
+    return weight_gradient_with(plane, error, 8, avx512::f64_kernels::weight_gradient);
+    #[cfg(not(target_arch = "x86_64"))]
+    return None;
+}
+
+/// The raw form of a weight gradient call: the input plane, its height,
+/// width and padding (top, left); the error, its rows, their width and the
+/// first's index.
+#[cfg(target_arch = "x86_64")]
+type RawWeightGradient<T> =
+    unsafe fn((*const T, usize, usize, (usize, usize)), (*const T, usize, usize, usize)) -> [T; 9];
+
+/// `kernel` (an AVX-512 kernel of `lanes` a vector) on the call's slices,
+/// where the CPU and the sizes allow it.
+#[cfg(target_arch = "x86_64")]
+fn weight_gradient_with<T>(
+    (input, in_w, pad): Plane<'_, T>,
+    (error, out_w, first): Error<'_, T>,
+    lanes: usize,
+    kernel: RawWeightGradient<T>,
+) -> Option<[T; 9]> {
+    let in_h = input.len().checked_div(in_w).unwrap_or(0);
+    assert_eq!(in_h * in_w, input.len(), "whole input rows");
+    let count = error.len().checked_div(out_w).unwrap_or(0);
+    assert_eq!(count * out_w, error.len(), "whole error rows");
+    if out_w < lanes || !std::arch::is_x86_feature_detected!("avx512f") {
+        return None;
+    }
+    // SAFETY: the CPU has AVX-512 F; the input holds `in_h` rows of `in_w`
+    // and the error `count` rows of `out_w` (checked above). The kernel
+    // loads only columns `0..in_w` of input rows `0..in_h` and columns
+    // `0..out_w` of error rows `0..count`.
+    Some(unsafe {
+        kernel(
+            (input.as_ptr(), in_h, in_w, pad),
+            (error.as_ptr(), count, out_w, first),
+        )
+    })
+}
+
 /// The raw form of a call: the input plane, its height, its width and its
 /// padding (top, left); the filter and bias; the first output row, the
 /// rows and their width; the output.
@@ -201,7 +282,7 @@ mod avx512 {
 
     /// Output rows a tile: four independent sums of nine multiply-adds,
     /// from nine input rows.
-    const ROWS: usize = 4;
+    pub(super) const ROWS: usize = 4;
 
     /// The lanes `l` of a vector of `lanes` for which `at + l` lies in
     /// `0..len`, as a mask: the part of a load at column `at` of a row
@@ -218,46 +299,49 @@ mod avx512 {
     /// Where the loads of a run of pairs starting at column `s` (maybe
     /// left of the row) start, and the offset of column `s` from there.
     #[inline(always)]
-    fn window(s: isize) -> (isize, isize) {
+    pub(super) fn window(s: isize) -> (isize, isize) {
         let base = s.max(0);
         (base, s - base)
     }
 
     /// Lanes `first..lanes` as a mask.
     #[inline(always)]
-    fn lanes_from(first: u32, lanes: u32) -> u32 {
+    pub(super) fn lanes_from(first: u32, lanes: u32) -> u32 {
         let all = (1u32 << lanes) - 1;
         (all << first.min(lanes)) & all
     }
 
-    /// An AVX-512 kernel of one dtype: see [`super::rows_f32`].
-    macro_rules! rows {
-        ($name:ident, $t:ty, $lanes:expr, $vec:ty, $mask:ty,
-         $set1:ident, $maskz_load:ident, $store:ident, $fmadd:ident, $permute:ident,
-         $index:ty, $load_index:ident) => {
-            /// # Safety
-            /// The CPU must have AVX-512 F; `out_w ≥ LANES`; `input` valid
-            /// for `in_h · in_w` reads and `out` for `count · out_w`
-            /// writes.
-            #[target_feature(enable = "avx512f")]
-            pub(super) unsafe fn $name(
-                (input, in_h, in_w, (pad_top, pad_left)): (*const $t, usize, usize, (usize, usize)),
-                (taps, bias): (&[$t; 9], $t),
-                (first_row, count, out_w): (usize, usize, usize),
-                out: *mut $t,
-            ) {
+    /// The AVX-512 forward and weight gradient kernels of one dtype, in
+    /// module `$module`: see [`super::rows_f32`] and
+    /// [`super::weight_gradient_f32`].
+    macro_rules! split_kernels {
+        ($module:ident, $t:ty, $lanes:expr, $vec:ty, $mask:ty,
+         $set1:ident, $zero:ident, $maskz_load:ident, $store:ident, $fmadd:ident, $permute:ident,
+         $reduce:ident, $index:ty, $load_index:ident) => {
+            pub(super) mod $module {
+                use super::{ROWS, lanes_from, lanes_within, window};
+                use std::arch::x86_64::*;
+
                 const LANES: usize = $lanes;
-                let mut w = [$set1(0.0); 9];
-                for t in 0..9 {
-                    w[t] = $set1(taps[t]);
+
+                /// Where a vector of outputs from column `at` finds its
+                /// taps in any input row.
+                struct Columns {
+                    loads: [isize; 4],
+                    masks: [$mask; 4],
+                    evens: __m512i,
+                    odds: __m512i,
+                    nexts: __m512i,
+                    even_lanes: $mask,
+                    odd_lanes: $mask,
+                    next_lanes: $mask,
                 }
-                let bias = $set1(bias);
-                // Column vectors of outputs, the last shifted back to end
-                // on the row (a few outputs computed twice, stored with
-                // the same value).
-                let mut left = 0;
-                while left < out_w {
-                    let at = left.min(out_w - LANES);
+
+                /// The [`Columns`] of outputs `at..at + LANES` on rows
+                /// `in_w` wide after `pad_left` zeros.
+                #[target_feature(enable = "avx512f")]
+                #[inline]
+                fn columns(at: usize, pad_left: usize, in_w: usize) -> Columns {
                     // Taps of the kernel row: columns `s + 2·lane`, `s +
                     // 2·lane + 1` (both from the loads at `base`) and `s +
                     // 2·lane + 2` (from those at `base_next`) of an input row.
@@ -289,69 +373,120 @@ mod avx512 {
                     };
                     // Lane `l` takes element `2·l + shift` (or one more) of
                     // its loads: a zero where that lies left of column 0.
-                    let even_lanes = lanes_from(((1 - shift) / 2) as u32, LANES as u32) as $mask;
-                    let odd_lanes = lanes_from((-shift / 2) as u32, LANES as u32) as $mask;
-                    let next_lanes =
-                        lanes_from(((1 - shift_next) / 2) as u32, LANES as u32) as $mask;
-                    let columns = Columns {
+                    Columns {
                         loads,
                         masks,
                         evens,
                         odds,
                         nexts,
-                        even_lanes,
-                        odd_lanes,
-                        next_lanes,
-                    };
-                    // Tiles of `ROWS` rows (one row for a band of fewer),
-                    // the last shifted back to end on the band.
-                    let plane = (input, (in_h, in_w, pad_top));
-                    let mut top = 0;
-                    while top < count {
-                        let first = if count >= ROWS {
-                            top.min(count - ROWS)
-                        } else {
-                            top
-                        };
-                        let tile_out = (out.wrapping_add(first * out_w + at), out_w);
-                        // SAFETY: as this function's; the tile's rows are
-                        // rows of the band, its vector within `out_w`.
-                        unsafe {
-                            if count >= ROWS {
-                                tile::<ROWS>(
-                                    plane,
-                                    (&w, bias),
-                                    &columns,
-                                    first_row + first,
-                                    tile_out,
-                                );
-                                top = first + ROWS;
-                            } else {
-                                tile::<1>(plane, (&w, bias), &columns, first_row + first, tile_out);
-                                top = first + 1;
-                            }
-                        }
+                        even_lanes: lanes_from(((1 - shift) / 2) as u32, LANES as u32) as $mask,
+                        odd_lanes: lanes_from((-shift / 2) as u32, LANES as u32) as $mask,
+                        next_lanes: lanes_from(((1 - shift_next) / 2) as u32, LANES as u32)
+                            as $mask,
                     }
-                    left = at + LANES;
                 }
 
-                /// Where a column vector's taps come from in any input row.
-                struct Columns {
-                    loads: [isize; 4],
-                    masks: [$mask; 4],
-                    evens: __m512i,
-                    odds: __m512i,
-                    nexts: __m512i,
-                    even_lanes: $mask,
-                    odd_lanes: $mask,
-                    next_lanes: $mask,
+                /// The three taps of a kernel row (`even`, `odd`, `next`)
+                /// for the outputs of `c` from input row `line`.
+                ///
+                /// # Safety
+                /// `line` must be valid for reads of the row's `in_w`
+                /// columns, the `in_w` that made `c`.
+                #[target_feature(enable = "avx512f")]
+                #[inline]
+                unsafe fn taps(line: *const $t, c: &Columns) -> [$vec; 3] {
+                    // SAFETY: each load reads only the lanes its mask
+                    // keeps, which lie in columns `0..in_w` of the row.
+                    let [a, b, c2, d] = unsafe {
+                        [
+                            $maskz_load(c.masks[0], line.wrapping_offset(c.loads[0])),
+                            $maskz_load(c.masks[1], line.wrapping_offset(c.loads[1])),
+                            $maskz_load(c.masks[2], line.wrapping_offset(c.loads[2])),
+                            $maskz_load(c.masks[3], line.wrapping_offset(c.loads[3])),
+                        ]
+                    };
+                    [
+                        $permute(c.even_lanes, a, c.evens, b),
+                        $permute(c.odd_lanes, a, c.odds, b),
+                        $permute(c.next_lanes, c2, c.nexts, d),
+                    ]
+                }
+
+                /// The forward kernel: see [`super::super::rows_f32`].
+                ///
+                /// # Safety
+                /// The CPU must have AVX-512 F; `out_w ≥ LANES`; `input`
+                /// valid for `in_h · in_w` reads and `out` for `count ·
+                /// out_w` writes.
+                #[target_feature(enable = "avx512f")]
+                pub(in super::super) unsafe fn rows(
+                    (input, in_h, in_w, (pad_top, pad_left)): (
+                        *const $t,
+                        usize,
+                        usize,
+                        (usize, usize),
+                    ),
+                    (taps, bias): (&[$t; 9], $t),
+                    (first_row, count, out_w): (usize, usize, usize),
+                    out: *mut $t,
+                ) {
+                    let mut w = [$set1(0.0); 9];
+                    for t in 0..9 {
+                        w[t] = $set1(taps[t]);
+                    }
+                    let bias = $set1(bias);
+                    // Column vectors of outputs, the last shifted back to
+                    // end on the row (a few outputs computed twice, stored
+                    // with the same value).
+                    let mut left = 0;
+                    while left < out_w {
+                        let at = left.min(out_w - LANES);
+                        let columns = columns(at, pad_left, in_w);
+                        // Tiles of `ROWS` rows (one row for a band of
+                        // fewer), the last shifted back to end on the band.
+                        let plane = (input, (in_h, in_w, pad_top));
+                        let mut top = 0;
+                        while top < count {
+                            let first = if count >= ROWS {
+                                top.min(count - ROWS)
+                            } else {
+                                top
+                            };
+                            let tile_out = (out.wrapping_add(first * out_w + at), out_w);
+                            // SAFETY: as this function's; the tile's rows
+                            // are rows of the band, its vector within
+                            // `out_w`.
+                            unsafe {
+                                if count >= ROWS {
+                                    tile::<ROWS>(
+                                        plane,
+                                        (&w, bias),
+                                        &columns,
+                                        first_row + first,
+                                        tile_out,
+                                    );
+                                    top = first + ROWS;
+                                } else {
+                                    tile::<1>(
+                                        plane,
+                                        (&w, bias),
+                                        &columns,
+                                        first_row + first,
+                                        tile_out,
+                                    );
+                                    top = first + 1;
+                                }
+                            }
+                        }
+                        left = at + LANES;
+                    }
                 }
 
                 /// `R` output rows from `row` on, one vector each, stored
                 /// `out_w` apart from `out`.
                 ///
                 /// # Safety
-                /// As the kernel's, with `out` valid for the rows' vectors.
+                /// As [`rows`]'s, with `out` valid for the rows' vectors.
                 #[target_feature(enable = "avx512f")]
                 #[inline]
                 unsafe fn tile<const R: usize>(
@@ -367,21 +502,8 @@ mod avx512 {
                         else {
                             continue;
                         };
-                        let line = input.wrapping_add(ih * in_w);
-                        // SAFETY: each load reads only the lanes its mask
-                        // keeps, which lie in columns `0..in_w` of row
-                        // `ih < in_h`.
-                        let [a, b, c2, d] = unsafe {
-                            [
-                                $maskz_load(c.masks[0], line.wrapping_offset(c.loads[0])),
-                                $maskz_load(c.masks[1], line.wrapping_offset(c.loads[1])),
-                                $maskz_load(c.masks[2], line.wrapping_offset(c.loads[2])),
-                                $maskz_load(c.masks[3], line.wrapping_offset(c.loads[3])),
-                            ]
-                        };
-                        let even = $permute(c.even_lanes, a, c.evens, b);
-                        let odd = $permute(c.odd_lanes, a, c.odds, b);
-                        let next = $permute(c.next_lanes, c2, c.nexts, d);
+                        // SAFETY: row `ih < in_h` of the plane.
+                        let [even, odd, next] = unsafe { taps(input.wrapping_add(ih * in_w), c) };
                         for r in 0..R {
                             let Some(kh) = i.checked_sub(2 * r).filter(|&kh| kh < 3) else {
                                 continue;
@@ -397,35 +519,90 @@ mod avx512 {
                         unsafe { $store(out.add(r * out_w), sums) };
                     }
                 }
+
+                /// The weight gradient kernel: see
+                /// [`super::super::weight_gradient_f32`]. Each tap sums
+                /// its products in a vector of lanes, error row after
+                /// error row, then adds up the lanes.
+                ///
+                /// # Safety
+                /// The CPU must have AVX-512 F; `out_w ≥ LANES`; `input`
+                /// valid for `in_h · in_w` reads and `error` for `count ·
+                /// out_w`.
+                #[target_feature(enable = "avx512f")]
+                pub(in super::super) unsafe fn weight_gradient(
+                    (input, in_h, in_w, (pad_top, pad_left)): (
+                        *const $t,
+                        usize,
+                        usize,
+                        (usize, usize),
+                    ),
+                    (error, count, out_w, first): (*const $t, usize, usize, usize),
+                ) -> [$t; 9] {
+                    let mut acc = [$zero(); 9];
+                    let mut at = 0;
+                    while at < out_w {
+                        let columns = columns(at, pad_left, in_w);
+                        // Outputs past the row's end weigh zero.
+                        let outputs = lanes_within(at as isize, out_w, LANES) as $mask;
+                        for r in 0..count {
+                            // SAFETY: the load reads only the lanes its
+                            // mask keeps, columns `0..out_w` of error row
+                            // `r < count`.
+                            let dy =
+                                unsafe { $maskz_load(outputs, error.wrapping_add(r * out_w + at)) };
+                            for kh in 0..3 {
+                                let Some(ih) = (2 * (first + r) + kh)
+                                    .checked_sub(pad_top)
+                                    .filter(|&ih| ih < in_h)
+                                else {
+                                    continue;
+                                };
+                                // SAFETY: row `ih < in_h` of the plane.
+                                let [even, odd, next] =
+                                    unsafe { taps(input.wrapping_add(ih * in_w), &columns) };
+                                acc[3 * kh] = $fmadd(dy, even, acc[3 * kh]);
+                                acc[3 * kh + 1] = $fmadd(dy, odd, acc[3 * kh + 1]);
+                                acc[3 * kh + 2] = $fmadd(dy, next, acc[3 * kh + 2]);
+                            }
+                        }
+                        at += LANES;
+                    }
+                    acc.map(|lanes| $reduce(lanes))
+                }
             }
         };
     }
 
-    rows!(
-        rows_f32,
+    split_kernels!(
+        f32_kernels,
         f32,
         16,
         __m512,
         __mmask16,
         _mm512_set1_ps,
+        _mm512_setzero_ps,
         _mm512_maskz_loadu_ps,
         _mm512_storeu_ps,
         _mm512_fmadd_ps,
         _mm512_maskz_permutex2var_ps,
+        _mm512_reduce_add_ps,
         i32,
         _mm512_loadu_epi32
     );
-    rows!(
-        rows_f64,
+    split_kernels!(
+        f64_kernels,
         f64,
         8,
         __m512d,
         __mmask8,
         _mm512_set1_pd,
+        _mm512_setzero_pd,
         _mm512_maskz_loadu_pd,
         _mm512_storeu_pd,
         _mm512_fmadd_pd,
         _mm512_maskz_permutex2var_pd,
+        _mm512_reduce_add_pd,
         i64,
         _mm512_loadu_epi64
     );
@@ -587,7 +764,7 @@ mod avx512 {
 mod tests {
     use super::{
         Error, Filter, GradientPlane, Plane, input_gradient_rows_f32, input_gradient_rows_f64,
-        rows_f32, rows_f64,
+        rows_f32, rows_f64, weight_gradient_f32, weight_gradient_f64,
     };
     use num_traits::Float;
     use rand::rngs::StdRng;
@@ -782,5 +959,65 @@ mod tests {
     fn input_gradient_in_registers_gives_the_bits_of_the_taps_in_order() {
         check_input_gradient::<f32>(input_gradient_rows_f32, 3);
         check_input_gradient::<f64>(input_gradient_rows_f64, 4);
+    }
+
+    /// [`weight_gradient_f32`] or [`weight_gradient_f64`].
+    type WeightGradient<T> = fn(Plane<'_, T>, Error<'_, T>) -> Option<[T; 9]>;
+
+    /// The weight gradient kernel on random planes, paddings and bands of
+    /// error rows, of small integers so that every order of summing gives
+    /// the exact sum: each tap that sum.
+    fn check_weight_gradient<T: Float + Debug>(kernel: WeightGradient<T>, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let value = |rng: &mut StdRng| T::from(rng.random_range(-3i8..=3)).expect("a value");
+        let mut computed = 0;
+        for _ in 0..300 {
+            let (in_h, in_w): (usize, usize) = (rng.random_range(1..=12), rng.random_range(1..=75));
+            let pad: (usize, usize) = (rng.random_range(0..=3), rng.random_range(0..=3));
+            let (bottom, right): (usize, usize) =
+                (rng.random_range(0..=3), rng.random_range(0..=3));
+            let out_h = (in_h + pad.0 + bottom).saturating_sub(3) / 2 + 1;
+            let out_w = (in_w + pad.1 + right).saturating_sub(3) / 2 + 1;
+            let first = rng.random_range(0..out_h);
+            let count = rng.random_range(1..=out_h - first);
+            let input: Vec<T> = (0..in_h * in_w).map(|_| value(&mut rng)).collect();
+            let error: Vec<T> = (0..count * out_w).map(|_| value(&mut rng)).collect();
+            let at = |r: usize, c: usize| match (r.checked_sub(pad.0), c.checked_sub(pad.1)) {
+                (Some(r), Some(c)) if r < in_h && c < in_w => input[r * in_w + c],
+                _ => T::zero(),
+            };
+            let Some(taps) = kernel((&input, in_w, pad), (&error, out_w, first)) else {
+                continue;
+            };
+            computed += 1;
+            for kh in 0..3 {
+                for kw in 0..3 {
+                    let mut sum = T::zero();
+                    for r in 0..count {
+                        for ow in 0..out_w {
+                            sum =
+                                sum + error[r * out_w + ow] * at(2 * (first + r) + kh, 2 * ow + kw);
+                        }
+                    }
+                    assert_eq!(
+                        taps[3 * kh + kw],
+                        sum,
+                        "{in_h}x{in_w}, padding {pad:?}, error rows {first}+{count}, tap {kh},{kw}"
+                    );
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            computed > 0,
+            std::arch::is_x86_feature_detected!("avx512f"),
+            "computed {computed} of 300"
+        );
+    }
+
+    #[test]
+    fn weight_gradient_in_registers_sums_every_product() {
+        check_weight_gradient::<f32>(weight_gradient_f32, 5);
+        check_weight_gradient::<f64>(weight_gradient_f64, 6);
     }
 }
