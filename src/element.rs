@@ -178,6 +178,23 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
         error: (&[Self], usize, usize),
     ) -> Option<[Self; 9]>;
 
+    /// Output rows `rows` of each channel of a depthwise 3x3 unit-stride
+    /// layer from its input plane (`input`: the channels' planes one after
+    /// another, their row width and their padding at the top and left) and
+    /// its filter (`filters`: nine taps a channel, and a bias a channel or
+    /// none), into `out` (each channel's `rows.len()` rows of `out_w`, one
+    /// channel after another), where this type has a masked vector kernel
+    /// for the CPU; returns whether it did. Panics if the sizes do not
+    /// match.
+    #[doc(hidden)]
+    fn depthwise_narrow_rows(
+        input: (&[Self], usize, (usize, usize)),
+        filters: (&[Self], Option<&[Self]>),
+        rows: std::ops::Range<usize>,
+        out_w: usize,
+        out: &mut [Self],
+    ) -> bool;
+
     /// CBLAS `?gemm` for this type: `C ← alpha·op(A)·op(B) + beta·C`,
     /// row-major. The dtype dispatch of the BLAS backends, in one place.
     ///
@@ -293,6 +310,15 @@ impl Element for f32 {
     ) -> Option<[Self; 9]> {
         crate::algo::strided::direct::split_in_registers::weight_gradient_f32(input, error)
     }
+    fn depthwise_narrow_rows(
+        input: (&[Self], usize, (usize, usize)),
+        filters: (&[Self], Option<&[Self]>),
+        rows: std::ops::Range<usize>,
+        out_w: usize,
+        out: &mut [Self],
+    ) -> bool {
+        crate::algo::strided::direct::narrow_planes::rows_f32(input, filters, rows, out_w, out)
+    }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
 }
@@ -345,6 +371,15 @@ impl Element for f64 {
         error: (&[Self], usize, usize),
     ) -> Option<[Self; 9]> {
         crate::algo::strided::direct::split_in_registers::weight_gradient_f64(input, error)
+    }
+    fn depthwise_narrow_rows(
+        input: (&[Self], usize, (usize, usize)),
+        filters: (&[Self], Option<&[Self]>),
+        rows: std::ops::Range<usize>,
+        out_w: usize,
+        out: &mut [Self],
+    ) -> bool {
+        crate::algo::strided::direct::narrow_planes::rows_f64(input, filters, rows, out_w, out)
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

@@ -18,7 +18,9 @@
 //!
 //! Both passes of 3x3 layers at stride 2 on planes at least a vector wide
 //! run in NCHW instead, from deinterleaved planes (`deinterleaved.rs`,
-//! `deinterleaved_gradients.rs`).
+//! `deinterleaved_gradients.rs`), and so does the forward pass of 3x3
+//! layers at unit stride on a CPU with AVX-512, on masked vector rows
+//! (`narrow_planes.rs`).
 //!
 //! The passes share a sample out in blocks of channels (whole planes in and
 //! out) where the layer is wide enough, else in bands of output rows; the
@@ -26,7 +28,7 @@
 //! summed across lanes.
 
 use super::band_input;
-use super::{deinterleaved, deinterleaved_gradients};
+use super::{deinterleaved, deinterleaved_gradients, narrow_planes};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::{GradientSelection, Targets};
@@ -139,6 +141,9 @@ pub(crate) fn forward<T: Element>(
         return deinterleaved::forward(op, y, ws);
     }
     let threads = rayon::current_num_threads();
+    if narrow_in_registers(op.g) {
+        return forward_narrow(op, y, ws, threads);
+    }
     if splits_channels(op.g, threads) {
         return forward_by_channels(op, y, ws, threads);
     }
@@ -167,6 +172,83 @@ pub(crate) fn forward<T: Element>(
             output.read_band(pixels, y_n, bias, staging_buf);
         }
     });
+}
+
+/// Whether the forward pass runs on the masked vector rows of
+/// `narrow_planes.rs`: 3x3 at unit stride and dilation, on a CPU that has
+/// them (the layers this module gets at unit stride are those narrower
+/// than the register stencils' vector).
+fn narrow_in_registers(g: &Geometry) -> bool {
+    (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1) && narrow_planes::available()
+}
+
+/// [`forward`] on the masked vector rows of `narrow_planes.rs`, plane by
+/// plane in NCHW, over the same items as the pixel-major kernel: blocks of
+/// channels ([`splits_channels`], the scheduler cutting `y` with its
+/// channel and row axes swapped) or bands of rows of every channel.
+fn forward_narrow<T: Element>(
+    op: Forward<'_, T>,
+    y: ndarray::ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+    threads: usize,
+) {
+    let Forward { x, w, bias, g } = op;
+    let by_channels = splits_channels(g, threads);
+    let schedule = ws.schedule(forward_work(g, threads));
+    let (_, lanes) = ws.memory(&schedule);
+    let y = if by_channels {
+        y.permuted_axes([0, 2, 1, 3])
+    } else {
+        y
+    };
+    schedule.run(lanes, y, |item, y_item, buffers| {
+        let [input_buf, output_buf, taps_buf, bias_buf] = buffers.split();
+        let (channels, rows, mut y_item) = if by_channels {
+            (
+                item.rows.clone(),
+                0..g.out_h,
+                y_item.permuted_axes([0, 2, 1, 3]),
+            )
+        } else {
+            (0..g.in_channels, item.rows.clone(), y_item)
+        };
+        let taps = contiguous(w.slice(s![channels.clone(), .., .., ..]), taps_buf);
+        let bias = bias.map(|b| contiguous(b.slice_move(s![channels.clone()]), bias_buf));
+        let pad = (g.padding.top, g.padding.left);
+        for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
+            let planes = contiguous(x.slice(s![n, channels.clone(), .., ..]), input_buf);
+            let input = (planes, g.in_w, pad);
+            let computed = match y_n.as_slice_mut() {
+                Some(out) => {
+                    T::depthwise_narrow_rows(input, (taps, bias), rows.clone(), g.out_w, out)
+                }
+                None => {
+                    let out = scratch(output_buf, y_n.len());
+                    let computed =
+                        T::depthwise_narrow_rows(input, (taps, bias), rows.clone(), g.out_w, out);
+                    let block =
+                        ndarray::ArrayView3::from_shape(y_n.dim(), &*out).expect("sized above");
+                    y_n.assign(&block);
+                    computed
+                }
+            };
+            debug_assert!(computed, "the CPU was found to run the kernel");
+        }
+    });
+}
+
+/// The elements of `view` in logical order: its own memory where that is
+/// contiguous, else a copy in `buf`.
+fn contiguous<'a, T: Element, D: ndarray::Dimension>(
+    view: ndarray::ArrayView<'a, T, D>,
+    buf: &'a mut Vec<T>,
+) -> &'a [T] {
+    if let Some(elements) = view.to_slice() {
+        return elements;
+    }
+    let copy = scratch(buf, view.len());
+    copy.iter_mut().zip(view.iter()).for_each(|(d, &v)| *d = v);
+    copy
 }
 
 /// The layer restricted to the channels `channels` (one group each).

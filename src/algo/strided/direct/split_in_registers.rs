@@ -276,19 +276,14 @@ fn rows_with<T>(
     true
 }
 
+/// The lane masks of the AVX-512 kernels here and in `narrow_planes.rs`.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    /// Output rows a tile: four independent sums of nine multiply-adds,
-    /// from nine input rows.
-    pub(super) const ROWS: usize = 4;
-
+pub(super) mod masks {
     /// The lanes `l` of a vector of `lanes` for which `at + l` lies in
     /// `0..len`, as a mask: the part of a load at column `at` of a row
     /// `len` long that lies in the row.
     #[inline(always)]
-    pub(super) fn lanes_within(at: isize, len: usize, lanes: usize) -> u32 {
+    pub(crate) fn lanes_within(at: isize, len: usize, lanes: usize) -> u32 {
         let lanes = lanes as isize;
         let len = isize::try_from(len).unwrap_or(isize::MAX);
         let first = (-at).clamp(0, lanes);
@@ -299,17 +294,27 @@ mod avx512 {
     /// Where the loads of a run of pairs starting at column `s` (maybe
     /// left of the row) start, and the offset of column `s` from there.
     #[inline(always)]
-    pub(super) fn window(s: isize) -> (isize, isize) {
+    pub(crate) fn window(s: isize) -> (isize, isize) {
         let base = s.max(0);
         (base, s - base)
     }
 
     /// Lanes `first..lanes` as a mask.
     #[inline(always)]
-    pub(super) fn lanes_from(first: u32, lanes: u32) -> u32 {
+    pub(crate) fn lanes_from(first: u32, lanes: u32) -> u32 {
         let all = (1u32 << lanes) - 1;
         (all << first.min(lanes)) & all
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::masks::lanes_within;
+    use std::arch::x86_64::*;
+
+    /// Output rows a tile: four independent sums of nine multiply-adds,
+    /// from nine input rows.
+    pub(super) const ROWS: usize = 4;
 
     /// The AVX-512 forward and weight gradient kernels of one dtype, in
     /// module `$module`: see [`super::rows_f32`] and
@@ -319,7 +324,8 @@ mod avx512 {
          $set1:ident, $zero:ident, $maskz_load:ident, $store:ident, $fmadd:ident, $permute:ident,
          $reduce:ident, $index:ty, $load_index:ident) => {
             pub(super) mod $module {
-                use super::{ROWS, lanes_from, lanes_within, window};
+                use super::super::masks::{lanes_from, lanes_within, window};
+                use super::ROWS;
                 use std::arch::x86_64::*;
 
                 const LANES: usize = $lanes;
@@ -848,7 +854,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn load_masks_keep_to_the_row() {
-        use super::avx512::lanes_within;
+        use super::masks::lanes_within;
         for lanes in [8, 16] {
             for at in -40..80isize {
                 for len in 0..70usize {
