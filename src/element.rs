@@ -195,6 +195,17 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
         out: &mut [Self],
     ) -> bool;
 
+    /// The weight gradient of a depthwise 3x3 unit-stride layer's channel
+    /// (its nine taps) from its input plane `input` (the plane, its row
+    /// width and its padding at the top and left) and its error plane
+    /// `error` (the plane and its row width), where this type has a masked
+    /// vector kernel for the CPU. Panics if the sizes do not match.
+    #[doc(hidden)]
+    fn depthwise_narrow_weight_gradient(
+        input: (&[Self], usize, (usize, usize)),
+        error: (&[Self], usize),
+    ) -> Option<[Self; 9]>;
+
     /// CBLAS `?gemm` for this type: `C ← alpha·op(A)·op(B) + beta·C`,
     /// row-major. The dtype dispatch of the BLAS backends, in one place.
     ///
@@ -319,6 +330,12 @@ impl Element for f32 {
     ) -> bool {
         crate::algo::strided::direct::narrow_planes::rows_f32(input, filters, rows, out_w, out)
     }
+    fn depthwise_narrow_weight_gradient(
+        input: (&[Self], usize, (usize, usize)),
+        error: (&[Self], usize),
+    ) -> Option<[Self; 9]> {
+        crate::algo::strided::direct::narrow_planes::weight_gradient_f32(input, error)
+    }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
 }
@@ -380,6 +397,12 @@ impl Element for f64 {
         out: &mut [Self],
     ) -> bool {
         crate::algo::strided::direct::narrow_planes::rows_f64(input, filters, rows, out_w, out)
+    }
+    fn depthwise_narrow_weight_gradient(
+        input: (&[Self], usize, (usize, usize)),
+        error: (&[Self], usize),
+    ) -> Option<[Self; 9]> {
+        crate::algo::strided::direct::narrow_planes::weight_gradient_f64(input, error)
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

@@ -434,6 +434,7 @@ pub(crate) fn backward<T: Element>(
     let schedule = ws.schedule(Work::backward(g, 1));
     let (weights_buf, lanes) = ws.memory(&schedule);
     let weights = taps_by_channel(w, weights_buf);
+    let narrow = narrow_backward_applies(g);
     let dw_len = if wanted.weight { taps * c } else { 0 };
     let db_len = if wanted.bias { c } else { 0 };
     let sums = schedule.run_summing(
@@ -442,6 +443,19 @@ pub(crate) fn backward<T: Element>(
         (dw_len, db_len),
         |item, mut dx_item, buffers, partials| {
             let [image_buf, error_buf, gradient_buf, staging_buf] = buffers.split();
+            if narrow && !item.is_band_of(g.out_h) {
+                let samples = (item.samples.clone(), dx_item);
+                let weights = (w, &mut *gradient_buf);
+                let planes = (x, dy, g, wanted);
+                let partials = (&mut *partials.weight, &mut *partials.bias);
+                return narrow_backward(
+                    planes,
+                    samples,
+                    weights,
+                    [image_buf, error_buf, staging_buf],
+                    partials,
+                );
+            }
             // Each item reads, and adds gradient to, only the input rows its
             // output rows' windows cover.
             let (input_rows, band) = band_input(g, &item.rows);
@@ -477,6 +491,90 @@ pub(crate) fn backward<T: Element>(
         },
     );
     write_tap_sums(&sums, c, (dw, db));
+}
+
+/// Whether the backward pass computes whole samples on the masked vector
+/// rows of `narrow_planes.rs`: where the forward pass does
+/// ([`narrow_in_registers`]), with at most two columns and rows of padding
+/// at the left and top, so that the input gradient is the forward kernel
+/// over the error, padded by the rest of the window, with the taps
+/// flipped.
+fn narrow_backward_applies(g: &Geometry) -> bool {
+    narrow_in_registers(g) && g.padding.top <= 2 && g.padding.left <= 2
+}
+
+/// The gradients of whole samples `samples` of a layer whose backward pass
+/// [`narrow_backward_applies`], in NCHW: the weight gradient a channel at a
+/// time and the bias gradient added into `partials` (`[tap, c]` and
+/// `[c]`), and, where present, each sample's input gradient written into
+/// `dx` (the samples' input gradients) by the forward kernel.
+fn narrow_backward<T: Element>(
+    (x, dy, g, wanted): (
+        ArrayView4<'_, T>,
+        ArrayView4<'_, T>,
+        &Geometry,
+        GradientSelection,
+    ),
+    (samples, dx): (Range<usize>, Option<ndarray::ArrayViewMut4<'_, T>>),
+    (w, flipped_buf): (ArrayView4<'_, T>, &mut Vec<T>),
+    [input_buf, error_buf, staging_buf]: [&mut Vec<T>; 3],
+    (weight, bias): (&mut [T], &mut [T]),
+) {
+    let c = g.in_channels;
+    let (in_plane, out_plane) = (g.in_h * g.in_w, g.out_h * g.out_w);
+    let pad = (g.padding.top, g.padding.left);
+    // Each channel's taps turned half a turn: tap `t` of the flipped filter
+    // is tap `8 − t`.
+    let flipped = scratch(flipped_buf, 9 * c);
+    for (ch, filter) in w.outer_iter().enumerate() {
+        for (t, &v) in filter.iter().enumerate() {
+            flipped[9 * ch + 8 - t] = v;
+        }
+    }
+    let mut dx = dx;
+    for (local, n) in samples.enumerate() {
+        let errors = contiguous(dy.index_axis(Axis(0), n), error_buf);
+        if wanted.weight || wanted.bias {
+            let inputs = if wanted.weight {
+                contiguous(x.index_axis(Axis(0), n), input_buf)
+            } else {
+                &[]
+            };
+            for ch in 0..c {
+                let error = &errors[ch * out_plane..][..out_plane];
+                if wanted.bias {
+                    bias[ch] += error.iter().fold(T::zero(), |sum, &v| sum + v);
+                }
+                if wanted.weight {
+                    let plane = (&inputs[ch * in_plane..][..in_plane], g.in_w, pad);
+                    let taps = T::depthwise_narrow_weight_gradient(plane, (error, g.out_w))
+                        .expect("the CPU was found to run the kernel");
+                    for (tap, v) in taps.into_iter().enumerate() {
+                        weight[tap * c + ch] += v;
+                    }
+                }
+            }
+        }
+        if let Some(dx) = &mut dx {
+            let mut dx_n = dx.index_axis_mut(Axis(0), local);
+            // The error padded by the rest of each window, read by the
+            // flipped taps.
+            let input = (errors, g.out_w, (2 - pad.0, 2 - pad.1));
+            let filters = (&flipped[..], None);
+            let computed = match dx_n.as_slice_mut() {
+                Some(out) => T::depthwise_narrow_rows(input, filters, 0..g.in_h, g.in_w, out),
+                None => {
+                    let out = scratch(staging_buf, dx_n.len());
+                    let computed = T::depthwise_narrow_rows(input, filters, 0..g.in_h, g.in_w, out);
+                    let block =
+                        ndarray::ArrayView3::from_shape(dx_n.dim(), &*out).expect("sized above");
+                    dx_n.assign(&block);
+                    computed
+                }
+            };
+            debug_assert!(computed, "the CPU was found to run the kernel");
+        }
+    }
 }
 
 /// The summed partials of a backward pass over samples and bands (the

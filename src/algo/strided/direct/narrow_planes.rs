@@ -1,7 +1,9 @@
-//! The forward pass of a depthwise 3x3 layer at unit stride on planes
-//! narrower than a vector (MobileNet-v2's 14 and 7 pixels), in NCHW: per
-//! dtype, through AVX-512 masked loads and stores, reached through the
-//! hidden `Element::depthwise_narrow_rows`.
+//! Depthwise 3x3 layers at unit stride on planes narrower than a vector
+//! (MobileNet-v2's 14 and 7 pixels), in NCHW: the forward pass and the
+//! weight gradient per dtype, through AVX-512 masked loads and stores,
+//! reached through the hidden `Element::depthwise_narrow_rows` and
+//! `Element::depthwise_narrow_weight_gradient`. The input gradient is the
+//! forward pass over the error with each filter turned half a turn.
 //!
 //! The register stencils (`stencil.rs`) need a whole vector of outputs a
 //! row; narrower planes went through the pixel-major kernel
@@ -10,8 +12,9 @@
 //! output (BENCHMARKS.md, "Narrow planes"). Here a vector holds a row of
 //! outputs, its lanes past the row masked off: each tap loads its run of
 //! an input row under a mask that keeps it within the row (a permute
-//! shifts in the zeros of left padding), so no plane is copied, and each
-//! output's nine multiply-adds run in the order of the taps.
+//! shifts in the zeros of left padding), so no plane is copied. Each
+//! output's nine multiply-adds run in the order of the taps; each weight
+//! gradient tap sums a vector of lanes, then the lanes.
 
 use std::ops::Range;
 
@@ -44,7 +47,7 @@ pub(crate) fn rows_f32(
     out: &mut [f32],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(planes, filters, rows, out_w, out, avx512::f32_rows);
+    return rows_with(planes, filters, rows, out_w, out, avx512::f32_kernels::rows);
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
@@ -58,9 +61,68 @@ pub(crate) fn rows_f64(
     out: &mut [f64],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(planes, filters, rows, out_w, out, avx512::f64_rows);
+    return rows_with(planes, filters, rows, out_w, out, avx512::f64_kernels::rows);
     #[cfg(not(target_arch = "x86_64"))]
     return false;
+}
+
+/// The weight gradient of one channel's nine taps over its input plane
+/// (`plane`: `in_h × in_w`, its row width and padding) and its error
+/// (`error`: `out_h × out_w` and its row width) at unit stride, for
+/// `f32`: each tap's products summed a vector of lanes at a time, then
+/// across the lanes. Returns `None` where not [`available`]. Panics if the
+/// slices do not hold what their sizes say.
+pub(crate) fn weight_gradient_f32(
+    plane: Planes<'_, f32>,
+    error: (&[f32], usize),
+) -> Option<[f32; 9]> {
+    #[cfg(target_arch = "x86_64")]
+    return weight_gradient_with(plane, error, avx512::f32_kernels::weight_gradient);
+    #[cfg(not(target_arch = "x86_64"))]
+    return None;
+}
+
+/// [`weight_gradient_f32`] for `f64`.
+pub(crate) fn weight_gradient_f64(
+    plane: Planes<'_, f64>,
+    error: (&[f64], usize),
+) -> Option<[f64; 9]> {
+    #[cfg(target_arch = "x86_64")]
+    return weight_gradient_with(plane, error, avx512::f64_kernels::weight_gradient);
+    #[cfg(not(target_arch = "x86_64"))]
+    return None;
+}
+
+/// The raw form of a weight gradient call: the input plane, its height,
+/// width and padding (top, left); the error, its height and width.
+#[cfg(target_arch = "x86_64")]
+type RawWeightGradient<T> =
+    unsafe fn((*const T, usize, usize, (usize, usize)), (*const T, usize, usize)) -> [T; 9];
+
+/// `kernel` on the call's slices, where the CPU allows it.
+#[cfg(target_arch = "x86_64")]
+fn weight_gradient_with<T>(
+    (input, in_w, pad): Planes<'_, T>,
+    (error, out_w): (&[T], usize),
+    kernel: RawWeightGradient<T>,
+) -> Option<[T; 9]> {
+    let in_h = input.len().checked_div(in_w).unwrap_or(0);
+    assert_eq!(in_h * in_w, input.len(), "whole input rows");
+    let out_h = error.len().checked_div(out_w).unwrap_or(0);
+    assert_eq!(out_h * out_w, error.len(), "whole error rows");
+    if !available() {
+        return None;
+    }
+    // SAFETY: the CPU has AVX-512 F; the input holds `in_h` rows of `in_w`
+    // and the error `out_h` rows of `out_w` (checked above). The kernel
+    // loads only columns `0..in_w` of input rows `0..in_h` and columns
+    // `0..out_w` of error rows `0..out_h`.
+    Some(unsafe {
+        kernel(
+            (input.as_ptr(), in_h, in_w, pad),
+            (error.as_ptr(), out_h, out_w),
+        )
+    })
 }
 
 /// The raw form of a call: the input planes, their height, width and
@@ -117,29 +179,21 @@ fn rows_with<T>(
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::super::split_in_registers::masks::{lanes_from, lanes_within, window};
-    use std::arch::x86_64::*;
 
     /// Output rows a tile: four independent sums of nine multiply-adds,
     /// from six input rows.
     const ROWS: usize = 4;
 
-    /// The AVX-512 kernel of one dtype: see [`super::rows_f32`].
-    macro_rules! narrow_rows {
-        ($name:ident, $t:ty, $lanes:expr, $vec:ty, $mask:ty, $set1:ident,
-         $maskz_load:ident, $mask_store:ident, $fmadd:ident, $permute:ident,
+    /// The AVX-512 kernels of one dtype, in module `$module`: see
+    /// [`super::rows_f32`] and [`super::weight_gradient_f32`].
+    macro_rules! narrow_kernels {
+        ($module:ident, $t:ty, $lanes:expr, $vec:ty, $mask:ty, $set1:ident, $zero:ident,
+         $maskz_load:ident, $mask_store:ident, $fmadd:ident, $permute:ident, $reduce:ident,
          $index:ty, $load_index:ident) => {
-            /// # Safety
-            /// The CPU must have AVX-512 F; `input` valid for `channels ·
-            /// in_h · in_w` reads, `taps` for `9 · channels`, `bias` null
-            /// or valid for `channels`, and `out` for `channels · count ·
-            /// out_w` writes.
-            #[target_feature(enable = "avx512f")]
-            pub(super) unsafe fn $name(
-                (input, in_h, in_w, (pad_top, pad_left)): (*const $t, usize, usize, (usize, usize)),
-                (taps, bias, channels): (*const $t, *const $t, usize),
-                (first_row, count, out_w): (usize, usize, usize),
-                out: *mut $t,
-            ) {
+            pub(super) mod $module {
+                use super::{ROWS, lanes_from, lanes_within, window};
+                use std::arch::x86_64::*;
+
                 const LANES: usize = $lanes;
 
                 /// Where a vector of outputs finds its three taps' runs in
@@ -152,61 +206,11 @@ mod avx512 {
                     shifts: [Option<(__m512i, $mask)>; 3],
                 }
 
-                /// `R` output rows from `row` on, one vector each, stored
-                /// under `stored` `out_w` apart from `out`.
-                ///
-                /// # Safety
-                /// As the kernel's, with `out` valid for the rows' kept
-                /// lanes.
+                /// The [`Runs`] of outputs `at..at + LANES` on rows `in_w`
+                /// wide after `pad_left` zeros.
                 #[target_feature(enable = "avx512f")]
                 #[inline]
-                unsafe fn tile<const R: usize>(
-                    (input, (in_h, in_w, pad_top)): (*const $t, (usize, usize, usize)),
-                    (w, bias): (&[$vec; 9], $vec),
-                    runs: &Runs,
-                    row: usize,
-                    (out, out_w, stored): (*mut $t, usize, $mask),
-                ) {
-                    let mut acc = [bias; R];
-                    for i in 0..R + 2 {
-                        let Some(ih) = (row + i).checked_sub(pad_top).filter(|&ih| ih < in_h)
-                        else {
-                            continue;
-                        };
-                        let line = input.wrapping_add(ih * in_w);
-                        let mut taps = [acc[0]; 3];
-                        for kw in 0..3 {
-                            // SAFETY: the load reads only the lanes its
-                            // mask keeps, columns `0..in_w` of row `ih <
-                            // in_h`.
-                            let run = unsafe {
-                                $maskz_load(runs.masks[kw], line.wrapping_offset(runs.loads[kw]))
-                            };
-                            taps[kw] = match runs.shifts[kw] {
-                                Some((index, lanes)) => $permute(lanes, index, run),
-                                None => run,
-                            };
-                        }
-                        for r in 0..R {
-                            let Some(kh) = i.checked_sub(r).filter(|&kh| kh < 3) else {
-                                continue;
-                            };
-                            let sum = $fmadd(w[3 * kh], taps[0], acc[r]);
-                            let sum = $fmadd(w[3 * kh + 1], taps[1], sum);
-                            acc[r] = $fmadd(w[3 * kh + 2], taps[2], sum);
-                        }
-                    }
-                    for (r, sums) in acc.into_iter().enumerate() {
-                        // SAFETY: row `r` of the tile is one of the
-                        // caller's rows; the mask keeps its columns within
-                        // `out_w`.
-                        unsafe { $mask_store(out.wrapping_add(r * out_w), stored, sums) };
-                    }
-                }
-
-                let mut at = 0;
-                while at < out_w {
-                    let stored = lanes_within(at as isize, out_w, LANES) as $mask;
+                fn runs(at: usize, pad_left: usize, in_w: usize) -> Runs {
                     let mut runs = Runs {
                         loads: [0; 3],
                         masks: [0; 3],
@@ -228,90 +232,234 @@ mod avx512 {
                             runs.shifts[kw] = Some((index, lanes));
                         }
                     }
-                    for channel in 0..channels {
-                        let mut w = [$set1(0.0); 9];
-                        for t in 0..9 {
-                            // SAFETY: tap `t` of channel `channel`, within
-                            // the `9 · channels` taps.
-                            w[t] = $set1(unsafe { *taps.add(9 * channel + t) });
-                        }
-                        let bias = if bias.is_null() {
-                            $set1(0.0)
-                        } else {
-                            // SAFETY: a non-null `bias` holds one a channel.
-                            $set1(unsafe { *bias.add(channel) })
+                    runs
+                }
+
+                /// The three taps' runs of input row `line` for `runs`.
+                ///
+                /// # Safety
+                /// `line` must be valid for reads of the row's `in_w`
+                /// columns, the `in_w` that made `runs`.
+                #[target_feature(enable = "avx512f")]
+                #[inline]
+                unsafe fn taps(line: *const $t, runs: &Runs) -> [$vec; 3] {
+                    let mut taps = [$zero(); 3];
+                    for kw in 0..3 {
+                        // SAFETY: the load reads only the lanes its mask
+                        // keeps, columns `0..in_w` of the row.
+                        let run = unsafe {
+                            $maskz_load(runs.masks[kw], line.wrapping_offset(runs.loads[kw]))
                         };
-                        let plane = (
-                            input.wrapping_add(channel * in_h * in_w),
-                            (in_h, in_w, pad_top),
-                        );
-                        let out = out.wrapping_add(channel * count * out_w);
-                        // Tiles of `ROWS` rows (one row for fewer), the last
-                        // shifted back to end on the rows.
-                        let mut top = 0;
-                        while top < count {
-                            let first = if count >= ROWS {
-                                top.min(count - ROWS)
+                        taps[kw] = match runs.shifts[kw] {
+                            Some((index, lanes)) => $permute(lanes, index, run),
+                            None => run,
+                        };
+                    }
+                    taps
+                }
+
+                /// The forward kernel: see [`super::super::rows_f32`].
+                ///
+                /// # Safety
+                /// The CPU must have AVX-512 F; `input` valid for `channels
+                /// · in_h · in_w` reads, `taps` for `9 · channels`, `bias`
+                /// null or valid for `channels`, and `out` for `channels ·
+                /// count · out_w` writes.
+                #[target_feature(enable = "avx512f")]
+                pub(in super::super) unsafe fn rows(
+                    (input, in_h, in_w, (pad_top, pad_left)): (
+                        *const $t,
+                        usize,
+                        usize,
+                        (usize, usize),
+                    ),
+                    (taps, bias, channels): (*const $t, *const $t, usize),
+                    (first_row, count, out_w): (usize, usize, usize),
+                    out: *mut $t,
+                ) {
+                    let mut at = 0;
+                    while at < out_w {
+                        let stored = lanes_within(at as isize, out_w, LANES) as $mask;
+                        let runs = runs(at, pad_left, in_w);
+                        for channel in 0..channels {
+                            let mut w = [$zero(); 9];
+                            for t in 0..9 {
+                                // SAFETY: tap `t` of channel `channel`,
+                                // within the `9 · channels` taps.
+                                w[t] = $set1(unsafe { *taps.add(9 * channel + t) });
+                            }
+                            let bias = if bias.is_null() {
+                                $zero()
                             } else {
-                                top
+                                // SAFETY: a non-null `bias` holds one a
+                                // channel.
+                                $set1(unsafe { *bias.add(channel) })
                             };
-                            let tile_out = (out.wrapping_add(first * out_w + at), out_w, stored);
-                            // SAFETY: as this function's; the tile's rows are
-                            // the caller's, its lanes kept within `out_w`.
-                            unsafe {
-                                if count >= ROWS {
-                                    tile::<ROWS>(
-                                        plane,
-                                        (&w, bias),
-                                        &runs,
-                                        first_row + first,
-                                        tile_out,
-                                    );
-                                    top = first + ROWS;
+                            let plane = (
+                                input.wrapping_add(channel * in_h * in_w),
+                                (in_h, in_w, pad_top),
+                            );
+                            let out = out.wrapping_add(channel * count * out_w);
+                            // Tiles of `ROWS` rows (one row for fewer), the
+                            // last shifted back to end on the rows.
+                            let mut top = 0;
+                            while top < count {
+                                let first = if count >= ROWS {
+                                    top.min(count - ROWS)
                                 } else {
-                                    tile::<1>(
-                                        plane,
-                                        (&w, bias),
-                                        &runs,
-                                        first_row + first,
-                                        tile_out,
-                                    );
-                                    top = first + 1;
+                                    top
+                                };
+                                let tile_out =
+                                    (out.wrapping_add(first * out_w + at), out_w, stored);
+                                // SAFETY: as this function's; the tile's
+                                // rows are the caller's, its lanes kept
+                                // within `out_w`.
+                                unsafe {
+                                    if count >= ROWS {
+                                        tile::<ROWS>(
+                                            plane,
+                                            (&w, bias),
+                                            &runs,
+                                            first_row + first,
+                                            tile_out,
+                                        );
+                                        top = first + ROWS;
+                                    } else {
+                                        tile::<1>(
+                                            plane,
+                                            (&w, bias),
+                                            &runs,
+                                            first_row + first,
+                                            tile_out,
+                                        );
+                                        top = first + 1;
+                                    }
                                 }
                             }
                         }
+                        at += LANES;
                     }
-                    at += LANES;
+                }
+
+                /// `R` output rows from `row` on, one vector each, stored
+                /// under `stored` `out_w` apart from `out`.
+                ///
+                /// # Safety
+                /// As [`rows`]'s, with `out` valid for the rows' kept lanes.
+                #[target_feature(enable = "avx512f")]
+                #[inline]
+                unsafe fn tile<const R: usize>(
+                    (input, (in_h, in_w, pad_top)): (*const $t, (usize, usize, usize)),
+                    (w, bias): (&[$vec; 9], $vec),
+                    runs: &Runs,
+                    row: usize,
+                    (out, out_w, stored): (*mut $t, usize, $mask),
+                ) {
+                    let mut acc = [bias; R];
+                    for i in 0..R + 2 {
+                        let Some(ih) = (row + i).checked_sub(pad_top).filter(|&ih| ih < in_h)
+                        else {
+                            continue;
+                        };
+                        // SAFETY: row `ih < in_h` of the plane.
+                        let taps = unsafe { taps(input.wrapping_add(ih * in_w), runs) };
+                        for r in 0..R {
+                            let Some(kh) = i.checked_sub(r).filter(|&kh| kh < 3) else {
+                                continue;
+                            };
+                            let sum = $fmadd(w[3 * kh], taps[0], acc[r]);
+                            let sum = $fmadd(w[3 * kh + 1], taps[1], sum);
+                            acc[r] = $fmadd(w[3 * kh + 2], taps[2], sum);
+                        }
+                    }
+                    for (r, sums) in acc.into_iter().enumerate() {
+                        // SAFETY: row `r` of the tile is one of the
+                        // caller's rows; the mask keeps its columns within
+                        // `out_w`.
+                        unsafe { $mask_store(out.wrapping_add(r * out_w), stored, sums) };
+                    }
+                }
+
+                /// The weight gradient kernel: see
+                /// [`super::super::weight_gradient_f32`]. Each tap sums its
+                /// products in a vector of lanes, error row after error
+                /// row, then adds up the lanes.
+                ///
+                /// # Safety
+                /// The CPU must have AVX-512 F; `input` valid for `in_h ·
+                /// in_w` reads and `error` for `out_h · out_w`.
+                #[target_feature(enable = "avx512f")]
+                pub(in super::super) unsafe fn weight_gradient(
+                    (input, in_h, in_w, (pad_top, pad_left)): (
+                        *const $t,
+                        usize,
+                        usize,
+                        (usize, usize),
+                    ),
+                    (error, out_h, out_w): (*const $t, usize, usize),
+                ) -> [$t; 9] {
+                    let mut acc = [$zero(); 9];
+                    let mut at = 0;
+                    while at < out_w {
+                        let runs = runs(at, pad_left, in_w);
+                        let outputs = lanes_within(at as isize, out_w, LANES) as $mask;
+                        for oh in 0..out_h {
+                            // SAFETY: the load reads only the lanes its
+                            // mask keeps, columns `0..out_w` of error row
+                            // `oh < out_h`.
+                            let dy = unsafe {
+                                $maskz_load(outputs, error.wrapping_add(oh * out_w + at))
+                            };
+                            for kh in 0..3 {
+                                let Some(ih) =
+                                    (oh + kh).checked_sub(pad_top).filter(|&ih| ih < in_h)
+                                else {
+                                    continue;
+                                };
+                                // SAFETY: row `ih < in_h` of the plane.
+                                let taps = unsafe { taps(input.wrapping_add(ih * in_w), &runs) };
+                                for kw in 0..3 {
+                                    acc[3 * kh + kw] = $fmadd(dy, taps[kw], acc[3 * kh + kw]);
+                                }
+                            }
+                        }
+                        at += LANES;
+                    }
+                    acc.map(|lanes| $reduce(lanes))
                 }
             }
         };
     }
 
-    narrow_rows!(
-        f32_rows,
+    narrow_kernels!(
+        f32_kernels,
         f32,
         16,
         __m512,
         __mmask16,
         _mm512_set1_ps,
+        _mm512_setzero_ps,
         _mm512_maskz_loadu_ps,
         _mm512_mask_storeu_ps,
         _mm512_fmadd_ps,
         _mm512_maskz_permutexvar_ps,
+        _mm512_reduce_add_ps,
         i32,
         _mm512_loadu_epi32
     );
-    narrow_rows!(
-        f64_rows,
+    narrow_kernels!(
+        f64_kernels,
         f64,
         8,
         __m512d,
         __mmask8,
         _mm512_set1_pd,
+        _mm512_setzero_pd,
         _mm512_maskz_loadu_pd,
         _mm512_mask_storeu_pd,
         _mm512_fmadd_pd,
         _mm512_maskz_permutexvar_pd,
+        _mm512_reduce_add_pd,
         i64,
         _mm512_loadu_epi64
     );
@@ -319,7 +467,9 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
-    use super::{Filters, Planes, available, rows_f32, rows_f64};
+    use super::{
+        Filters, Planes, available, rows_f32, rows_f64, weight_gradient_f32, weight_gradient_f64,
+    };
     use num_traits::Float;
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
@@ -400,5 +550,61 @@ mod tests {
     fn narrow_rows_give_the_bits_of_the_taps_in_order() {
         check::<f32>(rows_f32, 7);
         check::<f64>(rows_f64, 8);
+    }
+
+    /// [`weight_gradient_f32`] or [`weight_gradient_f64`].
+    type WeightGradient<T> = fn(Planes<'_, T>, (&[T], usize)) -> Option<[T; 9]>;
+
+    /// The weight gradient kernel on random planes and paddings, of small
+    /// integers so that every order of summing gives the exact sum: each
+    /// tap that sum.
+    fn check_weight_gradient<T: Float + Debug>(kernel: WeightGradient<T>, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let value = |rng: &mut StdRng| T::from(rng.random_range(-3i8..=3)).expect("a value");
+        for _ in 0..300 {
+            let (in_h, in_w): (usize, usize) = (rng.random_range(1..=12), rng.random_range(1..=40));
+            let (top, left): (usize, usize) = (rng.random_range(0..=3), rng.random_range(0..=3));
+            let (bottom, right): (usize, usize) =
+                (rng.random_range(0..=3), rng.random_range(0..=3));
+            let (out_h, out_w) = (
+                (in_h + top + bottom).saturating_sub(2),
+                (in_w + left + right).saturating_sub(2),
+            );
+            if out_h == 0 || out_w == 0 {
+                continue;
+            }
+            let input: Vec<T> = (0..in_h * in_w).map(|_| value(&mut rng)).collect();
+            let error: Vec<T> = (0..out_h * out_w).map(|_| value(&mut rng)).collect();
+            let taps = kernel((&input, in_w, (top, left)), (&error, out_w));
+            assert_eq!(taps.is_some(), available());
+            let Some(taps) = taps else {
+                continue;
+            };
+            let at = |r: usize, c: usize| match (r.checked_sub(top), c.checked_sub(left)) {
+                (Some(r), Some(c)) if r < in_h && c < in_w => input[r * in_w + c],
+                _ => T::zero(),
+            };
+            for kh in 0..3 {
+                for kw in 0..3 {
+                    let mut sum = T::zero();
+                    for oh in 0..out_h {
+                        for ow in 0..out_w {
+                            sum = sum + error[oh * out_w + ow] * at(oh + kh, ow + kw);
+                        }
+                    }
+                    assert_eq!(
+                        taps[3 * kh + kw],
+                        sum,
+                        "{in_h}x{in_w}, padding {top},{left}, tap {kh},{kw}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn narrow_weight_gradient_sums_every_product() {
+        check_weight_gradient::<f32>(weight_gradient_f32, 9);
+        check_weight_gradient::<f64>(weight_gradient_f64, 10);
     }
 }
