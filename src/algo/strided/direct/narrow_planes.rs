@@ -467,6 +467,7 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::split_in_registers::tests::random_plane;
     use super::{
         Filters, Planes, available, rows_f32, rows_f64, weight_gradient_f32, weight_gradient_f64,
     };
@@ -487,17 +488,10 @@ mod tests {
         let value = |rng: &mut StdRng| T::from(rng.random_range(-1.0..1.0)).expect("a value");
         for _ in 0..300 {
             let channels: usize = rng.random_range(1..=4);
-            let (in_h, in_w): (usize, usize) = (rng.random_range(1..=12), rng.random_range(1..=40));
-            let (top, left): (usize, usize) = (rng.random_range(0..=3), rng.random_range(0..=3));
-            let (bottom, right): (usize, usize) =
-                (rng.random_range(0..=3), rng.random_range(0..=3));
-            let (out_h, out_w) = (
-                (in_h + top + bottom).saturating_sub(2),
-                (in_w + left + right).saturating_sub(2),
-            );
-            if out_h == 0 || out_w == 0 {
+            let Some([(in_h, in_w), (top, left), (out_h, out_w)]) = random_plane(&mut rng, 40, 1)
+            else {
                 continue;
-            }
+            };
             let first = rng.random_range(0..out_h);
             let band = first..rng.random_range(first + 1..=out_h);
             let input: Vec<T> = (0..channels * in_h * in_w)
@@ -562,17 +556,10 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(seed);
         let value = |rng: &mut StdRng| T::from(rng.random_range(-3i8..=3)).expect("a value");
         for _ in 0..300 {
-            let (in_h, in_w): (usize, usize) = (rng.random_range(1..=12), rng.random_range(1..=40));
-            let (top, left): (usize, usize) = (rng.random_range(0..=3), rng.random_range(0..=3));
-            let (bottom, right): (usize, usize) =
-                (rng.random_range(0..=3), rng.random_range(0..=3));
-            let (out_h, out_w) = (
-                (in_h + top + bottom).saturating_sub(2),
-                (in_w + left + right).saturating_sub(2),
-            );
-            if out_h == 0 || out_w == 0 {
+            let Some([(in_h, in_w), (top, left), (out_h, out_w)]) = random_plane(&mut rng, 40, 1)
+            else {
                 continue;
-            }
+            };
             let input: Vec<T> = (0..in_h * in_w).map(|_| value(&mut rng)).collect();
             let error: Vec<T> = (0..out_h * out_w).map(|_| value(&mut rng)).collect();
             let taps = kernel((&input, in_w, (top, left)), (&error, out_w));

@@ -767,7 +767,7 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::{
         Error, Filter, GradientPlane, Plane, input_gradient_rows_f32, input_gradient_rows_f64,
         rows_f32, rows_f64, weight_gradient_f32, weight_gradient_f64,
@@ -777,6 +777,23 @@ mod tests {
     use rand::{RngExt, SeedableRng};
     use std::fmt::Debug;
     use std::ops::Range;
+
+    /// A random plane of a 3x3 layer at stride `stride`, at most `max_w`
+    /// wide: its input size, its padding at the top and left, and its
+    /// output size (`None` where the padded plane is smaller than a
+    /// window).
+    pub(in super::super) fn random_plane(
+        rng: &mut StdRng,
+        max_w: usize,
+        stride: usize,
+    ) -> Option<[(usize, usize); 3]> {
+        let (in_h, in_w) = (rng.random_range(1..=12), rng.random_range(1..=max_w));
+        let pad = (rng.random_range(0..=3), rng.random_range(0..=3));
+        let (bottom, right) = (rng.random_range(0..=3usize), rng.random_range(0..=3usize));
+        let out = |len: usize| len.checked_sub(3).map(|d| d / stride + 1);
+        let size = (out(in_h + pad.0 + bottom)?, out(in_w + pad.1 + right)?);
+        Some([(in_h, in_w), pad, size])
+    }
 
     /// [`rows_f32`] or [`rows_f64`].
     type Rows<T> = fn(Plane<'_, T>, Filter<'_, T>, Range<usize>, usize, &mut [T]) -> bool;
@@ -819,12 +836,9 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(seed);
         let value = |rng: &mut StdRng| T::from(rng.random_range(-1.0..1.0)).expect("a value");
         for _ in 0..300 {
-            let (in_h, in_w): (usize, usize) = (rng.random_range(1..=12), rng.random_range(1..=75));
-            let pad: (usize, usize) = (rng.random_range(0..=3), rng.random_range(0..=3));
-            let (bottom, right): (usize, usize) =
-                (rng.random_range(0..=3), rng.random_range(0..=3));
-            let out_h = (in_h + pad.0 + bottom).saturating_sub(3) / 2 + 1;
-            let out_w = (in_w + pad.1 + right).saturating_sub(3) / 2 + 1;
+            let Some([(in_h, in_w), pad, (out_h, out_w)]) = random_plane(&mut rng, 75, 2) else {
+                continue;
+            };
             let first = rng.random_range(0..out_h);
             let band = first..rng.random_range(first + 1..=out_h);
             let input: Vec<T> = (0..in_h * in_w).map(|_| value(&mut rng)).collect();
@@ -837,7 +851,7 @@ mod tests {
                 let expected = reference(plane, filter, band.clone(), out_w);
                 assert_eq!(
                     out, expected,
-                    "{in_h}x{in_w}, padding {pad:?} and {right}, rows {band:?}"
+                    "{in_h}x{in_w} to {out_h}x{out_w}, padding {pad:?}, rows {band:?}"
                 );
             } else {
                 assert!(
@@ -922,12 +936,9 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(seed);
         let value = |rng: &mut StdRng| T::from(rng.random_range(-1.0..1.0)).expect("a value");
         for _ in 0..300 {
-            let (in_h, in_w): (usize, usize) = (rng.random_range(1..=12), rng.random_range(1..=75));
-            let pad: (usize, usize) = (rng.random_range(0..=3), rng.random_range(0..=3));
-            let (bottom, right): (usize, usize) =
-                (rng.random_range(0..=3), rng.random_range(0..=3));
-            let out_h = (in_h + pad.0 + bottom).saturating_sub(3) / 2 + 1;
-            let out_w = (in_w + pad.1 + right).saturating_sub(3) / 2 + 1;
+            let Some([(in_h, in_w), pad, (out_h, out_w)]) = random_plane(&mut rng, 75, 2) else {
+                continue;
+            };
             let first = rng.random_range(0..out_h);
             let count = rng.random_range(1..=out_h - first);
             let error: Vec<T> = (0..count * out_w).map(|_| value(&mut rng)).collect();
@@ -978,12 +989,9 @@ mod tests {
         let value = |rng: &mut StdRng| T::from(rng.random_range(-3i8..=3)).expect("a value");
         let mut computed = 0;
         for _ in 0..300 {
-            let (in_h, in_w): (usize, usize) = (rng.random_range(1..=12), rng.random_range(1..=75));
-            let pad: (usize, usize) = (rng.random_range(0..=3), rng.random_range(0..=3));
-            let (bottom, right): (usize, usize) =
-                (rng.random_range(0..=3), rng.random_range(0..=3));
-            let out_h = (in_h + pad.0 + bottom).saturating_sub(3) / 2 + 1;
-            let out_w = (in_w + pad.1 + right).saturating_sub(3) / 2 + 1;
+            let Some([(in_h, in_w), pad, (out_h, out_w)]) = random_plane(&mut rng, 75, 2) else {
+                continue;
+            };
             let first = rng.random_range(0..out_h);
             let count = rng.random_range(1..=out_h - first);
             let input: Vec<T> = (0..in_h * in_w).map(|_| value(&mut rng)).collect();
