@@ -182,16 +182,7 @@ fn plane_gradients<T: Element>(
 ) -> ([T; 9], T) {
     let half = g.out_w + 1;
     let rows = padded.len();
-    let error: &[T] = match plane.dy.to_slice() {
-        Some(error) => error,
-        None => {
-            let copy = scratch(error_buf, plane.dy.len());
-            copy.iter_mut()
-                .zip(plane.dy.iter())
-                .for_each(|(d, &v)| *d = v);
-            copy
-        }
-    };
+    let error = depthwise::contiguous(plane.dy, error_buf);
     let bias = if wanted.bias {
         error.iter().fold(T::zero(), |sum, &v| sum + v)
     } else {

@@ -218,28 +218,35 @@ fn forward_narrow<T: Element>(
         for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let planes = contiguous(x.slice(s![n, channels.clone(), .., ..]), input_buf);
             let input = (planes, g.in_w, pad);
-            let computed = match y_n.as_slice_mut() {
-                Some(out) => {
-                    T::depthwise_narrow_rows(input, (taps, bias), rows.clone(), g.out_w, out)
-                }
-                None => {
-                    let out = scratch(output_buf, y_n.len());
-                    let computed =
-                        T::depthwise_narrow_rows(input, (taps, bias), rows.clone(), g.out_w, out);
-                    let block =
-                        ndarray::ArrayView3::from_shape(y_n.dim(), &*out).expect("sized above");
-                    y_n.assign(&block);
-                    computed
-                }
-            };
+            let computed = write_through(y_n.view_mut(), output_buf, |out| {
+                T::depthwise_narrow_rows(input, (taps, bias), rows.clone(), g.out_w, out)
+            });
             debug_assert!(computed, "the CPU was found to run the kernel");
         }
     });
 }
 
+/// Runs `compute` on `view`'s elements in logical order: on its own
+/// memory where that is contiguous, else on `buf`, then copied into
+/// `view`. Returns what `compute` returns.
+fn write_through<T: Element>(
+    mut view: ndarray::ArrayViewMut3<'_, T>,
+    buf: &mut Vec<T>,
+    compute: impl FnOnce(&mut [T]) -> bool,
+) -> bool {
+    if let Some(out) = view.as_slice_mut() {
+        return compute(out);
+    }
+    let out = scratch(buf, view.len());
+    let computed = compute(out);
+    let block = ndarray::ArrayView3::from_shape(view.dim(), &*out).expect("sized above");
+    view.assign(&block);
+    computed
+}
+
 /// The elements of `view` in logical order: its own memory where that is
 /// contiguous, else a copy in `buf`.
-fn contiguous<'a, T: Element, D: ndarray::Dimension>(
+pub(super) fn contiguous<'a, T: Element, D: ndarray::Dimension>(
     view: ndarray::ArrayView<'a, T, D>,
     buf: &'a mut Vec<T>,
 ) -> &'a [T] {
@@ -561,17 +568,9 @@ fn narrow_backward<T: Element>(
             // flipped taps.
             let input = (errors, g.out_w, (2 - pad.0, 2 - pad.1));
             let filters = (&flipped[..], None);
-            let computed = match dx_n.as_slice_mut() {
-                Some(out) => T::depthwise_narrow_rows(input, filters, 0..g.in_h, g.in_w, out),
-                None => {
-                    let out = scratch(staging_buf, dx_n.len());
-                    let computed = T::depthwise_narrow_rows(input, filters, 0..g.in_h, g.in_w, out);
-                    let block =
-                        ndarray::ArrayView3::from_shape(dx_n.dim(), &*out).expect("sized above");
-                    dx_n.assign(&block);
-                    computed
-                }
-            };
+            let computed = write_through(dx_n.view_mut(), staging_buf, |out| {
+                T::depthwise_narrow_rows(input, filters, 0..g.in_h, g.in_w, out)
+            });
             debug_assert!(computed, "the CPU was found to run the kernel");
         }
     }
