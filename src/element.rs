@@ -195,6 +195,25 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
         out: &mut [Self],
     ) -> bool;
 
+    /// The sums of a block of `vectors` vectors of output channels of a
+    /// one-group layer over input channels and every tap, from the padded
+    /// input `source` and weights laid out as `[tap, output channel]`,
+    /// into pixel-major tiles, where this type has a vector kernel for the
+    /// CPU; returns whether it did. `windows` is the taps' offsets and
+    /// `[pixels, out_w, start, row_step, col_step, channels, plane]`,
+    /// `start` the biases to start from (else zero) and whether to start
+    /// from the output instead (`direct/channel_vectors.rs`, `Windows` and
+    /// `Start`). Panics if a slice is shorter than its description.
+    #[doc(hidden)]
+    fn channel_vector_block(
+        source: &[Self],
+        windows: (&[usize], [usize; 7]),
+        weights: (&[Self], usize),
+        out: (&mut [Self], usize),
+        vectors: usize,
+        start: (Option<&[Self]>, bool),
+    ) -> bool;
+
     /// The weight gradient of a depthwise 3x3 unit-stride layer's channel
     /// (its nine taps) from its input plane `input` (the plane, its row
     /// width and its padding at the top and left) and its error plane
@@ -330,6 +349,18 @@ impl Element for f32 {
     ) -> bool {
         crate::algo::strided::direct::narrow_planes::rows_f32(input, filters, rows, out_w, out)
     }
+    fn channel_vector_block(
+        source: &[Self],
+        windows: (&[usize], [usize; 7]),
+        weights: (&[Self], usize),
+        out: (&mut [Self], usize),
+        vectors: usize,
+        start: (Option<&[Self]>, bool),
+    ) -> bool {
+        crate::algo::strided::direct::channel_vectors::block_f32(
+            source, windows, weights, out, vectors, start,
+        )
+    }
     fn depthwise_narrow_weight_gradient(
         input: (&[Self], usize, (usize, usize)),
         error: (&[Self], usize),
@@ -397,6 +428,18 @@ impl Element for f64 {
         out: &mut [Self],
     ) -> bool {
         crate::algo::strided::direct::narrow_planes::rows_f64(input, filters, rows, out_w, out)
+    }
+    fn channel_vector_block(
+        source: &[Self],
+        windows: (&[usize], [usize; 7]),
+        weights: (&[Self], usize),
+        out: (&mut [Self], usize),
+        vectors: usize,
+        start: (Option<&[Self]>, bool),
+    ) -> bool {
+        crate::algo::strided::direct::channel_vectors::block_f64(
+            source, windows, weights, out, vectors, start,
+        )
     }
     fn depthwise_narrow_weight_gradient(
         input: (&[Self], usize, (usize, usize)),

@@ -246,6 +246,7 @@ fn into_non_contiguous_outputs() {
             .groups(2),
         Conv2dSpec::new(3, 3, (3, 3)).groups(3).padding((1, 1)),
         Conv2dSpec::new(3, 5, (3, 3)).padding((1, 1)),
+        Conv2dSpec::new(3, 20, (3, 3)).padding((1, 1)),
     ] {
         let input = [3, spec.in_channels(), 7, 6];
         let out = spec.output_shape(input).unwrap();
@@ -386,6 +387,68 @@ fn channel_blocks_agree_with_naive() {
             case.input[0] = 1;
         }
         check_on_pool::<f64>(&case, threads, 12_000 + case_index);
+    }
+}
+
+/// The direct kernel's tiles of output channels in vectors, where the CPU
+/// runs them (elsewhere the kernels they stand in for): the forward pass
+/// on one group with more than 16 output channels, and the input gradient
+/// by error lowering on one group at unit stride with more than 16 input
+/// channels and 512 input pixels or more. Channel counts that leave each
+/// number of vectors in the last block of either precision, kernels up to
+/// the 64 taps of an 8x8 one, any stride, dilation and padding, a batch of
+/// 1 to 4 cut into bands on pools of 1 to 3 threads, against the naive
+/// reference.
+#[test]
+fn channel_vectors_agree_with_naive() {
+    let mut draws = rng(21);
+    let configurations = [
+        (Kernel::Direct, InputGradient::Auto),
+        (Kernel::Auto, InputGradient::Auto),
+        (Kernel::Gemm, InputGradient::ErrorLowering),
+    ];
+    for (case_index, threads) in (0..18).zip([1, 2, 3].into_iter().cycle()) {
+        let mut case = random_one_group_case(&mut draws, (17..=24, 17..=40));
+        let (c_in, c_out) = (case.spec.in_channels(), case.spec.out_channels());
+        match case_index % 3 {
+            0 => {
+                let spec = Conv2dSpec::new(c_in, c_out, (8, 8 - case_index % 2));
+                case.spec = spec.padding((2, 3)).stride((1 + case_index % 2, 1));
+                case.input = [1, c_in, 9 + case_index % 4, 8];
+            }
+            // Unit stride, enough input pixels for the input gradient.
+            1 => {
+                let k = 2 + case_index % 4;
+                let spec = Conv2dSpec::new(c_in, c_out, (k, k + case_index % 2));
+                case.spec = spec.padding((k / 2, (k - 1) / 2)).bias(case_index % 2 == 0);
+                case.input = [2, c_in, 16, 16 + case_index % 3];
+            }
+            _ => {}
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let seed = 21_000 + case_index as u64;
+            let p32 = Problem::<f32>::new(&case, &mut rng(seed));
+            let p64 = Problem::<f64>::new(&case, &mut rng(seed));
+            for (kernel, method) in configurations {
+                let label = |name| {
+                    format!("{kernel:?}, {method:?} on {case:?} ({name}, {threads} threads)")
+                };
+                let mut ws = Workspace::new()
+                    .with_kernel(kernel)
+                    .with_input_gradient(method)
+                    .with_min_lane_flops(0);
+                p32.check_strided(&case.spec, &mut ws, &label("f32"));
+                let mut ws = Workspace::new()
+                    .with_kernel(kernel)
+                    .with_input_gradient(method)
+                    .with_min_lane_flops(0);
+                p64.check_strided(&case.spec, &mut ws, &label("f64"));
+            }
+        });
     }
 }
 

@@ -281,6 +281,9 @@ fn non_contiguous_views() {
     // the shifted and Winograd kernels take).
     check_views(Conv2dSpec::new(3, 4, (3, 2)).stride((2, 1)).padding((1, 0)));
     check_views(Conv2dSpec::new(3, 4, (3, 3)).padding((1, 1)));
+    // More output channels than the direct kernel's register tiles take:
+    // its tiles of output channels in vectors, where the CPU runs them.
+    check_views(Conv2dSpec::new(3, 20, (3, 3)).padding((1, 1)));
 }
 
 fn check_views(spec: Conv2dSpec) {
@@ -294,7 +297,7 @@ fn check_views(spec: Conv2dSpec) {
     let w_buf = random_array4::<f64>(&mut rng, [o, c, kh, kw]);
     let w = w_buf.slice(s![..;-1, .., .., ..]);
     // b: every other element of a longer vector.
-    let b_buf = random_array1::<f64>(&mut rng, 8);
+    let b_buf = random_array1::<f64>(&mut rng, 2 * o);
     let b = b_buf.slice(s![..;2]);
     assert!(!x.is_standard_layout() && !w.is_standard_layout());
     let (xc, wc, bc) = (x.to_owned(), w.to_owned(), b.to_owned());

@@ -550,9 +550,10 @@ pub(crate) fn backward_by_col2im<T: Element>(
 /// The backward pass with the input gradient by error lowering: a pass for
 /// the weight and bias gradients, then the error lowered against the
 /// flipped, channel-swapped weights, or, where they suit that forward pass
-/// ([`error_lowering_on_tiles`](super::error_lowering_on_tiles)), the
-/// error convolved with them on the direct register tiles. Overwrites the
-/// gradients present.
+/// ([`error_lowering_on_tiles`](super::error_lowering_on_tiles),
+/// [`error_lowering_on_channel_vectors`](super::error_lowering_on_channel_vectors)),
+/// the error convolved with them on the direct register tiles or channel
+/// vectors. Overwrites the gradients present.
 pub(crate) fn backward_by_error_lowering<T: Element>(
     op: Backward<'_, T>,
     grads: Targets<'_, T>,
@@ -566,7 +567,20 @@ pub(crate) fn backward_by_error_lowering<T: Element>(
         return;
     };
     let Backward { w, dy, g, .. } = op;
-    if let Some(flipped_g) = super::error_lowering_on_tiles(g) {
+    // The error lowering as a forward pass of its own, on the direct
+    // register tiles or channel vectors, where they take it.
+    type InputGradientPass<T> = fn(Forward<'_, T>, ArrayViewMut4<'_, T>, &mut Workspace<T>);
+    let on_direct: Option<(Geometry, InputGradientPass<T>)> =
+        match super::error_lowering_on_tiles(g) {
+            Some(flipped_g) => Some((flipped_g, super::direct::tiled::input_gradient)),
+            None => super::error_lowering_on_channel_vectors(g).map(|flipped_g| {
+                (
+                    flipped_g,
+                    super::direct::channel_vectors::input_gradient as _,
+                )
+            }),
+        };
+    if let Some((flipped_g, pass)) = on_direct {
         let mut buf = ws.take_input_gradient_weights();
         let flipped = scratch(&mut buf, w.len());
         flip_and_swap_weights(w, g.groups, flipped);
@@ -578,7 +592,7 @@ pub(crate) fn backward_by_error_lowering<T: Element>(
             bias: None,
             g: &flipped_g,
         };
-        super::direct::tiled::input_gradient(forward, dx, ws);
+        pass(forward, dx, ws);
         ws.restore_input_gradient_weights(buf);
         return;
     }

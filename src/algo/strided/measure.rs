@@ -10,8 +10,8 @@
 
 use super::choice::{InputGradient, Kernel};
 use super::{
-    Choice, backward_with, direct_suits, direct_tiles_suit, forward_with, shifted_applies,
-    winograd_applies,
+    Choice, backward_with, channel_vectors_apply, direct_suits, direct_tiles_suit, forward_with,
+    shifted_applies, winograd_applies,
 };
 use crate::element::Element;
 use crate::gradients::GradientsMut;
@@ -68,28 +68,46 @@ fn direct_worth_timing(g: &Geometry) -> bool {
     direct_suits(g) || direct_tiles_suit(g) || g.in_channels_per_group() * g.kh * g.kw <= 64
 }
 
+/// What a candidate runs, and on which passes it is timed.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    choice: Choice,
+    forward: bool,
+    backward: bool,
+}
+
 /// The candidates of a pass: the kernels that compute `g`, and for the
-/// backward pass the column matrix's two input-gradient methods.
-fn candidates(g: &Geometry) -> Vec<Choice> {
-    let mut kernels = vec![(Kernel::Gemm, true)];
-    if direct_worth_timing(g) {
-        kernels.push((Kernel::Direct, true));
-    }
-    if shifted_applies(g) {
-        kernels.push((Kernel::Shifted, true));
-    }
-    if winograd_applies(g) {
-        kernels.push((Kernel::Winograd, true));
-    }
-    kernels.push((Kernel::Gemm, false));
-    kernels
-        .into_iter()
-        .map(|(kernel, by_col2im)| Choice {
+/// backward pass the column matrix's two input-gradient methods. Where
+/// the direct loops are not worth timing but the direct kernel's forward
+/// pass runs its tiles of output channels in vectors, that forward pass
+/// alone is timed.
+fn candidates(g: &Geometry) -> Vec<Candidate> {
+    let both = |kernel, by_col2im| Candidate {
+        choice: Choice {
             forward: kernel,
             backward: kernel,
             by_col2im,
-        })
-        .collect()
+        },
+        forward: by_col2im,
+        backward: true,
+    };
+    let mut candidates = vec![both(Kernel::Gemm, true)];
+    if direct_worth_timing(g) {
+        candidates.push(both(Kernel::Direct, true));
+    } else if channel_vectors_apply(g) {
+        candidates.push(Candidate {
+            backward: false,
+            ..both(Kernel::Direct, true)
+        });
+    }
+    if shifted_applies(g) {
+        candidates.push(both(Kernel::Shifted, true));
+    }
+    if winograd_applies(g) {
+        candidates.push(both(Kernel::Winograd, true));
+    }
+    candidates.push(both(Kernel::Gemm, false));
+    candidates
 }
 
 /// A candidate slower than this many times the fastest so far on its
@@ -138,8 +156,13 @@ fn time_candidates<T: Element>(g: &Geometry, ws: &mut Workspace<T>) -> Choice {
     let candidates = candidates(g);
     let mut best = (Duration::MAX, Duration::MAX);
     let mut chosen = Choice::estimate(Kernel::Auto, InputGradient::Auto, g);
-    for candidate in &candidates {
-        if candidate.by_col2im {
+    for &Candidate {
+        choice: candidate,
+        forward: timed_forward,
+        backward: timed_backward,
+    } in &candidates
+    {
+        if timed_forward {
             let forward = Forward {
                 x: x.view(),
                 w: w.view(),
@@ -147,12 +170,15 @@ fn time_candidates<T: Element>(g: &Geometry, ws: &mut Workspace<T>) -> Choice {
                 g,
             };
             let took = time(
-                || forward_with(*candidate, forward, y.view_mut(), ws),
+                || forward_with(candidate, forward, y.view_mut(), ws),
                 best.0,
             );
             if took < best.0 {
                 (best.0, chosen.forward) = (took, candidate.forward);
             }
+        }
+        if !timed_backward {
+            continue;
         }
         let backward = Backward {
             x: x.view(),
@@ -167,7 +193,7 @@ fn time_candidates<T: Element>(g: &Geometry, ws: &mut Workspace<T>) -> Choice {
                     dw: dw.view_mut(),
                     db: db.view_mut(),
                 };
-                backward_with(*candidate, backward, grads.into(), ws)
+                backward_with(candidate, backward, grads.into(), ws)
             },
             best.1,
         );

@@ -12,6 +12,7 @@
 //! | direct deinterleaved planes | `direct/deinterleaved.rs`, `direct/deinterleaved_gradients.rs` | depthwise 3x3, stride 2, output rows of 16 pixels or more | depthwise layers it computes, forward and backward |
 //! | direct stencil gradients | `direct/stencil_gradients.rs` | backward, depthwise 3x3 and 5x5, unit stride | backward of the depthwise layers it computes |
 //! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, unit column stride | forward, few output channels |
+//! | direct channel vectors | `direct/channel_vectors.rs` | forward, one group, more than 16 output channels, AVX-512 | forward of kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
 //! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, many channels, a pixel a channel |
 //! | column matrix | `column.rs` | everything | the rest |
@@ -66,6 +67,45 @@ fn direct_tiles_apply(g: &Geometry) -> bool {
 /// itself) with at most 16 output channels a group.
 fn direct_tiles_suit(g: &Geometry) -> bool {
     direct_tiles_apply(g) && g.kh * g.kw > 1 && g.out_channels_per_group() <= 16
+}
+
+/// The direct kernel's forward pass runs its tiles of output channels in
+/// vectors on layers of one group with more output channels than the
+/// register tiles suit, where the CPU runs them.
+fn channel_vectors_apply(g: &Geometry) -> bool {
+    g.out_channels > 16 && direct::channel_vectors::applies(g)
+}
+
+/// The least output pixels (over the batch) a call of the channel vectors
+/// has, to spread the cost of laying out the weights, once a call, over:
+/// on ResNet-50's 3x3 layers at batch 1 they lose to the column matrix on
+/// 14x14 and 7x7 images (196 and 49 pixels) and are level on 28x28 (784)
+/// (BENCHMARKS.md, "Channel vectors").
+const CHANNEL_VECTOR_PIXELS: usize = 512;
+
+/// The direct kernel's tiles of output channels in vectors beat the GEMM
+/// kernels on the forward pass of kernels above 1x1 (a 1x1 kernel's column
+/// matrix is the input itself) wherever Winograd does not suit, on calls
+/// with [`CHANNEL_VECTOR_PIXELS`] output pixels or more.
+fn channel_vectors_suit(g: &Geometry) -> bool {
+    channel_vectors_worth(g) && !winograd_suits(g)
+}
+
+/// The channel vectors apply to `g`, a kernel above 1x1, on a call of
+/// [`CHANNEL_VECTOR_PIXELS`] output pixels or more.
+fn channel_vectors_worth(g: &Geometry) -> bool {
+    channel_vectors_apply(g)
+        && g.kh * g.kw > 1
+        && g.batch * g.out_h * g.out_w >= CHANNEL_VECTOR_PIXELS
+}
+
+/// The geometry of the column matrix's input gradient by error lowering
+/// as a forward pass, where it runs on the direct kernel's channel vectors
+/// instead of a column matrix: one group at unit stride, where the
+/// channel vectors are worth running on that forward pass.
+pub(crate) fn error_lowering_on_channel_vectors(g: &Geometry) -> Option<Geometry> {
+    let flipped = g.input_gradient_as_forward()?;
+    channel_vectors_worth(&flipped).then_some(flipped)
 }
 
 /// The shifted kernel computes any geometry with one group.
@@ -135,7 +175,7 @@ fn backward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kerne
 /// suit (the backward pass has no such tiles).
 fn forward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kernel {
     match kernel {
-        Kernel::Auto if direct_tiles_suit(g) => Kernel::Direct,
+        Kernel::Auto if direct_tiles_suit(g) || channel_vectors_suit(g) => Kernel::Direct,
         _ => backward_kernel(kernel, method, g),
     }
 }
@@ -282,6 +322,9 @@ pub(crate) fn forward_with<T: Element>(
     let _flush = FlushGuard::new(ws.flush_subnormals());
     match choice.forward {
         Kernel::Direct if depthwise(op.g) => direct::depthwise::forward(op, y, ws),
+        Kernel::Direct if channel_vectors_apply(op.g) => {
+            direct::channel_vectors::forward(op, y, ws)
+        }
         Kernel::Direct if direct_tiles_apply(op.g) => direct::tiled::forward(op, y, ws),
         Kernel::Direct => direct::forward(op, y, ws),
         Kernel::Shifted if shifted_applies(op.g) => shifted::forward(op, y, ws),
@@ -323,13 +366,21 @@ mod tests {
     /// BENCHMARKS.md measured it.
     #[test]
     fn auto_kernels_of_the_suite() {
+        // The channel vectors need AVX-512.
+        let vectors_or = |kernel| {
+            if direct::channel_vectors::available() {
+                Kernel::Direct
+            } else {
+                kernel
+            }
+        };
         let expected = [
             ("seed", Kernel::Direct, Kernel::Gemm),
             ("seed64", Kernel::Direct, Kernel::Gemm),
             ("r3x3", Kernel::Winograd, Kernel::Winograd),
-            ("r3x3s2", Kernel::Shifted, Kernel::Shifted),
+            ("r3x3s2", vectors_or(Kernel::Shifted), Kernel::Shifted),
             ("r1x1", Kernel::Gemm, Kernel::Gemm),
-            ("stem", Kernel::Gemm, Kernel::Gemm),
+            ("stem", vectors_or(Kernel::Gemm), Kernel::Gemm),
             ("dw", Kernel::Direct, Kernel::Direct),
             ("dil", Kernel::Winograd, Kernel::Winograd),
         ];

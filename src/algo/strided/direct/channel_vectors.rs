@@ -1,0 +1,529 @@
+//! The direct kernel's forward pass on layers of one group with many
+//! output channels, with output channels in vectors: each tile of output,
+//! six pixels by up to four vectors of output channels, is summed over
+//! every input channel and tap in registers, per dtype through AVX-512,
+//! reached through the hidden `Element::channel_vector_block`.
+//!
+//! A column matrix copies every window of the input before its GEMM
+//! reads it, and a GEMM on small images spends its time on the edges of
+//! its tiles (BENCHMARKS.md, "Channel vectors"). Here a tap of a tile
+//! multiplies one vector of weights per block of output channels by each
+//! of its six pixels' input values, broadcast straight from the padded
+//! input planes: nothing is copied but the padding, and the weights, once
+//! a call, into `[tap, output channel]` rows. The pixels of a tile need
+//! not share an output row, so a tile is never cut short by the row's
+//! end; only the last tile of a band may repeat its last pixel. The tiles
+//! come out pixel-major (`[pixel, output channel]`) and are transposed
+//! into the NCHW output.
+
+use super::padded_band;
+use crate::element::Element;
+use crate::lanes::Work;
+use crate::layout::transpose::{transpose, transpose_on_pool};
+use crate::operands::Forward;
+use crate::spec::Geometry;
+use crate::workspace::{Workspace, scratch};
+use ndarray::{ArrayView2, ArrayViewMut4};
+
+/// Pixels a tile: with four vectors of channels, 24 sums, four weight
+/// vectors and a broadcast fill 29 of AVX-512's 32 registers.
+pub(crate) const TILE_PIXELS: usize = 6;
+
+/// Vectors of output channels a tile at most.
+pub(crate) const TILE_VECTORS: usize = 4;
+
+/// The most taps (`kh · kw`) a layer may have here: their offsets sit in
+/// an array on the stack.
+const MAX_TAPS: usize = 64;
+
+/// Bytes of weights one block of input channels reads, a block of
+/// output channels at a time: small enough to stay in L2 while every
+/// tile of a band reads them, large enough that the tiles' sums are
+/// stored and loaded again rarely (BENCHMARKS.md, "Channel vectors").
+const BLOCK_WEIGHT_BYTES: usize = 1 << 16;
+
+/// Whether this machine runs the kernel: a CPU with AVX-512 F.
+pub(crate) fn available() -> bool {
+    super::narrow_planes::available()
+}
+
+/// Whether the kernel computes `g` here: one group, at most [`MAX_TAPS`]
+/// taps, on a CPU with AVX-512.
+pub(crate) fn applies(g: &Geometry) -> bool {
+    g.groups == 1 && g.kh * g.kw <= MAX_TAPS && available()
+}
+
+/// Forward pass on validated operands where [`applies`]; writes every
+/// element of `y`.
+pub(crate) fn forward<T: Element>(
+    op: Forward<'_, T>,
+    y: ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    run(op, y, ws, Work::forward(op.g, 1));
+}
+
+/// [`forward`] computing a backward call's input gradient (the error
+/// convolved with the turned, channel-swapped weights), scheduled as a
+/// backward pass.
+pub(crate) fn input_gradient<T: Element>(
+    op: Forward<'_, T>,
+    dx: ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    run(op, dx, ws, Work::forward(op.g, 1).of_backward());
+}
+
+/// [`forward`] as `work` schedules it.
+fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspace<T>, work: Work) {
+    let Forward { x, w, bias, g } = op;
+    let lanes = 64 / std::mem::size_of::<T>();
+    let taps = g.kh * g.kw;
+    let k = g.in_channels * taps;
+    let width = g.out_channels.next_multiple_of(lanes);
+    let schedule = ws.schedule(work);
+    let (packed_buf, memory) = ws.memory(&schedule);
+    let packed = scratch(packed_buf, (k + 1) * width);
+    let (weights, biases) = packed.split_at_mut(k * width);
+    pack_weights(w.view(), weights, width);
+    biases.fill(T::zero());
+    if let Some(bias) = bias {
+        biases.iter_mut().zip(bias).for_each(|(b, &v)| *b = v);
+    }
+    let (weights, biases): (&[T], &[T]) = (weights, biases);
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    let mut tap_offsets = [0usize; MAX_TAPS];
+    for (t, offset) in tap_offsets.iter_mut().enumerate().take(taps) {
+        *offset = (t / g.kw) * g.dh * wp + (t % g.kw) * g.dw;
+    }
+    let tap_offsets = &tap_offsets[..taps];
+    let block_channels = (BLOCK_WEIGHT_BYTES / (taps * TILE_VECTORS * 64)).max(1);
+    schedule.run(memory, y, |item, mut y_item, buffers| {
+        let [source_buf, tiles_buf, planes_buf] = buffers.split();
+        for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
+            let ((source, offset), band) = padded_band(x, n, g, &item.rows, source_buf);
+            let plane = (band.in_h + band.padding.top + band.padding.bottom) * wp;
+            let pixels = band.out_h * g.out_w;
+            let tiles = scratch(tiles_buf, pixels.next_multiple_of(TILE_PIXELS) * width);
+            for first in (0..width).step_by(TILE_VECTORS * lanes) {
+                let vectors = ((width - first) / lanes).min(TILE_VECTORS);
+                for c0 in (0..g.in_channels).step_by(block_channels) {
+                    let channels = block_channels.min(g.in_channels - c0);
+                    let windows = Windows {
+                        pixels,
+                        out_w: g.out_w,
+                        start: offset + c0 * plane,
+                        row_step: g.sh * wp,
+                        col_step: g.sw,
+                        taps: tap_offsets,
+                        channels,
+                        plane,
+                    };
+                    let start = match (c0, bias) {
+                        (0, Some(_)) => Start::Bias(&biases[first..]),
+                        (0, None) => Start::Zero,
+                        _ => Start::Output,
+                    };
+                    let weights = (&weights[c0 * taps * width + first..], width);
+                    let out = (&mut tiles[first..], width);
+                    let (windows, start) = (windows.to_raw(), start.into_raw());
+                    let done =
+                        T::channel_vector_block(source, windows, weights, out, vectors, start);
+                    assert!(done, "the kernel applies only where the CPU runs it");
+                }
+            }
+            let tiles: &[T] = tiles;
+            match y_n.as_slice_mut() {
+                Some(out) => transpose(tiles, width, out, pixels, (pixels, g.out_channels)),
+                None => {
+                    let planes = scratch(planes_buf, g.out_channels * pixels);
+                    transpose(tiles, width, planes, pixels, (pixels, g.out_channels));
+                    let shape = (band.out_h, g.out_w);
+                    for (mut y_c, computed) in y_n.outer_iter_mut().zip(planes.chunks_exact(pixels))
+                    {
+                        match y_c.as_slice_mut() {
+                            Some(y_c) => y_c.copy_from_slice(computed),
+                            None => y_c.assign(
+                                &ArrayView2::from_shape(shape, computed).expect("one plane"),
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `w` (`[c_out, c_in, kh, kw]`) as `[tap, output channel]` rows of
+/// `width` (the output channels rounded up to a vector), the columns past
+/// the output channels zero.
+fn pack_weights<T: Element>(w: ndarray::ArrayView4<'_, T>, packed: &mut [T], width: usize) {
+    let c_out = w.len_of(ndarray::Axis(0));
+    let k = w.len() / c_out.max(1);
+    match w.as_slice() {
+        Some(w) => transpose_on_pool(w, k, packed, width, (c_out, k)),
+        None => {
+            for (co, filter) in w.outer_iter().enumerate() {
+                for (kk, &value) in filter.iter().enumerate() {
+                    packed[kk * width + co] = value;
+                }
+            }
+        }
+    }
+    if width > c_out {
+        for row in packed.chunks_exact_mut(width) {
+            row[c_out..].fill(T::zero());
+        }
+    }
+}
+
+/// Where a block's windows lie in a padded input (`channels` planes
+/// `plane` apart): output pixels `pixels` (whole rows of `out_w`), a
+/// window's start `start + row·row_step + column·col_step`, and its taps
+/// at `taps` from there.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Windows<'a> {
+    pub pixels: usize,
+    pub out_w: usize,
+    pub start: usize,
+    pub row_step: usize,
+    pub col_step: usize,
+    pub taps: &'a [usize],
+    pub channels: usize,
+    pub plane: usize,
+}
+
+impl<'a> Windows<'a> {
+    /// The windows as `Element::channel_vector_block` passes them.
+    pub(crate) fn to_raw(self) -> (&'a [usize], [usize; 7]) {
+        let w = self;
+        let fields = [
+            w.pixels, w.out_w, w.start, w.row_step, w.col_step, w.channels, w.plane,
+        ];
+        (self.taps, fields)
+    }
+
+    /// The windows from [`Windows::to_raw`]'s form.
+    pub(crate) fn from_raw((taps, fields): (&'a [usize], [usize; 7])) -> Self {
+        let [pixels, out_w, start, row_step, col_step, channels, plane] = fields;
+        Windows {
+            pixels,
+            out_w,
+            start,
+            row_step,
+            col_step,
+            taps,
+            channels,
+            plane,
+        }
+    }
+}
+
+/// What a block's sums start from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Start<'a, T> {
+    /// Zero.
+    Zero,
+    /// A bias per output channel of the block (a vector's worth each).
+    Bias(&'a [T]),
+    /// The values already in the output.
+    Output,
+}
+
+impl<'a, T> Start<'a, T> {
+    /// The start as `Element::channel_vector_block` passes it.
+    pub(crate) fn into_raw(self) -> (Option<&'a [T]>, bool) {
+        match self {
+            Start::Zero => (None, false),
+            Start::Bias(bias) => (Some(bias), false),
+            Start::Output => (None, true),
+        }
+    }
+
+    /// The start from [`Start::into_raw`]'s form.
+    pub(crate) fn from_raw(raw: (Option<&'a [T]>, bool)) -> Self {
+        match raw {
+            (_, true) => Start::Output,
+            (Some(bias), false) => Start::Bias(bias),
+            (None, false) => Start::Zero,
+        }
+    }
+}
+
+/// Weights as `[tap, output channel]` rows (`stride` apart), from the
+/// block's first tap and output channel.
+pub(crate) type Weights<'a, T> = (&'a [T], usize);
+
+/// The output tiles, `[pixel, output channel]` rows (`stride` apart) from
+/// the block's first output channel; rows up to the pixels rounded up to a
+/// tile are written.
+pub(crate) type Tiles<'a, T> = (&'a mut [T], usize);
+
+/// The sums of a block of `vectors` vectors of output channels over the
+/// `windows.channels` input channels and every tap, for `f32` (16 lanes a
+/// vector), into `out`. Returns whether it did: where [`available`].
+/// Panics if a slice is shorter than its description.
+pub(crate) fn block_f32(
+    source: &[f32],
+    windows: (&[usize], [usize; 7]),
+    weights: Weights<'_, f32>,
+    out: Tiles<'_, f32>,
+    vectors: usize,
+    start: (Option<&[f32]>, bool),
+) -> bool {
+    let (windows, start) = (Windows::from_raw(windows), Start::from_raw(start));
+    #[cfg(target_arch = "x86_64")]
+    return block_with(
+        source,
+        windows,
+        weights,
+        out,
+        (vectors, 16),
+        start,
+        avx512::f32_kernels::block,
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// [`block_f32`] for `f64` (8 lanes a vector).
+pub(crate) fn block_f64(
+    source: &[f64],
+    windows: (&[usize], [usize; 7]),
+    weights: Weights<'_, f64>,
+    out: Tiles<'_, f64>,
+    vectors: usize,
+    start: (Option<&[f64]>, bool),
+) -> bool {
+    let (windows, start) = (Windows::from_raw(windows), Start::from_raw(start));
+    #[cfg(target_arch = "x86_64")]
+    return block_with(
+        source,
+        windows,
+        weights,
+        out,
+        (vectors, 8),
+        start,
+        avx512::f64_kernels::block,
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// The raw form of a block call: the source, the windows, the weights and
+/// their stride, the tiles and their stride, the vectors, the start (null
+/// for zero) and whether the sums start from the output.
+#[cfg(target_arch = "x86_64")]
+type RawBlock<T> =
+    unsafe fn(*const T, &Windows<'_>, (*const T, usize), (*mut T, usize), usize, (*const T, bool));
+
+/// `kernel` on the call's slices, where the CPU allows it.
+#[cfg(target_arch = "x86_64")]
+fn block_with<T>(
+    source: &[T],
+    windows: Windows<'_>,
+    (weights, w_stride): Weights<'_, T>,
+    (out, out_stride): Tiles<'_, T>,
+    (vectors, lanes): (usize, usize),
+    start: Start<'_, T>,
+    kernel: RawBlock<T>,
+) -> bool {
+    let Windows {
+        pixels,
+        out_w,
+        start: first,
+        row_step,
+        col_step,
+        taps,
+        channels,
+        plane,
+    } = windows;
+    assert!((1..=TILE_VECTORS).contains(&vectors), "1 to 4 vectors");
+    assert!(!taps.is_empty() && taps.len() <= MAX_TAPS, "1 to 64 taps");
+    let width = vectors * lanes;
+    if pixels == 0 || channels == 0 {
+        return available();
+    }
+    assert!(out_w > 0 && pixels % out_w == 0, "whole output rows");
+    let last_window = first + (pixels / out_w - 1) * row_step + (out_w - 1) * col_step;
+    let reach = taps.iter().max().expect("taps") + (channels - 1) * plane;
+    assert!(
+        last_window + reach < source.len(),
+        "windows within the source"
+    );
+    let k = channels * taps.len();
+    assert!(
+        w_stride >= width && (k - 1) * w_stride + width <= weights.len(),
+        "weights for every tap"
+    );
+    let rows = pixels.next_multiple_of(TILE_PIXELS);
+    assert!(
+        out_stride >= width && (rows - 1) * out_stride + width <= out.len(),
+        "tiles for every pixel"
+    );
+    let (init, accumulate) = match start {
+        Start::Zero => (std::ptr::null(), false),
+        Start::Bias(bias) => {
+            assert!(bias.len() >= width, "a bias per output channel");
+            (bias.as_ptr(), false)
+        }
+        Start::Output => (std::ptr::null(), true),
+    };
+    if !available() {
+        return false;
+    }
+    // SAFETY: the CPU has AVX-512 F. Every window the kernel reads starts
+    // at most at `last_window` (the last pixel's; the last tile repeats
+    // it), and its taps and channels reach `reach` further, within
+    // `source` (checked above). It reads `vectors` vectors from each of
+    // the `k` weight rows and writes (and with `accumulate` reads) as
+    // many from each of the `rows` tile rows, within `weights` and `out`;
+    // `init`, when not null, holds `width` biases.
+    unsafe {
+        kernel(
+            source.as_ptr(),
+            &windows,
+            (weights.as_ptr(), w_stride),
+            (out.as_mut_ptr(), out_stride),
+            vectors,
+            (init, accumulate),
+        )
+    };
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{TILE_PIXELS, Windows};
+
+    /// The AVX-512 kernel of one dtype, in module `$module`: see
+    /// [`super::block_f32`].
+    macro_rules! channel_vector_kernels {
+        ($module:ident, $t:ty, $lanes:expr, $vec:ty, $set1:ident, $zero:ident, $load:ident,
+         $store:ident, $fmadd:ident) => {
+            pub(super) mod $module {
+                use super::{TILE_PIXELS, Windows};
+                use std::arch::x86_64::*;
+
+                const LANES: usize = $lanes;
+
+                /// Every tile of a block with `vectors` vectors of
+                /// channels; see [`super::super::block_with`] for what
+                /// the pointers must hold.
+                ///
+                /// # Safety
+                /// The CPU has AVX-512 F; the windows, weights, tiles and
+                /// start are as `block_with` checks them.
+                pub(in super::super) unsafe fn block(
+                    source: *const $t,
+                    windows: &Windows<'_>,
+                    weights: (*const $t, usize),
+                    out: (*mut $t, usize),
+                    vectors: usize,
+                    start: (*const $t, bool),
+                ) {
+                    // SAFETY: as the caller promises.
+                    unsafe {
+                        match vectors {
+                            1 => block_of::<1>(source, windows, weights, out, start),
+                            2 => block_of::<2>(source, windows, weights, out, start),
+                            3 => block_of::<3>(source, windows, weights, out, start),
+                            _ => block_of::<4>(source, windows, weights, out, start),
+                        }
+                    }
+                }
+
+                #[target_feature(enable = "avx512f")]
+                unsafe fn block_of<const V: usize>(
+                    source: *const $t,
+                    windows: &Windows<'_>,
+                    (weights, w_stride): (*const $t, usize),
+                    (out, out_stride): (*mut $t, usize),
+                    (init, accumulate): (*const $t, bool),
+                ) {
+                    let mut offsets = [0isize; super::super::MAX_TAPS];
+                    for (offset, &tap) in offsets.iter_mut().zip(windows.taps) {
+                        *offset = tap as isize;
+                    }
+                    let taps = &offsets[..windows.taps.len()];
+                    let plane = windows.plane as isize;
+                    for tile in 0..windows.pixels.div_ceil(TILE_PIXELS) {
+                        // Each pixel's window, the last pixel's for those
+                        // past the end.
+                        let windows_at: [*const $t; TILE_PIXELS] = std::array::from_fn(|j| {
+                            let pixel = (tile * TILE_PIXELS + j).min(windows.pixels - 1);
+                            let (row, column) = (pixel / windows.out_w, pixel % windows.out_w);
+                            let at =
+                                windows.start + row * windows.row_step + column * windows.col_step;
+                            // SAFETY: within the source (`block_with`).
+                            unsafe { source.add(at) }
+                        });
+                        // SAFETY: tile rows `tile·6 ..+ 6` are within
+                        // `out`, the start within `init` (`block_with`).
+                        let tile_out = unsafe { out.add(tile * TILE_PIXELS * out_stride) };
+                        let mut sums = [[$zero(); V]; TILE_PIXELS];
+                        for (j, row) in sums.iter_mut().enumerate() {
+                            for (v, sum) in row.iter_mut().enumerate() {
+                                if accumulate {
+                                    *sum =
+                                        unsafe { $load(tile_out.add(j * out_stride + v * LANES)) };
+                                } else if !init.is_null() {
+                                    *sum = unsafe { $load(init.add(v * LANES)) };
+                                }
+                            }
+                        }
+                        let mut w = weights;
+                        let mut channel_at = 0isize;
+                        for _ in 0..windows.channels {
+                            for &tap in taps {
+                                let at = channel_at + tap;
+                                // SAFETY: a weight row of the block
+                                // (`block_with`).
+                                let w_row: [$vec; V] =
+                                    std::array::from_fn(|v| unsafe { $load(w.add(v * LANES)) });
+                                for (j, row) in sums.iter_mut().enumerate() {
+                                    // SAFETY: a tap of a channel of a
+                                    // window (`block_with`).
+                                    let x = $set1(unsafe { *windows_at[j].offset(at) });
+                                    for (sum, &wv) in row.iter_mut().zip(&w_row) {
+                                        *sum = $fmadd(x, wv, *sum);
+                                    }
+                                }
+                                w = unsafe { w.add(w_stride) };
+                            }
+                            channel_at += plane;
+                        }
+                        for (j, row) in sums.iter().enumerate() {
+                            for (v, &sum) in row.iter().enumerate() {
+                                unsafe { $store(tile_out.add(j * out_stride + v * LANES), sum) };
+                            }
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    channel_vector_kernels!(
+        f32_kernels,
+        f32,
+        16,
+        __m512,
+        _mm512_set1_ps,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_fmadd_ps
+    );
+    channel_vector_kernels!(
+        f64_kernels,
+        f64,
+        8,
+        __m512d,
+        _mm512_set1_pd,
+        _mm512_setzero_pd,
+        _mm512_loadu_pd,
+        _mm512_storeu_pd,
+        _mm512_fmadd_pd
+    );
+}
