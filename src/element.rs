@@ -199,19 +199,18 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
     /// one-group layer over input channels and every tap, from the padded
     /// input `source` and weights laid out as `[tap, output channel]`,
     /// into pixel-major tiles, where this type has a vector kernel for the
-    /// CPU; returns whether it did. `windows` is the taps' offsets and
-    /// `[pixels, out_w, start, row_step, col_step, channels, plane]`,
-    /// `start` the biases to start from (else zero) and whether to start
-    /// from the output instead (`direct/channel_vectors.rs`, `Windows` and
-    /// `Start`). Panics if a slice is shorter than its description.
+    /// CPU; returns whether it did. `call` is the windows (the taps'
+    /// offsets and `[pixels, out_w, start, row_step, col_step, channels,
+    /// plane]`) and the start (the biases to start from, else zero, and
+    /// whether to start from the output instead): `Windows` and `Start` in
+    /// `direct/channel_vectors.rs`. Panics if a slice is shorter than its description.
     #[doc(hidden)]
     fn channel_vector_block(
         source: &[Self],
-        windows: (&[usize], [usize; 7]),
+        call: crate::algo::strided::direct::channel_vectors::RawCall<'_, Self>,
         weights: (&[Self], usize),
         out: (&mut [Self], usize),
         vectors: usize,
-        start: (Option<&[Self]>, bool),
     ) -> bool;
 
     /// The weight gradient of a depthwise 3x3 unit-stride layer's channel
@@ -351,14 +350,13 @@ impl Element for f32 {
     }
     fn channel_vector_block(
         source: &[Self],
-        windows: (&[usize], [usize; 7]),
+        call: crate::algo::strided::direct::channel_vectors::RawCall<'_, Self>,
         weights: (&[Self], usize),
         out: (&mut [Self], usize),
         vectors: usize,
-        start: (Option<&[Self]>, bool),
     ) -> bool {
         crate::algo::strided::direct::channel_vectors::block_f32(
-            source, windows, weights, out, vectors, start,
+            source, call, weights, out, vectors,
         )
     }
     fn depthwise_narrow_weight_gradient(
@@ -431,14 +429,13 @@ impl Element for f64 {
     }
     fn channel_vector_block(
         source: &[Self],
-        windows: (&[usize], [usize; 7]),
+        call: crate::algo::strided::direct::channel_vectors::RawCall<'_, Self>,
         weights: (&[Self], usize),
         out: (&mut [Self], usize),
         vectors: usize,
-        start: (Option<&[Self]>, bool),
     ) -> bool {
         crate::algo::strided::direct::channel_vectors::block_f64(
-            source, windows, weights, out, vectors, start,
+            source, call, weights, out, vectors,
         )
     }
     fn depthwise_narrow_weight_gradient(

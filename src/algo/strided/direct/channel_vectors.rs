@@ -5,8 +5,9 @@
 //! reached through the hidden `Element::channel_vector_block`.
 //!
 //! A column matrix copies every window of the input before its GEMM
-//! reads it, and a GEMM on small images spends its time on the edges of
-//! its tiles (BENCHMARKS.md, "Channel vectors"). Here a tap of a tile
+//! reads it, and the GEMM runs well below the FMA peak that a direct
+//! kernel of this kind reaches (BENCHMARKS.md, "Channel vectors"). Here a
+//! tap of a tile
 //! multiplies one vector of weights per block of output channels by each
 //! of its six pixels' input values, broadcast straight from the padded
 //! input planes: nothing is copied but the padding, and the weights, once
@@ -31,6 +32,9 @@ pub(crate) const TILE_PIXELS: usize = 6;
 
 /// Vectors of output channels a tile at most.
 pub(crate) const TILE_VECTORS: usize = 4;
+
+/// Bytes of an AVX-512 vector.
+const VECTOR_BYTES: usize = 64;
 
 /// The most taps (`kh · kw`) a layer may have here: their offsets sit in
 /// an array on the stack.
@@ -77,7 +81,7 @@ pub(crate) fn input_gradient<T: Element>(
 /// [`forward`] as `work` schedules it.
 fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspace<T>, work: Work) {
     let Forward { x, w, bias, g } = op;
-    let lanes = 64 / std::mem::size_of::<T>();
+    let lanes = VECTOR_BYTES / std::mem::size_of::<T>();
     let taps = g.kh * g.kw;
     let k = g.in_channels * taps;
     let width = g.out_channels.next_multiple_of(lanes);
@@ -97,7 +101,7 @@ fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspa
         *offset = (t / g.kw) * g.dh * wp + (t % g.kw) * g.dw;
     }
     let tap_offsets = &tap_offsets[..taps];
-    let block_channels = (BLOCK_WEIGHT_BYTES / (taps * TILE_VECTORS * 64)).max(1);
+    let block_channels = (BLOCK_WEIGHT_BYTES / (taps * TILE_VECTORS * VECTOR_BYTES)).max(1);
     schedule.run(memory, y, |item, mut y_item, buffers| {
         let [source_buf, tiles_buf, planes_buf] = buffers.split();
         for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
@@ -126,9 +130,8 @@ fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspa
                     };
                     let weights = (&weights[c0 * taps * width + first..], width);
                     let out = (&mut tiles[first..], width);
-                    let (windows, start) = (windows.to_raw(), start.into_raw());
-                    let done =
-                        T::channel_vector_block(source, windows, weights, out, vectors, start);
+                    let raw = (windows.to_raw(), start.into_raw());
+                    let done = T::channel_vector_block(source, raw, weights, out, vectors);
                     assert!(done, "the kernel applies only where the CPU runs it");
                 }
             }
@@ -224,7 +227,7 @@ impl<'a> Windows<'a> {
 pub(crate) enum Start<'a, T> {
     /// Zero.
     Zero,
-    /// A bias per output channel of the block (a vector's worth each).
+    /// The biases of the block's output channels, one each.
     Bias(&'a [T]),
     /// The values already in the output.
     Output,
@@ -259,66 +262,53 @@ pub(crate) type Weights<'a, T> = (&'a [T], usize);
 /// tile are written.
 pub(crate) type Tiles<'a, T> = (&'a mut [T], usize);
 
+/// The raw windows and start that `Element::channel_vector_block` passes
+/// ([`Windows::to_raw`], [`Start::into_raw`]).
+pub(crate) type RawCall<'a, T> = ((&'a [usize], [usize; 7]), (Option<&'a [T]>, bool));
+
 /// The sums of a block of `vectors` vectors of output channels over the
-/// `windows.channels` input channels and every tap, for `f32` (16 lanes a
-/// vector), into `out`. Returns whether it did: where [`available`].
-/// Panics if a slice is shorter than its description.
+/// windows' input channels and every tap, for `f32` (16 lanes a vector),
+/// into `out`. Returns whether it did: where [`available`]. Panics if a
+/// slice is shorter than its description.
 pub(crate) fn block_f32(
     source: &[f32],
-    windows: (&[usize], [usize; 7]),
+    (windows, start): RawCall<'_, f32>,
     weights: Weights<'_, f32>,
     out: Tiles<'_, f32>,
     vectors: usize,
-    start: (Option<&[f32]>, bool),
 ) -> bool {
-    let (windows, start) = (Windows::from_raw(windows), Start::from_raw(start));
     #[cfg(target_arch = "x86_64")]
-    return block_with(
-        source,
-        windows,
-        weights,
-        out,
-        (vectors, 16),
-        start,
-        avx512::f32_kernels::block,
-    );
+    let kernel = Some(avx512::f32_kernels::block as RawBlock<f32>);
     #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    let kernel = None;
+    let (windows, start) = (Windows::from_raw(windows), Start::from_raw(start));
+    block_with(source, windows, weights, out, (vectors, 16), start, kernel)
 }
 
 /// [`block_f32`] for `f64` (8 lanes a vector).
 pub(crate) fn block_f64(
     source: &[f64],
-    windows: (&[usize], [usize; 7]),
+    (windows, start): RawCall<'_, f64>,
     weights: Weights<'_, f64>,
     out: Tiles<'_, f64>,
     vectors: usize,
-    start: (Option<&[f64]>, bool),
 ) -> bool {
-    let (windows, start) = (Windows::from_raw(windows), Start::from_raw(start));
     #[cfg(target_arch = "x86_64")]
-    return block_with(
-        source,
-        windows,
-        weights,
-        out,
-        (vectors, 8),
-        start,
-        avx512::f64_kernels::block,
-    );
+    let kernel = Some(avx512::f64_kernels::block as RawBlock<f64>);
     #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    let kernel = None;
+    let (windows, start) = (Windows::from_raw(windows), Start::from_raw(start));
+    block_with(source, windows, weights, out, (vectors, 8), start, kernel)
 }
 
 /// The raw form of a block call: the source, the windows, the weights and
 /// their stride, the tiles and their stride, the vectors, the start (null
 /// for zero) and whether the sums start from the output.
-#[cfg(target_arch = "x86_64")]
 type RawBlock<T> =
     unsafe fn(*const T, &Windows<'_>, (*const T, usize), (*mut T, usize), usize, (*const T, bool));
 
-/// `kernel` on the call's slices, where the CPU allows it.
-#[cfg(target_arch = "x86_64")]
+/// `kernel` on the call's slices, where there is one and the CPU allows
+/// it.
 fn block_with<T>(
     source: &[T],
     windows: Windows<'_>,
@@ -326,7 +316,7 @@ fn block_with<T>(
     (out, out_stride): Tiles<'_, T>,
     (vectors, lanes): (usize, usize),
     start: Start<'_, T>,
-    kernel: RawBlock<T>,
+    kernel: Option<RawBlock<T>>,
 ) -> bool {
     let Windows {
         pixels,
@@ -369,9 +359,9 @@ fn block_with<T>(
         }
         Start::Output => (std::ptr::null(), true),
     };
-    if !available() {
+    let Some(kernel) = kernel.filter(|_| available()) else {
         return false;
-    }
+    };
     // SAFETY: the CPU has AVX-512 F. Every window the kernel reads starts
     // at most at `last_window` (the last pixel's; the last tile repeats
     // it), and its taps and channels reach `reach` further, within
@@ -526,4 +516,94 @@ mod avx512 {
         _mm512_storeu_pd,
         _mm512_fmadd_pd
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Start, TILE_PIXELS, Windows, available, block_f64};
+
+    /// A block over `channels` planes of 5x6 with the taps of a 2x2
+    /// kernel, four output pixels a row at stride 1, two rows.
+    fn windows(taps: &[usize], channels: usize) -> Windows<'_> {
+        Windows {
+            pixels: 8,
+            out_w: 4,
+            start: 0,
+            row_step: 6,
+            col_step: 1,
+            taps,
+            channels,
+            plane: 30,
+        }
+    }
+
+    /// Every start and number of vectors, against the sums written out:
+    /// small integers, so that every order of summation is exact.
+    #[test]
+    fn blocks_sum_every_tap_of_every_channel() {
+        if !available() {
+            return;
+        }
+        let taps = [0, 1, 6, 7];
+        let channels = 3;
+        let source: Vec<f64> = (0..channels * 30).map(|v| (v % 7) as f64 - 3.0).collect();
+        for vectors in 1..=4 {
+            let width = vectors * 8 + 3;
+            let k = channels * taps.len();
+            let weights: Vec<f64> = (0..k * width).map(|v| (v % 5) as f64 - 2.0).collect();
+            let bias: Vec<f64> = (0..width).map(|v| v as f64).collect();
+            let rows = 8usize.next_multiple_of(TILE_PIXELS);
+            let before: Vec<f64> = (0..rows * width).map(|v| (v % 3) as f64).collect();
+            for start in [Start::Zero, Start::Bias(&bias), Start::Output] {
+                let mut out = before.clone();
+                let w = windows(&taps, channels);
+                let raw = (w.to_raw(), start.into_raw());
+                let done = block_f64(&source, raw, (&weights, width), (&mut out, width), vectors);
+                assert!(done);
+                for pixel in 0..8 {
+                    let at = (pixel / 4) * 6 + pixel % 4;
+                    for channel in 0..vectors * 8 {
+                        let mut sum = match start {
+                            Start::Zero => 0.0,
+                            Start::Bias(b) => b[channel],
+                            Start::Output => before[pixel * width + channel],
+                        };
+                        for c in 0..channels {
+                            for (t, &tap) in taps.iter().enumerate() {
+                                let x = source[c * 30 + at + tap];
+                                sum += x * weights[(c * taps.len() + t) * width + channel];
+                            }
+                        }
+                        assert_eq!(
+                            out[pixel * width + channel],
+                            sum,
+                            "{vectors} vectors, pixel {pixel}, channel {channel}"
+                        );
+                    }
+                    // Channels past the block's vectors are not written.
+                    for channel in vectors * 8..width {
+                        assert_eq!(
+                            out[pixel * width + channel],
+                            before[pixel * width + channel]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Windows reaching past the source are refused before any load.
+    #[test]
+    #[should_panic(expected = "windows within the source")]
+    fn windows_past_the_source_panic() {
+        let taps = [0, 1, 6, 7];
+        // The last window's last tap of the second channel is element
+        // 9 + 7 + 30 = 46.
+        let source = vec![0.0; 46];
+        let weights = vec![0.0; 2 * 4 * 8];
+        let mut out = vec![0.0; 12 * 8];
+        let w = windows(&taps, 2);
+        let raw = (w.to_raw(), (None, false));
+        block_f64(&source, raw, (&weights, 8), (&mut out, 8), 1);
+    }
 }
