@@ -171,8 +171,8 @@ fn backward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kerne
 }
 
 /// The kernel that runs the forward pass: as [`backward_kernel`], except
-/// that `Kernel::Auto` also takes the direct register tiles where they
-/// suit (the backward pass has no such tiles).
+/// that `Kernel::Auto` also takes the direct register tiles and channel
+/// vectors where they suit (the backward pass has no such tiles).
 fn forward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kernel {
     match kernel {
         Kernel::Auto if direct_tiles_suit(g) || channel_vectors_suit(g) => Kernel::Direct,
