@@ -203,7 +203,8 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
     /// offsets and `[pixels, out_w, start, row_step, col_step, channels,
     /// plane]`) and the start (the biases to start from, else zero, and
     /// whether to start from the output instead): `Windows` and `Start` in
-    /// `direct/channel_vectors.rs`. Panics if a slice is shorter than its description.
+    /// `direct/channel_vectors.rs`. Panics if a slice is shorter than its
+    /// description.
     #[doc(hidden)]
     fn channel_vector_block(
         source: &[Self],
