@@ -17,14 +17,14 @@
 //! come out pixel-major (`[pixel, output channel]`) and are transposed
 //! into the NCHW output.
 
-use super::padded_band;
+use super::{copy_planes, padded_band};
 use crate::element::Element;
 use crate::lanes::Work;
 use crate::layout::transpose::{transpose, transpose_on_pool};
 use crate::operands::Forward;
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
-use ndarray::{ArrayView2, ArrayViewMut4};
+use ndarray::ArrayViewMut4;
 
 /// Pixels a tile: with four vectors of channels, 24 sums, four weight
 /// vectors and a broadcast fill 29 of AVX-512's 32 registers.
@@ -141,16 +141,7 @@ fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspa
                 None => {
                     let planes = scratch(planes_buf, g.out_channels * pixels);
                     transpose(tiles, width, planes, pixels, (pixels, g.out_channels));
-                    let shape = (band.out_h, g.out_w);
-                    for (mut y_c, computed) in y_n.outer_iter_mut().zip(planes.chunks_exact(pixels))
-                    {
-                        match y_c.as_slice_mut() {
-                            Some(y_c) => y_c.copy_from_slice(computed),
-                            None => y_c.assign(
-                                &ArrayView2::from_shape(shape, computed).expect("one plane"),
-                            ),
-                        }
-                    }
+                    copy_planes(planes, y_n);
                 }
             }
         }

@@ -80,6 +80,24 @@ pub(super) fn padded_band<'a, T: Element>(
     ((copy, 0), band)
 }
 
+/// `planes` (a plane of `y`'s rows a channel, one after another) into
+/// `y` (`[channels, rows, width]`), each channel's rows by one copy where
+/// they are contiguous (a band of a standard-layout sample): ndarray's
+/// assignment of the whole band goes element by element there.
+pub(super) fn copy_planes<T: Element>(planes: &[T], mut y: ArrayViewMut3<'_, T>) {
+    let (_, rows, width) = y.dim();
+    let planes = planes.chunks_exact((rows * width).max(1));
+    for (mut y_c, computed) in y.outer_iter_mut().zip(planes) {
+        match y_c.as_slice_mut() {
+            Some(y_c) => y_c.copy_from_slice(computed),
+            None => {
+                let plane = ArrayView2::from_shape((rows, width), computed).expect("one plane");
+                y_c.assign(&plane);
+            }
+        }
+    }
+}
+
 /// Zero-padded planes filled one channel (or group of channels) at a
 /// time, in a buffer small enough to stay in L1 between the copy and the
 /// stencil that reads it: the border is zeroed once, and each fill

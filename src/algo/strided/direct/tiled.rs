@@ -12,7 +12,7 @@
 //! tile's channels sit side by side.
 
 use super::stencil::{self, Planes};
-use super::{PaddedPlanes, band_input, padded_band};
+use super::{PaddedPlanes, band_input, copy_planes, padded_band};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::lanes::Work;
@@ -218,20 +218,7 @@ fn forward_sample<T: Element>(
         single_channel_stencils(source, packed, bias, g, out);
     }
     if !contiguous {
-        // Each channel's rows by one copy where they are contiguous (a
-        // band of a standard-layout sample): ndarray's assignment of the
-        // whole band goes element by element there.
-        let plane = g.out_h * g.out_w;
-        let planes = plane_buf[..len].chunks_exact(plane.max(1));
-        for (mut y_c, computed) in y.outer_iter_mut().zip(planes) {
-            match y_c.as_slice_mut() {
-                Some(y_c) => y_c.copy_from_slice(computed),
-                None => {
-                    let shape = (g.out_h, g.out_w);
-                    y_c.assign(&ArrayView2::from_shape(shape, computed).expect("one plane"));
-                }
-            }
-        }
+        copy_planes(&plane_buf[..len], y);
     }
 }
 
