@@ -214,6 +214,23 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
         vectors: usize,
     ) -> bool;
 
+    /// Adds into `out` (`[column, output channel]` rows and their stride,
+    /// a column for each channel and tap of the windows) the products of
+    /// `vectors` vectors (1 to 4) of output channels of `error` (`[pixel,
+    /// output channel]` rows and their stride, a row for each of the
+    /// windows' pixels) with each column's input values in `source` at
+    /// the windows' pixels, where the CPU has AVX-512; returns whether it
+    /// did. The windows are raw (`Windows` in `direct/channel_vectors.rs`).
+    /// Panics if a slice is shorter than its description.
+    #[doc(hidden)]
+    fn channel_vector_gradient_block(
+        source: &[Self],
+        windows: (&[usize], [usize; 7]),
+        error: (&[Self], usize),
+        out: (&mut [Self], usize),
+        vectors: usize,
+    ) -> bool;
+
     /// The weight gradient of a depthwise 3x3 unit-stride layer's channel
     /// (its nine taps) from its input plane `input` (the plane, its row
     /// width and its padding at the top and left) and its error plane
@@ -360,6 +377,17 @@ impl Element for f32 {
             source, call, weights, out, vectors,
         )
     }
+    fn channel_vector_gradient_block(
+        source: &[Self],
+        windows: (&[usize], [usize; 7]),
+        error: (&[Self], usize),
+        out: (&mut [Self], usize),
+        vectors: usize,
+    ) -> bool {
+        crate::algo::strided::direct::channel_vector_gradients::block_f32(
+            source, windows, error, out, vectors,
+        )
+    }
     fn depthwise_narrow_weight_gradient(
         input: (&[Self], usize, (usize, usize)),
         error: (&[Self], usize),
@@ -437,6 +465,17 @@ impl Element for f64 {
     ) -> bool {
         crate::algo::strided::direct::channel_vectors::block_f64(
             source, call, weights, out, vectors,
+        )
+    }
+    fn channel_vector_gradient_block(
+        source: &[Self],
+        windows: (&[usize], [usize; 7]),
+        error: (&[Self], usize),
+        out: (&mut [Self], usize),
+        vectors: usize,
+    ) -> bool {
+        crate::algo::strided::direct::channel_vector_gradients::block_f64(
+            source, windows, error, out, vectors,
         )
     }
     fn depthwise_narrow_weight_gradient(

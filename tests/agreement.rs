@@ -392,9 +392,10 @@ fn channel_blocks_agree_with_naive() {
 
 /// The direct kernel's tiles of output channels in vectors, where the CPU
 /// runs them (elsewhere the kernels they stand in for): the forward pass
-/// on one group with more than 16 output channels, and the input gradient
-/// by error lowering on one group at unit stride with more than 16 input
-/// channels and 512 input pixels or more. Channel counts that leave each
+/// and the weight gradient on one group with more than 16 output
+/// channels, and the input gradient by error lowering on one group at
+/// unit stride with more than 16 input channels and 512 input pixels or
+/// more (else by col2im). Channel counts that leave each
 /// number of vectors in the last block of either precision, kernels up to
 /// the 64 taps of an 8x8 one, any stride, dilation and padding, a batch of
 /// 1 to 4 cut into bands on pools of 1 to 3 threads, against the naive

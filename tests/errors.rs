@@ -279,29 +279,38 @@ fn empty_batch_gives_empty_results() {
 fn non_contiguous_views() {
     // A strided geometry (the column matrix) and a 3x3 stride-1 one (which
     // the shifted and Winograd kernels take).
-    check_views(Conv2dSpec::new(3, 4, (3, 2)).stride((2, 1)).padding((1, 0)));
-    check_views(Conv2dSpec::new(3, 4, (3, 3)).padding((1, 1)));
+    check_views(
+        Conv2dSpec::new(3, 4, (3, 2)).stride((2, 1)).padding((1, 0)),
+        9,
+    );
+    check_views(Conv2dSpec::new(3, 4, (3, 3)).padding((1, 1)), 9);
     // More output channels than the direct kernel's register tiles take:
     // its tiles of output channels in vectors, where the CPU runs them.
-    check_views(Conv2dSpec::new(3, 20, (3, 3)).padding((1, 1)));
+    check_views(Conv2dSpec::new(3, 20, (3, 3)).padding((1, 1)), 9);
+    // And more input channels, on enough pixels that the input gradient
+    // runs on them too, the weights turned as they are laid out.
+    check_views(Conv2dSpec::new(20, 18, (3, 3)).padding((1, 1)), 18);
 }
 
-fn check_views(spec: Conv2dSpec) {
+/// Checks `spec` on two samples of `rows` rows by `rows - 2` columns
+/// (every other column of a wider image).
+fn check_views(spec: Conv2dSpec, rows: usize) {
     let mut rng = rng(77);
+    let c_in = spec.in_channels();
     // x: an NHWC buffer seen as NCHW (transposed), then every other column.
-    let nhwc = random_array4::<f64>(&mut rng, [2, 9, 14, 3]);
+    let nhwc = random_array4::<f64>(&mut rng, [2, rows, 2 * rows - 4, c_in]);
     let x = nhwc.view().permuted_axes([0, 3, 1, 2]);
     let x = x.slice(s![.., .., .., ..;2]);
-    // w: reversed along the output-channel axis.
+    // w: reversed along the output-channel and column axes.
     let [o, c, kh, kw] = spec.weight_shape();
     let w_buf = random_array4::<f64>(&mut rng, [o, c, kh, kw]);
-    let w = w_buf.slice(s![..;-1, .., .., ..]);
+    let w = w_buf.slice(s![..;-1, .., .., ..;-1]);
     // b: every other element of a longer vector.
     let b_buf = random_array1::<f64>(&mut rng, 2 * o);
     let b = b_buf.slice(s![..;2]);
     assert!(!x.is_standard_layout() && !w.is_standard_layout());
     let (xc, wc, bc) = (x.to_owned(), w.to_owned(), b.to_owned());
-    let out_shape = spec.output_shape([2, 3, 9, 7]).unwrap();
+    let out_shape = spec.output_shape([2, c_in, rows, rows - 2]).unwrap();
     // dy: an (n, c, w, h) buffer with its last two axes swapped.
     let dy_buf = random_array4::<f64>(
         &mut rng,

@@ -16,15 +16,15 @@
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// For each geometry and pass, the kernel measured fastest on such
-    /// layers (BENCHMARKS.md, "Kernel choice", "Channel vectors"): direct
-    /// loops for small groups and for the forward pass of layers with few
-    /// output channels, Winograd for 3x3 kernels at stride 1 and shifted
-    /// windows for other kernels above 1x1 when both channel counts are
-    /// large, the column matrix otherwise; except that on a CPU with
-    /// AVX-512 the forward pass of one group, more than 16 output channels
-    /// and a kernel above 1x1 that Winograd does not take runs on the
-    /// direct kernel's channel vectors when the call has 512 output pixels
-    /// or more.
+    /// layers (BENCHMARKS.md, "Kernel choice", "Channel vectors",
+    /// "Channel-vector weight gradient"): direct loops for small groups
+    /// and for the forward pass of layers with few output channels,
+    /// Winograd for 3x3 kernels at stride 1 and shifted windows for other
+    /// kernels above 1x1 when both channel counts are large, the column
+    /// matrix otherwise; except that on a CPU with AVX-512 both passes of
+    /// one group, more than 16 output channels and a kernel above 1x1 that
+    /// Winograd does not take run on the direct kernel's channel vectors
+    /// when the call has 512 output pixels or more.
     #[default]
     Auto,
     /// Lowering through a column matrix and one GEMM per tile of output
@@ -50,9 +50,13 @@ pub enum Kernel {
     /// forward passes with register tiles (a few output channels by two
     /// rows of pixels, or one channel by eight rows for 3x3 and 5x5
     /// kernels, summed over every tap) at unit column stride, else as axpys
-    /// over rows; the
-    /// backward pass as dot products and axpys over rows, or, on depthwise
-    /// 3x3 and 5x5 layers at unit stride, as vectorised stencils.
+    /// over rows. The backward pass of those same one-group layers with
+    /// the weight gradient on tiles of six (input channel, tap) columns by
+    /// up to four vectors of output channels, summed over the output
+    /// pixels, and the input gradient on the channel vectors at unit
+    /// stride (else on shifted windows or by col2im); other backward
+    /// passes as dot products and axpys over rows, or, on depthwise 3x3
+    /// and 5x5 layers at unit stride, as vectorised stencils.
     Direct,
     /// For each geometry and pass, the kernel (and input-gradient method)
     /// that ran fastest when every candidate was timed on this machine, in

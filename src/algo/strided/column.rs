@@ -568,19 +568,9 @@ pub(crate) fn backward_by_error_lowering<T: Element>(
     };
     let Backward { w, dy, g, .. } = op;
     // The error lowering as a forward pass of its own, on the direct
-    // register tiles or channel vectors, where they take it.
-    type InputGradientPass<T> = fn(Forward<'_, T>, ArrayViewMut4<'_, T>, &mut Workspace<T>);
-    let on_direct: Option<(Geometry, InputGradientPass<T>)> =
-        match super::error_lowering_on_tiles(g) {
-            Some(flipped_g) => Some((flipped_g, super::direct::tiled::input_gradient)),
-            None => super::error_lowering_on_channel_vectors(g).map(|flipped_g| {
-                (
-                    flipped_g,
-                    super::direct::channel_vectors::input_gradient as _,
-                )
-            }),
-        };
-    if let Some((flipped_g, pass)) = on_direct {
+    // register tiles (with the weights turned here) or on the channel
+    // vectors (which turn them as they lay them out), where they take it.
+    if let Some(flipped_g) = super::error_lowering_on_tiles(g) {
         let mut buf = ws.take_input_gradient_weights();
         let flipped = scratch(&mut buf, w.len());
         flip_and_swap_weights(w, g.groups, flipped);
@@ -592,8 +582,12 @@ pub(crate) fn backward_by_error_lowering<T: Element>(
             bias: None,
             g: &flipped_g,
         };
-        pass(forward, dx, ws);
+        super::direct::tiled::input_gradient(forward, dx, ws);
         ws.restore_input_gradient_weights(buf);
+        return;
+    }
+    if let Some(flipped_g) = super::error_lowering_on_channel_vectors(g) {
+        super::direct::channel_vectors::input_gradient((dy, w), &flipped_g, dx, ws);
         return;
     }
     let schedule = ws.schedule(Work::input_gradient(g));

@@ -77,10 +77,9 @@ struct Candidate {
 }
 
 /// The candidates of a pass: the kernels that compute `g`, and for the
-/// backward pass the column matrix's two input-gradient methods. Where
-/// the direct loops are not worth timing but the direct kernel's forward
-/// pass runs its tiles of output channels in vectors, that forward pass
-/// alone is timed.
+/// backward pass the column matrix's two input-gradient methods. The
+/// direct kernel is timed where its loops are worth it or where it runs
+/// its tiles of output channels in vectors.
 fn candidates(g: &Geometry) -> Vec<Candidate> {
     let both = |kernel, by_col2im| Candidate {
         choice: Choice {
@@ -92,13 +91,8 @@ fn candidates(g: &Geometry) -> Vec<Candidate> {
         backward: true,
     };
     let mut candidates = vec![both(Kernel::Gemm, true)];
-    if direct_worth_timing(g) {
+    if direct_worth_timing(g) || channel_vectors_apply(g) {
         candidates.push(both(Kernel::Direct, true));
-    } else if channel_vectors_apply(g) {
-        candidates.push(Candidate {
-            backward: false,
-            ..both(Kernel::Direct, true)
-        });
     }
     if shifted_applies(g) {
         candidates.push(both(Kernel::Shifted, true));

@@ -12,7 +12,7 @@
 //! | direct deinterleaved planes | `direct/deinterleaved.rs`, `direct/deinterleaved_gradients.rs` | depthwise 3x3, stride 2, output rows of 16 pixels or more | depthwise layers it computes, forward and backward |
 //! | direct stencil gradients | `direct/stencil_gradients.rs` | backward, depthwise 3x3 and 5x5, unit stride | backward of the depthwise layers it computes |
 //! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, unit column stride | forward, few output channels |
-//! | direct channel vectors | `direct/channel_vectors.rs` | forward, one group, more than 16 output channels, AVX-512 | forward of kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more |
+//! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | one group, more than 16 output channels, AVX-512 (the input gradient: unit stride, else by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
 //! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, many channels, a pixel a channel |
 //! | column matrix | `column.rs` | everything | the rest |
@@ -84,9 +84,10 @@ fn channel_vectors_apply(g: &Geometry) -> bool {
 const CHANNEL_VECTOR_PIXELS: usize = 512;
 
 /// The direct kernel's tiles of output channels in vectors beat the GEMM
-/// kernels on the forward pass of kernels above 1x1 (a 1x1 kernel's column
+/// kernels on both passes of kernels above 1x1 (a 1x1 kernel's column
 /// matrix is the input itself) wherever Winograd does not suit, on calls
-/// with [`CHANNEL_VECTOR_PIXELS`] output pixels or more.
+/// with [`CHANNEL_VECTOR_PIXELS`] output pixels or more (BENCHMARKS.md,
+/// "Channel vectors" and "Channel-vector weight gradient").
 fn channel_vectors_suit(g: &Geometry) -> bool {
     channel_vectors_worth(g) && !winograd_suits(g)
 }
@@ -161,6 +162,7 @@ fn backward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kerne
     let any_kernel = method == InputGradient::Auto;
     match kernel {
         Kernel::Auto if direct_suits(g) => Kernel::Direct,
+        Kernel::Auto if any_kernel && channel_vectors_suit(g) => Kernel::Direct,
         Kernel::Auto if any_kernel && winograd_suits(g) => Kernel::Winograd,
         Kernel::Auto if any_kernel && shifted_suits(g) => Kernel::Shifted,
         Kernel::Shifted if shifted_applies(g) => Kernel::Shifted,
@@ -171,8 +173,9 @@ fn backward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kerne
 }
 
 /// The kernel that runs the forward pass: as [`backward_kernel`], except
-/// that `Kernel::Auto` also takes the direct register tiles and channel
-/// vectors where they suit (the backward pass has no such tiles).
+/// that `Kernel::Auto` also takes the direct register tiles where they
+/// suit (the backward pass has no such tiles), and the channel vectors
+/// whatever the input-gradient method.
 fn forward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kernel {
     match kernel {
         Kernel::Auto if direct_tiles_suit(g) || channel_vectors_suit(g) => Kernel::Direct,
@@ -238,6 +241,21 @@ fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
                 Work::backward(g, 1),
                 Work::forward(&flipped, 1).of_backward(),
             ]
+        }
+        // The weight gradient's pass, then the input gradient's on the
+        // channel vectors or by col2im.
+        Kernel::Direct if channel_vectors_apply(g) => {
+            let input_gradient = match error_lowering_on_channel_vectors(g) {
+                Some(flipped) => vec![Work::forward(&flipped, 1).of_backward()],
+                None if shifted_suits(g) => {
+                    vec![Work::backward(g, shifted::backward_row_granule(g))]
+                }
+                None if column::splits_channels_backward(g) => {
+                    column::backward_channel_works(g)[1..].to_vec()
+                }
+                None => vec![Work::backward(g, 1)],
+            };
+            [vec![Work::backward(g, 1)], input_gradient].concat()
         }
         // As an `f32` pass runs it (the stencils' tiles differ by dtype).
         Kernel::Direct
@@ -347,11 +365,46 @@ pub(crate) fn backward_with<T: Element>(
             direct::stencil_gradients::backward(op, grads, ws)
         }
         Kernel::Direct if depthwise(op.g) => direct::depthwise::backward(op, grads, ws),
+        Kernel::Direct if channel_vectors_apply(op.g) => channel_vector_backward(op, grads, ws),
         Kernel::Direct => direct::backward(op, grads, ws),
         Kernel::Shifted if shifted_applies(op.g) => shifted::backward(op, grads, ws),
         Kernel::Winograd if winograd_applies(op.g) => winograd::backward(op, grads, ws),
         _ if choice.by_col2im => column::backward_by_col2im(op, grads, ws),
         _ => column::backward_by_error_lowering(op, grads, ws),
+    }
+}
+
+/// The backward pass on the direct kernel's channel vectors: the weight
+/// and bias gradients on their tiles, then the input gradient as the
+/// error convolved with the turned, channel-swapped weights on the
+/// channel vectors where that forward pass is worth them
+/// ([`error_lowering_on_channel_vectors`]: unit stride), else on the
+/// shifted kernel where it suits, else by the column matrix's col2im
+/// (BENCHMARKS.md, "Channel-vector weight gradient"). Overwrites the
+/// gradients present.
+fn channel_vector_backward<T: Element>(
+    op: Backward<'_, T>,
+    grads: Targets<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    let Targets { dx, dw, db } = grads;
+    if dw.is_some() || db.is_some() {
+        direct::channel_vector_gradients::weight_gradient(op, (dw, db), ws);
+    }
+    let input_gradient_only = Targets {
+        dx: Some(match dx {
+            Some(dx) => dx,
+            None => return,
+        }),
+        dw: None,
+        db: None,
+    };
+    if error_lowering_on_channel_vectors(op.g).is_some() {
+        column::backward_by_error_lowering(op, input_gradient_only, ws);
+    } else if shifted_suits(op.g) {
+        shifted::backward(op, input_gradient_only, ws);
+    } else {
+        column::backward_by_col2im(op, input_gradient_only, ws);
     }
 }
 
@@ -378,9 +431,13 @@ mod tests {
             ("seed", Kernel::Direct, Kernel::Gemm),
             ("seed64", Kernel::Direct, Kernel::Gemm),
             ("r3x3", Kernel::Winograd, Kernel::Winograd),
-            ("r3x3s2", vectors_or(Kernel::Shifted), Kernel::Shifted),
+            (
+                "r3x3s2",
+                vectors_or(Kernel::Shifted),
+                vectors_or(Kernel::Shifted),
+            ),
             ("r1x1", Kernel::Gemm, Kernel::Gemm),
-            ("stem", vectors_or(Kernel::Gemm), Kernel::Gemm),
+            ("stem", vectors_or(Kernel::Gemm), vectors_or(Kernel::Gemm)),
             ("dw", Kernel::Direct, Kernel::Direct),
             ("dil", Kernel::Winograd, Kernel::Winograd),
         ];

@@ -24,7 +24,7 @@ use crate::layout::transpose::{transpose, transpose_on_pool};
 use crate::operands::Forward;
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
-use ndarray::ArrayViewMut4;
+use ndarray::{ArrayView4, ArrayViewMut4};
 
 /// Pixels a tile: with four vectors of channels, 24 sums, four weight
 /// vectors and a broadcast fill 29 of AVX-512's 32 registers.
@@ -38,7 +38,7 @@ const VECTOR_BYTES: usize = 64;
 
 /// The most taps (`kh · kw`) a layer may have here: their offsets sit in
 /// an array on the stack.
-const MAX_TAPS: usize = 64;
+pub(crate) const MAX_TAPS: usize = 64;
 
 /// Bytes of weights one block of input channels reads, a block of
 /// output channels at a time: small enough to stay in L2 while every
@@ -64,22 +64,54 @@ pub(crate) fn forward<T: Element>(
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    run(op, y, ws, Work::forward(op.g, 1));
+    run(op, Layout::Direct, y, ws, Work::forward(op.g, 1));
 }
 
-/// [`forward`] computing a backward call's input gradient (the error
-/// convolved with the turned, channel-swapped weights), scheduled as a
-/// backward pass.
+/// A backward call's input gradient: the error `dy` convolved with the
+/// turned, channel-swapped weights of `w` (the layer's own, `[c_out,
+/// c_in, kh, kw]`) as the forward pass of `flipped` (the input gradient
+/// as a forward geometry), scheduled as a backward pass. The weights are
+/// turned as they are laid out, in one pass over them.
 pub(crate) fn input_gradient<T: Element>(
-    op: Forward<'_, T>,
+    (dy, w): (ArrayView4<'_, T>, ArrayView4<'_, T>),
+    flipped: &Geometry,
     dx: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    run(op, dx, ws, Work::forward(op.g, 1).of_backward());
+    let op = Forward {
+        x: dy,
+        w,
+        bias: None,
+        g: flipped,
+    };
+    run(
+        op,
+        Layout::Turned,
+        dx,
+        ws,
+        Work::forward(flipped, 1).of_backward(),
+    );
+}
+
+/// How a call's weights are laid out into `[tap, output channel]` rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// As they are: `w` is the call's `[c_out, c_in, kh, kw]`.
+    Direct,
+    /// Turned and channel-swapped: `w` is `[c_in, c_out, kh, kw]` of the
+    /// call (the layer's weights for its input gradient), each tap read
+    /// from the opposite tap.
+    Turned,
 }
 
 /// [`forward`] as `work` schedules it.
-fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspace<T>, work: Work) {
+fn run<T: Element>(
+    op: Forward<'_, T>,
+    layout: Layout,
+    y: ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+    work: Work,
+) {
     let Forward { x, w, bias, g } = op;
     let lanes = VECTOR_BYTES / std::mem::size_of::<T>();
     let taps = g.kh * g.kw;
@@ -89,7 +121,10 @@ fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspa
     let (packed_buf, memory) = ws.memory(&schedule);
     let packed = scratch(packed_buf, (k + 1) * width);
     let (weights, biases) = packed.split_at_mut(k * width);
-    pack_weights(w.view(), weights, width);
+    match layout {
+        Layout::Direct => pack_weights(w.view(), weights, width),
+        Layout::Turned => pack_turned_weights(w.view(), weights, width),
+    }
     biases.fill(T::zero());
     if let Some(bias) = bias {
         biases.iter_mut().zip(bias).for_each(|(b, &v)| *b = v);
@@ -168,6 +203,45 @@ fn pack_weights<T: Element>(w: ndarray::ArrayView4<'_, T>, packed: &mut [T], wid
         for row in packed.chunks_exact_mut(width) {
             row[c_out..].fill(T::zero());
         }
+    }
+}
+
+/// `w` (`[c_in, c_out, kh, kw]` of the call: a layer's weights, for its
+/// input gradient) turned and channel-swapped, as [`pack_weights`] lays
+/// out the call's weights: row `c·taps + t` holds, for each output
+/// channel `o`, `w[c, o]`'s tap `taps - 1 - t`. Each input channel of the
+/// call is a transpose of its `[c_out, taps]` block with the rows taken in
+/// reverse, on the pool; the columns past the output channels are zero.
+fn pack_turned_weights<T: Element>(w: ndarray::ArrayView4<'_, T>, packed: &mut [T], width: usize) {
+    use rayon::prelude::*;
+    let (c_in, c_out, kh, kw) = w.dim();
+    let taps = kh * kw;
+    let rows = &mut packed[..c_in * taps * width];
+    let turn = |(c, block): (usize, &mut [T])| {
+        let filters = w.index_axis(ndarray::Axis(0), c);
+        match filters.as_slice() {
+            Some(filters) => transpose(filters, taps, block, width, (c_out, taps)),
+            None => {
+                for (o, filter) in filters.outer_iter().enumerate() {
+                    for (t, &value) in filter.iter().enumerate() {
+                        block[t * width + o] = value;
+                    }
+                }
+            }
+        }
+        for t in 0..taps / 2 {
+            let (head, tail) = block.split_at_mut((taps - 1 - t) * width);
+            head[t * width..(t + 1) * width].swap_with_slice(&mut tail[..width]);
+        }
+        for row in block.chunks_exact_mut(width) {
+            row[c_out..].fill(T::zero());
+        }
+    };
+    let block_len = (taps * width).max(1);
+    if crate::output::worth_parallel_pass(rows.len()) {
+        rows.par_chunks_mut(block_len).enumerate().for_each(turn);
+    } else {
+        rows.chunks_mut(block_len).enumerate().for_each(turn);
     }
 }
 

@@ -17,6 +17,7 @@
 //! its windows read ([`padded_band`]); a layer of one output channel a
 //! group, all stencils, pads one group's planes at a time instead.
 
+pub(crate) mod channel_vector_gradients;
 pub(crate) mod channel_vectors;
 mod deinterleaved;
 pub(crate) mod deinterleaved_gradients;

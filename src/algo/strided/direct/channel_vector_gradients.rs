@@ -1,0 +1,538 @@
+//! The weight gradient on the channel vectors' tiles: each tile of the
+//! gradient, six columns (pairs of an input channel and a tap) by up to
+//! four vectors of output channels, is summed over a block of output
+//! pixels in registers, per dtype through AVX-512, reached through the
+//! hidden `Element::channel_vector_gradient_block`.
+//!
+//! The column matrix's weight gradient copies every window of the input
+//! into a matrix before its GEMM reads it. Here an output pixel of a tile
+//! multiplies one vector of the error (the pixel's output channels, laid
+//! out pixel-major once a sample) by each of its six columns' input
+//! values, broadcast straight from the padded input planes: the windows
+//! of the six columns are one window's taps and channels, so a pixel's
+//! six values sit at one offset from six fixed starts. Pixels go in
+//! blocks of whole output rows whose error stays in L1 while every tile
+//! of the block reads it. The sums come out `[column, output channel]`
+//! (each lane's partial, summed in part order) and are transposed into
+//! the `[c_out, c_in·kh·kw]` weight gradient.
+
+use super::channel_vectors::{TILE_VECTORS, Windows};
+use super::padded_band;
+use crate::element::Element;
+use crate::lanes::{Partials, Work};
+use crate::layout::transpose::{transpose, transpose_on_pool};
+use crate::operands::Backward;
+use crate::workspace::{Workspace, scratch};
+use ndarray::{ArrayView3, ArrayViewMut1, ArrayViewMut4, Axis, s};
+use std::ops::Range;
+
+/// Columns a tile: with four vectors of channels, 24 sums, four error
+/// vectors and a broadcast fill 29 of AVX-512's 32 registers.
+pub(crate) const TILE_COLUMNS: usize = 6;
+
+/// Bytes of an AVX-512 vector.
+const VECTOR_BYTES: usize = 64;
+
+/// Bytes of error a block of output pixels holds for a tile's vectors at
+/// most (whole rows, one at least): small enough to stay in L1 while
+/// every tile of the block reads it, large enough that each tile's sums
+/// are loaded and stored once a block for many pixels' products
+/// (BENCHMARKS.md, "Channel-vector weight gradient").
+const BLOCK_ERROR_BYTES: usize = 1 << 15;
+
+/// The weight and bias gradients of validated operands where the channel
+/// vectors apply (`channel_vectors::applies`, more than 16 output
+/// channels); overwrites those given.
+pub(crate) fn weight_gradient<T: Element>(
+    op: Backward<'_, T>,
+    (dw, db): (Option<ArrayViewMut4<'_, T>>, Option<ArrayViewMut1<'_, T>>),
+    ws: &mut Workspace<T>,
+) {
+    let Backward { x, dy, g, .. } = op;
+    let lanes = VECTOR_BYTES / std::mem::size_of::<T>();
+    let taps = g.kh * g.kw;
+    let columns = g.in_channels * taps;
+    let width = g.out_channels.next_multiple_of(lanes);
+    let schedule = ws.schedule(Work::backward(g, 1));
+    let (_, memory) = ws.memory(&schedule);
+    let dw_len = if dw.is_some() { columns * width } else { 0 };
+    let db_len = if db.is_some() { g.out_channels } else { 0 };
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    let mut tap_offsets = [0usize; super::channel_vectors::MAX_TAPS];
+    for (t, offset) in tap_offsets.iter_mut().enumerate().take(taps) {
+        *offset = (t / g.kw) * g.dh * wp + (t % g.kw) * g.dw;
+    }
+    let tap_offsets = &tap_offsets[..taps];
+    let block_rows = (BLOCK_ERROR_BYTES / (g.out_w * TILE_VECTORS * VECTOR_BYTES)).max(1);
+    let sums = schedule.run_summing(
+        memory,
+        None,
+        (dw_len, db_len),
+        |item, _, buffers, partials| {
+            let Partials { weight, bias } = partials;
+            let [source_buf, error_buf] = buffers.split();
+            for n in item.samples.clone() {
+                let dy_band = dy.slice(s![n, .., item.rows.clone(), ..]);
+                for (b, channel) in bias.iter_mut().zip(dy_band.outer_iter()) {
+                    *b += channel.sum();
+                }
+                if dw_len == 0 {
+                    continue;
+                }
+                let ((source, offset), band) = padded_band(x, n, g, &item.rows, source_buf);
+                let error = scratch(error_buf, band.out_h * g.out_w * width);
+                let dy_n = dy.index_axis(Axis(0), n);
+                error_panels(dy_n, &item.rows, error, (width, TILE_VECTORS * lanes));
+                let plane = (band.in_h + band.padding.top + band.padding.bottom) * wp;
+                for first in (0..width).step_by(TILE_VECTORS * lanes) {
+                    let vectors = ((width - first) / lanes).min(TILE_VECTORS);
+                    for row in (0..band.out_h).step_by(block_rows) {
+                        let rows = block_rows.min(band.out_h - row);
+                        let windows = Windows {
+                            pixels: rows * g.out_w,
+                            out_w: g.out_w,
+                            start: offset + row * g.sh * wp,
+                            row_step: g.sh * wp,
+                            col_step: g.sw,
+                            taps: tap_offsets,
+                            channels: g.in_channels,
+                            plane,
+                        };
+                        // The block's panel, `pixels · first` in, and its
+                        // rows of the pixel block.
+                        let panel_width = vectors * lanes;
+                        let at = (band.out_h * first + row * panel_width) * g.out_w;
+                        let error = (&error[at..], panel_width);
+                        let out = (&mut weight[first..], width);
+                        let done = T::channel_vector_gradient_block(
+                            source,
+                            windows.to_raw(),
+                            error,
+                            out,
+                            vectors,
+                        );
+                        assert!(done, "the kernel applies only where the CPU runs it");
+                    }
+                }
+            }
+        },
+    );
+    if let Some(mut dw) = dw {
+        let c_out = g.out_channels;
+        match dw.as_slice_mut() {
+            Some(dst) => transpose_on_pool(sums.weight, width, dst, columns, (columns, c_out)),
+            None => {
+                for (co, mut filter) in dw.outer_iter_mut().enumerate() {
+                    for (column, value) in filter.iter_mut().enumerate() {
+                        *value = sums.weight[column * width + co];
+                    }
+                }
+            }
+        }
+    }
+    if let Some(mut db) = db {
+        db.assign(&sums.bias);
+    }
+}
+
+/// Output rows `rows` of one sample's error (`[c_out, out_h, out_w]`) as
+/// panels of `block` output channels (the channels rounded up to `width`,
+/// the last panel narrower), each `[pixel, output channel]` rows of the
+/// panel's width, one after another, the columns past the output channels
+/// zero. A tile reads its vectors from consecutive rows of one panel:
+/// rows of the whole `width` would put a tile's vectors a multiple of
+/// 1 KiB apart on the wide layers, where they fall into a few of L1's sets
+/// and evict each other.
+fn error_panels<T: Element>(
+    dy: ArrayView3<'_, T>,
+    rows: &Range<usize>,
+    error: &mut [T],
+    (width, block): (usize, usize),
+) {
+    let (c_out, out_h, out_w) = dy.dim();
+    let pixels = rows.len() * out_w;
+    let band = dy.slice(s![.., rows.clone(), ..]);
+    let planes = dy.as_slice();
+    for first in (0..width).step_by(block) {
+        let panel_width = block.min(width - first);
+        let channels = panel_width.min(c_out - first);
+        let panel = &mut error[first * pixels..(first + panel_width) * pixels];
+        match planes {
+            Some(planes) => transpose(
+                &planes[first * out_h * out_w + rows.start * out_w..],
+                out_h * out_w,
+                panel,
+                panel_width,
+                (channels, pixels),
+            ),
+            None => {
+                let channel_planes = band.slice(s![first..first + channels, .., ..]);
+                for (co, plane) in channel_planes.outer_iter().enumerate() {
+                    for (pixel, &value) in plane.iter().enumerate() {
+                        panel[pixel * panel_width + co] = value;
+                    }
+                }
+            }
+        }
+        if panel_width > channels {
+            for row in panel.chunks_exact_mut(panel_width) {
+                row[channels..].fill(T::zero());
+            }
+        }
+    }
+}
+
+/// The sums of a block's tiles over its pixels for `f32` (16 lanes a
+/// vector): see [`block_with`]. Returns whether it did: where the CPU has
+/// AVX-512.
+pub(crate) fn block_f32(
+    source: &[f32],
+    windows: (&[usize], [usize; 7]),
+    error: (&[f32], usize),
+    out: (&mut [f32], usize),
+    vectors: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let kernel = Some(avx512::f32_kernels::block as RawBlock<f32>);
+    #[cfg(not(target_arch = "x86_64"))]
+    let kernel = None;
+    block_with(
+        source,
+        Windows::from_raw(windows),
+        error,
+        out,
+        (vectors, 16),
+        kernel,
+    )
+}
+
+/// [`block_f32`] for `f64` (8 lanes a vector).
+pub(crate) fn block_f64(
+    source: &[f64],
+    windows: (&[usize], [usize; 7]),
+    error: (&[f64], usize),
+    out: (&mut [f64], usize),
+    vectors: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let kernel = Some(avx512::f64_kernels::block as RawBlock<f64>);
+    #[cfg(not(target_arch = "x86_64"))]
+    let kernel = None;
+    block_with(
+        source,
+        Windows::from_raw(windows),
+        error,
+        out,
+        (vectors, 8),
+        kernel,
+    )
+}
+
+/// The raw form of a block call: the source, the windows, the error and
+/// its stride, the sums and their stride, the vectors.
+type RawBlock<T> = unsafe fn(*const T, &Windows<'_>, (*const T, usize), (*mut T, usize), usize);
+
+/// Adds into `out` (`[column, output channel]` rows, `out_stride` apart,
+/// a column for each of the windows' channels and taps in that order)
+/// the products of `vectors` vectors of output channels of the error
+/// (`[pixel, output channel]` rows, `error_stride` apart, a row for each
+/// of the windows' pixels) with each column's input values at the
+/// windows' pixels, through `kernel` where there is one and the CPU
+/// allows it. Panics if a slice is shorter than its description.
+fn block_with<T>(
+    source: &[T],
+    windows: Windows<'_>,
+    (error, error_stride): (&[T], usize),
+    (out, out_stride): (&mut [T], usize),
+    (vectors, lanes): (usize, usize),
+    kernel: Option<RawBlock<T>>,
+) -> bool {
+    let available = super::channel_vectors::available;
+    let Windows {
+        pixels,
+        out_w,
+        start,
+        row_step,
+        col_step,
+        taps,
+        channels,
+        plane,
+    } = windows;
+    assert!((1..=TILE_VECTORS).contains(&vectors), "1 to 4 vectors");
+    assert!(
+        !taps.is_empty() && taps.len() <= super::channel_vectors::MAX_TAPS,
+        "1 to 64 taps"
+    );
+    let width = vectors * lanes;
+    if pixels == 0 || channels == 0 {
+        return available();
+    }
+    assert!(out_w > 0 && pixels % out_w == 0, "whole output rows");
+    let last_window = start + (pixels / out_w - 1) * row_step + (out_w - 1) * col_step;
+    let reach = taps.iter().max().expect("taps") + (channels - 1) * plane;
+    assert!(
+        last_window + reach < source.len(),
+        "windows within the source"
+    );
+    assert!(
+        error_stride >= width && (pixels - 1) * error_stride + width <= error.len(),
+        "error for every pixel"
+    );
+    let columns = channels * taps.len();
+    assert!(
+        out_stride >= width && (columns - 1) * out_stride + width <= out.len(),
+        "sums for every column"
+    );
+    let Some(kernel) = kernel.filter(|_| available()) else {
+        return false;
+    };
+    // SAFETY: the CPU has AVX-512 F. Every window the kernel reads starts
+    // at most at `last_window`, and its taps and channels reach `reach`
+    // further, within `source` (checked above). It reads `vectors` vectors
+    // from each of the `pixels` error rows, and reads and writes as many
+    // from each of the `columns` rows of `out`, within `error` and `out`.
+    unsafe {
+        kernel(
+            source.as_ptr(),
+            &windows,
+            (error.as_ptr(), error_stride),
+            (out.as_mut_ptr(), out_stride),
+            vectors,
+        )
+    };
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{TILE_COLUMNS, Windows};
+
+    /// The AVX-512 kernel of one dtype, in module `$module`: see
+    /// [`super::block_with`].
+    macro_rules! gradient_kernels {
+        ($module:ident, $t:ty, $lanes:expr, $vec:ty, $set1:ident, $load:ident, $store:ident,
+         $fmadd:ident) => {
+            pub(super) mod $module {
+                use super::{TILE_COLUMNS, Windows};
+                use std::arch::x86_64::*;
+
+                const LANES: usize = $lanes;
+
+                /// Every tile of a block with `vectors` vectors of
+                /// channels; see [`super::super::block_with`] for what
+                /// the pointers must hold.
+                ///
+                /// # Safety
+                /// The CPU has AVX-512 F; the windows, error and sums are
+                /// as `block_with` checks them.
+                pub(in super::super) unsafe fn block(
+                    source: *const $t,
+                    windows: &Windows<'_>,
+                    error: (*const $t, usize),
+                    out: (*mut $t, usize),
+                    vectors: usize,
+                ) {
+                    // SAFETY: as the caller promises.
+                    unsafe {
+                        match vectors {
+                            1 => block_of::<1>(source, windows, error, out),
+                            2 => block_of::<2>(source, windows, error, out),
+                            3 => block_of::<3>(source, windows, error, out),
+                            _ => block_of::<4>(source, windows, error, out),
+                        }
+                    }
+                }
+
+                #[target_feature(enable = "avx512f")]
+                unsafe fn block_of<const V: usize>(
+                    source: *const $t,
+                    windows: &Windows<'_>,
+                    (error, error_stride): (*const $t, usize),
+                    (out, out_stride): (*mut $t, usize),
+                ) {
+                    let taps = windows.taps.len();
+                    let columns = windows.channels * taps;
+                    let rows = windows.pixels / windows.out_w;
+                    for first in (0..columns).step_by(TILE_COLUMNS) {
+                        let in_tile = TILE_COLUMNS.min(columns - first);
+                        // Each column's start: its channel's plane and its
+                        // tap, the last column's for those past the end.
+                        let starts: [*const $t; TILE_COLUMNS] = std::array::from_fn(|j| {
+                            let column = first + j.min(in_tile - 1);
+                            let (channel, tap) = (column / taps, column % taps);
+                            let at = windows.start + channel * windows.plane + windows.taps[tap];
+                            // SAFETY: within the source (`block_with`).
+                            unsafe { source.add(at) }
+                        });
+                        // SAFETY: rows `first ..+ in_tile` are within `out`
+                        // (`block_with`).
+                        let tile_out = unsafe { out.add(first * out_stride) };
+                        let mut sums: [[$vec; V]; TILE_COLUMNS] = std::array::from_fn(|j| {
+                            let j = j.min(in_tile - 1);
+                            std::array::from_fn(|v| unsafe {
+                                $load(tile_out.add(j * out_stride + v * LANES))
+                            })
+                        });
+                        let mut e = error;
+                        for row in 0..rows {
+                            let mut at = row * windows.row_step;
+                            for _ in 0..windows.out_w {
+                                // SAFETY: an error row of the block
+                                // (`block_with`).
+                                let e_row: [$vec; V] =
+                                    std::array::from_fn(|v| unsafe { $load(e.add(v * LANES)) });
+                                for (j, row_sums) in sums.iter_mut().enumerate() {
+                                    // SAFETY: a tap of a channel of a
+                                    // window (`block_with`).
+                                    let x = $set1(unsafe { *starts[j].add(at) });
+                                    for (sum, &ev) in row_sums.iter_mut().zip(&e_row) {
+                                        *sum = $fmadd(x, ev, *sum);
+                                    }
+                                }
+                                at += windows.col_step;
+                                e = unsafe { e.add(error_stride) };
+                            }
+                        }
+                        for (j, row_sums) in sums.iter().enumerate().take(in_tile) {
+                            for (v, &sum) in row_sums.iter().enumerate() {
+                                unsafe { $store(tile_out.add(j * out_stride + v * LANES), sum) };
+                            }
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    gradient_kernels!(
+        f32_kernels,
+        f32,
+        16,
+        __m512,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_fmadd_ps
+    );
+    gradient_kernels!(
+        f64_kernels,
+        f64,
+        8,
+        __m512d,
+        _mm512_set1_pd,
+        _mm512_loadu_pd,
+        _mm512_storeu_pd,
+        _mm512_fmadd_pd
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TILE_COLUMNS, Windows, block_f64};
+    use crate::algo::strided::direct::channel_vectors::available;
+
+    /// A block over `channels` planes of 5x6 with the taps of a 2x2
+    /// kernel, four output pixels a row at stride 1, two rows.
+    fn windows(taps: &[usize], channels: usize) -> Windows<'_> {
+        Windows {
+            pixels: 8,
+            out_w: 4,
+            start: 0,
+            row_step: 6,
+            col_step: 1,
+            taps,
+            channels,
+            plane: 30,
+        }
+    }
+
+    /// Every number of vectors, and column counts that fill the last tile
+    /// or leave it short, against the sums written out: small integers,
+    /// so that every order of summation is exact.
+    #[test]
+    fn blocks_add_every_pixel_of_every_column() {
+        if !available() {
+            return;
+        }
+        let taps = [0, 1, 6, 7];
+        for channels in [1, 2, 3] {
+            let columns = channels * taps.len();
+            assert!(channels < 3 || columns % TILE_COLUMNS == 0);
+            let source: Vec<f64> = (0..channels * 30).map(|v| (v % 7) as f64 - 3.0).collect();
+            for vectors in 1..=4 {
+                let width = vectors * 8 + 3;
+                let error: Vec<f64> = (0..8 * width).map(|v| (v % 5) as f64 - 2.0).collect();
+                let before: Vec<f64> = (0..columns * width).map(|v| (v % 3) as f64).collect();
+                let mut out = before.clone();
+                let w = windows(&taps, channels);
+                let done = block_f64(
+                    &source,
+                    w.to_raw(),
+                    (&error, width),
+                    (&mut out, width),
+                    vectors,
+                );
+                assert!(done);
+                for c in 0..channels {
+                    for (t, &tap) in taps.iter().enumerate() {
+                        let column = c * taps.len() + t;
+                        for channel in 0..width {
+                            let mut sum = before[column * width + channel];
+                            if channel < vectors * 8 {
+                                for pixel in 0..8 {
+                                    let at = (pixel / 4) * 6 + pixel % 4;
+                                    let x = source[c * 30 + at + tap];
+                                    sum += x * error[pixel * width + channel];
+                                }
+                            }
+                            // Channels past the block's vectors are not
+                            // written.
+                            assert_eq!(
+                                out[column * width + channel],
+                                sum,
+                                "{channels} channels, {vectors} vectors, column {column}, channel {channel}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Windows reaching past the source are refused before any load.
+    #[test]
+    #[should_panic(expected = "windows within the source")]
+    fn windows_past_the_source_panic() {
+        let taps = [0, 1, 6, 7];
+        // The last window's last tap of the second channel is element
+        // 9 + 7 + 30 = 46.
+        let source = vec![0.0; 46];
+        let error = vec![0.0; 8 * 8];
+        let mut out = vec![0.0; 8 * 8];
+        block_f64(
+            &source,
+            windows(&taps, 2).to_raw(),
+            (&error, 8),
+            (&mut out, 8),
+            1,
+        );
+    }
+
+    /// An error one row short of the block's pixels is refused before any
+    /// load.
+    #[test]
+    #[should_panic(expected = "error for every pixel")]
+    fn error_short_of_the_pixels_panics() {
+        let taps = [0, 1, 6, 7];
+        let source = vec![0.0; 60];
+        let error = vec![0.0; 7 * 8];
+        let mut out = vec![0.0; 8 * 8];
+        block_f64(
+            &source,
+            windows(&taps, 2).to_raw(),
+            (&error, 8),
+            (&mut out, 8),
+            1,
+        );
+    }
+}
