@@ -247,6 +247,9 @@ fn into_non_contiguous_outputs() {
         Conv2dSpec::new(3, 3, (3, 3)).groups(3).padding((1, 1)),
         Conv2dSpec::new(3, 5, (3, 3)).padding((1, 1)),
         Conv2dSpec::new(3, 20, (3, 3)).padding((1, 1)),
+        // Groups of 16 output channels: the channel vectors' weight
+        // gradient, group by group.
+        Conv2dSpec::new(4, 32, (3, 3)).padding((1, 1)).groups(2),
     ] {
         let input = [3, spec.in_channels(), 7, 6];
         let out = spec.output_shape(input).unwrap();
@@ -447,6 +450,56 @@ fn channel_vectors_agree_with_naive() {
                     .with_kernel(kernel)
                     .with_input_gradient(method)
                     .with_min_lane_flops(0);
+                p64.check_strided(&case.spec, &mut ws, &label("f64"));
+            }
+        });
+    }
+}
+
+/// The weight gradient on the channel vectors' tiles for grouped layers,
+/// where the CPU runs them (elsewhere the kernels they stand in for): 2 to
+/// 4 groups of 16 to 25 output channels (every count of vectors in a
+/// group's last block of either precision) and 1 to 13 input channels,
+/// kernels up to 4x4 at strides 1 and 2 with dilation and padding, a batch
+/// of 1 to 3 cut into bands on pools of 1 to 3 threads, images large enough
+/// for `Kernel::Auto` to take them on some cases; `Kernel::Direct` and
+/// `Kernel::Auto`, f32 and f64, against the naive reference.
+#[test]
+fn grouped_channel_vector_gradients_agree_with_naive() {
+    use rand::RngExt;
+    let mut draws = rng(23);
+    for (case_index, threads) in (0..12).zip([1, 2, 3].into_iter().cycle()) {
+        let groups = 2 + case_index % 3;
+        let (c_in_g, c_out_g) = (draws.random_range(1..=13), draws.random_range(16..=25));
+        let kernel = (1 + case_index % 4, 1 + (case_index / 2) % 4);
+        let dilation = 1 + case_index % 3 / 2;
+        let spec = Conv2dSpec::new(groups * c_in_g, groups * c_out_g, kernel)
+            .groups(groups)
+            .stride((1 + case_index % 2, 1))
+            .padding((kernel.0 / 2 * dilation, kernel.1 / 2 * dilation))
+            .dilation((dilation, dilation))
+            .bias(case_index % 2 == 0);
+        let size = if case_index % 3 == 0 { 16 } else { 7 };
+        let input = [
+            1 + case_index % 3,
+            groups * c_in_g,
+            size + case_index % 4,
+            size + 1,
+        ];
+        let case = Case { spec, input };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let seed = 23_000 + case_index as u64;
+            let p32 = Problem::<f32>::new(&case, &mut rng(seed));
+            let p64 = Problem::<f64>::new(&case, &mut rng(seed));
+            for kernel in [Kernel::Direct, Kernel::Auto] {
+                let label = |name| format!("{kernel:?} on {case:?} ({name}, {threads} threads)");
+                let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
+                p32.check_strided(&case.spec, &mut ws, &label("f32"));
+                let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
                 p64.check_strided(&case.spec, &mut ws, &label("f64"));
             }
         });

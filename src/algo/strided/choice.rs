@@ -24,7 +24,9 @@ pub enum Kernel {
     /// matrix otherwise; except that on a CPU with AVX-512 both passes of
     /// one group, more than 16 output channels and a kernel above 1x1 that
     /// Winograd does not take run on the direct kernel's channel vectors
-    /// when the call has 512 output pixels or more.
+    /// when the call has 512 output pixels or more, and so does the
+    /// backward pass of such layers with groups of 16 output channels or
+    /// more.
     #[default]
     Auto,
     /// Lowering through a column matrix and one GEMM per tile of output
@@ -50,8 +52,9 @@ pub enum Kernel {
     /// forward passes with register tiles (a few output channels by two
     /// rows of pixels, or one channel by eight rows for 3x3 and 5x5
     /// kernels, summed over every tap) at unit column stride, else as axpys
-    /// over rows. The backward pass of those same one-group layers with
-    /// the weight gradient on tiles of six (input channel, tap) columns by
+    /// over rows. The backward pass of those same layers, and of layers
+    /// with groups of 16 output channels or more, with the weight gradient
+    /// (group by group) on tiles of six (input channel, tap) columns by
     /// up to four vectors of output channels, summed over the output
     /// pixels, and the input gradient on the channel vectors at unit
     /// stride (else on shifted windows or by col2im); other backward

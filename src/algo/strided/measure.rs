@@ -10,8 +10,8 @@
 
 use super::choice::{InputGradient, Kernel};
 use super::{
-    Choice, backward_with, channel_vectors_apply, direct_suits, direct_tiles_suit, forward_with,
-    shifted_applies, winograd_applies,
+    Choice, backward_with, channel_vector_gradients_apply, channel_vectors_apply, direct_suits,
+    direct_tiles_suit, forward_with, shifted_applies, winograd_applies,
 };
 use crate::element::Element;
 use crate::gradients::GradientsMut;
@@ -79,7 +79,8 @@ struct Candidate {
 /// The candidates of a pass: the kernels that compute `g`, and for the
 /// backward pass the column matrix's two input-gradient methods. The
 /// direct kernel is timed where its loops are worth it or where it runs
-/// its tiles of output channels in vectors.
+/// its tiles of output channels in vectors; where only its backward pass
+/// runs them (grouped layers), that pass alone.
 fn candidates(g: &Geometry) -> Vec<Candidate> {
     let both = |kernel, by_col2im| Candidate {
         choice: Choice {
@@ -93,6 +94,11 @@ fn candidates(g: &Geometry) -> Vec<Candidate> {
     let mut candidates = vec![both(Kernel::Gemm, true)];
     if direct_worth_timing(g) || channel_vectors_apply(g) {
         candidates.push(both(Kernel::Direct, true));
+    } else if channel_vector_gradients_apply(g) {
+        candidates.push(Candidate {
+            forward: false,
+            ..both(Kernel::Direct, true)
+        });
     }
     if shifted_applies(g) {
         candidates.push(both(Kernel::Shifted, true));

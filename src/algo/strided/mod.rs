@@ -12,7 +12,7 @@
 //! | direct deinterleaved planes | `direct/deinterleaved.rs`, `direct/deinterleaved_gradients.rs` | depthwise 3x3, stride 2, output rows of 16 pixels or more | depthwise layers it computes, forward and backward |
 //! | direct stencil gradients | `direct/stencil_gradients.rs` | backward, depthwise 3x3 and 5x5, unit stride | backward of the depthwise layers it computes |
 //! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, unit column stride | forward, few output channels |
-//! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | one group, more than 16 output channels, AVX-512 (the input gradient: unit stride, else by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward |
+//! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | one group, more than 16 output channels, AVX-512; the backward pass also with groups of 16 output channels or more (the input gradient: by error lowering at unit stride, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped, backward |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
 //! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, many channels, a pixel a channel |
 //! | column matrix | `column.rs` | everything | the rest |
@@ -76,6 +76,14 @@ fn channel_vectors_apply(g: &Geometry) -> bool {
     g.out_channels > 16 && direct::channel_vectors::applies(g)
 }
 
+/// The direct kernel's backward pass runs its weight gradient on tiles of
+/// output channels in vectors on layers with a vector of `f32` output
+/// channels a group or more (fewer would leave most of each tile's lanes
+/// empty), any groups, where the CPU runs them.
+fn channel_vector_gradients_apply(g: &Geometry) -> bool {
+    g.out_channels_per_group() >= 16 && direct::channel_vector_gradients::applies(g)
+}
+
 /// The least output pixels (over the batch) a call of the channel vectors
 /// has, to spread the cost of laying out the weights, once a call, over:
 /// on ResNet-50's 3x3 layers at batch 1 they lose to the column matrix on
@@ -90,6 +98,20 @@ const CHANNEL_VECTOR_PIXELS: usize = 512;
 /// "Channel vectors" and "Channel-vector weight gradient").
 fn channel_vectors_suit(g: &Geometry) -> bool {
     channel_vectors_worth(g) && !winograd_suits(g)
+}
+
+/// The channel vectors' weight gradient suits the backward pass of
+/// grouped layers on the same terms as [`channel_vectors_suit`] (each
+/// group is a layer of one group): a vector of output channels a group or
+/// more, a kernel above 1x1, [`CHANNEL_VECTOR_PIXELS`] output pixels a call
+/// or more; the column matrix's weight gradient runs a GEMM a group, as
+/// deep as the group's output channels (BENCHMARKS.md, "Channel-vector
+/// weight gradient").
+fn grouped_channel_vectors_suit(g: &Geometry) -> bool {
+    g.groups > 1
+        && channel_vector_gradients_apply(g)
+        && g.kh * g.kw > 1
+        && g.batch * g.out_h * g.out_w >= CHANNEL_VECTOR_PIXELS
 }
 
 /// The channel vectors apply to `g`, a kernel above 1x1, on a call of
@@ -163,6 +185,7 @@ fn backward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kerne
     match kernel {
         Kernel::Auto if direct_suits(g) => Kernel::Direct,
         Kernel::Auto if any_kernel && channel_vectors_suit(g) => Kernel::Direct,
+        Kernel::Auto if any_kernel && grouped_channel_vectors_suit(g) => Kernel::Direct,
         Kernel::Auto if any_kernel && winograd_suits(g) => Kernel::Winograd,
         Kernel::Auto if any_kernel && shifted_suits(g) => Kernel::Shifted,
         Kernel::Shifted if shifted_applies(g) => Kernel::Shifted,
@@ -244,8 +267,9 @@ fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
         }
         // The weight gradient's pass, then the input gradient's on the
         // channel vectors or by col2im.
-        Kernel::Direct if channel_vectors_apply(g) => {
-            let input_gradient = match error_lowering_on_channel_vectors(g) {
+        Kernel::Direct if channel_vector_gradients_apply(g) => {
+            let flipped = error_lowering_on_tiles(g).or(error_lowering_on_channel_vectors(g));
+            let input_gradient = match flipped {
                 Some(flipped) => vec![Work::forward(&flipped, 1).of_backward()],
                 None if shifted_suits(g) => {
                     vec![Work::backward(g, shifted::backward_row_granule(g))]
@@ -365,7 +389,9 @@ pub(crate) fn backward_with<T: Element>(
             direct::stencil_gradients::backward(op, grads, ws)
         }
         Kernel::Direct if depthwise(op.g) => direct::depthwise::backward(op, grads, ws),
-        Kernel::Direct if channel_vectors_apply(op.g) => channel_vector_backward(op, grads, ws),
+        Kernel::Direct if channel_vector_gradients_apply(op.g) => {
+            channel_vector_backward(op, grads, ws)
+        }
         Kernel::Direct => direct::backward(op, grads, ws),
         Kernel::Shifted if shifted_applies(op.g) => shifted::backward(op, grads, ws),
         Kernel::Winograd if winograd_applies(op.g) => winograd::backward(op, grads, ws),
@@ -377,8 +403,9 @@ pub(crate) fn backward_with<T: Element>(
 /// The backward pass on the direct kernel's channel vectors: the weight
 /// and bias gradients on their tiles, then the input gradient as the
 /// error convolved with the turned, channel-swapped weights on the
-/// channel vectors where that forward pass is worth them
-/// ([`error_lowering_on_channel_vectors`]: unit stride), else on the
+/// direct register tiles or channel vectors where that forward pass is
+/// worth them ([`error_lowering_on_tiles`],
+/// [`error_lowering_on_channel_vectors`]: unit stride), else on the
 /// shifted kernel where it suits, else by the column matrix's col2im
 /// (BENCHMARKS.md, "Channel-vector weight gradient"). Overwrites the
 /// gradients present.
@@ -399,7 +426,8 @@ fn channel_vector_backward<T: Element>(
         dw: None,
         db: None,
     };
-    if error_lowering_on_channel_vectors(op.g).is_some() {
+    let on_direct_tiles = error_lowering_on_tiles(op.g).is_some();
+    if on_direct_tiles || error_lowering_on_channel_vectors(op.g).is_some() {
         column::backward_by_error_lowering(op, input_gradient_only, ws);
     } else if shifted_suits(op.g) {
         shifted::backward(op, input_gradient_only, ws);

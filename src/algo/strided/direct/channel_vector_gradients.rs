@@ -2,7 +2,8 @@
 //! gradient, six columns (pairs of an input channel and a tap) by up to
 //! four vectors of output channels, is summed over a block of output
 //! pixels in registers, per dtype through AVX-512, reached through the
-//! hidden `Element::channel_vector_gradient_block`.
+//! hidden `Element::channel_vector_gradient_block`; any groups, group by
+//! group.
 //!
 //! The column matrix's weight gradient copies every window of the input
 //! into a matrix before its GEMM reads it. Here an output pixel of a tile
@@ -14,7 +15,7 @@
 //! blocks of whole output rows whose error stays in L1 while every tile
 //! of the block reads it. The sums come out `[column, output channel]`
 //! (each lane's partial, summed in part order) and are transposed into
-//! the `[c_out, c_in·kh·kw]` weight gradient.
+//! the `[c_out, c_in/groups·kh·kw]` weight gradient.
 
 use super::channel_vectors::{TILE_VECTORS, Windows};
 use super::padded_band;
@@ -22,8 +23,9 @@ use crate::element::Element;
 use crate::lanes::{Partials, Work};
 use crate::layout::transpose::{transpose, transpose_on_pool};
 use crate::operands::Backward;
+use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
-use ndarray::{ArrayView3, ArrayViewMut1, ArrayViewMut4, Axis, s};
+use ndarray::{ArrayView3, ArrayViewMut1, ArrayViewMut4, s};
 use std::ops::Range;
 
 /// Columns a tile: with four vectors of channels, 24 sums, four error
@@ -40,9 +42,14 @@ const VECTOR_BYTES: usize = 64;
 /// (BENCHMARKS.md, "Channel-vector weight gradient").
 const BLOCK_ERROR_BYTES: usize = 1 << 15;
 
-/// The weight and bias gradients of validated operands where the channel
-/// vectors apply (`channel_vectors::applies`, more than 16 output
-/// channels); overwrites those given.
+/// Whether the kernel computes `g`'s weight gradient here: at most 64
+/// taps, on a CPU with AVX-512, any groups.
+pub(crate) fn applies(g: &Geometry) -> bool {
+    g.kh * g.kw <= super::channel_vectors::MAX_TAPS && super::channel_vectors::available()
+}
+
+/// The weight and bias gradients of validated operands where the kernel
+/// [`applies`], group by group; overwrites those given.
 pub(crate) fn weight_gradient<T: Element>(
     op: Backward<'_, T>,
     (dw, db): (Option<ArrayViewMut4<'_, T>>, Option<ArrayViewMut1<'_, T>>),
@@ -51,11 +58,18 @@ pub(crate) fn weight_gradient<T: Element>(
     let Backward { x, dy, g, .. } = op;
     let lanes = VECTOR_BYTES / std::mem::size_of::<T>();
     let taps = g.kh * g.kw;
-    let columns = g.in_channels * taps;
-    let width = g.out_channels.next_multiple_of(lanes);
+    let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
+    // Each group's sums: `columns` rows of `width`.
+    let columns = c_in_g * taps;
+    let width = c_out_g.next_multiple_of(lanes);
+    let group_len = columns * width;
     let schedule = ws.schedule(Work::backward(g, 1));
     let (_, memory) = ws.memory(&schedule);
-    let dw_len = if dw.is_some() { columns * width } else { 0 };
+    let dw_len = if dw.is_some() {
+        g.groups * group_len
+    } else {
+        0
+    };
     let db_len = if db.is_some() { g.out_channels } else { 0 };
     let wp = g.in_w + g.padding.left + g.padding.right;
     let mut tap_offsets = [0usize; super::channel_vectors::MAX_TAPS];
@@ -80,51 +94,64 @@ pub(crate) fn weight_gradient<T: Element>(
                     continue;
                 }
                 let ((source, offset), band) = padded_band(x, n, g, &item.rows, source_buf);
-                let error = scratch(error_buf, band.out_h * g.out_w * width);
-                let dy_n = dy.index_axis(Axis(0), n);
-                error_panels(dy_n, &item.rows, error, (width, TILE_VECTORS * lanes));
+                let pixels = band.out_h * g.out_w;
+                let error = scratch(error_buf, g.groups * pixels * width);
                 let plane = (band.in_h + band.padding.top + band.padding.bottom) * wp;
-                for first in (0..width).step_by(TILE_VECTORS * lanes) {
-                    let vectors = ((width - first) / lanes).min(TILE_VECTORS);
-                    for row in (0..band.out_h).step_by(block_rows) {
-                        let rows = block_rows.min(band.out_h - row);
-                        let windows = Windows {
-                            pixels: rows * g.out_w,
-                            out_w: g.out_w,
-                            start: offset + row * g.sh * wp,
-                            row_step: g.sh * wp,
-                            col_step: g.sw,
-                            taps: tap_offsets,
-                            channels: g.in_channels,
-                            plane,
-                        };
-                        // The block's panel, `pixels · first` in, and its
-                        // rows of the pixel block.
-                        let panel_width = vectors * lanes;
-                        let at = (band.out_h * first + row * panel_width) * g.out_w;
-                        let error = (&error[at..], panel_width);
-                        let out = (&mut weight[first..], width);
-                        let done = T::channel_vector_gradient_block(
-                            source,
-                            windows.to_raw(),
-                            error,
-                            out,
-                            vectors,
-                        );
-                        assert!(done, "the kernel applies only where the CPU runs it");
+                let groups = error
+                    .chunks_exact_mut(pixels * width)
+                    .zip(weight.chunks_exact_mut(group_len));
+                for (group, (error, weight)) in groups.enumerate() {
+                    let channels = group * c_out_g..(group + 1) * c_out_g;
+                    let dy_group = dy.slice(s![n, channels, .., ..]);
+                    error_panels(dy_group, &item.rows, error, (width, TILE_VECTORS * lanes));
+                    for first in (0..width).step_by(TILE_VECTORS * lanes) {
+                        let vectors = ((width - first) / lanes).min(TILE_VECTORS);
+                        for row in (0..band.out_h).step_by(block_rows) {
+                            let rows = block_rows.min(band.out_h - row);
+                            let windows = Windows {
+                                pixels: rows * g.out_w,
+                                out_w: g.out_w,
+                                start: offset + row * g.sh * wp + group * c_in_g * plane,
+                                row_step: g.sh * wp,
+                                col_step: g.sw,
+                                taps: tap_offsets,
+                                channels: c_in_g,
+                                plane,
+                            };
+                            // The block's panel, `pixels · first` in, and its
+                            // rows of the pixel block.
+                            let panel_width = vectors * lanes;
+                            let at = (band.out_h * first + row * panel_width) * g.out_w;
+                            let error = (&error[at..], panel_width);
+                            let out = (&mut weight[first..], width);
+                            let done = T::channel_vector_gradient_block(
+                                source,
+                                windows.to_raw(),
+                                error,
+                                out,
+                                vectors,
+                            );
+                            assert!(done, "the kernel applies only where the CPU runs it");
+                        }
                     }
                 }
             }
         },
     );
     if let Some(mut dw) = dw {
-        let c_out = g.out_channels;
+        let group_sums = sums.weight.chunks_exact(group_len);
         match dw.as_slice_mut() {
-            Some(dst) => transpose_on_pool(sums.weight, width, dst, columns, (columns, c_out)),
+            Some(dst) => {
+                for (sums, dst) in group_sums.zip(dst.chunks_exact_mut(c_out_g * columns)) {
+                    transpose_on_pool(sums, width, dst, columns, (columns, c_out_g));
+                }
+            }
             None => {
                 for (co, mut filter) in dw.outer_iter_mut().enumerate() {
+                    let (group, o) = (co / c_out_g, co % c_out_g);
+                    let sums = &sums.weight[group * group_len..];
                     for (column, value) in filter.iter_mut().enumerate() {
-                        *value = sums.weight[column * width + co];
+                        *value = sums[column * width + o];
                     }
                 }
             }
