@@ -275,37 +275,16 @@ fn block_with<T>(
     kernel: Option<RawBlock<T>>,
 ) -> bool {
     let available = super::channel_vectors::available;
-    let Windows {
-        pixels,
-        out_w,
-        start,
-        row_step,
-        col_step,
-        taps,
-        channels,
-        plane,
-    } = windows;
-    assert!((1..=TILE_VECTORS).contains(&vectors), "1 to 4 vectors");
-    assert!(
-        !taps.is_empty() && taps.len() <= super::channel_vectors::MAX_TAPS,
-        "1 to 64 taps"
-    );
     let width = vectors * lanes;
-    if pixels == 0 || channels == 0 {
+    if !windows.check(source.len(), vectors) {
         return available();
     }
-    assert!(out_w > 0 && pixels % out_w == 0, "whole output rows");
-    let last_window = start + (pixels / out_w - 1) * row_step + (out_w - 1) * col_step;
-    let reach = taps.iter().max().expect("taps") + (channels - 1) * plane;
-    assert!(
-        last_window + reach < source.len(),
-        "windows within the source"
-    );
+    let pixels = windows.pixels;
     assert!(
         error_stride >= width && (pixels - 1) * error_stride + width <= error.len(),
         "error for every pixel"
     );
-    let columns = channels * taps.len();
+    let columns = windows.channels * windows.taps.len();
     assert!(
         out_stride >= width && (columns - 1) * out_stride + width <= out.len(),
         "sums for every column"
@@ -313,11 +292,11 @@ fn block_with<T>(
     let Some(kernel) = kernel.filter(|_| available()) else {
         return false;
     };
-    // SAFETY: the CPU has AVX-512 F. Every window the kernel reads starts
-    // at most at `last_window`, and its taps and channels reach `reach`
-    // further, within `source` (checked above). It reads `vectors` vectors
-    // from each of the `pixels` error rows, and reads and writes as many
-    // from each of the `columns` rows of `out`, within `error` and `out`.
+    // SAFETY: the CPU has AVX-512 F. Every window the kernel reads, with
+    // its taps and channels, lies within `source` (`Windows::check`). It
+    // reads `vectors` vectors from each of the `pixels` error rows, and
+    // reads and writes as many from each of the `columns` rows of `out`,
+    // within `error` and `out`.
     unsafe {
         kernel(
             source.as_ptr(),
@@ -455,23 +434,9 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
-    use super::{TILE_COLUMNS, Windows, block_f64};
+    use super::{TILE_COLUMNS, block_f64};
     use crate::algo::strided::direct::channel_vectors::available;
-
-    /// A block over `channels` planes of 5x6 with the taps of a 2x2
-    /// kernel, four output pixels a row at stride 1, two rows.
-    fn windows(taps: &[usize], channels: usize) -> Windows<'_> {
-        Windows {
-            pixels: 8,
-            out_w: 4,
-            start: 0,
-            row_step: 6,
-            col_step: 1,
-            taps,
-            channels,
-            plane: 30,
-        }
-    }
+    use crate::algo::strided::direct::channel_vectors::tests::windows;
 
     /// Every number of vectors, and column counts that fill the last tile
     /// or leave it short, against the sums written out: small integers,

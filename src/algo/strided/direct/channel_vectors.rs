@@ -287,6 +287,32 @@ impl<'a> Windows<'a> {
     }
 }
 
+impl Windows<'_> {
+    /// Checks the windows, for a block of `vectors` vectors, against a
+    /// source of `len` elements; returns whether they hold a pixel and a
+    /// channel. Panics unless there are 1 to [`TILE_VECTORS`] vectors and
+    /// 1 to [`MAX_TAPS`] taps, the pixels are whole output rows, and every
+    /// window's taps of every channel lie within the source.
+    pub(crate) fn check(&self, len: usize, vectors: usize) -> bool {
+        assert!((1..=TILE_VECTORS).contains(&vectors), "1 to 4 vectors");
+        let taps = self.taps.len();
+        assert!((1..=MAX_TAPS).contains(&taps), "1 to 64 taps");
+        if self.pixels == 0 || self.channels == 0 {
+            return false;
+        }
+        let out_w = self.out_w;
+        assert!(
+            out_w > 0 && self.pixels.is_multiple_of(out_w),
+            "whole output rows"
+        );
+        let rows = self.pixels / out_w;
+        let last_window = self.start + (rows - 1) * self.row_step + (out_w - 1) * self.col_step;
+        let reach = self.taps.iter().max().expect("taps") + (self.channels - 1) * self.plane;
+        assert!(last_window + reach < len, "windows within the source");
+        true
+    }
+}
+
 /// What a block's sums start from.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Start<'a, T> {
@@ -383,30 +409,11 @@ fn block_with<T>(
     start: Start<'_, T>,
     kernel: Option<RawBlock<T>>,
 ) -> bool {
-    let Windows {
-        pixels,
-        out_w,
-        start: first,
-        row_step,
-        col_step,
-        taps,
-        channels,
-        plane,
-    } = windows;
-    assert!((1..=TILE_VECTORS).contains(&vectors), "1 to 4 vectors");
-    assert!(!taps.is_empty() && taps.len() <= MAX_TAPS, "1 to 64 taps");
     let width = vectors * lanes;
-    if pixels == 0 || channels == 0 {
+    if !windows.check(source.len(), vectors) {
         return available();
     }
-    assert!(out_w > 0 && pixels % out_w == 0, "whole output rows");
-    let last_window = first + (pixels / out_w - 1) * row_step + (out_w - 1) * col_step;
-    let reach = taps.iter().max().expect("taps") + (channels - 1) * plane;
-    assert!(
-        last_window + reach < source.len(),
-        "windows within the source"
-    );
-    let k = channels * taps.len();
+    let (pixels, k) = (windows.pixels, windows.channels * windows.taps.len());
     assert!(
         w_stride >= width && (k - 1) * w_stride + width <= weights.len(),
         "weights for every tap"
@@ -427,13 +434,13 @@ fn block_with<T>(
     let Some(kernel) = kernel.filter(|_| available()) else {
         return false;
     };
-    // SAFETY: the CPU has AVX-512 F. Every window the kernel reads starts
-    // at most at `last_window` (the last pixel's; the last tile repeats
-    // it), and its taps and channels reach `reach` further, within
-    // `source` (checked above). It reads `vectors` vectors from each of
-    // the `k` weight rows and writes (and with `accumulate` reads) as
-    // many from each of the `rows` tile rows, within `weights` and `out`;
-    // `init`, when not null, holds `width` biases.
+    // SAFETY: the CPU has AVX-512 F. Every window the kernel reads, with
+    // its taps and channels, lies within `source` (`Windows::check`; the
+    // last tile repeats the last pixel's window). It reads `vectors`
+    // vectors from each of the `k` weight rows and writes (and with
+    // `accumulate` reads) as many from each of the `rows` tile rows,
+    // within `weights` and `out`; `init`, when not null, holds `width`
+    // biases.
     unsafe {
         kernel(
             source.as_ptr(),
@@ -584,12 +591,12 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{Start, TILE_PIXELS, Windows, available, block_f64};
 
     /// A block over `channels` planes of 5x6 with the taps of a 2x2
     /// kernel, four output pixels a row at stride 1, two rows.
-    fn windows(taps: &[usize], channels: usize) -> Windows<'_> {
+    pub(crate) fn windows(taps: &[usize], channels: usize) -> Windows<'_> {
         Windows {
             pixels: 8,
             out_w: 4,
