@@ -265,8 +265,9 @@ fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
                 Work::forward(&flipped, 1).of_backward(),
             ]
         }
-        // The weight gradient's pass, then the input gradient's on the
-        // channel vectors or by col2im.
+        // The weight gradient's pass, then the input gradient's: by error
+        // lowering on the register tiles or channel vectors, else on
+        // shifted windows, else by col2im.
         Kernel::Direct if channel_vector_gradients_apply(g) => {
             let flipped = error_lowering_on_tiles(g).or(error_lowering_on_channel_vectors(g));
             let input_gradient = match flipped {

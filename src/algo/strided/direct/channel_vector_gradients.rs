@@ -77,7 +77,8 @@ pub(crate) fn weight_gradient<T: Element>(
         *offset = (t / g.kw) * g.dh * wp + (t % g.kw) * g.dw;
     }
     let tap_offsets = &tap_offsets[..taps];
-    let block_rows = (BLOCK_ERROR_BYTES / (g.out_w * TILE_VECTORS * VECTOR_BYTES)).max(1);
+    let row_bytes = (g.out_w * TILE_VECTORS * VECTOR_BYTES).max(1);
+    let block_rows = (BLOCK_ERROR_BYTES / row_bytes).max(1);
     let sums = schedule.run_summing(
         memory,
         None,
@@ -95,12 +96,10 @@ pub(crate) fn weight_gradient<T: Element>(
                 }
                 let ((source, offset), band) = padded_band(x, n, g, &item.rows, source_buf);
                 let pixels = band.out_h * g.out_w;
-                let error = scratch(error_buf, g.groups * pixels * width);
+                // One group's error at a time.
+                let error = scratch(error_buf, pixels * width);
                 let plane = (band.in_h + band.padding.top + band.padding.bottom) * wp;
-                let groups = error
-                    .chunks_exact_mut(pixels * width)
-                    .zip(weight.chunks_exact_mut(group_len));
-                for (group, (error, weight)) in groups.enumerate() {
+                for (group, weight) in weight.chunks_exact_mut(group_len).enumerate() {
                     let channels = group * c_out_g..(group + 1) * c_out_g;
                     let dy_group = dy.slice(s![n, channels, .., ..]);
                     error_panels(dy_group, &item.rows, error, (width, TILE_VECTORS * lanes));

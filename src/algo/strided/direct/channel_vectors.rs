@@ -64,7 +64,7 @@ pub(crate) fn forward<T: Element>(
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
 ) {
-    run(op, Layout::Direct, y, ws, Work::forward(op.g, 1));
+    run(op, Layout::AsGiven, y, ws, Work::forward(op.g, 1));
 }
 
 /// A backward call's input gradient: the error `dy` convolved with the
@@ -97,7 +97,7 @@ pub(crate) fn input_gradient<T: Element>(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
     /// As they are: `w` is the call's `[c_out, c_in, kh, kw]`.
-    Direct,
+    AsGiven,
     /// Turned and channel-swapped: `w` is `[c_in, c_out, kh, kw]` of the
     /// call (the layer's weights for its input gradient), each tap read
     /// from the opposite tap.
@@ -122,7 +122,7 @@ fn run<T: Element>(
     let packed = scratch(packed_buf, (k + 1) * width);
     let (weights, biases) = packed.split_at_mut(k * width);
     match layout {
-        Layout::Direct => pack_weights(w.view(), weights, width),
+        Layout::AsGiven => pack_weights(w.view(), weights, width),
         Layout::Turned => pack_turned_weights(w.view(), weights, width),
     }
     biases.fill(T::zero());
