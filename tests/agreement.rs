@@ -911,14 +911,16 @@ fn random_winograd_case(rng: &mut StdRng) -> Case {
 
 /// The Winograd kernel on the geometries it applies to, which the general
 /// sweep draws rarely, in both precisions, with bands of every size and of
-/// one tile.
+/// one tile, on pools of 1 to 4 threads (so that a sample's rows are cut
+/// into bands of several sizes and places).
 #[test]
 fn winograd_kernel_agrees_with_naive() {
     let mut rng = rng(7);
     for case_index in 0..40 {
         let case = random_winograd_case(&mut rng);
-        check_case::<f64>(&case, 7000 + case_index);
-        check_case::<f32>(&case, 7500 + case_index);
+        let threads = 1 + case_index as usize % 4;
+        check_on_pool::<f64>(&case, threads, 7000 + case_index);
+        check_on_pool::<f32>(&case, threads, 7500 + case_index);
     }
 }
 

@@ -18,7 +18,10 @@
 //! input pixels `d` apart, and the tiles of a block of `2d` rows (columns)
 //! interleave. Every sample is copied once, padded, into a pixel-major
 //! image (`layout/pixel_major.rs`), so that each tile's 16 inputs are contiguous runs
-//! of channels and the transforms vectorise across channels.
+//! of channels and the transforms vectorise across channels. A lane given
+//! a band of a sample's rows (a batch smaller than the lanes) copies only
+//! the rows its tiles read, and adds its input gradient up over those rows
+//! alone.
 //!
 //! Rounding: the transforms add up to 4 values before the GEMM and after
 //! it, with coefficients 1 and 1/2, so the result differs from the direct
@@ -225,13 +228,25 @@ impl Tiling {
         self.tiles_h * self.tiles_w
     }
 
-    /// The tiles that compute output rows `rows` (a band that starts on a
-    /// block), in order.
-    fn tiles_of(&self, rows: &Range<usize>) -> Range<usize> {
+    /// The part of the images that the tiles of output rows `rows` (a band
+    /// that starts on a block) read and write.
+    fn band(&self, rows: &Range<usize>) -> Band {
         let block = 2 * self.dh;
         let blocks = rows.start / block..rows.end.div_ceil(block);
-        blocks.start * self.dh * self.tiles_w
-            ..(blocks.end * self.dh * self.tiles_w).min(self.tiles())
+        let first_row = blocks.start * block;
+        Band {
+            tiles: blocks.start * self.dh * self.tiles_w
+                ..(blocks.end * self.dh * self.tiles_w).min(self.tiles()),
+            first_row,
+            input: Image {
+                h: block * (blocks.len() + 1),
+                ..self.input
+            },
+            error: Image {
+                h: block * blocks.len(),
+                ..self.error
+            },
+        }
     }
 
     /// The tile's first output pixel; its others are `d` apart.
@@ -243,24 +258,69 @@ impl Tiling {
         )
     }
 
-    /// Where the `R x C` pixels of `tile` start in `image` (pixel-major).
-    fn cells<const R: usize, const C: usize>(&self, tile: usize, image: &Image) -> [[usize; C]; R] {
+    /// Where the `R x C` pixels of `tile` start in the image of `band`
+    /// (pixel-major), whose first row is the band's first.
+    fn cells<const R: usize, const C: usize>(
+        &self,
+        tile: usize,
+        (band, image): (&Band, &Image),
+    ) -> [[usize; C]; R] {
         let (y0, x0) = self.origin(tile);
+        let y0 = y0 - band.first_row;
         std::array::from_fn(|r| {
             std::array::from_fn(|s| ((y0 + self.dh * r) * image.w + x0 + self.dw * s) * image.c)
         })
     }
 
-    /// Where the tile's 2x2 output pixels go in an `out_h x out_w` pixel-major
-    /// buffer of `c` channels; `None` past the edge.
-    fn outputs(&self, tile: usize, c: usize) -> [[Option<usize>; 2]; 2] {
+    /// Where the tile's 2x2 output pixels go in a pixel-major buffer of
+    /// `c` channels holding the output rows from the first of `band` on;
+    /// `None` past the output's edge.
+    fn outputs(&self, tile: usize, band: &Band, c: usize) -> [[Option<usize>; 2]; 2] {
         let (y0, x0) = self.origin(tile);
         std::array::from_fn(|a| {
             std::array::from_fn(|b| {
                 let (y, x) = (y0 + self.dh * a, x0 + self.dw * b);
-                (y < self.out_h && x < self.out_w).then_some((y * self.out_w + x) * c)
+                (y < self.out_h && x < self.out_w)
+                    .then_some(((y - band.first_row) * self.out_w + x) * c)
             })
         })
+    }
+}
+
+/// The tiles of a band of output rows and the rows of the images they
+/// reach: a lane working on a band of a sample (a batch smaller than the
+/// lanes) copies, transforms and adds up those rows alone, not the whole
+/// sample's (BENCHMARKS.md, "Winograd bands").
+#[derive(Clone, Debug)]
+struct Band {
+    tiles: Range<usize>,
+    /// The band's first row: a block's first, in the output, the error and
+    /// the padded input alike.
+    first_row: usize,
+    /// The padded input's (and input gradient's) rows from `first_row` on
+    /// that the band's tiles read.
+    input: Image,
+    /// The error's rows from `first_row` on that the band's tiles read.
+    error: Image,
+}
+
+impl Band {
+    /// The rows of an `in_h`-row sample, padded by `top`, in the band's
+    /// input image, and the image row the first of them goes to (the
+    /// padding left above the band).
+    fn sample_rows(&self, top: usize, in_h: usize) -> (Range<usize>, usize) {
+        let start = self.first_row.saturating_sub(top).min(in_h);
+        let end = (self.first_row + self.input.h)
+            .saturating_sub(top)
+            .min(in_h);
+        (start..end.max(start), top.saturating_sub(self.first_row))
+    }
+
+    /// The rows of an `out_h`-row error in the band's error image, from
+    /// its first row on.
+    fn error_rows(&self, out_h: usize) -> Range<usize> {
+        let start = self.first_row.min(out_h);
+        start..(self.first_row + self.error.h).min(out_h)
     }
 }
 
@@ -368,21 +428,30 @@ pub(crate) fn forward<T: Element>(
     let (u_buf, lanes) = ws.memory(&schedule);
     let u = transform_weights(w, u_buf);
     schedule.run(lanes, y, |item, mut y_item, buffers| {
-        let item_tiles = tiling.tiles_of(&item.rows);
+        let band_of_rows = tiling.band(&item.rows);
+        let item_tiles = band_of_rows.tiles.clone();
         let [image_buf, pixels_buf, v_buf, m_buf, stage_buf] = buffers.split();
+        let (rows, at_row) = band_of_rows.sample_rows(g.padding.top, g.in_h);
         for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let x_n = x.index_axis(Axis(0), n);
-            let image = tiling
-                .input
-                .fill(x_n, (g.padding.top, g.padding.left), image_buf);
-            let pixels = scratch(pixels_buf, g.out_h * g.out_w * c_out);
+            let image = band_of_rows.input.fill_rows(
+                x_n,
+                rows.clone(),
+                (at_row, g.padding.left),
+                (image_buf, stage_buf),
+            );
+            let pixels = scratch(
+                pixels_buf,
+                (item.rows.end - band_of_rows.first_row) * g.out_w * c_out,
+            );
             for t0 in item_tiles.clone().step_by(band) {
                 let tiles = band.min(item_tiles.end - t0);
                 let v = scratch(v_buf, POINTS * tiles * c_in);
                 for local_tile in 0..tiles {
                     transform_tile::<_, false, _, _, _, _>(
                         image,
-                        &tiling.cells::<4, 4>(t0 + local_tile, &tiling.input),
+                        &tiling
+                            .cells::<4, 4>(t0 + local_tile, (&band_of_rows, &band_of_rows.input)),
                         v,
                         &kept(points(tiles, local_tile, c_in)),
                         c_in,
@@ -404,7 +473,7 @@ pub(crate) fn forward<T: Element>(
                         m,
                         &points(tiles, local_tile, c_out),
                         pixels,
-                        &tiling.outputs(t0 + local_tile, c_out),
+                        &tiling.outputs(t0 + local_tile, &band_of_rows, c_out),
                         c_out,
                         stage_buf,
                         at,
@@ -412,7 +481,7 @@ pub(crate) fn forward<T: Element>(
                     );
                 }
             }
-            let first = item.rows.start * g.out_w * c_out;
+            let first = (item.rows.start - band_of_rows.first_row) * g.out_w * c_out;
             output.read_band(&pixels[first..], y_n, bias, stage_buf);
         }
     });
@@ -451,7 +520,9 @@ pub(crate) fn backward<T: Element>(
         |item, mut dx_item, buffers, partials| {
             let [image_buf, error_buf, grad_buf, v_buf, dm_buf, stage_buf] = buffers.split();
             let du = partials.weight;
-            let item_tiles = tiling.tiles_of(&item.rows);
+            let band_of_rows = tiling.band(&item.rows);
+            let item_tiles = band_of_rows.tiles.clone();
+            let (rows, at_row) = band_of_rows.sample_rows(p.top, g.in_h);
             for (local, n) in item.samples.clone().enumerate() {
                 let dy_n = dy.index_axis(Axis(0), n);
                 if want_db {
@@ -461,14 +532,23 @@ pub(crate) fn backward<T: Element>(
                     continue;
                 }
                 let image: &[T] = if want_dw {
-                    tiling
-                        .input
-                        .fill(x.index_axis(Axis(0), n), (p.top, p.left), image_buf)
+                    band_of_rows.input.fill_rows(
+                        x.index_axis(Axis(0), n),
+                        rows.clone(),
+                        (at_row, p.left),
+                        (image_buf, stage_buf),
+                    )
                 } else {
                     &[]
                 };
-                let error = tiling.error.fill(dy_n, (0, 0), error_buf);
-                let grad = scratch(grad_buf, if want_dx { tiling.input.len() } else { 0 });
+                let error = band_of_rows.error.fill_rows(
+                    dy_n,
+                    band_of_rows.error_rows(g.out_h),
+                    (0, 0),
+                    (error_buf, stage_buf),
+                );
+                let grad_len = if want_dx { band_of_rows.input.len() } else { 0 };
+                let grad = scratch(grad_buf, grad_len);
                 grad.fill(T::zero());
                 for t0 in item_tiles.clone().step_by(band) {
                     let tiles = t0..(t0 + band).min(item_tiles.end);
@@ -476,7 +556,7 @@ pub(crate) fn backward<T: Element>(
                     let dm = scratch(dm_buf, POINTS * tiles.len() * c_out);
                     let channels = (c_in, c_out);
                     transform_band(
-                        &tiling,
+                        (&tiling, &band_of_rows),
                         tiles.clone(),
                         (want_dw.then_some(image), error),
                         (v, dm),
@@ -488,7 +568,7 @@ pub(crate) fn backward<T: Element>(
                     }
                     if want_dx {
                         add_input_gradient(
-                            &tiling,
+                            (&tiling, &band_of_rows),
                             tiles,
                             (dm, u),
                             (v, grad),
@@ -498,9 +578,11 @@ pub(crate) fn backward<T: Element>(
                     }
                 }
                 if let Some(dx_item) = &mut dx_item {
-                    let start = (p.top * tiling.input.w + p.left) * c_in;
+                    let start = (at_row * band_of_rows.input.w + p.left) * c_in;
                     let dx_n = dx_item.index_axis_mut(Axis(0), local);
-                    tiling.input.read(&grad[start..], dx_n, 0..g.in_h, None);
+                    band_of_rows
+                        .input
+                        .read(&grad[start..], dx_n, rows.clone(), None);
                 }
             }
         },
@@ -519,7 +601,7 @@ pub(crate) fn backward<T: Element>(
 /// the error through the adjoint of the output map, `dM = A dY Aᵀ`, into
 /// `dm` (both laid out `[point, tile, channel]`).
 fn transform_band<T: Element>(
-    tiling: &Tiling,
+    (tiling, band_of_rows): (&Tiling, &Band),
     tiles: Range<usize>,
     (image, error): (Option<&[T]>, &[T]),
     (v, dm): (&mut [T], &mut [T]),
@@ -531,7 +613,7 @@ fn transform_band<T: Element>(
         if let Some(image) = image {
             transform_tile::<_, false, _, _, _, _>(
                 image,
-                &tiling.cells::<4, 4>(tile, &tiling.input),
+                &tiling.cells::<4, 4>(tile, (band_of_rows, &band_of_rows.input)),
                 v,
                 &kept(points(band, local_tile, c_in)),
                 c_in,
@@ -542,7 +624,7 @@ fn transform_band<T: Element>(
         }
         transform_tile::<_, false, _, _, _, _>(
             error,
-            &tiling.cells::<2, 2>(tile, &tiling.error),
+            &tiling.cells::<2, 2>(tile, (band_of_rows, &band_of_rows.error)),
             dm,
             &kept(points(band, local_tile, c_out)),
             c_out,
@@ -575,9 +657,10 @@ fn add_weight_gradient<T: Element>(
 
 /// The input gradient of a band: `dV_ξ = dM_ξ · U_ξᵀ` (into `v`, whose
 /// input tiles are spent), then each tile's `B dV Bᵀ` added onto the
-/// padded input gradient `grad`, where the tiles overlap.
+/// band's rows of the padded input gradient `grad`, where the tiles
+/// overlap.
 fn add_input_gradient<T: Element>(
-    tiling: &Tiling,
+    (tiling, band_of_rows): (&Tiling, &Band),
     tiles: Range<usize>,
     (dm, u): (&[T], &[T]),
     (v, grad): (&mut [T], &mut [T]),
@@ -597,7 +680,7 @@ fn add_input_gradient<T: Element>(
             v,
             &points(band, local_tile, c_in),
             grad,
-            &kept(tiling.cells::<4, 4>(tile, &tiling.input)),
+            &kept(tiling.cells::<4, 4>(tile, (band_of_rows, &band_of_rows.input))),
             c_in,
             stage_buf,
             b,
