@@ -28,7 +28,10 @@
 //! writes its contribution into its part's memory, and the scheduler adds
 //! the contributions of a sample's bands into `dx` once, in part order,
 //! like the weight-gradient partials, each over the input rows its band's
-//! windows reach (its contribution is zero elsewhere).
+//! windows reach (its contribution is zero elsewhere). A kernel that
+//! computes a band's contribution on those rows alone (Winograd's) gets a
+//! buffer of those rows, not of the whole sample, and its pass may then be
+//! cut into more bands.
 //!
 //! There is one level of parallelism: when a pass has fewer units (or less
 //! arithmetic than a lane is woken for) than the pool has threads, the spare
@@ -92,6 +95,10 @@ pub(crate) struct Work {
     /// Which rows of a sample's input gradient a band of rows reaches (a
     /// band's contribution is zero elsewhere); `None` for every row.
     pub reach: Option<Reach>,
+    /// Whether a band's output holds only the input rows the band
+    /// reaches ([`Schedule::gradient_rows`]) rather than the whole
+    /// sample's: a part then keeps and adds up those rows alone.
+    pub reached_rows_only: bool,
     /// How many times fewer FLOPs a second the pass does than a forward
     /// pass bound by arithmetic: handing a lane to another thread costs
     /// the time of that many times fewer of its FLOPs. Zero for the passes
@@ -154,6 +161,12 @@ impl Reach {
         first..first + rows.len().saturating_sub(1) * self.stride + self.extent
     }
 
+    /// How many more input rows a band reaches than its output rows move
+    /// on by: the rows it shares with the next band.
+    pub(crate) fn overlap_rows(&self) -> usize {
+        self.extent.saturating_sub(self.stride)
+    }
+
     /// The input rows among [`Self::padded_rows`], which hold every row the
     /// windows read (empty where they lie in padding alone).
     pub(crate) fn input_rows(&self, rows: &Range<usize>) -> Range<usize> {
@@ -176,6 +189,7 @@ impl Work {
             reduced: 0,
             banded: 0,
             reach: None,
+            reached_rows_only: false,
             rate_share: forward_rate_share(g, g.col_rows() / g.groups),
         }
     }
@@ -215,6 +229,7 @@ impl Work {
             reduced: 0,
             banded: 0,
             reach: None,
+            reached_rows_only: false,
             rate_share: 1,
         }
     }
@@ -253,6 +268,16 @@ impl Work {
         }
     }
 
+    /// The pass with bands whose outputs hold only the input rows they
+    /// reach ([`Self::reached_rows_only`]), for a kernel that writes a
+    /// band's contribution into the rows of [`Schedule::gradient_rows`].
+    pub(crate) fn with_reached_rows_only(self) -> Self {
+        Work {
+            reached_rows_only: self.reach.is_some(),
+            ..self
+        }
+    }
+
     /// The input gradient of `g` computed alone, over input rows.
     pub(crate) fn input_gradient(g: &Geometry) -> Self {
         Work {
@@ -263,6 +288,7 @@ impl Work {
             reduced: 0,
             banded: 0,
             reach: None,
+            reached_rows_only: false,
             rate_share: 0,
         }
     }
@@ -295,8 +321,11 @@ impl Work {
     /// gradients each allow (two at least, where two lanes have work), within [`PARTS_MEMORY_ELEMENTS`]. Where those parts
     /// would cut samples into bands, whose input gradients each part keeps
     /// whole, the parts are whole samples instead (as many as a power of two
-    /// dividing the batch), or at most [`BANDED_PARTS`] when that is more. None of this depends on the thread count,
-    /// so neither does the order in which partial results add up.
+    /// dividing the batch), or at most [`BANDED_PARTS`] when that is more;
+    /// bands that keep only the rows they reach are as many as
+    /// [`Self::reached_row_parts`] allows. None of this depends on the
+    /// thread count, so neither does the order in which partial results
+    /// add up.
     fn fixed_parts(&self, min_lane_flops: usize) -> usize {
         let flops = self.flops();
         let by_lane_work = flops.checked_div(min_lane_flops).unwrap_or(usize::MAX);
@@ -335,14 +364,40 @@ impl Work {
         } else {
             1
         };
-        let part_elements = self.reduced.saturating_add(self.banded.saturating_mul(2));
-        let banded = power_of_two_at_most(
-            unbanded
-                .min(by_summing.max(floor))
-                .min(BANDED_PARTS)
-                .min(by_memory(part_elements)),
-        );
+        let banded = if self.reached_rows_only {
+            self.reached_row_parts(unbanded, floor)
+        } else {
+            let part_elements = self.reduced.saturating_add(self.banded.saturating_mul(2));
+            power_of_two_at_most(
+                unbanded
+                    .min(by_summing.max(floor))
+                    .min(BANDED_PARTS)
+                    .min(by_memory(part_elements)),
+            )
+        };
         whole.max(banded)
+    }
+
+    /// [`Self::fixed_parts`] that cut samples into bands holding only the
+    /// rows they reach, at most `unbanded` and at least `floor`: a
+    /// sample's bands then hold its input gradient once, plus each band's
+    /// overlap with the next ([`Reach::overlap_rows`]), so a part costs its
+    /// partial sums and its overlap. Parts carry
+    /// [`PART_FLOPS_PER_SUMMED_ELEMENT`] of arithmetic for each element
+    /// they add up beyond the batch's input gradient, within
+    /// [`PARTS_MEMORY_ELEMENTS`].
+    fn reached_row_parts(&self, unbanded: usize, floor: usize) -> usize {
+        let overlap = self.reach.map_or(self.banded, |reach| {
+            (self.banded / reach.in_h.max(1)).saturating_mul(reach.overlap_rows())
+        });
+        let per_part = self.reduced.saturating_add(overlap);
+        let budget = (self.flops() / PART_FLOPS_PER_SUMMED_ELEMENT)
+            .saturating_sub(self.batch.saturating_mul(self.banded));
+        let by_sums = budget.checked_div(per_part).unwrap_or(usize::MAX);
+        let by_memory = PARTS_MEMORY_ELEMENTS
+            .checked_div(per_part)
+            .unwrap_or(usize::MAX);
+        power_of_two_at_most(unbanded.min(by_sums.max(floor)).min(by_memory))
     }
 
     /// The rows of unit `unit` within its sample.
@@ -795,14 +850,28 @@ impl Schedule {
         }
     }
 
+    /// The rows of each of its samples that an item's output holds in
+    /// [`Self::run_summing`], of a gradient `height` rows high: all of
+    /// them, except for a band of a pass whose bands hold only the input
+    /// rows they reach ([`Work::reached_rows_only`]), whose output holds
+    /// those rows, the first of them at its row 0.
+    pub(crate) fn gradient_rows(&self, item: &WorkItem, height: usize) -> Range<usize> {
+        match self.work.reach {
+            Some(reach) if self.work.reached_rows_only && self.is_band(item) => {
+                reach.input_rows(&item.rows)
+            }
+            _ => 0..height,
+        }
+    }
+
     /// [`Self::run`] for a backward pass: each part also gets [`Partials`]
     /// of `weight_len` and `bias_len` zeros to add its items' gradients
     /// into; their sums come back, added in part order. `out` may be absent
     /// (a pass that computes no input gradient); when present, `out[item]`
-    /// is the whole of the item's samples, which the kernel overwrites with
-    /// the contribution of the item's rows (for a band, a part's buffer
-    /// that the scheduler adds into `out`, in part order, reading only the
-    /// rows the band [reaches](Work::reach)).
+    /// is the item's samples' [`Self::gradient_rows`], which the kernel
+    /// overwrites with the contribution of the item's rows (for a band, a
+    /// part's buffer that the scheduler adds into `out`, in part order,
+    /// reading only the rows the band [reaches](Work::reach)).
     pub(crate) fn run_summing<'m, T: Element>(
         &self,
         memory: Memory<'m, T>,
@@ -853,10 +922,14 @@ impl Schedule {
                                 item.samples.start - first_whole..item.samples.end - first_whole;
                             Some(whole.slice_mut(s![samples, .., .., ..]))
                         }
-                        Some(shape) => {
+                        Some((_, c, h, w)) => {
                             let buf = bands.next().expect("a part has two bands at most");
-                            let buf = scratch(buf, shape.1 * shape.2 * shape.3);
-                            Some(ArrayViewMut4::from_shape(shape, buf).expect("sized above"))
+                            let rows = self.gradient_rows(&item, h).len();
+                            let buf = scratch(buf, c * rows * w);
+                            Some(
+                                ArrayViewMut4::from_shape((1, c, rows, w), buf)
+                                    .expect("sized above"),
+                            )
                         }
                     };
                     let partials = Partials {
@@ -924,14 +997,17 @@ impl Schedule {
                     None => 0..height,
                 };
                 let mut sample = out.index_axis_mut(Axis(0), n);
-                let band = ArrayView3::from_shape(sample.raw_dim(), &buf[..sample.len()])
-                    .expect("band buffers hold a sample");
+                let held = self.gradient_rows(&item, height);
+                let (c, _, w) = sample.dim();
+                let band = ArrayView3::from_shape((c, held.len(), w), &buf[..c * held.len() * w])
+                    .expect("band buffers hold the rows of the item's gradient");
                 fill_rows(sample.view_mut(), written..reached.start);
                 let added = reached.start..reached.end.min(written);
                 let set = reached.start.max(written)..reached.end;
                 for (rows, first) in [(added, false), (set, true)] {
                     if !rows.is_empty() {
-                        let band = band.slice(s![.., rows.clone(), ..]);
+                        let in_band = rows.start - held.start..rows.end - held.start;
+                        let band = band.slice(s![.., in_band, ..]);
                         self.add_band(sample.slice_mut(s![.., rows, ..]), band, first);
                     }
                 }
@@ -993,6 +1069,7 @@ mod tests {
             reduced: 0,
             banded: 0,
             reach: None,
+            reached_rows_only: false,
             rate_share: 1,
         }
     }
@@ -1272,6 +1349,110 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Bands that hold only the rows they reach: each band's output is
+    /// those rows, and a sample's input gradient is the sum, row by row,
+    /// of the bands that reach the row.
+    #[test]
+    fn reached_row_bands_add_up_to_their_samples() {
+        for (batch, height, granule, threads) in cases() {
+            for (stride, extent, pad_top) in [(1, 3, 1), (1, 3, 0), (2, 3, 1), (1, 5, 2), (2, 1, 0)]
+            {
+                let reach = super::Reach {
+                    stride,
+                    extent,
+                    pad_top,
+                    in_h: (height * stride + extent).saturating_sub(2 * pad_top + stride),
+                };
+                let work = Work {
+                    reach: Some(reach),
+                    banded: 1,
+                    ..summing(batch, height, granule)
+                }
+                .with_reached_rows_only();
+                let schedule = Schedule::for_threads(work, threads, 0);
+                let (mut lanes, mut parts) = memory(64);
+                let in_h = reach.in_h;
+                let mut out = Array4::<f64>::from_elem((batch, 2, in_h, 1), -1.0);
+                let memory = Memory {
+                    lanes: &mut lanes,
+                    parts: &mut parts,
+                    finite: None,
+                };
+                // An item's contribution to row `r` of sample `n`, channel `c`.
+                let value = |n: usize, c: usize, r: usize, rows: &std::ops::Range<usize>| {
+                    (n * 1000 + c * 100 + r * 10 + rows.start + 1) as f64
+                };
+                schedule.run_summing(memory, Some(out.view_mut()), (1, 1), |item, part, _, _| {
+                    let mut part = part.expect("an output");
+                    let held = schedule.gradient_rows(item, in_h);
+                    let expected_rows = if schedule.is_band(item) {
+                        reach.input_rows(&item.rows)
+                    } else {
+                        0..in_h
+                    };
+                    assert_eq!(held, expected_rows);
+                    assert_eq!(part.dim().2, held.len());
+                    let reached = reach.input_rows(&item.rows);
+                    for ((i, c, local, _), v) in part.indexed_iter_mut() {
+                        let r = held.start + local;
+                        let n = item.samples.start + i;
+                        *v = if reached.contains(&r) {
+                            value(n, c, r, &item.rows)
+                        } else {
+                            0.0
+                        };
+                    }
+                });
+                for ((n, c, r, _), &v) in out.indexed_iter() {
+                    let expected: f64 = all_items(&schedule)
+                        .iter()
+                        .flatten()
+                        .filter(|item| item.samples.contains(&n))
+                        .filter(|item| reach.input_rows(&item.rows).contains(&r))
+                        .map(|item| value(n, c, r, &item.rows))
+                        .sum();
+                    let case = format!("{batch}x{height}/{granule} on {threads}, {reach:?}");
+                    assert_eq!(v, expected, "sample {n}, channel {c}, row {r}: {case}");
+                }
+            }
+        }
+    }
+
+    /// A batch-1 pass over a large image whose bands hold the sample's
+    /// input gradient whole gets one part (two bands would pass the
+    /// parts' memory bound); with bands that hold only the rows they reach
+    /// it gets parts as its overlaps allow. A pass whose input gradient
+    /// outweighs its arithmetic's budget for sums keeps the floor of two.
+    #[test]
+    fn reached_row_bands_cut_large_samples_into_more_parts() {
+        let reach = |in_h| super::Reach {
+            stride: 1,
+            extent: 3,
+            pad_top: 1,
+            in_h,
+        };
+        // 64 channels in and out, a 3x3 kernel, 512x512 and 56x56 pixels.
+        let layer = |side: usize| Work {
+            batch: 1,
+            height: side,
+            granule: 2,
+            row_flops: 2 * 2 * side * 64 * 64 * 9,
+            reduced: 64 * (64 * 9 + 1),
+            banded: 64 * side * side,
+            reach: Some(reach(side)),
+            reached_rows_only: false,
+            rate_share: 0,
+        };
+        let large = layer(512);
+        assert_eq!(large.fixed_parts(MIN_LANE_FLOPS), 1);
+        let parts = large.with_reached_rows_only().fixed_parts(MIN_LANE_FLOPS);
+        // The budget: 38.7 GFLOP / 2048 less the 16.8 Mi elements of the
+        // input gradient, over 37 Ki partials and 64 Ki overlap a part.
+        assert_eq!(parts, 16);
+        let small = layer(56).with_reached_rows_only();
+        assert_eq!(small.fixed_parts(MIN_LANE_FLOPS), 2);
     }
 
     /// Memory for up to `count` lanes and parts.

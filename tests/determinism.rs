@@ -120,6 +120,11 @@ fn conv2d_cases() -> Vec<(Conv2dSpec, [usize; 4], &'static str)> {
             "3x3 on one large image",
         ),
         (
+            Conv2dSpec::new(32, 32, (3, 3)).padding((1, 1)),
+            [1, 32, 40, 36],
+            "Winograd on one image, its bands holding the rows they reach",
+        ),
+        (
             Conv2dSpec::new(6, 4, (3, 3))
                 .padding((1, 1))
                 .dilation((2, 2)),

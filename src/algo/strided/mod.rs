@@ -252,7 +252,7 @@ fn forward_work(kernel: Kernel, g: &Geometry, threads: usize) -> Work {
 #[cfg(test)]
 fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
     match kernel {
-        Kernel::Winograd => vec![Work::backward(g, winograd::row_granule(g))],
+        Kernel::Winograd => vec![winograd::backward_work(g)],
         Kernel::Shifted => vec![Work::backward(g, shifted::backward_row_granule(g))],
         Kernel::Gemm if column::splits_channels_backward(g) => {
             column::backward_channel_works(g).to_vec()

@@ -335,6 +335,13 @@ fn kept(at: [[usize; 4]; 4]) -> [[Option<usize>; 4]; 4] {
     at.map(|row| row.map(Some))
 }
 
+/// What the backward pass divides among lanes: its bands of rows write
+/// only the input rows they reach, as a band's images hold only the rows
+/// its tiles read.
+pub(super) fn backward_work(g: &Geometry) -> Work {
+    Work::backward(g, row_granule(g)).with_reached_rows_only()
+}
+
 /// Output rows come in blocks of `2·d` (`d` interleaved tiles each): the
 /// scheduler cuts a sample's rows at multiples of it.
 pub(super) fn row_granule(g: &Geometry) -> usize {
@@ -503,7 +510,7 @@ pub(crate) fn backward<T: Element>(
     let p = g.padding;
     let tiling = Tiling::new(g);
     let band = band_tiles::<T>(g, &tiling, ws.column_cap_bytes());
-    let schedule = ws.schedule(Work::backward(g, row_granule(g)));
+    let schedule = ws.schedule(backward_work(g));
     let (u_buf, lanes) = ws.memory(&schedule);
     let want_dx = dx.is_some();
     let u: &[T] = if want_dx {
@@ -578,11 +585,16 @@ pub(crate) fn backward<T: Element>(
                     }
                 }
                 if let Some(dx_item) = &mut dx_item {
-                    let start = (at_row * band_of_rows.input.w + p.left) * c_in;
+                    // `dx_item` holds the rows `held` of the sample, which
+                    // start `at_row + held.start - rows.start` rows into the
+                    // band's image.
+                    let held = schedule.gradient_rows(item, g.in_h);
+                    let first = at_row + held.start - rows.start;
+                    let start = (first * band_of_rows.input.w + p.left) * c_in;
                     let dx_n = dx_item.index_axis_mut(Axis(0), local);
                     band_of_rows
                         .input
-                        .read(&grad[start..], dx_n, rows.clone(), None);
+                        .read(&grad[start..], dx_n, 0..held.len(), None);
                 }
             }
         },
