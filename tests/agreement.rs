@@ -250,6 +250,9 @@ fn into_non_contiguous_outputs() {
         // Groups of 16 output channels: the channel vectors' weight
         // gradient, group by group.
         Conv2dSpec::new(4, 32, (3, 3)).padding((1, 1)).groups(2),
+        // Groups of 18 output channels: the channel vectors' forward pass,
+        // group by group.
+        Conv2dSpec::new(40, 36, (3, 3)).padding((1, 1)).groups(2),
     ] {
         let input = [3, spec.in_channels(), 7, 6];
         let out = spec.output_shape(input).unwrap();
@@ -493,6 +496,49 @@ fn grouped_channel_vector_gradients_agree_with_naive() {
             .unwrap();
         pool.install(|| {
             let seed = 23_000 + case_index as u64;
+            let p32 = Problem::<f32>::new(&case, &mut rng(seed));
+            let p64 = Problem::<f64>::new(&case, &mut rng(seed));
+            for kernel in [Kernel::Direct, Kernel::Auto] {
+                let label = |name| format!("{kernel:?} on {case:?} ({name}, {threads} threads)");
+                let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
+                p32.check_strided(&case.spec, &mut ws, &label("f32"));
+                let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
+                p64.check_strided(&case.spec, &mut ws, &label("f64"));
+            }
+        });
+    }
+}
+
+/// The channel vectors group by group: forward passes of 2 to 4 groups of
+/// 17 to 40 output channels, and input gradients (the error lowered on
+/// the channel vectors, the weights turned group by group) of groups of
+/// 17 to 40 input channels, kernels up to 5x5 with dilation and padding, at
+/// unit stride and some at stride 2, on images of 512 pixels or more so
+/// that `Kernel::Auto` takes them too; `Kernel::Direct` and `Kernel::Auto`,
+/// f32 and f64, on pools of 1 to 3 threads, against the naive reference.
+#[test]
+fn grouped_channel_vectors_agree_with_naive() {
+    use rand::RngExt;
+    let mut draws = rng(29);
+    for (case_index, threads) in (0..8).zip([1, 2, 3].into_iter().cycle()) {
+        let groups = 2 + case_index % 3;
+        let (c_in_g, c_out_g) = (draws.random_range(17..=40), draws.random_range(17..=40));
+        let kernel = (1 + case_index % 5, 1 + (case_index + 2) % 5);
+        let dilation = 1 + case_index % 2;
+        let spec = Conv2dSpec::new(groups * c_in_g, groups * c_out_g, kernel)
+            .groups(groups)
+            .stride((1 + usize::from(case_index == 5), 1))
+            .padding((kernel.0 / 2 * dilation, kernel.1 / 2 * dilation))
+            .dilation((dilation, dilation))
+            .bias(case_index % 2 == 0);
+        let input = [1 + case_index % 2, groups * c_in_g, 24 + case_index, 23];
+        let case = Case { spec, input };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let seed = 29_000 + case_index as u64;
             let p32 = Problem::<f32>::new(&case, &mut rng(seed));
             let p64 = Problem::<f64>::new(&case, &mut rng(seed));
             for kernel in [Kernel::Direct, Kernel::Auto] {

@@ -22,11 +22,11 @@ pub enum Kernel {
     /// Winograd for 3x3 kernels at stride 1 and shifted windows for other
     /// kernels above 1x1 when both channel counts are large, the column
     /// matrix otherwise; except that on a CPU with AVX-512 both passes of
-    /// one group, more than 16 output channels and a kernel above 1x1 that
-    /// Winograd does not take run on the direct kernel's channel vectors
-    /// when the call has 512 output pixels or more, and so does the
-    /// backward pass of such layers with groups of 16 output channels or
-    /// more.
+    /// layers with more than 16 output channels a group and a kernel above
+    /// 1x1 that Winograd does not take run on the direct kernel's channel
+    /// vectors, group by group, when the call has 512 output pixels or
+    /// more, and so does the backward pass of such layers with groups of
+    /// 16 output channels.
     #[default]
     Auto,
     /// Lowering through a column matrix and one GEMM per tile of output
@@ -46,9 +46,10 @@ pub enum Kernel {
     /// to the same tolerance as the other kernels).
     Winograd,
     /// Direct loops, without GEMM (slow for large groups): the forward pass
-    /// of one group with more than 16 output channels, on a CPU with
-    /// AVX-512, with register tiles of six pixels by up to four vectors of
-    /// output channels, summed over every input channel and tap; other
+    /// of layers with more than 16 output channels a group, on a CPU with
+    /// AVX-512, group by group, with register tiles of six pixels by up to
+    /// four vectors of output channels, summed over every input channel
+    /// and tap; other
     /// forward passes with register tiles (a few output channels by two
     /// rows of pixels, or one channel by eight rows for 3x3 and 5x5
     /// kernels, summed over every tap) at unit column stride, else as axpys

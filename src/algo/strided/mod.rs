@@ -12,7 +12,7 @@
 //! | direct deinterleaved planes | `direct/deinterleaved.rs`, `direct/deinterleaved_gradients.rs` | depthwise 3x3, stride 2, output rows of 16 pixels or more | depthwise layers it computes, forward and backward |
 //! | direct stencil gradients | `direct/stencil_gradients.rs` | backward, depthwise 3x3 and 5x5, unit stride | backward of the depthwise layers it computes |
 //! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, unit column stride | forward, few output channels |
-//! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | one group, more than 16 output channels, AVX-512; the backward pass also with groups of 16 output channels or more (the input gradient: by error lowering at unit stride, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped, backward |
+//! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | more than 16 output channels a group, group by group, AVX-512; the backward pass also with groups of 16 output channels (the input gradient: by error lowering at unit stride, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped, backward |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
 //! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, many channels, a pixel a channel |
 //! | column matrix | `column.rs` | everything | the rest |
@@ -70,10 +70,10 @@ fn direct_tiles_suit(g: &Geometry) -> bool {
 }
 
 /// The direct kernel's forward pass runs its tiles of output channels in
-/// vectors on layers of one group with more output channels than the
-/// register tiles suit, where the CPU runs them.
+/// vectors, group by group, on layers with more output channels a group
+/// than the register tiles suit, where the CPU runs them.
 fn channel_vectors_apply(g: &Geometry) -> bool {
-    g.out_channels > 16 && direct::channel_vectors::applies(g)
+    g.out_channels_per_group() > 16 && direct::channel_vectors::applies(g)
 }
 
 /// The direct kernel's backward pass runs its weight gradient on tiles of
@@ -94,8 +94,9 @@ const CHANNEL_VECTOR_PIXELS: usize = 512;
 /// The direct kernel's tiles of output channels in vectors beat the GEMM
 /// kernels on both passes of kernels above 1x1 (a 1x1 kernel's column
 /// matrix is the input itself) wherever Winograd does not suit, on calls
-/// with [`CHANNEL_VECTOR_PIXELS`] output pixels or more (BENCHMARKS.md,
-/// "Channel vectors" and "Channel-vector weight gradient").
+/// with [`CHANNEL_VECTOR_PIXELS`] output pixels or more, grouped layers
+/// group by group (BENCHMARKS.md, "Channel vectors", "Channel-vector
+/// weight gradient" and "Grouped channel vectors").
 fn channel_vectors_suit(g: &Geometry) -> bool {
     channel_vectors_worth(g) && !winograd_suits(g)
 }
@@ -124,8 +125,8 @@ fn channel_vectors_worth(g: &Geometry) -> bool {
 
 /// The geometry of the column matrix's input gradient by error lowering
 /// as a forward pass, where it runs on the direct kernel's channel vectors
-/// instead of a column matrix: one group at unit stride, where the
-/// channel vectors are worth running on that forward pass.
+/// instead of a column matrix: at unit stride, where the channel vectors
+/// are worth running on that forward pass (group by group).
 pub(crate) fn error_lowering_on_channel_vectors(g: &Geometry) -> Option<Geometry> {
     let flipped = g.input_gradient_as_forward()?;
     channel_vectors_worth(&flipped).then_some(flipped)

@@ -230,11 +230,11 @@ impl Tiling {
 
     /// The part of the images that the tiles of output rows `rows` (a band
     /// that starts on a block) read and write.
-    fn band(&self, rows: &Range<usize>) -> Band {
+    fn row_band(&self, rows: &Range<usize>) -> RowBand {
         let block = 2 * self.dh;
         let blocks = rows.start / block..rows.end.div_ceil(block);
         let first_row = blocks.start * block;
-        Band {
+        RowBand {
             tiles: blocks.start * self.dh * self.tiles_w
                 ..(blocks.end * self.dh * self.tiles_w).min(self.tiles()),
             first_row,
@@ -263,7 +263,7 @@ impl Tiling {
     fn cells<const R: usize, const C: usize>(
         &self,
         tile: usize,
-        (band, image): (&Band, &Image),
+        (band, image): (&RowBand, &Image),
     ) -> [[usize; C]; R] {
         let (y0, x0) = self.origin(tile);
         let y0 = y0 - band.first_row;
@@ -275,7 +275,7 @@ impl Tiling {
     /// Where the tile's 2x2 output pixels go in a pixel-major buffer of
     /// `c` channels holding the output rows from the first of `band` on;
     /// `None` past the output's edge.
-    fn outputs(&self, tile: usize, band: &Band, c: usize) -> [[Option<usize>; 2]; 2] {
+    fn outputs(&self, tile: usize, band: &RowBand, c: usize) -> [[Option<usize>; 2]; 2] {
         let (y0, x0) = self.origin(tile);
         std::array::from_fn(|a| {
             std::array::from_fn(|b| {
@@ -292,7 +292,7 @@ impl Tiling {
 /// lanes) copies, transforms and adds up those rows alone, not the whole
 /// sample's (BENCHMARKS.md, "Winograd bands").
 #[derive(Clone, Debug)]
-struct Band {
+struct RowBand {
     tiles: Range<usize>,
     /// The band's first row: a block's first, in the output, the error and
     /// the padded input alike.
@@ -304,7 +304,7 @@ struct Band {
     error: Image,
 }
 
-impl Band {
+impl RowBand {
     /// The rows of an `in_h`-row sample, padded by `top`, in the band's
     /// input image, and the image row the first of them goes to (the
     /// padding left above the band).
@@ -435,13 +435,13 @@ pub(crate) fn forward<T: Element>(
     let (u_buf, lanes) = ws.memory(&schedule);
     let u = transform_weights(w, u_buf);
     schedule.run(lanes, y, |item, mut y_item, buffers| {
-        let band_of_rows = tiling.band(&item.rows);
-        let item_tiles = band_of_rows.tiles.clone();
+        let row_band = tiling.row_band(&item.rows);
+        let item_tiles = row_band.tiles.clone();
         let [image_buf, pixels_buf, v_buf, m_buf, stage_buf] = buffers.split();
-        let (rows, at_row) = band_of_rows.sample_rows(g.padding.top, g.in_h);
+        let (rows, at_row) = row_band.sample_rows(g.padding.top, g.in_h);
         for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let x_n = x.index_axis(Axis(0), n);
-            let image = band_of_rows.input.fill_rows(
+            let image = row_band.input.fill_rows(
                 x_n,
                 rows.clone(),
                 (at_row, g.padding.left),
@@ -449,7 +449,7 @@ pub(crate) fn forward<T: Element>(
             );
             let pixels = scratch(
                 pixels_buf,
-                (item.rows.end - band_of_rows.first_row) * g.out_w * c_out,
+                (item.rows.end - row_band.first_row) * g.out_w * c_out,
             );
             for t0 in item_tiles.clone().step_by(band) {
                 let tiles = band.min(item_tiles.end - t0);
@@ -457,8 +457,7 @@ pub(crate) fn forward<T: Element>(
                 for local_tile in 0..tiles {
                     transform_tile::<_, false, _, _, _, _>(
                         image,
-                        &tiling
-                            .cells::<4, 4>(t0 + local_tile, (&band_of_rows, &band_of_rows.input)),
+                        &tiling.cells::<4, 4>(t0 + local_tile, (&row_band, &row_band.input)),
                         v,
                         &kept(points(tiles, local_tile, c_in)),
                         c_in,
@@ -480,7 +479,7 @@ pub(crate) fn forward<T: Element>(
                         m,
                         &points(tiles, local_tile, c_out),
                         pixels,
-                        &tiling.outputs(t0 + local_tile, &band_of_rows, c_out),
+                        &tiling.outputs(t0 + local_tile, &row_band, c_out),
                         c_out,
                         stage_buf,
                         at,
@@ -488,7 +487,7 @@ pub(crate) fn forward<T: Element>(
                     );
                 }
             }
-            let first = (item.rows.start - band_of_rows.first_row) * g.out_w * c_out;
+            let first = (item.rows.start - row_band.first_row) * g.out_w * c_out;
             output.read_band(&pixels[first..], y_n, bias, stage_buf);
         }
     });
@@ -527,9 +526,9 @@ pub(crate) fn backward<T: Element>(
         |item, mut dx_item, buffers, partials| {
             let [image_buf, error_buf, grad_buf, v_buf, dm_buf, stage_buf] = buffers.split();
             let du = partials.weight;
-            let band_of_rows = tiling.band(&item.rows);
-            let item_tiles = band_of_rows.tiles.clone();
-            let (rows, at_row) = band_of_rows.sample_rows(p.top, g.in_h);
+            let row_band = tiling.row_band(&item.rows);
+            let item_tiles = row_band.tiles.clone();
+            let (rows, at_row) = row_band.sample_rows(p.top, g.in_h);
             for (local, n) in item.samples.clone().enumerate() {
                 let dy_n = dy.index_axis(Axis(0), n);
                 if want_db {
@@ -539,7 +538,7 @@ pub(crate) fn backward<T: Element>(
                     continue;
                 }
                 let image: &[T] = if want_dw {
-                    band_of_rows.input.fill_rows(
+                    row_band.input.fill_rows(
                         x.index_axis(Axis(0), n),
                         rows.clone(),
                         (at_row, p.left),
@@ -548,13 +547,13 @@ pub(crate) fn backward<T: Element>(
                 } else {
                     &[]
                 };
-                let error = band_of_rows.error.fill_rows(
+                let error = row_band.error.fill_rows(
                     dy_n,
-                    band_of_rows.error_rows(g.out_h),
+                    row_band.error_rows(g.out_h),
                     (0, 0),
                     (error_buf, stage_buf),
                 );
-                let grad_len = if want_dx { band_of_rows.input.len() } else { 0 };
+                let grad_len = if want_dx { row_band.input.len() } else { 0 };
                 let grad = scratch(grad_buf, grad_len);
                 grad.fill(T::zero());
                 for t0 in item_tiles.clone().step_by(band) {
@@ -563,7 +562,7 @@ pub(crate) fn backward<T: Element>(
                     let dm = scratch(dm_buf, POINTS * tiles.len() * c_out);
                     let channels = (c_in, c_out);
                     transform_band(
-                        (&tiling, &band_of_rows),
+                        (&tiling, &row_band),
                         tiles.clone(),
                         (want_dw.then_some(image), error),
                         (v, dm),
@@ -575,7 +574,7 @@ pub(crate) fn backward<T: Element>(
                     }
                     if want_dx {
                         add_input_gradient(
-                            (&tiling, &band_of_rows),
+                            (&tiling, &row_band),
                             tiles,
                             (dm, u),
                             (v, grad),
@@ -590,9 +589,9 @@ pub(crate) fn backward<T: Element>(
                     // band's image.
                     let held = schedule.gradient_rows(item, g.in_h);
                     let first = at_row + held.start - rows.start;
-                    let start = (first * band_of_rows.input.w + p.left) * c_in;
+                    let start = (first * row_band.input.w + p.left) * c_in;
                     let dx_n = dx_item.index_axis_mut(Axis(0), local);
-                    band_of_rows
+                    row_band
                         .input
                         .read(&grad[start..], dx_n, 0..held.len(), None);
                 }
@@ -613,7 +612,7 @@ pub(crate) fn backward<T: Element>(
 /// the error through the adjoint of the output map, `dM = A dY Aᵀ`, into
 /// `dm` (both laid out `[point, tile, channel]`).
 fn transform_band<T: Element>(
-    (tiling, band_of_rows): (&Tiling, &Band),
+    (tiling, row_band): (&Tiling, &RowBand),
     tiles: Range<usize>,
     (image, error): (Option<&[T]>, &[T]),
     (v, dm): (&mut [T], &mut [T]),
@@ -625,7 +624,7 @@ fn transform_band<T: Element>(
         if let Some(image) = image {
             transform_tile::<_, false, _, _, _, _>(
                 image,
-                &tiling.cells::<4, 4>(tile, (band_of_rows, &band_of_rows.input)),
+                &tiling.cells::<4, 4>(tile, (row_band, &row_band.input)),
                 v,
                 &kept(points(band, local_tile, c_in)),
                 c_in,
@@ -636,7 +635,7 @@ fn transform_band<T: Element>(
         }
         transform_tile::<_, false, _, _, _, _>(
             error,
-            &tiling.cells::<2, 2>(tile, (band_of_rows, &band_of_rows.error)),
+            &tiling.cells::<2, 2>(tile, (row_band, &row_band.error)),
             dm,
             &kept(points(band, local_tile, c_out)),
             c_out,
@@ -672,7 +671,7 @@ fn add_weight_gradient<T: Element>(
 /// band's rows of the padded input gradient `grad`, where the tiles
 /// overlap.
 fn add_input_gradient<T: Element>(
-    (tiling, band_of_rows): (&Tiling, &Band),
+    (tiling, row_band): (&Tiling, &RowBand),
     tiles: Range<usize>,
     (dm, u): (&[T], &[T]),
     (v, grad): (&mut [T], &mut [T]),
@@ -692,7 +691,7 @@ fn add_input_gradient<T: Element>(
             v,
             &points(band, local_tile, c_in),
             grad,
-            &kept(tiling.cells::<4, 4>(tile, (band_of_rows, &band_of_rows.input))),
+            &kept(tiling.cells::<4, 4>(tile, (row_band, &row_band.input))),
             c_in,
             stage_buf,
             b,

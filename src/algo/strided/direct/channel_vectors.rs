@@ -1,5 +1,5 @@
-//! The direct kernel's forward pass on layers of one group with many
-//! output channels, with output channels in vectors: each tile of output,
+//! The direct kernel's forward pass on layers with many output channels a
+//! group, group by group, with output channels in vectors: each tile of output,
 //! six pixels by up to four vectors of output channels, is summed over
 //! every input channel and tap in registers, per dtype through AVX-512,
 //! reached through the hidden `Element::channel_vector_block`.
@@ -24,7 +24,7 @@ use crate::layout::transpose::{transpose, transpose_on_pool};
 use crate::operands::Forward;
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
-use ndarray::{ArrayView4, ArrayViewMut4};
+use ndarray::{ArrayView4, ArrayViewMut4, s};
 
 /// Pixels a tile: with four vectors of channels, 24 sums, four weight
 /// vectors and a broadcast fill 29 of AVX-512's 32 registers.
@@ -51,10 +51,10 @@ pub(crate) fn available() -> bool {
     super::narrow_planes::available()
 }
 
-/// Whether the kernel computes `g` here: one group, at most [`MAX_TAPS`]
-/// taps, on a CPU with AVX-512.
+/// Whether the kernel computes `g` here (group by group): at most
+/// [`MAX_TAPS`] taps, on a CPU with AVX-512.
 pub(crate) fn applies(g: &Geometry) -> bool {
-    g.groups == 1 && g.kh * g.kw <= MAX_TAPS && available()
+    g.kh * g.kw <= MAX_TAPS && available()
 }
 
 /// Forward pass on validated operands where [`applies`]; writes every
@@ -115,21 +115,35 @@ fn run<T: Element>(
     let Forward { x, w, bias, g } = op;
     let lanes = VECTOR_BYTES / std::mem::size_of::<T>();
     let taps = g.kh * g.kw;
-    let k = g.in_channels * taps;
-    let width = g.out_channels.next_multiple_of(lanes);
+    let (c_in, c_out) = (g.in_channels_per_group(), g.out_channels_per_group());
+    let k = c_in * taps;
+    let width = c_out.next_multiple_of(lanes);
     let schedule = ws.schedule(work);
     let (packed_buf, memory) = ws.memory(&schedule);
-    let packed = scratch(packed_buf, (k + 1) * width);
-    let (weights, biases) = packed.split_at_mut(k * width);
-    match layout {
-        Layout::AsGiven => pack_weights(w.view(), weights, width),
-        Layout::Turned => pack_turned_weights(w.view(), weights, width),
+    // Each group's weights, then its biases, in one run.
+    let group_len = (k + 1) * width;
+    let packed = scratch(packed_buf, g.groups * group_len);
+    for (group, run_of_group) in packed.chunks_exact_mut(group_len).enumerate() {
+        let (weights, biases) = run_of_group.split_at_mut(k * width);
+        // The group's filters: its output channels' as given, its input
+        // channels' turned (the first axis of the layer's weights).
+        let channels = group * c_out..(group + 1) * c_out;
+        match layout {
+            Layout::AsGiven => {
+                pack_weights(w.slice(s![channels.clone(), .., .., ..]), weights, width);
+            }
+            Layout::Turned => {
+                let filters = w.slice(s![group * c_in..(group + 1) * c_in, .., .., ..]);
+                pack_turned_weights(filters, weights, width);
+            }
+        }
+        biases.fill(T::zero());
+        if let Some(bias) = bias {
+            let bias = bias.slice(s![channels]);
+            biases.iter_mut().zip(bias).for_each(|(b, &v)| *b = v);
+        }
     }
-    biases.fill(T::zero());
-    if let Some(bias) = bias {
-        biases.iter_mut().zip(bias).for_each(|(b, &v)| *b = v);
-    }
-    let (weights, biases): (&[T], &[T]) = (weights, biases);
+    let packed: &[T] = packed;
     let wp = g.in_w + g.padding.left + g.padding.right;
     let mut tap_offsets = [0usize; MAX_TAPS];
     for (t, offset) in tap_offsets.iter_mut().enumerate().take(taps) {
@@ -143,40 +157,45 @@ fn run<T: Element>(
             let ((source, offset), band) = padded_band(x, n, g, &item.rows, source_buf);
             let plane = (band.in_h + band.padding.top + band.padding.bottom) * wp;
             let pixels = band.out_h * g.out_w;
-            let tiles = scratch(tiles_buf, pixels.next_multiple_of(TILE_PIXELS) * width);
-            for first in (0..width).step_by(TILE_VECTORS * lanes) {
-                let vectors = ((width - first) / lanes).min(TILE_VECTORS);
-                for c0 in (0..g.in_channels).step_by(block_channels) {
-                    let channels = block_channels.min(g.in_channels - c0);
-                    let windows = Windows {
-                        pixels,
-                        out_w: g.out_w,
-                        start: offset + c0 * plane,
-                        row_step: g.sh * wp,
-                        col_step: g.sw,
-                        taps: tap_offsets,
-                        channels,
-                        plane,
-                    };
-                    let start = match (c0, bias) {
-                        (0, Some(_)) => Start::Bias(&biases[first..]),
-                        (0, None) => Start::Zero,
-                        _ => Start::Output,
-                    };
-                    let weights = (&weights[c0 * taps * width + first..], width);
-                    let out = (&mut tiles[first..], width);
-                    let raw = (windows.to_raw(), start.into_raw());
-                    let done = T::channel_vector_block(source, raw, weights, out, vectors);
-                    assert!(done, "the kernel applies only where the CPU runs it");
+            for (group, run_of_group) in packed.chunks_exact(group_len).enumerate() {
+                let (weights, biases) = run_of_group.split_at(k * width);
+                let tiles = scratch(tiles_buf, pixels.next_multiple_of(TILE_PIXELS) * width);
+                let first_plane = offset + group * c_in * plane;
+                for first in (0..width).step_by(TILE_VECTORS * lanes) {
+                    let vectors = ((width - first) / lanes).min(TILE_VECTORS);
+                    for c0 in (0..c_in).step_by(block_channels) {
+                        let channels = block_channels.min(c_in - c0);
+                        let windows = Windows {
+                            pixels,
+                            out_w: g.out_w,
+                            start: first_plane + c0 * plane,
+                            row_step: g.sh * wp,
+                            col_step: g.sw,
+                            taps: tap_offsets,
+                            channels,
+                            plane,
+                        };
+                        let start = match (c0, bias) {
+                            (0, Some(_)) => Start::Bias(&biases[first..]),
+                            (0, None) => Start::Zero,
+                            _ => Start::Output,
+                        };
+                        let weights = (&weights[c0 * taps * width + first..], width);
+                        let out = (&mut tiles[first..], width);
+                        let raw = (windows.to_raw(), start.into_raw());
+                        let done = T::channel_vector_block(source, raw, weights, out, vectors);
+                        assert!(done, "the kernel applies only where the CPU runs it");
+                    }
                 }
-            }
-            let tiles: &[T] = tiles;
-            match y_n.as_slice_mut() {
-                Some(out) => transpose(tiles, width, out, pixels, (pixels, g.out_channels)),
-                None => {
-                    let planes = scratch(planes_buf, g.out_channels * pixels);
-                    transpose(tiles, width, planes, pixels, (pixels, g.out_channels));
-                    copy_planes(planes, y_n);
+                let tiles: &[T] = tiles;
+                let mut y_group = y_n.slice_mut(s![group * c_out..(group + 1) * c_out, .., ..]);
+                match y_group.as_slice_mut() {
+                    Some(out) => transpose(tiles, width, out, pixels, (pixels, c_out)),
+                    None => {
+                        let planes = scratch(planes_buf, c_out * pixels);
+                        transpose(tiles, width, planes, pixels, (pixels, c_out));
+                        copy_planes(planes, y_group);
+                    }
                 }
             }
         }
