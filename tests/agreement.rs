@@ -490,22 +490,7 @@ fn grouped_channel_vector_gradients_agree_with_naive() {
             size + 1,
         ];
         let case = Case { spec, input };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let seed = 23_000 + case_index as u64;
-            let p32 = Problem::<f32>::new(&case, &mut rng(seed));
-            let p64 = Problem::<f64>::new(&case, &mut rng(seed));
-            for kernel in [Kernel::Direct, Kernel::Auto] {
-                let label = |name| format!("{kernel:?} on {case:?} ({name}, {threads} threads)");
-                let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
-                p32.check_strided(&case.spec, &mut ws, &label("f32"));
-                let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
-                p64.check_strided(&case.spec, &mut ws, &label("f64"));
-            }
-        });
+        check_direct_and_auto(&case, threads, 23_000 + case_index as u64);
     }
 }
 
@@ -533,23 +518,29 @@ fn grouped_channel_vectors_agree_with_naive() {
             .bias(case_index % 2 == 0);
         let input = [1 + case_index % 2, groups * c_in_g, 24 + case_index, 23];
         let case = Case { spec, input };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let seed = 29_000 + case_index as u64;
-            let p32 = Problem::<f32>::new(&case, &mut rng(seed));
-            let p64 = Problem::<f64>::new(&case, &mut rng(seed));
-            for kernel in [Kernel::Direct, Kernel::Auto] {
-                let label = |name| format!("{kernel:?} on {case:?} ({name}, {threads} threads)");
-                let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
-                p32.check_strided(&case.spec, &mut ws, &label("f32"));
-                let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
-                p64.check_strided(&case.spec, &mut ws, &label("f64"));
-            }
-        });
+        check_direct_and_auto(&case, threads, 29_000 + case_index as u64);
     }
+}
+
+/// `Kernel::Direct` and `Kernel::Auto` on `case`, f32 and f64, against the
+/// naive reference, in a pool of `threads` threads, with no least work a
+/// lane (so that small calls are cut into bands too).
+fn check_direct_and_auto(case: &Case, threads: usize, seed: u64) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let p32 = Problem::<f32>::new(case, &mut rng(seed));
+        let p64 = Problem::<f64>::new(case, &mut rng(seed));
+        for kernel in [Kernel::Direct, Kernel::Auto] {
+            let label = |name| format!("{kernel:?} on {case:?} ({name}, {threads} threads)");
+            let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
+            p32.check_strided(&case.spec, &mut ws, &label("f32"));
+            let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
+            p64.check_strided(&case.spec, &mut ws, &label("f64"));
+        }
+    });
 }
 
 /// A random geometry for the direct kernel's register tiles: few input
