@@ -396,6 +396,71 @@ fn channel_blocks_agree_with_naive() {
     }
 }
 
+/// The input gradient of pointwise layers (1x1, unit stride, unpadded),
+/// which the column matrix's GEMM writes in place: 1 to 4 samples (at
+/// batch 1 with more output channels than pixels, in blocks of input
+/// channels), one or two groups, images from one pixel to 9x9 cut into
+/// bands on pools of 1 to 7 threads, against the naive reference; and
+/// into a gradient every other element of a wider buffer, whole samples
+/// and blocks of channels.
+#[test]
+fn pointwise_input_gradients_agree_with_naive() {
+    use gemmconv::ndarray::s;
+    use gemmconv::{GradientsMut, conv2d_backward_into};
+    use rand::RngExt;
+    let mut rng = rng(13);
+    for (case_index, threads) in (0..24).zip([1, 2, 3, 7].into_iter().cycle()) {
+        let groups = rng.random_range(1..=2);
+        let spec = Conv2dSpec::new(
+            groups * rng.random_range(1..=20),
+            groups * rng.random_range(1..=36),
+            (1, 1),
+        )
+        .groups(groups)
+        .bias(rng.random_bool(0.5));
+        let input = [
+            rng.random_range(1..=4),
+            spec.in_channels(),
+            rng.random_range(1..=9),
+            rng.random_range(1..=9),
+        ];
+        check_on_pool::<f64>(&Case { spec, input }, threads, 13_000 + case_index);
+    }
+    for batch in [1, 3] {
+        let spec = Conv2dSpec::new(40, 48, (1, 1));
+        let input = [batch, 40, 6, 7];
+        let x = random_array4::<f64>(&mut rng, input);
+        let w = random_array4::<f64>(&mut rng, spec.weight_shape());
+        let dy = random_array4::<f64>(&mut rng, spec.output_shape(input).unwrap());
+        let reference =
+            conv2d_backward(x.view(), w.view(), dy.view(), &spec, Algorithm::Naive).unwrap();
+        let mut ws = Workspace::new()
+            .with_kernel(Kernel::Gemm)
+            .with_min_lane_flops(0);
+        let mut dx_buf = Array4::<f64>::zeros((batch, 40, 6, 14));
+        let mut dw = Array4::<f64>::zeros(spec.weight_shape());
+        let mut db = Array1::<f64>::zeros(48);
+        let grads = GradientsMut {
+            dx: dx_buf.slice_mut(s![.., .., .., ..;2]),
+            dw: dw.view_mut(),
+            db: db.view_mut(),
+        };
+        // Three lanes: blocks of 16 input channels, the last ragged.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (x, w, dy) = (x.view(), w.view(), dy.view());
+            conv2d_backward_into(x, w, dy, &spec, Algorithm::Strided, &mut ws, grads).unwrap()
+        });
+        let dx = dx_buf.slice(s![.., .., .., ..;2]).to_owned();
+        let label = format!("pointwise input gradient into a strided view, batch {batch}");
+        assert_close(&dx, &reference.dx, &label);
+        assert_close(&dw, &reference.dw, &label);
+    }
+}
+
 /// The direct kernel's tiles of output channels in vectors, where the CPU
 /// runs them (elsewhere the kernels they stand in for): the forward pass
 /// and the weight gradient on one group with more than 16 output

@@ -787,15 +787,30 @@ fn gradient_pass_by_channels<T: Element>(
     schedule.run(memory, dx_by_channel, |item, dx_item, buffers| {
         let [error_buf, dcols_buf, padded_buf] = buffers.split();
         let channels = item.rows.clone();
+        let block_weights = weights
+            .slice(s![.., channels.start * taps..channels.end * taps])
+            .reversed_axes();
+        let mut dx_block = dx_item.permuted_axes([0, 2, 1, 3]);
+        if pointwise(&window, g)
+            && channel_matrix(dx_block.view_mut().index_axis_move(Axis(0), 0)).is_some()
+        {
+            for tile in tiling.tiles(&whole_sample(item)) {
+                let dy_mat = error_matrix(dy, &tile, error_buf);
+                let dx_rows = dx_block
+                    .view_mut()
+                    .index_axis_move(Axis(0), 0)
+                    .slice_move(s![.., tile.rows.clone(), ..]);
+                let dx_mat = channel_matrix(dx_rows).expect("the whole sample merged above");
+                matmul(dx_mat, false, block_weights, dy_mat, item.gemm_threads);
+            }
+            return;
+        }
         let layout = SourceLayout {
             c: channels.len(),
             ..source.layout(1)
         };
         let padded = scratch(padded_buf, layout.len());
         padded.fill(T::zero());
-        let block_weights = weights
-            .slice(s![.., channels.start * taps..channels.end * taps])
-            .reversed_axes();
         for tile in tiling.tiles(&whole_sample(item)) {
             let dy_mat = error_matrix(dy, &tile, error_buf);
             let columns = tile.rows.len() * g.out_w;
@@ -816,13 +831,17 @@ fn gradient_pass_by_channels<T: Element>(
             };
             add_columns_to_windows(dcols.view(), padded, layout, &band, tile.rows.start);
         }
-        crop_into(
-            padded,
-            layout,
-            g.padding,
-            dx_item.permuted_axes([0, 2, 1, 3]),
-        );
+        crop_into(padded, layout, g.padding, dx_block);
     });
+}
+
+/// Whether the column matrix's rows are the input's channels, pixel for
+/// pixel (a 1x1 kernel at unit stride, unpadded): col2im's `dcols` then is
+/// the input gradient itself, which the GEMM writes in place rather than
+/// into a buffer added onto a padded copy and cropped out (BENCHMARKS.md,
+/// "Pointwise input gradient").
+fn pointwise(window: &Window, g: &Geometry) -> bool {
+    (window.kh, window.kw, window.sh, window.sw) == (1, 1, 1, 1) && g.padding.is_zero()
 }
 
 /// `db += Σ_pixels dY_tile`, channel by channel.
@@ -867,6 +886,27 @@ struct InputGradientByCol2im<'a, 'w, T> {
 }
 
 impl<T: Element> InputGradientByCol2im<'_, '_, T> {
+    /// `dcols = Wᵀ · dY_tile`, group by group.
+    fn multiply_error(
+        &self,
+        mut dcols: ArrayViewMut2<'_, T>,
+        dy_mat: ArrayView2<'_, T>,
+        threads: usize,
+    ) {
+        let g = self.geometry;
+        let (rows_g, c_out_g) = (g.col_rows() / g.groups, g.out_channels_per_group());
+        for group in 0..g.groups {
+            let out_rows = group * c_out_g..(group + 1) * c_out_g;
+            matmul(
+                dcols.slice_mut(s![group * rows_g..(group + 1) * rows_g, ..]),
+                false,
+                self.weights.slice(s![out_rows.clone(), ..]).reversed_axes(),
+                dy_mat.slice(s![out_rows, ..]),
+                threads,
+            );
+        }
+    }
+
     fn add_tile(
         &self,
         tile: &Tile,
@@ -876,23 +916,29 @@ impl<T: Element> InputGradientByCol2im<'_, '_, T> {
         item: &WorkItem,
     ) {
         let g = self.geometry;
-        let (rows_g, c_out_g) = (g.col_rows() / g.groups, g.out_channels_per_group());
+        let mut dx_tile = dx_tile;
+        if pointwise(&self.window, g) && tile.samples.len() == 1 {
+            let dx_rows = dx_tile
+                .view_mut()
+                .index_axis_move(Axis(0), 0)
+                .slice_move(s![.., tile.rows.clone(), ..]);
+            if let Some(dx_mat) = channel_matrix(dx_rows) {
+                self.multiply_error(dx_mat, dy_mat, item.gemm_threads);
+                return;
+            }
+        }
         let columns = tile.samples.len() * tile.rows.len() * g.out_w;
-        let mut dcols = ArrayViewMut2::from_shape(
+        let dcols = ArrayViewMut2::from_shape(
             (g.col_rows(), columns),
             scratch(dcols_buf, g.col_rows() * columns),
         )
         .expect("sized above");
-        for group in 0..g.groups {
-            let out_rows = group * c_out_g..(group + 1) * c_out_g;
-            matmul(
-                dcols.slice_mut(s![group * rows_g..(group + 1) * rows_g, ..]),
-                false,
-                self.weights.slice(s![out_rows.clone(), ..]).reversed_axes(),
-                dy_mat.slice(s![out_rows, ..]),
-                item.gemm_threads,
-            );
-        }
+        self.multiply_error(dcols, dy_mat, item.gemm_threads);
+        let dcols = ArrayView2::from_shape(
+            (g.col_rows(), columns),
+            &dcols_buf[..g.col_rows() * columns],
+        )
+        .expect("sized above");
         let padded = scratch(padded_buf, self.layout.len());
         if tile.first_band {
             padded.fill(T::zero());
@@ -901,7 +947,7 @@ impl<T: Element> InputGradientByCol2im<'_, '_, T> {
             out_h: tile.rows.len(),
             ..self.window
         };
-        add_columns_to_windows(dcols.view(), padded, self.layout, &band, tile.rows.start);
+        add_columns_to_windows(dcols, padded, self.layout, &band, tile.rows.start);
         // `dx` needs no zeroing: every sample's last band in the item crops
         // its whole padded gradient into it.
         if tile.last_band {
