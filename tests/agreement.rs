@@ -804,6 +804,82 @@ fn deinterleaved_depthwise_planes_agree_with_naive() {
     }
 }
 
+/// Depthwise 3x3 layers at stride 2 on planes narrower than the
+/// deinterleaved planes' tiles (1 to 15 output pixels a row, 1 to 5
+/// rows), which run on masked vectors in NCHW where the CPU has AVX-512
+/// (elsewhere through the pixel-major kernel): any padding on each side, 1
+/// to 80 channels (at batch 1 from 64 on, the backward pass in blocks of
+/// channels), bands on pools of 1 to 7 threads, both precisions; and the
+/// gradients into views whose rows are not contiguous, from an input that
+/// is not either, against the naive sum.
+#[test]
+fn narrow_stride2_depthwise_planes_agree_with_naive() {
+    use gemmconv::ndarray::s;
+    use gemmconv::{Conv2dSpec, GradientsMut, Padding, conv2d_backward_into};
+    use rand::RngExt;
+    let mut rng = rng(18);
+    for (case_index, threads) in (0..24).zip([1, 2, 3, 7].into_iter().cycle()) {
+        let channels = if case_index % 4 == 3 {
+            rng.random_range(64..=80)
+        } else {
+            rng.random_range(1..=20)
+        };
+        let padding = Padding {
+            top: rng.random_range(0..=2),
+            bottom: rng.random_range(0..=2),
+            left: rng.random_range(0..=2),
+            right: rng.random_range(0..=2),
+        };
+        let spec = Conv2dSpec::new(channels, channels, (3, 3))
+            .groups(channels)
+            .stride((2, 2))
+            .padding(padding)
+            .bias(rng.random_bool(0.7));
+        let input = [
+            rng.random_range(1..=3),
+            channels,
+            rng.random_range(3..=11),
+            rng.random_range(3..=31),
+        ];
+        let case = Case { spec, input };
+        check_on_pool::<f32>(&case, threads, 18_000 + case_index);
+        check_on_pool::<f64>(&case, threads, 18_500 + case_index);
+    }
+    for batch in [1, 2] {
+        let spec = Conv2dSpec::new(64, 64, (3, 3))
+            .groups(64)
+            .stride((2, 2))
+            .padding((1, 1));
+        // An input of batch x 64 x 13 x 27 stored with its last axes
+        // swapped: 14 output pixels a row.
+        let x_buf = random_array4::<f64>(&mut rng, [batch, 64, 27, 13]);
+        let x = x_buf.view().permuted_axes([0, 1, 3, 2]);
+        let w = random_array4::<f64>(&mut rng, spec.weight_shape());
+        let dy = random_array4::<f64>(
+            &mut rng,
+            spec.output_shape(x.shape().try_into().unwrap()).unwrap(),
+        );
+        let reference = conv2d_backward(x, w.view(), dy.view(), &spec, Algorithm::Naive).unwrap();
+        let mut dx_buf = Array4::<f64>::zeros((batch, 64, 13, 54));
+        let mut dw = Array4::<f64>::zeros(spec.weight_shape());
+        let mut db = Array1::<f64>::zeros(64);
+        on_direct_pool(2, |ws| {
+            let grads = GradientsMut {
+                dx: dx_buf.slice_mut(s![.., .., .., ..;2]),
+                dw: dw.view_mut(),
+                db: db.view_mut(),
+            };
+            conv2d_backward_into(x, w.view(), dy.view(), &spec, Algorithm::Strided, ws, grads)
+                .unwrap();
+        });
+        let label = format!("narrow planes at stride 2, batch {batch}, strided views");
+        let dx = dx_buf.slice(s![.., .., .., ..;2]).to_owned();
+        assert_close(&dx, &reference.dx, &label);
+        assert_close(&dw, &reference.dw, &label);
+        assert_close(&db, &reference.db, &label);
+    }
+}
+
 /// The deinterleaved planes read an input whose rows are not contiguous
 /// (a view with its last axes swapped) and write an output that is not
 /// either, against the naive sum.

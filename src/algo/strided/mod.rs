@@ -283,11 +283,12 @@ fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
             };
             [vec![Work::backward(g, 1)], input_gradient].concat()
         }
-        // As an `f32` pass runs it (the stencils' tiles differ by dtype).
+        // As an `f32` pass runs it (the stencils' tiles differ by dtype);
+        // the deinterleaved planes' gradients cut one sample as the
+        // pixel-major kernel does.
         Kernel::Direct
             if depthwise(g)
                 && !direct::stencil_gradients::applies::<f32>(g)
-                && !direct::deinterleaved_gradients::applies(g)
                 && direct::depthwise::splits_channels_backward(g) =>
         {
             vec![direct::depthwise::backward_channel_work(g)]

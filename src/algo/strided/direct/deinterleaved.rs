@@ -23,8 +23,9 @@ use ndarray::{ArrayView2, ArrayViewMut2, Axis, s};
 use std::ops::Range;
 
 /// Pixels a tile's row holds: 64 bytes of `f32`. Planes narrower than
-/// that (MobileNet-v2's 14 and 7 pixels) stay with the pixel-major kernel,
-/// whose vectors run along the channels.
+/// that (MobileNet-v2's 14 and 7 pixels) go to the masked vectors of
+/// `split_in_registers.rs` where the CPU has them (`depthwise.rs`), else to
+/// the pixel-major kernel, whose vectors run along the channels.
 pub(super) const VECTOR: usize = 16;
 
 /// Output rows a tile: four independent sums of nine multiply-adds.

@@ -30,9 +30,25 @@ use std::ops::Range;
 use std::sync::Mutex;
 
 /// Whether this kernel computes the backward pass of the depthwise layer
-/// `g`: where the deinterleaved forward pass applies.
+/// `g`: where the deinterleaved forward pass applies, and on the planes
+/// too narrow or too low for its tiles ([`narrow`]).
 pub(crate) fn applies(g: &Geometry) -> bool {
-    super::deinterleaved::applies(g)
+    super::deinterleaved::applies(g) || narrow(g)
+}
+
+/// Whether `g` is a depthwise 3x3 layer at stride 2 on planes narrower than
+/// the deinterleaved planes' tiles, but at least half a vector of `f32`
+/// wide (MobileNet-v2's 14 output pixels), that the kernels of
+/// `split_in_registers.rs` compute, on masked vectors, on this CPU: every
+/// plane then goes through them, copied where it is not contiguous, rather
+/// than through the pixel-major transposes. On narrower planes (7 pixels)
+/// most of each vector is masked off, and the pixel-major kernel's vectors
+/// of channels are faster (BENCHMARKS.md, "Narrow planes at stride 2").
+fn narrow(g: &Geometry) -> bool {
+    !super::deinterleaved::applies(g)
+        && (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (3, 3, 2, 2, 1, 1)
+        && 2 * g.out_w >= VECTOR
+        && super::narrow_planes::available()
 }
 
 /// The backward pass of the depthwise layer `op.g` (which [`applies`]);
@@ -190,11 +206,19 @@ fn plane_gradients<T: Element>(
     };
     let (top, left) = (g.padding.top, g.padding.left);
     let first = padded.start / g.sh;
+    let narrow = narrow(g);
     let weight = if wanted.weight {
-        // Split in registers where the type has a kernel for the CPU.
-        let in_registers = plane.x.as_slice().and_then(|x| {
+        // Split in registers where the type has a kernel for the CPU (and
+        // on narrow planes always, contiguous or copied).
+        let x = if narrow {
+            Some(depthwise::contiguous(plane.x, &mut *line_buf))
+        } else {
+            plane.x.as_slice()
+        };
+        let in_registers = x.and_then(|x| {
             T::depthwise_stride2_weight_gradient((x, g.in_w, (top, left)), (error, g.out_w, first))
         });
+        debug_assert!(in_registers.is_some() || !narrow, "the CPU runs the kernel");
         in_registers.unwrap_or_else(|| {
             let split = scratch(split_buf, 2 * rows * half);
             let (even, odd) = split.split_at_mut(rows * half);
@@ -212,16 +236,30 @@ fn plane_gradients<T: Element>(
         } else {
             0..g.in_h
         };
+        let rows_of_error = (error, g.out_w, first);
         let woven = dx_c.as_slice_mut().is_some_and(|dx| {
-            let error = (error, g.out_w, first);
-            T::depthwise_stride2_input_gradient(
-                error,
-                &plane.taps,
-                (dx, g.in_w, (top, left)),
-                reached,
-            )
+            let dx = (dx, g.in_w, (top, left));
+            T::depthwise_stride2_input_gradient(rows_of_error, &plane.taps, dx, reached.clone())
         });
         if woven {
+            return (weight, bias);
+        }
+        if narrow {
+            // A plane whose rows lie apart: woven into a contiguous one,
+            // whose reached rows are copied into place.
+            let plane_len = g.in_h * g.in_w;
+            let dx = (scratch(gradient_buf, plane_len), g.in_w, (top, left));
+            let woven = T::depthwise_stride2_input_gradient(
+                rows_of_error,
+                &plane.taps,
+                dx,
+                reached.clone(),
+            );
+            debug_assert!(woven, "the CPU runs the kernel");
+            let woven = ArrayView2::from_shape((g.in_h, g.in_w), &gradient_buf[..plane_len])
+                .expect("sized above");
+            dx_c.slice_mut(s![reached.clone(), ..])
+                .assign(&woven.slice(s![reached, ..]));
             return (weight, bias);
         }
         let gradient = scratch(gradient_buf, 2 * rows * half);

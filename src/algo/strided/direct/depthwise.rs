@@ -18,9 +18,11 @@
 //!
 //! Both passes of 3x3 layers at stride 2 on planes at least a vector wide
 //! run in NCHW instead, from deinterleaved planes (`deinterleaved.rs`,
-//! `deinterleaved_gradients.rs`), and so does the forward pass of 3x3
-//! layers at unit stride on a CPU with AVX-512, on masked vector rows
-//! (`narrow_planes.rs`).
+//! `deinterleaved_gradients.rs`); on a CPU with AVX-512, so does the
+//! forward pass of 3x3 layers at unit stride and at stride 2 on narrower
+//! planes, on masked vector rows (`narrow_planes.rs`,
+//! `split_in_registers.rs`), and the backward pass at stride 2 on planes
+//! at least half a vector wide (`deinterleaved_gradients.rs`).
 //!
 //! The passes share a sample out in blocks of channels (whole planes in and
 //! out) where the layer is wide enough, else in bands of output rows; the
@@ -174,16 +176,23 @@ pub(crate) fn forward<T: Element>(
     });
 }
 
-/// Whether the forward pass runs on the masked vector rows of
-/// `narrow_planes.rs`: 3x3 at unit stride and dilation, on a CPU that has
-/// them (the layers this module gets at unit stride are those narrower
-/// than the register stencils' vector).
+/// Whether the forward pass runs on masked vector rows in NCHW, on a CPU
+/// that has them: 3x3 at unit dilation, at unit stride (`narrow_planes.rs`;
+/// the layers this module gets at unit stride are those narrower than the
+/// register stencils' vector) or at stride 2 (`split_in_registers.rs`, on
+/// planes narrower than a vector or fewer rows high than the deinterleaved
+/// planes' tiles: MobileNet-v2's 14 and 7 output pixels), rather than
+/// through the pixel-major transposes (BENCHMARKS.md, "Narrow planes at
+/// stride 2").
 fn narrow_in_registers(g: &Geometry) -> bool {
-    (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1) && narrow_planes::available()
+    let stride = (g.sh, g.sw);
+    (g.kh, g.kw, g.dh, g.dw) == (3, 3, 1, 1)
+        && (stride == (1, 1) || stride == (2, 2))
+        && narrow_planes::available()
 }
 
-/// [`forward`] on the masked vector rows of `narrow_planes.rs`, plane by
-/// plane in NCHW, over the same items as the pixel-major kernel: blocks of
+/// [`forward`] on masked vector rows (`narrow_planes.rs` at unit stride,
+/// `split_in_registers.rs` at stride 2), plane by plane in NCHW, over the same items as the pixel-major kernel: blocks of
 /// channels ([`splits_channels`], the scheduler cutting `y` with its
 /// channel and row axes swapped) or bands of rows of every channel.
 fn forward_narrow<T: Element>(
@@ -219,11 +228,44 @@ fn forward_narrow<T: Element>(
             let planes = contiguous(x.slice(s![n, channels.clone(), .., ..]), input_buf);
             let input = (planes, g.in_w, pad);
             let computed = write_through(y_n.view_mut(), output_buf, |out| {
-                T::depthwise_narrow_rows(input, (taps, bias), rows.clone(), g.out_w, out)
+                if g.sh == 1 {
+                    return T::depthwise_narrow_rows(
+                        input,
+                        (taps, bias),
+                        rows.clone(),
+                        g.out_w,
+                        out,
+                    );
+                }
+                stride2_rows(input, (taps, bias), rows.clone(), g.out_w, out)
             });
             debug_assert!(computed, "the CPU was found to run the kernel");
         }
     });
+}
+
+/// [`Element::depthwise_narrow_rows`] at stride 2: each channel's plane by
+/// [`Element::depthwise_stride2_rows`]. Returns whether every plane was
+/// computed.
+fn stride2_rows<T: Element>(
+    (planes, in_w, pad): (&[T], usize, (usize, usize)),
+    (taps, bias): (&[T], Option<&[T]>),
+    rows: Range<usize>,
+    out_w: usize,
+    out: &mut [T],
+) -> bool {
+    let channels = taps.len() / 9;
+    let plane_len = planes.len() / channels.max(1);
+    let out_len = rows.len() * out_w;
+    (0..channels).all(|c| {
+        let filter: &[T; 9] = taps[9 * c..9 * c + 9]
+            .try_into()
+            .expect("nine taps a channel");
+        let b = bias.map_or(T::zero(), |b| b[c]);
+        let plane = (&planes[c * plane_len..(c + 1) * plane_len], in_w, pad);
+        let out_c = &mut out[c * out_len..(c + 1) * out_len];
+        T::depthwise_stride2_rows(plane, (filter, b), rows.clone(), out_w, out_c)
+    })
 }
 
 /// Runs `compute` on `view`'s elements in logical order: on its own
@@ -501,13 +543,13 @@ pub(crate) fn backward<T: Element>(
 }
 
 /// Whether the backward pass computes whole samples on the masked vector
-/// rows of `narrow_planes.rs`: where the forward pass does
+/// rows of `narrow_planes.rs`: where the forward pass does at unit stride
 /// ([`narrow_in_registers`]), with at most two columns and rows of padding
 /// at the left and top, so that the input gradient is the forward kernel
 /// over the error, padded by the rest of the window, with the taps
 /// flipped.
 fn narrow_backward_applies(g: &Geometry) -> bool {
-    narrow_in_registers(g) && g.padding.top <= 2 && g.padding.left <= 2
+    narrow_in_registers(g) && g.sh == 1 && g.padding.top <= 2 && g.padding.left <= 2
 }
 
 /// The gradients of whole samples `samples` of a layer whose backward pass

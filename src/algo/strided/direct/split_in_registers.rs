@@ -32,10 +32,10 @@ pub(crate) type Plane<'a, T> = (&'a [T], usize, (usize, usize));
 pub(crate) type Filter<'a, T> = (&'a [T; 9], T);
 
 /// Output rows `rows` of the channel of `plane` and `filter` into `out`
-/// (`rows.len()` rows of
-/// `out_w` outputs), for `f32`. Returns whether it did: on a CPU with
-/// AVX-512 F, for `out_w` of at least one vector (16). Panics if `out` or
-/// the plane's input is not as described.
+/// (`rows.len()` rows of `out_w` outputs), for `f32`, in vectors of 16
+/// outputs (on rows narrower than that, one masked vector a row). Returns
+/// whether it did: on a CPU with AVX-512 F. Panics if `out` or the
+/// plane's input is not as described.
 pub(crate) fn rows_f32(
     plane: Plane<'_, f32>,
     filter: Filter<'_, f32>,
@@ -44,20 +44,12 @@ pub(crate) fn rows_f32(
     out: &mut [f32],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(
-        plane,
-        filter,
-        rows,
-        out_w,
-        out,
-        16,
-        avx512::f32_kernels::rows,
-    );
+    return rows_with(plane, filter, rows, out_w, out, avx512::f32_kernels::rows);
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
 
-/// [`rows_f32`] for `f64`, for `out_w` of at least one vector (8).
+/// [`rows_f32`] for `f64`, in vectors of 8 outputs.
 pub(crate) fn rows_f64(
     plane: Plane<'_, f64>,
     filter: Filter<'_, f64>,
@@ -66,15 +58,7 @@ pub(crate) fn rows_f64(
     out: &mut [f64],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(
-        plane,
-        filter,
-        rows,
-        out_w,
-        out,
-        8,
-        avx512::f64_kernels::rows,
-    );
+    return rows_with(plane, filter, rows, out_w, out, avx512::f64_kernels::rows);
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
@@ -91,7 +75,7 @@ pub(crate) type Error<'a, T> = (&'a [T], usize, usize);
 /// Rows `rows` of the input gradient `dx` of a channel from its error rows
 /// `error` (every other row's contribution counted zero) and its taps,
 /// for `f32`: each written whole. Returns whether it did: on a CPU with
-/// AVX-512 F, for rows of at least one vector of error (16). Panics if the
+/// AVX-512 F. Panics if the
 /// slices do not hold what their sizes say.
 pub(crate) fn input_gradient_rows_f32(
     error: Error<'_, f32>,
@@ -100,7 +84,7 @@ pub(crate) fn input_gradient_rows_f32(
     rows: Range<usize>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return input_gradient_with(error, taps, dx, rows, 16, avx512::input_gradient_f32);
+    return input_gradient_with(error, taps, dx, rows, avx512::input_gradient_f32);
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
@@ -114,7 +98,7 @@ pub(crate) fn input_gradient_rows_f64(
     rows: Range<usize>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return input_gradient_with(error, taps, dx, rows, 8, avx512::input_gradient_f64);
+    return input_gradient_with(error, taps, dx, rows, avx512::input_gradient_f64);
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
@@ -130,15 +114,14 @@ type RawInputGradient<T> = unsafe fn(
     Range<usize>,
 );
 
-/// `kernel` (an AVX-512 kernel of `lanes` a vector) on the call's slices,
-/// where the CPU and the sizes allow it.
+/// `kernel` (an AVX-512 kernel) on the call's slices, where the CPU
+/// allows it.
 #[cfg(target_arch = "x86_64")]
 fn input_gradient_with<T>(
     (error, out_w, first): Error<'_, T>,
     taps: &[T; 9],
     (dx, in_w, pad): GradientPlane<'_, T>,
     rows: Range<usize>,
-    lanes: usize,
     kernel: RawInputGradient<T>,
 ) -> bool {
     let count = error.len().checked_div(out_w).unwrap_or(0);
@@ -149,7 +132,7 @@ fn input_gradient_with<T>(
         rows.start <= rows.end && rows.end <= in_h,
         "rows {rows:?} of {in_h}"
     );
-    if out_w < lanes || !std::arch::is_x86_feature_detected!("avx512f") {
+    if out_w == 0 || !std::arch::is_x86_feature_detected!("avx512f") {
         return false;
     }
     // SAFETY: the CPU has AVX-512 F; the error holds `count` rows of
@@ -172,26 +155,24 @@ fn input_gradient_with<T>(
 /// `error` (the band's rows, their width and the first's index) and its
 /// input plane, for `f32`: each tap's products summed a vector of lanes at
 /// a time, then across the lanes. Returns `None` on a CPU without AVX-512
-/// F, or for error rows narrower than a vector (16). Panics if the slices
-/// do not hold what their sizes say.
+/// F. Panics if the slices do not hold what their sizes say.
 pub(crate) fn weight_gradient_f32(
     plane: Plane<'_, f32>,
     error: Error<'_, f32>,
 ) -> Option<[f32; 9]> {
     #[cfg(target_arch = "x86_64")]
-    return weight_gradient_with(plane, error, 16, avx512::f32_kernels::weight_gradient);
+    return weight_gradient_with(plane, error, avx512::f32_kernels::weight_gradient);
     #[cfg(not(target_arch = "x86_64"))]
     return None;
 }
 
-/// [`weight_gradient_f32`] for `f64`, for error rows of at least one vector
-/// (8).
+/// [`weight_gradient_f32`] for `f64`.
 pub(crate) fn weight_gradient_f64(
     plane: Plane<'_, f64>,
     error: Error<'_, f64>,
 ) -> Option<[f64; 9]> {
     #[cfg(target_arch = "x86_64")]
-    return weight_gradient_with(plane, error, 8, avx512::f64_kernels::weight_gradient);
+    return weight_gradient_with(plane, error, avx512::f64_kernels::weight_gradient);
     #[cfg(not(target_arch = "x86_64"))]
     return None;
 }
@@ -203,20 +184,19 @@ pub(crate) fn weight_gradient_f64(
 type RawWeightGradient<T> =
     unsafe fn((*const T, usize, usize, (usize, usize)), (*const T, usize, usize, usize)) -> [T; 9];
 
-/// `kernel` (an AVX-512 kernel of `lanes` a vector) on the call's slices,
-/// where the CPU and the sizes allow it.
+/// `kernel` (an AVX-512 kernel) on the call's slices, where the CPU
+/// allows it.
 #[cfg(target_arch = "x86_64")]
 fn weight_gradient_with<T>(
     (input, in_w, pad): Plane<'_, T>,
     (error, out_w, first): Error<'_, T>,
-    lanes: usize,
     kernel: RawWeightGradient<T>,
 ) -> Option<[T; 9]> {
     let in_h = input.len().checked_div(in_w).unwrap_or(0);
     assert_eq!(in_h * in_w, input.len(), "whole input rows");
     let count = error.len().checked_div(out_w).unwrap_or(0);
     assert_eq!(count * out_w, error.len(), "whole error rows");
-    if out_w < lanes || !std::arch::is_x86_feature_detected!("avx512f") {
+    if out_w == 0 || !std::arch::is_x86_feature_detected!("avx512f") {
         return None;
     }
     // SAFETY: the CPU has AVX-512 F; the input holds `in_h` rows of `in_w`
@@ -242,8 +222,8 @@ type RawRows<T> = unsafe fn(
     *mut T,
 );
 
-/// `kernel` (an AVX-512 kernel of `lanes` outputs a vector) on the call's
-/// slices, where the CPU and the sizes allow it.
+/// `kernel` (an AVX-512 kernel) on the call's slices, where the CPU
+/// allows it.
 #[cfg(target_arch = "x86_64")]
 fn rows_with<T>(
     (input, in_w, pad): Plane<'_, T>,
@@ -251,17 +231,16 @@ fn rows_with<T>(
     rows: Range<usize>,
     out_w: usize,
     out: &mut [T],
-    lanes: usize,
     kernel: RawRows<T>,
 ) -> bool {
     let in_h = input.len().checked_div(in_w).unwrap_or(0);
     assert_eq!(in_h * in_w, input.len(), "whole input rows");
     assert_eq!(rows.len() * out_w, out.len(), "output rows");
-    if out_w < lanes || rows.is_empty() || !std::arch::is_x86_feature_detected!("avx512f") {
+    if out_w == 0 || rows.is_empty() || !std::arch::is_x86_feature_detected!("avx512f") {
         return false;
     }
     let input = (input.as_ptr(), in_h, in_w, pad);
-    // SAFETY: the CPU has AVX-512 F; `out_w` fills a vector; the input
+    // SAFETY: the CPU has AVX-512 F; `out_w ≥ 1`; the input
     // holds `in_h` rows of `in_w` and `out` `rows.len()` rows of `out_w`
     // (both checked above). The kernel loads only columns `0..in_w` of
     // rows `0..in_h`, and stores only `out`'s rows.
@@ -421,7 +400,7 @@ mod avx512 {
                 /// The forward kernel: see [`super::super::rows_f32`].
                 ///
                 /// # Safety
-                /// The CPU must have AVX-512 F; `out_w ≥ LANES`; `input`
+                /// The CPU must have AVX-512 F; `out_w ≥ 1`; `input`
                 /// valid for `in_h · in_w` reads and `out` for `count ·
                 /// out_w` writes.
                 #[target_feature(enable = "avx512f")]
@@ -443,10 +422,13 @@ mod avx512 {
                     let bias = $set1(bias);
                     // Column vectors of outputs, the last shifted back to
                     // end on the row (a few outputs computed twice, stored
-                    // with the same value).
+                    // with the same value); a row narrower than a vector
+                    // is one vector whose lanes past the row are not
+                    // stored.
+                    let stored = lanes_within(0, out_w, LANES) as $mask;
                     let mut left = 0;
                     while left < out_w {
-                        let at = left.min(out_w - LANES);
+                        let at = left.min(out_w.saturating_sub(LANES));
                         let columns = columns(at, pad_left, in_w);
                         // Tiles of `ROWS` rows (one row for a band of
                         // fewer), the last shifted back to end on the band.
@@ -458,7 +440,7 @@ mod avx512 {
                             } else {
                                 top
                             };
-                            let tile_out = (out.wrapping_add(first * out_w + at), out_w);
+                            let tile_out = (out.wrapping_add(first * out_w + at), out_w, stored);
                             // SAFETY: as this function's; the tile's rows
                             // are rows of the band, its vector within
                             // `out_w`.
@@ -489,7 +471,7 @@ mod avx512 {
                 }
 
                 /// `R` output rows from `row` on, one vector each, stored
-                /// `out_w` apart from `out`.
+                /// `out_w` apart from `out`, the lanes of `stored` alone.
                 ///
                 /// # Safety
                 /// As [`rows`]'s, with `out` valid for the rows' vectors.
@@ -500,7 +482,7 @@ mod avx512 {
                     (w, bias): (&[$vec; 9], $vec),
                     c: &Columns,
                     row: usize,
-                    (out, out_w): (*mut $t, usize),
+                    (out, out_w, stored): (*mut $t, usize, $mask),
                 ) {
                     let mut acc = [bias; R];
                     for i in 0..2 * R + 1 {
@@ -521,8 +503,8 @@ mod avx512 {
                     }
                     for (r, sums) in acc.into_iter().enumerate() {
                         // SAFETY: row `r` of the tile is one of the
-                        // caller's rows, its vector within `out_w`.
-                        unsafe { $store(out.add(r * out_w), sums) };
+                        // caller's rows, its stored lanes within `out_w`.
+                        unsafe { $store(out.add(r * out_w), stored, sums) };
                     }
                 }
 
@@ -589,7 +571,7 @@ mod avx512 {
         _mm512_set1_ps,
         _mm512_setzero_ps,
         _mm512_maskz_loadu_ps,
-        _mm512_storeu_ps,
+        _mm512_mask_storeu_ps,
         _mm512_fmadd_ps,
         _mm512_maskz_permutex2var_ps,
         _mm512_reduce_add_ps,
@@ -605,7 +587,7 @@ mod avx512 {
         _mm512_set1_pd,
         _mm512_setzero_pd,
         _mm512_maskz_loadu_pd,
-        _mm512_storeu_pd,
+        _mm512_mask_storeu_pd,
         _mm512_fmadd_pd,
         _mm512_maskz_permutex2var_pd,
         _mm512_reduce_add_pd,
@@ -831,7 +813,7 @@ pub(super) mod tests {
 
     /// `rows` on random planes, paddings, widths and bands: the same bits
     /// as [`reference`] wherever it computes, and nothing written where it
-    /// declines (on a CPU without AVX-512, or rows narrower than a vector).
+    /// declines (on a CPU without AVX-512).
     fn check<T: Float + Debug>(rows: Rows<T>, seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);
         let value = |rng: &mut StdRng| T::from(rng.random_range(-1.0..1.0)).expect("a value");
