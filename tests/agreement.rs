@@ -465,7 +465,7 @@ fn pointwise_input_gradients_agree_with_naive() {
 /// runs them (elsewhere the kernels they stand in for): the forward pass
 /// and the weight gradient on one group with more than 16 output
 /// channels, and the input gradient by error lowering on one group at
-/// unit stride with more than 16 input channels and 512 input pixels or
+/// unit stride with 16 input channels or more and 512 input pixels or
 /// more (else by col2im). Channel counts that leave each
 /// number of vectors in the last block of either precision, kernels up to
 /// the 64 taps of an 8x8 one, any stride, dilation and padding, a batch of
@@ -488,8 +488,10 @@ fn channel_vectors_agree_with_naive() {
                 case.spec = spec.padding((2, 3)).stride((1 + case_index % 2, 1));
                 case.input = [1, c_in, 9 + case_index % 4, 8];
             }
-            // Unit stride, enough input pixels for the input gradient.
+            // Unit stride, enough input pixels for the input gradient; one
+            // case in two with one vector of input channels.
             1 => {
+                let c_in = if case_index % 6 == 1 { 16 } else { c_in };
                 let k = 2 + case_index % 4;
                 let spec = Conv2dSpec::new(c_in, c_out, (k, k + case_index % 2));
                 case.spec = spec.padding((k / 2, (k - 1) / 2)).bias(case_index % 2 == 0);

@@ -118,18 +118,31 @@ fn grouped_channel_vectors_suit(g: &Geometry) -> bool {
 /// The channel vectors apply to `g`, a kernel above 1x1, on a call of
 /// [`CHANNEL_VECTOR_PIXELS`] output pixels or more.
 fn channel_vectors_worth(g: &Geometry) -> bool {
-    channel_vectors_apply(g)
-        && g.kh * g.kw > 1
-        && g.batch * g.out_h * g.out_w >= CHANNEL_VECTOR_PIXELS
+    channel_vectors_apply(g) && large_enough_for_channel_vectors(g)
+}
+
+/// A kernel above 1x1, on a call of [`CHANNEL_VECTOR_PIXELS`] output
+/// pixels or more.
+fn large_enough_for_channel_vectors(g: &Geometry) -> bool {
+    g.kh * g.kw > 1 && g.batch * g.out_h * g.out_w >= CHANNEL_VECTOR_PIXELS
 }
 
 /// The geometry of the column matrix's input gradient by error lowering
 /// as a forward pass, where it runs on the direct kernel's channel vectors
 /// instead of a column matrix: at unit stride, where the channel vectors
-/// are worth running on that forward pass (group by group).
+/// would be worth running on that forward pass (group by group), and also
+/// where it has exactly one vector of `f32` output channels a group (a
+/// layer of 16 input channels a group, such as k7-56x16-7x7-32): the
+/// register tiles take such a forward pass, but the error lowering's runs
+/// on the channel vectors faster than col2im, whose GEMM is only as deep
+/// as the layer's output channels (BENCHMARKS.md, "Input gradient on one
+/// vector of channels").
 pub(crate) fn error_lowering_on_channel_vectors(g: &Geometry) -> Option<Geometry> {
     let flipped = g.input_gradient_as_forward()?;
-    channel_vectors_worth(&flipped).then_some(flipped)
+    let one_vector = flipped.out_channels_per_group() == 16
+        && direct::channel_vectors::applies(&flipped)
+        && large_enough_for_channel_vectors(&flipped);
+    (one_vector || channel_vectors_worth(&flipped)).then_some(flipped)
 }
 
 /// The shifted kernel computes any geometry with one group.
