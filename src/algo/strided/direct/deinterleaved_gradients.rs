@@ -200,7 +200,8 @@ fn plane_gradients<T: Element>(
     let rows = padded.len();
     let error = depthwise::contiguous(plane.dy, error_buf);
     let bias = if wanted.bias {
-        error.iter().fold(T::zero(), |sum, &v| sum + v)
+        // Eight running sums (ndarray's sum of a slice), which vectorise.
+        ArrayView1::from(error).sum()
     } else {
         T::zero()
     };

@@ -592,7 +592,10 @@ fn narrow_backward<T: Element>(
             for ch in 0..c {
                 let error = &errors[ch * out_plane..][..out_plane];
                 if wanted.bias {
-                    bias[ch] += error.iter().fold(T::zero(), |sum, &v| sum + v);
+                    // Eight running sums (ndarray's sum of a slice): a float
+                    // sum in order cannot vectorise, and costs a 7x7 plane
+                    // as much as its weight gradient.
+                    bias[ch] += ndarray::ArrayView1::from(error).sum();
                 }
                 if wanted.weight {
                     let plane = (&inputs[ch * in_plane..][..in_plane], g.in_w, pad);
