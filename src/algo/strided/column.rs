@@ -907,16 +907,19 @@ impl<T: Element> InputGradientByCol2im<'_, '_, T> {
         }
     }
 
+    /// The tile's contribution to its samples' input gradient `dx_tile`:
+    /// written in place for a pointwise layer's one-sample tile, else added
+    /// onto the padded buffer, cropped into `dx_tile` on a sample's last
+    /// band.
     fn add_tile(
         &self,
         tile: &Tile,
         dy_mat: ArrayView2<'_, T>,
         (dcols_buf, padded_buf): (&mut Vec<T>, &mut Vec<T>),
-        dx_tile: ArrayViewMut4<'_, T>,
+        mut dx_tile: ArrayViewMut4<'_, T>,
         item: &WorkItem,
     ) {
         let g = self.geometry;
-        let mut dx_tile = dx_tile;
         if pointwise(&self.window, g) && tile.samples.len() == 1 {
             let dx_rows = dx_tile
                 .view_mut()

@@ -192,9 +192,10 @@ fn narrow_in_registers(g: &Geometry) -> bool {
 }
 
 /// [`forward`] on masked vector rows (`narrow_planes.rs` at unit stride,
-/// `split_in_registers.rs` at stride 2), plane by plane in NCHW, over the same items as the pixel-major kernel: blocks of
-/// channels ([`splits_channels`], the scheduler cutting `y` with its
-/// channel and row axes swapped) or bands of rows of every channel.
+/// `split_in_registers.rs` at stride 2), plane by plane in NCHW, over the
+/// same items as the pixel-major kernel: blocks of channels
+/// ([`splits_channels`], the scheduler cutting `y` with its channel and
+/// row axes swapped) or bands of rows of every channel.
 fn forward_narrow<T: Element>(
     op: Forward<'_, T>,
     y: ndarray::ArrayViewMut4<'_, T>,
