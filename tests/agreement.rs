@@ -771,6 +771,40 @@ fn depthwise_channel_blocks_agree_with_naive() {
     }
 }
 
+/// A depthwise 3x3 layer of `channels` channels at stride 2, with any
+/// padding up to 2 on each side, a bias seven times in ten, and a batch,
+/// height and width drawn from the ranges given.
+fn random_stride2_depthwise_case(
+    rng: &mut StdRng,
+    channels: usize,
+    (batch, height, width): (
+        RangeInclusive<usize>,
+        RangeInclusive<usize>,
+        RangeInclusive<usize>,
+    ),
+) -> Case {
+    use gemmconv::Padding;
+    use rand::RngExt;
+    let padding = Padding {
+        top: rng.random_range(0..=2),
+        bottom: rng.random_range(0..=2),
+        left: rng.random_range(0..=2),
+        right: rng.random_range(0..=2),
+    };
+    let spec = Conv2dSpec::new(channels, channels, (3, 3))
+        .groups(channels)
+        .stride((2, 2))
+        .padding(padding)
+        .bias(rng.random_bool(0.7));
+    let input = [
+        rng.random_range(batch),
+        channels,
+        rng.random_range(height),
+        rng.random_range(width),
+    ];
+    Case { spec, input }
+}
+
 /// Depthwise 3x3 layers at stride 2 on output rows of 16 pixels or more,
 /// which the direct kernel computes from deinterleaved planes: any
 /// padding on each side (odd and even widths, so that the last column
@@ -778,29 +812,11 @@ fn depthwise_channel_blocks_agree_with_naive() {
 /// and 7 threads, in both precisions, against the naive sum.
 #[test]
 fn deinterleaved_depthwise_planes_agree_with_naive() {
-    use gemmconv::{Conv2dSpec, Padding};
     use rand::RngExt;
     let mut rng = rng(16);
     for (case_index, threads) in (0..18).zip([2, 3, 7].into_iter().cycle()) {
         let channels = rng.random_range(1..=20);
-        let padding = Padding {
-            top: rng.random_range(0..=2),
-            bottom: rng.random_range(0..=2),
-            left: rng.random_range(0..=2),
-            right: rng.random_range(0..=2),
-        };
-        let spec = Conv2dSpec::new(channels, channels, (3, 3))
-            .groups(channels)
-            .stride((2, 2))
-            .padding(padding)
-            .bias(rng.random_bool(0.7));
-        let input = [
-            rng.random_range(1..=2),
-            channels,
-            rng.random_range(7..=30),
-            rng.random_range(33..=60),
-        ];
-        let case = Case { spec, input };
+        let case = random_stride2_depthwise_case(&mut rng, channels, (1..=2, 7..=30, 33..=60));
         check_on_pool::<f32>(&case, threads, 16_000 + case_index);
         check_on_pool::<f64>(&case, threads, 16_500 + case_index);
     }
@@ -817,7 +833,7 @@ fn deinterleaved_depthwise_planes_agree_with_naive() {
 #[test]
 fn narrow_stride2_depthwise_planes_agree_with_naive() {
     use gemmconv::ndarray::s;
-    use gemmconv::{Conv2dSpec, GradientsMut, Padding, conv2d_backward_into};
+    use gemmconv::{Conv2dSpec, GradientsMut, conv2d_backward_into};
     use rand::RngExt;
     let mut rng = rng(18);
     for (case_index, threads) in (0..24).zip([1, 2, 3, 7].into_iter().cycle()) {
@@ -826,24 +842,7 @@ fn narrow_stride2_depthwise_planes_agree_with_naive() {
         } else {
             rng.random_range(1..=20)
         };
-        let padding = Padding {
-            top: rng.random_range(0..=2),
-            bottom: rng.random_range(0..=2),
-            left: rng.random_range(0..=2),
-            right: rng.random_range(0..=2),
-        };
-        let spec = Conv2dSpec::new(channels, channels, (3, 3))
-            .groups(channels)
-            .stride((2, 2))
-            .padding(padding)
-            .bias(rng.random_bool(0.7));
-        let input = [
-            rng.random_range(1..=3),
-            channels,
-            rng.random_range(3..=11),
-            rng.random_range(3..=31),
-        ];
-        let case = Case { spec, input };
+        let case = random_stride2_depthwise_case(&mut rng, channels, (1..=3, 3..=11, 3..=31));
         check_on_pool::<f32>(&case, threads, 18_000 + case_index);
         check_on_pool::<f64>(&case, threads, 18_500 + case_index);
     }
