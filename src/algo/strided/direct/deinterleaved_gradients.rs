@@ -12,7 +12,9 @@
 //! type has kernels for the CPU that split and weave in registers
 //! (`split_in_registers.rs`), they compute the weight gradient from a
 //! contiguous input plane and write a contiguous input gradient plane,
-//! with no split input or gradient stored.
+//! with no split input or gradient stored; on a CPU with them, planes
+//! narrower than a vector but at least half a vector wide take them too
+//! (copied where their rows lie apart), on masked vectors.
 
 use super::deinterleaved::{VECTOR, deal_plane};
 use super::depthwise;

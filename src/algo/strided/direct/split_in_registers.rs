@@ -75,8 +75,7 @@ pub(crate) type Error<'a, T> = (&'a [T], usize, usize);
 /// Rows `rows` of the input gradient `dx` of a channel from its error rows
 /// `error` (every other row's contribution counted zero) and its taps,
 /// for `f32`: each written whole. Returns whether it did: on a CPU with
-/// AVX-512 F. Panics if the
-/// slices do not hold what their sizes say.
+/// AVX-512 F. Panics if the slices do not hold what their sizes say.
 pub(crate) fn input_gradient_rows_f32(
     error: Error<'_, f32>,
     taps: &[f32; 9],
@@ -514,7 +513,7 @@ mod avx512 {
                 /// error row, then adds up the lanes.
                 ///
                 /// # Safety
-                /// The CPU must have AVX-512 F; `out_w ≥ LANES`; `input`
+                /// The CPU must have AVX-512 F; `out_w ≥ 1`; `input`
                 /// valid for `in_h · in_w` reads and `error` for `count ·
                 /// out_w`.
                 #[target_feature(enable = "avx512f")]
@@ -612,7 +611,7 @@ mod avx512 {
          $set1:ident, $zero:ident, $maskz_load:ident, $mask_store:ident, $fmadd:ident,
          $permute:ident, $low:expr, $high:expr) => {
             /// # Safety
-            /// The CPU must have AVX-512 F; `out_w ≥ LANES`; `error` valid
+            /// The CPU must have AVX-512 F; `out_w ≥ 1`; `error` valid
             /// for `count · out_w` reads and `dx` for writes of rows
             /// `rows` of `in_w`.
             #[target_feature(enable = "avx512f")]
