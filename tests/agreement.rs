@@ -664,6 +664,71 @@ fn direct_kernel_agrees_with_naive() {
     }
 }
 
+/// A random geometry for the direct register tiles at column stride 2 or
+/// 3 (each input row dealt into the stride's phases first): grouped, few
+/// output channels a group (every tile size), kernels 1 to 7 wide, any
+/// padding and dilation, rows narrower than half a vector to several
+/// vectors wide.
+fn random_dealt_tiles_case(rng: &mut StdRng) -> Case {
+    use gemmconv::{Conv2dSpec, Padding};
+    use rand::RngExt;
+    let groups = rng.random_range(1..=4);
+    let kernel: (usize, usize) = (rng.random_range(1..=4), rng.random_range(1..=7));
+    let dilation: (usize, usize) = (rng.random_range(1..=2), rng.random_range(1..=2));
+    let padding = Padding {
+        top: rng.random_range(0..=2),
+        bottom: rng.random_range(0..=2),
+        left: rng.random_range(0..=3),
+        right: rng.random_range(0..=3),
+    };
+    let spec = Conv2dSpec::new(
+        groups * rng.random_range(1..=4),
+        groups * rng.random_range(2..=16),
+        kernel,
+    )
+    .groups(groups)
+    .stride((rng.random_range(1..=2), rng.random_range(2..=3)))
+    .padding(padding)
+    .dilation(dilation)
+    .bias(rng.random_bool(0.7));
+    let reach = |k: usize, d: usize, pad: usize| ((k - 1) * d + 1).saturating_sub(pad).max(1);
+    let min_h = reach(kernel.0, dilation.0, padding.top + padding.bottom);
+    let min_w = reach(kernel.1, dilation.1, padding.left + padding.right);
+    let input = [
+        rng.random_range(1..=3),
+        spec.in_channels(),
+        rng.random_range(min_h..=min_h + 6),
+        rng.random_range(min_w..=min_w + 70),
+    ];
+    Case { spec, input }
+}
+
+/// The register tiles at column strides above 1 against the naive sum,
+/// both precisions, on pools of 1 to 5 threads (bands of a sample); and
+/// an input whose rows are not contiguous (its last axes swapped) into a
+/// transposed output.
+#[test]
+fn dealt_register_tiles_agree_with_naive() {
+    let mut rng = rng(19);
+    for case_index in 0..24 {
+        let case = random_dealt_tiles_case(&mut rng);
+        check_direct_and_auto(&case, 1 + case_index % 5, 9500 + case_index as u64);
+    }
+    let spec = gemmconv::Conv2dSpec::new(12, 24, (3, 5))
+        .groups(3)
+        .stride((2, 3))
+        .padding((1, 2));
+    let x_buf = random_array4::<f64>(&mut rng, [2, 12, 47, 19]);
+    let x = x_buf.view().permuted_axes([0, 1, 3, 2]);
+    let w = random_array4::<f64>(&mut rng, spec.weight_shape());
+    let b = random_array1::<f64>(&mut rng, 24);
+    let y_ref = conv2d(x, w.view(), Some(b.view()), &spec, Algorithm::Naive).unwrap();
+    on_direct_pool(3, |ws| {
+        let y = forward_into_transposed(x, w.view(), b.view(), &spec, Algorithm::Strided, ws);
+        assert_close(&y, &y_ref, "dealt tiles, transposed input and output");
+    });
+}
+
 /// A random geometry for the direct kernel's stencils (one output channel
 /// a tile, square 3x3 or 5x5 kernels, unit stride and dilation; backward,
 /// depthwise layers): output

@@ -52,8 +52,8 @@ pub enum Kernel {
     /// and tap; other
     /// forward passes with register tiles (a few output channels by two
     /// rows of pixels, or one channel by eight rows for 3x3 and 5x5
-    /// kernels, summed over every tap) at unit column stride, else as axpys
-    /// over rows. The backward pass of those same layers, and of layers
+    /// kernels, summed over every tap), at column strides above 1 on each
+    /// input row dealt into the stride's phases. The backward pass of those same layers, and of layers
     /// with groups of 16 output channels or more, with the weight gradient
     /// (group by group) on tiles of six (input channel, tap) columns by
     /// up to four vectors of output channels, summed over the output

@@ -57,9 +57,11 @@ fn depthwise(g: &Geometry) -> bool {
 }
 
 /// The direct register tiles read a contiguous run of an input row per
-/// tap: unit column stride.
+/// tap: of the padded row at unit column stride, of the row dealt into the
+/// phases of the column stride at larger strides; kernels up to
+/// [`direct::tiled::MAX_KERNEL_WIDTH`] wide.
 fn direct_tiles_apply(g: &Geometry) -> bool {
-    g.sw == 1
+    g.kw <= direct::tiled::MAX_KERNEL_WIDTH
 }
 
 /// The direct register tiles beat the column matrix on the forward pass of

@@ -163,7 +163,7 @@ impl<'a, T: Element> PaddedPlanes<'a, T> {
 /// bytes where the row holds one, the last shifted back to end on the row,
 /// with no call to `memcpy`.
 #[inline]
-fn copy_row<T: Element>(line: ArrayView1<'_, T>, dst: &mut [T]) {
+pub(super) fn copy_row<T: Element>(line: ArrayView1<'_, T>, dst: &mut [T]) {
     let Some(src) = line.as_slice() else {
         dst.iter_mut().zip(line).for_each(|(d, &v)| *d = v);
         return;

@@ -1,18 +1,21 @@
-//! The direct kernel's forward pass at unit column stride, with register
-//! tiles: each tile of output, a few output channels by two output rows of
-//! a vector of pixels, is summed over every tap in registers and stored
-//! once.
+//! The direct kernel's forward pass with register tiles: each tile of
+//! output, a few output channels by two output rows of a vector of pixels,
+//! is summed over every tap in registers and stored once. At column
+//! strides above 1 each group's input rows are first dealt into the
+//! stride's phases ([`Columns`]), so that a tap's pixels are contiguous
+//! again.
 //!
 //! For layers with few output channels (the notebook's 6 filters of one
 //! input channel, depthwise groups) a column matrix is copied for little
 //! reuse: its copy costs as much as its GEMM. Here nothing is copied but
-//! the padding: a tap of a tile is one contiguous run of an input
-//! row (the column stride is 1) times one weight per channel of the tile.
+//! the padding (and, at column strides above 1, the deal): a tap of a
+//! tile is one contiguous run of an input row times one weight per channel
+//! of the tile.
 //! The weights are packed once per call so that a tap's weights for the
 //! tile's channels sit side by side.
 
 use super::stencil::{self, Planes};
-use super::{PaddedPlanes, band_input, copy_planes, padded_band};
+use super::{PaddedPlanes, band_input, copy_planes, copy_row, padded_band};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::lanes::Work;
@@ -90,7 +93,10 @@ pub(crate) fn input_gradient<T: Element>(
 /// [`forward`] as `work` schedules it.
 fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspace<T>, work: Work) {
     let Forward { x, w, bias, g } = op;
-    debug_assert_eq!(g.sw, 1, "the tiles read contiguous runs of a row");
+    assert!(
+        g.kw <= MAX_KERNEL_WIDTH,
+        "the table keeps wider kernels off the tiles"
+    );
     let taps = g.in_channels_per_group() * g.kh * g.kw;
     let schedule = ws.schedule(work);
     let (packed_buf, lanes) = ws.memory(&schedule);
@@ -98,13 +104,18 @@ fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspa
     pack_weights(w, g, packed);
     let packed: &[T] = packed;
     schedule.run(lanes, y, |item, mut y_item, buffers| {
-        let [source_buf, plane_buf] = buffers.split();
+        let [source_buf, plane_buf, dealt_buf, line_buf] = buffers.split();
         for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let (input_rows, band) = band_input(g, &item.rows);
             if g.out_channels_per_group() == 1 && stencil::fits::<T>(&band) {
                 let x_band = x.slice(s![n, .., input_rows, ..]);
                 let buffers = (&mut *source_buf, &mut *plane_buf);
                 group_stencils(x_band, &band, packed, bias, buffers, y_n);
+                continue;
+            }
+            if g.sw > 1 {
+                let buffers = (&mut *dealt_buf, &mut *line_buf, &mut *plane_buf);
+                dealt_groups((x, n), g, &item.rows, (packed, bias), buffers, y_n);
                 continue;
             }
             // A band whose channels' rows lie apart (a part of a sample)
@@ -120,10 +131,164 @@ fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspa
                 let rows = item.rows.start + piece.start..item.rows.start + piece.end;
                 let (source, band) = padded_band(x, n, g, &rows, source_buf);
                 let y_piece = y_n.slice_mut(s![.., piece, ..]);
-                forward_sample(source, packed, bias, &band, y_piece, plane_buf);
+                let mut taps = [0; MAX_KERNEL_WIDTH];
+                let columns = Columns::unit_stride(&band, &mut taps);
+                forward_sample(source, packed, bias, (&band, columns), y_piece, plane_buf);
             }
         }
     });
+}
+
+/// The widest kernel the tiles take: its taps' column offsets sit in an
+/// array on the stack.
+pub(crate) const MAX_KERNEL_WIDTH: usize = 16;
+
+/// Where the tiles find a tap's run of input in a padded row: rows `wp`
+/// long, and the offset of each tap of a kernel row from the run of the
+/// row's first tap. At unit column stride a row is the padded input row and
+/// tap `j` starts `j · dw` along; at column stride `s` each row is dealt
+/// into `s` phases (columns `p, p + s, p + 2s, ...` one after another, each
+/// phase `⌈wp / s⌉` long), so that the pixels of a tap are contiguous again:
+/// output column `o` reads padded column `o · s + j · dw`, which is element
+/// `o + ⌊j · dw / s⌋` of phase `j · dw mod s`.
+#[derive(Clone, Copy)]
+struct Columns<'a> {
+    wp: usize,
+    taps: &'a [usize],
+}
+
+impl<'a> Columns<'a> {
+    /// The padded rows of `g` as they are (unit column stride).
+    fn unit_stride(g: &Geometry, taps: &'a mut [usize; MAX_KERNEL_WIDTH]) -> Self {
+        for (j, tap) in taps.iter_mut().enumerate().take(g.kw) {
+            *tap = j * g.dw;
+        }
+        Columns {
+            wp: g.in_w + g.padding.left + g.padding.right,
+            taps: &taps[..g.kw],
+        }
+    }
+
+    /// The padded rows of `g` dealt into phases of its column stride.
+    fn dealt(g: &Geometry, taps: &'a mut [usize; MAX_KERNEL_WIDTH]) -> Self {
+        let phase = dealt_phase_len(g);
+        for (j, tap) in taps.iter_mut().enumerate().take(g.kw) {
+            let column = j * g.dw;
+            *tap = column % g.sw * phase + column / g.sw;
+        }
+        Columns {
+            wp: g.sw * phase,
+            taps: &taps[..g.kw],
+        }
+    }
+}
+
+/// The length of one phase of a dealt row of `g` (see [`Columns`]).
+fn dealt_phase_len(g: &Geometry) -> usize {
+    (g.in_w + g.padding.left + g.padding.right).div_ceil(g.sw)
+}
+
+/// A band (output rows `rows`) of sample `n` of a layer at column stride
+/// above 1, group by group: each group's input rows, padded, are dealt
+/// into the phases of the stride ([`Columns`]) just before its tiles read
+/// them, a buffer of one group's planes that stays in cache, rather than
+/// the whole band padded and dealt first and read back from memory.
+fn dealt_groups<T: Element>(
+    (x, n): (ArrayView4<'_, T>, usize),
+    g: &Geometry,
+    rows: &std::ops::Range<usize>,
+    (packed, bias): (&[T], Option<ArrayView1<'_, T>>),
+    (dealt_buf, line_buf, plane_buf): (&mut Vec<T>, &mut Vec<T>, &mut Vec<T>),
+    mut y: ArrayViewMut3<'_, T>,
+) {
+    let (input_rows, band) = band_input(g, rows);
+    let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
+    let group_band = Geometry {
+        in_channels: c_in_g,
+        out_channels: c_out_g,
+        groups: 1,
+        ..band
+    };
+    let mut taps = [0; MAX_KERNEL_WIDTH];
+    let columns = Columns::dealt(&group_band, &mut taps);
+    let plane_rows = band.in_h + band.padding.top + band.padding.bottom;
+    let (left, phase) = (g.padding.left, dealt_phase_len(g));
+    // Every group's planes put the input at the same places: the zeros
+    // around it are written once, and each group overwrites the rest.
+    let plane_len = plane_rows * columns.wp;
+    let dealt = scratch(dealt_buf, c_in_g * plane_len);
+    dealt.fill(T::zero());
+    let weights_per_channel = c_in_g * g.kh * g.kw;
+    for group in 0..g.groups {
+        for (c, plane) in (group * c_in_g..).zip(dealt.chunks_exact_mut(plane_len)) {
+            let interior = &mut plane[band.padding.top * columns.wp..];
+            let rows = interior.chunks_exact_mut(columns.wp);
+            let image = x.slice(s![n, c, input_rows.clone(), ..]);
+            match image.as_slice() {
+                Some(image) => {
+                    for (line, out) in image.chunks_exact(g.in_w).zip(rows) {
+                        deal_row(line, (left, g.sw, phase), out);
+                    }
+                }
+                None => {
+                    let line = scratch(line_buf, g.in_w);
+                    for (source, out) in image.rows().into_iter().zip(rows) {
+                        copy_row(source, line);
+                        deal_row(line, (left, g.sw, phase), out);
+                    }
+                }
+            }
+        }
+        let channels = group * c_out_g..(group + 1) * c_out_g;
+        let weights =
+            &packed[channels.start * weights_per_channel..channels.end * weights_per_channel];
+        let bias = bias.map(|bias| bias.slice_move(s![channels.clone()]));
+        let y_group = y.slice_mut(s![channels, .., ..]);
+        let source = (&*dealt, 0);
+        forward_sample(
+            source,
+            weights,
+            bias,
+            (&group_band, columns),
+            y_group,
+            plane_buf,
+        );
+    }
+}
+
+/// One input row `line` into its dealt row `out` (see [`Columns`]), as if
+/// padded by `left` columns: input column `i` goes to element `(i + left)
+/// / stride` of phase `(i + left) mod stride`. Only those elements are
+/// written; the padding's stay as they are.
+#[inline]
+fn deal_row<T: Element>(line: &[T], (left, stride, phase): (usize, usize, usize), out: &mut [T]) {
+    if stride == 2 {
+        // Even input columns go to one phase, odd ones to the other.
+        let pairs = line.len() / 2;
+        let (first, second) = out.split_at_mut(phase);
+        let (even_phase, odd_phase) = if left % 2 == 0 {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        let (even_start, odd_start) = (left / 2, left.div_ceil(2));
+        let even = &mut even_phase[even_start..even_start + pairs];
+        let odd = &mut odd_phase[odd_start..odd_start + pairs];
+        if !T::split_pairs(&line[..2 * pairs], even, odd) {
+            for ((pair, e), o) in line.chunks_exact(2).zip(even).zip(odd) {
+                *e = pair[0];
+                *o = pair[1];
+            }
+        }
+        if line.len() % 2 == 1 {
+            even_phase[even_start + pairs] = line[line.len() - 1];
+        }
+        return;
+    }
+    for (i, &value) in line.iter().enumerate() {
+        let column = i + left;
+        out[column % stride * phase + column / stride] = value;
+    }
 }
 
 /// The most bytes of output a band's piece gathers in its buffer before
@@ -198,7 +363,7 @@ fn forward_sample<T: Element>(
     source: (&[T], usize),
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
-    g: &Geometry,
+    (g, columns): (&Geometry, Columns<'_>),
     mut y: ArrayViewMut3<'_, T>,
     plane_buf: &mut Vec<T>,
 ) {
@@ -213,7 +378,7 @@ fn forward_sample<T: Element>(
     // a call among the channel tiles costs the multi-channel tiles their
     // registers.
     let by_stencil = stencil::fits::<T>(g);
-    sample_dispatch(source, packed, bias, (g, by_stencil), out);
+    sample_dispatch(source, packed, bias, (g, columns, by_stencil), out);
     if by_stencil {
         single_channel_stencils(source, packed, bias, g, out);
     }
@@ -228,13 +393,13 @@ fn sample_dispatch<T: Element>(
     source: (&[T], usize),
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
-    geometry: (&Geometry, bool),
+    geometry: (&Geometry, Columns<'_>, bool),
     out: &mut [T],
 ) {
     with_runtime_simd!(
         sample_avx512, sample_avx2, sample_body::<T, true>, sample_body::<T, false>,
         source: (&[T], usize), packed: &[T], bias: Option<ArrayView1<'_, T>>,
-        geometry: (&Geometry, bool), out: &mut [T],
+        geometry: (&Geometry, Columns<'_>, bool), out: &mut [T],
     );
 }
 
@@ -248,6 +413,8 @@ struct Frame<'a, T> {
     c_in_g: usize,
     plane: usize,
     wp: usize,
+    /// Each tap's column offset in a row of a kernel row ([`Columns`]).
+    taps: &'a [usize],
     g: &'a Geometry,
 }
 
@@ -256,10 +423,10 @@ fn sample_body<T: Element, const FUSED: bool>(
     (source, offset): (&[T], usize),
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
-    (g, by_stencil): (&Geometry, bool),
+    (g, columns, by_stencil): (&Geometry, Columns<'_>, bool),
     out: &mut [T],
 ) {
-    let wp = g.in_w + g.padding.left + g.padding.right;
+    let wp = columns.wp;
     let hp = g.in_h + g.padding.top + g.padding.bottom;
     let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
     let taps = c_in_g * g.kh * g.kw;
@@ -274,6 +441,7 @@ fn sample_body<T: Element, const FUSED: bool>(
                 c_in_g,
                 plane,
                 wp,
+                taps: columns.taps,
                 g,
             };
             let out = &mut out[co * out_plane..(co + len) * out_plane];
@@ -355,9 +523,14 @@ fn channel_tile<T: Element, const CHANNELS: usize, const FUSED: bool>(
     bias: [T; CHANNELS],
     out: &mut [T],
 ) {
-    // Kernels 3 or 5 wide at unit dilation take the tiles with the width
-    // a constant (see [`full_tile`]); any other kernel the general tiles.
-    let width = if frame.g.dw == 1 { frame.g.kw } else { 0 };
+    // Kernels 3 or 5 wide at unit dilation and column stride take the
+    // tiles with the width a constant (see [`full_tile`]); any other
+    // kernel the general tiles.
+    let width = if (frame.g.dw, frame.g.sw) == (1, 1) {
+        frame.g.kw
+    } else {
+        0
+    };
     match (std::mem::size_of::<T>(), width) {
         (4, 3) => channel_tile_vectors::<T, CHANNELS, 16, 8, FUSED, 3>(frame, bias, out),
         (4, 5) => channel_tile_vectors::<T, CHANNELS, 16, 8, FUSED, 5>(frame, bias, out),
@@ -563,8 +736,8 @@ fn full_tile_any<T: Element, const CHANNELS: usize, const PIXELS: usize, const F
     for cl in 0..frame.c_in_g {
         for i in 0..g.kh {
             let row = cl * frame.plane + top * row_step + i * g.dh * frame.wp + left;
-            for j in 0..g.kw {
-                let at = row + j * g.dw;
+            for &tap in frame.taps {
+                let at = row + tap;
                 let run = |r: usize| -> &[T; PIXELS] {
                     let at = at + r * row_step;
                     frame.source[at..at + PIXELS]
@@ -597,8 +770,8 @@ fn partial_tile<T: Element, const CHANNELS: usize, const PIXELS: usize>(
     for cl in 0..frame.c_in_g {
         for i in 0..g.kh {
             let row = cl * frame.plane + origin + i * g.dh * frame.wp;
-            for j in 0..g.kw {
-                let at = row + j * g.dw;
+            for &tap in frame.taps {
+                let at = row + tap;
                 let x = &frame.source[at..at + pixels];
                 let w = weights.next().expect("one packed weight per tap");
                 for (sums, &weight) in acc.iter_mut().zip(w) {
