@@ -49,14 +49,14 @@ pub enum Kernel {
     /// of layers with more than 16 output channels a group, on a CPU with
     /// AVX-512, group by group, with register tiles of six pixels by up to
     /// four vectors of output channels, summed over every input channel
-    /// and tap; other
-    /// forward passes with register tiles (a few output channels by two
-    /// rows of pixels, or one channel by eight rows for 3x3 and 5x5
-    /// kernels, summed over every tap), at column strides above 1 on each
-    /// input row dealt into the stride's phases. The backward pass of those same layers, and of layers
-    /// with groups of 16 output channels or more, with the weight gradient
-    /// (group by group) on tiles of six (input channel, tap) columns by
-    /// up to four vectors of output channels, summed over the output
+    /// and tap; other forward passes with register tiles (a few output
+    /// channels by two rows of pixels, or one channel by eight rows for
+    /// 3x3 and 5x5 kernels, summed over every tap), at column strides
+    /// above 1 on each input row dealt into the stride's phases, and with
+    /// axpys over rows for kernels wider than 16. The backward pass of
+    /// those same layers, and of layers with groups of 16 output channels
+    /// or more, with the weight gradient (group by group) on tiles of six
+    /// (input channel, tap) columns by up to four vectors of output channels, summed over the output
     /// pixels, and the input gradient on the channel vectors at unit
     /// stride (else on shifted windows or by col2im); other backward
     /// passes as dot products and axpys over rows, or, on depthwise 3x3

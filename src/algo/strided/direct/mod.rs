@@ -10,7 +10,7 @@
 //! weight gradient as dot products of error rows with input rows, the input
 //! gradient as axpys of error rows into a padded accumulator.
 //!
-//! `tiled.rs` has a faster forward pass for unit column stride, which
+//! `tiled.rs` has a faster forward pass for kernels up to 16 wide, which
 //! keeps a tile of outputs in registers over every tap; `stencil.rs` its
 //! one-output-channel tiles (depthwise layers) for 3x3 and 5x5 kernels at
 //! unit stride. A band of output rows copies, padded, only the input rows

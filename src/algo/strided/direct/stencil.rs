@@ -19,8 +19,8 @@ use crate::spec::Geometry;
 /// keep two FMA pipes busy through their latency.
 const ROWS: usize = 8;
 
-/// Whether the stencils compute `g` (at unit column stride, as the tiles
-/// of `tiled.rs` require): square 3x3 or 5x5 kernels, unit row stride and
+/// Whether the stencils compute `g` (at unit column stride: they read the
+/// padded rows as they are): square 3x3 or 5x5 kernels, unit row stride and
 /// dilation.
 fn applies(g: &Geometry) -> bool {
     (g.sh, g.sw, g.dh, g.dw) == (1, 1, 1, 1) && g.kh == g.kw && matches!(g.kh, 3 | 5)
