@@ -610,32 +610,45 @@ fn check_direct_and_auto(case: &Case, threads: usize, seed: u64) {
     });
 }
 
-/// A random geometry for the direct kernel's register tiles: few input
-/// channels a group, output channel counts that need every tile size (6,
-/// 4, 2 and 1 channels), rows from narrower than half a vector (the partial
-/// path) to several vectors wide with a ragged end, planes one row high,
-/// mostly unit column stride (the tiled forward) and sometimes not (the
-/// axpy loops).
-fn random_direct_case(rng: &mut StdRng) -> Case {
+/// The ranges a random geometry for the register tiles draws from.
+struct TileRanges {
+    groups: usize,
+    kernel_w: usize,
+    in_per_group: usize,
+    out_per_group: RangeInclusive<usize>,
+    padding_w: usize,
+    /// Draws the column stride.
+    column_stride: fn(&mut StdRng) -> usize,
+    row_stride: usize,
+    extra_width: usize,
+}
+
+/// A random geometry for the direct kernel's register tiles within
+/// `ranges`: groups, kernels, dilation and padding, and an input at least
+/// as large as the padded kernel's reach.
+fn random_tiles_case(rng: &mut StdRng, ranges: TileRanges) -> Case {
     use gemmconv::{Conv2dSpec, Padding};
     use rand::RngExt;
-    let groups = rng.random_range(1..=3);
-    let kernel: (usize, usize) = (rng.random_range(1..=5), rng.random_range(1..=5));
+    let groups = rng.random_range(1..=ranges.groups);
+    let kernel: (usize, usize) = (
+        rng.random_range(1..=5),
+        rng.random_range(1..=ranges.kernel_w),
+    );
     let dilation: (usize, usize) = (rng.random_range(1..=2), rng.random_range(1..=2));
     let padding = Padding {
         top: rng.random_range(0..=2),
         bottom: rng.random_range(0..=2),
-        left: rng.random_range(0..=2),
-        right: rng.random_range(0..=2),
+        left: rng.random_range(0..=ranges.padding_w),
+        right: rng.random_range(0..=ranges.padding_w),
     };
-    let stride_w = if rng.random_bool(0.8) { 1 } else { 2 };
+    let stride_w = (ranges.column_stride)(rng);
     let spec = Conv2dSpec::new(
-        groups * rng.random_range(1..=3),
-        groups * rng.random_range(1..=14),
+        groups * rng.random_range(1..=ranges.in_per_group),
+        groups * rng.random_range(ranges.out_per_group),
         kernel,
     )
     .groups(groups)
-    .stride((rng.random_range(1..=3), stride_w))
+    .stride((rng.random_range(1..=ranges.row_stride), stride_w))
     .padding(padding)
     .dilation(dilation)
     .bias(rng.random_bool(0.7));
@@ -646,9 +659,29 @@ fn random_direct_case(rng: &mut StdRng) -> Case {
         rng.random_range(1..=3),
         spec.in_channels(),
         rng.random_range(min_h..=min_h + 6),
-        rng.random_range(min_w..=min_w + 44),
+        rng.random_range(min_w..=min_w + ranges.extra_width),
     ];
     Case { spec, input }
+}
+
+/// A random geometry for the direct kernel's register tiles: few input
+/// channels a group, output channel counts that need every tile size (6,
+/// 4, 2 and 1 channels), rows from narrower than half a vector (the partial
+/// path) to several vectors wide with a ragged end, planes one row high,
+/// mostly unit column stride and sometimes 2 (rows dealt into phases).
+fn random_direct_case(rng: &mut StdRng) -> Case {
+    use rand::RngExt;
+    let ranges = TileRanges {
+        groups: 3,
+        kernel_w: 5,
+        in_per_group: 3,
+        out_per_group: 1..=14,
+        padding_w: 2,
+        column_stride: |rng| if rng.random_bool(0.8) { 1 } else { 2 },
+        row_stride: 3,
+        extra_width: 44,
+    };
+    random_tiles_case(rng, ranges)
 }
 
 /// The direct kernel on the geometries its register tiles are built for,
@@ -670,37 +703,18 @@ fn direct_kernel_agrees_with_naive() {
 /// padding and dilation, rows narrower than half a vector to several
 /// vectors wide.
 fn random_dealt_tiles_case(rng: &mut StdRng) -> Case {
-    use gemmconv::{Conv2dSpec, Padding};
     use rand::RngExt;
-    let groups = rng.random_range(1..=4);
-    let kernel: (usize, usize) = (rng.random_range(1..=4), rng.random_range(1..=7));
-    let dilation: (usize, usize) = (rng.random_range(1..=2), rng.random_range(1..=2));
-    let padding = Padding {
-        top: rng.random_range(0..=2),
-        bottom: rng.random_range(0..=2),
-        left: rng.random_range(0..=3),
-        right: rng.random_range(0..=3),
+    let ranges = TileRanges {
+        groups: 4,
+        kernel_w: 7,
+        in_per_group: 4,
+        out_per_group: 2..=16,
+        padding_w: 3,
+        column_stride: |rng| rng.random_range(2..=3),
+        row_stride: 2,
+        extra_width: 70,
     };
-    let spec = Conv2dSpec::new(
-        groups * rng.random_range(1..=4),
-        groups * rng.random_range(2..=16),
-        kernel,
-    )
-    .groups(groups)
-    .stride((rng.random_range(1..=2), rng.random_range(2..=3)))
-    .padding(padding)
-    .dilation(dilation)
-    .bias(rng.random_bool(0.7));
-    let reach = |k: usize, d: usize, pad: usize| ((k - 1) * d + 1).saturating_sub(pad).max(1);
-    let min_h = reach(kernel.0, dilation.0, padding.top + padding.bottom);
-    let min_w = reach(kernel.1, dilation.1, padding.left + padding.right);
-    let input = [
-        rng.random_range(1..=3),
-        spec.in_channels(),
-        rng.random_range(min_h..=min_h + 6),
-        rng.random_range(min_w..=min_w + 70),
-    ];
-    Case { spec, input }
+    random_tiles_case(rng, ranges)
 }
 
 /// The register tiles at column strides above 1 against the naive sum,
