@@ -66,7 +66,8 @@ fn direct_tiles_apply(g: &Geometry) -> bool {
 
 /// The direct register tiles beat the column matrix on the forward pass of
 /// kernels above 1x1 (a 1x1 kernel's column matrix is often the input
-/// itself) with at most 16 output channels a group.
+/// itself) with at most 16 output channels a group, at any column stride
+/// (BENCHMARKS.md, "Kernel choice" and "Dealt register tiles").
 fn direct_tiles_suit(g: &Geometry) -> bool {
     direct_tiles_apply(g) && g.kh * g.kw > 1 && g.out_channels_per_group() <= 16
 }
