@@ -26,7 +26,7 @@ pub enum Kernel {
     /// 1x1 that Winograd does not take run on the direct kernel's channel
     /// vectors, group by group, when the call has 512 output pixels or
     /// more, and so does the backward pass of such layers with groups of
-    /// 16 output channels.
+    /// 8 to 16 output channels.
     #[default]
     Auto,
     /// Lowering through a column matrix and one GEMM per tile of output
@@ -54,7 +54,7 @@ pub enum Kernel {
     /// 3x3 and 5x5 kernels, summed over every tap), at column strides
     /// above 1 on each input row dealt into the stride's phases, and with
     /// axpys over rows for kernels wider than 16. The backward pass of
-    /// those same layers, and of layers with groups of 16 output channels
+    /// those same layers, and of layers with groups of 8 output channels
     /// or more, with the weight gradient (group by group) on tiles of six
     /// (input channel, tap) columns by up to four vectors of output channels, summed over the output
     /// pixels, and the input gradient on the channel vectors at unit

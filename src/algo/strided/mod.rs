@@ -12,7 +12,7 @@
 //! | direct deinterleaved planes | `direct/deinterleaved.rs`, `direct/deinterleaved_gradients.rs` | depthwise 3x3, stride 2, output rows of 16 pixels or more | depthwise layers it computes, forward and backward |
 //! | direct stencil gradients | `direct/stencil_gradients.rs` | backward, depthwise 3x3 and 5x5, unit stride | backward of the depthwise layers it computes |
 //! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, any column stride (rows dealt into its phases) | forward, few output channels |
-//! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | more than 16 output channels a group, group by group, AVX-512; the backward pass also with groups of 16 output channels (the input gradient: by error lowering at unit stride, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped, backward |
+//! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | more than 16 output channels a group, group by group, AVX-512; the backward pass also with groups of 8 to 16 output channels (the input gradient: by error lowering at unit stride, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped, backward |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
 //! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, many channels, a pixel a channel |
 //! | column matrix | `column.rs` | everything | the rest |
@@ -80,11 +80,14 @@ fn channel_vectors_apply(g: &Geometry) -> bool {
 }
 
 /// The direct kernel's backward pass runs its weight gradient on tiles of
-/// output channels in vectors on layers with a vector of `f32` output
-/// channels a group or more (fewer would leave most of each tile's lanes
-/// empty), any groups, where the CPU runs them.
+/// output channels in vectors on layers with half a vector of `f32` output
+/// channels a group or more, any groups, where the CPU runs them: groups
+/// of 8 to 15 leave part of each tile's lanes empty and still beat the
+/// column matrix, whose GEMMs a group are only as deep as those channels;
+/// at 4 a group the column matrix is faster (BENCHMARKS.md,
+/// "Channel-vector weight gradient on half vectors").
 fn channel_vector_gradients_apply(g: &Geometry) -> bool {
-    g.out_channels_per_group() >= 16 && direct::channel_vector_gradients::applies(g)
+    g.out_channels_per_group() >= 8 && direct::channel_vector_gradients::applies(g)
 }
 
 /// The least output pixels (over the batch) a call of the channel vectors
@@ -106,11 +109,12 @@ fn channel_vectors_suit(g: &Geometry) -> bool {
 
 /// The channel vectors' weight gradient suits the backward pass of
 /// grouped layers on the same terms as [`channel_vectors_suit`] (each
-/// group is a layer of one group): a vector of output channels a group or
-/// more, a kernel above 1x1, [`CHANNEL_VECTOR_PIXELS`] output pixels a call
-/// or more; the column matrix's weight gradient runs a GEMM a group, as
-/// deep as the group's output channels (BENCHMARKS.md, "Channel-vector
-/// weight gradient").
+/// group is a layer of one group): half a vector of `f32` output channels
+/// a group or more, a kernel above 1x1, [`CHANNEL_VECTOR_PIXELS`] output
+/// pixels a call or more; the column matrix's weight gradient runs a GEMM
+/// a group, as deep as the group's output channels (BENCHMARKS.md,
+/// "Channel-vector weight gradient", "Channel-vector weight gradient on
+/// half vectors").
 fn grouped_channel_vectors_suit(g: &Geometry) -> bool {
     g.groups > 1
         && channel_vector_gradients_apply(g)
