@@ -268,6 +268,20 @@ impl Work {
         }
     }
 
+    /// The weight and bias gradients of `g` computed alone, without the
+    /// input gradient, over output rows cut at multiples of `granule`: its
+    /// parts keep only their partial sums, so a large image at batch 1
+    /// still cuts into bands for every thread (the input gradient's bands
+    /// would each hold a copy of the sample's gradient).
+    pub(crate) fn weight_gradient(g: &Geometry, granule: usize) -> Self {
+        let forward = Self::forward(g, granule);
+        Work {
+            reduced: g.out_channels * (g.col_rows() / g.groups + 1),
+            rate_share: 0,
+            ..forward
+        }
+    }
+
     /// The pass with bands whose outputs hold only the input rows they
     /// reach ([`Self::reached_rows_only`]), for a kernel that writes a
     /// band's contribution into the rows of [`Schedule::gradient_rows`].
@@ -1551,6 +1565,24 @@ mod tests {
         let memory_bound = pass.bound_by_memory(&depthwise);
         let lanes = Schedule::for_threads(memory_bound, 8, MIN_LANE_FLOPS).lanes();
         assert_eq!(lanes, share.min(8));
+    }
+
+    /// A weight gradient computed alone cuts a large image at batch 1 into
+    /// bands for every thread, where the backward pass with the input
+    /// gradient keeps one part (each band would hold the sample's input
+    /// gradient); the parts do not depend on the thread count.
+    #[test]
+    fn a_weight_gradient_alone_cuts_one_large_image_into_bands() {
+        let spec = crate::Conv2dSpec::new(16, 16, (3, 3)).padding((1, 1));
+        let g = crate::spec::Geometry::new(&spec, [1, 16, 1024, 1024]).unwrap();
+        let whole = Schedule::for_threads(Work::backward(&g, 1), 8, MIN_LANE_FLOPS);
+        assert_eq!((whole.parts(), whole.lanes()), (1, 1));
+        let alone =
+            |threads| Schedule::for_threads(Work::weight_gradient(&g, 1), threads, MIN_LANE_FLOPS);
+        assert_eq!(alone(8).lanes(), 8);
+        assert!(alone(8).parts() >= 8);
+        assert_eq!(alone(2).parts(), alone(8).parts());
+        assert_eq!(all_items(&alone(2)).concat(), all_items(&alone(8)).concat());
     }
 
     /// A measured handoff dearer than the least lane work caps the lanes

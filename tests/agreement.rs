@@ -562,6 +562,37 @@ fn grouped_channel_vector_gradients_agree_with_naive() {
     }
 }
 
+/// The channel vectors' weight gradient on layers of one group with 8 to
+/// 16 output channels (half a vector to a vector of `f32`), which
+/// `Kernel::Auto` takes on 512 output pixels or more: 1 to 20 input
+/// channels, kernels up to 5x5 (some one row or column high), stride 1 or
+/// 2, a batch of 1 or 2 on images tall enough to be cut into many bands of
+/// rows (the weight gradient's bands keep no input gradient), on pools of
+/// 1 to 3 threads; `Kernel::Direct` and `Kernel::Auto`, f32 and f64,
+/// against the naive reference.
+#[test]
+fn narrow_channel_vector_gradients_agree_with_naive() {
+    use rand::RngExt;
+    let mut draws = rng(31);
+    for (case_index, threads) in (0..8).zip([2, 3, 1].into_iter().cycle()) {
+        let (c_in, c_out) = (draws.random_range(1..=20), draws.random_range(8..=16));
+        let kernel = (1 + (case_index + 1) % 5, 1 + (case_index + 2) % 3);
+        let stride = 1 + usize::from(case_index % 4 == 3);
+        let spec = Conv2dSpec::new(c_in, c_out, kernel)
+            .stride((stride, stride))
+            .padding((kernel.0 / 2, kernel.1 / 2))
+            .bias(case_index % 2 == 1);
+        let input = [
+            1 + case_index % 2,
+            c_in,
+            40 + 3 * case_index,
+            26 + case_index % 3,
+        ];
+        let case = Case { spec, input };
+        check_direct_and_auto(&case, threads, 31_000 + case_index as u64);
+    }
+}
+
 /// The channel vectors group by group: forward passes of 2 to 4 groups of
 /// 17 to 40 output channels, and input gradients (the error lowered on
 /// the channel vectors, the weights turned group by group) of groups of

@@ -26,7 +26,7 @@ pub enum Kernel {
     /// 1x1 that Winograd does not take run on the direct kernel's channel
     /// vectors, group by group, when the call has 512 output pixels or
     /// more, and so does the backward pass of such layers with groups of
-    /// 8 to 16 output channels.
+    /// 8 to 16 output channels, grouped or not.
     #[default]
     Auto,
     /// Lowering through a column matrix and one GEMM per tile of output

@@ -12,7 +12,7 @@
 //! | direct deinterleaved planes | `direct/deinterleaved.rs`, `direct/deinterleaved_gradients.rs` | depthwise 3x3, stride 2, output rows of 16 pixels or more | depthwise layers it computes, forward and backward |
 //! | direct stencil gradients | `direct/stencil_gradients.rs` | backward, depthwise 3x3 and 5x5, unit stride | backward of the depthwise layers it computes |
 //! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, any column stride (rows dealt into its phases) | forward, few output channels |
-//! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | more than 16 output channels a group, group by group, AVX-512; the backward pass also with groups of 8 to 16 output channels (the input gradient: by error lowering at unit stride, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped, backward |
+//! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | more than 16 output channels a group, group by group, AVX-512; the backward pass also with groups of 8 to 16 output channels (the input gradient: by error lowering at unit stride, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped or 8 to 16 output channels, backward |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
 //! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, many channels, a pixel a channel |
 //! | column matrix | `column.rs` | everything | the rest |
@@ -108,15 +108,17 @@ fn channel_vectors_suit(g: &Geometry) -> bool {
 }
 
 /// The channel vectors' weight gradient suits the backward pass of
-/// grouped layers on the same terms as [`channel_vectors_suit`] (each
-/// group is a layer of one group): half a vector of `f32` output channels
-/// a group or more, a kernel above 1x1, [`CHANNEL_VECTOR_PIXELS`] output
-/// pixels a call or more; the column matrix's weight gradient runs a GEMM
-/// a group, as deep as the group's output channels (BENCHMARKS.md,
+/// grouped layers, and of layers of one group with 8 to 16 output
+/// channels, on the same terms as [`channel_vectors_suit`] (each group is
+/// a layer of one group): half a vector of `f32` output channels a group
+/// or more, a kernel above 1x1, [`CHANNEL_VECTOR_PIXELS`] output pixels a
+/// call or more. The column matrix's weight gradient runs a GEMM a group,
+/// as deep as the group's output channels, and neither Winograd nor the
+/// shifted windows take layers of under 32 channels (BENCHMARKS.md,
 /// "Channel-vector weight gradient", "Channel-vector weight gradient on
-/// half vectors").
-fn grouped_channel_vectors_suit(g: &Geometry) -> bool {
-    g.groups > 1
+/// half vectors", "Channel-vector gradients of narrow layers").
+fn narrow_channel_vectors_suit(g: &Geometry) -> bool {
+    (g.groups > 1 || g.out_channels_per_group() <= 16)
         && channel_vector_gradients_apply(g)
         && g.kh * g.kw > 1
         && g.batch * g.out_h * g.out_w >= CHANNEL_VECTOR_PIXELS
@@ -206,7 +208,7 @@ fn backward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kerne
     match kernel {
         Kernel::Auto if direct_suits(g) => Kernel::Direct,
         Kernel::Auto if any_kernel && channel_vectors_suit(g) => Kernel::Direct,
-        Kernel::Auto if any_kernel && grouped_channel_vectors_suit(g) => Kernel::Direct,
+        Kernel::Auto if any_kernel && narrow_channel_vectors_suit(g) => Kernel::Direct,
         Kernel::Auto if any_kernel && winograd_suits(g) => Kernel::Winograd,
         Kernel::Auto if any_kernel && shifted_suits(g) => Kernel::Shifted,
         Kernel::Shifted if shifted_applies(g) => Kernel::Shifted,
@@ -301,7 +303,7 @@ fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
                 }
                 None => vec![Work::backward(g, 1)],
             };
-            [vec![Work::backward(g, 1)], input_gradient].concat()
+            [vec![Work::weight_gradient(g, 1)], input_gradient].concat()
         }
         // As an `f32` pass runs it (the stencils' tiles differ by dtype);
         // the deinterleaved planes' gradients cut one sample as the
@@ -503,6 +505,37 @@ mod tests {
                 "{id} backward"
             );
         }
+    }
+
+    /// `Auto` runs the backward pass of layers of one group with 8 to 16
+    /// output channels on the channel vectors' weight gradient, where the
+    /// CPU runs them and the call has enough output pixels; not 1x1 kernels,
+    /// fewer channels or small calls.
+    #[test]
+    fn auto_takes_the_channel_vector_gradients_for_narrow_layers() {
+        let vectors_or_gemm = if direct::channel_vectors::available() {
+            Kernel::Direct
+        } else {
+            Kernel::Gemm
+        };
+        let narrow = |c_out, kernel, image| {
+            let spec = Conv2dSpec::new(32, c_out, kernel).padding((1, 1));
+            Geometry::new(&spec, [1, 32, image, image]).unwrap()
+        };
+        for (g, expected) in [
+            (narrow(16, (3, 3), 32), vectors_or_gemm),
+            (narrow(8, (5, 3), 40), vectors_or_gemm),
+            (narrow(7, (3, 3), 32), Kernel::Gemm),
+            (narrow(16, (1, 1), 32), Kernel::Gemm),
+            (narrow(16, (3, 3), 16), Kernel::Gemm),
+        ] {
+            let backward = backward_kernel(Kernel::Auto, InputGradient::Auto, &g);
+            assert_eq!(backward, expected, "{g:?}");
+        }
+        let row = suite::row("large-1024x16-3x3-16").unwrap();
+        let g = Geometry::new(&row.spec, row.input).unwrap();
+        let backward = backward_kernel(Kernel::Auto, InputGradient::Auto, &g);
+        assert_eq!(backward, vectors_or_gemm);
     }
 
     /// An input-gradient method keeps `Auto` off the kernels that ignore

@@ -63,7 +63,7 @@ pub(crate) fn weight_gradient<T: Element>(
     let columns = c_in_g * taps;
     let width = c_out_g.next_multiple_of(lanes);
     let group_len = columns * width;
-    let schedule = ws.schedule(Work::backward(g, 1));
+    let schedule = ws.schedule(Work::weight_gradient(g, 1));
     let (_, memory) = ws.memory(&schedule);
     let dw_len = if dw.is_some() {
         g.groups * group_len
