@@ -24,7 +24,9 @@ use std::panic::AssertUnwindSafe;
 /// (the column matrix, the shifted kernel's GEMM product, the Winograd
 /// kernel's transformed tiles) covers a band of output rows sized to stay
 /// under [`column_cap_bytes`](Self::column_cap_bytes), whatever the batch or
-/// image size; besides it a lane keeps one padded copy of a sample (and, in
+/// image size (the column matrix's weight-gradient pass gathers samples
+/// whose column matrices fit under it up to the size of the weight
+/// gradient); besides it a lane keeps one padded copy of a sample (and, in
 /// the backward pass, of its error and input gradient).
 ///
 /// ```

@@ -562,6 +562,70 @@ fn grouped_channel_vector_gradients_agree_with_naive() {
     }
 }
 
+/// The column matrix's weight-gradient tiles that gather samples beyond
+/// the column cap, up to the size of the weight gradient's partial sums:
+/// a cap of one sample's column matrix, layers with 2.4 to 48 times that
+/// in weights on images of 2x3 to 4x5 pixels, groups 1 or 2, stride 1 or
+/// 2, a batch of 3 to 9 cut into tiles of several samples and a last,
+/// shorter one; both input-gradient methods, f32 and f64, on pools of 1
+/// to 3 threads, against the naive reference.
+#[test]
+fn gathered_weight_gradient_tiles_agree_with_naive() {
+    use rand::RngExt;
+    let mut draws = rng(37);
+    for (case_index, threads) in (0..6).zip([1, 2, 3].into_iter().cycle()) {
+        let groups = 1 + case_index % 2;
+        let c_in = groups * draws.random_range(8..=16);
+        let c_out = groups * draws.random_range(48..=96);
+        let stride = 1 + case_index / 3;
+        let spec = Conv2dSpec::new(c_in, c_out, (3, 3))
+            .groups(groups)
+            .stride((stride, stride))
+            .padding((1, 1))
+            .bias(case_index % 2 == 0);
+        let image = 2 + case_index % 3;
+        let batch = 3 + draws.random_range(0..=6);
+        let case = Case {
+            spec,
+            input: [batch, c_in, image, image + 1],
+        };
+        let sample_columns = c_in * 9 * image.div_ceil(stride) * (image + 1).div_ceil(stride);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let seed = 37_000 + case_index as u64;
+            let p32 = Problem::<f32>::new(&case, &mut rng(seed));
+            let p64 = Problem::<f64>::new(&case, &mut rng(seed));
+            for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {
+                let label = |name| format!("{method:?} on {case:?} ({name})");
+                let cap = |bytes| sample_columns * bytes;
+                p32.check_strided(
+                    &case.spec,
+                    &mut column_matrix(method, cap(4)),
+                    &label("f32"),
+                );
+                p64.check_strided(
+                    &case.spec,
+                    &mut column_matrix(method, cap(8)),
+                    &label("f64"),
+                );
+            }
+        });
+    }
+}
+
+/// A workspace of the column-matrix kernel with the input-gradient method
+/// `method` and a column cap of `cap_bytes`, every pass cut into lanes.
+fn column_matrix<T>(method: InputGradient, cap_bytes: usize) -> Workspace<T> {
+    Workspace::new()
+        .with_kernel(Kernel::Gemm)
+        .with_input_gradient(method)
+        .with_min_lane_flops(0)
+        .with_column_cap_bytes(cap_bytes)
+}
+
 /// The channel vectors' weight gradient on layers of one group with 8 to
 /// 16 output channels (half a vector to a vector of `f32`), which
 /// `Kernel::Auto` takes on 512 output pixels or more: 1 to 20 input

@@ -67,6 +67,51 @@ struct Tiling {
 /// (BENCHMARKS.md, "Column tiles").
 const MIN_TILE_COLUMNS: usize = 64;
 
+/// Samples a tile of the weight gradient's pass gathers until it has this
+/// many columns, where its column matrix may grow as large as the part's
+/// partial sums of the weight gradient ([`GatherLimits::gradient`]).
+const MIN_GRADIENT_TILE_COLUMNS: usize = 512;
+
+/// How far a tile gathers samples whose column matrix each fits under the
+/// cap: until it has `columns` columns, within `bytes` of column matrix.
+#[derive(Clone, Copy, Debug)]
+struct GatherLimits {
+    columns: usize,
+    bytes: usize,
+}
+
+impl GatherLimits {
+    /// Up to [`MIN_TILE_COLUMNS`] columns, within the cap.
+    fn within(cap_bytes: usize) -> Self {
+        GatherLimits {
+            columns: MIN_TILE_COLUMNS,
+            bytes: cap_bytes,
+        }
+    }
+
+    /// The weight gradient's tiles, for a pass whose parts each hold
+    /// `partial_bytes` of weight-gradient sums. `dW += dY_tile ·
+    /// cols_tileᵀ` is as deep as the tile has columns, and reads and
+    /// writes all of a part's sums on every tile: on small images with
+    /// large weights (a 7x7 image, 49 columns a sample, against 512 x 4608
+    /// sums) tiles of one or two samples made the product stream the sums
+    /// through memory for little arithmetic. Where the sums outgrow the
+    /// cap, tiles gather up to [`MIN_GRADIENT_TILE_COLUMNS`] columns within
+    /// the size of those sums (memory of the order the part already holds)
+    /// and do a deeper product a pass over them (BENCHMARKS.md,
+    /// "Weight-gradient tiles").
+    fn gradient(cap_bytes: usize, partial_bytes: usize) -> Self {
+        if partial_bytes > cap_bytes {
+            GatherLimits {
+                columns: MIN_GRADIENT_TILE_COLUMNS,
+                bytes: partial_bytes,
+            }
+        } else {
+            Self::within(cap_bytes)
+        }
+    }
+}
+
 /// A piece of work: some samples, and some output rows of each.
 #[derive(Clone, Debug)]
 struct Tile {
@@ -79,11 +124,12 @@ struct Tile {
 
 impl Tiling {
     /// Tiles whose column matrix (`col_rows` rows, one column per output
-    /// pixel) stays under `cap_bytes`, unless a single output row exceeds it.
+    /// pixel) stays under `cap_bytes`, unless a single output row exceeds it;
+    /// samples that fit under the cap are gathered as `gather` allows.
     fn new<T>(
         (out_h, out_w): (usize, usize),
         col_rows: usize,
-        cap_bytes: usize,
+        (cap_bytes, gather): (usize, GatherLimits),
         single_samples: bool,
     ) -> Self {
         let row_bytes = (col_rows * out_w * std::mem::size_of::<T>()).max(1);
@@ -91,8 +137,9 @@ impl Tiling {
         let (samples_per_tile, rows_per_tile) = if single_samples {
             (1, out_h)
         } else if sample_bytes <= cap_bytes {
-            let wanted = MIN_TILE_COLUMNS.div_ceil((out_h * out_w).max(1));
-            (wanted.min(cap_bytes / sample_bytes).max(1), out_h)
+            let wanted = gather.columns.div_ceil((out_h * out_w).max(1));
+            let fit = gather.bytes.max(cap_bytes) / sample_bytes;
+            (wanted.min(fit).max(1), out_h)
         } else {
             (1, (cap_bytes / row_bytes).clamp(1, out_h.max(1)))
         };
@@ -176,13 +223,19 @@ impl<'a, T: Element> Source<'a, T> {
     }
 
     /// The tiles of this source's column matrix through `window`, each
-    /// lane's largest buffer within `cap_bytes`.
+    /// lane's largest buffer within `cap_bytes`, samples gathered up to
+    /// [`MIN_TILE_COLUMNS`] columns a tile.
     fn tiling(&self, window: &Window, cap_bytes: usize) -> Tiling {
+        self.gathering_tiling(window, cap_bytes, GatherLimits::within(cap_bytes))
+    }
+
+    /// [`Self::tiling`] with samples gathered as `gather` allows.
+    fn gathering_tiling(&self, window: &Window, cap_bytes: usize, gather: GatherLimits) -> Tiling {
         let (c_src, _, _) = self.sample_shape();
         Tiling::new::<T>(
             (window.out_h, window.out_w),
             c_src * window.kh * window.kw,
-            cap_bytes,
+            (cap_bytes, gather),
             self.lowers_in_place(window),
         )
     }
@@ -666,11 +719,13 @@ fn gradient_pass<T: Element>(
     // column-major makes it pack `dY`, the smaller one is faster to pack
     // (BENCHMARKS.md, "Weight-gradient layout").
     let dw_column_major = g.out_channels_per_group() <= rows_g;
-    let tiling = source.tiling(&window, ws.column_cap_bytes());
-    let schedule = ws.schedule(Work::backward(g, 1));
-    let (_, lanes) = ws.memory(&schedule);
     let (want_dw, want_db) = (dw.is_some(), db.is_some());
     let dw_len = if want_dw { g.out_channels * rows_g } else { 0 };
+    let cap_bytes = ws.column_cap_bytes();
+    let gather = GatherLimits::gradient(cap_bytes, dw_len * std::mem::size_of::<T>());
+    let tiling = source.gathering_tiling(&window, cap_bytes, gather);
+    let schedule = ws.schedule(Work::backward(g, 1));
+    let (_, lanes) = ws.memory(&schedule);
     let db_len = if want_db { g.out_channels } else { 0 };
     let sums = schedule.run_summing(
         lanes,
