@@ -499,14 +499,8 @@ fn channel_vectors_agree_with_naive() {
             }
             _ => {}
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let seed = 21_000 + case_index as u64;
-            let p32 = Problem::<f32>::new(&case, &mut rng(seed));
-            let p64 = Problem::<f64>::new(&case, &mut rng(seed));
+        let seed = 21_000 + case_index as u64;
+        in_both_precisions_on_pool(&case, threads, seed, |p32, p64| {
             for (kernel, method) in configurations {
                 let label = |name| {
                     format!("{kernel:?}, {method:?} on {case:?} ({name}, {threads} threads)")
@@ -590,14 +584,8 @@ fn gathered_weight_gradient_tiles_agree_with_naive() {
             input: [batch, c_in, image, image + 1],
         };
         let sample_columns = c_in * 9 * image.div_ceil(stride) * (image + 1).div_ceil(stride);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let seed = 37_000 + case_index as u64;
-            let p32 = Problem::<f32>::new(&case, &mut rng(seed));
-            let p64 = Problem::<f64>::new(&case, &mut rng(seed));
+        let seed = 37_000 + case_index as u64;
+        in_both_precisions_on_pool(&case, threads, seed, |p32, p64| {
             for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {
                 let label = |name| format!("{method:?} on {case:?} ({name})");
                 let cap = |bytes| sample_columns * bytes;
@@ -689,13 +677,7 @@ fn grouped_channel_vectors_agree_with_naive() {
 /// naive reference, in a pool of `threads` threads, with no least work a
 /// lane (so that small calls are cut into bands too).
 fn check_direct_and_auto(case: &Case, threads: usize, seed: u64) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| {
-        let p32 = Problem::<f32>::new(case, &mut rng(seed));
-        let p64 = Problem::<f64>::new(case, &mut rng(seed));
+    in_both_precisions_on_pool(case, threads, seed, |p32, p64| {
         for kernel in [Kernel::Direct, Kernel::Auto] {
             let label = |name| format!("{kernel:?} on {case:?} ({name}, {threads} threads)");
             let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
@@ -703,6 +685,25 @@ fn check_direct_and_auto(case: &Case, threads: usize, seed: u64) {
             let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
             p64.check_strided(&case.spec, &mut ws, &label("f64"));
         }
+    });
+}
+
+/// `check` on the problems of `case` drawn from `seed` in `f32` and
+/// `f64`, inside a pool of `threads` threads.
+fn in_both_precisions_on_pool(
+    case: &Case,
+    threads: usize,
+    seed: u64,
+    check: impl Fn(&Problem<f32>, &Problem<f64>) + Send + Sync,
+) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let p32 = Problem::<f32>::new(case, &mut rng(seed));
+        let p64 = Problem::<f64>::new(case, &mut rng(seed));
+        check(&p32, &p64);
     });
 }
 
