@@ -721,8 +721,12 @@ fn gradient_pass<T: Element>(
     let dw_column_major = g.out_channels_per_group() <= rows_g;
     let (want_dw, want_db) = (dw.is_some(), db.is_some());
     let dw_len = if want_dw { g.out_channels * rows_g } else { 0 };
+    // The tiles depend on the geometry alone, not on which gradients the
+    // call asks for, so that each gradient comes out the same whatever the
+    // others.
     let cap_bytes = ws.column_cap_bytes();
-    let gather = GatherLimits::gradient(cap_bytes, dw_len * std::mem::size_of::<T>());
+    let sums_bytes = g.out_channels * rows_g * std::mem::size_of::<T>();
+    let gather = GatherLimits::gradient(cap_bytes, sums_bytes);
     let tiling = source.gathering_tiling(&window, cap_bytes, gather);
     let schedule = ws.schedule(Work::backward(g, 1));
     let (_, lanes) = ws.memory(&schedule);
