@@ -89,8 +89,9 @@ impl GatherLimits {
         }
     }
 
-    /// The weight gradient's tiles, for a pass whose parts each hold
-    /// `partial_bytes` of weight-gradient sums. `dW += dY_tile ·
+    /// The tiles of the weight gradient's pass, for a weight gradient of
+    /// `partial_bytes` (what each part of the pass holds in partial sums
+    /// where the call asks for it). `dW += dY_tile ·
     /// cols_tileᵀ` is as deep as the tile has columns, and reads and
     /// writes all of a part's sums on every tile: on small images with
     /// large weights (a 7x7 image, 49 columns a sample, against 512 x 4608
