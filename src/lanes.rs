@@ -257,14 +257,12 @@ impl Work {
     /// gradients, whichever of them a call asks for, so that each gradient
     /// comes out the same whatever the others.
     pub(crate) fn backward(g: &Geometry, granule: usize) -> Self {
-        let forward = Self::forward(g, granule);
+        let weight_gradient = Self::weight_gradient(g, granule);
         Work {
-            row_flops: 2 * forward.row_flops,
-            reduced: g.out_channels * (g.col_rows() / g.groups + 1),
+            row_flops: 2 * weight_gradient.row_flops,
             banded: g.in_channels * g.in_h * g.in_w,
             reach: Some(Reach::of(g)),
-            rate_share: 0,
-            ..forward
+            ..weight_gradient
         }
     }
 

@@ -73,7 +73,8 @@ const MIN_TILE_COLUMNS: usize = 64;
 const MIN_GRADIENT_TILE_COLUMNS: usize = 512;
 
 /// How far a tile gathers samples whose column matrix each fits under the
-/// cap: until it has `columns` columns, within `bytes` of column matrix.
+/// cap: until it has `columns` columns, within `bytes` of column matrix
+/// (the cap or more).
 #[derive(Clone, Copy, Debug)]
 struct GatherLimits {
     columns: usize,
@@ -139,7 +140,7 @@ impl Tiling {
             (1, out_h)
         } else if sample_bytes <= cap_bytes {
             let wanted = gather.columns.div_ceil((out_h * out_w).max(1));
-            let fit = gather.bytes.max(cap_bytes) / sample_bytes;
+            let fit = gather.bytes / sample_bytes;
             (wanted.min(fit).max(1), out_h)
         } else {
             (1, (cap_bytes / row_bytes).clamp(1, out_h.max(1)))
@@ -721,13 +722,13 @@ fn gradient_pass<T: Element>(
     // (BENCHMARKS.md, "Weight-gradient layout").
     let dw_column_major = g.out_channels_per_group() <= rows_g;
     let (want_dw, want_db) = (dw.is_some(), db.is_some());
-    let dw_len = if want_dw { g.out_channels * rows_g } else { 0 };
+    let sums_len = g.out_channels * rows_g;
+    let dw_len = if want_dw { sums_len } else { 0 };
     // The tiles depend on the geometry alone, not on which gradients the
     // call asks for, so that each gradient comes out the same whatever the
     // others.
     let cap_bytes = ws.column_cap_bytes();
-    let sums_bytes = g.out_channels * rows_g * std::mem::size_of::<T>();
-    let gather = GatherLimits::gradient(cap_bytes, sums_bytes);
+    let gather = GatherLimits::gradient(cap_bytes, sums_len * std::mem::size_of::<T>());
     let tiling = source.gathering_tiling(&window, cap_bytes, gather);
     let schedule = ws.schedule(Work::backward(g, 1));
     let (_, lanes) = ws.memory(&schedule);
