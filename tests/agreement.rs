@@ -560,23 +560,26 @@ fn grouped_channel_vector_gradients_agree_with_naive() {
 /// The column matrix's weight-gradient tiles that gather samples beyond
 /// the column cap, up to the size of the weight gradient's partial sums:
 /// a cap of one sample's column matrix, layers with 2.4 to 48 times that
-/// in weights on images of 2x3 to 4x5 pixels, groups 1 or 2, stride 1 or
-/// 2, a batch of 3 to 9 cut into tiles of several samples and a last,
+/// in weights on images of 2x3 to 4x5 pixels, 3x3 at stride 1 or 2 and
+/// 1x1 (whose samples are read in place unless gathered), groups 1 or 2,
+/// a batch of 3 to 9 cut into tiles of several samples and a last,
 /// shorter one; both input-gradient methods, f32 and f64, on pools of 1
 /// to 3 threads, against the naive reference.
 #[test]
 fn gathered_weight_gradient_tiles_agree_with_naive() {
     use rand::RngExt;
     let mut draws = rng(37);
-    for (case_index, threads) in (0..6).zip([1, 2, 3].into_iter().cycle()) {
+    for (case_index, threads) in (0..9).zip([1, 2, 3].into_iter().cycle()) {
         let groups = 1 + case_index % 2;
         let c_in = groups * draws.random_range(8..=16);
         let c_out = groups * draws.random_range(48..=96);
-        let stride = 1 + case_index / 3;
-        let spec = Conv2dSpec::new(c_in, c_out, (3, 3))
+        // 3x3 at stride 1 and 2, then 1x1 layers, whose one-sample tiles
+        // would be the input itself.
+        let (kernel, stride, padding) = [(3, 1, 1), (3, 2, 1), (1, 1, 0)][case_index / 3];
+        let spec = Conv2dSpec::new(c_in, c_out, (kernel, kernel))
             .groups(groups)
             .stride((stride, stride))
-            .padding((1, 1))
+            .padding((padding, padding))
             .bias(case_index % 2 == 0);
         let image = 2 + case_index % 3;
         let batch = 3 + draws.random_range(0..=6);
@@ -584,7 +587,8 @@ fn gathered_weight_gradient_tiles_agree_with_naive() {
             spec,
             input: [batch, c_in, image, image + 1],
         };
-        let sample_columns = c_in * 9 * image.div_ceil(stride) * (image + 1).div_ceil(stride);
+        let sample_columns =
+            c_in * kernel * kernel * image.div_ceil(stride) * (image + 1).div_ceil(stride);
         let seed = 37_000 + case_index as u64;
         in_both_precisions_on_pool(&case, threads, seed, |p32, p64| {
             for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {

@@ -79,6 +79,10 @@ const MIN_GRADIENT_TILE_COLUMNS: usize = 512;
 struct GatherLimits {
     columns: usize,
     bytes: usize,
+    /// Whether samples are gathered even where one sample's column matrix
+    /// is the input itself ([`Source::lowers_in_place`]), at the cost of a
+    /// copy the in-place tile avoids.
+    past_in_place: bool,
 }
 
 impl GatherLimits {
@@ -87,6 +91,7 @@ impl GatherLimits {
         GatherLimits {
             columns: MIN_TILE_COLUMNS,
             bytes: cap_bytes,
+            past_in_place: false,
         }
     }
 
@@ -100,13 +105,15 @@ impl GatherLimits {
     /// through memory for little arithmetic. Where the sums outgrow the
     /// cap, tiles gather up to [`MIN_GRADIENT_TILE_COLUMNS`] columns within
     /// the size of those sums (memory of the order the part already holds)
-    /// and do a deeper product a pass over them (BENCHMARKS.md,
+    /// and do a deeper product a pass over them, 1x1 layers too, whose
+    /// one-sample tiles would otherwise be the input itself (BENCHMARKS.md,
     /// "Weight-gradient tiles").
     fn gradient(cap_bytes: usize, partial_bytes: usize) -> Self {
         if partial_bytes > cap_bytes {
             GatherLimits {
                 columns: MIN_GRADIENT_TILE_COLUMNS,
                 bytes: partial_bytes,
+                past_in_place: true,
             }
         } else {
             Self::within(cap_bytes)
@@ -127,21 +134,30 @@ struct Tile {
 impl Tiling {
     /// Tiles whose column matrix (`col_rows` rows, one column per output
     /// pixel) stays under `cap_bytes`, unless a single output row exceeds it;
-    /// samples that fit under the cap are gathered as `gather` allows.
+    /// samples that fit under the cap are gathered as `gather` allows. A
+    /// source that lowers `in_place` keeps one sample a tile unless
+    /// `gather` reaches past it.
     fn new<T>(
         (out_h, out_w): (usize, usize),
         col_rows: usize,
         (cap_bytes, gather): (usize, GatherLimits),
-        single_samples: bool,
+        in_place: bool,
     ) -> Self {
         let row_bytes = (col_rows * out_w * std::mem::size_of::<T>()).max(1);
         let sample_bytes = row_bytes.saturating_mul(out_h);
-        let (samples_per_tile, rows_per_tile) = if single_samples {
-            (1, out_h)
-        } else if sample_bytes <= cap_bytes {
+        let (samples_per_tile, rows_per_tile) = if sample_bytes <= cap_bytes {
             let wanted = gather.columns.div_ceil((out_h * out_w).max(1));
             let fit = gather.bytes / sample_bytes;
-            (wanted.min(fit).max(1), out_h)
+            let samples = wanted.min(fit).max(1);
+            // A sample that is its own column matrix stays in place, unless
+            // the gathering is worth its copy.
+            if in_place && !(gather.past_in_place && samples > 1) {
+                (1, out_h)
+            } else {
+                (samples, out_h)
+            }
+        } else if in_place {
+            (1, out_h)
         } else {
             (1, (cap_bytes / row_bytes).clamp(1, out_h.max(1)))
         };
