@@ -148,14 +148,11 @@ impl Tiling {
         let (samples_per_tile, rows_per_tile) = if sample_bytes <= cap_bytes {
             let wanted = gather.columns.div_ceil((out_h * out_w).max(1));
             let fit = gather.bytes / sample_bytes;
-            let samples = wanted.min(fit).max(1);
             // A sample that is its own column matrix stays in place, unless
             // the gathering is worth its copy.
-            if in_place && !(gather.past_in_place && samples > 1) {
-                (1, out_h)
-            } else {
-                (samples, out_h)
-            }
+            let gathers = !in_place || gather.past_in_place;
+            let samples = if gathers { wanted.min(fit).max(1) } else { 1 };
+            (samples, out_h)
         } else if in_place {
             (1, out_h)
         } else {
