@@ -242,6 +242,16 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
         error: (&[Self], usize),
     ) -> Option<[Self; 9]>;
 
+    /// The dot products of each of `rows` with each of `columns` (1 to 4),
+    /// all of one length (`gemm_tail.rs`), in the CPU's vector kernel where
+    /// it has one; columns past the last sum to zero. Panics if the lengths
+    /// differ.
+    #[doc(hidden)]
+    fn dot_block(
+        rows: [&[Self]; crate::gemm_tail::BLOCK],
+        columns: &[&[Self]],
+    ) -> [[Self; crate::gemm_tail::BLOCK]; crate::gemm_tail::BLOCK];
+
     /// CBLAS `?gemm` for this type: `C ← alpha·op(A)·op(B) + beta·C`,
     /// row-major. The dtype dispatch of the BLAS backends, in one place.
     ///
@@ -394,6 +404,12 @@ impl Element for f32 {
     ) -> Option<[Self; 9]> {
         crate::algo::strided::direct::narrow_planes::weight_gradient_f32(input, error)
     }
+    fn dot_block(
+        rows: [&[Self]; crate::gemm_tail::BLOCK],
+        columns: &[&[Self]],
+    ) -> [[Self; crate::gemm_tail::BLOCK]; crate::gemm_tail::BLOCK] {
+        crate::gemm_tail::dot_block_f32(rows, columns)
+    }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
 }
@@ -483,6 +499,12 @@ impl Element for f64 {
         error: (&[Self], usize),
     ) -> Option<[Self; 9]> {
         crate::algo::strided::direct::narrow_planes::weight_gradient_f64(input, error)
+    }
+    fn dot_block(
+        rows: [&[Self]; crate::gemm_tail::BLOCK],
+        columns: &[&[Self]],
+    ) -> [[Self; crate::gemm_tail::BLOCK]; crate::gemm_tail::BLOCK] {
+        crate::gemm_tail::dot_block_f64(rows, columns)
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

@@ -59,11 +59,39 @@ pub fn inside_gemm() -> bool {
 /// Shapes are the caller's invariant (the kernels derive them from a
 /// validated geometry), so a mismatch is a bug in this crate and panics.
 pub(crate) fn matmul<T: Element>(
+    c: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    threads: usize,
+) {
+    product(c, accumulate, a, b, threads, false);
+}
+
+/// [`matmul`] for a product whose columns are the same on any thread
+/// count (one whole sample's pixels, say, rather than a lane's band of
+/// them): with the pure-Rust GEMM, its last few columns may be dot
+/// products instead (`gemm_tail.rs`), which round otherwise, so a product
+/// whose columns the thread count cuts would not be the same on every
+/// thread count.
+pub(crate) fn matmul_whole_columns<T: Element>(
+    c: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    threads: usize,
+) {
+    product(c, accumulate, a, b, threads, true);
+}
+
+/// [`matmul`], and with `whole_columns` [`matmul_whole_columns`].
+fn product<T: Element>(
     mut c: ArrayViewMut2<'_, T>,
     accumulate: bool,
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
     threads: usize,
+    whole_columns: bool,
 ) {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
@@ -92,7 +120,19 @@ pub(crate) fn matmul<T: Element>(
     #[cfg(not(feature = "_blas"))]
     let done = false;
     if !done {
-        pure_rust_matmul(c, accumulate, a, b, threads);
+        let tail = match whole_columns {
+            true => crate::gemm_tail::tail_columns::<T>(n),
+            false => 0,
+        };
+        // Whatever the threads, so that the GEMM's pieces are the same on
+        // any thread count.
+        if tail > 0 && a.strides()[1] == 1 && c.strides()[1] == 1 {
+            crate::gemm_tail::matmul(c, accumulate, a, b, tail, |c, accumulate, a, b| {
+                pure_rust_matmul(c, accumulate, a, b, threads)
+            });
+        } else {
+            pure_rust_matmul(c, accumulate, a, b, threads);
+        }
     }
     #[cfg(feature = "_internal")]
     INSIDE_GEMM.with(|flag| flag.set(false));

@@ -99,6 +99,7 @@ mod conv1d_spec;
 mod element;
 mod error;
 mod gemm;
+mod gemm_tail;
 mod gradients;
 mod handoff;
 mod huge_pages;

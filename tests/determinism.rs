@@ -158,6 +158,11 @@ fn conv2d_cases() -> Vec<(Conv2dSpec, [usize; 4], &'static str)> {
             "1x1, batch 5",
         ),
         (
+            Conv2dSpec::new(24, 80, (3, 3)).padding((1, 1)),
+            [1, 24, 7, 7],
+            "one 7x7 image in blocks of channels, its GEMMs' last column split off",
+        ),
+        (
             Conv2dSpec::new(3, 5, (3, 3))
                 .padding((2, 1))
                 .padding_mode(PaddingMode::Reflect),

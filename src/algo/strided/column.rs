@@ -32,7 +32,7 @@
 //! flipped, channel-swapped weights ([`backward_by_error_lowering`]).
 
 use crate::element::Element;
-use crate::gemm::matmul;
+use crate::gemm::{matmul, matmul_whole_columns};
 use crate::gradients::Targets;
 use crate::lanes::{Partials, Schedule, Work, WorkItem};
 use crate::layout::nchw::{
@@ -400,7 +400,7 @@ fn lower_and_multiply<T: Element>(
                 bias,
                 y_tile,
                 product_buf,
-                item.gemm_threads,
+                (item.gemm_threads, false),
             );
         }
     });
@@ -419,6 +419,9 @@ fn lower_and_multiply_by_channels<T: Element>(
     lanes: Lanes<'_, T>,
 ) {
     let tiling = source.tiling(window, lanes.cap_bytes);
+    // One sample's tile has all its pixels on any thread count, which cuts
+    // its channels alone; several samples' tiles end where lanes' shares do.
+    let whole_columns = y.len_of(Axis(0)) == 1;
     let by_channel = y.permuted_axes([0, 2, 1, 3]);
     lanes
         .schedule
@@ -442,22 +445,27 @@ fn lower_and_multiply_by_channels<T: Element>(
                     bias,
                     y_tile,
                     product_buf,
-                    item.gemm_threads,
+                    (item.gemm_threads, whole_columns),
                 );
             }
         });
 }
 
 /// `product = weights · cols`, group by group: group `g`'s output rows come
-/// from its rows of `weights` and of `cols`.
+/// from its rows of `weights` and of `cols`. With `whole_columns`, the
+/// columns are the same on any thread count ([`matmul_whole_columns`]).
 fn grouped_matmul<T: Element>(
     mut product: ArrayViewMut2<'_, T>,
     accumulate: bool,
     weights: ArrayView2<'_, T>,
     cols: ArrayView2<'_, T>,
     groups: usize,
-    threads: usize,
+    (threads, whole_columns): (usize, bool),
 ) {
+    let matmul = match whole_columns {
+        true => matmul_whole_columns,
+        false => matmul,
+    };
     let (rows_g, inner_g) = (product.nrows() / groups, cols.nrows() / groups);
     for group in 0..groups {
         let out_rows = group * rows_g..(group + 1) * rows_g;
@@ -471,21 +479,23 @@ fn grouped_matmul<T: Element>(
     }
 }
 
-/// Steps 4 and 5: `y_tile = weights · cols (+ bias)`.
+/// Steps 4 and 5: `y_tile = weights · cols (+ bias)`, the GEMM on
+/// `threads` and, with `whole_columns`, on columns that are the same on
+/// any thread count (see [`grouped_matmul`]).
 fn multiply_into_output<T: Element>(
     (weights, groups): (ArrayView2<'_, T>, usize),
     cols: ArrayView2<'_, T>,
     bias: Option<ArrayView1<'_, T>>,
     mut y: ArrayViewMut4<'_, T>,
     product_buf: &mut Vec<T>,
-    threads: usize,
+    gemm: (usize, bool),
 ) {
     let (n, c_dst, rows, out_w) = y.dim();
     if n == 1
         && let Some(mut y_mat) = channel_matrix(y.view_mut().index_axis_move(Axis(0), 0))
     {
         // One sample: its [c_dst, rows·out_w] block of y is the GEMM's output.
-        grouped_matmul(y_mat.view_mut(), false, weights, cols, groups, threads);
+        grouped_matmul(y_mat.view_mut(), false, weights, cols, groups, gemm);
         if let Some(bias) = bias {
             for (mut row, &b) in y_mat.outer_iter_mut().zip(bias) {
                 row += b;
@@ -496,7 +506,7 @@ fn multiply_into_output<T: Element>(
     let product = scratch(product_buf, c_dst * n * rows * out_w);
     let mut product = ArrayViewMut2::from_shape((c_dst, n * rows * out_w), product)
         .expect("product buffer sized above");
-    grouped_matmul(product.view_mut(), false, weights, cols, groups, threads);
+    grouped_matmul(product.view_mut(), false, weights, cols, groups, gemm);
     let product = product
         .into_shape_with_order((c_dst, n, rows, out_w))
         .expect("product is contiguous")
