@@ -419,8 +419,9 @@ fn lower_and_multiply_by_channels<T: Element>(
     lanes: Lanes<'_, T>,
 ) {
     let tiling = source.tiling(window, lanes.cap_bytes);
-    // One sample's tile has all its pixels on any thread count, which cuts
-    // its channels alone; several samples' tiles end where lanes' shares do.
+    // One sample's tiles (cut by the column cap alone) are the same on any
+    // thread count, which cuts its channels; several samples' tiles end
+    // where lanes' shares do.
     let whole_columns = y.len_of(Axis(0)) == 1;
     let by_channel = y.permuted_axes([0, 2, 1, 3]);
     lanes
