@@ -4,8 +4,8 @@
 //! The `gemm` crate's microkernel runs along the output's rows (a layer's
 //! pixels) in vectors, so a product with 49 columns (a 7x7 image) pays for
 //! 64 and one with 196 (14x14) for 208, the last vector mostly idle: its
-//! time is 20–25% above that of 48 or 192 columns on the same rows
-//! (BENCHMARKS.md, "GEMM column tails"). Here the GEMM runs on the columns
+//! time is commonly 15–30% above that of 48 or 192 columns on the same
+//! rows (BENCHMARKS.md, "GEMM column tails"). Here the GEMM runs on the columns
 //! up to the last whole vector, and the rest, a handful of columns, are
 //! dot products of `A`'s rows with `B`'s columns (vectors along the depth,
 //! which has no such tail), a block of rows of `A` at a time, each read
