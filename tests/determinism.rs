@@ -163,6 +163,16 @@ fn conv2d_cases() -> Vec<(Conv2dSpec, [usize; 4], &'static str)> {
             "one 7x7 image in blocks of channels, its GEMMs' last column split off",
         ),
         (
+            Conv2dSpec::new(8, 96, (3, 3)).padding((1, 1)),
+            [3, 8, 9, 9],
+            "three 9x9 images in blocks of channels, one a tile, its GEMMs' last column split off",
+        ),
+        (
+            Conv2dSpec::new(8, 96, (3, 3)).padding((1, 1)),
+            [3, 8, 6, 6],
+            "three 6x6 images in blocks of channels, two a tile where the lanes' shares allow",
+        ),
+        (
             Conv2dSpec::new(3, 5, (3, 3))
                 .padding((2, 1))
                 .padding_mode(PaddingMode::Reflect),

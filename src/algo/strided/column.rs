@@ -419,10 +419,11 @@ fn lower_and_multiply_by_channels<T: Element>(
     lanes: Lanes<'_, T>,
 ) {
     let tiling = source.tiling(window, lanes.cap_bytes);
-    // One sample's tiles (cut by the column cap alone) are the same on any
-    // thread count, which cuts its channels; several samples' tiles end
+    // One-sample tiles (whole samples, or bands cut by the column cap
+    // alone) are the same on any thread count, which cuts only channels
+    // and which samples a lane takes; tiles gathering several samples end
     // where lanes' shares do.
-    let whole_columns = y.len_of(Axis(0)) == 1;
+    let whole_columns = y.len_of(Axis(0)) == 1 || tiling.samples_per_tile == 1;
     let by_channel = y.permuted_axes([0, 2, 1, 3]);
     lanes
         .schedule
