@@ -4,6 +4,7 @@
 //! adjoint, the error dilated and padded for the input-gradient pass, and
 //! the flipped, channel-swapped weights that pass multiplies it by.
 
+use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::spec::Geometry;
 use crate::workspace::scratch;
@@ -157,8 +158,25 @@ pub(crate) fn tap_column_view<'a, T>(
 /// (row-major, `[c·kh·kw, n·rows·out_w]`): row `(c, i, j)`, column `(n, oh,
 /// ow)`. This is the one copy of the strided lowering: kernel column by
 /// kernel column, each [`tap_column_view`] walked line by line, a line being
-/// contiguous (one `memcpy`) unless the layout is plain and `sw > 1`.
+/// contiguous (one copy, [`copy_line`]) unless the layout is plain and
+/// `sw > 1`.
 pub(crate) fn copy_windows_to_columns<T: Element>(
+    src: &[T],
+    layout: SourceLayout,
+    win: &Window,
+    rows: Range<usize>,
+    cols: &mut [T],
+) {
+    // The short lines' blocks in the widest vectors the CPU has.
+    with_runtime_simd!(
+        copy_windows_avx512, copy_windows_avx2,
+        copy_windows_to_columns_body::<T>, copy_windows_to_columns_body::<T>,
+        src: &[T], layout: SourceLayout, win: &Window, rows: Range<usize>, cols: &mut [T],
+    );
+}
+
+#[inline(always)]
+fn copy_windows_to_columns_body<T: Element>(
     src: &[T],
     layout: SourceLayout,
     win: &Window,
@@ -180,12 +198,65 @@ pub(crate) fn copy_windows_to_columns<T: Element>(
                 let dst = &mut cols[row * row_len..(row + 1) * row_len];
                 for (dst, line) in dst.chunks_exact_mut(win.out_w).zip(per_tap.rows()) {
                     match line.as_slice() {
-                        Some(contiguous) => dst.copy_from_slice(contiguous),
+                        Some(contiguous) => copy_line(dst, contiguous),
                         None => dst.iter_mut().zip(line).for_each(|(d, &v)| *d = v),
                     }
                 }
             }
         }
+    }
+}
+
+/// Lines shorter than this many elements are copied in blocks inline
+/// rather than by a call to `memcpy` (BENCHMARKS.md, "Short lines"): the
+/// call and its dispatch cost more than moving a line of a few vectors.
+const SHORT_LINE: usize = 64;
+
+/// Elements a block of a short line's copy moves: an AVX-512 vector of
+/// `f64`, half of one of `f32`.
+const LINE_BLOCK: usize = 8;
+
+/// `dst = src`, for one line of the lowering.
+#[inline(always)]
+fn copy_line<T: Element>(dst: &mut [T], src: &[T]) {
+    if src.len() >= SHORT_LINE {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut dst_blocks = dst.chunks_exact_mut(LINE_BLOCK);
+    let mut src_blocks = src.chunks_exact(LINE_BLOCK);
+    for (to, from) in dst_blocks.by_ref().zip(src_blocks.by_ref()) {
+        let from: &[T; LINE_BLOCK] = from.try_into().expect("blocks of LINE_BLOCK");
+        let to: &mut [T; LINE_BLOCK] = to.try_into().expect("blocks of LINE_BLOCK");
+        *to = *from;
+    }
+    let len = src.len();
+    if len.is_multiple_of(LINE_BLOCK) {
+        return;
+    }
+    if len > LINE_BLOCK {
+        // The last block ends on the line's end, over part of the one
+        // before: one more vector move rather than a few scalar ones.
+        let from: &[T; LINE_BLOCK] = src[len - LINE_BLOCK..].try_into().expect("one block");
+        let to: &mut [T; LINE_BLOCK] = (&mut dst[len - LINE_BLOCK..len])
+            .try_into()
+            .expect("one block");
+        *to = *from;
+        return;
+    }
+    // Element by element: `copy_from_slice` calls `memcpy` even for none.
+    let rest = dst_blocks.into_remainder().iter_mut();
+    for (to, &from) in rest.zip(src_blocks.remainder()) {
+        *to = from;
+    }
+}
+
+/// `dst += src`, for one line of col2im (vectorised as it stands; in
+/// blocks as [`copy_line`] it is slower).
+#[inline(always)]
+fn add_line<T: Element>(dst: &mut [T], src: &[T]) {
+    for (to, &from) in dst.iter_mut().zip(src) {
+        *to += from;
     }
 }
 
@@ -202,6 +273,23 @@ pub(crate) fn add_columns_to_windows<T: Element>(
     win: &Window,
     first_row: usize,
 ) {
+    // The lines' adds in the widest vectors the CPU has.
+    with_runtime_simd!(
+        add_columns_avx512, add_columns_avx2,
+        add_columns_to_windows_body::<T>, add_columns_to_windows_body::<T>,
+        cols: ArrayView2<'_, T>, dst: &mut [T], layout: SourceLayout, win: &Window,
+        first_row: usize,
+    );
+}
+
+#[inline(always)]
+fn add_columns_to_windows_body<T: Element>(
+    cols: ArrayView2<'_, T>,
+    dst: &mut [T],
+    layout: SourceLayout,
+    win: &Window,
+    first_row: usize,
+) {
     let SourceLayout { c, h, .. } = layout;
     let row_len = layout.row_len();
     let columns = layout.n * win.out_h * win.out_w;
@@ -210,17 +298,20 @@ pub(crate) fn add_columns_to_windows<T: Element>(
         let src_row = src_row.to_slice().expect("column matrices are row-major");
         debug_assert_eq!(src_row.len(), columns);
         let (offset, step) = layout.window_columns(j * win.dw, win.sw);
-        for (line_index, line) in src_row.chunks_exact(win.out_w.max(1)).enumerate() {
-            let (sample, oh) = (line_index / win.out_h, line_index % win.out_h);
-            let ih = (first_row + oh) * win.sh + i * win.dh;
-            let start = ((sample * c + ch) * h + ih) * row_len + offset;
-            if step == 1 {
-                for (d, &v) in dst[start..start + win.out_w].iter_mut().zip(line) {
-                    *d += v;
-                }
-            } else {
-                for (k, &v) in line.iter().enumerate() {
-                    dst[start + k * step] += v;
+        // Line after line, the start stepping by rows and samples: no
+        // division a line, which cost more than the adds of a short one.
+        let mut lines = src_row.chunks_exact(win.out_w.max(1));
+        for sample in 0..layout.n {
+            let first =
+                ((sample * c + ch) * h + first_row * win.sh + i * win.dh) * row_len + offset;
+            for (oh, line) in (0..win.out_h).zip(lines.by_ref()) {
+                let start = first + oh * win.sh * row_len;
+                if step == 1 {
+                    add_line(&mut dst[start..start + win.out_w], line);
+                } else {
+                    for (k, &v) in line.iter().enumerate() {
+                        dst[start + k * step] += v;
+                    }
                 }
             }
         }
@@ -545,6 +636,67 @@ mod tests {
             let interior: f64 = x.iter().sum();
             assert_eq!(buf.iter().sum::<f64>(), interior, "{phases} phases");
         }
+    }
+
+    /// The lowering and its adjoint on a plain source of `T`, element by
+    /// element against their definitions, for lines of every length from
+    /// one to past [`SHORT_LINE`]: whole blocks, blocks and a remainder, a
+    /// remainder alone, and the `memcpy` of long lines.
+    fn lowers_by_definition<T: Element>() {
+        let (n, c, kh, kw, sh, dh) = (2, 2, 2, 3, 2, 1);
+        for out_w in (1..=20).chain([23, 24, 25, 31, 32, 33, 63, 64, 65, 70]) {
+            let (h, w) = (6, out_w + kw - 1);
+            let win = Window {
+                kh,
+                kw,
+                sh,
+                sw: 1,
+                dh,
+                dw: 1,
+                out_h: (h - (kh - 1) * dh - 1) / sh + 1,
+                out_w,
+            };
+            let layout = SourceLayout::plain((n, c, h, w));
+            let at = |(s, ch, y, x): (usize, usize, usize, usize)| ((s * c + ch) * h + y) * w + x;
+            let src: Vec<T> = (0..layout.len()).map(|v| T::from_f64(v as f64)).collect();
+            let rows = 1..win.out_h;
+            let columns = n * rows.len() * out_w;
+            let mut cols = vec![T::from_f64(-1.0); c * kh * kw * columns];
+            copy_windows_to_columns(&src, layout, &win, rows.clone(), &mut cols);
+            let mut added = vec![T::zero(); layout.len()];
+            let mut expected = vec![T::zero(); layout.len()];
+            for (ch, i, j) in
+                (0..c).flat_map(|ch| (0..kh).flat_map(move |i| (0..kw).map(move |j| (ch, i, j))))
+            {
+                let row = (ch * kh + i) * kw + j;
+                for (s, oh, ow) in (0..n).flat_map(|s| {
+                    rows.clone()
+                        .flat_map(move |oh| (0..out_w).map(move |ow| (s, oh, ow)))
+                }) {
+                    let column = (s * rows.len() + oh - rows.start) * out_w + ow;
+                    let source = at((s, ch, oh * sh + i * dh, ow + j));
+                    assert_eq!(
+                        cols[row * columns + column],
+                        src[source],
+                        "out_w {out_w}: row {row}, column {column}"
+                    );
+                    expected[source] += src[source];
+                }
+            }
+            let band = Window {
+                out_h: rows.len(),
+                ..win
+            };
+            let cols = ArrayView2::from_shape((c * kh * kw, columns), &cols[..]).unwrap();
+            add_columns_to_windows(cols, &mut added, layout, &band, rows.start);
+            assert_eq!(added, expected, "adjoint, out_w {out_w}");
+        }
+    }
+
+    #[test]
+    fn lowering_matches_its_definition_on_lines_of_any_length() {
+        lowers_by_definition::<f32>();
+        lowers_by_definition::<f64>();
     }
 
     /// The column matrix is the same whatever the layout of the source, for
