@@ -1,5 +1,6 @@
-//! Runtime dispatch to SIMD builds of the direct kernels' loops, so that a
-//! library user gets vectorised code without any `target-cpu` flag.
+//! Runtime dispatch to SIMD builds of the direct kernels' loops (and of
+//! the lowering's copies, `layout/nchw.rs`), so that a library user gets
+//! vectorised code without any `target-cpu` flag.
 
 /// Inside a function generic over `T: Element`, returns `$fused(args)`
 /// compiled for AVX-512 (F and VL) or else AVX2, with FMA, when the CPU has
