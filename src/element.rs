@@ -242,6 +242,21 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
         error: (&[Self], usize),
     ) -> Option<[Self; 9]>;
 
+    /// One output plane of the direct kernel's stencils (`direct/stencil.rs`:
+    /// the padded planes and their plane length, row length and count; the
+    /// weights; the bias; the kernel size and the output's height and
+    /// width) in this type's vector kernel where the CPU has one; returns
+    /// whether it ran. Panics if a slice is shorter than the shapes read or
+    /// write.
+    #[doc(hidden)]
+    fn stencil_plane(
+        planes: (&[Self], [usize; 3]),
+        weights: &[Self],
+        bias: Self,
+        shape: [usize; 3],
+        out: &mut [Self],
+    ) -> bool;
+
     /// The dot products of each of `rows` with each of `columns` (1 to 4),
     /// all of one length (`gemm_tail.rs`), in the CPU's vector kernel where
     /// it has one; columns past the last sum to zero. Panics if the lengths
@@ -410,6 +425,15 @@ impl Element for f32 {
     ) -> [[Self; crate::gemm_tail::BLOCK]; crate::gemm_tail::BLOCK] {
         crate::gemm_tail::dot_block_f32(rows, columns)
     }
+    fn stencil_plane(
+        planes: (&[Self], [usize; 3]),
+        weights: &[Self],
+        bias: Self,
+        shape: [usize; 3],
+        out: &mut [Self],
+    ) -> bool {
+        crate::algo::strided::direct::stencil::plane_f32(planes, weights, bias, shape, out)
+    }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
 }
@@ -505,6 +529,15 @@ impl Element for f64 {
         columns: &[&[Self]],
     ) -> [[Self; crate::gemm_tail::BLOCK]; crate::gemm_tail::BLOCK] {
         crate::gemm_tail::dot_block_f64(rows, columns)
+    }
+    fn stencil_plane(
+        planes: (&[Self], [usize; 3]),
+        weights: &[Self],
+        bias: Self,
+        shape: [usize; 3],
+        out: &mut [Self],
+    ) -> bool {
+        crate::algo::strided::direct::stencil::plane_f64(planes, weights, bias, shape, out)
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

@@ -24,7 +24,7 @@ pub(crate) mod deinterleaved_gradients;
 pub(crate) mod depthwise;
 pub(crate) mod narrow_planes;
 pub(crate) mod split_in_registers;
-mod stencil;
+pub(crate) mod stencil;
 pub(crate) mod stencil_gradients;
 pub(crate) mod tiled;
 

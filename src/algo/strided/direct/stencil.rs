@@ -9,7 +9,10 @@
 //! tap for a dozen scalar instructions of addressing; here the kernel size
 //! is a constant, so the taps unroll into straight runs of fused
 //! multiply-adds, eight independent sums at a time, with one bounds check
-//! a row of input.
+//! a row of input. On AVX-512 the tiles are intrinsics that load each input
+//! row once for all the output rows that read it ([`plane_f32`],
+//! [`plane_f64`]); the generic tiles serve other CPUs, with the same sums in
+//! the same order.
 
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
@@ -54,7 +57,11 @@ pub(super) fn plane<T: Element>(
     out: &mut [T],
 ) {
     debug_assert!(fits::<T>(g), "the caller checks the geometry");
-    plane_dispatch(planes, weights, bias, g, out);
+    let layout = [planes.plane_len, planes.wp, planes.c_in_g];
+    let shape = [g.kh, g.out_h, g.out_w];
+    if !T::stencil_plane((planes.source, layout), weights, bias, shape, out) {
+        plane_dispatch(planes, weights, bias, g, out);
+    }
 }
 
 fn plane_dispatch<T: Element>(
@@ -176,5 +183,305 @@ fn kernel_row<
             }
         }
         start += wp;
+    }
+}
+
+/// [`plane`] for `f32` by the AVX-512 tiles (16 lanes a vector), its
+/// arguments raw (`Element::stencil_plane`); returns whether it ran: on a
+/// CPU with AVX-512 F. Panics if the kernel size is not 3 or 5, the plane
+/// is smaller than a tile, or a slice is shorter than the shapes read or
+/// write.
+pub(crate) fn plane_f32(
+    planes: (&[f32], [usize; 3]),
+    weights: &[f32],
+    bias: f32,
+    shape: [usize; 3],
+    out: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let kernel = Some(avx512::f32_tiles::plane as RawPlane<f32>);
+    #[cfg(not(target_arch = "x86_64"))]
+    let kernel = None;
+    plane_with(planes, weights, bias, (shape, 16), out, kernel)
+}
+
+/// [`plane_f32`] for `f64` (8 lanes a vector).
+pub(crate) fn plane_f64(
+    planes: (&[f64], [usize; 3]),
+    weights: &[f64],
+    bias: f64,
+    shape: [usize; 3],
+    out: &mut [f64],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let kernel = Some(avx512::f64_tiles::plane as RawPlane<f64>);
+    #[cfg(not(target_arch = "x86_64"))]
+    let kernel = None;
+    plane_with(planes, weights, bias, (shape, 8), out, kernel)
+}
+
+/// [`plane_f32`] or [`plane_f64`].
+#[cfg(test)]
+type RawPlaneCall<T> = fn((&[T], [usize; 3]), &[T], T, [usize; 3], &mut [T]) -> bool;
+
+/// The raw form of a plane call: the planes' source, plane length, row
+/// length and count, the weights, the bias, the kernel size, the output
+/// plane's height and width, and the output.
+type RawPlane<T> = unsafe fn(*const T, [usize; 3], *const T, T, usize, (usize, usize), *mut T);
+
+/// `kernel` on the call's slices, where there is one and the CPU allows
+/// it, after checking that every read and write lies within them.
+fn plane_with<T>(
+    (source, layout): (&[T], [usize; 3]),
+    weights: &[T],
+    bias: T,
+    ([k, out_h, out_w], lanes): ([usize; 3], usize),
+    out: &mut [T],
+    kernel: Option<RawPlane<T>>,
+) -> bool {
+    let Some(kernel) = kernel.filter(|_| super::narrow_planes::available()) else {
+        return false;
+    };
+    let [plane_len, wp, c_in_g] = layout;
+    assert!(matches!(k, 3 | 5), "a 3x3 or 5x5 kernel");
+    assert!(out_h >= ROWS && out_w >= lanes, "a plane of whole tiles");
+    assert!(c_in_g >= 1 && out_w + k - 1 <= wp, "rows hold the windows");
+    // The last tile of the last plane reads up to its row `out_h + k - 2`,
+    // column `out_w + k - 2`.
+    let last_read = (c_in_g - 1) * plane_len + (out_h + k - 2) * wp + out_w + k - 2;
+    assert!(last_read < source.len(), "planes for every window");
+    assert!(weights.len() >= c_in_g * k * k, "weights for every tap");
+    assert!(out.len() >= out_h * out_w, "an output plane");
+    // SAFETY: the CPU has AVX-512 F (`available`). Every tile reads rows
+    // `top..top + ROWS + k - 1` of each plane from column `left` for
+    // `lanes + k - 1` elements, with `top <= out_h - ROWS` and `left <=
+    // out_w - lanes`, all at or before `last_read`; it reads `c_in_g·k·k`
+    // weights and writes `ROWS` rows of `lanes` within the `out_h x
+    // out_w` output.
+    unsafe {
+        kernel(
+            source.as_ptr(),
+            layout,
+            weights.as_ptr(),
+            bias,
+            k,
+            (out_h, out_w),
+            out.as_mut_ptr(),
+        )
+    };
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::ROWS;
+
+    /// The input rows `$q` of a tile (those below `ROWS + K - 1`), each
+    /// row's `K` shifted vectors loaded once and multiplied into output
+    /// row `q - i` for each kernel row `i` that reaches it within the
+    /// tile; with the row indices literals, the sums stay in registers.
+    macro_rules! input_rows {
+        (($load:ident, $fmadd:ident, $vec:ty, $k:ident), ($origin:ident, $wp:ident, $w:ident,
+         $acc:ident), $($q:literal)*) => {$({
+            if $q < ROWS + $k - 1 {
+                // SAFETY: row `$q` of the tile's rows (`plane_with`).
+                let row = unsafe { $origin.add($q * $wp) };
+                let x: [$vec; $k] = std::array::from_fn(|j| unsafe { $load(row.add(j)) });
+                for i in 0..$k {
+                    if $q >= i && $q - i < ROWS {
+                        let sum = &mut $acc[$q - i];
+                        for j in 0..$k {
+                            *sum = $fmadd($w[i][j], x[j], *sum);
+                        }
+                    }
+                }
+            }
+        })*};
+    }
+
+    /// The AVX-512 tiles of one dtype, in module `$module`: see
+    /// [`super::plane_f32`]. Each tile loads every input row's `K` shifted
+    /// vectors once, as unaligned loads: LLVM turns the same loads written
+    /// as element copies into pairs of loads and permutes, which share the
+    /// multiply-adds' port.
+    macro_rules! stencil_tiles {
+        ($module:ident, $t:ty, $lanes:expr, $vec:ty, $set1:ident, $load:ident, $store:ident,
+         $fmadd:ident) => {
+            pub(super) mod $module {
+                use super::ROWS;
+                use std::arch::x86_64::*;
+
+                const LANES: usize = $lanes;
+
+                /// Every tile of the plane; see [`super::super::plane_with`]
+                /// for what the pointers must hold.
+                ///
+                /// # Safety
+                /// The CPU has AVX-512 F; the planes, weights and output
+                /// are as `plane_with` checks them.
+                pub(in super::super) unsafe fn plane(
+                    source: *const $t,
+                    layout: [usize; 3],
+                    weights: *const $t,
+                    bias: $t,
+                    k: usize,
+                    shape: (usize, usize),
+                    out: *mut $t,
+                ) {
+                    // SAFETY: as the caller promises.
+                    unsafe {
+                        if k == 3 {
+                            tiles::<3>(source, layout, weights, bias, shape, out)
+                        } else {
+                            tiles::<5>(source, layout, weights, bias, shape, out)
+                        }
+                    }
+                }
+
+                #[target_feature(enable = "avx512f")]
+                unsafe fn tiles<const K: usize>(
+                    source: *const $t,
+                    [plane_len, wp, c_in_g]: [usize; 3],
+                    weights: *const $t,
+                    bias: $t,
+                    (out_h, out_w): (usize, usize),
+                    out: *mut $t,
+                ) {
+                    let mut oh = 0;
+                    while oh < out_h {
+                        // The last tile of a column or row is shifted back
+                        // to end on the plane's edge, as in `tiles`.
+                        let top = oh.min(out_h - ROWS);
+                        let mut ow = 0;
+                        while ow < out_w {
+                            let left = ow.min(out_w - LANES);
+                            let mut acc = [$set1(bias); ROWS];
+                            for cl in 0..c_in_g {
+                                // SAFETY: the weights of plane `cl`, and
+                                // its tile's rows (`plane_with`).
+                                let w: [[$vec; K]; K] = std::array::from_fn(|i| {
+                                    std::array::from_fn(|j| {
+                                        $set1(unsafe { *weights.add((cl * K + i) * K + j) })
+                                    })
+                                });
+                                let origin = unsafe { source.add(cl * plane_len + top * wp + left) };
+                                input_rows!(
+                                    ($load, $fmadd, $vec, K),
+                                    (origin, wp, w, acc),
+                                    0 1 2 3 4 5 6 7 8 9 10 11
+                                );
+                            }
+                            for (r, &sum) in acc.iter().enumerate() {
+                                // SAFETY: row `top + r` of the output, from
+                                // column `left` (`plane_with`).
+                                unsafe { $store(out.add((top + r) * out_w + left), sum) };
+                            }
+                            ow = left + LANES;
+                        }
+                        oh = top + ROWS;
+                    }
+                }
+            }
+        };
+    }
+
+    stencil_tiles!(
+        f32_tiles,
+        f32,
+        16,
+        __m512,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_fmadd_ps
+    );
+    stencil_tiles!(
+        f64_tiles,
+        f64,
+        8,
+        __m512d,
+        _mm512_set1_pd,
+        _mm512_loadu_pd,
+        _mm512_storeu_pd,
+        _mm512_fmadd_pd
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Planes, ROWS, plane_dispatch, plane_f32, plane_f64};
+    use crate::element::Element;
+    use crate::spec::{Geometry, Padding};
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    /// A stencil geometry with `c_in_g` input channels a plane: its output
+    /// plane only matters to the tiles.
+    fn geometry(k: usize, c_in_g: usize, (out_h, out_w): (usize, usize)) -> Geometry {
+        Geometry {
+            batch: 1,
+            in_channels: c_in_g,
+            in_h: out_h + k - 1,
+            in_w: out_w + k - 1,
+            out_channels: 1,
+            kh: k,
+            kw: k,
+            sh: 1,
+            sw: 1,
+            dh: 1,
+            dw: 1,
+            padding: Padding::default(),
+            groups: 1,
+            out_h,
+            out_w,
+        }
+    }
+
+    /// The vector kernel `raw` against the generic tiles on random planes
+    /// (kernel sizes, input channels, rows longer than the windows need,
+    /// outputs from one tile to ragged multiples of it): the same sums in
+    /// the same order, so the same bits.
+    fn check<T: Element>(raw: super::RawPlaneCall<T>, lanes: usize, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        for _ in 0..200 {
+            let k = if rng.random_bool(0.5) { 3 } else { 5 };
+            let c_in_g = rng.random_range(1..=4);
+            let out = (
+                rng.random_range(ROWS..=3 * ROWS + 3),
+                rng.random_range(lanes..=3 * lanes + 5),
+            );
+            let g = geometry(k, c_in_g, out);
+            let wp = out.1 + k - 1 + rng.random_range(0..=3);
+            let plane_len = (out.0 + k - 1) * wp + rng.random_range(0..=5);
+            let len = c_in_g * plane_len;
+            let value = |rng: &mut StdRng| T::from_f64(rng.random_range(-1.0..1.0));
+            let source: Vec<T> = (0..len).map(|_| value(&mut rng)).collect();
+            let weights: Vec<T> = (0..c_in_g * k * k).map(|_| value(&mut rng)).collect();
+            let bias = value(&mut rng);
+            let planes = Planes {
+                source: &source,
+                plane_len,
+                wp,
+                c_in_g,
+            };
+            let mut expected = vec![T::zero(); out.0 * out.1];
+            plane_dispatch(planes, &weights, bias, &g, &mut expected);
+            let mut got = vec![T::from_f64(99.0); out.0 * out.1];
+            let layout = [plane_len, wp, c_in_g];
+            let shape = [k, out.0, out.1];
+            if !raw((&source, layout), &weights, bias, shape, &mut got) {
+                return;
+            }
+            assert_eq!(
+                got, expected,
+                "k {k}, {c_in_g} planes, out {out:?}, rows of {wp}"
+            );
+        }
+    }
+
+    #[test]
+    fn vector_tiles_match_the_generic_tiles() {
+        check::<f32>(plane_f32, 16, 1);
+        check::<f64>(plane_f64, 8, 2);
     }
 }
