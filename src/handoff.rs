@@ -10,7 +10,8 @@
 //! planner gives a lane no less than this much work.
 //!
 //! The probe times a loop of multiply-adds on one thread, then the same
-//! loop cut in two halves by `rayon::join`, in turns; the handoff is the
+//! loop cut in two halves run in parallel as the lanes are ([`join`]), in
+//! turns; the handoff is the
 //! joined median less half the serial one, and the loop's own rate turns
 //! it into FLOPs. The loop's rate sits among those of the forward passes
 //! bound by arithmetic (from a third of it to twice it); passes bound by
@@ -21,6 +22,25 @@ use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// Runs `a` and `b` in parallel, as `rayon::join` does, and returns when
+/// both are done. Inside the pool that is `rayon::join`. A caller outside
+/// the pool (the usual caller: an application's main thread) runs `a`
+/// itself and hands only `b` to the pool: `rayon::join` would hand both
+/// and put the caller to sleep until they are done, and waking it again
+/// costs tens of microseconds on a virtual machine, where a pass of a small
+/// layer takes a hundred or so (BENCHMARKS.md, "Caller's lane"). The
+/// caller sleeps only if `b` is still running when `a` is done.
+pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
+    if rayon::current_thread_index().is_some() {
+        rayon::join(a, b);
+        return;
+    }
+    rayon::in_place_scope(|scope| {
+        scope.spawn(|_| b());
+        a();
+    });
+}
 
 /// Rounds of each of the two timings in a burst; the median of each counts.
 const ROUNDS: usize = 11;
@@ -89,7 +109,7 @@ fn measure() -> usize {
 const MAX_HANDOFF: Duration = Duration::from_micros(200);
 
 /// One burst of [`ROUNDS`] rounds of the probe on one thread and cut in
-/// halves by `rayon::join`, in turns: the handoff (the median joined
+/// halves by [`join`], in turns: the handoff (the median joined
 /// round less half the median serial one) and the probe's FLOPs a second.
 fn burst(sums: &mut [f32; PROBE_LANES]) -> (Duration, f64) {
     let mut serial = Vec::with_capacity(ROUNDS);
@@ -98,7 +118,7 @@ fn burst(sums: &mut [f32; PROBE_LANES]) -> (Duration, f64) {
         serial.push(timed(|| probe(PROBE_ITERATIONS, sums)));
         joined.push(timed(|| {
             let mut other = *sums;
-            rayon::join(
+            join(
                 || probe(PROBE_ITERATIONS / 2, sums),
                 || probe(PROBE_ITERATIONS / 2, &mut other),
             );
@@ -154,6 +174,37 @@ fn probe_body<T: Element, const FUSED: bool>(iterations: usize, sums: &mut [T; P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Outside a pool the caller runs the first half itself and a pool
+    /// thread the second; inside one, both run on the pool's threads. Each
+    /// half runs once either way.
+    #[test]
+    fn join_keeps_the_first_half_on_an_outside_caller() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let halves = |outside: bool| {
+            let (mut first, mut second) = (None, None);
+            let mut run = || {
+                join(
+                    || first = Some(rayon::current_thread_index()),
+                    || second = Some(rayon::current_thread_index()),
+                )
+            };
+            if outside {
+                run()
+            } else {
+                pool.install(run)
+            }
+            (first.expect("ran"), second.expect("ran"))
+        };
+        let (first, second) = halves(true);
+        assert_eq!(first, None, "the caller's half runs on the caller");
+        assert!(second.is_some(), "the other half runs in the pool");
+        let (first, second) = halves(false);
+        assert!(first.is_some() && second.is_some());
+    }
 
     /// A pool of one thread has no lane to hand work to.
     #[test]

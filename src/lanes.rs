@@ -777,8 +777,7 @@ impl Schedule {
     /// Runs `lane(index, memory, parts, region)` for lanes `first..first +
     /// memory.len()` in parallel, each with its own memory, the memory of
     /// its parts (`parts` is empty for a pass that keeps none) and its part
-    /// of `region`, by cutting all three in halves (`rayon::join`, which
-    /// allocates nothing).
+    /// of `region`, by cutting all three in halves (`handoff::join`).
     fn run_lanes<'o, T: Element>(
         &self,
         first: usize,
@@ -805,7 +804,7 @@ impl Schedule {
                     middle_part - self.lane_parts(first).start
                 };
                 let (left_parts, right_parts) = parts.split_at_mut(part_half);
-                rayon::join(
+                crate::handoff::join(
                     || self.run_lanes(first, left_memory, left_parts, left, keep_bands, lane),
                     || {
                         let first = first + half;
