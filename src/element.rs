@@ -242,6 +242,14 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
         error: (&[Self], usize),
     ) -> Option<[Self; 9]>;
 
+    /// The stencil gradients' tap sums (`direct/stencil_gradients.rs`:
+    /// `taps[i·k + j] += Σ_t error[t] · image[t + i·wp + j]` for a 3x3 or
+    /// 5x5 kernel's `taps`, the image and its row length `wp`) in this
+    /// type's vector kernel where the CPU has one; returns whether it ran.
+    /// Panics if `taps` is not a 3x3 or 5x5 kernel's.
+    #[doc(hidden)]
+    fn stencil_tap_sums(error: &[Self], image: (&[Self], usize), taps: &mut [Self]) -> bool;
+
     /// One output plane of the direct kernel's stencils (`direct/stencil.rs`:
     /// the padded planes and their plane length, row length and count; the
     /// weights; the bias; the kernel size and the output's height and
@@ -434,6 +442,9 @@ impl Element for f32 {
     ) -> bool {
         crate::algo::strided::direct::stencil::plane_f32(planes, weights, bias, shape, out)
     }
+    fn stencil_tap_sums(error: &[Self], image: (&[Self], usize), taps: &mut [Self]) -> bool {
+        crate::algo::strided::direct::stencil_gradients::tap_sums_f32(error, image, taps)
+    }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
 }
@@ -538,6 +549,9 @@ impl Element for f64 {
         out: &mut [Self],
     ) -> bool {
         crate::algo::strided::direct::stencil::plane_f64(planes, weights, bias, shape, out)
+    }
+    fn stencil_tap_sums(error: &[Self], image: (&[Self], usize), taps: &mut [Self]) -> bool {
+        crate::algo::strided::direct::stencil_gradients::tap_sums_f64(error, image, taps)
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

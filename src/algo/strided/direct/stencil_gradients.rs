@@ -8,7 +8,8 @@
 //!   each tap's sum is one run over the plane, each vector of it
 //!   multiplied into three kernel rows' running vector sums at once (one
 //!   pass over the error for 3x3, two for 5x5; the loops of `mod.rs` read
-//!   the error once per tap).
+//!   the error once per tap), in AVX-512 intrinsics where the CPU has them
+//!   ([`tap_sums_f32`], [`tap_sums_f64`]).
 //!
 //! A band of output rows reads only its rows of the input and of the error,
 //! and writes its sample's whole input gradient (zeros beyond its rows'
@@ -290,6 +291,12 @@ struct Image<'a, T> {
 /// `error` [`widen`]ed to rows of `wp`), in the best SIMD build the CPU
 /// runs.
 fn tap_sums<T: Element>(error: &[T], image: Image<'_, T>, taps: &mut [T]) {
+    if !T::stencil_tap_sums(error, (image.data, image.wp), taps) {
+        generic_tap_sums(error, image, taps);
+    }
+}
+
+fn generic_tap_sums<T: Element>(error: &[T], image: Image<'_, T>, taps: &mut [T]) {
     with_runtime_simd!(
         tap_sums_avx512, tap_sums_avx2, tap_sums_body::<T, true>, tap_sums_body::<T, false>,
         error: &[T], image: Image<'_, T>, taps: &mut [T],
@@ -418,5 +425,206 @@ fn add_vector<T: Element, const K: usize, const VECTOR: usize, const FUSED: bool
                 e[lane] * v[lane] + acc[j][lane]
             };
         }
+    }
+}
+
+/// [`tap_sums`] for `f32` by AVX-512 intrinsics (16 lanes a vector), its
+/// image raw (`Element::stencil_tap_sums`); returns whether it ran: on a
+/// CPU with AVX-512 F. LLVM turns the generic sums' overlapping loads
+/// into pairs of loads, permutes and blends on the multiply-adds' port
+/// (BENCHMARKS.md, "Depthwise stencils"); these load each vector once, in
+/// the same order, so the sums are the same bits. Panics if `taps` is
+/// not a 3x3 or 5x5 kernel's.
+pub(crate) fn tap_sums_f32(error: &[f32], image: (&[f32], usize), taps: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if super::narrow_planes::available() {
+        // SAFETY: the CPU has AVX-512 F (`available`).
+        unsafe { avx512::f32_sums::tap_sums(error, image, taps) };
+        return true;
+    }
+    false
+}
+
+/// [`tap_sums_f32`] for `f64` (8 lanes a vector).
+pub(crate) fn tap_sums_f64(error: &[f64], image: (&[f64], usize), taps: &mut [f64]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if super::narrow_planes::available() {
+        // SAFETY: the CPU has AVX-512 F (`available`).
+        unsafe { avx512::f64_sums::tap_sums(error, image, taps) };
+        return true;
+    }
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    /// The AVX-512 tap sums of one dtype, in module `$module`: see
+    /// [`super::tap_sums_f32`] and, for the sums, `kernel_rows_sums`.
+    macro_rules! tap_sum_kernels {
+        ($module:ident, $t:ty, $lanes:expr, $zero:ident, $load:ident, $store:ident,
+         $fmadd:ident) => {
+            pub(super) mod $module {
+                use std::arch::x86_64::*;
+
+                const LANES: usize = $lanes;
+
+                /// `taps[i·k + j] += Σ_t error[t] · image[t + i·wp + j]`,
+                /// three kernel rows a pass, as `tap_sums_sized`.
+                ///
+                /// # Safety
+                /// The CPU has AVX-512 F.
+                pub(in super::super) unsafe fn tap_sums(
+                    error: &[$t],
+                    (image, wp): (&[$t], usize),
+                    taps: &mut [$t],
+                ) {
+                    // SAFETY: as the caller promises.
+                    unsafe {
+                        match taps.len() {
+                            9 => kernel_rows::<3, 3>(error, (image, wp), 0, taps),
+                            25 => {
+                                kernel_rows::<5, 3>(error, (image, wp), 0, taps);
+                                kernel_rows::<5, 2>(error, (image, wp), 3, taps);
+                            }
+                            n => panic!("the taps of a 3x3 or 5x5 kernel, not {n}"),
+                        }
+                    }
+                }
+
+                /// Kernel rows `first..first + R`: whole vectors of
+                /// `error` while their windows lie in `image`, then the
+                /// last few pixels one by one, added to `taps`.
+                ///
+                /// # Safety
+                /// The CPU has AVX-512 F.
+                unsafe fn kernel_rows<const K: usize, const R: usize>(
+                    error: &[$t],
+                    (image, wp): (&[$t], usize),
+                    first: usize,
+                    taps: &mut [$t],
+                ) {
+                    let offsets: [usize; R] = std::array::from_fn(|r| (first + r) * wp);
+                    // A vector at `t` reads `image[t..t + reach]`.
+                    let reach = offsets[R - 1] + K - 1 + LANES;
+                    let vectors = image
+                        .len()
+                        .checked_sub(reach)
+                        .map_or(0, |room| room / LANES + 1);
+                    let whole = (error.len() / LANES).min(vectors) * LANES;
+                    // SAFETY: the CPU has AVX-512 F (the caller promises).
+                    // The vector at `t < whole` reads `error[t..t + LANES]`,
+                    // within `error` (`whole` is at most its whole
+                    // vectors), and `image[t + offsets[r] + j..][..LANES]`,
+                    // which ends by `t + reach <= image.len()` (`whole` is
+                    // at most `vectors`).
+                    let mut sums = unsafe {
+                        vector_sums::<K, R>(error.as_ptr(), whole, image.as_ptr(), offsets)
+                    };
+                    for (r, row) in sums.iter_mut().enumerate() {
+                        for (j, sum) in row.iter_mut().enumerate() {
+                            let pixels = &image[whole + offsets[r] + j..];
+                            for (&e, &v) in error[whole..].iter().zip(pixels) {
+                                *sum += e * v;
+                            }
+                            taps[(first + r) * K + j] += *sum;
+                        }
+                    }
+                }
+
+                /// The sums of the whole vectors, each vector's lanes added
+                /// in order.
+                #[target_feature(enable = "avx512f")]
+                unsafe fn vector_sums<const K: usize, const R: usize>(
+                    error: *const $t,
+                    whole: usize,
+                    image: *const $t,
+                    offsets: [usize; R],
+                ) -> [[$t; K]; R] {
+                    let mut acc = [[$zero(); K]; R];
+                    let mut t = 0;
+                    while t < whole {
+                        // SAFETY: within `error` and `image` (the caller).
+                        let e = unsafe { $load(error.add(t)) };
+                        for (row, &offset) in acc.iter_mut().zip(&offsets) {
+                            let base = unsafe { image.add(t + offset) };
+                            for (j, sum) in row.iter_mut().enumerate() {
+                                *sum = $fmadd(e, unsafe { $load(base.add(j)) }, *sum);
+                            }
+                        }
+                        t += LANES;
+                    }
+                    std::array::from_fn(|r| {
+                        std::array::from_fn(|j| {
+                            let mut lanes = [0.0; LANES];
+                            // SAFETY: `lanes` holds a vector.
+                            unsafe { $store(lanes.as_mut_ptr(), acc[r][j]) };
+                            lanes.iter().fold(0.0, |a, &v| a + v)
+                        })
+                    })
+                }
+            }
+        };
+    }
+
+    tap_sum_kernels!(
+        f32_sums,
+        f32,
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_fmadd_ps
+    );
+    tap_sum_kernels!(
+        f64_sums,
+        f64,
+        8,
+        _mm512_setzero_pd,
+        _mm512_loadu_pd,
+        _mm512_storeu_pd,
+        _mm512_fmadd_pd
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Image, generic_tap_sums, tap_sums_f32, tap_sums_f64};
+    use crate::element::Element;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    /// [`tap_sums_f32`] or [`tap_sums_f64`].
+    type RawTapSums<T> = fn(&[T], (&[T], usize), &mut [T]) -> bool;
+
+    /// The vector kernel `raw` against the generic sums on random widened
+    /// errors and images (kernel sizes, row lengths, images that end
+    /// inside a vector's reach so that the last pixels go one by one): the
+    /// same sums in the same order, so the same bits.
+    fn check<T: Element>(raw: RawTapSums<T>, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        for _ in 0..200 {
+            let k = if rng.random_bool(0.5) { 3 } else { 5 };
+            let wp = rng.random_range(k..=70);
+            let rows = rng.random_range(1..=12);
+            let error_len = rows * wp;
+            let image_len = (rows + k - 1) * wp - rng.random_range(0..k);
+            let value = |rng: &mut StdRng| T::from_f64(rng.random_range(-1.0..1.0));
+            let error: Vec<T> = (0..error_len).map(|_| value(&mut rng)).collect();
+            let image: Vec<T> = (0..image_len).map(|_| value(&mut rng)).collect();
+            let start: Vec<T> = (0..k * k).map(|_| value(&mut rng)).collect();
+            let mut expected = start.clone();
+            generic_tap_sums(&error, Image { data: &image, wp }, &mut expected);
+            let mut got = start;
+            if !raw(&error, (&image, wp), &mut got) {
+                return;
+            }
+            assert_eq!(got, expected, "k {k}, rows of {wp}, {rows} error rows");
+        }
+    }
+
+    #[test]
+    fn vector_tap_sums_match_the_generic_sums() {
+        check::<f32>(tap_sums_f32, 1);
+        check::<f64>(tap_sums_f64, 2);
     }
 }
