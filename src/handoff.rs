@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 /// and put the caller to sleep until they are done, and waking it again
 /// costs tens of microseconds on a virtual machine, where a pass of a small
 /// layer takes a hundred or so (BENCHMARKS.md, "Caller's lane"). The
-/// caller sleeps only if `b` is still running when `a` is done.
+/// caller sleeps only if `b` is still running when `a` is done. Handing
+/// `b` over allocates its task, a few words, as a call from outside the
+/// pool always did in rayon's queue.
 pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
     if rayon::current_thread_index().is_some() {
         rayon::join(a, b);

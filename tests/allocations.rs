@@ -59,9 +59,9 @@ fn allocations_during(f: impl FnOnce()) -> usize {
 
 #[test]
 fn warm_calls_allocate_only_their_outputs() {
-    // Calls are made from inside the pool: a call from outside would hand its
-    // work to rayon's global injection queue, which allocates a block now and
-    // then on its own account.
+    // Calls are made from inside the pool: a call from outside hands the
+    // pool its other lanes as a task that rayon allocates, and its global
+    // injection queue allocates a block now and then on its own account.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
