@@ -45,6 +45,16 @@ fn direct_suits(g: &Geometry) -> bool {
     g.in_channels_per_group() * g.kh * g.kw <= 16 && g.out_channels_per_group() <= 4
 }
 
+/// The direct kernel's stencil gradients take the backward pass of the
+/// depthwise layers they compute (as an `f32` pass runs them; an `f64`
+/// pass computes every plane an `f32` one does), 5x5 kernels included,
+/// which have more taps than [`direct_suits`] allows: the column matrix
+/// runs a GEMM a channel, one row deep (BENCHMARKS.md, "Depthwise
+/// stencils").
+fn stencil_gradients_suit(g: &Geometry) -> bool {
+    direct::stencil_gradients::applies::<f32>(g)
+}
+
 /// Depthwise layers (one input and one output channel a group) that the
 /// direct kernel computes across channels (`direct/depthwise.rs`): where
 /// the image rows are too short for the register tiles (under 16 output
@@ -206,7 +216,7 @@ fn winograd_suits(g: &Geometry) -> bool {
 fn backward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kernel {
     let any_kernel = method == InputGradient::Auto;
     match kernel {
-        Kernel::Auto if direct_suits(g) => Kernel::Direct,
+        Kernel::Auto if direct_suits(g) || stencil_gradients_suit(g) => Kernel::Direct,
         Kernel::Auto if any_kernel && channel_vectors_suit(g) => Kernel::Direct,
         Kernel::Auto if any_kernel && narrow_channel_vectors_suit(g) => Kernel::Direct,
         Kernel::Auto if any_kernel && winograd_suits(g) => Kernel::Winograd,
@@ -634,6 +644,25 @@ mod tests {
             let mean = speedups.iter().sum::<f64>() / speedups.len() as f64;
             println!("| {threads} | {enough} of {passes} | {balanced} | {mean:.1} | {worst:.1} |");
         }
+    }
+
+    /// Depthwise 5x5 layers at unit stride go to the stencil gradients as
+    /// the 3x3 ones do; strided ones, and planes narrower than a stencil
+    /// tile, do not.
+    #[test]
+    fn auto_takes_the_stencil_gradients_for_depthwise_5x5() {
+        let depthwise = |stride: usize, image: usize| {
+            let spec = Conv2dSpec::new(64, 64, (5, 5))
+                .groups(64)
+                .stride((stride, stride))
+                .padding((2, 2));
+            Geometry::new(&spec, [2, 64, image, image]).unwrap()
+        };
+        let auto = |g: &Geometry| backward_kernel(Kernel::Auto, InputGradient::Auto, g);
+        assert_eq!(auto(&depthwise(1, 56)), Kernel::Direct);
+        assert!(direct::stencil_gradients::applies::<f64>(&depthwise(1, 56)));
+        assert_ne!(auto(&depthwise(2, 56)), Kernel::Direct);
+        assert_ne!(auto(&depthwise(1, 12)), Kernel::Direct);
     }
 
     fn dilated(dilation: usize, size: usize) -> Geometry {
