@@ -383,7 +383,10 @@ mod avx512 {
                 /// The weight gradient kernel: see
                 /// [`super::super::weight_gradient_f32`]. Each tap sums its
                 /// products in a vector of lanes, error row after error
-                /// row, then adds up the lanes.
+                /// row, then adds up the lanes; the loop runs over input
+                /// rows, each row's three runs loaded once for the three
+                /// kernel rows that read them (BENCHMARKS.md, "Narrow
+                /// planes").
                 ///
                 /// # Safety
                 /// The CPU must have AVX-512 F; `input` valid for `in_h ·
@@ -398,34 +401,53 @@ mod avx512 {
                     ),
                     (error, out_h, out_w): (*const $t, usize, usize),
                 ) -> [$t; 9] {
-                    let mut acc = [$zero(); 9];
+                    // One array of three sums a kernel row, each indexed
+                    // by constants only, so that the sums stay in
+                    // registers.
+                    let mut acc = [[$zero(); 3]; 3];
                     let mut at = 0;
                     while at < out_w {
                         let runs = runs(at, pad_left, in_w);
                         let outputs = lanes_within(at as isize, out_w, LANES) as $mask;
-                        for oh in 0..out_h {
-                            // SAFETY: the load reads only the lanes its
-                            // mask keeps, columns `0..out_w` of error row
+                        // Error row `oh < out_h` times `taps` into `sums`.
+                        let add = |sums: &mut [$vec; 3], oh: usize, taps: &[$vec; 3]| {
+                            if oh >= out_h {
+                                return;
+                            }
+                            // SAFETY: the load reads only the lanes its mask
+                            // keeps, columns `0..out_w` of error row
                             // `oh < out_h`.
                             let dy = unsafe {
                                 $maskz_load(outputs, error.wrapping_add(oh * out_w + at))
                             };
-                            for kh in 0..3 {
-                                let Some(ih) =
-                                    (oh + kh).checked_sub(pad_top).filter(|&ih| ih < in_h)
-                                else {
-                                    continue;
-                                };
-                                // SAFETY: row `ih < in_h` of the plane.
-                                let taps = unsafe { taps(input.wrapping_add(ih * in_w), &runs) };
-                                for kw in 0..3 {
-                                    acc[3 * kh + kw] = $fmadd(dy, taps[kw], acc[3 * kh + kw]);
-                                }
+                            for kw in 0..3 {
+                                sums[kw] = $fmadd(dy, taps[kw], sums[kw]);
+                            }
+                        };
+                        // Input row `ih` meets error row `ih + pad_top − kh`
+                        // at kernel row `kh`: its three runs are loaded
+                        // once for the three error rows that read them,
+                        // and each tap still sums in the order of the
+                        // error rows.
+                        for ih in 0..in_h {
+                            // SAFETY: row `ih < in_h` of the plane.
+                            let taps = unsafe { taps(input.wrapping_add(ih * in_w), &runs) };
+                            let [first, second, third] = &mut acc;
+                            let r = ih + pad_top;
+                            add(first, r, &taps);
+                            if r >= 1 {
+                                add(second, r - 1, &taps);
+                            }
+                            if r >= 2 {
+                                add(third, r - 2, &taps);
                             }
                         }
                         at += LANES;
                     }
-                    acc.map(|lanes| $reduce(lanes))
+                    let [first, second, third] = acc;
+                    let sum = |row: [$vec; 3]| row.map(|lanes| $reduce(lanes));
+                    let ([a, b, c], [d, e, f], [g, h, i]) = (sum(first), sum(second), sum(third));
+                    [a, b, c, d, e, f, g, h, i]
                 }
             }
         };
