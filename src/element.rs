@@ -231,16 +231,19 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
         vectors: usize,
     ) -> bool;
 
-    /// The weight gradient of a depthwise 3x3 unit-stride layer's channel
-    /// (its nine taps) from its input plane `input` (the plane, its row
-    /// width and its padding at the top and left) and its error plane
-    /// `error` (the plane and its row width), where this type has a masked
-    /// vector kernel for the CPU. Panics if the sizes do not match.
+    /// The weight gradients of a depthwise 3x3 unit-stride layer's
+    /// channels from their input planes `input` (the planes, their row
+    /// width and their padding at the top and left) and their error planes
+    /// `error` (the planes and their row width), added into `taps` (`[tap,
+    /// channel]`, nine a channel), where this type has a masked vector
+    /// kernel for the CPU; returns whether it ran. Panics if the sizes do
+    /// not match.
     #[doc(hidden)]
     fn depthwise_narrow_weight_gradient(
         input: (&[Self], usize, (usize, usize)),
         error: (&[Self], usize),
-    ) -> Option<[Self; 9]>;
+        taps: &mut [Self],
+    ) -> bool;
 
     /// The stencil gradients' tap sums (`direct/stencil_gradients.rs`:
     /// `taps[i·k + j] += Σ_t error[t] · image[t + i·wp + j]` for a 3x3 or
@@ -424,8 +427,9 @@ impl Element for f32 {
     fn depthwise_narrow_weight_gradient(
         input: (&[Self], usize, (usize, usize)),
         error: (&[Self], usize),
-    ) -> Option<[Self; 9]> {
-        crate::algo::strided::direct::narrow_planes::weight_gradient_f32(input, error)
+        taps: &mut [Self],
+    ) -> bool {
+        crate::algo::strided::direct::narrow_planes::weight_gradient_f32(input, error, taps)
     }
     fn dot_block(
         rows: [&[Self]; crate::gemm_tail::BLOCK],
@@ -532,8 +536,9 @@ impl Element for f64 {
     fn depthwise_narrow_weight_gradient(
         input: (&[Self], usize, (usize, usize)),
         error: (&[Self], usize),
-    ) -> Option<[Self; 9]> {
-        crate::algo::strided::direct::narrow_planes::weight_gradient_f64(input, error)
+        taps: &mut [Self],
+    ) -> bool {
+        crate::algo::strided::direct::narrow_planes::weight_gradient_f64(input, error, taps)
     }
     fn dot_block(
         rows: [&[Self]; crate::gemm_tail::BLOCK],

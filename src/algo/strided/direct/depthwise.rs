@@ -590,22 +590,24 @@ fn narrow_backward<T: Element>(
             } else {
                 &[]
             };
-            for ch in 0..c {
-                let error = &errors[ch * out_plane..][..out_plane];
-                if wanted.bias {
+            if wanted.bias {
+                for (ch, error) in errors[..c * out_plane].chunks_exact(out_plane).enumerate() {
                     // Eight running sums (ndarray's sum of a slice): a float
                     // sum in order cannot vectorise, and costs a 7x7 plane
                     // as much as its weight gradient.
                     bias[ch] += ndarray::ArrayView1::from(error).sum();
                 }
-                if wanted.weight {
-                    let plane = (&inputs[ch * in_plane..][..in_plane], g.in_w, pad);
-                    let taps = T::depthwise_narrow_weight_gradient(plane, (error, g.out_w))
-                        .expect("the CPU was found to run the kernel");
-                    for (tap, v) in taps.into_iter().enumerate() {
-                        weight[tap * c + ch] += v;
-                    }
-                }
+            }
+            if wanted.weight {
+                // Every channel in one call: a call a channel cost a 7x7
+                // plane a tenth of its sums (BENCHMARKS.md, "Narrow planes").
+                let planes = (&inputs[..c * in_plane], g.in_w, pad);
+                let ran = T::depthwise_narrow_weight_gradient(
+                    planes,
+                    (&errors[..c * out_plane], g.out_w),
+                    weight,
+                );
+                assert!(ran, "the CPU was found to run the kernel");
             }
         }
         if let Some(dx) = &mut dx {

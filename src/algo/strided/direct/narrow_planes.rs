@@ -66,63 +66,74 @@ pub(crate) fn rows_f64(
     return false;
 }
 
-/// The weight gradient of one channel's nine taps over its input plane
-/// (`plane`: `in_h × in_w`, its row width and padding) and its error
-/// (`error`: `out_h × out_w` and its row width) at unit stride, for
-/// `f32`: each tap's products summed a vector of lanes at a time, then
-/// across the lanes. Returns `None` where not [`available`]. Panics if the
-/// slices do not hold what their sizes say.
+/// The weight gradients of channels' nine taps over their input planes
+/// (`planes`: `channels × in_h × in_w`, their row width and padding) and
+/// their errors (`errors`: `channels × out_h × out_w` and the row width) at
+/// unit stride, for `f32`, added into `taps` (`[tap, channel]`, nine
+/// times `channels`): each tap's products summed a vector of lanes at a
+/// time, then across the lanes. Returns whether it did: where
+/// [`available`]. Panics if the slices do not hold what their sizes say.
 pub(crate) fn weight_gradient_f32(
-    plane: Planes<'_, f32>,
-    error: (&[f32], usize),
-) -> Option<[f32; 9]> {
+    planes: Planes<'_, f32>,
+    errors: (&[f32], usize),
+    taps: &mut [f32],
+) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return weight_gradient_with(plane, error, avx512::f32_kernels::weight_gradient);
+    return weight_gradient_with(planes, errors, taps, avx512::f32_kernels::weight_gradient);
     #[cfg(not(target_arch = "x86_64"))]
-    return None;
+    return false;
 }
 
 /// [`weight_gradient_f32`] for `f64`.
 pub(crate) fn weight_gradient_f64(
-    plane: Planes<'_, f64>,
-    error: (&[f64], usize),
-) -> Option<[f64; 9]> {
+    planes: Planes<'_, f64>,
+    errors: (&[f64], usize),
+    taps: &mut [f64],
+) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return weight_gradient_with(plane, error, avx512::f64_kernels::weight_gradient);
+    return weight_gradient_with(planes, errors, taps, avx512::f64_kernels::weight_gradient);
     #[cfg(not(target_arch = "x86_64"))]
-    return None;
+    return false;
 }
 
-/// The raw form of a weight gradient call: the input plane, its height,
-/// width and padding (top, left); the error, its height and width.
+/// The raw form of a weight gradient call: the input planes, their
+/// height, width and padding (top, left); the errors, their height and
+/// width; the channels and their taps.
 #[cfg(target_arch = "x86_64")]
 type RawWeightGradient<T> =
-    unsafe fn((*const T, usize, usize, (usize, usize)), (*const T, usize, usize)) -> [T; 9];
+    unsafe fn((*const T, usize, usize, (usize, usize)), (*const T, usize, usize), (usize, *mut T));
 
 /// `kernel` on the call's slices, where the CPU allows it.
 #[cfg(target_arch = "x86_64")]
 fn weight_gradient_with<T>(
     (input, in_w, pad): Planes<'_, T>,
-    (error, out_w): (&[T], usize),
+    (errors, out_w): (&[T], usize),
+    taps: &mut [T],
     kernel: RawWeightGradient<T>,
-) -> Option<[T; 9]> {
-    let in_h = input.len().checked_div(in_w).unwrap_or(0);
-    assert_eq!(in_h * in_w, input.len(), "whole input rows");
-    let out_h = error.len().checked_div(out_w).unwrap_or(0);
-    assert_eq!(out_h * out_w, error.len(), "whole error rows");
+) -> bool {
+    let channels = taps.len() / 9;
+    assert_eq!(channels * 9, taps.len(), "nine taps a channel");
+    let in_h = input.len().checked_div(channels * in_w).unwrap_or(0);
+    assert_eq!(channels * in_h * in_w, input.len(), "whole input planes");
+    let out_h = errors.len().checked_div(channels * out_w).unwrap_or(0);
+    assert_eq!(channels * out_h * out_w, errors.len(), "whole error planes");
     if !available() {
-        return None;
+        return false;
     }
-    // SAFETY: the CPU has AVX-512 F; the input holds `in_h` rows of `in_w`
-    // and the error `out_h` rows of `out_w` (checked above). The kernel
+    // SAFETY: the CPU has AVX-512 F; the input holds `channels` planes of
+    // `in_h` rows of `in_w`, the errors `channels` planes of `out_h` rows
+    // of `out_w`, and `taps` nine a channel (checked above). The kernel
     // loads only columns `0..in_w` of input rows `0..in_h` and columns
-    // `0..out_w` of error rows `0..out_h`.
-    Some(unsafe {
+    // `0..out_w` of error rows `0..out_h` of each plane, and writes only
+    // `taps`.
+    unsafe {
         kernel(
             (input.as_ptr(), in_h, in_w, pad),
-            (error.as_ptr(), out_h, out_w),
-        )
-    })
+            (errors.as_ptr(), out_h, out_w),
+            (channels, taps.as_mut_ptr()),
+        );
+    }
+    true
 }
 
 /// The raw form of a call: the input planes, their height, width and
@@ -388,11 +399,44 @@ mod avx512 {
                 /// kernel rows that read them (BENCHMARKS.md, "Narrow
                 /// planes").
                 ///
+                /// Each channel's nine sums are added into `taps[tap ·
+                /// channels + channel]`.
+                ///
+                /// # Safety
+                /// The CPU must have AVX-512 F; `input` valid for
+                /// `channels · in_h · in_w` reads, `error` for `channels ·
+                /// out_h · out_w` and `taps` for `9 · channels` reads and
+                /// writes.
+                #[target_feature(enable = "avx512f")]
+                pub(in super::super) unsafe fn weight_gradient(
+                    (input, in_h, in_w, pad): (*const $t, usize, usize, (usize, usize)),
+                    (error, out_h, out_w): (*const $t, usize, usize),
+                    (channels, taps): (usize, *mut $t),
+                ) {
+                    for channel in 0..channels {
+                        let plane = input.wrapping_add(channel * in_h * in_w);
+                        let errors = error.wrapping_add(channel * out_h * out_w);
+                        // SAFETY: plane `channel` of the input and of the
+                        // errors, within the caller's.
+                        let sums = unsafe {
+                            channel_taps((plane, in_h, in_w, pad), (errors, out_h, out_w))
+                        };
+                        for (tap, sum) in sums.into_iter().enumerate() {
+                            // SAFETY: tap `tap < 9` of channel `channel <
+                            // channels`.
+                            unsafe { *taps.add(tap * channels + channel) += sum };
+                        }
+                    }
+                }
+
+                /// One channel's nine sums for [`weight_gradient`].
+                ///
                 /// # Safety
                 /// The CPU must have AVX-512 F; `input` valid for `in_h ·
                 /// in_w` reads and `error` for `out_h · out_w`.
                 #[target_feature(enable = "avx512f")]
-                pub(in super::super) unsafe fn weight_gradient(
+                #[inline]
+                unsafe fn channel_taps(
                     (input, in_h, in_w, (pad_top, pad_left)): (
                         *const $t,
                         usize,
@@ -569,11 +613,11 @@ mod tests {
     }
 
     /// [`weight_gradient_f32`] or [`weight_gradient_f64`].
-    type WeightGradient<T> = fn(Planes<'_, T>, (&[T], usize)) -> Option<[T; 9]>;
+    type WeightGradient<T> = fn(Planes<'_, T>, (&[T], usize), &mut [T]) -> bool;
 
-    /// The weight gradient kernel on random planes and paddings, of small
-    /// integers so that every order of summing gives the exact sum: each
-    /// tap that sum.
+    /// The weight gradient kernel on random planes, paddings and channel
+    /// counts, of small integers so that every order of summing gives the
+    /// exact sum: each tap that sum added to what it held.
     fn check_weight_gradient<T: Float + Debug>(kernel: WeightGradient<T>, seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);
         let value = |rng: &mut StdRng| T::from(rng.random_range(-3i8..=3)).expect("a value");
@@ -582,30 +626,41 @@ mod tests {
             else {
                 continue;
             };
-            let input: Vec<T> = (0..in_h * in_w).map(|_| value(&mut rng)).collect();
-            let error: Vec<T> = (0..out_h * out_w).map(|_| value(&mut rng)).collect();
-            let taps = kernel((&input, in_w, (top, left)), (&error, out_w));
-            assert_eq!(taps.is_some(), available());
-            let Some(taps) = taps else {
+            let channels = rng.random_range(1..=3);
+            let input: Vec<T> = (0..channels * in_h * in_w)
+                .map(|_| value(&mut rng))
+                .collect();
+            let error: Vec<T> = (0..channels * out_h * out_w)
+                .map(|_| value(&mut rng))
+                .collect();
+            let held: Vec<T> = (0..9 * channels).map(|_| value(&mut rng)).collect();
+            let mut taps = held.clone();
+            let ran = kernel((&input, in_w, (top, left)), (&error, out_w), &mut taps);
+            assert_eq!(ran, available());
+            if !ran {
                 continue;
-            };
-            let at = |r: usize, c: usize| match (r.checked_sub(top), c.checked_sub(left)) {
-                (Some(r), Some(c)) if r < in_h && c < in_w => input[r * in_w + c],
-                _ => T::zero(),
-            };
-            for kh in 0..3 {
-                for kw in 0..3 {
-                    let mut sum = T::zero();
-                    for oh in 0..out_h {
-                        for ow in 0..out_w {
-                            sum = sum + error[oh * out_w + ow] * at(oh + kh, ow + kw);
+            }
+            for ch in 0..channels {
+                let at = |r: usize, c: usize| match (r.checked_sub(top), c.checked_sub(left)) {
+                    (Some(r), Some(c)) if r < in_h && c < in_w => input[(ch * in_h + r) * in_w + c],
+                    _ => T::zero(),
+                };
+                for kh in 0..3 {
+                    for kw in 0..3 {
+                        let mut sum = T::zero();
+                        for oh in 0..out_h {
+                            for ow in 0..out_w {
+                                sum = sum
+                                    + error[(ch * out_h + oh) * out_w + ow] * at(oh + kh, ow + kw);
+                            }
                         }
+                        let tap = (3 * kh + kw) * channels + ch;
+                        assert_eq!(
+                            taps[tap],
+                            held[tap] + sum,
+                            "{in_h}x{in_w}, padding {top},{left}, channel {ch}, tap {kh},{kw}"
+                        );
                     }
-                    assert_eq!(
-                        taps[3 * kh + kw],
-                        sum,
-                        "{in_h}x{in_w}, padding {top},{left}, tap {kh},{kw}"
-                    );
                 }
             }
         }
