@@ -421,7 +421,7 @@ mod avx512 {
                         let sums = unsafe {
                             channel_taps((plane, in_h, in_w, pad), (errors, out_h, out_w))
                         };
-                        for (tap, sum) in sums.into_iter().enumerate() {
+                        for (tap, sum) in sums.into_iter().flatten().enumerate() {
                             // SAFETY: tap `tap < 9` of channel `channel <
                             // channels`.
                             unsafe { *taps.add(tap * channels + channel) += sum };
@@ -429,7 +429,8 @@ mod avx512 {
                     }
                 }
 
-                /// One channel's nine sums for [`weight_gradient`].
+                /// One channel's nine sums for [`weight_gradient`], a
+                /// kernel row an array.
                 ///
                 /// # Safety
                 /// The CPU must have AVX-512 F; `input` valid for `in_h ·
@@ -444,7 +445,7 @@ mod avx512 {
                         (usize, usize),
                     ),
                     (error, out_h, out_w): (*const $t, usize, usize),
-                ) -> [$t; 9] {
+                ) -> [[$t; 3]; 3] {
                     // One array of three sums a kernel row, each indexed
                     // by constants only, so that the sums stay in
                     // registers.
@@ -488,10 +489,7 @@ mod avx512 {
                         }
                         at += LANES;
                     }
-                    let [first, second, third] = acc;
-                    let sum = |row: [$vec; 3]| row.map(|lanes| $reduce(lanes));
-                    let ([a, b, c], [d, e, f], [g, h, i]) = (sum(first), sum(second), sum(third));
-                    [a, b, c, d, e, f, g, h, i]
+                    acc.map(|row| row.map(|lanes| $reduce(lanes)))
                 }
             }
         };
