@@ -134,17 +134,18 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
     #[doc(hidden)]
     fn weave_pairs(even: &[Self], odd: &[Self], pairs: &mut [Self]) -> bool;
 
-    /// Output rows `rows` of a depthwise 3x3 stride-2 layer's channel from
-    /// its input plane (`input`: the plane, its row width and its padding
-    /// at the top and left) and `filter` (taps and bias), into `out`
-    /// (`rows.len()` rows of `out_w`), where
-    /// this type has a vector kernel for the CPU that splits the input
-    /// rows in registers and `out_w` fills a vector; returns whether it
+    /// Output rows `rows` of each channel of a depthwise 3x3 stride-2
+    /// layer from its input plane (`input`: the channels' planes one after
+    /// another, their row width and their padding at the top and left) and
+    /// its filter (`filters`: nine taps a channel, and a bias a channel or
+    /// none), into `out` (each channel's `rows.len()` rows of `out_w`, one
+    /// channel after another), where this type has a vector kernel for the
+    /// CPU that splits the input rows in registers; returns whether it
     /// did. Panics if the sizes do not match.
     #[doc(hidden)]
     fn depthwise_stride2_rows(
         input: (&[Self], usize, (usize, usize)),
-        filter: (&[Self; 9], Self),
+        filters: (&[Self], Option<&[Self]>),
         rows: std::ops::Range<usize>,
         out_w: usize,
         out: &mut [Self],
@@ -370,12 +371,12 @@ impl Element for f32 {
     }
     fn depthwise_stride2_rows(
         input: (&[Self], usize, (usize, usize)),
-        filter: (&[Self; 9], Self),
+        filters: (&[Self], Option<&[Self]>),
         rows: std::ops::Range<usize>,
         out_w: usize,
         out: &mut [Self],
     ) -> bool {
-        crate::algo::strided::direct::split_in_registers::rows_f32(input, filter, rows, out_w, out)
+        crate::algo::strided::direct::split_in_registers::rows_f32(input, filters, rows, out_w, out)
     }
     fn depthwise_stride2_input_gradient(
         error: (&[Self], usize, usize),
@@ -479,12 +480,12 @@ impl Element for f64 {
     }
     fn depthwise_stride2_rows(
         input: (&[Self], usize, (usize, usize)),
-        filter: (&[Self; 9], Self),
+        filters: (&[Self], Option<&[Self]>),
         rows: std::ops::Range<usize>,
         out_w: usize,
         out: &mut [Self],
     ) -> bool {
-        crate::algo::strided::direct::split_in_registers::rows_f64(input, filter, rows, out_w, out)
+        crate::algo::strided::direct::split_in_registers::rows_f64(input, filters, rows, out_w, out)
     }
     fn depthwise_stride2_input_gradient(
         error: (&[Self], usize, usize),

@@ -69,8 +69,8 @@ pub(crate) fn forward<T: Element>(
                 let b = bias.map_or(T::zero(), |b| b[c]);
                 if let (Some(plane), Some(out)) = (x_c.as_slice(), y_c.as_slice_mut()) {
                     let input = (plane, g.in_w, (g.padding.top, g.padding.left));
-                    if T::depthwise_stride2_rows(input, (&taps, b), item.rows.clone(), g.out_w, out)
-                    {
+                    let filter = (&taps[..], Some(std::slice::from_ref(&b)));
+                    if T::depthwise_stride2_rows(input, filter, item.rows.clone(), g.out_w, out) {
                         continue;
                     }
                 }

@@ -238,35 +238,11 @@ fn forward_narrow<T: Element>(
                         out,
                     );
                 }
-                stride2_rows(input, (taps, bias), rows.clone(), g.out_w, out)
+                T::depthwise_stride2_rows(input, (taps, bias), rows.clone(), g.out_w, out)
             });
             debug_assert!(computed, "the CPU was found to run the kernel");
         }
     });
-}
-
-/// [`Element::depthwise_narrow_rows`] at stride 2: each channel's plane by
-/// [`Element::depthwise_stride2_rows`]. Returns whether every plane was
-/// computed.
-fn stride2_rows<T: Element>(
-    (planes, in_w, pad): (&[T], usize, (usize, usize)),
-    (taps, bias): (&[T], Option<&[T]>),
-    rows: Range<usize>,
-    out_w: usize,
-    out: &mut [T],
-) -> bool {
-    let channels = taps.len() / 9;
-    let plane_len = planes.len() / channels.max(1);
-    let out_len = rows.len() * out_w;
-    (0..channels).all(|c| {
-        let filter: &[T; 9] = taps[9 * c..9 * c + 9]
-            .try_into()
-            .expect("nine taps a channel");
-        let b = bias.map_or(T::zero(), |b| b[c]);
-        let plane = (&planes[c * plane_len..(c + 1) * plane_len], in_w, pad);
-        let out_c = &mut out[c * out_len..(c + 1) * out_len];
-        T::depthwise_stride2_rows(plane, (filter, b), rows.clone(), out_w, out_c)
-    })
 }
 
 /// Runs `compute` on `view`'s elements in logical order: on its own

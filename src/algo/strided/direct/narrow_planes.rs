@@ -14,7 +14,8 @@
 //! an input row under a mask that keeps it within the row (a permute
 //! shifts in the zeros of left padding), so no plane is copied. Each
 //! output's nine multiply-adds run in the order of the taps; each weight
-//! gradient tap sums a vector of lanes, then the lanes.
+//! gradient tap sums a vector of lanes, then the lanes. Planes whose output
+//! rows fit in half a vector go to `two_rows.rs`.
 
 use std::ops::Range;
 
@@ -202,6 +203,7 @@ mod avx512 {
          $maskz_load:ident, $mask_store:ident, $fmadd:ident, $permute:ident, $reduce:ident,
          $index:ty, $load_index:ident) => {
             pub(super) mod $module {
+                use super::super::super::two_rows;
                 use super::{ROWS, lanes_from, lanes_within, window};
                 use std::arch::x86_64::*;
 
@@ -288,6 +290,14 @@ mod avx512 {
                     (first_row, count, out_w): (usize, usize, usize),
                     out: *mut $t,
                 ) {
+                    if two_rows::fits(in_w, out_w, LANES) {
+                        let raw = (input, in_h, in_w, (pad_top, pad_left));
+                        let (filters, rows) = ((taps, bias, channels), (first_row, count, out_w));
+                        // SAFETY: as this function's, on planes that fit.
+                        return unsafe {
+                            two_rows::avx512::$module::rows::<1>(raw, filters, rows, out)
+                        };
+                    }
                     let mut at = 0;
                     while at < out_w {
                         let stored = lanes_within(at as isize, out_w, LANES) as $mask;
@@ -545,8 +555,9 @@ mod tests {
     type Rows<T> = fn(Planes<'_, T>, Filters<'_, T>, Range<usize>, usize, &mut [T]) -> bool;
 
     /// `rows` on random blocks of channels, planes, paddings and bands of
-    /// rows, with biases or without: the bits of the bias then the nine
-    /// taps in order, each a fused multiply-add.
+    /// rows (many narrow enough for two rows a vector), with biases or
+    /// without: the bits of the bias then the nine taps in order, each a
+    /// fused multiply-add, and nothing stored past the output.
     fn check<T: Float + Debug>(rows: Rows<T>, seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);
         let value = |rng: &mut StdRng| T::from(rng.random_range(-1.0..1.0)).expect("a value");
@@ -566,15 +577,18 @@ mod tests {
                 .random_bool(0.5)
                 .then(|| (0..channels).map(|_| value(&mut rng)).collect());
             let unset = T::from(99).expect("a value");
-            let mut out = vec![unset; channels * band.len() * out_w];
+            // A row past the output, to catch a store past its end.
+            let mut out = vec![unset; (channels * band.len() + 1) * out_w];
+            let (out, past) = out.split_at_mut(channels * band.len() * out_w);
             let filters = (&taps[..], bias.as_deref());
             let done = rows(
                 (&input, in_w, (top, left)),
                 filters,
                 band.clone(),
                 out_w,
-                &mut out,
+                out,
             );
+            assert!(past.iter().all(|&v| v == unset), "stored past the output");
             assert_eq!(done, available());
             if !done {
                 assert!(out.iter().all(|&v| v == unset), "declined but wrote");

@@ -1,5 +1,5 @@
 //! The forward pass and the gradients of a depthwise 3x3 layer at stride
-//! 2 on one plane, with each row split into its even and odd columns (or
+//! 2 plane by plane, with each row split into its even and odd columns (or
 //! woven back from them) in registers: per dtype, through AVX-512
 //! permutes, reached through the hidden `Element::depthwise_stride2_rows`,
 //! `Element::depthwise_stride2_weight_gradient` and
@@ -20,45 +20,46 @@
 //! and stay unwritten, through load, permute and store masks; rows outside
 //! the plane or the band are skipped; each forward output's nine
 //! multiply-adds run in the portable kernel's order, so both give the same
-//! bits.
+//! bits. The forward pass takes a sample's channels in one call, and gives
+//! planes whose output rows fit in half a vector to `two_rows.rs`.
 
+use super::narrow_planes::{Filters, Planes};
 use std::ops::Range;
 
 /// An input plane (`in_h × in_w`, rows contiguous one after another),
 /// its row width `in_w` and the zero rows above and columns left of it.
 pub(crate) type Plane<'a, T> = (&'a [T], usize, (usize, usize));
 
-/// A channel's filter: its taps row by row, and its bias.
-pub(crate) type Filter<'a, T> = (&'a [T; 9], T);
-
-/// Output rows `rows` of the channel of `plane` and `filter` into `out`
-/// (`rows.len()` rows of `out_w` outputs), for `f32`, in vectors of 16
-/// outputs (on rows narrower than that, one masked vector a row). Returns
-/// whether it did: on a CPU with AVX-512 F. Panics if `out` or the
-/// plane's input is not as described.
+/// Output rows `rows` of each channel of `planes` and `filters` at stride
+/// 2 into `out` (each channel's `rows.len()` rows of `out_w` outputs, one
+/// channel after another), for `f32`: two output rows a vector on planes
+/// whose rows fit in one vector and whose output rows in half of one,
+/// else vectors of 16 outputs (on rows narrower than that, one masked
+/// vector a row). Returns whether it did: on a CPU with AVX-512 F. Panics
+/// if the slices do not hold what their sizes say.
 pub(crate) fn rows_f32(
-    plane: Plane<'_, f32>,
-    filter: Filter<'_, f32>,
+    planes: Planes<'_, f32>,
+    filters: Filters<'_, f32>,
     rows: Range<usize>,
     out_w: usize,
     out: &mut [f32],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(plane, filter, rows, out_w, out, avx512::f32_kernels::rows);
+    return rows_with(planes, filters, rows, out_w, out, avx512::f32_kernels::rows);
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
 
 /// [`rows_f32`] for `f64`, in vectors of 8 outputs.
 pub(crate) fn rows_f64(
-    plane: Plane<'_, f64>,
-    filter: Filter<'_, f64>,
+    planes: Planes<'_, f64>,
+    filters: Filters<'_, f64>,
     rows: Range<usize>,
     out_w: usize,
     out: &mut [f64],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(plane, filter, rows, out_w, out, avx512::f64_kernels::rows);
+    return rows_with(planes, filters, rows, out_w, out, avx512::f64_kernels::rows);
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
@@ -210,13 +211,13 @@ fn weight_gradient_with<T>(
     })
 }
 
-/// The raw form of a call: the input plane, its height, its width and its
-/// padding (top, left); the filter and bias; the first output row, the
-/// rows and their width; the output.
+/// The raw form of a call: the input planes, their height, width and
+/// padding (top, left); the taps, the biases (or null) and the channels;
+/// the first output row, the rows and their width; the output.
 #[cfg(target_arch = "x86_64")]
 type RawRows<T> = unsafe fn(
     (*const T, usize, usize, (usize, usize)),
-    (&[T; 9], T),
+    (*const T, *const T, usize),
     (usize, usize, usize),
     *mut T,
 );
@@ -225,28 +226,36 @@ type RawRows<T> = unsafe fn(
 /// allows it.
 #[cfg(target_arch = "x86_64")]
 fn rows_with<T>(
-    (input, in_w, pad): Plane<'_, T>,
-    filter: Filter<'_, T>,
+    (input, in_w, pad): Planes<'_, T>,
+    (taps, bias): Filters<'_, T>,
     rows: Range<usize>,
     out_w: usize,
     out: &mut [T],
     kernel: RawRows<T>,
 ) -> bool {
-    let in_h = input.len().checked_div(in_w).unwrap_or(0);
-    assert_eq!(in_h * in_w, input.len(), "whole input rows");
-    assert_eq!(rows.len() * out_w, out.len(), "output rows");
-    if out_w == 0 || rows.is_empty() || !std::arch::is_x86_feature_detected!("avx512f") {
+    let channels = taps.len() / 9;
+    assert_eq!(channels * 9, taps.len(), "nine taps a channel");
+    assert!(
+        bias.is_none_or(|b| b.len() == channels),
+        "one bias a channel"
+    );
+    let in_h = input.len().checked_div(channels * in_w).unwrap_or(0);
+    assert_eq!(channels * in_h * in_w, input.len(), "whole input planes");
+    assert_eq!(channels * rows.len() * out_w, out.len(), "output rows");
+    if !std::arch::is_x86_feature_detected!("avx512f") {
         return false;
     }
-    let input = (input.as_ptr(), in_h, in_w, pad);
-    // SAFETY: the CPU has AVX-512 F; `out_w ≥ 1`; the input
-    // holds `in_h` rows of `in_w` and `out` `rows.len()` rows of `out_w`
-    // (both checked above). The kernel loads only columns `0..in_w` of
-    // rows `0..in_h`, and stores only `out`'s rows.
+    let bias = bias.map_or(std::ptr::null(), <[T]>::as_ptr);
+    // SAFETY: the CPU has AVX-512 F; the input holds `channels` planes of
+    // `in_h` rows of `in_w`, the taps nine a channel, the biases (if any)
+    // one a channel, and `out` `channels` runs of `rows.len()` rows of
+    // `out_w` (all checked above). The kernel loads only columns `0..in_w`
+    // of rows `0..in_h` of each plane, and stores only columns `0..out_w`
+    // of `out`'s rows.
     unsafe {
         kernel(
-            input,
-            filter,
+            (input.as_ptr(), in_h, in_w, pad),
+            (taps.as_ptr(), bias, channels),
             (rows.start, rows.len(), out_w),
             out.as_mut_ptr(),
         )
@@ -302,6 +311,7 @@ mod avx512 {
          $set1:ident, $zero:ident, $maskz_load:ident, $store:ident, $fmadd:ident, $permute:ident,
          $reduce:ident, $index:ty, $load_index:ident) => {
             pub(super) mod $module {
+                use super::super::super::two_rows;
                 use super::super::masks::{lanes_from, lanes_within, window};
                 use super::ROWS;
                 use std::arch::x86_64::*;
@@ -399,9 +409,10 @@ mod avx512 {
                 /// The forward kernel: see [`super::super::rows_f32`].
                 ///
                 /// # Safety
-                /// The CPU must have AVX-512 F; `out_w ≥ 1`; `input`
-                /// valid for `in_h · in_w` reads and `out` for `count ·
-                /// out_w` writes.
+                /// The CPU must have AVX-512 F; `input` valid for `channels
+                /// · in_h · in_w` reads, `taps` for `9 · channels`, `bias`
+                /// null or valid for `channels`, and `out` for `channels ·
+                /// count · out_w` writes.
                 #[target_feature(enable = "avx512f")]
                 pub(in super::super) unsafe fn rows(
                     (input, in_h, in_w, (pad_top, pad_left)): (
@@ -410,58 +421,76 @@ mod avx512 {
                         usize,
                         (usize, usize),
                     ),
-                    (taps, bias): (&[$t; 9], $t),
+                    (taps, bias, channels): (*const $t, *const $t, usize),
                     (first_row, count, out_w): (usize, usize, usize),
                     out: *mut $t,
                 ) {
-                    let mut w = [$set1(0.0); 9];
-                    for t in 0..9 {
-                        w[t] = $set1(taps[t]);
+                    if two_rows::fits(in_w, out_w, LANES) {
+                        let raw = (input, in_h, in_w, (pad_top, pad_left));
+                        let (filters, rows) = ((taps, bias, channels), (first_row, count, out_w));
+                        // SAFETY: as this function's, on planes that fit.
+                        return unsafe {
+                            two_rows::avx512::$module::rows::<2>(raw, filters, rows, out)
+                        };
                     }
-                    let bias = $set1(bias);
+                    let plane = |channel: usize| {
+                        (
+                            input.wrapping_add(channel * in_h * in_w),
+                            (in_h, in_w, pad_top),
+                        )
+                    };
                     // Column vectors of outputs, the last shifted back to
                     // end on the row (a few outputs computed twice, stored
                     // with the same value); a row narrower than a vector
                     // is one vector whose lanes past the row are not
-                    // stored.
+                    // stored. Each vector's columns serve every channel.
                     let stored = lanes_within(0, out_w, LANES) as $mask;
                     let mut left = 0;
                     while left < out_w {
                         let at = left.min(out_w.saturating_sub(LANES));
                         let columns = columns(at, pad_left, in_w);
-                        // Tiles of `ROWS` rows (one row for a band of
-                        // fewer), the last shifted back to end on the band.
-                        let plane = (input, (in_h, in_w, pad_top));
-                        let mut top = 0;
-                        while top < count {
-                            let first = if count >= ROWS {
-                                top.min(count - ROWS)
-                            } else {
-                                top
-                            };
-                            let tile_out = (out.wrapping_add(first * out_w + at), out_w, stored);
-                            // SAFETY: as this function's; the tile's rows
-                            // are rows of the band, its vector within
-                            // `out_w`.
-                            unsafe {
-                                if count >= ROWS {
-                                    tile::<ROWS>(
-                                        plane,
-                                        (&w, bias),
-                                        &columns,
-                                        first_row + first,
-                                        tile_out,
-                                    );
-                                    top = first + ROWS;
+                        for channel in 0..channels {
+                            // SAFETY: channel `channel`'s, within the
+                            // caller's.
+                            let filter =
+                                unsafe { two_rows::avx512::$module::filter(taps, bias, channel) };
+                            let plane = plane(channel);
+                            let out = out.wrapping_add(channel * count * out_w);
+                            // Tiles of `ROWS` rows (one row for a band of
+                            // fewer), the last shifted back to end on the
+                            // band.
+                            let mut top = 0;
+                            while top < count {
+                                let first = if count >= ROWS {
+                                    top.min(count - ROWS)
                                 } else {
-                                    tile::<1>(
-                                        plane,
-                                        (&w, bias),
-                                        &columns,
-                                        first_row + first,
-                                        tile_out,
-                                    );
-                                    top = first + 1;
+                                    top
+                                };
+                                let tile_out =
+                                    (out.wrapping_add(first * out_w + at), out_w, stored);
+                                // SAFETY: as this function's; the tile's
+                                // rows are rows of the band, its vector
+                                // within `out_w`.
+                                unsafe {
+                                    if count >= ROWS {
+                                        tile::<ROWS>(
+                                            plane,
+                                            (&filter.0, filter.1),
+                                            &columns,
+                                            first_row + first,
+                                            tile_out,
+                                        );
+                                        top = first + ROWS;
+                                    } else {
+                                        tile::<1>(
+                                            plane,
+                                            (&filter.0, filter.1),
+                                            &columns,
+                                            first_row + first,
+                                            tile_out,
+                                        );
+                                        top = first + 1;
+                                    }
                                 }
                             }
                         }
@@ -750,8 +779,8 @@ mod avx512 {
 #[cfg(test)]
 pub(super) mod tests {
     use super::{
-        Error, Filter, GradientPlane, Plane, input_gradient_rows_f32, input_gradient_rows_f64,
-        rows_f32, rows_f64, weight_gradient_f32, weight_gradient_f64,
+        Error, Filters, GradientPlane, Plane, Planes, input_gradient_rows_f32,
+        input_gradient_rows_f64, rows_f32, rows_f64, weight_gradient_f32, weight_gradient_f64,
     };
     use num_traits::Float;
     use rand::rngs::StdRng;
@@ -777,13 +806,13 @@ pub(super) mod tests {
     }
 
     /// [`rows_f32`] or [`rows_f64`].
-    type Rows<T> = fn(Plane<'_, T>, Filter<'_, T>, Range<usize>, usize, &mut [T]) -> bool;
+    type Rows<T> = fn(Planes<'_, T>, Filters<'_, T>, Range<usize>, usize, &mut [T]) -> bool;
 
     /// Output rows `rows` of the layer, output by output: bias, then the
     /// taps row by row, each a fused multiply-add, in the kernel's order.
     fn reference<T: Float>(
         (input, in_w, (top, left)): Plane<'_, T>,
-        (taps, bias): Filter<'_, T>,
+        (taps, bias): (&[T], T),
         rows: Range<usize>,
         out_w: usize,
     ) -> Vec<T> {
@@ -810,30 +839,48 @@ pub(super) mod tests {
         out
     }
 
-    /// `rows` on random planes, paddings, widths and bands: the same bits
-    /// as [`reference`] wherever it computes, and nothing written where it
-    /// declines (on a CPU without AVX-512).
+    /// `rows` on random channels, planes (half of them narrow enough to
+    /// pair their rows up), paddings, widths and bands, with and without
+    /// biases: the same bits as [`reference`] wherever it computes, nothing
+    /// stored past the output, and nothing written where it declines (on a
+    /// CPU without AVX-512).
     fn check<T: Float + Debug>(rows: Rows<T>, seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);
         let value = |rng: &mut StdRng| T::from(rng.random_range(-1.0..1.0)).expect("a value");
-        for _ in 0..300 {
-            let Some([(in_h, in_w), pad, (out_h, out_w)]) = random_plane(&mut rng, 75, 2) else {
+        for _ in 0..400 {
+            let channels: usize = rng.random_range(1..=3);
+            let max_w = if rng.random_bool(0.5) { 17 } else { 75 };
+            let Some([(in_h, in_w), pad, (out_h, out_w)]) = random_plane(&mut rng, max_w, 2) else {
                 continue;
             };
             let first = rng.random_range(0..out_h);
             let band = first..rng.random_range(first + 1..=out_h);
-            let input: Vec<T> = (0..in_h * in_w).map(|_| value(&mut rng)).collect();
-            let taps: [T; 9] = std::array::from_fn(|_| value(&mut rng));
-            let filter = (&taps, value(&mut rng));
+            let plane_len = in_h * in_w;
+            let input: Vec<T> = (0..channels * plane_len).map(|_| value(&mut rng)).collect();
+            let taps: Vec<T> = (0..9 * channels).map(|_| value(&mut rng)).collect();
+            let bias: Option<Vec<T>> = rng
+                .random_bool(0.5)
+                .then(|| (0..channels).map(|_| value(&mut rng)).collect());
             let unset = T::from(99).expect("a value");
-            let mut out = vec![unset; band.len() * out_w];
-            let plane = (&input[..], in_w, pad);
-            if rows(plane, filter, band.clone(), out_w, &mut out) {
-                let expected = reference(plane, filter, band.clone(), out_w);
-                assert_eq!(
-                    out, expected,
-                    "{in_h}x{in_w} to {out_h}x{out_w}, padding {pad:?}, rows {band:?}"
-                );
+            let out_len = band.len() * out_w;
+            // A row past the output, to catch a store past its end.
+            let mut out = vec![unset; (channels * band.len() + 1) * out_w];
+            let (out, past) = out.split_at_mut(channels * out_len);
+            let filters = (&taps[..], bias.as_deref());
+            let done = rows((&input, in_w, pad), filters, band.clone(), out_w, out);
+            assert!(past.iter().all(|&v| v == unset), "stored past the output");
+            if done {
+                for ch in 0..channels {
+                    let plane = (&input[ch * plane_len..(ch + 1) * plane_len], in_w, pad);
+                    let b = bias.as_ref().map_or(T::zero(), |b| b[ch]);
+                    let filter = (&taps[9 * ch..9 * ch + 9], b);
+                    let expected = reference(plane, filter, band.clone(), out_w);
+                    assert_eq!(
+                        out[ch * out_len..(ch + 1) * out_len],
+                        expected,
+                        "{in_h}x{in_w} to {out_h}x{out_w}, padding {pad:?}, rows {band:?}, channel {ch}"
+                    );
+                }
             } else {
                 assert!(
                     out.iter().all(|&v| v == unset),
