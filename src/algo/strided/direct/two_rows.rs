@@ -18,6 +18,7 @@
 /// Whether the kernels here compute a plane of rows `in_w` wide with
 /// `out_w` outputs each, in vectors of `lanes`: each input row fits in a
 /// vector, each output row in half of one.
+#[cfg(target_arch = "x86_64")]
 pub(super) fn fits(in_w: usize, out_w: usize, lanes: usize) -> bool {
     in_w <= lanes && out_w <= lanes / 2
 }
