@@ -148,9 +148,10 @@ type RawRows<T> = unsafe fn(
     *mut T,
 );
 
-/// `kernel` on the call's slices, where the CPU allows it.
+/// `kernel` (an AVX-512 forward kernel, of this file or of
+/// `split_in_registers.rs`) on the call's slices, where the CPU allows it.
 #[cfg(target_arch = "x86_64")]
-fn rows_with<T>(
+pub(super) fn rows_with<T>(
     (input, in_w, pad): Planes<'_, T>,
     (taps, bias): Filters<'_, T>,
     rows: Range<usize>,
@@ -199,7 +200,7 @@ mod avx512 {
     /// The AVX-512 kernels of one dtype, in module `$module`: see
     /// [`super::rows_f32`] and [`super::weight_gradient_f32`].
     macro_rules! narrow_kernels {
-        ($module:ident, $t:ty, $lanes:expr, $vec:ty, $mask:ty, $set1:ident, $zero:ident,
+        ($module:ident, $t:ty, $lanes:expr, $vec:ty, $mask:ty, $zero:ident,
          $maskz_load:ident, $mask_store:ident, $fmadd:ident, $permute:ident, $reduce:ident,
          $index:ty, $load_index:ident) => {
             pub(super) mod $module {
@@ -303,19 +304,10 @@ mod avx512 {
                         let stored = lanes_within(at as isize, out_w, LANES) as $mask;
                         let runs = runs(at, pad_left, in_w);
                         for channel in 0..channels {
-                            let mut w = [$zero(); 9];
-                            for t in 0..9 {
-                                // SAFETY: tap `t` of channel `channel`,
-                                // within the `9 · channels` taps.
-                                w[t] = $set1(unsafe { *taps.add(9 * channel + t) });
-                            }
-                            let bias = if bias.is_null() {
-                                $zero()
-                            } else {
-                                // SAFETY: a non-null `bias` holds one a
-                                // channel.
-                                $set1(unsafe { *bias.add(channel) })
-                            };
+                            // SAFETY: channel `channel`'s, within the
+                            // caller's.
+                            let (w, b) =
+                                unsafe { two_rows::avx512::$module::filter(taps, bias, channel) };
                             let plane = (
                                 input.wrapping_add(channel * in_h * in_w),
                                 (in_h, in_w, pad_top),
@@ -339,7 +331,7 @@ mod avx512 {
                                     if count >= ROWS {
                                         tile::<ROWS>(
                                             plane,
-                                            (&w, bias),
+                                            (&w, b),
                                             &runs,
                                             first_row + first,
                                             tile_out,
@@ -348,7 +340,7 @@ mod avx512 {
                                     } else {
                                         tile::<1>(
                                             plane,
-                                            (&w, bias),
+                                            (&w, b),
                                             &runs,
                                             first_row + first,
                                             tile_out,
@@ -511,7 +503,6 @@ mod avx512 {
         16,
         __m512,
         __mmask16,
-        _mm512_set1_ps,
         _mm512_setzero_ps,
         _mm512_maskz_loadu_ps,
         _mm512_mask_storeu_ps,
@@ -527,7 +518,6 @@ mod avx512 {
         8,
         __m512d,
         __mmask8,
-        _mm512_set1_pd,
         _mm512_setzero_pd,
         _mm512_maskz_loadu_pd,
         _mm512_mask_storeu_pd,

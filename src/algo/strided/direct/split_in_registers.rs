@@ -23,6 +23,8 @@
 //! bits. The forward pass takes a sample's channels in one call, and gives
 //! planes whose output rows fit in half a vector to `two_rows.rs`.
 
+#[cfg(target_arch = "x86_64")]
+use super::narrow_planes::rows_with;
 use super::narrow_planes::{Filters, Planes};
 use std::ops::Range;
 
@@ -211,58 +213,6 @@ fn weight_gradient_with<T>(
     })
 }
 
-/// The raw form of a call: the input planes, their height, width and
-/// padding (top, left); the taps, the biases (or null) and the channels;
-/// the first output row, the rows and their width; the output.
-#[cfg(target_arch = "x86_64")]
-type RawRows<T> = unsafe fn(
-    (*const T, usize, usize, (usize, usize)),
-    (*const T, *const T, usize),
-    (usize, usize, usize),
-    *mut T,
-);
-
-/// `kernel` (an AVX-512 kernel) on the call's slices, where the CPU
-/// allows it.
-#[cfg(target_arch = "x86_64")]
-fn rows_with<T>(
-    (input, in_w, pad): Planes<'_, T>,
-    (taps, bias): Filters<'_, T>,
-    rows: Range<usize>,
-    out_w: usize,
-    out: &mut [T],
-    kernel: RawRows<T>,
-) -> bool {
-    let channels = taps.len() / 9;
-    assert_eq!(channels * 9, taps.len(), "nine taps a channel");
-    assert!(
-        bias.is_none_or(|b| b.len() == channels),
-        "one bias a channel"
-    );
-    let in_h = input.len().checked_div(channels * in_w).unwrap_or(0);
-    assert_eq!(channels * in_h * in_w, input.len(), "whole input planes");
-    assert_eq!(channels * rows.len() * out_w, out.len(), "output rows");
-    if !std::arch::is_x86_feature_detected!("avx512f") {
-        return false;
-    }
-    let bias = bias.map_or(std::ptr::null(), <[T]>::as_ptr);
-    // SAFETY: the CPU has AVX-512 F; the input holds `channels` planes of
-    // `in_h` rows of `in_w`, the taps nine a channel, the biases (if any)
-    // one a channel, and `out` `channels` runs of `rows.len()` rows of
-    // `out_w` (all checked above). The kernel loads only columns `0..in_w`
-    // of rows `0..in_h` of each plane, and stores only columns `0..out_w`
-    // of `out`'s rows.
-    unsafe {
-        kernel(
-            (input.as_ptr(), in_h, in_w, pad),
-            (taps.as_ptr(), bias, channels),
-            (rows.start, rows.len(), out_w),
-            out.as_mut_ptr(),
-        )
-    };
-    true
-}
-
 /// The lane masks of the AVX-512 kernels here and in `narrow_planes.rs`.
 #[cfg(target_arch = "x86_64")]
 pub(super) mod masks {
@@ -308,7 +258,7 @@ mod avx512 {
     /// [`super::weight_gradient_f32`].
     macro_rules! split_kernels {
         ($module:ident, $t:ty, $lanes:expr, $vec:ty, $mask:ty,
-         $set1:ident, $zero:ident, $maskz_load:ident, $store:ident, $fmadd:ident, $permute:ident,
+         $zero:ident, $maskz_load:ident, $store:ident, $fmadd:ident, $permute:ident,
          $reduce:ident, $index:ty, $load_index:ident) => {
             pub(super) mod $module {
                 use super::super::super::two_rows;
@@ -452,7 +402,7 @@ mod avx512 {
                         for channel in 0..channels {
                             // SAFETY: channel `channel`'s, within the
                             // caller's.
-                            let filter =
+                            let (w, b) =
                                 unsafe { two_rows::avx512::$module::filter(taps, bias, channel) };
                             let plane = plane(channel);
                             let out = out.wrapping_add(channel * count * out_w);
@@ -475,7 +425,7 @@ mod avx512 {
                                     if count >= ROWS {
                                         tile::<ROWS>(
                                             plane,
-                                            (&filter.0, filter.1),
+                                            (&w, b),
                                             &columns,
                                             first_row + first,
                                             tile_out,
@@ -484,7 +434,7 @@ mod avx512 {
                                     } else {
                                         tile::<1>(
                                             plane,
-                                            (&filter.0, filter.1),
+                                            (&w, b),
                                             &columns,
                                             first_row + first,
                                             tile_out,
@@ -596,7 +546,6 @@ mod avx512 {
         16,
         __m512,
         __mmask16,
-        _mm512_set1_ps,
         _mm512_setzero_ps,
         _mm512_maskz_loadu_ps,
         _mm512_mask_storeu_ps,
@@ -612,7 +561,6 @@ mod avx512 {
         8,
         __m512d,
         __mmask8,
-        _mm512_set1_pd,
         _mm512_setzero_pd,
         _mm512_maskz_loadu_pd,
         _mm512_mask_storeu_pd,
