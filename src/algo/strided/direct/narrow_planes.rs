@@ -189,6 +189,17 @@ pub(super) fn rows_with<T>(
     true
 }
 
+/// The tiles of a band of `count` output rows, `(first row, height)`:
+/// tiles `rows` high, the last shifted back to end on the band (its
+/// first rows computed again, to the same values), or one row high where
+/// the band has fewer than `rows`. Both narrow kernels (this file's and
+/// `split_in_registers.rs`') walk a band so.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn row_tiles(count: usize, rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    let height = if count >= rows { rows } else { 1 };
+    (0..count.div_ceil(height)).map(move |tile| ((tile * height).min(count - height), height))
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::super::split_in_registers::masks::{lanes_from, lanes_within, window};
@@ -313,22 +324,14 @@ mod avx512 {
                                 (in_h, in_w, pad_top),
                             );
                             let out = out.wrapping_add(channel * count * out_w);
-                            // Tiles of `ROWS` rows (one row for fewer), the
-                            // last shifted back to end on the rows.
-                            let mut top = 0;
-                            while top < count {
-                                let first = if count >= ROWS {
-                                    top.min(count - ROWS)
-                                } else {
-                                    top
-                                };
+                            for (first, height) in super::super::row_tiles(count, ROWS) {
                                 let tile_out =
                                     (out.wrapping_add(first * out_w + at), out_w, stored);
                                 // SAFETY: as this function's; the tile's
                                 // rows are the caller's, its lanes kept
                                 // within `out_w`.
                                 unsafe {
-                                    if count >= ROWS {
+                                    if height == ROWS {
                                         tile::<ROWS>(
                                             plane,
                                             (&w, b),
@@ -336,7 +339,6 @@ mod avx512 {
                                             first_row + first,
                                             tile_out,
                                         );
-                                        top = first + ROWS;
                                     } else {
                                         tile::<1>(
                                             plane,
@@ -345,7 +347,6 @@ mod avx512 {
                                             first_row + first,
                                             tile_out,
                                         );
-                                        top = first + 1;
                                     }
                                 }
                             }
@@ -540,6 +541,30 @@ mod tests {
     use rand::{RngExt, SeedableRng};
     use std::fmt::Debug;
     use std::ops::Range;
+
+    /// A band's tiles cover each of its rows, lie within it, are `rows`
+    /// high (one where the band is lower), and start in order.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn row_tiles_cover_the_band() {
+        for count in 0..20 {
+            for rows in 1..6 {
+                let tiles: Vec<(usize, usize)> = super::row_tiles(count, rows).collect();
+                let height = if count < rows { 1 } else { rows };
+                let mut covered = vec![false; count];
+                for window in tiles.windows(2) {
+                    assert!(window[0].0 < window[1].0, "{tiles:?}");
+                }
+                for &(first, tall) in &tiles {
+                    assert_eq!(tall, height);
+                    assert!(first + tall <= count);
+                    covered[first..first + tall].fill(true);
+                }
+                assert!(covered.iter().all(|&c| c), "{count} rows, tiles of {rows}");
+                assert_eq!(tiles.len(), count.div_ceil(height));
+            }
+        }
+    }
 
     /// [`rows_f32`] or [`rows_f64`].
     type Rows<T> = fn(Planes<'_, T>, Filters<'_, T>, Range<usize>, usize, &mut [T]) -> bool;

@@ -406,23 +406,15 @@ mod avx512 {
                                 unsafe { two_rows::avx512::$module::filter(taps, bias, channel) };
                             let plane = plane(channel);
                             let out = out.wrapping_add(channel * count * out_w);
-                            // Tiles of `ROWS` rows (one row for a band of
-                            // fewer), the last shifted back to end on the
-                            // band.
-                            let mut top = 0;
-                            while top < count {
-                                let first = if count >= ROWS {
-                                    top.min(count - ROWS)
-                                } else {
-                                    top
-                                };
+                            let tiles = super::super::super::narrow_planes::row_tiles(count, ROWS);
+                            for (first, height) in tiles {
                                 let tile_out =
                                     (out.wrapping_add(first * out_w + at), out_w, stored);
                                 // SAFETY: as this function's; the tile's
                                 // rows are rows of the band, its vector
                                 // within `out_w`.
                                 unsafe {
-                                    if count >= ROWS {
+                                    if height == ROWS {
                                         tile::<ROWS>(
                                             plane,
                                             (&w, b),
@@ -430,7 +422,6 @@ mod avx512 {
                                             first_row + first,
                                             tile_out,
                                         );
-                                        top = first + ROWS;
                                     } else {
                                         tile::<1>(
                                             plane,
@@ -439,7 +430,6 @@ mod avx512 {
                                             first_row + first,
                                             tile_out,
                                         );
-                                        top = first + 1;
                                     }
                                 }
                             }
