@@ -39,7 +39,9 @@ pub struct Workspace<T> {
     lanes: Vec<LaneMemory<T>>,
     parts: Vec<PartMemory<T>>,
     /// The weights as the running kernel lays them out (reordered,
-    /// transformed, packed or flipped), shared by every lane.
+    /// transformed, packed or flipped), shared by every lane; or, where
+    /// the kernel reads the weights in place, another operand the lanes
+    /// share (a column matrix lowered once).
     weights: Vec<T>,
     /// The weights of an input gradient computed as a forward pass by
     /// another kernel (turned and channel-swapped), which lays out its own

@@ -453,6 +453,93 @@ fn lower_and_multiply_by_channels<T: Element>(
         });
 }
 
+/// Whether a one-sample forward pass in blocks of channels on several
+/// lanes lowers its sample once, the lanes sharing the column matrix
+/// ([`lower_once_and_multiply_by_channels`]), rather than once a lane: a
+/// column matrix that is not the input itself and fits one tile
+/// (BENCHMARKS.md, "Shared lowering").
+fn lowers_once<T: Element>(source: &Source<'_, T>, window: &Window, lanes: &Lanes<'_, T>) -> bool {
+    let Source::Input { x, .. } = source else {
+        return false;
+    };
+    x.len_of(Axis(0)) == 1
+        && lanes.schedule.lanes() > 1
+        && !source.lowers_in_place(window)
+        && source.tiling(window, lanes.cap_bytes).rows_per_tile >= window.out_h
+}
+
+/// [`lower_and_multiply_by_channels`] on one sample whose column matrix
+/// the lanes lower together into `shared_buf`, each a block of input
+/// channels (the matrix's rows of those channels), before each multiplies
+/// its block of output channels by the whole matrix: the sample is padded
+/// and lowered once in all, not once a lane.
+fn lower_once_and_multiply_by_channels<T: Element>(
+    (source, weights, bias): (&Source<'_, T>, ArrayView2<'_, T>, Option<ArrayView1<'_, T>>),
+    window: &Window,
+    y: ArrayViewMut4<'_, T>,
+    lanes: Lanes<'_, T>,
+    shared_buf: &mut Vec<T>,
+) {
+    let Source::Input { x, padding, phases } = *source else {
+        unreachable!("lowers_once takes an input");
+    };
+    let c_in = x.len_of(Axis(1));
+    let channel_len = window.kh * window.kw * window.out_h * window.out_w;
+    let cols = scratch(shared_buf, c_in * channel_len);
+    let Lanes {
+        schedule, memory, ..
+    } = lanes;
+    let Memory {
+        lanes: lane_memory,
+        parts,
+        finite,
+    } = memory;
+    let lowering = Schedule::handing_off(
+        Work::channel_blocks(1, c_in, 1, 2 * channel_len),
+        schedule.lanes(),
+        0,
+        0,
+    );
+    let lowering_memory = Memory {
+        lanes: &mut *lane_memory,
+        parts: &mut *parts,
+        finite: None,
+    };
+    let by_channel =
+        ArrayViewMut4::from_shape((1, 1, c_in, channel_len), &mut *cols).expect("sized above");
+    lowering.run(lowering_memory, by_channel, |item, mut rows, buffers| {
+        let [source_buf] = buffers.split();
+        let block = Source::Input {
+            x: x.slice(s![.., item.rows.clone(), .., ..]),
+            padding,
+            phases,
+        };
+        let (prepared, layout) = block.prepare(0..1, source_buf);
+        let rows = rows.as_slice_mut().expect("whole rows of the matrix");
+        copy_windows_to_columns(prepared, layout, window, 0..window.out_h, rows);
+    });
+    let cols = ArrayView2::from_shape(
+        (c_in * window.kh * window.kw, window.out_h * window.out_w),
+        &*cols,
+    )
+    .expect("sized above");
+    let memory = Memory {
+        lanes: lane_memory,
+        parts,
+        finite,
+    };
+    let by_channel = y.permuted_axes([0, 2, 1, 3]);
+    schedule.run(memory, by_channel, |item, y_item, buffers| {
+        let [product_buf] = buffers.split();
+        let channels = item.rows.clone();
+        let weights = weights.slice(s![channels.clone(), ..]);
+        let bias = bias.map(|bias| bias.slice_move(s![channels]));
+        let y_item = y_item.permuted_axes([0, 2, 1, 3]);
+        let gemm = (item.gemm_threads, true);
+        multiply_into_output((weights, 1), cols, bias, y_item, product_buf, gemm);
+    });
+}
+
 /// `product = weights · cols`, group by group: group `g`'s output rows come
 /// from its rows of `weights` and of `cols`. With `whole_columns`, the
 /// columns are the same on any thread count ([`matmul_whole_columns`]).
@@ -590,21 +677,22 @@ pub(crate) fn forward<T: Element>(
     };
     let schedule = ws.schedule(work);
     let cap_bytes = ws.column_cap_bytes();
-    let (_, memory) = ws.memory(&schedule);
+    // The weights are read in place, so the workspace's buffer for laid-out
+    // weights holds a column matrix the lanes share instead.
+    let (shared_buf, memory) = ws.memory(&schedule);
     let lanes = Lanes {
         schedule,
         cap_bytes,
         memory,
     };
     if by_channels {
-        return lower_and_multiply_by_channels(
-            &Source::of_input(x, g),
-            weights.view(),
-            bias,
-            &Window::forward(g),
-            y,
-            lanes,
-        );
+        let source = Source::of_input(x, g);
+        let window = Window::forward(g);
+        if lowers_once(&source, &window, &lanes) {
+            let operands = (&source, weights.view(), bias);
+            return lower_once_and_multiply_by_channels(operands, &window, y, lanes, shared_buf);
+        }
+        return lower_and_multiply_by_channels(&source, weights.view(), bias, &window, y, lanes);
     }
     lower_and_multiply(
         &Source::of_input(x, g),
