@@ -453,61 +453,46 @@ fn lower_and_multiply_by_channels<T: Element>(
         });
 }
 
-/// Whether a one-sample forward pass in blocks of channels on several
-/// lanes lowers its sample once, the lanes sharing the column matrix
-/// ([`lower_once_and_multiply_by_channels`]), rather than once a lane: a
-/// column matrix that is not the input itself and fits one tile
-/// (BENCHMARKS.md, "Shared lowering").
-fn lowers_once<T: Element>(source: &Source<'_, T>, window: &Window, lanes: &Lanes<'_, T>) -> bool {
+/// Whether a one-sample pass in blocks of channels on `lanes` lanes
+/// lowers its sample once, the lanes sharing the column matrix
+/// ([`lower_sample_on_lanes`]), rather than once a lane: a column matrix
+/// that is not the input itself and fits one tile (BENCHMARKS.md, "Shared
+/// lowering").
+fn lowers_once<T: Element>(
+    source: &Source<'_, T>,
+    window: &Window,
+    (lanes, cap_bytes): (usize, usize),
+) -> bool {
     let Source::Input { x, .. } = source else {
         return false;
     };
     x.len_of(Axis(0)) == 1
-        && lanes.schedule.lanes() > 1
+        && lanes > 1
         && !source.lowers_in_place(window)
-        && source.tiling(window, lanes.cap_bytes).rows_per_tile >= window.out_h
+        && source.tiling(window, cap_bytes).rows_per_tile >= window.out_h
 }
 
-/// [`lower_and_multiply_by_channels`] on one sample whose column matrix
-/// the lanes lower together into `shared_buf`, each a block of input
-/// channels (the matrix's rows of those channels), before each multiplies
-/// its block of output channels by the whole matrix: the sample is padded
-/// and lowered once in all, not once a lane.
-fn lower_once_and_multiply_by_channels<T: Element>(
-    (source, weights, bias): (&Source<'_, T>, ArrayView2<'_, T>, Option<ArrayView1<'_, T>>),
+/// The column matrix of the one-sample input `source` ([`lowers_once`]),
+/// lowered into `shared_buf` by `lanes` lanes together, each padding and
+/// lowering a block of input channels (the matrix's rows of those
+/// channels) with its own scratch `memory`.
+fn lower_sample_on_lanes<'b, T: Element>(
+    source: &Source<'_, T>,
     window: &Window,
-    y: ArrayViewMut4<'_, T>,
-    lanes: Lanes<'_, T>,
-    shared_buf: &mut Vec<T>,
-) {
+    (lanes, memory): (usize, Memory<'_, T>),
+    shared_buf: &'b mut Vec<T>,
+) -> ArrayView2<'b, T> {
     let Source::Input { x, padding, phases } = *source else {
         unreachable!("lowers_once takes an input");
     };
     let c_in = x.len_of(Axis(1));
     let channel_len = window.kh * window.kw * window.out_h * window.out_w;
     let cols = scratch(shared_buf, c_in * channel_len);
-    let Lanes {
-        schedule, memory, ..
-    } = lanes;
-    let Memory {
-        lanes: lane_memory,
-        parts,
-        finite,
-    } = memory;
-    let lowering = Schedule::handing_off(
-        Work::channel_blocks(1, c_in, 1, 2 * channel_len),
-        schedule.lanes(),
-        0,
-        0,
-    );
-    let lowering_memory = Memory {
-        lanes: &mut *lane_memory,
-        parts: &mut *parts,
-        finite: None,
-    };
+    let work = Work::channel_blocks(1, c_in, 1, 2 * channel_len);
+    let lowering = Schedule::handing_off(work, lanes, 0, 0);
     let by_channel =
         ArrayViewMut4::from_shape((1, 1, c_in, channel_len), &mut *cols).expect("sized above");
-    lowering.run(lowering_memory, by_channel, |item, mut rows, buffers| {
+    lowering.run(memory, by_channel, |item, mut rows, buffers| {
         let [source_buf] = buffers.split();
         let block = Source::Input {
             x: x.slice(s![.., item.rows.clone(), .., ..]),
@@ -518,16 +503,38 @@ fn lower_once_and_multiply_by_channels<T: Element>(
         let rows = rows.as_slice_mut().expect("whole rows of the matrix");
         copy_windows_to_columns(prepared, layout, window, 0..window.out_h, rows);
     });
-    let cols = ArrayView2::from_shape(
-        (c_in * window.kh * window.kw, window.out_h * window.out_w),
-        &*cols,
-    )
-    .expect("sized above");
-    let memory = Memory {
-        lanes: lane_memory,
-        parts,
-        finite,
-    };
+    let shape = (c_in * window.kh * window.kw, window.out_h * window.out_w);
+    ArrayView2::from_shape(shape, &*cols).expect("sized above")
+}
+
+/// The lanes' scratch of `memory` lent for a pass before the one `memory`
+/// is for (which keeps its parts and checks).
+fn lent<'s, T>(memory: &'s mut Memory<'_, T>) -> Memory<'s, T> {
+    Memory {
+        lanes: &mut *memory.lanes,
+        parts: &mut *memory.parts,
+        finite: None,
+    }
+}
+
+/// [`lower_and_multiply_by_channels`] on one sample whose column matrix
+/// the lanes lower together into `shared_buf` ([`lower_sample_on_lanes`])
+/// before each multiplies its block of output channels by the whole
+/// matrix: the sample is padded and lowered once in all, not once a lane.
+fn lower_once_and_multiply_by_channels<T: Element>(
+    (source, weights, bias): (&Source<'_, T>, ArrayView2<'_, T>, Option<ArrayView1<'_, T>>),
+    window: &Window,
+    y: ArrayViewMut4<'_, T>,
+    lanes: Lanes<'_, T>,
+    shared_buf: &mut Vec<T>,
+) {
+    let Lanes {
+        schedule,
+        mut memory,
+        ..
+    } = lanes;
+    let lowering = (schedule.lanes(), lent(&mut memory));
+    let cols = lower_sample_on_lanes(source, window, lowering, shared_buf);
     let by_channel = y.permuted_axes([0, 2, 1, 3]);
     schedule.run(memory, by_channel, |item, y_item, buffers| {
         let [product_buf] = buffers.split();
@@ -688,7 +695,7 @@ pub(crate) fn forward<T: Element>(
     if by_channels {
         let source = Source::of_input(x, g);
         let window = Window::forward(g);
-        if lowers_once(&source, &window, &lanes) {
+        if lowers_once(&source, &window, (lanes.schedule.lanes(), cap_bytes)) {
             let operands = (&source, weights.view(), bias);
             return lower_once_and_multiply_by_channels(operands, &window, y, lanes, shared_buf);
         }
@@ -896,7 +903,8 @@ fn gradient_pass<T: Element>(
 /// blocks of input channels, `dcols_block = W_blockᵀ · dY` added onto the
 /// block's windows and cropped into `dx`. The weights outweigh both the
 /// column matrix and the error here, so each lane reads its share of them
-/// and all of the rest; the bias gradient, one sum a channel, is summed on
+/// and all of the rest, the column matrix lowered once by the lanes
+/// together where it fits one tile ([`lowers_once`]); the bias gradient, one sum a channel, is summed on
 /// the calling thread. A row band of such an image gives too little to cut
 /// the weight gradient's sums by (BENCHMARKS.md, "Channel blocks").
 fn gradient_pass_by_channels<T: Element>(
@@ -922,7 +930,15 @@ fn gradient_pass_by_channels<T: Element>(
     let mut finite = true;
     if let Some(dw) = dw {
         let schedule = ws.schedule(weight_work);
-        let (_, memory) = ws.memory(&schedule);
+        let cap_bytes = ws.column_cap_bytes();
+        // `dw` is written in place, so the workspace's buffer for laid-out
+        // weights holds a column matrix the lanes share where they lower
+        // the sample once.
+        let (shared_buf, mut memory) = ws.memory(&schedule);
+        let shared = lowers_once(&source, &window, (schedule.lanes(), cap_bytes)).then(|| {
+            let lowering = (schedule.lanes(), lent(&mut memory));
+            lower_sample_on_lanes(&source, &window, lowering, shared_buf)
+        });
         let dw_rows = ArrayViewMut4::from_shape((1, 1, g.out_channels, g.col_rows()), &mut *dw)
             .expect("dw holds c_out · c_in·kh·kw elements");
         schedule.run(memory, dw_rows, |item, dw_item, buffers| {
@@ -933,7 +949,10 @@ fn gradient_pass_by_channels<T: Element>(
                 .index_axis_move(Axis(0), 0);
             for tile in tiling.tiles(&whole_sample(item)) {
                 let dy_mat = error_matrix(dy, &tile, error_buf);
-                let cols = source.lower(&tile, &window, source_buf, cols_buf);
+                let cols = match shared {
+                    Some(cols) => cols,
+                    None => source.lower(&tile, &window, source_buf, cols_buf),
+                };
                 matmul(
                     dw_block.view_mut(),
                     !tile.first_band,
