@@ -378,15 +378,14 @@ fn shifted_kernel_agrees_with_naive() {
 }
 
 /// The column matrix in blocks of channels (one group, more output
-/// channels than output pixels): the forward pass at any batch (at batch
-/// 1 its lanes lowering the sample together, each a block of input
-/// channels), the backward pass at batch 1 (two cases in three here) in
-/// blocks of output
+/// channels than output pixels): the forward pass at any batch, the
+/// backward pass at batch 1 (two cases in three here) in blocks of output
 /// channels for the weight gradient and of input channels for the input
-/// gradient. 33 to 72 output channels, so that blocks of 16 leave a ragged
-/// last one, and 1 to 40 input channels, on pools of 2, 3 and 7 threads,
-/// which cut at different
-/// blocks, against the naive reference.
+/// gradient; at batch 1 the lanes lower the sample together, each a block
+/// of input channels, for the forward pass and the weight gradient. 33 to
+/// 72 output channels, so that blocks of 16 leave a ragged last one, and 1
+/// to 40 input channels, on pools of 2, 3 and 7 threads, which cut at
+/// different blocks, against the naive reference.
 #[test]
 fn channel_blocks_agree_with_naive() {
     let mut rng = rng(12);

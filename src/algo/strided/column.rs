@@ -904,9 +904,10 @@ fn gradient_pass<T: Element>(
 /// block's windows and cropped into `dx`. The weights outweigh both the
 /// column matrix and the error here, so each lane reads its share of them
 /// and all of the rest, the column matrix lowered once by the lanes
-/// together where it fits one tile ([`lowers_once`]); the bias gradient, one sum a channel, is summed on
-/// the calling thread. A row band of such an image gives too little to cut
-/// the weight gradient's sums by (BENCHMARKS.md, "Channel blocks").
+/// together where it fits one tile ([`lowers_once`]); the bias gradient,
+/// one sum a channel, is summed on the calling thread. A row band of such
+/// an image gives too little to cut the weight gradient's sums by
+/// (BENCHMARKS.md, "Channel blocks").
 fn gradient_pass_by_channels<T: Element>(
     op: Backward<'_, T>,
     (dw, db): (Option<&mut [T]>, Option<ArrayViewMut1<'_, T>>),
