@@ -398,6 +398,42 @@ fn channel_blocks_agree_with_naive() {
     }
 }
 
+/// The column matrix in blocks of channels on one sample with more output
+/// pixels than output channels, up to 16 a channel, and 128 channels or
+/// more in and out: 1x1 kernels at stride 1 (the input is its own column
+/// matrix) and 2, and padded 3x3 kernels whose column matrix fits one tile
+/// (lowered once by the lanes together), forward and backward on pools of
+/// 2, 3 and 7 threads, against the naive reference.
+#[test]
+fn one_sample_channel_blocks_agree_with_naive() {
+    use gemmconv::Conv2dSpec;
+    use rand::RngExt;
+    let mut rng = rng(41);
+    for (case_index, threads) in (0..6).zip([2, 3, 7].into_iter().cycle()) {
+        let (in_channels, out_channels) =
+            (rng.random_range(128..=150), rng.random_range(128..=140));
+        let (spec, side) = match case_index % 3 {
+            0 => (
+                Conv2dSpec::new(in_channels, out_channels, (1, 1)),
+                rng.random_range(12..=20),
+            ),
+            1 => (
+                Conv2dSpec::new(in_channels, out_channels, (1, 1)).stride((2, 2)),
+                rng.random_range(24..=40),
+            ),
+            _ => (
+                Conv2dSpec::new(in_channels, out_channels, (3, 3)).padding((1, 1)),
+                12,
+            ),
+        };
+        let case = Case {
+            spec: spec.bias(rng.random_bool(0.5)),
+            input: [1, in_channels, side, side + rng.random_range(0..=2)],
+        };
+        check_on_pool::<f64>(&case, threads, 41_000 + case_index);
+    }
+}
+
 /// The input gradient of pointwise layers (1x1, unit stride, unpadded),
 /// which the column matrix's GEMM writes in place: 1 to 4 samples (at
 /// batch 1 with more output channels than pixels, in blocks of input

@@ -630,17 +630,64 @@ pub(crate) const CHANNEL_GRANULE: usize = 16;
 /// weight, lanes' bands end inside shared cache lines of the output, and a
 /// 7-row image splits 4 to 3; a block of channels reads its share of the
 /// weights, all of the (smaller) column matrix, and writes whole lines
-/// (BENCHMARKS.md, "Channel blocks").
-pub(crate) fn splits_channels(g: &Geometry) -> bool {
-    g.groups == 1 && g.out_channels > g.out_h * g.out_w && g.out_channels >= 2 * CHANNEL_GRANULE
+/// (BENCHMARKS.md, "Channel blocks"). A single sample also runs in blocks
+/// where [`splits_one_sample`]. `T` and `cap_bytes` (the workspace's
+/// column cap) decide whether the column matrix fits one tile.
+pub(crate) fn splits_channels<T>(g: &Geometry, cap_bytes: usize) -> bool {
+    g.groups == 1
+        && g.out_channels >= 2 * CHANNEL_GRANULE
+        && (g.out_channels > g.out_h * g.out_w || splits_one_sample::<T>(g, cap_bytes))
+}
+
+/// Output pixels an output channel up to which a one-sample pass runs in
+/// blocks of channels ([`splits_one_sample`]): rn50-28x512-1x1-256-b1
+/// (3 pixels a channel) and rn50-56x256-1x1s2-512-b1 (1.5) ran faster in
+/// blocks, 56x56 images with 64 to 128 output channels (25 to 49) no
+/// faster or slower (BENCHMARKS.md, "Channel blocks of one sample").
+const BLOCK_PIXELS_PER_CHANNEL: usize = 16;
+
+/// Blocks of [`CHANNEL_GRANULE`] channels, input and output, that a
+/// one-sample pass in blocks needs ([`splits_one_sample`]): enough for 8
+/// lanes. The choice between blocks and bands cannot follow the thread
+/// count, as results would then differ in their last bits from one pool
+/// to another (`tests/determinism.rs`).
+const MIN_SAMPLE_BLOCKS: usize = 8;
+
+/// Whether one sample with at least as many output pixels as output
+/// channels still runs in blocks of channels, forward and backward: its
+/// column matrix is read where it lies or lowered once for all lanes
+/// ([`lowered_at_most_once`]), it has at most
+/// [`BLOCK_PIXELS_PER_CHANNEL`] output pixels an output channel, and
+/// [`MIN_SAMPLE_BLOCKS`] blocks of input and of output channels. In bands
+/// of rows each lane packs all of the weights for a product as deep as
+/// the band is wide, and the backward pass sums every lane's partial
+/// weight gradient; in blocks each lane reads all of the column matrix
+/// (and of the error), none of it copied again.
+fn splits_one_sample<T>(g: &Geometry, cap_bytes: usize) -> bool {
+    let blocks = |channels: usize| channels / CHANNEL_GRANULE;
+    g.batch == 1
+        && blocks(g.out_channels).min(blocks(g.in_channels)) >= MIN_SAMPLE_BLOCKS
+        && BLOCK_PIXELS_PER_CHANNEL * g.out_channels >= g.out_h * g.out_w
+        && lowered_at_most_once::<T>(g, cap_bytes)
+}
+
+/// Whether a one-sample pass in blocks of channels on several lanes reads
+/// its column matrix where it lies (a 1x1 kernel at unit stride, no
+/// padding: the input itself) or lowers it once for all of them
+/// ([`lowers_once`]: it fits one tile of `cap_bytes`), rather than once a
+/// lane.
+fn lowered_at_most_once<T>(g: &Geometry, cap_bytes: usize) -> bool {
+    let in_place = (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1) && g.padding.is_zero();
+    let matrix_bytes = g.col_rows() * g.out_h * g.out_w * std::mem::size_of::<T>();
+    in_place || matrix_bytes <= cap_bytes
 }
 
 /// Whether the backward pass by col2im runs in blocks of channels
 /// ([`gradient_pass_by_channels`]): one sample that [`splits_channels`].
 /// At batch 1 the weight gradient then has no sum across lanes; at larger
 /// batches the lanes have whole samples to sum.
-pub(crate) fn splits_channels_backward(g: &Geometry) -> bool {
-    g.batch == 1 && splits_channels(g)
+pub(crate) fn splits_channels_backward<T>(g: &Geometry, cap_bytes: usize) -> bool {
+    g.batch == 1 && splits_channels::<T>(g, cap_bytes)
 }
 
 /// The two passes of [`gradient_pass_by_channels`]: the weight gradient
@@ -676,14 +723,14 @@ pub(crate) fn forward<T: Element>(
     let weights = w
         .to_shape((g.out_channels, g.col_rows() / g.groups))
         .expect("weight shape validated");
-    let by_channels = splits_channels(g);
+    let cap_bytes = ws.column_cap_bytes();
+    let by_channels = splits_channels::<T>(g, cap_bytes);
     let work = if by_channels {
         Work::forward_by_channels(g, CHANNEL_GRANULE)
     } else {
         Work::forward(g, 1)
     };
     let schedule = ws.schedule(work);
-    let cap_bytes = ws.column_cap_bytes();
     // The weights are read in place, so the workspace's buffer for laid-out
     // weights holds a column matrix the lanes share instead.
     let (shared_buf, memory) = ws.memory(&schedule);
@@ -825,7 +872,9 @@ fn gradient_pass<T: Element>(
     ws: &mut Workspace<T>,
 ) {
     let Backward { x, w, dy, g } = op;
-    if splits_channels_backward(g) && dw.as_ref().is_none_or(|dw| dw.is_standard_layout()) {
+    if splits_channels_backward::<T>(g, ws.column_cap_bytes())
+        && dw.as_ref().is_none_or(|dw| dw.is_standard_layout())
+    {
         let dw = dw.map(|dw| dw.into_slice().expect("standard layout"));
         return gradient_pass_by_channels(op, (dw, db), dx, ws);
     }

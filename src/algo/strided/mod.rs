@@ -34,6 +34,8 @@ use crate::lanes::Work;
 use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use crate::subnormals::FlushGuard;
+#[cfg(test)]
+use crate::workspace::DEFAULT_COLUMN_CAP_BYTES;
 use crate::workspace::Workspace;
 use choice::{InputGradient, Kernel};
 use ndarray::ArrayViewMut4;
@@ -266,12 +268,13 @@ pub(crate) fn error_lowering_on_tiles(g: &Geometry) -> Option<Geometry> {
 }
 
 /// What the forward pass of `kernel` divides among lanes (the kernel
-/// builds the same [`Work`] when it runs).
+/// builds the same [`Work`] when it runs; an `f32` pass under the default
+/// column cap).
 #[cfg(test)]
 fn forward_work(kernel: Kernel, g: &Geometry, threads: usize) -> Work {
     match kernel {
         Kernel::Winograd => Work::forward(g, winograd::row_granule(g)),
-        Kernel::Gemm if column::splits_channels(g) => {
+        Kernel::Gemm if column::splits_channels::<f32>(g, DEFAULT_COLUMN_CAP_BYTES) => {
             Work::forward_by_channels(g, column::CHANNEL_GRANULE)
         }
         Kernel::Direct if depthwise(g) => direct::depthwise::forward_work(g, threads),
@@ -287,7 +290,7 @@ fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
     match kernel {
         Kernel::Winograd => vec![winograd::backward_work(g)],
         Kernel::Shifted => vec![Work::backward(g, shifted::backward_row_granule(g))],
-        Kernel::Gemm if column::splits_channels_backward(g) => {
+        Kernel::Gemm if column::splits_channels_backward::<f32>(g, DEFAULT_COLUMN_CAP_BYTES) => {
             column::backward_channel_works(g).to_vec()
         }
         // The weight gradient's pass, then the input gradient's on the tiles.
@@ -308,7 +311,7 @@ fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
                 None if shifted_suits(g) => {
                     vec![Work::backward(g, shifted::backward_row_granule(g))]
                 }
-                None if column::splits_channels_backward(g) => {
+                None if column::splits_channels_backward::<f32>(g, DEFAULT_COLUMN_CAP_BYTES) => {
                     column::backward_channel_works(g)[1..].to_vec()
                 }
                 None => vec![Work::backward(g, 1)],
