@@ -944,19 +944,19 @@ fn gradient_pass<T: Element>(
     }
 }
 
-/// [`gradient_pass`] on one sample with one group and fewer output pixels
-/// than output channels ([`splits_channels`]), in blocks of channels so
-/// that nothing is summed across lanes: the weight gradient by blocks of
-/// output channels, `dW_block = dY_block · colsᵀ` written in place into
-/// `dw` (row-major, `[c_out, c_in·kh·kw]`), and the input gradient by
-/// blocks of input channels, `dcols_block = W_blockᵀ · dY` added onto the
-/// block's windows and cropped into `dx`. The weights outweigh both the
-/// column matrix and the error here, so each lane reads its share of them
-/// and all of the rest, the column matrix lowered once by the lanes
-/// together where it fits one tile ([`lowers_once`]); the bias gradient,
-/// one sum a channel, is summed on the calling thread. A row band of such
-/// an image gives too little to cut the weight gradient's sums by
-/// (BENCHMARKS.md, "Channel blocks").
+/// [`gradient_pass`] on one sample with one group that
+/// [`splits_channels`], in blocks of channels so that nothing is summed
+/// across lanes: the weight gradient by blocks of output channels,
+/// `dW_block = dY_block · colsᵀ` written in place into `dw` (row-major,
+/// `[c_out, c_in·kh·kw]`), and the input gradient by blocks of input
+/// channels, `dcols_block = W_blockᵀ · dY` added onto the block's windows
+/// and cropped into `dx`. Each lane reads its share of the weights and all
+/// of the column matrix and the error, the column matrix lowered once by
+/// the lanes together where it fits one tile ([`lowers_once`]); the bias
+/// gradient, one sum a channel, is summed on the calling thread. A row
+/// band of such an image gives too little to cut the weight gradient's
+/// sums by (BENCHMARKS.md, "Channel blocks", "Channel blocks of one
+/// sample").
 fn gradient_pass_by_channels<T: Element>(
     op: Backward<'_, T>,
     (dw, db): (Option<&mut [T]>, Option<ArrayViewMut1<'_, T>>),
