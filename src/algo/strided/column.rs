@@ -642,8 +642,9 @@ pub(crate) fn splits_channels<T>(g: &Geometry, cap_bytes: usize) -> bool {
 /// Output pixels an output channel up to which a one-sample pass runs in
 /// blocks of channels ([`splits_one_sample`]): rn50-28x512-1x1-256-b1
 /// (3 pixels a channel) and rn50-56x256-1x1s2-512-b1 (1.5) ran faster in
-/// blocks, 56x56 images with 64 to 128 output channels (25 to 49) no
-/// faster or slower (BENCHMARKS.md, "Channel blocks of one sample").
+/// blocks, rn50-56x256-1x1-128-b1 (24.5) level, and blocks of layers with
+/// one or two of them slower (BENCHMARKS.md, "Channel blocks of one
+/// sample").
 const BLOCK_PIXELS_PER_CHANNEL: usize = 16;
 
 /// Blocks of [`CHANNEL_GRANULE`] channels, input and output, that a
