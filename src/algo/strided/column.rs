@@ -642,16 +642,17 @@ pub(crate) fn splits_channels<T>(g: &Geometry, cap_bytes: usize) -> bool {
 /// Output pixels an output channel up to which a one-sample pass runs in
 /// blocks of channels ([`splits_one_sample`]): rn50-28x512-1x1-256-b1
 /// (3 pixels a channel) and rn50-56x256-1x1s2-512-b1 (1.5) ran faster in
-/// blocks, rn50-56x256-1x1-128-b1 (24.5) level, and blocks of layers with
-/// one or two of them slower (BENCHMARKS.md, "Channel blocks of one
-/// sample").
+/// blocks, rn50-56x256-1x1-128-b1 (24.5) level (BENCHMARKS.md, "Channel
+/// blocks of one sample").
 const BLOCK_PIXELS_PER_CHANNEL: usize = 16;
 
 /// Blocks of [`CHANNEL_GRANULE`] channels, input and output, that a
 /// one-sample pass in blocks needs ([`splits_one_sample`]): enough for 8
-/// lanes. The choice between blocks and bands cannot follow the thread
-/// count, as results would then differ in their last bits from one pool
-/// to another (`tests/determinism.rs`).
+/// lanes; layers with one or two blocks of input channels ran slower in
+/// blocks (BENCHMARKS.md, "Channel blocks of one sample"). The choice
+/// between blocks and bands cannot follow the thread count, as results
+/// would then differ in their last bits from one pool to another
+/// (`tests/determinism.rs`).
 const MIN_SAMPLE_BLOCKS: usize = 8;
 
 /// Whether one sample with at least as many output pixels as output
