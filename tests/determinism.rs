@@ -169,6 +169,16 @@ fn conv2d_cases() -> Vec<(Conv2dSpec, [usize; 4], &'static str)> {
         ),
         (
             Conv2dSpec::new(8, 96, (3, 3)).padding((1, 1)),
+            [3, 8, 7, 7],
+            "three 7x7 images in blocks of channels, one a tile, its GEMMs' last column split off",
+        ),
+        (
+            Conv2dSpec::new(128, 128, (1, 1)).stride((2, 2)),
+            [1, 128, 27, 27],
+            "one sample with more output pixels than output channels in blocks of channels",
+        ),
+        (
+            Conv2dSpec::new(8, 96, (3, 3)).padding((1, 1)),
             [3, 8, 6, 6],
             "three 6x6 images in blocks of channels, two a tile where the lanes' shares allow",
         ),

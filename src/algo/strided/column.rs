@@ -67,6 +67,16 @@ struct Tiling {
 /// (BENCHMARKS.md, "Column tiles").
 const MIN_TILE_COLUMNS: usize = 64;
 
+/// Samples a tile of a forward pass in blocks of channels
+/// ([`splits_channels`]) gathers until it has this many columns, three
+/// vectors of `f32`: a 7x7 sample (49 columns) is then a tile of its own,
+/// whose product hands its last column to dot products (`gemm_tail.rs`),
+/// where two samples (98 columns) left 34 to the `gemm` crate's 48-row
+/// microkernel; smaller samples still gather, as one-sample products of
+/// 36 columns and fewer were level or slower (BENCHMARKS.md, "Column
+/// tiles in blocks of channels").
+const MIN_CHANNEL_BLOCK_TILE_COLUMNS: usize = 48;
+
 /// Samples a tile of the weight gradient's pass gathers until it has this
 /// many columns, where its column matrix may grow as large as the part's
 /// partial sums of the weight gradient ([`GatherLimits::gradient`]).
@@ -92,6 +102,14 @@ impl GatherLimits {
             columns: MIN_TILE_COLUMNS,
             bytes: cap_bytes,
             past_in_place: false,
+        }
+    }
+
+    /// Up to [`MIN_CHANNEL_BLOCK_TILE_COLUMNS`] columns, within the cap.
+    fn in_channel_blocks(cap_bytes: usize) -> Self {
+        GatherLimits {
+            columns: MIN_CHANNEL_BLOCK_TILE_COLUMNS,
+            ..Self::within(cap_bytes)
         }
     }
 
@@ -418,7 +436,9 @@ fn lower_and_multiply_by_channels<T: Element>(
     y: ArrayViewMut4<'_, T>,
     lanes: Lanes<'_, T>,
 ) {
-    let tiling = source.tiling(window, lanes.cap_bytes);
+    let cap_bytes = lanes.cap_bytes;
+    let gather = GatherLimits::in_channel_blocks(cap_bytes);
+    let tiling = source.gathering_tiling(window, cap_bytes, gather);
     // One-sample tiles (whole samples, or bands cut by the column cap
     // alone) are the same on any thread count, which cuts only channels
     // and which samples a lane takes; tiles gathering several samples end
