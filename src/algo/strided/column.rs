@@ -67,15 +67,15 @@ struct Tiling {
 /// (BENCHMARKS.md, "Column tiles").
 const MIN_TILE_COLUMNS: usize = 64;
 
-/// Samples a tile of a forward pass in blocks of channels
-/// ([`splits_channels`]) gathers until it has this many columns, three
-/// vectors of `f32`: a 7x7 sample (49 columns) is then a tile of its own,
-/// whose product hands its last column to dot products (`gemm_tail.rs`),
-/// where two samples (98 columns) left 34 to the `gemm` crate's 48-row
-/// microkernel; smaller samples still gather, as one-sample products of
-/// 36 columns and fewer were level or slower (BENCHMARKS.md, "Column
-/// tiles in blocks of channels").
-const MIN_CHANNEL_BLOCK_TILE_COLUMNS: usize = 48;
+/// Output pixels from which a sample of a forward pass in blocks of
+/// channels ([`splits_channels`]) is a tile of its own rather than
+/// gathered up to [`MIN_TILE_COLUMNS`] columns, three vectors of `f32`: a
+/// 7x7 sample (49 columns) alone hands its product's last column to dot
+/// products (`gemm_tail.rs`), where two samples (98 columns) left 34 to
+/// the `gemm` crate's 48-row microkernel; smaller samples still gather, as
+/// one-sample products of 36 columns and fewer were level or slower
+/// (BENCHMARKS.md, "Column tiles in blocks of channels").
+const MIN_CHANNEL_BLOCK_SAMPLE_COLUMNS: usize = 48;
 
 /// Samples a tile of the weight gradient's pass gathers until it has this
 /// many columns, where its column matrix may grow as large as the part's
@@ -105,10 +105,16 @@ impl GatherLimits {
         }
     }
 
-    /// Up to [`MIN_CHANNEL_BLOCK_TILE_COLUMNS`] columns, within the cap.
-    fn in_channel_blocks(cap_bytes: usize) -> Self {
+    /// The tiles of a forward pass in blocks of channels on samples of
+    /// `sample_columns` output pixels: one sample a tile from
+    /// [`MIN_CHANNEL_BLOCK_SAMPLE_COLUMNS`], else as [`Self::within`].
+    fn in_channel_blocks(cap_bytes: usize, sample_columns: usize) -> Self {
+        let columns = match sample_columns >= MIN_CHANNEL_BLOCK_SAMPLE_COLUMNS {
+            true => 1,
+            false => MIN_TILE_COLUMNS,
+        };
         GatherLimits {
-            columns: MIN_CHANNEL_BLOCK_TILE_COLUMNS,
+            columns,
             ..Self::within(cap_bytes)
         }
     }
@@ -437,7 +443,7 @@ fn lower_and_multiply_by_channels<T: Element>(
     lanes: Lanes<'_, T>,
 ) {
     let cap_bytes = lanes.cap_bytes;
-    let gather = GatherLimits::in_channel_blocks(cap_bytes);
+    let gather = GatherLimits::in_channel_blocks(cap_bytes, window.out_h * window.out_w);
     let tiling = source.gathering_tiling(window, cap_bytes, gather);
     // One-sample tiles (whole samples, or bands cut by the column cap
     // alone) are the same on any thread count, which cuts only channels
