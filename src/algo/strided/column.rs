@@ -705,9 +705,10 @@ fn splits_one_sample<T>(g: &Geometry, cap_bytes: usize) -> bool {
 /// ([`lowers_once`]: it fits one tile of `cap_bytes`), rather than once a
 /// lane.
 fn lowered_at_most_once<T>(g: &Geometry, cap_bytes: usize) -> bool {
-    let in_place = (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1) && g.padding.is_zero();
-    let matrix_bytes = g.col_rows() * g.out_h * g.out_w * std::mem::size_of::<T>();
-    in_place || matrix_bytes <= cap_bytes
+    let in_place = pointwise(&Window::forward(g), g);
+    let gather = (cap_bytes, GatherLimits::within(cap_bytes));
+    let tiling = Tiling::new::<T>((g.out_h, g.out_w), g.col_rows(), gather, in_place);
+    in_place || tiling.rows_per_tile >= g.out_h
 }
 
 /// Whether the backward pass by col2im runs in blocks of channels
