@@ -290,12 +290,13 @@ impl Work {
         }
     }
 
-    /// The input gradient of `g` computed alone, over input rows.
-    pub(crate) fn input_gradient(g: &Geometry) -> Self {
+    /// The input gradient of `g` computed alone, over input rows cut at
+    /// multiples of `granule`.
+    pub(crate) fn input_gradient(g: &Geometry, granule: usize) -> Self {
         Work {
             batch: g.batch,
             height: g.in_h,
-            granule: 1,
+            granule,
             row_flops: 2 * g.in_w * g.in_channels * g.out_channels_per_group() * g.kh * g.kw,
             reduced: 0,
             banded: 0,

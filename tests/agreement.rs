@@ -594,6 +594,63 @@ fn grouped_channel_vector_gradients_agree_with_naive() {
     }
 }
 
+/// The input gradient of grouped layers at strides above 1 in phases of
+/// the stride (where the kernel is at most twice the stride and groups
+/// have 2 to 16 input channels): 2 to 6 groups of 1 to 16 input channels and 1 to 24 output
+/// channels, kernels of 1 to 5 taps a side (2 to 5 wide) at strides of 1
+/// to 3, 2 or 3 across (some kernels smaller than the stride, whose layers
+/// keep col2im), padding of up to
+/// the kernel's reach on each side apart, images of 3 to 13 pixels a side
+/// (some of whose last rows no output reads); the column matrix by error
+/// lowering, `Kernel::Direct` and `Kernel::Auto`, f32 and f64, on pools of
+/// 1 to 3 threads, against the naive reference.
+#[test]
+fn strided_input_gradients_in_phases_agree_with_naive() {
+    use gemmconv::Padding;
+    use rand::RngExt;
+    let mut draws = rng(43);
+    for (case_index, threads) in (0..32).zip([2, 3, 1].into_iter().cycle()) {
+        let groups = draws.random_range(2..=6);
+        let (c_in_g, c_out_g) = (draws.random_range(1..=16), draws.random_range(1..=24));
+        let kernel = (draws.random_range(1..=5), draws.random_range(2..=5));
+        // Mostly strides no larger than the kernel, whose every phase
+        // reads a tap; every eighth case any stride up to 3.
+        let largest = |taps: usize| if case_index % 8 == 7 { 3 } else { taps.min(3) };
+        let stride = (
+            draws.random_range(1..=largest(kernel.0)),
+            draws.random_range(2..=largest(kernel.1).max(2)),
+        );
+        let padding = Padding {
+            top: draws.random_range(0..kernel.0),
+            bottom: draws.random_range(0..kernel.0),
+            left: draws.random_range(0..kernel.1),
+            right: draws.random_range(0..kernel.1),
+        };
+        let spec = Conv2dSpec::new(groups * c_in_g, groups * c_out_g, kernel)
+            .groups(groups)
+            .stride(stride)
+            .padding(padding)
+            .bias(case_index % 2 == 0);
+        let input = [
+            1 + case_index % 3,
+            groups * c_in_g,
+            kernel.0 + draws.random_range(2..=8),
+            kernel.1 + draws.random_range(2..=8),
+        ];
+        let case = Case { spec, input };
+        let seed = 43_000 + case_index as u64;
+        check_direct_and_auto(&case, threads, seed);
+        in_both_precisions_on_pool(&case, threads, seed, |p32, p64| {
+            let label = |name| format!("error lowering on {case:?} ({name}, {threads} threads)");
+            let method = InputGradient::ErrorLowering;
+            let mut ws = column_matrix(method, usize::MAX);
+            p32.check_strided(&case.spec, &mut ws, &label("f32"));
+            let mut ws = column_matrix(method, usize::MAX);
+            p64.check_strided(&case.spec, &mut ws, &label("f64"));
+        });
+    }
+}
+
 /// The column matrix's weight-gradient tiles that gather samples beyond
 /// the column cap, up to the size of the weight gradient's partial sums:
 /// a cap of one sample's column matrix, layers with 2.4 to 48 times that

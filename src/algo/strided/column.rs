@@ -837,11 +837,15 @@ pub(crate) fn backward_by_error_lowering<T: Element>(
         ws.restore_input_gradient_weights(buf);
         return;
     }
+    if super::phases::applies(g) {
+        super::phases::input_gradient((dy, w), g, dx, ws);
+        return;
+    }
     if let Some(flipped_g) = super::error_lowering_on_channel_vectors(g) {
         super::direct::channel_vectors::input_gradient((dy, w), &flipped_g, dx, ws);
         return;
     }
-    let schedule = ws.schedule(Work::input_gradient(g));
+    let schedule = ws.schedule(Work::input_gradient(g, 1));
     let cap_bytes = ws.column_cap_bytes();
     let (flipped_buf, memory) = ws.memory(&schedule);
     let len = g.in_channels * g.out_channels_per_group() * g.kh * g.kw;

@@ -12,7 +12,7 @@
 //! | direct deinterleaved planes | `direct/deinterleaved.rs`, `direct/deinterleaved_gradients.rs` | depthwise 3x3, stride 2, output rows of 16 pixels or more | depthwise layers it computes, forward and backward |
 //! | direct stencil gradients | `direct/stencil_gradients.rs` | backward, depthwise 3x3 and 5x5, unit stride | backward of the depthwise layers it computes |
 //! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, any column stride (rows dealt into its phases) | forward, few output channels |
-//! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | more than 16 output channels a group, group by group, AVX-512; the backward pass also with groups of 8 to 16 output channels (the input gradient: by error lowering at unit stride, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped or 8 to 16 output channels, backward |
+//! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | more than 16 output channels a group, group by group, AVX-512; the backward pass also with groups of 8 to 16 output channels (the input gradient: by error lowering at unit stride, in the phases of the stride on the register tiles for groups of up to 16 input channels, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped or 8 to 16 output channels, backward |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
 //! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, many channels, a pixel a channel |
 //! | column matrix | `column.rs` | everything | the rest |
@@ -23,6 +23,7 @@ pub(crate) mod choice;
 mod column;
 pub(crate) mod direct;
 mod measure;
+mod phases;
 mod shifted;
 pub(crate) mod simd;
 mod winograd;
@@ -246,10 +247,11 @@ fn forward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kernel
 /// faster where the lowering's GEMM grows with the stride squared and
 /// level elsewhere (BENCHMARKS.md, "Input gradient method"), except where
 /// the error lowering runs on the direct register tiles
-/// ([`error_lowering_on_tiles`]).
+/// ([`error_lowering_on_tiles`]) or, at strides above 1, in the phases of
+/// the stride ([`phases::applies`]).
 fn by_col2im(method: InputGradient, g: &Geometry) -> bool {
     match method {
-        InputGradient::Auto => error_lowering_on_tiles(g).is_none(),
+        InputGradient::Auto => error_lowering_on_tiles(g).is_none() && !phases::applies(g),
         InputGradient::Col2im => true,
         InputGradient::ErrorLowering => false,
     }
@@ -293,7 +295,11 @@ fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
         Kernel::Gemm if column::splits_channels_backward::<f32>(g, DEFAULT_COLUMN_CAP_BYTES) => {
             column::backward_channel_works(g).to_vec()
         }
-        // The weight gradient's pass, then the input gradient's on the tiles.
+        // The weight gradient's pass, then the input gradient's on the
+        // tiles, in the phases of the stride above unit stride.
+        Kernel::Gemm if phases::applies(g) => {
+            vec![Work::backward(g, 1), Work::input_gradient(g, g.sh)]
+        }
         Kernel::Gemm if error_lowering_on_tiles(g).is_some() => {
             let flipped = error_lowering_on_tiles(g).expect("matched above");
             vec![
@@ -308,6 +314,7 @@ fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
             let flipped = error_lowering_on_tiles(g).or(error_lowering_on_channel_vectors(g));
             let input_gradient = match flipped {
                 Some(flipped) => vec![Work::forward(&flipped, 1).of_backward()],
+                None if phases::applies(g) => vec![Work::input_gradient(g, g.sh)],
                 None if shifted_suits(g) => {
                     vec![Work::backward(g, shifted::backward_row_granule(g))]
                 }
@@ -443,7 +450,8 @@ pub(crate) fn backward_with<T: Element>(
 /// error convolved with the turned, channel-swapped weights on the
 /// direct register tiles or channel vectors where that forward pass is
 /// worth them ([`error_lowering_on_tiles`],
-/// [`error_lowering_on_channel_vectors`]: unit stride), else on the
+/// [`error_lowering_on_channel_vectors`]: unit stride; [`phases::applies`]:
+/// in the phases of a larger stride, on the tiles), else on the
 /// shifted kernel where it suits, else by the column matrix's col2im
 /// (BENCHMARKS.md, "Channel-vector weight gradient"). Overwrites the
 /// gradients present.
@@ -464,7 +472,7 @@ fn channel_vector_backward<T: Element>(
         dw: None,
         db: None,
     };
-    let on_direct_tiles = error_lowering_on_tiles(op.g).is_some();
+    let on_direct_tiles = error_lowering_on_tiles(op.g).is_some() || phases::applies(op.g);
     if on_direct_tiles || error_lowering_on_channel_vectors(op.g).is_some() {
         column::backward_by_error_lowering(op, input_gradient_only, ws);
     } else if shifted_suits(op.g) {

@@ -33,17 +33,30 @@ const MAX_TILE_CHANNELS: usize = 6;
 
 /// The tiles' channel counts for `channels` output channels of a group:
 /// full tiles of [`MAX_TILE_CHANNELS`], then the remainder as 4, 2 and 1
-/// (the only other sizes compiled).
+/// (the only other sizes compiled), except that a remainder of 2 after a
+/// full tile makes two tiles of 4 with it: a tile of 2 channels has 4
+/// accumulators, too few to cover the FMA latency, where 4 channels have
+/// 8 (BENCHMARKS.md, "Strided input gradients in phases").
 fn channel_tiles(channels: usize) -> impl Iterator<Item = (usize, usize)> {
-    let full = channels / MAX_TILE_CHANNELS * MAX_TILE_CHANNELS;
+    let mut full = channels / MAX_TILE_CHANNELS * MAX_TILE_CHANNELS;
     let rest = channels - full;
+    let rest_sizes = if rest == 2 && full >= MAX_TILE_CHANNELS {
+        full -= MAX_TILE_CHANNELS;
+        [4, 4, 0]
+    } else {
+        [rest & 4, rest & 2, rest & 1]
+    };
     let full_tiles = (0..full)
         .step_by(MAX_TILE_CHANNELS)
         .map(|start| (start, MAX_TILE_CHANNELS));
-    let rest_tiles = [4, 2, 1]
+    let rest_tiles = rest_sizes
         .into_iter()
-        .filter(move |size| rest & size != 0)
-        .map(move |size| (full + (rest & !(2 * size - 1)), size));
+        .filter(|&size| size > 0)
+        .scan(full, |start, size| {
+            let tile = (*start, size);
+            *start += size;
+            Some(tile)
+        });
     full_tiles.chain(rest_tiles)
 }
 
@@ -137,6 +150,152 @@ fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspa
             }
         }
     });
+}
+
+/// One phase of a strided layer's input gradient as the tiles compute it
+/// (`phases.rs`): a unit-stride pass `g` over the error `x` with the
+/// turned weights `w`. Phase `(r_h, r_w)` writes every stride-th row and
+/// column of the gradient from row `r_h` and column `r_w`.
+pub(crate) struct PhasePass<'a, T> {
+    pub(crate) x: ArrayView4<'a, T>,
+    pub(crate) w: ArrayView4<'a, T>,
+    pub(crate) g: Geometry,
+}
+
+/// Overwrites `dx`, the input gradient of the layer `g`, with its phases
+/// (`pass(r_h · s_w + r_w)` for phase `(r_h, r_w)`). Each lane takes bands
+/// of the gradient's rows at multiples of the row stride and computes them
+/// in pieces small enough to stay in cache: each phase's rows of a piece
+/// into a buffer, then woven into the piece's rows, so every line of `dx`
+/// is written once and whole.
+pub(crate) fn input_gradient_in_phases<'a, T: Element>(
+    pass: &(dyn Fn(usize) -> PhasePass<'a, T> + Sync),
+    g: &Geometry,
+    dx: ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    let (sh, sw) = (g.sh, g.sw);
+    let schedule = ws.schedule(Work::input_gradient(g, sh));
+    let (packed_buf, lanes) = ws.memory(&schedule);
+    let phases = sh * sw;
+    let packed = scratch(packed_buf, packed_offset(pass, phases));
+    for phase in 0..phases {
+        let (start, end) = (packed_offset(pass, phase), packed_offset(pass, phase + 1));
+        let this = pass(phase);
+        pack_weights(this.w, &this.g, &mut packed[start..end]);
+    }
+    let packed: &[T] = packed;
+    // Rows of the gradient a piece holds: its phases' buffers, a row of
+    // every channel each, within `BAND_PIECE_BYTES`, at least a tile high
+    // in each phase.
+    let row_bytes = g.in_channels * g.in_w * std::mem::size_of::<T>();
+    let piece_rows = (BAND_PIECE_BYTES / row_bytes.max(1)).max(TILE_ROWS * sh) / sh * sh;
+    schedule.run(lanes, dx, |item, mut dx_item, buffers| {
+        let [source_buf, plane_buf, phases_buf, _] = buffers.split();
+        for (n, mut dx_n) in item.samples.clone().zip(dx_item.outer_iter_mut()) {
+            let mut start = item.rows.start;
+            while start < item.rows.end {
+                let end = (start + piece_rows).min(item.rows.end);
+                let base = start - item.rows.start;
+                let dx_piece = dx_n.slice_mut(s![.., base..base + end - start, ..]);
+                phase_piece(
+                    (pass, packed),
+                    (n, start..end),
+                    (sh, sw),
+                    dx_piece,
+                    [&mut *source_buf, &mut *plane_buf, &mut *phases_buf],
+                );
+                start = end;
+            }
+        }
+    });
+}
+
+/// Where the packed weights of phase `phase` start: after those of every
+/// phase before it.
+fn packed_offset<'a, T>(pass: &dyn Fn(usize) -> PhasePass<'a, T>, phase: usize) -> usize {
+    (0..phase)
+        .map(|earlier| {
+            let g = pass(earlier).g;
+            g.out_channels * g.in_channels_per_group() * g.kh * g.kw
+        })
+        .sum()
+}
+
+/// The rows `rows` (from a multiple of the row stride) of sample `n`'s
+/// input gradient, `dx` (`[c_in, rows, in_w]`), from every phase: see
+/// [`input_gradient_in_phases`].
+fn phase_piece<'a, T: Element>(
+    (pass, packed): (&(dyn Fn(usize) -> PhasePass<'a, T> + Sync), &[T]),
+    (n, rows): (usize, std::ops::Range<usize>),
+    (sh, sw): (usize, usize),
+    mut dx: ArrayViewMut3<'_, T>,
+    [source_buf, plane_buf, phases_buf]: [&mut Vec<T>; 3],
+) {
+    let (channels, _, width) = dx.dim();
+    // Column phase r_w's width, and where its rows start in the buffer
+    // (`[r_w][channel][row][column]`), for `q_len` rows.
+    let phase_width = |r_w: usize| (width - r_w).div_ceil(sw);
+    let phase_start = |r_w: usize, q_len: usize| -> usize {
+        (0..r_w).map(phase_width).sum::<usize>() * channels * q_len
+    };
+    for r_h in 0..sh {
+        // The phase's rows q with q·sh + r_h within `rows`.
+        let q_rows = rows.start / sh..(rows.end.saturating_sub(r_h)).div_ceil(sh);
+        if q_rows.is_empty() {
+            continue;
+        }
+        let q_len = q_rows.len();
+        let all = scratch(phases_buf, width * channels * q_len);
+        for r_w in 0..sw {
+            let phase = r_h * sw + r_w;
+            let this = pass(phase);
+            let out_w = this.g.out_w;
+            debug_assert_eq!(out_w, phase_width(r_w));
+            debug_assert!(q_rows.end <= this.g.out_h);
+            let start = phase_start(r_w, q_len);
+            let out = &mut all[start..start + channels * q_len * out_w];
+            let (source, band) = padded_band(this.x, n, &this.g, &q_rows, source_buf);
+            let mut taps = [0; MAX_KERNEL_WIDTH];
+            let columns = Columns::unit_stride(&band, &mut taps);
+            let y = ArrayViewMut3::from_shape((channels, q_len, out_w), out).expect("sized above");
+            let weights = &packed[packed_offset(pass, phase)..packed_offset(pass, phase + 1)];
+            forward_sample(source, weights, None, (&band, columns), y, plane_buf);
+        }
+        let all: &[T] = all;
+        for (c, mut plane) in dx.outer_iter_mut().enumerate() {
+            for (i, q) in q_rows.clone().enumerate() {
+                let mut dst = plane.row_mut(q * sh + r_h - rows.start);
+                let line = |r_w: usize| {
+                    let len = phase_width(r_w);
+                    let start = phase_start(r_w, q_len) + (c * q_len + i) * len;
+                    &all[start..start + len]
+                };
+                if sw == 2
+                    && let Some(dst) = dst.as_slice_mut()
+                {
+                    let (even, odd) = (line(0), line(1));
+                    let pairs = 2 * odd.len();
+                    if !T::weave_pairs(&even[..odd.len()], odd, &mut dst[..pairs]) {
+                        for ((pair, &e), &o) in dst[..pairs].chunks_exact_mut(2).zip(even).zip(odd)
+                        {
+                            pair[0] = e;
+                            pair[1] = o;
+                        }
+                    }
+                    if width % 2 == 1 {
+                        dst[width - 1] = even[odd.len()];
+                    }
+                    continue;
+                }
+                for r_w in 0..sw {
+                    for (j, &value) in line(r_w).iter().enumerate() {
+                        dst[j * sw + r_w] = value;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The widest kernel the tiles take: its taps' column offsets sit in an
@@ -798,6 +957,9 @@ mod tests {
             for &(start, len) in &tiles {
                 assert_eq!(start, next, "{channels} channels: {tiles:?}");
                 assert!([6, 4, 2, 1].contains(&len), "{channels}: {tiles:?}");
+                // Two channels after tiles of 6 go with the last as two of 4.
+                let two_after_six = channels > 6 && channels % 6 == 2;
+                assert!(len != 2 || !two_after_six, "{channels}: {tiles:?}");
                 next += len;
             }
             assert_eq!(next, channels, "{channels} channels: {tiles:?}");
