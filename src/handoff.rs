@@ -20,7 +20,7 @@
 
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Runs `a` and `b` in parallel, as `rayon::join` does, and returns when
@@ -30,18 +30,52 @@ use std::time::{Duration, Instant};
 /// and put the caller to sleep until they are done, and waking it again
 /// costs tens of microseconds on a virtual machine, where a pass of a small
 /// layer takes a hundred or so (BENCHMARKS.md, "Caller's lane"). The
-/// caller sleeps only if `b` is still running when `a` is done. Handing
-/// `b` over allocates its task, a few words, as a call from outside the
-/// pool always did in rayon's queue.
+/// caller sleeps only if `b` is still running when `a` is done, and then
+/// only after waiting for it awake for as long as `a` took
+/// ([`await_awake`]): lanes are balanced, so `b` is most often a few
+/// microseconds from its end, and a sleeping caller took 12–21 µs more to
+/// wake (BENCHMARKS.md, "Caller's wait"). Handing `b` over allocates its
+/// task, a few words, as a call from outside the pool always did in
+/// rayon's queue.
 pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
     if rayon::current_thread_index().is_some() {
         rayon::join(a, b);
         return;
     }
+    let b_done = AtomicBool::new(false);
     rayon::in_place_scope(|scope| {
-        scope.spawn(|_| b());
+        scope.spawn(|_| {
+            b();
+            b_done.store(true, Ordering::Release);
+        });
+        let start = Instant::now();
         a();
+        await_awake(&b_done, start.elapsed());
     });
+}
+
+/// Checks of the caller's wait between two looks at the clock, each
+/// followed by a yield of its CPU: the clock and the system call are read
+/// seldom, and a lane the operating system put on the caller's own CPU
+/// still gets to run.
+const SPINS_PER_YIELD: u32 = 256;
+
+/// Waits without sleeping until `done` is set or `budget` has passed,
+/// yielding the CPU every [`SPINS_PER_YIELD`] checks in case the other
+/// lane runs on this one.
+fn await_awake(done: &AtomicBool, budget: Duration) {
+    let start = Instant::now();
+    let mut spins = 0;
+    while !done.load(Ordering::Acquire) {
+        spins += 1;
+        if spins % SPINS_PER_YIELD == 0 {
+            if start.elapsed() >= budget {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        std::hint::spin_loop();
+    }
 }
 
 /// Rounds of each of the two timings in a burst; the median of each counts.
@@ -125,6 +159,9 @@ fn burst(sums: &mut [f32; PROBE_LANES]) -> (Duration, f64) {
                 || probe(PROBE_ITERATIONS / 2, &mut other),
             );
         }));
+        // As a pass on several lanes does: the next round finds the
+        // pool's threads awake, as back-to-back calls do.
+        crate::linger::keep_awake();
     }
     let (serial, joined) = (median(serial), median(joined));
     let flops = (PROBE_ITERATIONS * PROBE_LANES * 2) as f64;
@@ -176,6 +213,31 @@ fn probe_body<T: Element, const FUSED: bool>(iterations: usize, sums: &mut [T; P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The caller's wait ends once the other half sets its flag, well
+    /// before a budget it could not have waited out, and without the flag
+    /// only after the whole budget.
+    #[test]
+    fn the_callers_wait_ends_at_the_flag_or_the_budget() {
+        let done = AtomicBool::new(false);
+        let long = Duration::from_secs(600);
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(5));
+                done.store(true, Ordering::Release);
+            });
+            await_awake(&done, long);
+            assert!(done.load(Ordering::Acquire), "returned before the flag");
+        });
+        assert!(start.elapsed() < long);
+
+        let never = AtomicBool::new(false);
+        let budget = Duration::from_millis(5);
+        let start = Instant::now();
+        await_awake(&never, budget);
+        assert!(start.elapsed() >= budget);
+    }
 
     /// Outside a pool the caller runs the first half itself and a pool
     /// thread the second; inside one, both run on the pool's threads. Each
