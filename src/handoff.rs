@@ -11,9 +11,10 @@
 //!
 //! The probe times a loop of multiply-adds on one thread, then the same
 //! loop cut in two halves run in parallel as the lanes are ([`join`]), in
-//! turns; the handoff is the
-//! joined median less half the serial one, and the loop's own rate turns
-//! it into FLOPs. The loop's rate sits among those of the forward passes
+//! turns, the pool's threads left lingering after each split as after a
+//! pass, so that the next finds them awake as back-to-back calls do; the
+//! handoff is the joined median less half the serial one, and the loop's
+//! own rate turns it into FLOPs. The loop's rate sits among those of the forward passes
 //! bound by arithmetic (from a third of it to twice it); passes bound by
 //! memory weigh the handoff by their own, lower rate
 //! ([`crate::lanes::Work::rate_share`]).
