@@ -596,14 +596,14 @@ fn grouped_channel_vector_gradients_agree_with_naive() {
 
 /// The input gradient of grouped layers at strides above 1 in phases of
 /// the stride (where the kernel is at most twice the stride and groups
-/// have 2 to 16 input channels): 2 to 6 groups of 1 to 16 input channels and 1 to 24 output
-/// channels, kernels of 1 to 5 taps a side (2 to 5 wide) at strides of 1
-/// to 3, 2 or 3 across (some kernels smaller than the stride, whose layers
-/// keep col2im), padding of up to
-/// the kernel's reach on each side apart, images of 3 to 13 pixels a side
-/// (some of whose last rows no output reads); the column matrix by error
-/// lowering, `Kernel::Direct` and `Kernel::Auto`, f32 and f64, on pools of
-/// 1 to 3 threads, against the naive reference.
+/// have 2 to 16 input channels): 2 to 6 groups of 1 to 16 input channels
+/// and 1 to 24 output channels, kernels of 1 to 5 taps a side (2 to 5
+/// wide) at strides of 1 to 3, 2 or 3 across (some kernels smaller than
+/// the stride, whose layers keep col2im), padding of up to the kernel's
+/// reach on each side apart, images of 3 to 13 pixels a side (some of
+/// whose last rows no output reads); the column matrix by error lowering,
+/// `Kernel::Direct` and `Kernel::Auto`, f32 and f64, on pools of 1 to 3
+/// threads, against the naive reference.
 #[test]
 fn strided_input_gradients_in_phases_agree_with_naive() {
     use gemmconv::Padding;

@@ -109,9 +109,10 @@ impl GatherLimits {
     /// `sample_columns` output pixels: one sample a tile from
     /// [`MIN_CHANNEL_BLOCK_SAMPLE_COLUMNS`], else as [`Self::within`].
     fn in_channel_blocks(cap_bytes: usize, sample_columns: usize) -> Self {
-        let columns = match sample_columns >= MIN_CHANNEL_BLOCK_SAMPLE_COLUMNS {
-            true => 1,
-            false => MIN_TILE_COLUMNS,
+        let columns = if sample_columns >= MIN_CHANNEL_BLOCK_SAMPLE_COLUMNS {
+            1
+        } else {
+            MIN_TILE_COLUMNS
         };
         GatherLimits {
             columns,

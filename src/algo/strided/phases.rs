@@ -184,7 +184,8 @@ pub(crate) fn input_gradient<T: Element>(
     let pass = |index: usize| {
         let phase = of(index);
         let (rows, cols) = (phase.rows, phase.cols);
-        let weights = &all[offset(index)..offset(index + 1)];
+        let packed_at = offset(index);
+        let weights = &all[packed_at..packed_at + len(index)];
         PhasePass {
             x: dy.slice_move(s![
                 ..,
@@ -194,6 +195,7 @@ pub(crate) fn input_gradient<T: Element>(
             ]),
             w: ArrayView4::from_shape(phase.geometry.weight_shape(), weights).expect("sized above"),
             g: phase.geometry,
+            packed_at,
         }
     };
     direct::tiled::input_gradient_in_phases(&pass, g, dx, ws);

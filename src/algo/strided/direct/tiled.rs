@@ -154,12 +154,22 @@ fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspa
 
 /// One phase of a strided layer's input gradient as the tiles compute it
 /// (`phases.rs`): a unit-stride pass `g` over the error `x` with the
-/// turned weights `w`. Phase `(r_h, r_w)` writes every stride-th row and
-/// column of the gradient from row `r_h` and column `r_w`.
+/// turned weights `w`, packed from element `packed_at` of all phases'
+/// packed weights (as many as `w` has; the phases' weights one after
+/// another). Phase `(r_h, r_w)` writes every stride-th row and column of
+/// the gradient from row `r_h` and column `r_w`.
 pub(crate) struct PhasePass<'a, T> {
     pub(crate) x: ArrayView4<'a, T>,
     pub(crate) w: ArrayView4<'a, T>,
     pub(crate) g: Geometry,
+    pub(crate) packed_at: usize,
+}
+
+impl<T> PhasePass<'_, T> {
+    /// Where the phase's packed weights lie among all phases'.
+    fn packed(&self) -> std::ops::Range<usize> {
+        self.packed_at..self.packed_at + self.w.len()
+    }
 }
 
 /// Overwrites `dx`, the input gradient of the layer `g`, with its phases
@@ -178,11 +188,10 @@ pub(crate) fn input_gradient_in_phases<'a, T: Element>(
     let schedule = ws.schedule(Work::input_gradient(g, sh));
     let (packed_buf, lanes) = ws.memory(&schedule);
     let phases = sh * sw;
-    let packed = scratch(packed_buf, packed_offset(pass, phases));
+    let packed = scratch(packed_buf, pass(phases - 1).packed().end);
     for phase in 0..phases {
-        let (start, end) = (packed_offset(pass, phase), packed_offset(pass, phase + 1));
         let this = pass(phase);
-        pack_weights(this.w, &this.g, &mut packed[start..end]);
+        pack_weights(this.w, &this.g, &mut packed[this.packed()]);
     }
     let packed: &[T] = packed;
     // Rows of the gradient a piece holds: its phases' buffers, a row of
@@ -209,17 +218,6 @@ pub(crate) fn input_gradient_in_phases<'a, T: Element>(
             }
         }
     });
-}
-
-/// Where the packed weights of phase `phase` start: after those of every
-/// phase before it.
-fn packed_offset<'a, T>(pass: &dyn Fn(usize) -> PhasePass<'a, T>, phase: usize) -> usize {
-    (0..phase)
-        .map(|earlier| {
-            let g = pass(earlier).g;
-            g.out_channels * g.in_channels_per_group() * g.kh * g.kw
-        })
-        .sum()
 }
 
 /// The rows `rows` (from a multiple of the row stride) of sample `n`'s
@@ -259,7 +257,7 @@ fn phase_piece<'a, T: Element>(
             let mut taps = [0; MAX_KERNEL_WIDTH];
             let columns = Columns::unit_stride(&band, &mut taps);
             let y = ArrayViewMut3::from_shape((channels, q_len, out_w), out).expect("sized above");
-            let weights = &packed[packed_offset(pass, phase)..packed_offset(pass, phase + 1)];
+            let weights = &packed[this.packed()];
             forward_sample(source, weights, None, (&band, columns), y, plane_buf);
         }
         let all: &[T] = all;
