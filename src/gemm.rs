@@ -2,7 +2,7 @@
 //! crate goes through [`matmul`]; the rest of the crate never names a backend.
 
 use crate::element::Element;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, s};
 
 /// The name of the GEMM this build runs.
 ///
@@ -142,8 +142,46 @@ fn product<T: Element>(
     }
 }
 
-/// The `gemm` crate: any strides.
+/// The deepest product handed to the `gemm` crate in one call. It cuts a
+/// deeper product into blocks of a depth it chooses from the shapes (512
+/// where both `m` and `n` are at most 64, else from the cache sizes and
+/// evened out over `k`, 384 for a depth of 1152, say), and the blocks'
+/// sums round differently: a channel block whose size the thread count
+/// sets would then round otherwise on another pool. Products of at most
+/// this depth are one block whatever the shape, and deeper ones are cut
+/// here into such products at fixed depths, each added onto the last, as
+/// the crate adds its blocks: every element sums its products in the same
+/// order on any shape (`tests/determinism.rs`; BENCHMARKS.md, "Products
+/// deeper than the GEMM's blocks").
+const MAX_GEMM_DEPTH: usize = 512;
+
+/// The `gemm` crate, in products of at most [`MAX_GEMM_DEPTH`]: any
+/// strides.
 fn pure_rust_matmul<T: Element>(
+    mut c: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    threads: usize,
+) {
+    let k = a.ncols();
+    for start in (0..k).step_by(MAX_GEMM_DEPTH) {
+        let depth = start..(start + MAX_GEMM_DEPTH).min(k);
+        gemm_crate_matmul(
+            c.view_mut(),
+            accumulate || start > 0,
+            a.slice(s![.., depth.clone()]),
+            b.slice(s![depth, ..]),
+            threads,
+        );
+    }
+    if threads > 1 {
+        crate::linger::keep_awake();
+    }
+}
+
+/// One call of the `gemm` crate: any strides.
+fn gemm_crate_matmul<T: Element>(
     mut c: ArrayViewMut2<'_, T>,
     accumulate: bool,
     a: ArrayView2<'_, T>,
@@ -161,7 +199,8 @@ fn pure_rust_matmul<T: Element>(
     let (a_rs, a_cs) = (a.strides()[0], a.strides()[1]);
     let (b_rs, b_cs) = (b.strides()[0], b.strides()[1]);
     // SAFETY: the three pointers and their strides come from live ndarray
-    // views whose shapes `matmul` checked to be m×k, k×n and m×n, so every
+    // views whose shapes `matmul` checked to be m×k, k×n and m×n (here
+    // slices of them along k, which keep that agreement), so every
     // element the GEMM touches is inside its view. `c` is a unique mutable
     // borrow, so it aliases neither `a` nor `b`. `T` is f32 or f64 (the trait
     // is sealed), the only types besides complex and f16 that `gemm::gemm`
@@ -188,9 +227,6 @@ fn pure_rust_matmul<T: Element>(
             false,
             parallelism,
         );
-    }
-    if threads > 1 {
-        crate::linger::keep_awake();
     }
 }
 

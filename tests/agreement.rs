@@ -398,6 +398,59 @@ fn channel_blocks_agree_with_naive() {
     }
 }
 
+/// The backward pass of the column matrix in blocks of channels at batch 2
+/// to 4, where the layer has more output channels than its batch has
+/// output pixels and weights larger than the column cap (here set just
+/// below them): the weight gradient in blocks of output channels, the
+/// batch lowered once by the lanes together where it is one tile, else
+/// summed over tiles of samples (the second on added onto the first); the
+/// input gradient in blocks of input channels, a tile's samples cropped
+/// out one by one. Random kernels, strides, dilations and paddings, 33 to
+/// 72 output channels and 1 to 40 input channels, and layers of 600
+/// output channels whose batch has more than a tile's 512 columns, on
+/// pools of 2, 3 and 7 threads, each also through every configuration of
+/// [`check_case`], against the naive reference.
+#[test]
+fn batch_channel_blocks_agree_with_naive() {
+    use rand::RngExt;
+    let mut draws = rng(44);
+    let mut cases = Vec::new();
+    while cases.len() < 30 {
+        let mut case = random_one_group_case(&mut draws, (1..=40, 33..=72));
+        case.input[0] = draws.random_range(2..=4);
+        let [n, c_out, out_h, out_w] = case.spec.output_shape(case.input).unwrap();
+        if c_out > n * out_h * out_w {
+            cases.push(case);
+        }
+    }
+    for (kernel, padding, input) in [
+        (1, 0, [3, 2, 12, 15]),
+        (3, 1, [4, 3, 10, 14]),
+        (2, 0, [2, 5, 17, 18]),
+    ] {
+        let spec = Conv2dSpec::new(input[1], 600, (kernel, kernel)).padding((padding, padding));
+        cases.push(Case { spec, input });
+    }
+    for (case_index, case) in cases.iter().enumerate() {
+        let threads = [2, 3, 7][case_index % 3];
+        let seed = 44_000 + case_index as u64;
+        check_on_pool::<f64>(case, threads, seed);
+        let weight_bytes = case.spec.weight_shape().iter().product::<usize>() * 8;
+        let mut ws = Workspace::new()
+            .with_column_cap_bytes(weight_bytes - 1)
+            .with_kernel(Kernel::Gemm)
+            .with_input_gradient(InputGradient::Col2im)
+            .with_min_lane_flops(0);
+        let p = Problem::<f64>::new(case, &mut rng(seed));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let label = format!("column matrix in blocks of channels on {case:?}");
+        pool.install(|| p.check_strided(&case.spec, &mut ws, &label));
+    }
+}
+
 /// The column matrix in blocks of channels on one sample with more output
 /// pixels than output channels, up to 16 a channel, and 128 channels or
 /// more in and out: 1x1 kernels at stride 1 (the input is its own column

@@ -183,6 +183,18 @@ fn conv2d_cases() -> Vec<(Conv2dSpec, [usize; 4], &'static str)> {
             "three 6x6 images in blocks of channels, two a tile where the lanes' shares allow",
         ),
         (
+            Conv2dSpec::new(128, 512, (3, 3)).padding((1, 1)),
+            [3, 128, 4, 5],
+            "three 4x5 images in blocks of channels, gathered into a tile where the lanes' \
+             shares allow, products deeper than the GEMM's blocks",
+        ),
+        (
+            Conv2dSpec::new(128, 512, (3, 3)).padding((1, 1)),
+            [3, 128, 7, 7],
+            "three 7x7 images with more output channels than the batch has pixels, \
+             backward in blocks of channels on the batch lowered once",
+        ),
+        (
             Conv2dSpec::new(3, 5, (3, 3))
                 .padding((2, 1))
                 .padding_mode(PaddingMode::Reflect),

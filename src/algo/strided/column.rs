@@ -45,8 +45,8 @@ use crate::operands::{Backward, Forward};
 use crate::spec::{Geometry, Padding};
 use crate::workspace::{Memory, Workspace, scratch};
 use ndarray::{
-    ArrayBase, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
-    Axis, Ix2, Ix3, RawData, ShapeBuilder, s,
+    ArrayBase, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3,
+    ArrayViewMut4, Axis, Ix2, Ix3, RawData, ShapeBuilder, s,
 };
 use std::ops::Range;
 
@@ -482,7 +482,7 @@ fn lower_and_multiply_by_channels<T: Element>(
 
 /// Whether a one-sample pass in blocks of channels on `lanes` lanes
 /// lowers its sample once, the lanes sharing the column matrix
-/// ([`lower_sample_on_lanes`]), rather than once a lane: a column matrix
+/// ([`lower_batch_on_lanes`]), rather than once a lane: a column matrix
 /// that is not the input itself and fits one tile (BENCHMARKS.md, "Shared
 /// lowering").
 fn lowers_once<T: Element>(
@@ -499,21 +499,22 @@ fn lowers_once<T: Element>(
         && source.tiling(window, cap_bytes).rows_per_tile >= window.out_h
 }
 
-/// The column matrix of the one-sample input `source` ([`lowers_once`]),
-/// lowered into `shared_buf` by `lanes` lanes together, each padding and
-/// lowering a block of input channels (the matrix's rows of those
-/// channels) with its own scratch `memory`.
-fn lower_sample_on_lanes<'b, T: Element>(
+/// The column matrix of all of `source`'s samples ([`lowers_once`],
+/// [`lowers_batch_once`]), `[c_in·kh·kw, n·out_h·out_w]`, lowered into
+/// `shared_buf` by `lanes` lanes together, each padding and lowering a
+/// block of input channels (the matrix's rows of those channels) with its
+/// own scratch `memory`.
+fn lower_batch_on_lanes<'b, T: Element>(
     source: &Source<'_, T>,
     window: &Window,
     (lanes, memory): (usize, Memory<'_, T>),
     shared_buf: &'b mut Vec<T>,
 ) -> ArrayView2<'b, T> {
     let Source::Input { x, padding, phases } = *source else {
-        unreachable!("lowers_once takes an input");
+        unreachable!("only an input is lowered on lanes");
     };
-    let c_in = x.len_of(Axis(1));
-    let channel_len = window.kh * window.kw * window.out_h * window.out_w;
+    let (n, c_in) = (x.len_of(Axis(0)), x.len_of(Axis(1)));
+    let channel_len = window.kh * window.kw * n * window.out_h * window.out_w;
     let cols = scratch(shared_buf, c_in * channel_len);
     let work = Work::channel_blocks(1, c_in, 1, 2 * channel_len);
     let lowering = Schedule::handing_off(work, lanes, 0, 0);
@@ -526,12 +527,57 @@ fn lower_sample_on_lanes<'b, T: Element>(
             padding,
             phases,
         };
-        let (prepared, layout) = block.prepare(0..1, source_buf);
+        let (prepared, layout) = block.prepare(0..n, source_buf);
         let rows = rows.as_slice_mut().expect("whole rows of the matrix");
         copy_windows_to_columns(prepared, layout, window, 0..window.out_h, rows);
     });
-    let shape = (c_in * window.kh * window.kw, window.out_h * window.out_w);
+    let shape = (
+        c_in * window.kh * window.kw,
+        n * window.out_h * window.out_w,
+    );
     ArrayView2::from_shape(shape, &*cols).expect("sized above")
+}
+
+/// The tiles of [`gradient_pass_by_channels`]: one sample's column matrix
+/// a tile (or a band of it, under the cap) at batch 1; at larger batches
+/// samples gathered as the weight gradient's pass gathers them
+/// ([`GatherLimits::gradient`]), every lane's product then as deep (for
+/// the weight gradient) and as wide (for the input gradient) as they
+/// allow, each lane packing its block of the weights once a tile.
+fn channel_blocks_tiling<T: Element>(
+    source: &Source<'_, T>,
+    g: &Geometry,
+    cap_bytes: usize,
+) -> Tiling {
+    let window = Window::forward(g);
+    if g.batch == 1 {
+        return source.tiling(&window, cap_bytes);
+    }
+    let dw_bytes = g.out_channels * g.col_rows() * std::mem::size_of::<T>();
+    source.gathering_tiling(
+        &window,
+        cap_bytes,
+        GatherLimits::gradient(cap_bytes, dw_bytes),
+    )
+}
+
+/// Whether the lanes of [`gradient_pass_by_channels`] share one column
+/// matrix of the whole batch, lowered once ([`lower_batch_on_lanes`]):
+/// on several lanes, where the matrix is not the input itself and the
+/// batch is one tile.
+fn lowers_batch_once<T: Element>(
+    source: &Source<'_, T>,
+    window: &Window,
+    tiling: &Tiling,
+    lanes: usize,
+) -> bool {
+    let Source::Input { x, .. } = source else {
+        return false;
+    };
+    lanes > 1
+        && !source.lowers_in_place(window)
+        && tiling.samples_per_tile >= x.len_of(Axis(0))
+        && tiling.rows_per_tile >= window.out_h
 }
 
 /// The lanes' scratch of `memory` lent for a pass before the one `memory`
@@ -545,7 +591,7 @@ fn lent<'s, T>(memory: &'s mut Memory<'_, T>) -> Memory<'s, T> {
 }
 
 /// [`lower_and_multiply_by_channels`] on one sample whose column matrix
-/// the lanes lower together into `shared_buf` ([`lower_sample_on_lanes`])
+/// the lanes lower together into `shared_buf` ([`lower_batch_on_lanes`])
 /// before each multiplies its block of output channels by the whole
 /// matrix: the sample is padded and lowered once in all, not once a lane.
 fn lower_once_and_multiply_by_channels<T: Element>(
@@ -561,7 +607,7 @@ fn lower_once_and_multiply_by_channels<T: Element>(
         ..
     } = lanes;
     let lowering = (schedule.lanes(), lent(&mut memory));
-    let cols = lower_sample_on_lanes(source, window, lowering, shared_buf);
+    let cols = lower_batch_on_lanes(source, window, lowering, shared_buf);
     let by_channel = y.permuted_axes([0, 2, 1, 3]);
     schedule.run(memory, by_channel, |item, y_item, buffers| {
         let [product_buf] = buffers.split();
@@ -713,18 +759,39 @@ fn lowered_at_most_once<T>(g: &Geometry, cap_bytes: usize) -> bool {
 }
 
 /// Whether the backward pass by col2im runs in blocks of channels
-/// ([`gradient_pass_by_channels`]): one sample that [`splits_channels`].
-/// At batch 1 the weight gradient then has no sum across lanes; at larger
-/// batches the lanes have whole samples to sum.
+/// ([`gradient_pass_by_channels`]): a layer that [`splits_channels`], of
+/// one sample, or of several whose column matrices each fit a tile, whose
+/// weights outweigh the whole batch's column matrix (more output channels
+/// than the batch has output pixels) and outgrow `cap_bytes`. At batch 1
+/// the weight gradient then has no sum across lanes; at larger batches
+/// neither does it, where cut by samples each lane packs all of the
+/// weights for every tile of its samples and streams weight-gradient sums
+/// as large as the weights through memory, to add up after. Where the
+/// batch's column matrix is the larger, or the weights fit the cap (as the
+/// weight gradient's tiles, [`GatherLimits::gradient`], take them to), every
+/// lane reading all of the column matrix costs more than that
+/// (BENCHMARKS.md, "Channel blocks of the batch").
 pub(crate) fn splits_channels_backward<T>(g: &Geometry, cap_bytes: usize) -> bool {
-    g.batch == 1 && splits_channels::<T>(g, cap_bytes)
+    let whole_samples = || {
+        let tiling = Tiling::new::<T>(
+            (g.out_h, g.out_w),
+            g.col_rows(),
+            (cap_bytes, GatherLimits::within(cap_bytes)),
+            false,
+        );
+        tiling.rows_per_tile >= g.out_h
+    };
+    let weights_outweigh_batch = g.out_channels > g.batch * g.out_h * g.out_w
+        && g.out_channels * g.col_rows() * std::mem::size_of::<T>() > cap_bytes;
+    splits_channels::<T>(g, cap_bytes)
+        && (g.batch == 1 || (weights_outweigh_batch && whole_samples()))
 }
 
 /// The two passes of [`gradient_pass_by_channels`]: the weight gradient
 /// over blocks of output channels, the input gradient over blocks of input
-/// channels.
+/// channels, each block of the whole batch.
 pub(crate) fn backward_channel_works(g: &Geometry) -> [Work; 2] {
-    let pixels = g.out_h * g.out_w;
+    let pixels = g.batch * g.out_h * g.out_w;
     [
         Work::channel_blocks(
             1,
@@ -908,6 +975,9 @@ fn gradient_pass<T: Element>(
     let Backward { x, w, dy, g } = op;
     if splits_channels_backward::<T>(g, ws.column_cap_bytes())
         && dw.as_ref().is_none_or(|dw| dw.is_standard_layout())
+        && dx
+            .as_ref()
+            .is_none_or(|dx| g.batch == 1 || dx.is_standard_layout())
     {
         let dw = dw.map(|dw| dw.into_slice().expect("standard layout"));
         return gradient_pass_by_channels(op, (dw, db), dx, ws);
@@ -978,19 +1048,20 @@ fn gradient_pass<T: Element>(
     }
 }
 
-/// [`gradient_pass`] on one sample with one group that
-/// [`splits_channels`], in blocks of channels so that nothing is summed
-/// across lanes: the weight gradient by blocks of output channels,
-/// `dW_block = dY_block · colsᵀ` written in place into `dw` (row-major,
-/// `[c_out, c_in·kh·kw]`), and the input gradient by blocks of input
-/// channels, `dcols_block = W_blockᵀ · dY` added onto the block's windows
-/// and cropped into `dx`. Each lane reads its share of the weights and all
-/// of the column matrix and the error, the column matrix lowered once by
-/// the lanes together where it fits one tile ([`lowers_once`]); the bias
-/// gradient, one sum a channel, is summed on the calling thread. A row
-/// band of such an image gives too little to cut the weight gradient's
-/// sums by (BENCHMARKS.md, "Channel blocks", "Channel blocks of one
-/// sample").
+/// [`gradient_pass`] on a layer with one group that
+/// [`splits_channels_backward`], in blocks of channels of the whole batch
+/// so that nothing is summed across lanes: the weight gradient by blocks
+/// of output channels, `dW_block = Σ_tiles dY_block · colsᵀ` written in
+/// place into `dw` (row-major, `[c_out, c_in·kh·kw]`), and the input
+/// gradient by blocks of input channels, `dcols_block = W_blockᵀ · dY`
+/// added onto the block's windows and cropped into `dx`, tile by tile.
+/// Each lane reads its share of the weights and all of the column matrix
+/// and the error, the column matrix lowered once by the lanes together
+/// where the batch is one tile ([`lowers_batch_once`]); the bias gradient,
+/// one sum a channel, is summed on the calling thread. A row band of such
+/// an image gives too little to cut the weight gradient's sums by
+/// (BENCHMARKS.md, "Channel blocks", "Channel blocks of one sample",
+/// "Channel blocks of the batch").
 fn gradient_pass_by_channels<T: Element>(
     op: Backward<'_, T>,
     (dw, db): (Option<&mut [T]>, Option<ArrayViewMut1<'_, T>>),
@@ -1005,8 +1076,10 @@ fn gradient_pass_by_channels<T: Element>(
     let weights = weights.view();
     let window = Window::forward(g);
     let source = Source::of_input(x, g);
-    let tiling = source.tiling(&window, ws.column_cap_bytes());
-    let whole_sample = |item: &WorkItem| WorkItem {
+    let tiling = channel_blocks_tiling::<T>(&source, g, ws.column_cap_bytes());
+    // Every lane takes a block of channels of the whole batch.
+    let whole_batch = |item: &WorkItem| WorkItem {
+        samples: 0..g.batch,
         rows: 0..g.out_h,
         ..item.clone()
     };
@@ -1014,14 +1087,13 @@ fn gradient_pass_by_channels<T: Element>(
     let mut finite = true;
     if let Some(dw) = dw {
         let schedule = ws.schedule(weight_work);
-        let cap_bytes = ws.column_cap_bytes();
         // `dw` is written in place, so the workspace's buffer for laid-out
         // weights holds a column matrix the lanes share where they lower
-        // the sample once.
+        // the batch once.
         let (shared_buf, mut memory) = ws.memory(&schedule);
-        let shared = lowers_once(&source, &window, (schedule.lanes(), cap_bytes)).then(|| {
+        let shared = lowers_batch_once(&source, &window, &tiling, schedule.lanes()).then(|| {
             let lowering = (schedule.lanes(), lent(&mut memory));
-            lower_sample_on_lanes(&source, &window, lowering, shared_buf)
+            lower_batch_on_lanes(&source, &window, lowering, shared_buf)
         });
         let dw_rows = ArrayViewMut4::from_shape((1, 1, g.out_channels, g.col_rows()), &mut *dw)
             .expect("dw holds c_out · c_in·kh·kw elements");
@@ -1031,7 +1103,7 @@ fn gradient_pass_by_channels<T: Element>(
             let mut dw_block = dw_item
                 .index_axis_move(Axis(0), 0)
                 .index_axis_move(Axis(0), 0);
-            for tile in tiling.tiles(&whole_sample(item)) {
+            for (index, tile) in tiling.tiles(&whole_batch(item)).enumerate() {
                 let dy_mat = error_matrix(dy, &tile, error_buf);
                 let cols = match shared {
                     Some(cols) => cols,
@@ -1039,7 +1111,7 @@ fn gradient_pass_by_channels<T: Element>(
                 };
                 matmul(
                     dw_block.view_mut(),
-                    !tile.first_band,
+                    index > 0,
                     dy_mat.slice(s![channels.clone(), ..]),
                     cols.reversed_axes(),
                     item.gemm_threads,
@@ -1049,7 +1121,7 @@ fn gradient_pass_by_channels<T: Element>(
         finite &= all_finite_on_pool(dw);
     }
     if let Some(mut db) = db {
-        for (b, channel) in db.iter_mut().zip(dy.index_axis(Axis(0), 0).outer_iter()) {
+        for (b, channel) in db.iter_mut().zip(dy.axis_iter(Axis(1))) {
             *b = channel.sum();
         }
         finite &= all_finite(&db.view());
@@ -1060,37 +1132,46 @@ fn gradient_pass_by_channels<T: Element>(
     };
     let schedule = ws.schedule(input_work);
     let (_, memory) = ws.memory(&schedule);
-    let dx_by_channel = dx.permuted_axes([0, 2, 1, 3]);
-    schedule.run(memory, dx_by_channel, |item, dx_item, buffers| {
+    // The scheduler cuts the axis of rows of its output's samples, which
+    // holds the input channels here: of the one sample, `(1, in_h, c_in,
+    // in_w)`, any layout; of a single "sample" holding the whole batch,
+    // `(1, n, c_in, in_h·in_w)`, which takes whole planes (a standard
+    // layout, see `gradient_pass`).
+    let (n, c_in, in_h, in_w) = dx.dim();
+    let dx_by_channel = if n == 1 {
+        dx.permuted_axes([0, 2, 1, 3])
+    } else {
+        dx.into_shape_with_order((n, c_in, in_h * in_w))
+            .expect("standard layout, see gradient_pass")
+            .insert_axis(Axis(0))
+    };
+    schedule.run(memory, dx_by_channel, |item, mut dx_item, buffers| {
         let [error_buf, dcols_buf, padded_buf] = buffers.split();
         let channels = item.rows.clone();
         let block_weights = weights
             .slice(s![.., channels.start * taps..channels.end * taps])
             .reversed_axes();
-        let mut dx_block = dx_item.permuted_axes([0, 2, 1, 3]);
-        if pointwise(&window, g)
-            && channel_matrix(dx_block.view_mut().index_axis_move(Axis(0), 0)).is_some()
-        {
-            for tile in tiling.tiles(&whole_sample(item)) {
-                let dy_mat = error_matrix(dy, &tile, error_buf);
-                let dx_rows = dx_block
-                    .view_mut()
-                    .index_axis_move(Axis(0), 0)
-                    .slice_move(s![.., tile.rows.clone(), ..]);
-                let dx_mat = channel_matrix(dx_rows).expect("the whole sample merged above");
-                matmul(dx_mat, false, block_weights, dy_mat, item.gemm_threads);
-            }
-            return;
-        }
-        let layout = SourceLayout {
-            c: channels.len(),
-            ..source.layout(1)
-        };
-        let padded = scratch(padded_buf, layout.len());
-        padded.fill(T::zero());
-        for tile in tiling.tiles(&whole_sample(item)) {
+        for tile in tiling.tiles(&whole_batch(item)) {
             let dy_mat = error_matrix(dy, &tile, error_buf);
-            let columns = tile.rows.len() * g.out_w;
+            if pointwise(&window, g) && tile.samples.len() == 1 {
+                // The GEMM writes the tile's rows of the sample in place
+                // where they form a matrix.
+                let rows = sample_planes(&mut dx_item, tile.samples.start, n, (in_h, in_w))
+                    .slice_move(s![.., tile.rows.clone(), ..]);
+                if let Some(dx_mat) = channel_matrix(rows) {
+                    matmul(dx_mat, false, block_weights, dy_mat, item.gemm_threads);
+                    continue;
+                }
+            }
+            let layout = SourceLayout {
+                c: channels.len(),
+                ..source.layout(tile.samples.len())
+            };
+            let padded = scratch(padded_buf, layout.len());
+            if tile.first_band {
+                padded.fill(T::zero());
+            }
+            let columns = tile.samples.len() * tile.rows.len() * g.out_w;
             let rows = channels.len() * taps;
             let mut dcols =
                 ArrayViewMut2::from_shape((rows, columns), scratch(dcols_buf, rows * columns))
@@ -1107,9 +1188,38 @@ fn gradient_pass_by_channels<T: Element>(
                 ..window
             };
             add_columns_to_windows(dcols.view(), padded, layout, &band, tile.rows.start);
+            if tile.last_band {
+                let one = SourceLayout { n: 1, ..layout };
+                let padded_samples = padded.chunks_exact(one.len());
+                for (sample, padded) in tile.samples.clone().zip(padded_samples) {
+                    let planes = sample_planes(&mut dx_item, sample, n, (in_h, in_w));
+                    let planes = planes.insert_axis(Axis(0));
+                    crop_into(padded, one, g.padding, planes);
+                }
+            }
         }
-        crop_into(padded, layout, g.padding, dx_block);
     });
+}
+
+/// `(block channels, in_h, in_w)` of sample `sample` in an item's output
+/// of the input-gradient pass of [`gradient_pass_by_channels`] on `n`
+/// samples: `(1, in_h, channels, in_w)` for one sample, `(1, n, channels,
+/// in_h·in_w)` for more.
+fn sample_planes<'a, T>(
+    dx_item: &'a mut ArrayViewMut4<'_, T>,
+    sample: usize,
+    n: usize,
+    (in_h, in_w): (usize, usize),
+) -> ArrayViewMut3<'a, T> {
+    let planes = dx_item.view_mut().index_axis_move(Axis(0), 0);
+    if n == 1 {
+        return planes.permuted_axes([1, 0, 2]);
+    }
+    let planes = planes.index_axis_move(Axis(0), sample);
+    let channels = planes.len_of(Axis(0));
+    planes
+        .into_shape_with_order((channels, in_h, in_w))
+        .expect("a block of whole planes is contiguous")
 }
 
 /// Whether the column matrix's rows are the input's channels, pixel for
