@@ -760,18 +760,28 @@ fn lowered_at_most_once<T>(g: &Geometry, cap_bytes: usize) -> bool {
 
 /// Whether the backward pass by col2im runs in blocks of channels
 /// ([`gradient_pass_by_channels`]): a layer that [`splits_channels`], of
-/// one sample, or of several whose column matrices each fit a tile, whose
-/// weights outweigh the whole batch's column matrix (more output channels
-/// than the batch has output pixels) and outgrow `cap_bytes`. At batch 1
-/// the weight gradient then has no sum across lanes; at larger batches
-/// neither does it, where cut by samples each lane packs all of the
-/// weights for every tile of its samples and streams weight-gradient sums
-/// as large as the weights through memory, to add up after. Where the
-/// batch's column matrix is the larger, or the weights fit the cap (as the
-/// weight gradient's tiles, [`GatherLimits::gradient`], take them to), every
-/// lane reading all of the column matrix costs more than that
-/// (BENCHMARKS.md, "Channel blocks of the batch").
+/// one sample or [`in_blocks_of_the_batch`]. At batch 1 the weight
+/// gradient then has no sum across lanes, and at larger batches neither
+/// does it.
 pub(crate) fn splits_channels_backward<T>(g: &Geometry, cap_bytes: usize) -> bool {
+    splits_channels::<T>(g, cap_bytes)
+        && (g.batch == 1 || in_blocks_of_the_batch::<T>(g, cap_bytes))
+}
+
+/// Whether a layer of several samples that [`splits_channels`] runs in
+/// blocks of channels of the whole batch in its backward pass, the batch
+/// lowered once (where it is one tile) for all the lanes' products: where
+/// its samples' column matrices each fit a tile, and its weights outweigh
+/// the whole batch's column matrix (more output channels than the batch
+/// has output pixels) and outgrow `cap_bytes`. Cut by samples, each lane
+/// packs all of the weights for every tile of its samples, and the
+/// backward pass streams weight-gradient sums as large as the weights
+/// through memory, to add up after. Where the batch's column matrix is the
+/// larger, or the weights fit the cap (as the weight gradient's tiles,
+/// [`GatherLimits::gradient`], take them to), every lane reading all of the
+/// column matrix costs more than that (BENCHMARKS.md, "Channel blocks of
+/// the batch").
+fn in_blocks_of_the_batch<T>(g: &Geometry, cap_bytes: usize) -> bool {
     let whole_samples = || {
         let tiling = Tiling::new::<T>(
             (g.out_h, g.out_w),
@@ -781,10 +791,11 @@ pub(crate) fn splits_channels_backward<T>(g: &Geometry, cap_bytes: usize) -> boo
         );
         tiling.rows_per_tile >= g.out_h
     };
-    let weights_outweigh_batch = g.out_channels > g.batch * g.out_h * g.out_w
-        && g.out_channels * g.col_rows() * std::mem::size_of::<T>() > cap_bytes;
-    splits_channels::<T>(g, cap_bytes)
-        && (g.batch == 1 || (weights_outweigh_batch && whole_samples()))
+    g.batch > 1
+        && splits_channels::<T>(g, cap_bytes)
+        && g.out_channels > g.batch * g.out_h * g.out_w
+        && g.out_channels * g.col_rows() * std::mem::size_of::<T>() > cap_bytes
+        && whole_samples()
 }
 
 /// The two passes of [`gradient_pass_by_channels`]: the weight gradient
