@@ -480,27 +480,8 @@ fn lower_and_multiply_by_channels<T: Element>(
         });
 }
 
-/// Whether a one-sample pass in blocks of channels on `lanes` lanes
-/// lowers its sample once, the lanes sharing the column matrix
-/// ([`lower_batch_on_lanes`]), rather than once a lane: a column matrix
-/// that is not the input itself and fits one tile (BENCHMARKS.md, "Shared
-/// lowering").
-fn lowers_once<T: Element>(
-    source: &Source<'_, T>,
-    window: &Window,
-    (lanes, cap_bytes): (usize, usize),
-) -> bool {
-    let Source::Input { x, .. } = source else {
-        return false;
-    };
-    x.len_of(Axis(0)) == 1
-        && lanes > 1
-        && !source.lowers_in_place(window)
-        && source.tiling(window, cap_bytes).rows_per_tile >= window.out_h
-}
-
-/// The column matrix of all of `source`'s samples ([`lowers_once`],
-/// [`lowers_batch_once`]), `[c_in·kh·kw, n·out_h·out_w]`, lowered into
+/// The column matrix of all of `source`'s samples ([`lowers_once`]),
+/// `[c_in·kh·kw, n·out_h·out_w]`, lowered into
 /// `shared_buf` by `lanes` lanes together, each padding and lowering a
 /// block of input channels (the matrix's rows of those channels) with its
 /// own scratch `memory`.
@@ -561,11 +542,13 @@ fn channel_blocks_tiling<T: Element>(
     )
 }
 
-/// Whether the lanes of [`gradient_pass_by_channels`] share one column
-/// matrix of the whole batch, lowered once ([`lower_batch_on_lanes`]):
-/// on several lanes, where the matrix is not the input itself and the
-/// batch is one tile.
-fn lowers_batch_once<T: Element>(
+/// Whether the lanes of a pass in blocks of channels, on `lanes` lanes,
+/// share one column matrix of all of `source`'s samples, lowered once
+/// ([`lower_batch_on_lanes`]) rather than once a lane: on several lanes,
+/// where the matrix is not the input itself and the samples are one tile
+/// of `tiling` (BENCHMARKS.md, "Shared lowering", "Channel blocks of the
+/// batch").
+fn lowers_once<T: Element>(
     source: &Source<'_, T>,
     window: &Window,
     tiling: &Tiling,
@@ -792,7 +775,6 @@ fn in_blocks_of_the_batch<T>(g: &Geometry, cap_bytes: usize) -> bool {
         tiling.rows_per_tile >= g.out_h
     };
     g.batch > 1
-        && splits_channels::<T>(g, cap_bytes)
         && g.out_channels > g.batch * g.out_h * g.out_w
         && g.out_channels * g.col_rows() * std::mem::size_of::<T>() > cap_bytes
         && whole_samples()
@@ -850,7 +832,8 @@ pub(crate) fn forward<T: Element>(
     if by_channels {
         let source = Source::of_input(x, g);
         let window = Window::forward(g);
-        if lowers_once(&source, &window, (lanes.schedule.lanes(), cap_bytes)) {
+        let tiling = source.tiling(&window, cap_bytes);
+        if g.batch == 1 && lowers_once(&source, &window, &tiling, lanes.schedule.lanes()) {
             let operands = (&source, weights.view(), bias);
             return lower_once_and_multiply_by_channels(operands, &window, y, lanes, shared_buf);
         }
@@ -1068,7 +1051,7 @@ fn gradient_pass<T: Element>(
 /// added onto the block's windows and cropped into `dx`, tile by tile.
 /// Each lane reads its share of the weights and all of the column matrix
 /// and the error, the column matrix lowered once by the lanes together
-/// where the batch is one tile ([`lowers_batch_once`]); the bias gradient,
+/// where the batch is one tile ([`lowers_once`]); the bias gradient,
 /// one sum a channel, is summed on the calling thread. A row band of such
 /// an image gives too little to cut the weight gradient's sums by
 /// (BENCHMARKS.md, "Channel blocks", "Channel blocks of one sample",
@@ -1102,7 +1085,7 @@ fn gradient_pass_by_channels<T: Element>(
         // weights holds a column matrix the lanes share where they lower
         // the batch once.
         let (shared_buf, mut memory) = ws.memory(&schedule);
-        let shared = lowers_batch_once(&source, &window, &tiling, schedule.lanes()).then(|| {
+        let shared = lowers_once(&source, &window, &tiling, schedule.lanes()).then(|| {
             let lowering = (schedule.lanes(), lent(&mut memory));
             lower_batch_on_lanes(&source, &window, lowering, shared_buf)
         });
