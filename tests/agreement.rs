@@ -558,7 +558,8 @@ fn pointwise_input_gradients_agree_with_naive() {
 /// channels, and the input gradient by error lowering on one group at
 /// unit stride with 16 input channels or more and 512 input pixels or
 /// more (else by col2im). Channel counts that leave each
-/// number of vectors in the last block of either precision, kernels up to
+/// number of vectors in the last block of either precision (and some
+/// spanning several panels of output channels), kernels up to
 /// the 64 taps of an 8x8 one, any stride, dilation and padding, a batch of
 /// 1 to 4 cut into bands on pools of 1 to 3 threads, against the naive
 /// reference.
@@ -587,6 +588,15 @@ fn channel_vectors_agree_with_naive() {
                 let spec = Conv2dSpec::new(c_in, c_out, (k, k + case_index % 2));
                 case.spec = spec.padding((k / 2, (k - 1) / 2)).bias(case_index % 2 == 0);
                 case.input = [2, c_in, 16, 16 + case_index % 3];
+            }
+            // Output channels (and, for the input gradient, input
+            // channels) over several panels of four vectors, the last
+            // panel part-filled.
+            _ if case_index % 6 == 5 => {
+                let c_in = 66 + case_index;
+                let spec = Conv2dSpec::new(c_in, 130 + case_index, (3, 3));
+                case.spec = spec.padding((1, 1)).stride((1, 1 + case_index % 4 / 2));
+                case.input = [2, c_in, 16, 17];
             }
             _ => {}
         }

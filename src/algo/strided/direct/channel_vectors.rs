@@ -11,7 +11,9 @@
 //! multiplies one vector of weights per block of output channels by each
 //! of its six pixels' input values, broadcast straight from the padded
 //! input planes: nothing is copied but the padding, and the weights, once
-//! a call, into `[tap, output channel]` rows. The pixels of a tile need
+//! a call, into `[tap, output channel]` rows, a panel of four vectors of
+//! output channels after another, so that the weights a block of input
+//! channels reads are one run of memory that stays in L1. The pixels of a tile need
 //! not share an output row, so a tile is never cut short by the row's
 //! end; only the last tile of a band may repeat its last pixel. The tiles
 //! come out pixel-major (`[pixel, output channel]`) and are transposed
@@ -40,11 +42,12 @@ const VECTOR_BYTES: usize = 64;
 /// an array on the stack.
 pub(crate) const MAX_TAPS: usize = 64;
 
-/// Bytes of weights one block of input channels reads, a block of
-/// output channels at a time: small enough to stay in L2 while every
-/// tile of a band reads them, large enough that the tiles' sums are
-/// stored and loaded again rarely (BENCHMARKS.md, "Channel vectors").
-const BLOCK_WEIGHT_BYTES: usize = 1 << 16;
+/// Bytes of weights one block of input channels reads at most, a panel
+/// of output channels at a time: small enough to stay in the L1 data
+/// cache (32 KiB and more on the machines measured) while every tile of
+/// a band reads them, large enough that the tiles' sums are stored and
+/// loaded again rarely (BENCHMARKS.md, "Channel-vector panels").
+const BLOCK_WEIGHT_BYTES: usize = 1 << 15;
 
 /// Whether this machine runs the kernel: a CPU with AVX-512 F.
 pub(crate) fn available() -> bool {
@@ -118,6 +121,7 @@ fn run<T: Element>(
     let (c_in, c_out) = (g.in_channels_per_group(), g.out_channels_per_group());
     let k = c_in * taps;
     let width = c_out.next_multiple_of(lanes);
+    let panel_width = TILE_VECTORS * lanes;
     let schedule = ws.schedule(work);
     let (packed_buf, memory) = ws.memory(&schedule);
     // Each group's weights, then its biases, in one run.
@@ -130,11 +134,12 @@ fn run<T: Element>(
         let channels = group * c_out..(group + 1) * c_out;
         match layout {
             Layout::AsGiven => {
-                pack_weights(w.slice(s![channels.clone(), .., .., ..]), weights, width);
+                let filters = w.slice(s![channels.clone(), .., .., ..]);
+                pack_weights(filters, weights, (width, panel_width));
             }
             Layout::Turned => {
                 let filters = w.slice(s![group * c_in..(group + 1) * c_in, .., .., ..]);
-                pack_turned_weights(filters, weights, width);
+                pack_turned_weights(filters, weights, (width, panel_width));
             }
         }
         biases.fill(T::zero());
@@ -150,7 +155,6 @@ fn run<T: Element>(
         *offset = (t / g.kw) * g.dh * wp + (t % g.kw) * g.dw;
     }
     let tap_offsets = &tap_offsets[..taps];
-    let block_channels = (BLOCK_WEIGHT_BYTES / (taps * TILE_VECTORS * VECTOR_BYTES)).max(1);
     schedule.run(memory, y, |item, mut y_item, buffers| {
         let [source_buf, tiles_buf, planes_buf] = buffers.split();
         for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
@@ -161,8 +165,10 @@ fn run<T: Element>(
                 let (weights, biases) = run_of_group.split_at(k * width);
                 let tiles = scratch(tiles_buf, pixels.next_multiple_of(TILE_PIXELS) * width);
                 let first_plane = offset + group * c_in * plane;
-                for first in (0..width).step_by(TILE_VECTORS * lanes) {
+                for first in (0..width).step_by(panel_width) {
                     let vectors = ((width - first) / lanes).min(TILE_VECTORS);
+                    let panel = &weights[first * k..];
+                    let block_channels = block_channels(c_in, taps * vectors * VECTOR_BYTES);
                     for c0 in (0..c_in).step_by(block_channels) {
                         let channels = block_channels.min(c_in - c0);
                         let windows = Windows {
@@ -180,7 +186,7 @@ fn run<T: Element>(
                             (0, None) => Start::Zero,
                             _ => Start::Output,
                         };
-                        let weights = (&weights[c0 * taps * width + first..], width);
+                        let weights = (&panel[c0 * taps * vectors * lanes..], vectors * lanes);
                         let out = (&mut tiles[first..], width);
                         let raw = (windows.to_raw(), start.into_raw());
                         let done = T::channel_vector_block(source, raw, weights, out, vectors);
@@ -202,65 +208,104 @@ fn run<T: Element>(
     });
 }
 
-/// `w` (`[c_out, c_in, kh, kw]`) as `[tap, output channel]` rows of
-/// `width` (the output channels rounded up to a vector), the columns past
-/// the output channels zero.
-fn pack_weights<T: Element>(w: ndarray::ArrayView4<'_, T>, packed: &mut [T], width: usize) {
+/// Input channels a block of a panel takes: the fewest blocks whose
+/// weights (`channel_bytes` a channel) stay within [`BLOCK_WEIGHT_BYTES`],
+/// the channels shared out evenly among them.
+fn block_channels(c_in: usize, channel_bytes: usize) -> usize {
+    let blocks = (c_in * channel_bytes)
+        .div_ceil(BLOCK_WEIGHT_BYTES)
+        .clamp(1, c_in.max(1));
+    c_in.div_ceil(blocks).max(1)
+}
+
+/// Each panel's share of `[tap, output channel]` rows: `(width,
+/// panel_width)` are the output channels rounded up to a vector and the
+/// channels of a full panel. Panel `p` (output channels `p · panel_width`
+/// on, `pw` of them, fewer in the last) holds its rows one after another,
+/// `pw` long, from element `p · panel_width · k` (`k` rows of taps), so
+/// that a block's weights are one run of memory.
+fn panels(width: usize, panel_width: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..width)
+        .step_by(panel_width)
+        .map(move |first| (first, panel_width.min(width - first)))
+}
+
+/// `w` (`[c_out, c_in, kh, kw]`) as [`panels`] of `[tap, output channel]`
+/// rows, the columns past the output channels zero.
+fn pack_weights<T: Element>(
+    w: ndarray::ArrayView4<'_, T>,
+    packed: &mut [T],
+    (width, panel_width): (usize, usize),
+) {
     let c_out = w.len_of(ndarray::Axis(0));
     let k = w.len() / c_out.max(1);
-    match w.as_slice() {
-        Some(w) => transpose_on_pool(w, k, packed, width, (c_out, k)),
-        None => {
-            for (co, filter) in w.outer_iter().enumerate() {
-                for (kk, &value) in filter.iter().enumerate() {
-                    packed[kk * width + co] = value;
+    for (first, pw) in panels(width, panel_width) {
+        let panel = &mut packed[first * k..(first + pw) * k];
+        let real = pw.min(c_out - first);
+        match w.as_slice() {
+            Some(w) => transpose_on_pool(&w[first * k..], k, panel, pw, (real, k)),
+            None => {
+                let filters = w.slice(s![first..first + real, .., .., ..]);
+                for (co, filter) in filters.outer_iter().enumerate() {
+                    for (kk, &value) in filter.iter().enumerate() {
+                        panel[kk * pw + co] = value;
+                    }
                 }
             }
         }
-    }
-    if width > c_out {
-        for row in packed.chunks_exact_mut(width) {
-            row[c_out..].fill(T::zero());
+        if pw > real {
+            for row in panel.chunks_exact_mut(pw) {
+                row[real..].fill(T::zero());
+            }
         }
     }
 }
 
 /// `w` (`[c_in, c_out, kh, kw]` of the call: a layer's weights, for its
 /// input gradient) turned and channel-swapped, as [`pack_weights`] lays
-/// out the call's weights: row `c·taps + t` holds, for each output
-/// channel `o`, `w[c, o]`'s tap `taps - 1 - t`. Each input channel of the
-/// call is a transpose of its `[c_out, taps]` block with the rows taken in
-/// reverse, on the pool; the columns past the output channels are zero.
-fn pack_turned_weights<T: Element>(w: ndarray::ArrayView4<'_, T>, packed: &mut [T], width: usize) {
+/// out the call's weights: row `c·taps + t` of a panel holds, for each of
+/// its output channels `o`, `w[c, o]`'s tap `taps - 1 - t`. Each input
+/// channel of the call is a transpose of its `[pw, taps]` block with the
+/// rows taken in reverse, on the pool; the columns past the output
+/// channels are zero.
+fn pack_turned_weights<T: Element>(
+    w: ndarray::ArrayView4<'_, T>,
+    packed: &mut [T],
+    (width, panel_width): (usize, usize),
+) {
     use rayon::prelude::*;
     let (c_in, c_out, kh, kw) = w.dim();
     let taps = kh * kw;
-    let rows = &mut packed[..c_in * taps * width];
-    let turn = |(c, block): (usize, &mut [T])| {
-        let filters = w.index_axis(ndarray::Axis(0), c);
-        match filters.as_slice() {
-            Some(filters) => transpose(filters, taps, block, width, (c_out, taps)),
-            None => {
-                for (o, filter) in filters.outer_iter().enumerate() {
-                    for (t, &value) in filter.iter().enumerate() {
-                        block[t * width + o] = value;
+    let k = c_in * taps;
+    for (first, pw) in panels(width, panel_width) {
+        let rows = &mut packed[first * k..(first + pw) * k];
+        let real = pw.min(c_out - first);
+        let turn = |(c, block): (usize, &mut [T])| {
+            let filters = w.slice(s![c, first..first + real, .., ..]);
+            match filters.as_slice() {
+                Some(filters) => transpose(filters, taps, block, pw, (real, taps)),
+                None => {
+                    for (o, filter) in filters.outer_iter().enumerate() {
+                        for (t, &value) in filter.iter().enumerate() {
+                            block[t * pw + o] = value;
+                        }
                     }
                 }
             }
+            for t in 0..taps / 2 {
+                let (head, tail) = block.split_at_mut((taps - 1 - t) * pw);
+                head[t * pw..(t + 1) * pw].swap_with_slice(&mut tail[..pw]);
+            }
+            for row in block.chunks_exact_mut(pw) {
+                row[real..].fill(T::zero());
+            }
+        };
+        let block_len = (taps * pw).max(1);
+        if crate::output::worth_parallel_pass(rows.len()) {
+            rows.par_chunks_mut(block_len).enumerate().for_each(turn);
+        } else {
+            rows.chunks_mut(block_len).enumerate().for_each(turn);
         }
-        for t in 0..taps / 2 {
-            let (head, tail) = block.split_at_mut((taps - 1 - t) * width);
-            head[t * width..(t + 1) * width].swap_with_slice(&mut tail[..width]);
-        }
-        for row in block.chunks_exact_mut(width) {
-            row[c_out..].fill(T::zero());
-        }
-    };
-    let block_len = (taps * width).max(1);
-    if crate::output::worth_parallel_pass(rows.len()) {
-        rows.par_chunks_mut(block_len).enumerate().for_each(turn);
-    } else {
-        rows.chunks_mut(block_len).enumerate().for_each(turn);
     }
 }
 
