@@ -7,13 +7,13 @@
 //! A column matrix copies every window of the input before its GEMM
 //! reads it, and the GEMM runs well below the FMA peak that a direct
 //! kernel of this kind reaches (BENCHMARKS.md, "Channel vectors"). Here a
-//! tap of a tile
-//! multiplies one vector of weights per block of output channels by each
-//! of its six pixels' input values, broadcast straight from the padded
-//! input planes: nothing is copied but the padding, and the weights, once
-//! a call, into `[tap, output channel]` rows, a panel of four vectors of
-//! output channels after another, so that the weights a block of input
-//! channels reads are one run of memory that stays in L1. The pixels of a tile need
+//! tap of a tile multiplies one vector of weights per block of output
+//! channels by each of its six pixels' input values, broadcast straight
+//! from the padded input planes: nothing is copied but the padding, and
+//! the weights, once a call, into `[tap, output channel]` rows, a panel
+//! of four vectors of output channels after another, so that the weights
+//! a block of input channels reads are one run of memory that stays in
+//! L1 (BENCHMARKS.md, "Channel-vector panels"). The pixels of a tile need
 //! not share an output row, so a tile is never cut short by the row's
 //! end; only the last tile of a band may repeat its last pixel. The tiles
 //! come out pixel-major (`[pixel, output channel]`) and are transposed
