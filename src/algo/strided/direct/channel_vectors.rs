@@ -165,8 +165,8 @@ fn run<T: Element>(
                 let (weights, biases) = run_of_group.split_at(k * width);
                 let tiles = scratch(tiles_buf, pixels.next_multiple_of(TILE_PIXELS) * width);
                 let first_plane = offset + group * c_in * plane;
-                for first in (0..width).step_by(panel_width) {
-                    let vectors = ((width - first) / lanes).min(TILE_VECTORS);
+                for (first, pw) in panels(width, panel_width) {
+                    let vectors = pw / lanes;
                     let panel = &weights[first * k..];
                     let block_channels = block_channels(c_in, taps * vectors * VECTOR_BYTES);
                     for c0 in (0..c_in).step_by(block_channels) {
@@ -186,7 +186,7 @@ fn run<T: Element>(
                             (0, None) => Start::Zero,
                             _ => Start::Output,
                         };
-                        let weights = (&panel[c0 * taps * vectors * lanes..], vectors * lanes);
+                        let weights = (&panel[c0 * taps * pw..], pw);
                         let out = (&mut tiles[first..], width);
                         let raw = (windows.to_raw(), start.into_raw());
                         let done = T::channel_vector_block(source, raw, weights, out, vectors);
