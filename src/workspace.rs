@@ -513,6 +513,24 @@ pub(crate) fn scratch<T: Clone + Default>(buf: &mut Vec<T>, len: usize) -> &mut 
     &mut buf[..len]
 }
 
+/// Bytes a cache line holds on the x86-64 and AArch64 CPUs measured, and
+/// the alignment of an AVX-512 vector.
+const CACHE_LINE_BYTES: usize = 64;
+
+/// [`scratch`] starting on a cache line: a vector load or store of the
+/// slice at a multiple of a vector's width from its start never spans two
+/// lines, which halves what Intel cores load a cycle (BENCHMARKS.md,
+/// "Aligned buffers"). The slice may start past the buffer's first
+/// element, and where by depends on where the buffer lies: callers write
+/// what they read after each call, as with [`scratch`].
+pub(crate) fn aligned_scratch<T: Clone + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    let size = std::mem::size_of::<T>().max(1);
+    let slack = CACHE_LINE_BYTES.div_ceil(size);
+    let whole = scratch(buf, len + slack);
+    let skip = whole.as_ptr().align_offset(CACHE_LINE_BYTES).min(slack);
+    &mut whole[skip..skip + len]
+}
+
 /// What a workspace allocation the system refused unwinds with: the bytes
 /// asked for. [`Workspace::fallibly`] catches it.
 struct AllocationFailed(usize);
@@ -521,4 +539,44 @@ struct AllocationFailed(usize);
 /// [`Workspace::fallibly`] (without the panic hook, so nothing is printed).
 pub(crate) fn allocation_failed(bytes: usize) -> ! {
     std::panic::resume_unwind(Box::new(AllocationFailed(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CACHE_LINE_BYTES, aligned_scratch};
+
+    /// Slices of every length from buffers the allocator places anywhere
+    /// (small ones seldom on a line) start on a cache line, hold `len`
+    /// elements, and keep what was written while the buffer does not grow.
+    fn check_alignment<T: Clone + Default + PartialEq + From<u8>>() {
+        for (i, len) in [0, 1, 3, 15, 16, 17, 100, 1000, 40_000]
+            .iter()
+            .cycle()
+            .take(90)
+            .enumerate()
+        {
+            // A buffer of some earlier size, grown where the allocator puts it.
+            let mut buf: Vec<T> = vec![T::default(); i % 7 + 1];
+            let slice = aligned_scratch(&mut buf, *len);
+            assert_eq!(slice.len(), *len);
+            assert_eq!(slice.as_ptr() as usize % CACHE_LINE_BYTES, 0);
+            for (j, value) in slice.iter_mut().enumerate() {
+                *value = T::from((j % 251) as u8);
+            }
+            let again = aligned_scratch(&mut buf, *len);
+            assert!(
+                again
+                    .iter()
+                    .enumerate()
+                    .all(|(j, value)| *value == T::from((j % 251) as u8))
+            );
+        }
+    }
+
+    #[test]
+    fn aligned_scratch_starts_on_a_cache_line() {
+        check_alignment::<f32>();
+        check_alignment::<f64>();
+        check_alignment::<u8>();
+    }
 }

@@ -24,7 +24,7 @@ use crate::lanes::{Partials, Work};
 use crate::layout::transpose::{transpose, transpose_on_pool};
 use crate::operands::Backward;
 use crate::spec::Geometry;
-use crate::workspace::{Workspace, scratch};
+use crate::workspace::{Workspace, aligned_scratch};
 use ndarray::{ArrayView3, ArrayViewMut1, ArrayViewMut4, s};
 use std::ops::Range;
 
@@ -97,7 +97,7 @@ pub(crate) fn weight_gradient<T: Element>(
                 let ((source, offset), band) = padded_band(x, n, g, &item.rows, source_buf);
                 let pixels = band.out_h * g.out_w;
                 // One group's error at a time.
-                let error = scratch(error_buf, pixels * width);
+                let error = aligned_scratch(error_buf, pixels * width);
                 let plane = (band.in_h + band.padding.top + band.padding.bottom) * wp;
                 for (group, weight) in weight.chunks_exact_mut(group_len).enumerate() {
                     let channels = group * c_out_g..(group + 1) * c_out_g;

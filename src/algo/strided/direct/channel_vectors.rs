@@ -25,7 +25,7 @@ use crate::lanes::Work;
 use crate::layout::transpose::{transpose, transpose_on_pool};
 use crate::operands::Forward;
 use crate::spec::Geometry;
-use crate::workspace::{Workspace, scratch};
+use crate::workspace::{Workspace, aligned_scratch, scratch};
 use ndarray::{ArrayView4, ArrayViewMut4, s};
 
 /// Pixels a tile: with four vectors of channels, 24 sums, four weight
@@ -126,7 +126,7 @@ fn run<T: Element>(
     let (packed_buf, memory) = ws.memory(&schedule);
     // Each group's weights, then its biases, in one run.
     let group_len = (k + 1) * width;
-    let packed = scratch(packed_buf, g.groups * group_len);
+    let packed = aligned_scratch(packed_buf, g.groups * group_len);
     for (group, run_of_group) in packed.chunks_exact_mut(group_len).enumerate() {
         let (weights, biases) = run_of_group.split_at_mut(k * width);
         // The group's filters: its output channels' as given, its input
@@ -163,7 +163,8 @@ fn run<T: Element>(
             let pixels = band.out_h * g.out_w;
             for (group, run_of_group) in packed.chunks_exact(group_len).enumerate() {
                 let (weights, biases) = run_of_group.split_at(k * width);
-                let tiles = scratch(tiles_buf, pixels.next_multiple_of(TILE_PIXELS) * width);
+                let tiles =
+                    aligned_scratch(tiles_buf, pixels.next_multiple_of(TILE_PIXELS) * width);
                 let first_plane = offset + group * c_in * plane;
                 for (first, pw) in panels(width, panel_width) {
                     let vectors = pw / lanes;
