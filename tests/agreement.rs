@@ -559,7 +559,8 @@ fn pointwise_input_gradients_agree_with_naive() {
 /// unit stride with 16 input channels or more and 512 input pixels or
 /// more (else by col2im). Channel counts that leave each
 /// number of vectors in the last block of either precision (and some
-/// spanning several panels of output channels), kernels up to
+/// spanning several panels of output channels), images whose tiles take
+/// several chunks of output rows, kernels up to
 /// the 64 taps of an 8x8 one, any stride, dilation and padding, a batch of
 /// 1 to 4 cut into bands on pools of 1 to 3 threads, against the naive
 /// reference.
@@ -597,6 +598,14 @@ fn channel_vectors_agree_with_naive() {
                 let spec = Conv2dSpec::new(c_in, 130 + case_index, (3, 3));
                 case.spec = spec.padding((1, 1)).stride((1, 1 + case_index % 4 / 2));
                 case.input = [2, c_in, 16, 17];
+            }
+            // An image whose tiles take several chunks of output rows
+            // (two in f32, four in f64), whole and in bands.
+            _ if case_index % 6 == 2 => {
+                let c_in = 3 + case_index % 4;
+                let spec = Conv2dSpec::new(c_in, 33 + case_index, (3, 3));
+                case.spec = spec.padding((1, 1)).bias(case_index % 4 == 2);
+                case.input = [1 + case_index % 4 / 2, c_in, 72, 70];
             }
             _ => {}
         }

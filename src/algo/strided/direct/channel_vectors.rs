@@ -17,7 +17,8 @@
 //! not share an output row, so a tile is never cut short by the row's
 //! end; only the last tile of a band may repeat its last pixel. The tiles
 //! come out pixel-major (`[pixel, output channel]`) and are transposed
-//! into the NCHW output.
+//! into the NCHW output a chunk of output rows at a time, while the
+//! chunk's tiles are still in L2.
 
 use super::{copy_planes, padded_band};
 use crate::element::Element;
@@ -48,6 +49,13 @@ pub(crate) const MAX_TAPS: usize = 64;
 /// a band reads them, large enough that the tiles' sums are stored and
 /// loaded again rarely (BENCHMARKS.md, "Channel-vector panels").
 const BLOCK_WEIGHT_BYTES: usize = 1 << 15;
+
+/// Bytes of tiles a chunk of output rows holds at most: every block of a
+/// chunk sums into its tiles and the chunk is transposed into the output
+/// while they stay in L2 (half the smallest L2 among the machines
+/// measured, Zen 4's 1 MiB), where a large image's tiles would go out to
+/// L3 and memory between blocks (BENCHMARKS.md, "Channel-vector chunks").
+const TILE_CHUNK_BYTES: usize = 1 << 19;
 
 /// Whether this machine runs the kernel: a CPU with AVX-512 F.
 pub(crate) fn available() -> bool {
@@ -155,6 +163,9 @@ fn run<T: Element>(
         *offset = (t / g.kw) * g.dh * wp + (t % g.kw) * g.dw;
     }
     let tap_offsets = &tap_offsets[..taps];
+    // Output rows a chunk: its tiles within `TILE_CHUNK_BYTES`.
+    let row_bytes = g.out_w * width * std::mem::size_of::<T>();
+    let chunk_rows = (TILE_CHUNK_BYTES / row_bytes.max(1)).max(1);
     schedule.run(memory, y, |item, mut y_item, buffers| {
         let [source_buf, tiles_buf, planes_buf] = buffers.split();
         for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
@@ -163,46 +174,57 @@ fn run<T: Element>(
             let pixels = band.out_h * g.out_w;
             for (group, run_of_group) in packed.chunks_exact(group_len).enumerate() {
                 let (weights, biases) = run_of_group.split_at(k * width);
-                let tiles =
-                    aligned_scratch(tiles_buf, pixels.next_multiple_of(TILE_PIXELS) * width);
                 let first_plane = offset + group * c_in * plane;
-                for (first, pw) in panels(width, panel_width) {
-                    let vectors = pw / lanes;
-                    let panel = &weights[first * k..];
-                    let block_channels = block_channels(c_in, taps * vectors * VECTOR_BYTES);
-                    for c0 in (0..c_in).step_by(block_channels) {
-                        let channels = block_channels.min(c_in - c0);
-                        let windows = Windows {
-                            pixels,
-                            out_w: g.out_w,
-                            start: first_plane + c0 * plane,
-                            row_step: g.sh * wp,
-                            col_step: g.sw,
-                            taps: tap_offsets,
-                            channels,
-                            plane,
-                        };
-                        let start = match (c0, bias) {
-                            (0, Some(_)) => Start::Bias(&biases[first..]),
-                            (0, None) => Start::Zero,
-                            _ => Start::Output,
-                        };
-                        let weights = (&panel[c0 * taps * pw..], pw);
-                        let out = (&mut tiles[first..], width);
-                        let raw = (windows.to_raw(), start.into_raw());
-                        let done = T::channel_vector_block(source, raw, weights, out, vectors);
-                        assert!(done, "the kernel applies only where the CPU runs it");
-                    }
-                }
-                let tiles: &[T] = tiles;
                 let mut y_group = y_n.slice_mut(s![group * c_out..(group + 1) * c_out, .., ..]);
-                match y_group.as_slice_mut() {
-                    Some(out) => transpose(tiles, width, out, pixels, (pixels, c_out)),
-                    None => {
-                        let planes = scratch(planes_buf, c_out * pixels);
-                        transpose(tiles, width, planes, pixels, (pixels, c_out));
-                        copy_planes(planes, y_group);
+                let contiguous = y_group.is_standard_layout();
+                let planes: &mut [T] = if contiguous {
+                    &mut []
+                } else {
+                    scratch(planes_buf, c_out * pixels)
+                };
+                for r0 in (0..band.out_h).step_by(chunk_rows) {
+                    let chunk_px = chunk_rows.min(band.out_h - r0) * g.out_w;
+                    let tiles =
+                        aligned_scratch(tiles_buf, chunk_px.next_multiple_of(TILE_PIXELS) * width);
+                    for (first, pw) in panels(width, panel_width) {
+                        let vectors = pw / lanes;
+                        let panel = &weights[first * k..];
+                        let block_channels = block_channels(c_in, taps * vectors * VECTOR_BYTES);
+                        for c0 in (0..c_in).step_by(block_channels) {
+                            let channels = block_channels.min(c_in - c0);
+                            let windows = Windows {
+                                pixels: chunk_px,
+                                out_w: g.out_w,
+                                start: first_plane + c0 * plane + r0 * g.sh * wp,
+                                row_step: g.sh * wp,
+                                col_step: g.sw,
+                                taps: tap_offsets,
+                                channels,
+                                plane,
+                            };
+                            let start = match (c0, bias) {
+                                (0, Some(_)) => Start::Bias(&biases[first..]),
+                                (0, None) => Start::Zero,
+                                _ => Start::Output,
+                            };
+                            let weights = (&panel[c0 * taps * pw..], pw);
+                            let out = (&mut tiles[first..], width);
+                            let raw = (windows.to_raw(), start.into_raw());
+                            let done = T::channel_vector_block(source, raw, weights, out, vectors);
+                            assert!(done, "the kernel applies only where the CPU runs it");
+                        }
                     }
+                    let tiles: &[T] = tiles;
+                    let at = r0 * g.out_w;
+                    let dst: &mut [T] = if contiguous {
+                        y_group.as_slice_mut().expect("standard layout")
+                    } else {
+                        &mut *planes
+                    };
+                    transpose(tiles, width, &mut dst[at..], pixels, (chunk_px, c_out));
+                }
+                if !contiguous {
+                    copy_planes(planes, y_group);
                 }
             }
         }
