@@ -4,8 +4,8 @@ rows, in one run.
 
 For each row, first, gemmconv's CLI builds the problem, checks every algorithm
 against the naive reference, times them and writes the inputs, naive's
-results and its medians (`--save`; functional calls that allocate their
-results, as PyTorch's do). This script then (after all rows, so
+results and the medians of its single calls (`--save`; functional calls
+that allocate their results, as PyTorch's do). This script then (after all rows, so
 that PyTorch's threads do not idle beside gemmconv's) runs PyTorch on the very
 same inputs, checks its forward output and dX, dW, db against gemmconv's,
 and only then times it: forward under `no_grad`, backward as

@@ -58,6 +58,7 @@ pub fn kernels<T: Element>(
         let empty = |loops| Timing {
             per_loop: Vec::new(),
             loops,
+            per_call: Vec::new(),
         };
         contenders.push((label, ws, empty(fwd_loops), empty(bwd_loops)));
     }
