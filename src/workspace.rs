@@ -513,13 +513,13 @@ pub(crate) fn scratch<T: Clone + Default>(buf: &mut Vec<T>, len: usize) -> &mut 
     &mut buf[..len]
 }
 
-/// Bytes a cache line holds on the x86-64 and AArch64 CPUs measured, and
-/// the alignment of an AVX-512 vector.
+/// Bytes of a cache line on the x86-64 CPUs measured, and of an AVX-512
+/// vector.
 const CACHE_LINE_BYTES: usize = 64;
 
 /// [`scratch`] starting on a cache line: a vector load or store of the
 /// slice at a multiple of a vector's width from its start never spans two
-/// lines, which halves what Intel cores load a cycle (BENCHMARKS.md,
+/// lines, each of which costs the core a second access (BENCHMARKS.md,
 /// "Aligned buffers"). The slice may start past the buffer's first
 /// element, and where by depends on where the buffer lies: callers write
 /// what they read after each call, as with [`scratch`].
