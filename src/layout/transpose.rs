@@ -93,10 +93,12 @@ pub(crate) fn transpose_on_pool<T: Element>(
 mod tests {
     use super::{transpose, transpose_on_pool};
 
-    /// Every shape around the tile sizes, with padded strides, against the
-    /// definition; elements outside the destination's shape stay untouched.
+    /// Every shape around the tile sizes and the tiles' bands of 64 rows
+    /// (one band and a part, two whole bands and a part), with padded
+    /// strides, against the definition; elements outside the destination's
+    /// shape stay untouched.
     fn check<T: crate::Element>() {
-        for rows in [1, 3, 4, 5, 8, 9, 17] {
+        for rows in [1, 3, 4, 5, 8, 9, 17, 72, 141] {
             for cols in [1, 2, 4, 7, 8, 16, 19] {
                 let (src_stride, dst_stride) = (cols + 3, rows + 2);
                 let src: Vec<T> = (0..rows * src_stride)

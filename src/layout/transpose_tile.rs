@@ -104,6 +104,16 @@ fn scalar_tiles<T: Copy>(
 mod avx {
     use std::arch::x86_64::*;
 
+    /// Source rows a band of the tile grid holds (a multiple of every tile's
+    /// side). The grid goes band by band, each band a column of tiles at a
+    /// time, so that a destination row takes a band's elements in one run,
+    /// whole cache lines, before the next row. A row of tiles at a time
+    /// writes 32 bytes into each of the destination's rows and comes back
+    /// for the rest a row of tiles later: on the channel vectors' tiles into
+    /// a sample's output planes that took up to 3.4x the time
+    /// (BENCHMARKS.md, "Transposes in bands").
+    const BAND_ROWS: usize = 64;
+
     /// Every tile of a `rows x cols` grid of `8 x 8` tiles.
     ///
     /// # Safety
@@ -118,18 +128,20 @@ mod avx {
         dst_stride: usize,
         (rows, cols): (usize, usize),
     ) {
-        for i in (0..rows).step_by(8) {
+        for band in (0..rows).step_by(BAND_ROWS) {
             for j in (0..cols).step_by(8) {
-                // SAFETY: tile (i, j) lies inside the grid the caller
-                // guarantees valid.
-                unsafe {
-                    tile_f32(
-                        src.add(i * src_stride + j),
-                        src_stride,
-                        dst.add(j * dst_stride + i),
-                        dst_stride,
-                    )
-                };
+                for i in (band..rows.min(band + BAND_ROWS)).step_by(8) {
+                    // SAFETY: tile (i, j) lies inside the grid the caller
+                    // guarantees valid.
+                    unsafe {
+                        tile_f32(
+                            src.add(i * src_stride + j),
+                            src_stride,
+                            dst.add(j * dst_stride + i),
+                            dst_stride,
+                        )
+                    };
+                }
             }
         }
     }
@@ -146,17 +158,19 @@ mod avx {
         dst_stride: usize,
         (rows, cols): (usize, usize),
     ) {
-        for i in (0..rows).step_by(4) {
+        for band in (0..rows).step_by(BAND_ROWS) {
             for j in (0..cols).step_by(4) {
-                // SAFETY: as in `tiles_f32`.
-                unsafe {
-                    tile_f64(
-                        src.add(i * src_stride + j),
-                        src_stride,
-                        dst.add(j * dst_stride + i),
-                        dst_stride,
-                    )
-                };
+                for i in (band..rows.min(band + BAND_ROWS)).step_by(4) {
+                    // SAFETY: as in `tiles_f32`.
+                    unsafe {
+                        tile_f64(
+                            src.add(i * src_stride + j),
+                            src_stride,
+                            dst.add(j * dst_stride + i),
+                            dst_stride,
+                        )
+                    };
+                }
             }
         }
     }
