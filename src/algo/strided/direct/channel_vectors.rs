@@ -186,34 +186,24 @@ fn run<T: Element>(
                     let chunk_px = chunk_rows.min(band.out_h - r0) * g.out_w;
                     let tiles =
                         aligned_scratch(tiles_buf, chunk_px.next_multiple_of(TILE_PIXELS) * width);
-                    for (first, pw) in panels(width, panel_width) {
-                        let vectors = pw / lanes;
-                        let panel = &weights[first * k..];
-                        let block_channels = block_channels(c_in, taps * vectors * VECTOR_BYTES);
-                        for c0 in (0..c_in).step_by(block_channels) {
-                            let channels = block_channels.min(c_in - c0);
-                            let windows = Windows {
-                                pixels: chunk_px,
-                                out_w: g.out_w,
-                                start: first_plane + c0 * plane + r0 * g.sh * wp,
-                                row_step: g.sh * wp,
-                                col_step: g.sw,
-                                taps: tap_offsets,
-                                channels,
-                                plane,
-                            };
-                            let start = match (c0, bias) {
-                                (0, Some(_)) => Start::Bias(&biases[first..]),
-                                (0, None) => Start::Zero,
-                                _ => Start::Output,
-                            };
-                            let weights = (&panel[c0 * taps * pw..], pw);
-                            let out = (&mut tiles[first..], width);
-                            let raw = (windows.to_raw(), start.into_raw());
-                            let done = T::channel_vector_block(source, raw, weights, out, vectors);
-                            assert!(done, "the kernel applies only where the CPU runs it");
-                        }
-                    }
+                    let chunk = Windows {
+                        pixels: chunk_px,
+                        out_w: g.out_w,
+                        start: first_plane + r0 * g.sh * wp,
+                        row_step: g.sh * wp,
+                        col_step: g.sw,
+                        taps: tap_offsets,
+                        channels: c_in,
+                        plane,
+                    };
+                    let biases = bias.map(|_| biases);
+                    sum_chunk(
+                        source,
+                        chunk,
+                        (weights, biases),
+                        tiles,
+                        (width, panel_width),
+                    );
                     let tiles: &[T] = tiles;
                     let at = r0 * g.out_w;
                     let dst: &mut [T] = if contiguous {
@@ -229,6 +219,44 @@ fn run<T: Element>(
             }
         }
     });
+}
+
+/// Sums the tiles of a chunk's windows (every input channel of a group)
+/// into `tiles` (`[pixel, output channel]` rows, `width` apart), panel by
+/// panel of `panel_width` output channels and block by block of input
+/// channels, from the group's packed `weights` and its `biases` (or zero).
+fn sum_chunk<T: Element>(
+    source: &[T],
+    chunk: Windows<'_>,
+    (weights, biases): (&[T], Option<&[T]>),
+    tiles: &mut [T],
+    (width, panel_width): (usize, usize),
+) {
+    let lanes = VECTOR_BYTES / std::mem::size_of::<T>();
+    let taps = chunk.taps.len();
+    let k = chunk.channels * taps;
+    for (first, pw) in panels(width, panel_width) {
+        let vectors = pw / lanes;
+        let panel = &weights[first * k..];
+        let block_channels = block_channels(chunk.channels, taps * vectors * VECTOR_BYTES);
+        for c0 in (0..chunk.channels).step_by(block_channels) {
+            let windows = Windows {
+                start: chunk.start + c0 * chunk.plane,
+                channels: block_channels.min(chunk.channels - c0),
+                ..chunk
+            };
+            let start = match (c0, biases) {
+                (0, Some(biases)) => Start::Bias(&biases[first..]),
+                (0, None) => Start::Zero,
+                _ => Start::Output,
+            };
+            let weights = (&panel[c0 * taps * pw..], pw);
+            let out = (&mut tiles[first..], width);
+            let raw = (windows.to_raw(), start.into_raw());
+            let done = T::channel_vector_block(source, raw, weights, out, vectors);
+            assert!(done, "the kernel applies only where the CPU runs it");
+        }
+    }
 }
 
 /// Input channels a block of a panel takes: the fewest blocks whose
