@@ -1,8 +1,8 @@
 //! `%timeit`-style timing: warm up, then several runs of a fixed number of
 //! loops each, reported as the mean and standard deviation of the per-loop
 //! time across runs; each call is timed too, for the median of single
-//! calls that `--save` writes, the statistic `benches/pytorch.py` takes of
-//! PyTorch and onnxruntime.
+//! calls that `--save` writes and the report prints, the statistic
+//! `benches/pytorch.py` takes of PyTorch and onnxruntime.
 
 use std::time::{Duration, Instant};
 
@@ -95,11 +95,12 @@ impl std::fmt::Display for Timing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} ± {} per loop (mean ± std. dev. of {} runs, {} loops each)",
+            "{} ± {} per loop (mean ± std. dev. of {} runs, {} loops each; median call {})",
             format_seconds(self.mean()),
             format_seconds(self.std()),
             self.per_loop.len(),
-            self.loops
+            self.loops,
+            format_seconds(self.call_median())
         )
     }
 }
@@ -127,6 +128,10 @@ mod tests {
         };
         assert_eq!(made.median(), 6.0);
         assert_eq!(made.call_median(), 4.0);
+        assert!(
+            made.to_string()
+                .ends_with("2 loops each; median call 4.000 s)")
+        );
         let untimed_calls = Timing {
             per_call: Vec::new(),
             ..made
