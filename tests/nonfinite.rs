@@ -252,3 +252,47 @@ fn transposed_and_1d_convolutions_poison_what_the_naive_sum_poisons() {
         );
     }
 }
+
+/// The weight gradient asked for alone (no input gradient, so no check of
+/// every output a lane writes, and no bias gradient, whose sums would show
+/// a non-finite error) on a layer with more output channels than the batch
+/// has output pixels, which the column matrix runs in blocks of channels of
+/// the whole batch, with one special value in the input or the error:
+/// padding zeros meet it in the lowered columns.
+#[test]
+fn weight_gradient_alone_poisons_what_the_naive_sum_poisons() {
+    let mut rng = rng(5);
+    let spec = Conv2dSpec::new(32, 64, (3, 3)).padding((1, 1));
+    let input = [2, 32, 3, 3];
+    let output = spec.output_shape(input).unwrap();
+    let shapes = (input, spec.weight_shape(), output);
+    for case in 0..12 {
+        let mut operands = random_operands4::<f32>(&mut rng, shapes);
+        let (x, w, _, dy) = &mut operands;
+        let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][case % 3];
+        if case % 2 == 0 {
+            x[[0, rng.random_range(0..32), 0, rng.random_range(0..3)]] = special;
+        } else {
+            dy[[1, rng.random_range(0..64), rng.random_range(0..3), 2]] = special;
+        }
+        let weight_gradient = |algorithm: Algorithm, ws: &mut gemmconv::Workspace<f32>| {
+            let mut dw = Array::zeros(spec.weight_shape());
+            let out = gemmconv::SelectedGradientsMut {
+                dx: None,
+                dw: Some(dw.view_mut()),
+                db: None,
+            };
+            let operands = (x.view(), w.view(), dy.view());
+            gemmconv::conv2d_backward_selected_into(
+                operands.0, operands.1, operands.2, &spec, algorithm, ws, out,
+            )
+            .unwrap();
+            dw
+        };
+        let want = weight_gradient(Algorithm::Naive, &mut Default::default());
+        for (algorithm, mut ws, label) in configurations::<f32>() {
+            let got = weight_gradient(algorithm, &mut ws);
+            assert_alike(&got, &want, &format!("case {case}, {label}: dw"));
+        }
+    }
+}
