@@ -87,11 +87,11 @@ pub(crate) fn weight_gradient<T: Element>(
             let Partials { weight, bias } = partials;
             let [source_buf, error_buf] = buffers.split();
             for n in item.samples.clone() {
-                let dy_band = dy.slice(s![n, .., item.rows.clone(), ..]);
-                for (b, channel) in bias.iter_mut().zip(dy_band.outer_iter()) {
-                    *b += channel.sum();
-                }
                 if dw_len == 0 {
+                    let dy_band = dy.slice(s![n, .., item.rows.clone(), ..]);
+                    for (b, channel) in bias.iter_mut().zip(dy_band.outer_iter()) {
+                        *b += channel.sum();
+                    }
                     continue;
                 }
                 let ((source, offset), band) = padded_band(x, n, g, &item.rows, source_buf);
@@ -101,8 +101,17 @@ pub(crate) fn weight_gradient<T: Element>(
                 let plane = (band.in_h + band.padding.top + band.padding.bottom) * wp;
                 for (group, weight) in weight.chunks_exact_mut(group_len).enumerate() {
                     let channels = group * c_out_g..(group + 1) * c_out_g;
-                    let dy_group = dy.slice(s![n, channels, .., ..]);
+                    let dy_group = dy.slice(s![n, channels.clone(), .., ..]);
                     error_panels(dy_group, &item.rows, error, (width, TILE_VECTORS * lanes));
+                    if db_len > 0 {
+                        let bias = &mut bias[channels.clone()];
+                        add_error_sums(
+                            error,
+                            (pixels, g.out_w),
+                            (width, TILE_VECTORS * lanes),
+                            bias,
+                        );
+                    }
                     for first in (0..width).step_by(TILE_VECTORS * lanes) {
                         let vectors = ((width - first) / lanes).min(TILE_VECTORS);
                         for row in (0..band.out_h).step_by(block_rows) {
@@ -204,6 +213,62 @@ fn error_panels<T: Element>(
             for row in panel.chunks_exact_mut(panel_width) {
                 row[channels..].fill(T::zero());
             }
+        }
+    }
+}
+
+/// Adds each output channel's error over the pixels of the panels
+/// [`error_panels`] wrote (`pixels` of them, in rows of `out_w`) onto
+/// `bias`, the group's channels: the panels are in cache, where a sum of
+/// the error planes would read them from memory once more (BENCHMARKS.md,
+/// "Bias sums from the error panels"). Each row of pixels is summed on its
+/// own before it is added, so that the rounding grows with the row and
+/// the rows, not with the band's pixels.
+fn add_error_sums<T: Element>(
+    error: &[T],
+    (pixels, out_w): (usize, usize),
+    (width, block): (usize, usize),
+    bias: &mut [T],
+) {
+    const MOST_BLOCK: usize = TILE_VECTORS * VECTOR_BYTES / 4;
+    for first in (0..width).step_by(block) {
+        let panel_width = block.min(width - first);
+        let channels = panel_width.min(bias.len().saturating_sub(first));
+        let panel = &error[first * pixels..(first + panel_width) * pixels];
+        let mut sums = [T::zero(); MOST_BLOCK];
+        for row in panel.chunks(out_w.max(1) * panel_width) {
+            let mut row_sums = [T::zero(); MOST_BLOCK];
+            // Whole panels (of `f32` and of `f64`) as arrays of a fixed
+            // width: the compiler adds each pixel's row in whole vectors.
+            match panel_width {
+                64 => add_pixels::<T, 64>(row, &mut row_sums),
+                32 => add_pixels::<T, 32>(row, &mut row_sums),
+                _ => {
+                    for pixel in row.chunks_exact(panel_width) {
+                        for (sum, &value) in row_sums.iter_mut().zip(pixel) {
+                            *sum += value;
+                        }
+                    }
+                }
+            }
+            for (sum, row_sum) in sums.iter_mut().zip(row_sums) {
+                *sum += row_sum;
+            }
+        }
+        for (b, sum) in bias[first..first + channels].iter_mut().zip(sums) {
+            *b += sum;
+        }
+    }
+}
+
+/// Adds the pixels of `row`, each `N` values, onto the first `N` of
+/// `sums`.
+fn add_pixels<T: Element, const N: usize>(row: &[T], sums: &mut [T]) {
+    let sums: &mut [T; N] = (&mut sums[..N]).try_into().expect("N sums");
+    for pixel in row.chunks_exact(N) {
+        let pixel: &[T; N] = pixel.try_into().expect("chunks of N");
+        for (sum, &value) in sums.iter_mut().zip(pixel) {
+            *sum += value;
         }
     }
 }
