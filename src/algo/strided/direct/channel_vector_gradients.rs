@@ -230,7 +230,9 @@ fn add_error_sums<T: Element>(
     (width, block): (usize, usize),
     bias: &mut [T],
 ) {
-    const MOST_BLOCK: usize = TILE_VECTORS * VECTOR_BYTES / 4;
+    // The widest panel, of `f32`.
+    const MOST_BLOCK: usize = TILE_VECTORS * VECTOR_BYTES / std::mem::size_of::<f32>();
+    assert!(block <= MOST_BLOCK, "panels of {block} channels");
     for first in (0..width).step_by(block) {
         let panel_width = block.min(width - first);
         let channels = panel_width.min(bias.len().saturating_sub(first));
