@@ -26,7 +26,8 @@ pub enum Kernel {
     /// 1x1 that Winograd does not take run on the direct kernel's channel
     /// vectors, group by group, when the call has 512 output pixels or
     /// more, and so does the backward pass of such layers with groups of
-    /// 8 to 16 output channels, grouped or not.
+    /// 8 to 16 output channels, grouped or not; so do both passes of
+    /// Winograd's layers on calls of fewer than 8192 output pixels.
     #[default]
     Auto,
     /// Lowering through a column matrix and one GEMM per tile of output

@@ -210,6 +210,24 @@ fn winograd_suits(g: &Geometry) -> bool {
         && g.out_h >= 8 * g.dh
         && g.out_w >= 8 * g.dw
         && g.out_h * g.out_w >= 8 * g.out_channels
+        && !channel_vectors_lead_winograd(g)
+}
+
+/// The fewest output pixels (over the batch) on which Winograd runs rather
+/// than the channel vectors, where both could: its rate climbs with the
+/// pixels a call (each band's transforms and 16 GEMMs cost what a band
+/// costs, however few its tiles), the channel vectors' stays level. On
+/// ResNet-50's 56x56 layer of 64 channels the channel vectors lead at
+/// batch 1 (3136 pixels) on both machines measured, and Winograd leads at
+/// batch 8 (25088) on the AMD Zen 5 (BENCHMARKS.md, "Winograd against the
+/// channel vectors by batch").
+const WINOGRAD_PIXELS: usize = 8192;
+
+/// The channel vectors run `g`, a layer Winograd could take, faster than
+/// Winograd: where they are worth running, on calls of fewer than
+/// [`WINOGRAD_PIXELS`] output pixels.
+fn channel_vectors_lead_winograd(g: &Geometry) -> bool {
+    channel_vectors_worth(g) && g.batch * g.out_h * g.out_w < WINOGRAD_PIXELS
 }
 
 /// The kernel that runs the backward pass: `Kernel::Auto` resolved, and a
@@ -680,7 +698,8 @@ mod tests {
         let spec = Conv2dSpec::new(32, 32, (3, 3))
             .dilation((dilation, dilation))
             .padding((dilation, dilation));
-        Geometry::new(&spec, [1, 32, size, size]).unwrap()
+        // A batch large enough for Winograd on every size tested.
+        Geometry::new(&spec, [64, 32, size, size]).unwrap()
     }
 
     #[test]
@@ -690,5 +709,40 @@ mod tests {
         assert!(!winograd_suits(&dilated(2, 15)));
         assert!(!winograd_suits(&dilated(100, 10)));
         assert!(winograd_applies(&dilated(100, 10)));
+    }
+
+    /// ResNet-50's 56x56 layer of 64 channels: on the channel vectors at
+    /// batch 1 and 2 where the CPU runs them, on Winograd at batch 4 and
+    /// up (and everywhere without AVX-512), both passes.
+    #[test]
+    fn auto_takes_the_channel_vectors_over_winograd_on_small_calls() {
+        let layer = |batch| {
+            let spec = Conv2dSpec::new(64, 64, (3, 3)).padding((1, 1));
+            Geometry::new(&spec, [batch, 64, 56, 56]).unwrap()
+        };
+        let small = if direct::channel_vectors::available() {
+            Kernel::Direct
+        } else {
+            Kernel::Winograd
+        };
+        let auto = (Kernel::Auto, InputGradient::Auto);
+        for (batch, expected) in [
+            (1, small),
+            (2, small),
+            (4, Kernel::Winograd),
+            (8, Kernel::Winograd),
+        ] {
+            let g = layer(batch);
+            assert_eq!(
+                forward_kernel(auto.0, auto.1, &g),
+                expected,
+                "batch {batch}"
+            );
+            assert_eq!(
+                backward_kernel(auto.0, auto.1, &g),
+                expected,
+                "batch {batch}"
+            );
+        }
     }
 }
