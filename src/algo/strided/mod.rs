@@ -202,7 +202,8 @@ fn winograd_applies(g: &Geometry) -> bool {
 /// pixels an output channel: its 16 GEMMs a band have a row per tile (a
 /// quarter of the band's pixels), too few on small images with many
 /// channels (up to 9x slower than the column matrix on ResNet-50's 14x14
-/// layers).
+/// layers); and not where the channel vectors lead it on a small call
+/// ([`channel_vectors_lead_winograd`]).
 fn winograd_suits(g: &Geometry) -> bool {
     winograd_applies(g)
         && g.in_channels >= 32
@@ -215,8 +216,8 @@ fn winograd_suits(g: &Geometry) -> bool {
 
 /// The fewest output pixels (over the batch) on which Winograd runs rather
 /// than the channel vectors, where both could: its rate climbs with the
-/// pixels a call (each band's transforms and 16 GEMMs cost what a band
-/// costs, however few its tiles), the channel vectors' stays level. On
+/// pixels a call (each band's 16 GEMMs have a row per tile, few on a
+/// small call), the channel vectors' does not. On
 /// ResNet-50's 56x56 layer of 64 channels the channel vectors lead at
 /// batch 1 (3136 pixels) on both machines measured, and Winograd leads at
 /// batch 8 (25088) on the AMD Zen 5 (BENCHMARKS.md, "Winograd against the
