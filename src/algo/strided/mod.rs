@@ -217,11 +217,11 @@ fn winograd_suits(g: &Geometry) -> bool {
 /// The fewest output pixels (over the batch) on which Winograd runs rather
 /// than the channel vectors, where both could: its rate climbs with the
 /// pixels a call (each band's 16 GEMMs have a row per tile, few on a
-/// small call), the channel vectors' does not. On
-/// ResNet-50's 56x56 layer of 64 channels the channel vectors lead at
-/// batch 1 (3136 pixels) on both machines measured, and Winograd leads at
-/// batch 8 (25088) on the AMD Zen 5 (BENCHMARKS.md, "Winograd against the
-/// channel vectors by batch").
+/// small call), the channel vectors' does not. On ResNet-50's 56x56 layer
+/// of 64 channels the channel vectors lead at batch 1 (3136 pixels) on
+/// both machines measured, and Winograd leads at batch 8 (25088) on the
+/// AMD Zen 5 (BENCHMARKS.md, "Winograd against the channel vectors by
+/// batch").
 const WINOGRAD_PIXELS: usize = 8192;
 
 /// The channel vectors run `g`, a layer Winograd could take, faster than
