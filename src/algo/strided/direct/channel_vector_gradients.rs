@@ -96,8 +96,19 @@ pub(crate) fn weight_gradient<T: Element>(
                 }
                 let ((source, offset), band) = padded_band(x, n, g, &item.rows, source_buf);
                 let pixels = band.out_h * g.out_w;
-                // One group's error at a time.
+                // One group's error at a time. The columns past a group's
+                // output channels (lanes no channel fills) take part in no
+                // result; they are zeroed so that what the buffer held
+                // before (subnormals, say) cannot slow the products, once
+                // a sample, since every group's panels put them in the
+                // same places and [`error_panels`] leaves them: a fill of
+                // each pixel's few columns, a call to `memset` a pixel,
+                // cost a tenth of the pass (BENCHMARKS.md, "Error panels
+                // of narrow groups").
                 let error = aligned_scratch(error_buf, pixels * width);
+                if width > c_out_g {
+                    error.fill(T::zero());
+                }
                 let plane = (band.in_h + band.padding.top + band.padding.bottom) * wp;
                 for (group, weight) in weight.chunks_exact_mut(group_len).enumerate() {
                     let channels = group * c_out_g..(group + 1) * c_out_g;
@@ -173,9 +184,10 @@ pub(crate) fn weight_gradient<T: Element>(
 /// Output rows `rows` of one sample's error (`[c_out, out_h, out_w]`) as
 /// panels of `block` output channels (the channels rounded up to `width`,
 /// the last panel narrower), each `[pixel, output channel]` rows of the
-/// panel's width, one after another, the columns past the output channels
-/// zero. A tile reads its vectors from consecutive rows of one panel:
-/// rows of the whole `width` would put a tile's vectors a multiple of
+/// panel's width, one after another; the columns past the output channels
+/// are left as they are (the caller zeroes them once for every group,
+/// whose panels all put them in the same places). A tile reads its
+/// vectors from consecutive rows of one panel: rows of the whole `width` would put a tile's vectors a multiple of
 /// 1 KiB apart on the wide layers, where they fall into a few of L1's sets
 /// and evict each other.
 fn error_panels<T: Element>(
@@ -209,11 +221,6 @@ fn error_panels<T: Element>(
                 }
             }
         }
-        if panel_width > channels {
-            for row in panel.chunks_exact_mut(panel_width) {
-                row[channels..].fill(T::zero());
-            }
-        }
     }
 }
 
@@ -240,11 +247,16 @@ fn add_error_sums<T: Element>(
         let mut sums = [T::zero(); MOST_BLOCK];
         for row in panel.chunks(out_w.max(1) * panel_width) {
             let mut row_sums = [T::zero(); MOST_BLOCK];
-            // Whole panels (of `f32` and of `f64`) as arrays of a fixed
-            // width: the compiler adds each pixel's row in whole vectors.
+            // Panels of whole vectors (of `f32` and of `f64`) as arrays of
+            // a fixed width: the compiler adds each pixel's row in whole
+            // vectors.
             match panel_width {
                 64 => add_pixels::<T, 64>(row, &mut row_sums),
+                48 => add_pixels::<T, 48>(row, &mut row_sums),
                 32 => add_pixels::<T, 32>(row, &mut row_sums),
+                24 => add_pixels::<T, 24>(row, &mut row_sums),
+                16 => add_pixels::<T, 16>(row, &mut row_sums),
+                8 => add_pixels::<T, 8>(row, &mut row_sums),
                 _ => {
                     for pixel in row.chunks_exact(panel_width) {
                         for (sum, &value) in row_sums.iter_mut().zip(pixel) {
