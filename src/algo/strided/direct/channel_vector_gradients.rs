@@ -187,9 +187,9 @@ pub(crate) fn weight_gradient<T: Element>(
 /// panel's width, one after another; the columns past the output channels
 /// are left as they are (the caller zeroes them once for every group,
 /// whose panels all put them in the same places). A tile reads its
-/// vectors from consecutive rows of one panel: rows of the whole `width` would put a tile's vectors a multiple of
-/// 1 KiB apart on the wide layers, where they fall into a few of L1's sets
-/// and evict each other.
+/// vectors from consecutive rows of one panel: rows of the whole `width`
+/// would put a tile's vectors a multiple of 1 KiB apart on the wide
+/// layers, where they fall into a few of L1's sets and evict each other.
 fn error_panels<T: Element>(
     dy: ArrayView3<'_, T>,
     rows: &Range<usize>,
