@@ -86,6 +86,24 @@ pub(crate) fn weight_gradient<T: Element>(
         |item, _, buffers, partials| {
             let Partials { weight, bias } = partials;
             let [source_buf, error_buf] = buffers.split();
+            // One group's error at a time, for every sample of the item.
+            // The columns past a group's output channels (lanes no channel
+            // fills) take part in no result; they are zeroed so that what
+            // the buffer held before (subnormals, say) cannot slow the
+            // products, once an item, since every group's panels put them
+            // in the same places and [`error_panels`] leaves them: a fill
+            // of each pixel's few columns, a call to `memset` a pixel,
+            // cost a tenth of the pass (BENCHMARKS.md, "Error panels of
+            // narrow groups").
+            let pixels = item.rows.len() * g.out_w;
+            let error: &mut [T] = if dw_len == 0 {
+                &mut []
+            } else {
+                aligned_scratch(error_buf, pixels * width)
+            };
+            if width > c_out_g {
+                error.fill(T::zero());
+            }
             for n in item.samples.clone() {
                 if dw_len == 0 {
                     let dy_band = dy.slice(s![n, .., item.rows.clone(), ..]);
@@ -95,20 +113,7 @@ pub(crate) fn weight_gradient<T: Element>(
                     continue;
                 }
                 let ((source, offset), band) = padded_band(x, n, g, &item.rows, source_buf);
-                let pixels = band.out_h * g.out_w;
-                // One group's error at a time. The columns past a group's
-                // output channels (lanes no channel fills) take part in no
-                // result; they are zeroed so that what the buffer held
-                // before (subnormals, say) cannot slow the products, once
-                // a sample, since every group's panels put them in the
-                // same places and [`error_panels`] leaves them: a fill of
-                // each pixel's few columns, a call to `memset` a pixel,
-                // cost a tenth of the pass (BENCHMARKS.md, "Error panels
-                // of narrow groups").
-                let error = aligned_scratch(error_buf, pixels * width);
-                if width > c_out_g {
-                    error.fill(T::zero());
-                }
+                debug_assert_eq!(band.out_h * g.out_w, pixels);
                 let plane = (band.in_h + band.padding.top + band.padding.bottom) * wp;
                 for (group, weight) in weight.chunks_exact_mut(group_len).enumerate() {
                     let channels = group * c_out_g..(group + 1) * c_out_g;
