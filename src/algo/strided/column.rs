@@ -946,13 +946,23 @@ fn error_matrix<'a, T: Element>(
     {
         return view;
     }
-    let len = c_out * n * rows * out_w;
-    let data = scratch(buf, len);
-    ArrayViewMut4::from_shape((c_out, n, rows, out_w), &mut *data)
-        .expect("sized above")
-        .assign(&dy_tile.permuted_axes([1, 0, 2, 3]));
+    let plane = rows * out_w;
+    let data = scratch(buf, c_out * n * plane);
+    // Plane by plane: a sample's rows of a channel are one run of memory
+    // where `dy`'s rows are, copied whole; an element-wise copy of the
+    // permuted tile walks runs a row long, 7 elements on a 7x7 image
+    // (BENCHMARKS.md, "Error matrices of the batch").
+    let mut planes = data.chunks_exact_mut(plane.max(1));
+    for channel in dy_tile.axis_iter(Axis(1)) {
+        for (source, dst) in channel.outer_iter().zip(&mut planes) {
+            match source.as_slice() {
+                Some(source) => dst.copy_from_slice(source),
+                None => dst.iter_mut().zip(&source).for_each(|(d, &v)| *d = v),
+            }
+        }
+    }
     let data: &'a [T] = data;
-    ArrayView2::from_shape((c_out, n * rows * out_w), data).expect("sized above")
+    ArrayView2::from_shape((c_out, n * plane), data).expect("sized above")
 }
 
 /// One pass over the batch: `dW = Σ_tiles dY_tile · cols_tileᵀ` and `db =
@@ -1101,8 +1111,10 @@ fn gradient_pass_by_channels<T: Element>(
             let mut dw_block = dw_item
                 .index_axis_move(Axis(0), 0)
                 .index_axis_move(Axis(0), 0);
+            // The error of the lane's channels alone.
+            let dy_block = dy.slice_move(s![.., channels.clone(), .., ..]);
             for (index, tile) in tiling.tiles(&whole_batch(item)).enumerate() {
-                let dy_mat = error_matrix(dy, &tile, error_buf);
+                let dy_mat = error_matrix(dy_block, &tile, error_buf);
                 let cols = match shared {
                     Some(cols) => cols,
                     None => source.lower(&tile, &window, source_buf, cols_buf),
@@ -1110,7 +1122,7 @@ fn gradient_pass_by_channels<T: Element>(
                 matmul(
                     dw_block.view_mut(),
                     index > 0,
-                    dy_mat.slice(s![channels.clone(), ..]),
+                    dy_mat,
                     cols.reversed_axes(),
                     item.gemm_threads,
                 );
@@ -1121,8 +1133,13 @@ fn gradient_pass_by_channels<T: Element>(
         }
     }
     if let Some(mut db) = db {
+        // Sample by sample: each sample's plane of a channel is one run of
+        // memory, summed a vector at a time, where the channel's sum over
+        // the batch goes a row at a time.
         for (b, channel) in db.iter_mut().zip(dy.axis_iter(Axis(1))) {
-            *b = channel.sum();
+            *b = channel
+                .outer_iter()
+                .fold(T::zero(), |sum, plane| sum + plane.sum());
         }
         finite &= all_finite(&db.view());
     }
