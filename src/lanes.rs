@@ -210,6 +210,22 @@ impl Work {
         }
     }
 
+    /// The forward pass of `g` over blocks of output channels of the whole
+    /// batch at once: one "sample" whose "rows" are the output channels,
+    /// cut at multiples of `granule` (the kernel hands the scheduler its
+    /// output as `(1, n, c_out, out_h·out_w)`).
+    pub(crate) fn forward_by_channels_of_the_batch(g: &Geometry, granule: usize) -> Self {
+        Work {
+            rate_share: forward_rate_share(g, g.col_rows() / g.groups),
+            ..Self::channel_blocks(
+                1,
+                g.out_channels,
+                granule,
+                2 * g.batch * g.out_h * g.out_w * (g.col_rows() / g.groups),
+            )
+        }
+    }
+
     /// A pass over `channels` channels of each of `batch` samples, cut at
     /// multiples of `granule` channels, each channel `channel_flops` of
     /// arithmetic, whose items write disjoint parts of the output and sum

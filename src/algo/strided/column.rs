@@ -603,6 +603,69 @@ fn lower_once_and_multiply_by_channels<T: Element>(
     });
 }
 
+/// Whether the forward pass of `g` runs in blocks of output channels of
+/// the whole batch, lowered once for all lanes
+/// ([`lower_batch_once_and_multiply_by_channels`]): where the backward pass
+/// runs its weight gradient so ([`in_blocks_of_the_batch`]: more output
+/// channels than the batch has output pixels, weights beyond the column
+/// cap, each sample's column matrix within it), unless a sample's column
+/// matrix is the input itself ([`pointwise`]), which the batch's would
+/// copy. A sample of such a layer (a 7x7 image's 49 pixels) makes a GEMM
+/// too narrow for the `gemm` crate's kernels to run near their rate; the
+/// batch's makes one as wide as all of its samples (BENCHMARKS.md,
+/// "Forward passes of the batch").
+pub(crate) fn forward_in_blocks_of_the_batch<T>(g: &Geometry, cap_bytes: usize) -> bool {
+    splits_channels::<T>(g, cap_bytes)
+        && in_blocks_of_the_batch::<T>(g, cap_bytes)
+        && !pointwise(&Window::forward(g), g)
+}
+
+/// Whether each sample's output channels of `y` are rows of `out_h ·
+/// out_w` elements one step apart, as the scheduler of
+/// [`lower_batch_once_and_multiply_by_channels`] cuts them.
+fn merges_planes<T>(y: &ArrayViewMut4<'_, T>) -> bool {
+    let (_, _, h, w) = y.dim();
+    let strides = y.strides();
+    (w <= 1 || strides[3] == 1) && (h <= 1 || strides[2] == w as isize)
+}
+
+/// The forward pass of a batch that [`forward_in_blocks_of_the_batch`]:
+/// the lanes lower the whole batch together into `shared_buf`
+/// ([`lower_batch_on_lanes`]), then each multiplies its block of output
+/// channels by all of it, one GEMM as wide as the batch has output pixels,
+/// and copies the product into its channels of every sample. `y`'s planes
+/// merge ([`merges_planes`]).
+fn lower_batch_once_and_multiply_by_channels<T: Element>(
+    (source, weights, bias): (&Source<'_, T>, ArrayView2<'_, T>, Option<ArrayView1<'_, T>>),
+    window: &Window,
+    y: ArrayViewMut4<'_, T>,
+    lanes: Lanes<'_, T>,
+    shared_buf: &mut Vec<T>,
+) {
+    let Lanes {
+        schedule,
+        mut memory,
+        ..
+    } = lanes;
+    let lowering = (schedule.lanes(), lent(&mut memory));
+    let cols = lower_batch_on_lanes(source, window, lowering, shared_buf);
+    let (n, c_out, out_h, out_w) = y.dim();
+    let by_channel = y
+        .into_shape_with_order((n, c_out, out_h * out_w))
+        .expect("the planes merge")
+        .insert_axis(Axis(0));
+    schedule.run(memory, by_channel, |item, y_item, buffers| {
+        let [product_buf] = buffers.split();
+        let channels = item.rows.clone();
+        let weights = weights.slice(s![channels.clone(), ..]);
+        let bias = bias.map(|bias| bias.slice_move(s![channels]));
+        // Each sample's block of channels as one row of all its pixels.
+        let y_item = y_item.index_axis_move(Axis(0), 0).insert_axis(Axis(2));
+        let gemm = (item.gemm_threads, true);
+        multiply_into_output((weights, 1), cols, bias, y_item, product_buf, gemm);
+    });
+}
+
 /// `product = weights · cols`, group by group: group `g`'s output rows come
 /// from its rows of `weights` and of `cols`. With `whole_columns`, the
 /// columns are the same on any thread count ([`matmul_whole_columns`]).
@@ -659,11 +722,18 @@ fn multiply_into_output<T: Element>(
     let mut product = ArrayViewMut2::from_shape((c_dst, n * rows * out_w), product)
         .expect("product buffer sized above");
     grouped_matmul(product.view_mut(), false, weights, cols, groups, gemm);
-    let product = product
-        .into_shape_with_order((c_dst, n, rows, out_w))
-        .expect("product is contiguous")
-        .permuted_axes([1, 0, 2, 3]);
-    y.assign(&product);
+    // Plane by plane, each one run of the product (see [`error_matrix`]).
+    let plane = rows * out_w;
+    let product: &[T] = product.into_slice().expect("product is contiguous");
+    for (sample, mut y_sample) in y.outer_iter_mut().enumerate() {
+        for (c, mut dst) in y_sample.outer_iter_mut().enumerate() {
+            let source = &product[(c * n + sample) * plane..][..plane];
+            match dst.as_slice_mut() {
+                Some(dst) => dst.copy_from_slice(source),
+                None => dst.iter_mut().zip(source).for_each(|(d, &v)| *d = v),
+            }
+        }
+    }
     if let Some(bias) = bias {
         for mut sample in y.outer_iter_mut() {
             for (mut channel, &b) in sample.outer_iter_mut().zip(bias) {
@@ -815,7 +885,10 @@ pub(crate) fn forward<T: Element>(
         .expect("weight shape validated");
     let cap_bytes = ws.column_cap_bytes();
     let by_channels = splits_channels::<T>(g, cap_bytes);
-    let work = if by_channels {
+    let whole_batch = forward_in_blocks_of_the_batch::<T>(g, cap_bytes) && merges_planes(&y);
+    let work = if whole_batch {
+        Work::forward_by_channels_of_the_batch(g, CHANNEL_GRANULE)
+    } else if by_channels {
         Work::forward_by_channels(g, CHANNEL_GRANULE)
     } else {
         Work::forward(g, 1)
@@ -829,6 +902,11 @@ pub(crate) fn forward<T: Element>(
         cap_bytes,
         memory,
     };
+    if whole_batch {
+        let operands = (&Source::of_input(x, g), weights.view(), bias);
+        let window = Window::forward(g);
+        return lower_batch_once_and_multiply_by_channels(operands, &window, y, lanes, shared_buf);
+    }
     if by_channels {
         let source = Source::of_input(x, g);
         let window = Window::forward(g);

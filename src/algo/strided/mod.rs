@@ -295,6 +295,11 @@ pub(crate) fn error_lowering_on_tiles(g: &Geometry) -> Option<Geometry> {
 fn forward_work(kernel: Kernel, g: &Geometry, threads: usize) -> Work {
     match kernel {
         Kernel::Winograd => Work::forward(g, winograd::row_granule(g)),
+        Kernel::Gemm
+            if column::forward_in_blocks_of_the_batch::<f32>(g, DEFAULT_COLUMN_CAP_BYTES) =>
+        {
+            Work::forward_by_channels_of_the_batch(g, column::CHANNEL_GRANULE)
+        }
         Kernel::Gemm if column::splits_channels::<f32>(g, DEFAULT_COLUMN_CAP_BYTES) => {
             Work::forward_by_channels(g, column::CHANNEL_GRANULE)
         }
