@@ -573,10 +573,13 @@ fn lent<'s, T>(memory: &'s mut Memory<'_, T>) -> Memory<'s, T> {
     }
 }
 
-/// [`lower_and_multiply_by_channels`] on one sample whose column matrix
-/// the lanes lower together into `shared_buf` ([`lower_batch_on_lanes`])
-/// before each multiplies its block of output channels by the whole
-/// matrix: the sample is padded and lowered once in all, not once a lane.
+/// [`lower_and_multiply_by_channels`] on one sample, or on a batch that
+/// [`forward_in_blocks_of_the_batch`] (`y`'s planes merge,
+/// [`merges_planes`]), whose column matrix the lanes lower together into
+/// `shared_buf` ([`lower_batch_on_lanes`]) before each multiplies its
+/// block of output channels by the whole matrix, one GEMM as wide as the
+/// batch has output pixels: the samples are padded and lowered once in
+/// all, not once a lane.
 fn lower_once_and_multiply_by_channels<T: Element>(
     (source, weights, bias): (&Source<'_, T>, ArrayView2<'_, T>, Option<ArrayView1<'_, T>>),
     window: &Window,
@@ -591,13 +594,30 @@ fn lower_once_and_multiply_by_channels<T: Element>(
     } = lanes;
     let lowering = (schedule.lanes(), lent(&mut memory));
     let cols = lower_batch_on_lanes(source, window, lowering, shared_buf);
-    let by_channel = y.permuted_axes([0, 2, 1, 3]);
+    // The scheduler cuts the axis of rows of its output's samples: the
+    // channels of one sample, `(1, out_h, c_out, out_w)`, any layout; or of
+    // a single "sample" holding the whole batch, `(1, n, c_out, out_h ·
+    // out_w)`.
+    let (n, c_out, out_h, out_w) = y.dim();
+    let by_channel = if n == 1 {
+        y.permuted_axes([0, 2, 1, 3])
+    } else {
+        y.into_shape_with_order((n, c_out, out_h * out_w))
+            .expect("the planes merge")
+            .insert_axis(Axis(0))
+    };
     schedule.run(memory, by_channel, |item, y_item, buffers| {
         let [product_buf] = buffers.split();
         let channels = item.rows.clone();
         let weights = weights.slice(s![channels.clone(), ..]);
         let bias = bias.map(|bias| bias.slice_move(s![channels]));
-        let y_item = y_item.permuted_axes([0, 2, 1, 3]);
+        // Back to `(n, c, rows, columns)`: each sample's block of channels
+        // as one row of all its pixels where the item holds the batch.
+        let y_item = if n == 1 {
+            y_item.permuted_axes([0, 2, 1, 3])
+        } else {
+            y_item.index_axis_move(Axis(0), 0).insert_axis(Axis(2))
+        };
         let gemm = (item.gemm_threads, true);
         multiply_into_output((weights, 1), cols, bias, y_item, product_buf, gemm);
     });
@@ -605,7 +625,7 @@ fn lower_once_and_multiply_by_channels<T: Element>(
 
 /// Whether the forward pass of `g` runs in blocks of output channels of
 /// the whole batch, lowered once for all lanes
-/// ([`lower_batch_once_and_multiply_by_channels`]): where the backward pass
+/// ([`lower_once_and_multiply_by_channels`]): where the backward pass
 /// runs its weight gradient so ([`in_blocks_of_the_batch`]: more output
 /// channels than the batch has output pixels, weights beyond the column
 /// cap, each sample's column matrix within it), unless a sample's column
@@ -622,48 +642,11 @@ pub(crate) fn forward_in_blocks_of_the_batch<T>(g: &Geometry, cap_bytes: usize) 
 
 /// Whether each sample's output channels of `y` are rows of `out_h ·
 /// out_w` elements one step apart, as the scheduler of
-/// [`lower_batch_once_and_multiply_by_channels`] cuts them.
+/// [`lower_once_and_multiply_by_channels`] cuts a batch's.
 fn merges_planes<T>(y: &ArrayViewMut4<'_, T>) -> bool {
     let (_, _, h, w) = y.dim();
     let strides = y.strides();
     (w <= 1 || strides[3] == 1) && (h <= 1 || strides[2] == w as isize)
-}
-
-/// The forward pass of a batch that [`forward_in_blocks_of_the_batch`]:
-/// the lanes lower the whole batch together into `shared_buf`
-/// ([`lower_batch_on_lanes`]), then each multiplies its block of output
-/// channels by all of it, one GEMM as wide as the batch has output pixels,
-/// and copies the product into its channels of every sample. `y`'s planes
-/// merge ([`merges_planes`]).
-fn lower_batch_once_and_multiply_by_channels<T: Element>(
-    (source, weights, bias): (&Source<'_, T>, ArrayView2<'_, T>, Option<ArrayView1<'_, T>>),
-    window: &Window,
-    y: ArrayViewMut4<'_, T>,
-    lanes: Lanes<'_, T>,
-    shared_buf: &mut Vec<T>,
-) {
-    let Lanes {
-        schedule,
-        mut memory,
-        ..
-    } = lanes;
-    let lowering = (schedule.lanes(), lent(&mut memory));
-    let cols = lower_batch_on_lanes(source, window, lowering, shared_buf);
-    let (n, c_out, out_h, out_w) = y.dim();
-    let by_channel = y
-        .into_shape_with_order((n, c_out, out_h * out_w))
-        .expect("the planes merge")
-        .insert_axis(Axis(0));
-    schedule.run(memory, by_channel, |item, y_item, buffers| {
-        let [product_buf] = buffers.split();
-        let channels = item.rows.clone();
-        let weights = weights.slice(s![channels.clone(), ..]);
-        let bias = bias.map(|bias| bias.slice_move(s![channels]));
-        // Each sample's block of channels as one row of all its pixels.
-        let y_item = y_item.index_axis_move(Axis(0), 0).insert_axis(Axis(2));
-        let gemm = (item.gemm_threads, true);
-        multiply_into_output((weights, 1), cols, bias, y_item, product_buf, gemm);
-    });
 }
 
 /// `product = weights · cols`, group by group: group `g`'s output rows come
@@ -905,7 +888,7 @@ pub(crate) fn forward<T: Element>(
     if whole_batch {
         let operands = (&Source::of_input(x, g), weights.view(), bias);
         let window = Window::forward(g);
-        return lower_batch_once_and_multiply_by_channels(operands, &window, y, lanes, shared_buf);
+        return lower_once_and_multiply_by_channels(operands, &window, y, lanes, shared_buf);
     }
     if by_channels {
         let source = Source::of_input(x, g);
