@@ -233,6 +233,42 @@ fn forward_into_transposed(
     y_buf.view().permuted_axes([0, 1, 3, 2]).to_owned()
 }
 
+/// The column matrix's forward pass of the batch in blocks of channels (a
+/// small image with weights beyond the column cap) writes into an output
+/// whose planes merge but whose samples and channels lie apart: its
+/// samples in reverse order, every other channel of a wider buffer.
+#[test]
+fn forward_of_the_batch_into_views_whose_planes_merge() {
+    use gemmconv::Conv2dSpec;
+    use gemmconv::ndarray::{Array4, s};
+    let mut rng = rng(7);
+    let spec = Conv2dSpec::new(256, 256, (3, 3)).padding((1, 1));
+    let input = [2, 256, 3, 3];
+    let x = random_array4::<f64>(&mut rng, input);
+    let w = random_array4::<f64>(&mut rng, spec.weight_shape());
+    let b = random_array1::<f64>(&mut rng, spec.out_channels());
+    let y_ref = conv2d(x.view(), w.view(), Some(b.view()), &spec, Algorithm::Naive).unwrap();
+    let mut ws = Workspace::new().with_kernel(Kernel::Gemm);
+    let mut y_buf = Array4::<f64>::zeros((2, 512, 3, 3));
+    let y_view = y_buf.slice_mut(s![..;-1, ..;2, .., ..]);
+    gemmconv::conv2d_into(
+        x.view(),
+        w.view(),
+        Some(b.view()),
+        &spec,
+        Algorithm::Strided,
+        &mut ws,
+        y_view,
+    )
+    .unwrap();
+    let y = y_buf.slice(s![..;-1, ..;2, .., ..]).to_owned();
+    assert_close(&y, &y_ref, "forward of the batch into a strided view");
+    assert!(
+        y_buf.slice(s![.., 1..;2, .., ..]).iter().all(|&v| v == 0.0),
+        "the channels between stay untouched"
+    );
+}
+
 /// `_into` writes correctly into outputs of any layout: transposed and
 /// strided views, for every algorithm and strided kernel.
 #[test]

@@ -598,13 +598,15 @@ fn lower_once_and_multiply_by_channels<T: Element>(
     // channels of one sample, `(1, out_h, c_out, out_w)`, any layout; or of
     // a single "sample" holding the whole batch, `(1, n, c_out, out_h ·
     // out_w)`.
-    let (n, c_out, out_h, out_w) = y.dim();
+    let n = y.len_of(Axis(0));
     let by_channel = if n == 1 {
         y.permuted_axes([0, 2, 1, 3])
     } else {
-        y.into_shape_with_order((n, c_out, out_h * out_w))
-            .expect("the planes merge")
-            .insert_axis(Axis(0))
+        let mut y = y;
+        // Leaves the rows' axis one long where it does not merge (a
+        // single row).
+        y.merge_axes(Axis(2), Axis(3));
+        y.remove_axis(Axis(2)).insert_axis(Axis(0))
     };
     schedule.run(memory, by_channel, |item, y_item, buffers| {
         let [product_buf] = buffers.split();
@@ -640,13 +642,12 @@ pub(crate) fn forward_in_blocks_of_the_batch<T>(g: &Geometry, cap_bytes: usize) 
         && !pointwise(&Window::forward(g), g)
 }
 
-/// Whether each sample's output channels of `y` are rows of `out_h ·
-/// out_w` elements one step apart, as the scheduler of
+/// Whether each plane of `y` (a sample's output channel) is one row of
+/// `out_h · out_w` elements a fixed step apart, as the scheduler of
 /// [`lower_once_and_multiply_by_channels`] cuts a batch's.
 fn merges_planes<T>(y: &ArrayViewMut4<'_, T>) -> bool {
-    let (_, _, h, w) = y.dim();
-    let strides = y.strides();
-    (w <= 1 || strides[3] == 1) && (h <= 1 || strides[2] == w as isize)
+    let mut planes = y.view();
+    planes.merge_axes(Axis(2), Axis(3)) || planes.len_of(Axis(2)) <= 1
 }
 
 /// `product = weights · cols`, group by group: group `g`'s output rows come
@@ -1195,8 +1196,8 @@ fn gradient_pass_by_channels<T: Element>(
     }
     if let Some(mut db) = db {
         // Sample by sample: each sample's plane of a channel is one run of
-        // memory, summed a vector at a time, where the channel's sum over
-        // the batch goes a row at a time.
+        // memory, which `sum` takes a vector at a time; over the batch's
+        // view of the channel it goes a row at a time.
         for (b, channel) in db.iter_mut().zip(dy.axis_iter(Axis(1))) {
             *b = channel
                 .outer_iter()
