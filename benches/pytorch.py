@@ -26,6 +26,11 @@ checked the same way.
     python3 benches/pytorch.py --family       # the family rows: conv_transpose2d, conv1d
     ROUNDS=5 python3 benches/pytorch.py       # rounds of all three (default 3), medians
 
+The output names the CPU and gemmconv's FMA peak probe (`--peak`) before
+and after the rows: on a shared machine the clock and the neighbours move
+every library's figures between runs, and the probe tells a slow stretch
+from a slow change.
+
 The medians also go to target/pytorch.json, where benches/report.py finds
 them for BENCHMARKS.md.
 
@@ -151,6 +156,29 @@ def run_onnxruntime(row, d, threads):
     if error > tolerance:
         sys.exit(f"{row}: onnxruntime disagrees with gemmconv (y: {error}); not timing it")
     return median_seconds(lambda: model.run(None, {"x": x}))
+
+
+def cpu_model():
+    """The CPU's name, family and model, as /proc/cpuinfo gives them."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return "unknown CPU"
+    return (f"{fields.get('model name', 'unknown CPU')} "
+            f"(family {fields.get('cpu family', '?')} model {fields.get('model', '?')})")
+
+
+def fma_peak(threads):
+    """gemmconv's FMA peak probe, as it prints it: the machine's speed at
+    the time, which on a shared machine moves between runs."""
+    probe = subprocess.run(
+        ["cargo", "run", "--release", "--quiet", "--", "--peak", "--threads", str(threads)],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    )
+    return probe.stdout.strip().splitlines()[-1]
 
 
 def run_gemmconv(row, threads, directory):
@@ -298,6 +326,7 @@ def main():
     print(f"PyTorch {torch.__version__}, oneDNN {torch.backends.mkldnn.is_available()}, "
           f"{torch.get_num_threads()} threads; onnxruntime {ort.__version__}, {threads} "
           f"threads; gemmconv: strided, {threads} threads; medians of {rounds} rounds")
+    print(f"{cpu_model()}; before the rows: {fma_peak(threads)}")
     samples = {row: [] for row in rows}
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
@@ -344,6 +373,7 @@ def main():
     print("ratios = gemmconv time / theirs (below 1: gemmconv is faster); medians. "
           "gemmconv / best: forward plus backward against the fastest framework's "
           f"forward plus PyTorch's backward. Geometric mean of it: {geomean:.2f}.")
+    print(f"After the rows: {fma_peak(threads)}")
     out = REPO / "target" / ("pytorch-family.json" if args == ["--family"] else "pytorch.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
