@@ -226,7 +226,7 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
     #[doc(hidden)]
     fn channel_vector_gradient_block(
         source: &[Self],
-        windows: (&[usize], [usize; 7]),
+        windows: crate::algo::strided::direct::channel_vectors::RawWindows<'_>,
         error: (&[Self], usize),
         out: (&mut [Self], usize),
         vectors: usize,
@@ -416,7 +416,7 @@ impl Element for f32 {
     }
     fn channel_vector_gradient_block(
         source: &[Self],
-        windows: (&[usize], [usize; 7]),
+        windows: crate::algo::strided::direct::channel_vectors::RawWindows<'_>,
         error: (&[Self], usize),
         out: (&mut [Self], usize),
         vectors: usize,
@@ -525,7 +525,7 @@ impl Element for f64 {
     }
     fn channel_vector_gradient_block(
         source: &[Self],
-        windows: (&[usize], [usize; 7]),
+        windows: crate::algo::strided::direct::channel_vectors::RawWindows<'_>,
         error: (&[Self], usize),
         out: (&mut [Self], usize),
         vectors: usize,

@@ -666,6 +666,82 @@ fn channel_vectors_agree_with_naive() {
     }
 }
 
+/// The channel vectors on stacks of whole small images, whose tiles run
+/// on from one sample into the next: batches of 2 to 9 images of 3 to 9
+/// pixels a side, 1 or 2 groups of 17 to 40 output channels and 1 to 24
+/// input channels, kernels of 1 to 3 taps a side (above 1x1), strides 1
+/// and 2, dilation 1 and 2, with and without padding (the input read in
+/// place or copied); `Kernel::Direct` forward and backward (the input
+/// gradient on the channel vectors at unit stride), f32 and f64, on pools
+/// of 1 to 3 threads, against the naive reference; and the forward pass
+/// from an input view whose samples lie apart (copied where it could be
+/// read in place) into an output view whose samples and channels lie
+/// apart.
+#[test]
+fn channel_vectors_on_stacked_samples_agree_with_naive() {
+    use gemmconv::ndarray::s;
+    use rand::RngExt;
+    let mut draws = rng(47);
+    for (case_index, threads) in (0..12).zip([1, 2, 3].into_iter().cycle()) {
+        let groups = 1 + case_index % 2;
+        let (c_in_g, c_out_g) = (draws.random_range(1..=24), draws.random_range(17..=40));
+        let kernel = match case_index % 3 {
+            0 => (3, 3),
+            1 => (1, 2 + case_index % 2),
+            _ => (2, 1 + case_index % 3),
+        };
+        let dilation = 1 + case_index % 4 / 3;
+        let padded = case_index % 4 != 1;
+        let padding = if padded {
+            (kernel.0 / 2 * dilation, (kernel.1 - 1) * dilation)
+        } else {
+            (0, 0)
+        };
+        let spec = Conv2dSpec::new(groups * c_in_g, groups * c_out_g, kernel)
+            .groups(groups)
+            .stride((1 + case_index % 5 / 4, 1 + case_index % 7 / 5))
+            .padding(padding)
+            .dilation((dilation, dilation))
+            .bias(case_index % 3 != 2);
+        let size = draws.random_range(3..=9);
+        let input = [
+            draws.random_range(2..=9),
+            groups * c_in_g,
+            size.max(kernel.0 * dilation),
+            (size + 1).max(kernel.1 * dilation),
+        ];
+        let case = Case { spec, input };
+        let seed = 47_000 + case_index as u64;
+        in_both_precisions_on_pool(&case, threads, seed, |p32, p64| {
+            let label = |name| format!("Direct on {case:?} ({name}, {threads} threads)");
+            let mut ws = Workspace::new().with_kernel(Kernel::Direct);
+            p32.check_strided(&case.spec, &mut ws, &label("f32"));
+            let mut ws = Workspace::new().with_kernel(Kernel::Direct);
+            p64.check_strided(&case.spec, &mut ws, &label("f64"));
+            // Every other sample of a wider batch, reversed, into every
+            // other channel of a wider output, reversed.
+            let [n, c, h, w] = case.input;
+            let mut wide_x = Array4::<f64>::zeros((2 * n, c, h, w));
+            wide_x.slice_mut(s![..;-2, .., .., ..]).assign(&p64.x);
+            let x = wide_x.slice(s![..;-2, .., .., ..]);
+            let out = case.spec.output_shape(case.input).unwrap();
+            let mut y_buf = Array4::<f64>::zeros((out[0], 2 * out[1], out[2], out[3]));
+            let y_view = y_buf.slice_mut(s![..;-1, ..;2, .., ..]);
+            let mut ws = Workspace::new().with_kernel(Kernel::Direct);
+            let (w, b) = (p64.w.view(), p64.bias());
+            gemmconv::conv2d_into(x, w, b, &case.spec, Algorithm::Strided, &mut ws, y_view)
+                .unwrap();
+            let y = y_buf.slice(s![..;-1, ..;2, .., ..]).to_owned();
+            assert_close(&y, &p64.y_ref, &label("f64 views"));
+            assert!(
+                y_buf.slice(s![.., 1..;2, .., ..]).iter().all(|&v| v == 0.0),
+                "{}: the channels between stay untouched",
+                label("f64 views")
+            );
+        });
+    }
+}
+
 /// The weight gradient on the channel vectors' tiles for grouped layers,
 /// where the CPU runs them (elsewhere the kernels they stand in for): 2 to
 /// 4 groups of 8 to 25 output channels (half a vector of `f32` and every

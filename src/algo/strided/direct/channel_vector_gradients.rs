@@ -17,7 +17,7 @@
 //! (each lane's partial, summed in part order) and are transposed into
 //! the `[c_out, c_in/groups·kh·kw]` weight gradient.
 
-use super::channel_vectors::{TILE_VECTORS, Windows};
+use super::channel_vectors::{RawWindows, TILE_VECTORS, Windows};
 use super::padded_band;
 use crate::element::Element;
 use crate::lanes::{Partials, Work};
@@ -132,16 +132,16 @@ pub(crate) fn weight_gradient<T: Element>(
                         let vectors = ((width - first) / lanes).min(TILE_VECTORS);
                         for row in (0..band.out_h).step_by(block_rows) {
                             let rows = block_rows.min(band.out_h - row);
-                            let windows = Windows {
-                                pixels: rows * g.out_w,
-                                out_w: g.out_w,
-                                start: offset + row * g.sh * wp + group * c_in_g * plane,
-                                row_step: g.sh * wp,
-                                col_step: g.sw,
-                                taps: tap_offsets,
-                                channels: c_in_g,
-                                plane,
-                            };
+                            let windows = Windows::of_one_sample(
+                                (rows * g.out_w, g.out_w),
+                                (
+                                    offset + row * g.sh * wp + group * c_in_g * plane,
+                                    g.sh * wp,
+                                    g.sw,
+                                ),
+                                tap_offsets,
+                                (c_in_g, plane),
+                            );
                             // The block's panel, `pixels · first` in, and its
                             // rows of the pixel block.
                             let panel_width = vectors * lanes;
@@ -297,7 +297,7 @@ fn add_pixels<T: Element, const N: usize>(row: &[T], sums: &mut [T]) {
 /// AVX-512.
 pub(crate) fn block_f32(
     source: &[f32],
-    windows: (&[usize], [usize; 7]),
+    windows: RawWindows<'_>,
     error: (&[f32], usize),
     out: (&mut [f32], usize),
     vectors: usize,
@@ -319,7 +319,7 @@ pub(crate) fn block_f32(
 /// [`block_f32`] for `f64` (8 lanes a vector).
 pub(crate) fn block_f64(
     source: &[f64],
-    windows: (&[usize], [usize; 7]),
+    windows: RawWindows<'_>,
     error: (&[f64], usize),
     out: (&mut [f64], usize),
     vectors: usize,
@@ -363,6 +363,7 @@ fn block_with<T>(
         return available();
     }
     let pixels = windows.pixels;
+    assert_eq!(pixels, windows.sample_pixels, "the windows of one sample");
     assert!(
         error_stride >= width && (pixels - 1) * error_stride + width <= error.len(),
         "error for every pixel"

@@ -15,12 +15,15 @@
 //! a block of input channels reads are one run of memory that stays in
 //! L1 (BENCHMARKS.md, "Channel-vector panels"). The pixels of a tile need
 //! not share an output row, so a tile is never cut short by the row's
-//! end; only the last tile of a band may repeat its last pixel. The tiles
-//! come out pixel-major (`[pixel, output channel]`) and are transposed
-//! into the NCHW output a chunk of output rows at a time, while the
+//! end; only the last tile of a band may repeat its last pixel. On small
+//! images a lane's whole samples go as one stack, their tiles running on
+//! from one sample into the next, so that each block of weights serves
+//! every sample of the stack while it stays in L1. The tiles come out
+//! pixel-major (`[pixel, output channel]`) and are transposed into the
+//! NCHW output a chunk of output rows (or a stack) at a time, while the
 //! chunk's tiles are still in L2.
 
-use super::{copy_planes, padded_band};
+use super::{copy_planes, padded_band, padded_samples};
 use crate::element::Element;
 use crate::lanes::Work;
 use crate::layout::transpose::{transpose, transpose_on_pool};
@@ -130,6 +133,7 @@ fn run<T: Element>(
     let k = c_in * taps;
     let width = c_out.next_multiple_of(lanes);
     let panel_width = TILE_VECTORS * lanes;
+    let most_stacked = samples_a_stack::<T>(g, width, ws.column_cap_bytes());
     let schedule = ws.schedule(work);
     let (packed_buf, memory) = ws.memory(&schedule);
     // Each group's weights, then its biases, in one run.
@@ -168,6 +172,20 @@ fn run<T: Element>(
     let chunk_rows = (TILE_CHUNK_BYTES / row_bytes.max(1)).max(1);
     schedule.run(memory, y, |item, mut y_item, buffers| {
         let [source_buf, tiles_buf, planes_buf] = buffers.split();
+        if !item.is_band_of(g.out_h) && most_stacked > 1 && item.samples.len() > 1 {
+            let stacks = item.samples.len().div_ceil(most_stacked);
+            let stacked = item.samples.len().div_ceil(stacks);
+            for first in (0..item.samples.len()).step_by(stacked) {
+                let last = (first + stacked).min(item.samples.len());
+                let samples = item.samples.start + first..item.samples.start + last;
+                let (source, sample_step) = padded_samples(x, samples, g, source_buf);
+                let y_stack = y_item.slice_mut(s![first..last, .., .., ..]);
+                let windows = (source, sample_step, tap_offsets);
+                let weights = (packed, group_len, bias.is_some());
+                sum_stack(windows, g, weights, y_stack, [tiles_buf, planes_buf]);
+            }
+            return;
+        }
         for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let ((source, offset), band) = padded_band(x, n, g, &item.rows, source_buf);
             let plane = (band.in_h + band.padding.top + band.padding.bottom) * wp;
@@ -186,16 +204,12 @@ fn run<T: Element>(
                     let chunk_px = chunk_rows.min(band.out_h - r0) * g.out_w;
                     let tiles =
                         aligned_scratch(tiles_buf, chunk_px.next_multiple_of(TILE_PIXELS) * width);
-                    let chunk = Windows {
-                        pixels: chunk_px,
-                        out_w: g.out_w,
-                        start: first_plane + r0 * g.sh * wp,
-                        row_step: g.sh * wp,
-                        col_step: g.sw,
-                        taps: tap_offsets,
-                        channels: c_in,
-                        plane,
-                    };
+                    let chunk = Windows::of_one_sample(
+                        (chunk_px, g.out_w),
+                        (first_plane + r0 * g.sh * wp, g.sh * wp, g.sw),
+                        tap_offsets,
+                        (c_in, plane),
+                    );
                     let biases = bias.map(|_| biases);
                     sum_chunk(
                         source,
@@ -219,6 +233,82 @@ fn run<T: Element>(
             }
         }
     });
+}
+
+/// The most whole samples whose windows one run of tiles takes, their
+/// tiles (`width` output channels a pixel) within `TILE_CHUNK_BYTES` and
+/// their padded input within `cap` bytes: each block of weights then
+/// serves the tiles of several small images while it stays in L1, and
+/// only the last tile of the run repeats a pixel, where a 7x7 image's
+/// nine tiles would repeat five (BENCHMARKS.md, "Stacked samples").
+fn samples_a_stack<T>(g: &Geometry, width: usize, cap: usize) -> usize {
+    let size = std::mem::size_of::<T>();
+    let tiles = g.out_h * g.out_w * width * size;
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    let hp = g.in_h + g.padding.top + g.padding.bottom;
+    let input = g.in_channels * hp * wp * size;
+    (TILE_CHUNK_BYTES / tiles.max(1))
+        .min(cap / input.max(1))
+        .max(1)
+}
+
+/// Every group's tiles of the whole samples of `y` (a stack of them),
+/// their windows in `source` (padded samples `sample_step` apart, taps at
+/// `taps`), from the `packed` weights and biases (`group_len` a group;
+/// the biases read where `with_bias`), transposed into `y` sample by
+/// sample.
+fn sum_stack<T: Element>(
+    (source, sample_step, taps): (&[T], usize, &[usize]),
+    g: &Geometry,
+    (packed, group_len, with_bias): (&[T], usize, bool),
+    mut y: ArrayViewMut4<'_, T>,
+    [tiles_buf, planes_buf]: [&mut Vec<T>; 2],
+) {
+    let lanes = VECTOR_BYTES / std::mem::size_of::<T>();
+    let (c_in, c_out) = (g.in_channels_per_group(), g.out_channels_per_group());
+    let width = c_out.next_multiple_of(lanes);
+    let k = c_in * taps.len();
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    let plane = (g.in_h + g.padding.top + g.padding.bottom) * wp;
+    let sample_pixels = g.out_h * g.out_w;
+    let pixels = y.len_of(ndarray::Axis(0)) * sample_pixels;
+    for (group, run_of_group) in packed.chunks_exact(group_len).enumerate() {
+        let (weights, biases) = run_of_group.split_at(k * width);
+        let tiles = aligned_scratch(tiles_buf, pixels.next_multiple_of(TILE_PIXELS) * width);
+        let windows = Windows {
+            pixels,
+            sample_pixels,
+            out_w: g.out_w,
+            start: group * c_in * plane,
+            sample_step,
+            row_step: g.sh * wp,
+            col_step: g.sw,
+            taps,
+            channels: c_in,
+            plane,
+        };
+        let biases = with_bias.then_some(biases);
+        sum_chunk(
+            source,
+            windows,
+            (weights, biases),
+            tiles,
+            (width, TILE_VECTORS * lanes),
+        );
+        let channels = group * c_out..(group + 1) * c_out;
+        let sample_tiles = tiles.chunks(sample_pixels * width);
+        for (mut y_n, tiles) in y.outer_iter_mut().zip(sample_tiles) {
+            let mut y_group = y_n.slice_mut(s![channels.clone(), .., ..]);
+            match y_group.as_slice_mut() {
+                Some(dst) => transpose(tiles, width, dst, sample_pixels, (sample_pixels, c_out)),
+                None => {
+                    let planes = scratch(planes_buf, c_out * sample_pixels);
+                    transpose(tiles, width, planes, sample_pixels, (sample_pixels, c_out));
+                    copy_planes(planes, y_group);
+                }
+            }
+        }
+    }
 }
 
 /// Sums the tiles of a chunk's windows (every input channel of a group)
@@ -361,14 +451,17 @@ fn pack_turned_weights<T: Element>(
 }
 
 /// Where a block's windows lie in a padded input (`channels` planes
-/// `plane` apart): output pixels `pixels` (whole rows of `out_w`), a
-/// window's start `start + row·row_step + column·col_step`, and its taps
-/// at `taps` from there.
+/// `plane` apart): output pixels `pixels`, whole samples of
+/// `sample_pixels` (whole rows of `out_w`) one after another, the window
+/// of a sample's pixel at `start + sample·sample_step + row·row_step +
+/// column·col_step`, and its taps at `taps` from there.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Windows<'a> {
     pub pixels: usize,
+    pub sample_pixels: usize,
     pub out_w: usize,
     pub start: usize,
+    pub sample_step: usize,
     pub row_step: usize,
     pub col_step: usize,
     pub taps: &'a [usize],
@@ -376,23 +469,69 @@ pub(crate) struct Windows<'a> {
     pub plane: usize,
 }
 
+/// [`Windows`] as the hidden `Element` methods pass them: the taps and
+/// the other fields in order.
+pub(crate) type RawWindows<'a> = (&'a [usize], [usize; 9]);
+
 impl<'a> Windows<'a> {
+    /// The windows of one sample's output rows: `pixels` whole rows of
+    /// `out_w`, a window at `start + row·row_step + column·col_step`.
+    pub(crate) fn of_one_sample(
+        (pixels, out_w): (usize, usize),
+        (start, row_step, col_step): (usize, usize, usize),
+        taps: &'a [usize],
+        (channels, plane): (usize, usize),
+    ) -> Self {
+        Windows {
+            pixels,
+            sample_pixels: pixels,
+            out_w,
+            start,
+            sample_step: 0,
+            row_step,
+            col_step,
+            taps,
+            channels,
+            plane,
+        }
+    }
+
     /// The windows as `Element::channel_vector_block` passes them.
-    pub(crate) fn to_raw(self) -> (&'a [usize], [usize; 7]) {
+    pub(crate) fn to_raw(self) -> RawWindows<'a> {
         let w = self;
         let fields = [
-            w.pixels, w.out_w, w.start, w.row_step, w.col_step, w.channels, w.plane,
+            w.pixels,
+            w.sample_pixels,
+            w.out_w,
+            w.start,
+            w.sample_step,
+            w.row_step,
+            w.col_step,
+            w.channels,
+            w.plane,
         ];
         (self.taps, fields)
     }
 
     /// The windows from [`Windows::to_raw`]'s form.
-    pub(crate) fn from_raw((taps, fields): (&'a [usize], [usize; 7])) -> Self {
-        let [pixels, out_w, start, row_step, col_step, channels, plane] = fields;
-        Windows {
+    pub(crate) fn from_raw((taps, fields): RawWindows<'a>) -> Self {
+        let [
             pixels,
+            sample_pixels,
             out_w,
             start,
+            sample_step,
+            row_step,
+            col_step,
+            channels,
+            plane,
+        ] = fields;
+        Windows {
+            pixels,
+            sample_pixels,
+            out_w,
+            start,
+            sample_step,
             row_step,
             col_step,
             taps,
@@ -406,8 +545,9 @@ impl Windows<'_> {
     /// Checks the windows, for a block of `vectors` vectors, against a
     /// source of `len` elements; returns whether they hold a pixel and a
     /// channel. Panics unless there are 1 to [`TILE_VECTORS`] vectors and
-    /// 1 to [`MAX_TAPS`] taps, the pixels are whole output rows, and every
-    /// window's taps of every channel lie within the source.
+    /// 1 to [`MAX_TAPS`] taps, the pixels are whole samples of whole
+    /// output rows, and every window's taps of every channel lie within the
+    /// source.
     pub(crate) fn check(&self, len: usize, vectors: usize) -> bool {
         assert!((1..=TILE_VECTORS).contains(&vectors), "1 to 4 vectors");
         let taps = self.taps.len();
@@ -415,13 +555,19 @@ impl Windows<'_> {
         if self.pixels == 0 || self.channels == 0 {
             return false;
         }
-        let out_w = self.out_w;
+        let (out_w, sample_pixels) = (self.out_w, self.sample_pixels);
         assert!(
-            out_w > 0 && self.pixels.is_multiple_of(out_w),
-            "whole output rows"
+            out_w > 0
+                && sample_pixels > 0
+                && sample_pixels.is_multiple_of(out_w)
+                && self.pixels.is_multiple_of(sample_pixels),
+            "whole samples of whole output rows"
         );
-        let rows = self.pixels / out_w;
-        let last_window = self.start + (rows - 1) * self.row_step + (out_w - 1) * self.col_step;
+        let (samples, rows) = (self.pixels / sample_pixels, sample_pixels / out_w);
+        let last_window = self.start
+            + (samples - 1) * self.sample_step
+            + (rows - 1) * self.row_step
+            + (out_w - 1) * self.col_step;
         let reach = self.taps.iter().max().expect("taps") + (self.channels - 1) * self.plane;
         assert!(last_window + reach < len, "windows within the source");
         true
@@ -470,7 +616,7 @@ pub(crate) type Tiles<'a, T> = (&'a mut [T], usize);
 
 /// The raw windows and start that `Element::channel_vector_block` passes
 /// ([`Windows::to_raw`], [`Start::into_raw`]).
-pub(crate) type RawCall<'a, T> = ((&'a [usize], [usize; 7]), (Option<&'a [T]>, bool));
+pub(crate) type RawCall<'a, T> = (RawWindows<'a>, (Option<&'a [T]>, bool));
 
 /// The sums of a block of `vectors` vectors of output channels over the
 /// windows' input channels and every tap, for `f32` (16 lanes a vector),
@@ -627,13 +773,35 @@ mod avx512 {
                     for tile in 0..windows.pixels.div_ceil(TILE_PIXELS) {
                         // Each pixel's window, the last pixel's for those
                         // past the end.
+                        // Each pixel's window, the last pixel's for those
+                        // past the end: the first pixel's found by division,
+                        // the others by stepping along its row, wrapping
+                        // onto the next row and the next sample.
+                        let first = tile * TILE_PIXELS;
+                        let rows = windows.sample_pixels / windows.out_w;
+                        let (sample, in_sample) =
+                            (first / windows.sample_pixels, first % windows.sample_pixels);
+                        let (mut row, mut column) =
+                            (in_sample / windows.out_w, in_sample % windows.out_w);
+                        let mut sample_at = windows.start + sample * windows.sample_step;
+                        let mut at = sample_at + row * windows.row_step + column * windows.col_step;
                         let windows_at: [*const $t; TILE_PIXELS] = std::array::from_fn(|j| {
-                            let pixel = (tile * TILE_PIXELS + j).min(windows.pixels - 1);
-                            let (row, column) = (pixel / windows.out_w, pixel % windows.out_w);
-                            let at =
-                                windows.start + row * windows.row_step + column * windows.col_step;
+                            let here = at;
+                            if first + j + 1 < windows.pixels {
+                                column += 1;
+                                at += windows.col_step;
+                                if column == windows.out_w {
+                                    column = 0;
+                                    row += 1;
+                                    if row == rows {
+                                        row = 0;
+                                        sample_at += windows.sample_step;
+                                    }
+                                    at = sample_at + row * windows.row_step;
+                                }
+                            }
                             // SAFETY: within the source (`block_with`).
-                            unsafe { source.add(at) }
+                            unsafe { source.add(here) }
                         });
                         // SAFETY: tile rows `tile·6 ..+ 6` are within
                         // `out`, the start within `init` (`block_with`).
@@ -712,16 +880,7 @@ pub(crate) mod tests {
     /// A block over `channels` planes of 5x6 with the taps of a 2x2
     /// kernel, four output pixels a row at stride 1, two rows.
     pub(crate) fn windows(taps: &[usize], channels: usize) -> Windows<'_> {
-        Windows {
-            pixels: 8,
-            out_w: 4,
-            start: 0,
-            row_step: 6,
-            col_step: 1,
-            taps,
-            channels,
-            plane: 30,
-        }
+        Windows::of_one_sample((8, 4), (0, 6, 1), taps, (channels, 30))
     }
 
     /// Every start and number of vectors, against the sums written out:

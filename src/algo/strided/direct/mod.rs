@@ -82,6 +82,30 @@ pub(super) fn padded_band<'a, T: Element>(
     ((copy, 0), band)
 }
 
+/// The padded input of the whole samples `samples`, one after another:
+/// the zero-copy input where the layer needs no padding and the samples
+/// are contiguous, else a padded copy in `buf`; with the distance between
+/// samples.
+pub(super) fn padded_samples<'a, T: Element>(
+    x: ArrayView4<'a, T>,
+    samples: Range<usize>,
+    g: &Geometry,
+    buf: &'a mut Vec<T>,
+) -> (&'a [T], usize) {
+    let wp = g.in_w + g.padding.left + g.padding.right;
+    let hp = g.in_h + g.padding.top + g.padding.bottom;
+    let sample_step = g.in_channels * hp * wp;
+    let x = x.slice_move(s![samples, .., .., ..]);
+    if g.padding.is_zero()
+        && let Some(in_place) = x.to_slice()
+    {
+        return (in_place, sample_step);
+    }
+    let copy = scratch(buf, x.len_of(Axis(0)) * sample_step);
+    pad_into(x, g.padding, 1, copy);
+    (copy, sample_step)
+}
+
 /// `planes` (a plane of `y`'s rows a channel, one after another) into
 /// `y` (`[channels, rows, width]`), each channel's rows by one copy where
 /// they are contiguous (a band of a standard-layout sample): ndarray's
