@@ -235,19 +235,27 @@ fn run<T: Element>(
     });
 }
 
+/// Bytes of tiles and padded input a stack of samples holds at most: the
+/// smallest L2 among the machines measured (Zen 4's 1 MiB), so that each
+/// panel of output channels reads the stack's input again from L2, and
+/// the tiles stay there from one block of input channels to the next
+/// (BENCHMARKS.md, "Stacked samples").
+const STACK_BYTES: usize = 1 << 20;
+
 /// The most whole samples whose windows one run of tiles takes, their
-/// tiles (`width` output channels a pixel) within `TILE_CHUNK_BYTES` and
-/// their padded input within `cap` bytes: each block of weights then
-/// serves the tiles of several small images while it stays in L1, and
-/// only the last tile of the run repeats a pixel, where a 7x7 image's
-/// nine tiles would repeat five (BENCHMARKS.md, "Stacked samples").
+/// tiles (`width` output channels a pixel) and padded input within
+/// [`STACK_BYTES`] and their padded input within `cap` bytes: each block
+/// of weights then serves the tiles of several small images while it
+/// stays in L1, and only the last tile of the run repeats a pixel, where
+/// a 7x7 image's nine tiles would repeat five (BENCHMARKS.md, "Stacked
+/// samples").
 fn samples_a_stack<T>(g: &Geometry, width: usize, cap: usize) -> usize {
     let size = std::mem::size_of::<T>();
     let tiles = g.out_h * g.out_w * width * size;
     let wp = g.in_w + g.padding.left + g.padding.right;
     let hp = g.in_h + g.padding.top + g.padding.bottom;
     let input = g.in_channels * hp * wp * size;
-    (TILE_CHUNK_BYTES / tiles.max(1))
+    (STACK_BYTES / (tiles + input).max(1))
         .min(cap / input.max(1))
         .max(1)
 }
@@ -935,6 +943,45 @@ pub(crate) mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Stacks are the most samples whose tiles and padded input fit
+    /// `STACK_BYTES` and whose input fits the cap, one sample where even
+    /// one does not: ResNet-50's 7x7 and 14x14 layers stack, its 56x56
+    /// layer and a large cap-bound input do not.
+    #[test]
+    fn stacks_are_the_most_samples_within_their_bounds() {
+        use super::{STACK_BYTES, samples_a_stack};
+        use crate::{Conv2dSpec, DEFAULT_COLUMN_CAP_BYTES};
+        let cap = DEFAULT_COLUMN_CAP_BYTES;
+        for (channels, size, expected_stacks) in [
+            (512, 7, true),
+            (256, 14, true),
+            (64, 56, false),
+            (8, 512, false),
+        ] {
+            let spec = Conv2dSpec::new(channels, channels, (3, 3)).padding((1, 1));
+            let g = crate::spec::Geometry::new(&spec, [8, channels, size, size]).unwrap();
+            let width = channels.next_multiple_of(16);
+            let tiles = size * size * width * 4;
+            let input = channels * (size + 2) * (size + 2) * 4;
+            let fits = |n: usize| n * (tiles + input) <= STACK_BYTES && n * input <= cap;
+            let stack = samples_a_stack::<f32>(&g, width, cap);
+            assert_eq!(
+                stack > 1,
+                expected_stacks,
+                "{channels} channels of {size}x{size}"
+            );
+            assert!(
+                stack == 1 || fits(stack),
+                "{stack} samples of {size}x{size}"
+            );
+            assert!(
+                !fits(stack + 1),
+                "{} samples of {size}x{size} fit",
+                stack + 1
+            );
         }
     }
 
