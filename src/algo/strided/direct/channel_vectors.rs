@@ -780,8 +780,6 @@ mod avx512 {
                     let plane = windows.plane as isize;
                     for tile in 0..windows.pixels.div_ceil(TILE_PIXELS) {
                         // Each pixel's window, the last pixel's for those
-                        // past the end.
-                        // Each pixel's window, the last pixel's for those
                         // past the end: the first pixel's found by division,
                         // the others by stepping along its row, wrapping
                         // onto the next row and the next sample.
