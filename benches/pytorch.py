@@ -28,8 +28,9 @@ checked the same way.
 
 The output names the CPU and gemmconv's FMA peak probe (`--peak`) before
 and after the rows: on a shared machine the clock and the neighbours move
-every library's figures between runs, and the probe tells a slow stretch
-from a slow change.
+every library's figures between runs. The probe keeps its best reading,
+so it shows a slower clock but not every slow stretch (BENCHMARKS.md,
+"Where the many-channel small images go"): compare ratios within a run.
 
 The medians also go to target/pytorch.json, where benches/report.py finds
 them for BENCHMARKS.md.
@@ -172,8 +173,8 @@ def cpu_model():
 
 
 def fma_peak(threads):
-    """gemmconv's FMA peak probe, as it prints it: the machine's speed at
-    the time, which on a shared machine moves between runs."""
+    """gemmconv's FMA peak probe, as it prints it: the machine's best FMA
+    rate at the time, which on a shared machine moves between runs."""
     probe = subprocess.run(
         ["cargo", "run", "--release", "--quiet", "--", "--peak", "--threads", str(threads)],
         cwd=REPO, check=True, capture_output=True, text=True,

@@ -778,13 +778,13 @@ mod avx512 {
                     }
                     let taps = &offsets[..windows.taps.len()];
                     let plane = windows.plane as isize;
+                    let rows = windows.sample_pixels / windows.out_w;
                     for tile in 0..windows.pixels.div_ceil(TILE_PIXELS) {
                         // Each pixel's window, the last pixel's for those
                         // past the end: the first pixel's found by division,
                         // the others by stepping along its row, wrapping
                         // onto the next row and the next sample.
                         let first = tile * TILE_PIXELS;
-                        let rows = windows.sample_pixels / windows.out_w;
                         let (sample, in_sample) =
                             (first / windows.sample_pixels, first % windows.sample_pixels);
                         let (mut row, mut column) =
