@@ -843,6 +843,24 @@ impl Schedule {
         out: ArrayViewMut4<'_, T>,
         work: impl Fn(&WorkItem, ArrayViewMut4<'_, T>, &mut Scratch<T>) + Sync,
     ) {
+        self.run_checked_by_kernel(memory, out, |item, mut out, scratch, check| {
+            work(item, out.view_mut(), scratch);
+            !check || all_finite(&out.view())
+        });
+    }
+
+    /// [`Self::run`] for a kernel that checks what it writes itself:
+    /// `work(item, out[item], scratch, check)` returns whether every
+    /// element it wrote is finite where `check` asks (a call that checks
+    /// every output), and `true` where it does not. A kernel that writes an
+    /// item's samples one by one checks each while it is still in cache,
+    /// where a check of the whole item would read it again from memory.
+    pub(crate) fn run_checked_by_kernel<T: Element>(
+        &self,
+        memory: Memory<'_, T>,
+        out: ArrayViewMut4<'_, T>,
+        work: impl Fn(&WorkItem, ArrayViewMut4<'_, T>, &mut Scratch<T>, bool) -> bool + Sync,
+    ) {
         let region = Region {
             head: None,
             whole: (0, out),
@@ -865,8 +883,7 @@ impl Schedule {
                     } else {
                         tail.take().expect("a lane's bands are its head and tail").1
                     };
-                    work(&item, out.view_mut(), &mut memory.scratch);
-                    if checking && !all_finite(&out.view()) {
+                    if !work(&item, out.view_mut(), &mut memory.scratch, checking) {
                         finite.store(false, Ordering::Relaxed);
                     }
                 }
@@ -904,8 +921,42 @@ impl Schedule {
         &self,
         memory: Memory<'m, T>,
         out: Option<ArrayViewMut4<'_, T>>,
-        (weight_len, bias_len): (usize, usize),
+        lens: (usize, usize),
         work: impl Fn(&WorkItem, Option<ArrayViewMut4<'_, T>>, &mut Scratch<T>, Partials<'_, T>) + Sync,
+    ) -> Sums<'m, T> {
+        self.run_summing_checked_by_kernel(
+            memory,
+            out,
+            lens,
+            |item, mut out, scratch, partials, check| {
+                work(
+                    item,
+                    out.as_mut().map(|out| out.view_mut()),
+                    scratch,
+                    partials,
+                );
+                !check || out.is_none_or(|out| all_finite(&out.view()))
+            },
+        )
+    }
+
+    /// [`Self::run_summing`] for a kernel that checks what it writes into
+    /// `out[item]` itself, as [`Self::run_checked_by_kernel`] has it. A
+    /// band is checked before it adds up: a sum of finite bands is finite
+    /// but for overflow.
+    pub(crate) fn run_summing_checked_by_kernel<'m, T: Element>(
+        &self,
+        memory: Memory<'m, T>,
+        out: Option<ArrayViewMut4<'_, T>>,
+        (weight_len, bias_len): (usize, usize),
+        work: impl Fn(
+            &WorkItem,
+            Option<ArrayViewMut4<'_, T>>,
+            &mut Scratch<T>,
+            Partials<'_, T>,
+            bool,
+        ) -> bool
+        + Sync,
     ) -> Sums<'m, T> {
         let Memory {
             lanes,
@@ -943,7 +994,7 @@ impl Schedule {
                 let (weight, bias) = partial.split_at_mut(weight_len);
                 let mut bands = memory_of_part.bands.iter_mut();
                 for item in self.items(part) {
-                    let mut out = match sample_shape {
+                    let out = match sample_shape {
                         None => None,
                         Some(_) if !self.is_band(&item) => {
                             let samples =
@@ -964,13 +1015,7 @@ impl Schedule {
                         weight: &mut *weight,
                         bias: &mut *bias,
                     };
-                    let reborrowed = out.as_mut().map(|out| out.view_mut());
-                    work(&item, reborrowed, &mut memory.scratch, partials);
-                    // A band is checked before it adds up: a sum of finite
-                    // bands is finite but for overflow.
-                    if let (true, Some(out)) = (checking, &out)
-                        && !all_finite(&out.view())
-                    {
+                    if !work(&item, out, &mut memory.scratch, partials, checking) {
                         finite.store(false, Ordering::Relaxed);
                     }
                 }

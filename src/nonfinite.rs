@@ -69,11 +69,32 @@ pub(crate) fn all_finite_on_pool<T: Element>(slice: &[T]) -> bool {
     }
 }
 
-/// Whether every element of `slice` is finite: `v · 0` is zero for a finite
-/// `v` and NaN otherwise, and eight running sums of it keep the loop free
-/// of branches, for the compiler to vectorise.
+/// Whether every element of `slice` is finite, through the CPU's widest
+/// vectors ([`finite_by_products`]).
 fn slice_is_finite<T: Element>(slice: &[T]) -> bool {
-    const LANES: usize = 8;
+    let mut finite = false;
+    slice_is_finite_into(slice, &mut finite);
+    finite
+}
+
+/// [`slice_is_finite`]'s answer into `finite`, in the SIMD build the CPU
+/// runs.
+fn slice_is_finite_into<T: Element>(slice: &[T], finite: &mut bool) {
+    use crate::algo::strided::simd::with_runtime_simd;
+    with_runtime_simd!(
+        finite_avx512, finite_avx2,
+        finite_by_products::<T>, finite_by_products::<T>,
+        slice: &[T], finite: &mut bool,
+    );
+}
+
+/// Running sums of `v · 0` a vector apart: zero for a finite `v` and
+/// NaN otherwise. Independent sums keep the loop free of branches and of
+/// one long chain of additions, so that it runs at the rate the cache
+/// delivers the slice (BENCHMARKS.md, "Finite checks").
+#[inline(always)]
+fn finite_by_products<T: Element>(slice: &[T], finite: &mut bool) {
+    const LANES: usize = 64;
     let mut sums = [T::zero(); LANES];
     let chunks = slice.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -82,7 +103,7 @@ fn slice_is_finite<T: Element>(slice: &[T]) -> bool {
             *sum += v * T::zero();
         }
     }
-    sums.iter().all(|s| *s == T::zero()) && rest.iter().all(|v| v.is_finite())
+    *finite = sums.iter().all(|s| *s == T::zero()) && rest.iter().all(|v| v.is_finite());
 }
 
 /// Computes again, by the naive sum, each output of `y` that a tap with a
@@ -155,6 +176,7 @@ fn taps_where(kh: usize, kw: usize, keep: impl Fn(usize, usize) -> bool) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::{all_finite, all_finite_on_pool, slice_is_finite};
+    use crate::element::Element;
     use ndarray::{Array4, s};
 
     /// Views that are not one run of memory (bands of rows, every other
@@ -212,19 +234,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn finds_every_special_value_anywhere() {
-        for len in [0, 1, 7, 8, 9, 31, 100] {
-            let ones = vec![1.0f32; len];
+    /// Lengths around the 64 running sums and their multiples, so that a
+    /// special value sits in every sum and in the ragged rest.
+    fn finds_every_special_value_anywhere_in<T: Element>() {
+        for len in [0, 1, 7, 8, 9, 31, 63, 64, 65, 100, 128, 130, 200] {
+            let ones = vec![T::one(); len];
             assert!(slice_is_finite(&ones));
             for at in 0..len {
-                for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                for special in [T::nan(), T::infinity(), T::neg_infinity()] {
                     let mut v = ones.clone();
                     v[at] = special;
                     assert!(!slice_is_finite(&v), "{special} at {at} of {len}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn finds_every_special_value_anywhere() {
+        finds_every_special_value_anywhere_in::<f32>();
+        finds_every_special_value_anywhere_in::<f64>();
         assert!(slice_is_finite(&[
             f64::MAX,
             f64::MIN,

@@ -296,3 +296,47 @@ fn weight_gradient_alone_poisons_what_the_naive_sum_poisons() {
         }
     }
 }
+
+/// The input gradient asked for alone (no weight or bias gradient, whose
+/// sums would show a non-finite error) on 3x3 layers at stride 1, where the
+/// Winograd kernel runs, with one special value in the error or the
+/// weights: its transforms spread it over neighbouring pixels, which only
+/// the check of every output a lane writes finds.
+#[test]
+fn input_gradient_alone_poisons_what_the_naive_sum_poisons() {
+    let mut rng = rng(6);
+    let spec = Conv2dSpec::new(3, 4, (3, 3)).padding((1, 1));
+    let input = [3, 3, 9, 10];
+    let output = spec.output_shape(input).unwrap();
+    let shapes = (input, spec.weight_shape(), output);
+    for case in 0..12 {
+        let mut operands = random_operands4::<f32>(&mut rng, shapes);
+        let (x, w, _, dy) = &mut operands;
+        let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][case % 3];
+        if case % 2 == 0 {
+            let n = rng.random_range(0..3);
+            dy[[n, rng.random_range(0..4), rng.random_range(0..9), 5]] = special;
+        } else {
+            w[[rng.random_range(0..4), rng.random_range(0..3), 1, 2]] = special;
+        }
+        let input_gradient = |algorithm: Algorithm, ws: &mut gemmconv::Workspace<f32>| {
+            let mut dx = Array::zeros(input);
+            let out = gemmconv::SelectedGradientsMut {
+                dx: Some(dx.view_mut()),
+                dw: None,
+                db: None,
+            };
+            let operands = (x.view(), w.view(), dy.view());
+            gemmconv::conv2d_backward_selected_into(
+                operands.0, operands.1, operands.2, &spec, algorithm, ws, out,
+            )
+            .unwrap();
+            dx
+        };
+        let want = input_gradient(Algorithm::Naive, &mut Default::default());
+        for (algorithm, mut ws, label) in configurations::<f32>() {
+            let got = input_gradient(algorithm, &mut ws);
+            assert_alike(&got, &want, &format!("case {case}, {label}: dx"));
+        }
+    }
+}

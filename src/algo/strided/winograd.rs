@@ -33,6 +33,7 @@ use crate::gemm::matmul;
 use crate::gradients::{Targets, add_bias_gradient};
 use crate::lanes::Work;
 use crate::layout::pixel_major::Image;
+use crate::nonfinite::all_finite;
 use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
@@ -434,12 +435,13 @@ pub(crate) fn forward<T: Element>(
     let schedule = ws.schedule(Work::forward(g, row_granule(g)));
     let (u_buf, lanes) = ws.memory(&schedule);
     let u = transform_weights(w, u_buf);
-    schedule.run(lanes, y, |item, mut y_item, buffers| {
+    schedule.run_checked_by_kernel(lanes, y, |item, mut y_item, buffers, check| {
         let row_band = tiling.row_band(&item.rows);
         let item_tiles = row_band.tiles.clone();
         let [image_buf, pixels_buf, v_buf, m_buf, stage_buf] = buffers.split();
         let (rows, at_row) = row_band.sample_rows(g.padding.top, g.in_h);
-        for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
+        let mut finite = true;
+        for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let x_n = x.index_axis(Axis(0), n);
             let image = row_band.input.fill_rows(
                 x_n,
@@ -488,8 +490,12 @@ pub(crate) fn forward<T: Element>(
                 }
             }
             let first = (item.rows.start - row_band.first_row) * g.out_w * c_out;
-            output.read_band(&pixels[first..], y_n, bias, stage_buf);
+            output.read_band(&pixels[first..], y_n.view_mut(), bias, stage_buf);
+            // Each sample while it is in cache: the scheduler's check of
+            // the whole item would read it again from memory.
+            finite &= !check || all_finite(&y_n.view());
         }
+        finite
     });
 }
 
@@ -519,16 +525,17 @@ pub(crate) fn backward<T: Element>(
     };
     let dw_len = if want_dw { POINTS * c_in * c_out } else { 0 };
     let db_len = if want_db { c_out } else { 0 };
-    let sums = schedule.run_summing(
+    let sums = schedule.run_summing_checked_by_kernel(
         lanes,
         dx,
         (dw_len, db_len),
-        |item, mut dx_item, buffers, partials| {
+        |item, mut dx_item, buffers, partials, check| {
             let [image_buf, error_buf, grad_buf, v_buf, dm_buf, stage_buf] = buffers.split();
             let du = partials.weight;
             let row_band = tiling.row_band(&item.rows);
             let item_tiles = row_band.tiles.clone();
             let (rows, at_row) = row_band.sample_rows(p.top, g.in_h);
+            let mut finite = true;
             for (local, n) in item.samples.clone().enumerate() {
                 let dy_n = dy.index_axis(Axis(0), n);
                 if want_db {
@@ -590,12 +597,16 @@ pub(crate) fn backward<T: Element>(
                     let held = schedule.gradient_rows(item, g.in_h);
                     let first = at_row + held.start - rows.start;
                     let start = (first * row_band.input.w + p.left) * c_in;
-                    let dx_n = dx_item.index_axis_mut(Axis(0), local);
+                    let mut dx_n = dx_item.index_axis_mut(Axis(0), local);
                     row_band
                         .input
-                        .read(&grad[start..], dx_n, 0..held.len(), None);
+                        .read(&grad[start..], dx_n.view_mut(), 0..held.len(), None);
+                    // Each sample while it is in cache, as in the forward
+                    // pass.
+                    finite &= !check || all_finite(&dx_n.view());
                 }
             }
+            finite
         },
     );
     if let Some(dw) = dw {
