@@ -28,6 +28,7 @@
 //! sum by a few units in the last place more (the agreement tests hold it
 //! to the same tolerance as every other kernel).
 
+use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gemm::matmul;
 use crate::gradients::{Targets, add_bias_gradient};
@@ -91,9 +92,11 @@ fn gt<T: Element>([u0, u1, u2, u3]: [T; 4]) -> [T; 3] {
 /// One tile's 2-D transform, `out = cols(rows(in))`, on runs of `n`
 /// channels: the input cell `(r, s)` starts at `src_at[r][s]` in `src`, the
 /// output cell `(o, p)` at `dst_at[o][p]` in `dst` (written, or added when
-/// `ACCUMULATE`; `None` drops it: an output pixel past the image's edge).
-/// `scratch_buf` holds the half-transformed tile. Each step is a loop over
-/// channels, which the compiler vectorises.
+/// `ACCUMULATE`; `None` drops it: an output pixel past the image's edge,
+/// written into a run of `sinks`, which holds `OR · OC` runs). The channels go a vector at a time, each
+/// through the whole 2-D transform in registers, so that a tile's cells
+/// are loaded and stored once each (BENCHMARKS.md, "Winograd transforms
+/// in SIMD builds").
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn transform_tile<
@@ -109,74 +112,134 @@ fn transform_tile<
     dst: &mut [T],
     dst_at: &[[Option<usize>; OC]; OR],
     n: usize,
-    scratch_buf: &mut Vec<T>,
+    sinks: &mut [T],
     rows: impl Fn([T; IR]) -> [T; OR],
     cols: impl Fn([T; IC]) -> [T; OC],
 ) {
-    // `half[s][o]`: the rows map of input column `s`; then spare runs for
-    // the dropped outputs.
-    let buf = scratch(scratch_buf, (IC * OR + OC) * n);
-    let (half, sinks) = buf.split_at_mut(IC * OR * n);
-    for (s, column) in half.chunks_exact_mut(OR * n).enumerate() {
-        let mut outs = column.chunks_exact_mut(n);
-        map_channels::<T, false, IR, OR>(
-            std::array::from_fn(|r| &src[src_at[r][s]..src_at[r][s] + n]),
-            std::array::from_fn(|_| outs.next().expect("OR runs")),
-            &rows,
-        );
-    }
-    let half: &[T] = half;
-    for (o, at_row) in dst_at.iter().enumerate() {
-        map_channels::<T, ACCUMULATE, IC, OC>(
-            std::array::from_fn(|s| &half[(s * OR + o) * n..(s * OR + o + 1) * n]),
-            disjoint_runs(dst, at_row, n, sinks),
-            &cols,
-        );
+    let mut outs = disjoint_grid(dst, dst_at, n, sinks);
+    let ins: [[&[T]; IC]; IR] =
+        std::array::from_fn(|r| std::array::from_fn(|s| &src[src_at[r][s]..src_at[r][s] + n]));
+    // A vector of an AVX-512 register's lanes: 16 `f32`, 8 `f64`.
+    if std::mem::size_of::<T>() == 4 {
+        transform_channels::<T, ACCUMULATE, IR, IC, OR, OC, 16>(ins, &mut outs, (&rows, &cols));
+    } else {
+        transform_channels::<T, ACCUMULATE, IR, IC, OR, OC, 8>(ins, &mut outs, (&rows, &cols));
     }
 }
 
-/// `outs[o][k] = f(ins[..][k])[o]` (or `+=`) for every channel `k`.
+/// [`transform_tile`] on its runs, `L` channels at a time (the last
+/// chunk shorter): the chunk's cells are loaded into local arrays, mapped
+/// along the rows and the columns lane by lane, and stored (or added).
+#[allow(clippy::type_complexity)]
 #[inline(always)]
-fn map_channels<T: Element, const ACCUMULATE: bool, const I: usize, const O: usize>(
-    ins: [&[T]; I],
-    outs: [&mut [T]; O],
-    f: &impl Fn([T; I]) -> [T; O],
+fn transform_channels<
+    T: Element,
+    const ACCUMULATE: bool,
+    const IR: usize,
+    const IC: usize,
+    const OR: usize,
+    const OC: usize,
+    const L: usize,
+>(
+    ins: [[&[T]; IC]; IR],
+    outs: &mut [[&mut [T]; OC]; OR],
+    (rows, cols): (&impl Fn([T; IR]) -> [T; OR], &impl Fn([T; IC]) -> [T; OC]),
 ) {
-    let n = outs[0].len();
-    let ins = ins.map(|run| &run[..n]);
-    let mut outs = outs.map(|run| &mut run[..n]);
-    for k in 0..n {
-        let values = f(std::array::from_fn(|i| ins[i][k]));
-        for (out, v) in outs.iter_mut().zip(values) {
+    let n = ins[0][0].len();
+    let whole = n - n % L;
+    // Whole chunks with `L` known here, so that their copies are vector
+    // moves, not calls; then the rest.
+    for k in (0..whole).step_by(L) {
+        transform_chunk::<T, ACCUMULATE, IR, IC, OR, OC, L>(&ins, outs, k..k + L, (rows, cols));
+    }
+    if whole < n {
+        transform_chunk::<T, ACCUMULATE, IR, IC, OR, OC, L>(&ins, outs, whole..n, (rows, cols));
+    }
+}
+
+/// [`transform_channels`] on the channels `chunk`, at most `L` of them.
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+fn transform_chunk<
+    T: Element,
+    const ACCUMULATE: bool,
+    const IR: usize,
+    const IC: usize,
+    const OR: usize,
+    const OC: usize,
+    const L: usize,
+>(
+    ins: &[[&[T]; IC]; IR],
+    outs: &mut [[&mut [T]; OC]; OR],
+    chunk: Range<usize>,
+    (rows, cols): (&impl Fn([T; IR]) -> [T; OR], &impl Fn([T; IC]) -> [T; OC]),
+) {
+    let (k, len) = (chunk.start, chunk.len());
+    let mut cells = [[[T::zero(); L]; IC]; IR];
+    for (cell_row, in_row) in cells.iter_mut().zip(ins) {
+        for (cell, run) in cell_row.iter_mut().zip(in_row) {
+            cell[..len].copy_from_slice(&run[k..k + len]);
+        }
+    }
+    // `half[s][o]`: the rows map of input column `s`.
+    let mut half = [[[T::zero(); L]; OR]; IC];
+    for (s, half_column) in half.iter_mut().enumerate() {
+        for l in 0..L {
+            let mapped = rows(std::array::from_fn(|r| cells[r][s][l]));
+            for (cell, value) in half_column.iter_mut().zip(mapped) {
+                cell[l] = value;
+            }
+        }
+    }
+    let mut mapped = [[[T::zero(); L]; OC]; OR];
+    for (o, out_row) in mapped.iter_mut().enumerate() {
+        for l in 0..L {
+            let values = cols(std::array::from_fn(|s| half[s][o][l]));
+            for (cell, value) in out_row.iter_mut().zip(values) {
+                cell[l] = value;
+            }
+        }
+    }
+    for (out_row, mapped_row) in outs.iter_mut().zip(&mapped) {
+        for (run, cell) in out_row.iter_mut().zip(mapped_row) {
+            let run = &mut run[k..k + len];
             if ACCUMULATE {
-                out[k] += v;
+                // In a local array, where the sums vectorise.
+                let mut sums = [T::zero(); L];
+                sums[..len].copy_from_slice(run);
+                sums.iter_mut().zip(cell).for_each(|(d, &v)| *d += v);
+                run.copy_from_slice(&sums[..len]);
             } else {
-                out[k] = v;
+                run.copy_from_slice(&cell[..len]);
             }
         }
     }
 }
 
-/// The runs of `n` values at `starts` (increasing, at least `n` apart) in
-/// `dst`, or runs of `sinks` where a start is `None`.
-fn disjoint_runs<'a, T, const N: usize>(
+/// The runs of `n` values at `starts` in `dst` (increasing along each row
+/// and from one row to the next, at least `n` apart), or runs of `sinks`
+/// where a start is `None`.
+#[inline(always)]
+fn disjoint_grid<'a, T, const R: usize, const C: usize>(
     dst: &'a mut [T],
-    starts: &[Option<usize>; N],
+    starts: &[[Option<usize>; C]; R],
     n: usize,
     sinks: &'a mut [T],
-) -> [&'a mut [T]; N] {
+) -> [[&'a mut [T]; C]; R] {
     let mut rest = dst;
     let mut consumed = 0;
     let mut spare = sinks.chunks_exact_mut(n);
-    std::array::from_fn(|p| match starts[p] {
-        Some(at) => {
-            let tail = std::mem::take(&mut rest);
-            let (run, after) = tail[at - consumed..].split_at_mut(n);
-            rest = after;
-            consumed = at + n;
-            run
-        }
-        None => spare.next().expect("a spare run per output"),
+    std::array::from_fn(|o| {
+        std::array::from_fn(|p| match starts[o][p] {
+            Some(at) => {
+                let tail = std::mem::take(&mut rest);
+                let (run, after) = tail[at - consumed..].split_at_mut(n);
+                rest = after;
+                consumed = at + n;
+                run
+            }
+            None => spare.next().expect("a spare run per output"),
+        })
     })
 }
 
@@ -251,6 +314,7 @@ impl Tiling {
     }
 
     /// The tile's first output pixel; its others are `d` apart.
+    #[inline(always)]
     fn origin(&self, tile: usize) -> (usize, usize) {
         let (tr, tc) = (tile / self.tiles_w, tile % self.tiles_w);
         (
@@ -261,6 +325,7 @@ impl Tiling {
 
     /// Where the `R x C` pixels of `tile` start in the image of `band`
     /// (pixel-major), whose first row is the band's first.
+    #[inline(always)]
     fn cells<const R: usize, const C: usize>(
         &self,
         tile: usize,
@@ -276,6 +341,7 @@ impl Tiling {
     /// Where the tile's 2x2 output pixels go in a pixel-major buffer of
     /// `c` channels holding the output rows from the first of `band` on;
     /// `None` past the output's edge.
+    #[inline(always)]
     fn outputs(&self, tile: usize, band: &RowBand, c: usize) -> [[Option<usize>; 2]; 2] {
         let (y0, x0) = self.origin(tile);
         std::array::from_fn(|a| {
@@ -327,13 +393,15 @@ impl RowBand {
 
 /// Where the 16 transform-domain values of tile `local` of a band start,
 /// in a band buffer laid out `[point, tile, channel]`.
+#[inline(always)]
 fn points(band: usize, local: usize, c: usize) -> [[usize; 4]; 4] {
     std::array::from_fn(|u| std::array::from_fn(|v| ((u * 4 + v) * band + local) * c))
 }
 
 /// `points`, as destinations that are all kept.
+#[inline(always)]
 fn kept(at: [[usize; 4]; 4]) -> [[Option<usize>; 4]; 4] {
-    at.map(|row| row.map(Some))
+    std::array::from_fn(|u| std::array::from_fn(|v| Some(at[u][v])))
 }
 
 /// What the backward pass divides among lanes: its bands of rows write
@@ -456,18 +524,14 @@ pub(crate) fn forward<T: Element>(
             for t0 in item_tiles.clone().step_by(band) {
                 let tiles = band.min(item_tiles.end - t0);
                 let v = scratch(v_buf, POINTS * tiles * c_in);
-                for local_tile in 0..tiles {
-                    transform_tile::<_, false, _, _, _, _>(
-                        image,
-                        &tiling.cells::<4, 4>(t0 + local_tile, (&row_band, &row_band.input)),
-                        v,
-                        &kept(points(tiles, local_tile, c_in)),
-                        c_in,
-                        stage_buf,
-                        bt,
-                        bt,
-                    );
-                }
+                let band_tiles = t0..t0 + tiles;
+                transform_inputs(
+                    (&tiling, &row_band),
+                    band_tiles.clone(),
+                    image,
+                    v,
+                    stage_buf,
+                );
                 let m = scratch(m_buf, POINTS * tiles * c_out);
                 point_gemms(
                     v,
@@ -476,18 +540,7 @@ pub(crate) fn forward<T: Element>(
                     m,
                     item.gemm_threads,
                 );
-                for local_tile in 0..tiles {
-                    transform_tile::<_, false, _, _, _, _>(
-                        m,
-                        &points(tiles, local_tile, c_out),
-                        pixels,
-                        &tiling.outputs(t0 + local_tile, &row_band, c_out),
-                        c_out,
-                        stage_buf,
-                        at,
-                        at,
-                    );
-                }
+                transform_outputs((&tiling, &row_band), band_tiles, m, pixels, stage_buf);
             }
             let first = (item.rows.start - row_band.first_row) * g.out_w * c_out;
             output.read_band(&pixels[first..], y_n.view_mut(), bias, stage_buf);
@@ -630,7 +683,31 @@ fn transform_band<T: Element>(
     (c_in, c_out): (usize, usize),
     stage_buf: &mut Vec<T>,
 ) {
+    let places = (tiling, row_band);
+    let images = (image, error);
+    let transforms = (v, dm);
+    let channels = (c_in, c_out);
+    with_runtime_simd!(
+        transform_band_avx512, transform_band_avx2,
+        transform_band_body::<T>, transform_band_body::<T>,
+        places: (&Tiling, &RowBand), tiles: Range<usize>, images: (Option<&[T]>, &[T]),
+        transforms: (&mut [T], &mut [T]), channels: (usize, usize), stage_buf: &mut Vec<T>,
+    );
+}
+
+/// [`transform_band`] as the SIMD builds compile it.
+#[inline(always)]
+fn transform_band_body<T: Element>(
+    (tiling, row_band): (&Tiling, &RowBand),
+    tiles: Range<usize>,
+    (image, error): (Option<&[T]>, &[T]),
+    (v, dm): (&mut [T], &mut [T]),
+    (c_in, c_out): (usize, usize),
+    stage_buf: &mut Vec<T>,
+) {
     let band = tiles.len();
+    // Spare runs for the outputs past the image's edge, once a band.
+    let sinks = scratch(stage_buf, POINTS * c_in.max(c_out));
     for (local_tile, tile) in tiles.enumerate() {
         if let Some(image) = image {
             transform_tile::<_, false, _, _, _, _>(
@@ -639,7 +716,7 @@ fn transform_band<T: Element>(
                 v,
                 &kept(points(band, local_tile, c_in)),
                 c_in,
-                stage_buf,
+                &mut *sinks,
                 bt,
                 bt,
             );
@@ -650,7 +727,7 @@ fn transform_band<T: Element>(
             dm,
             &kept(points(band, local_tile, c_out)),
             c_out,
-            stage_buf,
+            &mut *sinks,
             a,
             a,
         );
@@ -697,6 +774,129 @@ fn add_input_gradient<T: Element>(
         v,
         threads,
     );
+    add_input_tiles((tiling, row_band), tiles, v, grad, stage_buf);
+}
+
+/// Tiles `tiles` of a band (of `tiling`) into the transform domain, `V =
+/// Bᵀ d B`, from the band's pixel-major input `image` into `v` (`[point,
+/// tile, channel]`), in the SIMD build the CPU runs: the transforms are
+/// loops over channels, which vectorise as widely as the CPU allows
+/// (BENCHMARKS.md, "Winograd transforms in SIMD builds").
+fn transform_inputs<T: Element>(
+    places: (&Tiling, &RowBand),
+    tiles: Range<usize>,
+    image: &[T],
+    v: &mut [T],
+    stage_buf: &mut Vec<T>,
+) {
+    with_runtime_simd!(
+        transform_inputs_avx512, transform_inputs_avx2,
+        transform_inputs_body::<T>, transform_inputs_body::<T>,
+        places: (&Tiling, &RowBand), tiles: Range<usize>, image: &[T], v: &mut [T],
+        stage_buf: &mut Vec<T>,
+    );
+}
+
+/// [`transform_inputs`] as the SIMD builds compile it.
+#[inline(always)]
+fn transform_inputs_body<T: Element>(
+    (tiling, row_band): (&Tiling, &RowBand),
+    tiles: Range<usize>,
+    image: &[T],
+    v: &mut [T],
+    stage_buf: &mut Vec<T>,
+) {
+    let (band, c_in) = (tiles.len(), row_band.input.c);
+    // Spare runs for the outputs past the image's edge, once a band.
+    let sinks = scratch(stage_buf, POINTS * row_band.input.c);
+    for (local_tile, tile) in tiles.enumerate() {
+        transform_tile::<_, false, _, _, _, _>(
+            image,
+            &tiling.cells::<4, 4>(tile, (row_band, &row_band.input)),
+            v,
+            &kept(points(band, local_tile, c_in)),
+            c_in,
+            sinks,
+            bt,
+            bt,
+        );
+    }
+}
+
+/// The output tiles `tiles` of a band, `Y = Aᵀ M A`, from the products
+/// `m` (`[point, tile, channel]`) into `pixels` (the band's output rows,
+/// pixel-major), in the SIMD build the CPU runs.
+fn transform_outputs<T: Element>(
+    places: (&Tiling, &RowBand),
+    tiles: Range<usize>,
+    m: &[T],
+    pixels: &mut [T],
+    stage_buf: &mut Vec<T>,
+) {
+    with_runtime_simd!(
+        transform_outputs_avx512, transform_outputs_avx2,
+        transform_outputs_body::<T>, transform_outputs_body::<T>,
+        places: (&Tiling, &RowBand), tiles: Range<usize>, m: &[T], pixels: &mut [T],
+        stage_buf: &mut Vec<T>,
+    );
+}
+
+/// [`transform_outputs`] as the SIMD builds compile it.
+#[inline(always)]
+fn transform_outputs_body<T: Element>(
+    (tiling, row_band): (&Tiling, &RowBand),
+    tiles: Range<usize>,
+    m: &[T],
+    pixels: &mut [T],
+    stage_buf: &mut Vec<T>,
+) {
+    let (band, c_out) = (tiles.len(), row_band.error.c);
+    // Spare runs for the outputs past the image's edge, once a band.
+    let sinks = scratch(stage_buf, POINTS * row_band.error.c);
+    for (local_tile, tile) in tiles.enumerate() {
+        transform_tile::<_, false, _, _, _, _>(
+            m,
+            &points(band, local_tile, c_out),
+            pixels,
+            &tiling.outputs(tile, row_band, c_out),
+            c_out,
+            sinks,
+            at,
+            at,
+        );
+    }
+}
+
+/// The input gradient's tiles, `B dV Bᵀ`, from `v` (`[point, tile,
+/// channel]`) added onto the band's pixel-major `grad`, in the SIMD build
+/// the CPU runs.
+fn add_input_tiles<T: Element>(
+    places: (&Tiling, &RowBand),
+    tiles: Range<usize>,
+    v: &[T],
+    grad: &mut [T],
+    stage_buf: &mut Vec<T>,
+) {
+    with_runtime_simd!(
+        add_input_tiles_avx512, add_input_tiles_avx2,
+        add_input_tiles_body::<T>, add_input_tiles_body::<T>,
+        places: (&Tiling, &RowBand), tiles: Range<usize>, v: &[T], grad: &mut [T],
+        stage_buf: &mut Vec<T>,
+    );
+}
+
+/// [`add_input_tiles`] as the SIMD builds compile it.
+#[inline(always)]
+fn add_input_tiles_body<T: Element>(
+    (tiling, row_band): (&Tiling, &RowBand),
+    tiles: Range<usize>,
+    v: &[T],
+    grad: &mut [T],
+    stage_buf: &mut Vec<T>,
+) {
+    let (band, c_in) = (tiles.len(), row_band.input.c);
+    // Spare runs for the outputs past the image's edge, once a band.
+    let sinks = scratch(stage_buf, POINTS * row_band.input.c);
     for (local_tile, tile) in tiles.enumerate() {
         transform_tile::<_, true, _, _, _, _>(
             v,
@@ -704,7 +904,7 @@ fn add_input_gradient<T: Element>(
             grad,
             &kept(tiling.cells::<4, 4>(tile, (row_band, &row_band.input))),
             c_in,
-            stage_buf,
+            sinks,
             b,
             b,
         );
