@@ -525,11 +525,13 @@ pub(crate) fn forward<T: Element>(
                 let tiles = band.min(item_tiles.end - t0);
                 let v = scratch(v_buf, POINTS * tiles * c_in);
                 let band_tiles = t0..t0 + tiles;
-                transform_inputs(
-                    (&tiling, &row_band),
+                let places = (&tiling, &row_band);
+                let inputs = (image, &mut *v);
+                transform_tiles(
+                    TileMap::Inputs,
+                    places,
                     band_tiles.clone(),
-                    image,
-                    v,
+                    inputs,
                     stage_buf,
                 );
                 let m = scratch(m_buf, POINTS * tiles * c_out);
@@ -540,7 +542,8 @@ pub(crate) fn forward<T: Element>(
                     m,
                     item.gemm_threads,
                 );
-                transform_outputs((&tiling, &row_band), band_tiles, m, pixels, stage_buf);
+                let outputs = (&*m, &mut *pixels);
+                transform_tiles(TileMap::Outputs, places, band_tiles, outputs, stage_buf);
             }
             let first = (item.rows.start - row_band.first_row) * g.out_w * c_out;
             output.read_band(&pixels[first..], y_n.view_mut(), bias, stage_buf);
@@ -774,139 +777,113 @@ fn add_input_gradient<T: Element>(
         v,
         threads,
     );
-    add_input_tiles((tiling, row_band), tiles, v, grad, stage_buf);
+    let places = (tiling, row_band);
+    transform_tiles(
+        TileMap::AddInputGradient,
+        places,
+        tiles,
+        (v, grad),
+        stage_buf,
+    );
 }
 
-/// Tiles `tiles` of a band (of `tiling`) into the transform domain, `V =
-/// Bᵀ d B`, from the band's pixel-major input `image` into `v` (`[point,
-/// tile, channel]`), in the SIMD build the CPU runs: the transforms are
-/// loops over channels, which vectorise as widely as the CPU allows
-/// (BENCHMARKS.md, "Winograd transforms in SIMD builds").
-fn transform_inputs<T: Element>(
+/// Which of a band's tile transforms [`transform_tiles`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TileMap {
+    /// Input tiles into the transform domain, `V = Bᵀ d B`: from the
+    /// band's pixel-major input image into `[point, tile, channel]`.
+    Inputs,
+    /// Output tiles from the products, `Y = Aᵀ M A`: from `[point, tile,
+    /// channel]` into the band's output rows, pixel-major.
+    Outputs,
+    /// The input gradient's tiles, `B dV Bᵀ`: from `[point, tile,
+    /// channel]` added onto the band's pixel-major input gradient.
+    AddInputGradient,
+}
+
+/// The `map` of tiles `tiles` of a band (of `tiling`), from `src` into
+/// `dst`, in the SIMD build the CPU runs: the transforms are loops over
+/// channels, which vectorise as widely as the CPU allows (BENCHMARKS.md,
+/// "Winograd transforms in SIMD builds").
+fn transform_tiles<T: Element>(
+    map: TileMap,
     places: (&Tiling, &RowBand),
     tiles: Range<usize>,
-    image: &[T],
-    v: &mut [T],
+    (src, dst): (&[T], &mut [T]),
     stage_buf: &mut Vec<T>,
 ) {
     with_runtime_simd!(
-        transform_inputs_avx512, transform_inputs_avx2,
-        transform_inputs_body::<T>, transform_inputs_body::<T>,
-        places: (&Tiling, &RowBand), tiles: Range<usize>, image: &[T], v: &mut [T],
+        transform_tiles_avx512, transform_tiles_avx2,
+        transform_tiles_body::<T>, transform_tiles_body::<T>,
+        map: TileMap, places: (&Tiling, &RowBand), tiles: Range<usize>, src: &[T], dst: &mut [T],
         stage_buf: &mut Vec<T>,
     );
 }
 
-/// [`transform_inputs`] as the SIMD builds compile it.
+/// [`transform_tiles`] as the SIMD builds compile it.
 #[inline(always)]
-fn transform_inputs_body<T: Element>(
+fn transform_tiles_body<T: Element>(
+    map: TileMap,
     (tiling, row_band): (&Tiling, &RowBand),
     tiles: Range<usize>,
-    image: &[T],
-    v: &mut [T],
+    src: &[T],
+    dst: &mut [T],
     stage_buf: &mut Vec<T>,
 ) {
-    let (band, c_in) = (tiles.len(), row_band.input.c);
+    let band = tiles.len();
+    let c = match map {
+        TileMap::Outputs => row_band.error.c,
+        TileMap::Inputs | TileMap::AddInputGradient => row_band.input.c,
+    };
     // Spare runs for the outputs past the image's edge, once a band.
-    let sinks = scratch(stage_buf, POINTS * row_band.input.c);
-    for (local_tile, tile) in tiles.enumerate() {
-        transform_tile::<_, false, _, _, _, _>(
-            image,
-            &tiling.cells::<4, 4>(tile, (row_band, &row_band.input)),
-            v,
-            &kept(points(band, local_tile, c_in)),
-            c_in,
-            sinks,
-            bt,
-            bt,
-        );
+    let sinks = scratch(stage_buf, POINTS * c);
+    let run = (src, dst, c, sinks);
+    let image_cells = |tile| tiling.cells::<4, 4>(tile, (row_band, &row_band.input));
+    let in_band = |local_tile| points(band, local_tile, c);
+    // One loop a map, each with its transform inlined.
+    match map {
+        TileMap::Inputs => each_tile::<_, false, _, _, _, _>(
+            tiles,
+            run,
+            |local_tile, tile| (image_cells(tile), kept(in_band(local_tile))),
+            (bt, bt),
+        ),
+        TileMap::Outputs => each_tile::<_, false, _, _, _, _>(
+            tiles,
+            run,
+            |local_tile, tile| (in_band(local_tile), tiling.outputs(tile, row_band, c)),
+            (at, at),
+        ),
+        TileMap::AddInputGradient => each_tile::<_, true, _, _, _, _>(
+            tiles,
+            run,
+            |local_tile, tile| (in_band(local_tile), kept(image_cells(tile))),
+            (b, b),
+        ),
     }
 }
 
-/// The output tiles `tiles` of a band, `Y = Aᵀ M A`, from the products
-/// `m` (`[point, tile, channel]`) into `pixels` (the band's output rows,
-/// pixel-major), in the SIMD build the CPU runs.
-fn transform_outputs<T: Element>(
-    places: (&Tiling, &RowBand),
-    tiles: Range<usize>,
-    m: &[T],
-    pixels: &mut [T],
-    stage_buf: &mut Vec<T>,
-) {
-    with_runtime_simd!(
-        transform_outputs_avx512, transform_outputs_avx2,
-        transform_outputs_body::<T>, transform_outputs_body::<T>,
-        places: (&Tiling, &RowBand), tiles: Range<usize>, m: &[T], pixels: &mut [T],
-        stage_buf: &mut Vec<T>,
-    );
-}
-
-/// [`transform_outputs`] as the SIMD builds compile it.
+/// [`transform_tile`] on each of `tiles` (the band's `local`-th), its
+/// cells in `src` and `dst` at `cells(local, tile)`.
+#[allow(clippy::type_complexity)]
 #[inline(always)]
-fn transform_outputs_body<T: Element>(
-    (tiling, row_band): (&Tiling, &RowBand),
+fn each_tile<
+    T: Element,
+    const ACCUMULATE: bool,
+    const IR: usize,
+    const IC: usize,
+    const OR: usize,
+    const OC: usize,
+>(
     tiles: Range<usize>,
-    m: &[T],
-    pixels: &mut [T],
-    stage_buf: &mut Vec<T>,
+    (src, dst, c, sinks): (&[T], &mut [T], usize, &mut [T]),
+    cells: impl Fn(usize, usize) -> ([[usize; IC]; IR], [[Option<usize>; OC]; OR]),
+    (rows, cols): (impl Fn([T; IR]) -> [T; OR], impl Fn([T; IC]) -> [T; OC]),
 ) {
-    let (band, c_out) = (tiles.len(), row_band.error.c);
-    // Spare runs for the outputs past the image's edge, once a band.
-    let sinks = scratch(stage_buf, POINTS * row_band.error.c);
     for (local_tile, tile) in tiles.enumerate() {
-        transform_tile::<_, false, _, _, _, _>(
-            m,
-            &points(band, local_tile, c_out),
-            pixels,
-            &tiling.outputs(tile, row_band, c_out),
-            c_out,
-            sinks,
-            at,
-            at,
-        );
-    }
-}
-
-/// The input gradient's tiles, `B dV Bᵀ`, from `v` (`[point, tile,
-/// channel]`) added onto the band's pixel-major `grad`, in the SIMD build
-/// the CPU runs.
-fn add_input_tiles<T: Element>(
-    places: (&Tiling, &RowBand),
-    tiles: Range<usize>,
-    v: &[T],
-    grad: &mut [T],
-    stage_buf: &mut Vec<T>,
-) {
-    with_runtime_simd!(
-        add_input_tiles_avx512, add_input_tiles_avx2,
-        add_input_tiles_body::<T>, add_input_tiles_body::<T>,
-        places: (&Tiling, &RowBand), tiles: Range<usize>, v: &[T], grad: &mut [T],
-        stage_buf: &mut Vec<T>,
-    );
-}
-
-/// [`add_input_tiles`] as the SIMD builds compile it.
-#[inline(always)]
-fn add_input_tiles_body<T: Element>(
-    (tiling, row_band): (&Tiling, &RowBand),
-    tiles: Range<usize>,
-    v: &[T],
-    grad: &mut [T],
-    stage_buf: &mut Vec<T>,
-) {
-    let (band, c_in) = (tiles.len(), row_band.input.c);
-    // Spare runs for the outputs past the image's edge, once a band.
-    let sinks = scratch(stage_buf, POINTS * row_band.input.c);
-    for (local_tile, tile) in tiles.enumerate() {
-        transform_tile::<_, true, _, _, _, _>(
-            v,
-            &points(band, local_tile, c_in),
-            grad,
-            &kept(tiling.cells::<4, 4>(tile, (row_band, &row_band.input))),
-            c_in,
-            sinks,
-            b,
-            b,
+        let (src_at, dst_at) = cells(local_tile, tile);
+        transform_tile::<_, ACCUMULATE, IR, IC, OR, OC>(
+            src, &src_at, dst, &dst_at, c, sinks, &rows, &cols,
         );
     }
 }
