@@ -268,32 +268,55 @@ fn weight_gradient_alone_poisons_what_the_naive_sum_poisons() {
     let shapes = (input, spec.weight_shape(), output);
     for case in 0..12 {
         let mut operands = random_operands4::<f32>(&mut rng, shapes);
-        let (x, w, _, dy) = &mut operands;
+        let (x, _, _, dy) = &mut operands;
         let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][case % 3];
         if case % 2 == 0 {
             x[[0, rng.random_range(0..32), 0, rng.random_range(0..3)]] = special;
         } else {
             dy[[1, rng.random_range(0..64), rng.random_range(0..3), 2]] = special;
         }
-        let weight_gradient = |algorithm: Algorithm, ws: &mut gemmconv::Workspace<f32>| {
-            let mut dw = Array::zeros(spec.weight_shape());
-            let out = gemmconv::SelectedGradientsMut {
-                dx: None,
-                dw: Some(dw.view_mut()),
-                db: None,
-            };
-            let operands = (x.view(), w.view(), dy.view());
-            gemmconv::conv2d_backward_selected_into(
-                operands.0, operands.1, operands.2, &spec, algorithm, ws, out,
-            )
-            .unwrap();
-            dw
+        check_alone(&spec, &operands, Gradient::Weight, &format!("case {case}"));
+    }
+}
+
+/// Which gradient [`check_alone`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gradient {
+    Input,
+    Weight,
+}
+
+/// The gradient `which`, asked for alone, from every configuration against
+/// the naive algorithm's.
+fn check_alone(spec: &Conv2dSpec, operands: &Operands<f32, Ix4>, which: Gradient, what: &str) {
+    let (x, w, _, dy) = operands;
+    let alone = |algorithm: Algorithm, ws: &mut gemmconv::Workspace<f32>| {
+        let input = x.raw_dim();
+        let (mut dx, mut dw) = (Array::zeros(input), Array::zeros(spec.weight_shape()));
+        let out = gemmconv::SelectedGradientsMut {
+            dx: (which == Gradient::Input).then(|| dx.view_mut()),
+            dw: (which == Gradient::Weight).then(|| dw.view_mut()),
+            db: None,
         };
-        let want = weight_gradient(Algorithm::Naive, &mut Default::default());
-        for (algorithm, mut ws, label) in configurations::<f32>() {
-            let got = weight_gradient(algorithm, &mut ws);
-            assert_alike(&got, &want, &format!("case {case}, {label}: dw"));
+        gemmconv::conv2d_backward_selected_into(
+            x.view(),
+            w.view(),
+            dy.view(),
+            spec,
+            algorithm,
+            ws,
+            out,
+        )
+        .unwrap();
+        match which {
+            Gradient::Input => dx,
+            Gradient::Weight => dw,
         }
+    };
+    let want = alone(Algorithm::Naive, &mut Default::default());
+    for (algorithm, mut ws, label) in configurations::<f32>() {
+        let got = alone(algorithm, &mut ws);
+        assert_alike(&got, &want, &format!("{what}, {label}: {which:?} gradient"));
     }
 }
 
@@ -311,7 +334,7 @@ fn input_gradient_alone_poisons_what_the_naive_sum_poisons() {
     let shapes = (input, spec.weight_shape(), output);
     for case in 0..12 {
         let mut operands = random_operands4::<f32>(&mut rng, shapes);
-        let (x, w, _, dy) = &mut operands;
+        let (_, w, _, dy) = &mut operands;
         let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][case % 3];
         if case % 2 == 0 {
             let n = rng.random_range(0..3);
@@ -319,24 +342,6 @@ fn input_gradient_alone_poisons_what_the_naive_sum_poisons() {
         } else {
             w[[rng.random_range(0..4), rng.random_range(0..3), 1, 2]] = special;
         }
-        let input_gradient = |algorithm: Algorithm, ws: &mut gemmconv::Workspace<f32>| {
-            let mut dx = Array::zeros(input);
-            let out = gemmconv::SelectedGradientsMut {
-                dx: Some(dx.view_mut()),
-                dw: None,
-                db: None,
-            };
-            let operands = (x.view(), w.view(), dy.view());
-            gemmconv::conv2d_backward_selected_into(
-                operands.0, operands.1, operands.2, &spec, algorithm, ws, out,
-            )
-            .unwrap();
-            dx
-        };
-        let want = input_gradient(Algorithm::Naive, &mut Default::default());
-        for (algorithm, mut ws, label) in configurations::<f32>() {
-            let got = input_gradient(algorithm, &mut ws);
-            assert_alike(&got, &want, &format!("case {case}, {label}: dx"));
-        }
+        check_alone(&spec, &operands, Gradient::Input, &format!("case {case}"));
     }
 }
