@@ -88,10 +88,11 @@ fn slice_is_finite_into<T: Element>(slice: &[T], finite: &mut bool) {
     );
 }
 
-/// Running sums of `v · 0` a vector apart: zero for a finite `v` and
-/// NaN otherwise. Independent sums keep the loop free of branches and of
-/// one long chain of additions, so that it runs at the rate the cache
-/// delivers the slice (BENCHMARKS.md, "Finite checks").
+/// Whether every element of `slice` is finite, into `finite`: `v · 0` is
+/// zero for a finite `v` and NaN otherwise, summed into 64 running sums,
+/// which keep the loop free of branches and of one long chain of
+/// additions, so that it runs at the rate the cache delivers the slice
+/// (BENCHMARKS.md, "Finite checks").
 #[inline(always)]
 fn finite_by_products<T: Element>(slice: &[T], finite: &mut bool) {
     const LANES: usize = 64;

@@ -93,10 +93,10 @@ fn gt<T: Element>([u0, u1, u2, u3]: [T; 4]) -> [T; 3] {
 /// channels: the input cell `(r, s)` starts at `src_at[r][s]` in `src`, the
 /// output cell `(o, p)` at `dst_at[o][p]` in `dst` (written, or added when
 /// `ACCUMULATE`; `None` drops it: an output pixel past the image's edge,
-/// written into a run of `sinks`, which holds `OR · OC` runs). The channels go a vector at a time, each
-/// through the whole 2-D transform in registers, so that a tile's cells
-/// are loaded and stored once each (BENCHMARKS.md, "Winograd transforms
-/// in SIMD builds").
+/// written into a run of `sinks`, which holds `OR · OC` runs). The
+/// channels go a vector at a time, each through the whole 2-D transform
+/// in registers, so that a tile's cells are loaded and stored once each
+/// (BENCHMARKS.md, "Winograd transforms in SIMD builds").
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn transform_tile<
