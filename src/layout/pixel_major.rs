@@ -223,6 +223,24 @@ impl Image {
         }
     }
 
+    /// [`Image::read`] into rows `rows` of the sample `dst`, which may be
+    /// any view: straight into its planes when it is in standard layout,
+    /// through [`Image::read_band`] otherwise.
+    pub(crate) fn read_rows<T: Element>(
+        &self,
+        src: &[T],
+        mut dst: ArrayViewMut3<'_, T>,
+        rows: Range<usize>,
+        bias: Option<ArrayView1<'_, T>>,
+        staging: &mut Vec<T>,
+    ) {
+        if dst.is_standard_layout() {
+            self.read(src, dst, rows, bias);
+        } else {
+            self.read_band(src, dst.slice_mut(s![.., rows, ..]), bias, staging);
+        }
+    }
+
     /// The inverse, for rows `rows` of `dst (c, h, w)`: from `src`, whose
     /// rows are this image's (the pixels past `w` dropped), plus `bias` per
     /// channel.

@@ -16,12 +16,14 @@
 //!
 //! Dilation `d` spreads a tile: it covers output pixels `d` apart and reads
 //! input pixels `d` apart, and the tiles of a block of `2d` rows (columns)
-//! interleave. Every sample is copied once, padded, into a pixel-major
-//! image (`layout/pixel_major.rs`), so that each tile's 16 inputs are contiguous runs
-//! of channels and the transforms vectorise across channels. A lane given
-//! a band of a sample's rows (a batch smaller than the lanes) copies only
-//! the rows its tiles read, and adds its input gradient up over those rows
-//! alone.
+//! interleave. The input is copied, padded, into a pixel-major image
+//! (`layout/pixel_major.rs`), so that each tile's 16 inputs are contiguous
+//! runs of channels and the transforms vectorise across channels. A lane
+//! given a band of a sample's rows (a batch smaller than the lanes) copies
+//! only the rows its tiles read, and adds its input gradient up over those
+//! rows alone; the forward pass goes further and takes each sample through
+//! in strips of rows, each copied, transformed and written out while it is
+//! in L2.
 //!
 //! Rounding: the transforms add up to 4 values before the GEMM and after
 //! it, with coefficients 1 and 1/2, so the result differs from the direct
@@ -89,15 +91,34 @@ fn gt<T: Element>([u0, u1, u2, u3]: [T; 4]) -> [T; 3] {
     ]
 }
 
+/// Where the cells of a tile start in a buffer: cell `(r, s)` at `base +
+/// r·row_step + s·col_step`, each the start of a run of the buffer's
+/// channels. Every map's cells lie on such a grid: a tile's pixels in a
+/// pixel-major image are `d` pixels apart along a row and `d` rows apart,
+/// its transform-domain values a band's tiles apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CellGrid {
+    base: usize,
+    row_step: usize,
+    col_step: usize,
+}
+
+impl CellGrid {
+    /// Where cell `(r, s)` starts.
+    #[inline(always)]
+    fn at(&self, r: usize, s: usize) -> usize {
+        self.base + r * self.row_step + s * self.col_step
+    }
+}
+
 /// One tile's 2-D transform, `out = cols(rows(in))`, on runs of `n`
-/// channels: the input cell `(r, s)` starts at `src_at[r][s]` in `src`, the
-/// output cell `(o, p)` at `dst_at[o][p]` in `dst` (written, or added when
-/// `ACCUMULATE`; `None` drops it: an output pixel past the image's edge,
-/// written into a run of `sinks`, which holds `OR · OC` runs). The
+/// channels: the input cells on the grid `src_at` in `src`, the output
+/// cells on `dst_at` in `dst` (written, or added when `ACCUMULATE`). The
 /// channels go a vector at a time, each through the whole 2-D transform
-/// in registers, so that a tile's cells are loaded and stored once each
-/// (BENCHMARKS.md, "Winograd transforms in SIMD builds").
-#[allow(clippy::too_many_arguments)]
+/// in registers, so that a tile's cells are loaded and stored once each;
+/// a chunk's cells are found from the grids' three numbers, not from
+/// sixteen slices a tile (BENCHMARKS.md, "Winograd transforms in SIMD
+/// builds", "Winograd tile grids").
 #[inline(always)]
 fn transform_tile<
     T: Element,
@@ -107,29 +128,21 @@ fn transform_tile<
     const OR: usize,
     const OC: usize,
 >(
-    src: &[T],
-    src_at: &[[usize; IC]; IR],
-    dst: &mut [T],
-    dst_at: &[[Option<usize>; OC]; OR],
+    src: (&[T], CellGrid),
+    dst: (&mut [T], CellGrid),
     n: usize,
-    sinks: &mut [T],
-    rows: impl Fn([T; IR]) -> [T; OR],
-    cols: impl Fn([T; IC]) -> [T; OC],
+    maps: (&impl Fn([T; IR]) -> [T; OR], &impl Fn([T; IC]) -> [T; OC]),
 ) {
-    let mut outs = disjoint_grid(dst, dst_at, n, sinks);
-    let ins: [[&[T]; IC]; IR] =
-        std::array::from_fn(|r| std::array::from_fn(|s| &src[src_at[r][s]..src_at[r][s] + n]));
     // A vector of an AVX-512 register's lanes: 16 `f32`, 8 `f64`.
     if std::mem::size_of::<T>() == 4 {
-        transform_channels::<T, ACCUMULATE, IR, IC, OR, OC, 16>(ins, &mut outs, (&rows, &cols));
+        transform_channels::<T, ACCUMULATE, IR, IC, OR, OC, 16>(src, dst, n, maps);
     } else {
-        transform_channels::<T, ACCUMULATE, IR, IC, OR, OC, 8>(ins, &mut outs, (&rows, &cols));
+        transform_channels::<T, ACCUMULATE, IR, IC, OR, OC, 8>(src, dst, n, maps);
     }
 }
 
 /// [`transform_tile`] on its runs, `L` channels at a time (the last
-/// chunk shorter): the chunk's cells are loaded into local arrays, mapped
-/// along the rows and the columns lane by lane, and stored (or added).
+/// chunk shorter).
 #[allow(clippy::type_complexity)]
 #[inline(always)]
 fn transform_channels<
@@ -141,23 +154,35 @@ fn transform_channels<
     const OC: usize,
     const L: usize,
 >(
-    ins: [[&[T]; IC]; IR],
-    outs: &mut [[&mut [T]; OC]; OR],
-    (rows, cols): (&impl Fn([T; IR]) -> [T; OR], &impl Fn([T; IC]) -> [T; OC]),
+    (src, src_at): (&[T], CellGrid),
+    (dst, dst_at): (&mut [T], CellGrid),
+    n: usize,
+    maps: (&impl Fn([T; IR]) -> [T; OR], &impl Fn([T; IC]) -> [T; OC]),
 ) {
-    let n = ins[0][0].len();
     let whole = n - n % L;
     // Whole chunks with `L` known here, so that their copies are vector
     // moves, not calls; then the rest.
     for k in (0..whole).step_by(L) {
-        transform_chunk::<T, ACCUMULATE, IR, IC, OR, OC, L>(&ins, outs, k..k + L, (rows, cols));
+        transform_chunk::<T, ACCUMULATE, IR, IC, OR, OC, L>(
+            (src, src_at),
+            (dst, dst_at),
+            k..k + L,
+            maps,
+        );
     }
     if whole < n {
-        transform_chunk::<T, ACCUMULATE, IR, IC, OR, OC, L>(&ins, outs, whole..n, (rows, cols));
+        transform_chunk::<T, ACCUMULATE, IR, IC, OR, OC, L>(
+            (src, src_at),
+            (dst, dst_at),
+            whole..n,
+            maps,
+        );
     }
 }
 
-/// [`transform_channels`] on the channels `chunk`, at most `L` of them.
+/// [`transform_channels`] on the channels `chunk`, at most `L` of them:
+/// the chunk's cells are loaded into local arrays, mapped along the rows
+/// and the columns lane by lane, and stored (or added).
 #[allow(clippy::type_complexity)]
 #[inline(always)]
 fn transform_chunk<
@@ -169,16 +194,17 @@ fn transform_chunk<
     const OC: usize,
     const L: usize,
 >(
-    ins: &[[&[T]; IC]; IR],
-    outs: &mut [[&mut [T]; OC]; OR],
+    (src, src_at): (&[T], CellGrid),
+    (dst, dst_at): (&mut [T], CellGrid),
     chunk: Range<usize>,
     (rows, cols): (&impl Fn([T; IR]) -> [T; OR], &impl Fn([T; IC]) -> [T; OC]),
 ) {
     let (k, len) = (chunk.start, chunk.len());
     let mut cells = [[[T::zero(); L]; IC]; IR];
-    for (cell_row, in_row) in cells.iter_mut().zip(ins) {
-        for (cell, run) in cell_row.iter_mut().zip(in_row) {
-            cell[..len].copy_from_slice(&run[k..k + len]);
+    for (r, cell_row) in cells.iter_mut().enumerate() {
+        for (s, cell) in cell_row.iter_mut().enumerate() {
+            let at = src_at.at(r, s) + k;
+            cell[..len].copy_from_slice(&src[at..at + len]);
         }
     }
     // `half[s][o]`: the rows map of input column `s`.
@@ -200,9 +226,10 @@ fn transform_chunk<
             }
         }
     }
-    for (out_row, mapped_row) in outs.iter_mut().zip(&mapped) {
-        for (run, cell) in out_row.iter_mut().zip(mapped_row) {
-            let run = &mut run[k..k + len];
+    for (o, mapped_row) in mapped.iter().enumerate() {
+        for (p, cell) in mapped_row.iter().enumerate() {
+            let at = dst_at.at(o, p) + k;
+            let run = &mut dst[at..at + len];
             if ACCUMULATE {
                 // In a local array, where the sums vectorise.
                 let mut sums = [T::zero(); L];
@@ -214,33 +241,6 @@ fn transform_chunk<
             }
         }
     }
-}
-
-/// The runs of `n` values at `starts` in `dst` (increasing along each row
-/// and from one row to the next, at least `n` apart), or runs of `sinks`
-/// where a start is `None`.
-#[inline(always)]
-fn disjoint_grid<'a, T, const R: usize, const C: usize>(
-    dst: &'a mut [T],
-    starts: &[[Option<usize>; C]; R],
-    n: usize,
-    sinks: &'a mut [T],
-) -> [[&'a mut [T]; C]; R] {
-    let mut rest = dst;
-    let mut consumed = 0;
-    let mut spare = sinks.chunks_exact_mut(n);
-    std::array::from_fn(|o| {
-        std::array::from_fn(|p| match starts[o][p] {
-            Some(at) => {
-                let tail = std::mem::take(&mut rest);
-                let (run, after) = tail[at - consumed..].split_at_mut(n);
-                rest = after;
-                consumed = at + n;
-                run
-            }
-            None => spare.next().expect("a spare run per output"),
-        })
-    })
 }
 
 /// The tiling of one geometry: which pixels each tile covers, and the
@@ -313,44 +313,68 @@ impl Tiling {
         }
     }
 
-    /// The tile's first output pixel; its others are `d` apart.
+    /// The first output pixels of `tiles`, in order; each of a tile's
+    /// others is `d` rows or columns on. Stepped along a row of tiles, not
+    /// divided out a tile.
     #[inline(always)]
-    fn origin(&self, tile: usize) -> (usize, usize) {
-        let (tr, tc) = (tile / self.tiles_w, tile % self.tiles_w);
-        (
-            2 * self.dh * (tr / self.dh) + tr % self.dh,
-            2 * self.dw * (tc / self.dw) + tc % self.dw,
-        )
+    fn origins(&self, tiles: Range<usize>) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let (tr, tc) = (tiles.start / self.tiles_w, tiles.start % self.tiles_w);
+        let (dh, dw, tiles_w) = (self.dh, self.dw, self.tiles_w);
+        // A tile `t` along an axis of steps `d` starts at `2·d·(t / d) + t % d`.
+        let start = |t: usize, d: usize| 2 * d * (t / d) + t % d;
+        let (mut y0, mut x0, mut col, mut row_phase, mut col_phase) =
+            (start(tr, dh), start(tc, dw), tc, tr % dh, tc % dw);
+        tiles.map(move |_| {
+            let origin = (y0, x0);
+            col += 1;
+            col_phase += 1;
+            x0 += 1;
+            if col_phase == dw {
+                // Past a block's `d` interleaved tiles: on to the next block.
+                col_phase = 0;
+                x0 += dw;
+            }
+            if col == tiles_w {
+                (col, col_phase, x0) = (0, 0, 0);
+                row_phase += 1;
+                y0 += 1;
+                if row_phase == dh {
+                    row_phase = 0;
+                    y0 += dh;
+                }
+            }
+            origin
+        })
     }
 
-    /// Where the `R x C` pixels of `tile` start in the image of `band`
+    /// The grid of the `origin` tile's input pixels in the image of `band`
     /// (pixel-major), whose first row is the band's first.
     #[inline(always)]
-    fn cells<const R: usize, const C: usize>(
-        &self,
-        tile: usize,
-        (band, image): (&RowBand, &Image),
-    ) -> [[usize; C]; R] {
-        let (y0, x0) = self.origin(tile);
-        let y0 = y0 - band.first_row;
-        std::array::from_fn(|r| {
-            std::array::from_fn(|s| ((y0 + self.dh * r) * image.w + x0 + self.dw * s) * image.c)
-        })
+    fn cells(&self, (y0, x0): (usize, usize), (band, image): (&RowBand, &Image)) -> CellGrid {
+        CellGrid {
+            base: ((y0 - band.first_row) * image.w + x0) * image.c,
+            row_step: self.dh * image.w * image.c,
+            col_step: self.dw * image.c,
+        }
     }
 
-    /// Where the tile's 2x2 output pixels go in a pixel-major buffer of
-    /// `c` channels holding the output rows from the first of `band` on;
-    /// `None` past the output's edge.
+    /// Whether all of the `origin` tile's 2x2 output pixels lie in the
+    /// output, not past its edge.
     #[inline(always)]
-    fn outputs(&self, tile: usize, band: &RowBand, c: usize) -> [[Option<usize>; 2]; 2] {
-        let (y0, x0) = self.origin(tile);
-        std::array::from_fn(|a| {
-            std::array::from_fn(|b| {
-                let (y, x) = (y0 + self.dh * a, x0 + self.dw * b);
-                (y < self.out_h && x < self.out_w)
-                    .then_some(((y - band.first_row) * self.out_w + x) * c)
-            })
-        })
+    fn inside(&self, (y0, x0): (usize, usize)) -> bool {
+        y0 + self.dh < self.out_h && x0 + self.dw < self.out_w
+    }
+
+    /// The grid of the `origin` tile's 2x2 output pixels in a pixel-major
+    /// buffer of `c` channels holding the output rows from the first of
+    /// `band` on (cells past the output's edge fall outside it).
+    #[inline(always)]
+    fn outputs(&self, (y0, x0): (usize, usize), band: &RowBand, c: usize) -> CellGrid {
+        CellGrid {
+            base: ((y0 - band.first_row) * self.out_w + x0) * c,
+            row_step: self.dh * self.out_w * c,
+            col_step: self.dw * c,
+        }
     }
 }
 
@@ -391,17 +415,15 @@ impl RowBand {
     }
 }
 
-/// Where the 16 transform-domain values of tile `local` of a band start,
-/// in a band buffer laid out `[point, tile, channel]`.
+/// Where the 16 transform-domain values of tile `local` of a band of
+/// `band` tiles start, in a band buffer laid out `[point, tile, channel]`.
 #[inline(always)]
-fn points(band: usize, local: usize, c: usize) -> [[usize; 4]; 4] {
-    std::array::from_fn(|u| std::array::from_fn(|v| ((u * 4 + v) * band + local) * c))
-}
-
-/// `points`, as destinations that are all kept.
-#[inline(always)]
-fn kept(at: [[usize; 4]; 4]) -> [[Option<usize>; 4]; 4] {
-    std::array::from_fn(|u| std::array::from_fn(|v| Some(at[u][v])))
+fn points(band: usize, local: usize, c: usize) -> CellGrid {
+    CellGrid {
+        base: local * c,
+        row_step: 4 * band * c,
+        col_step: band * c,
+    }
 }
 
 /// What the backward pass divides among lanes: its bands of rows write
@@ -503,56 +525,71 @@ pub(crate) fn forward<T: Element>(
     let schedule = ws.schedule(Work::forward(g, row_granule(g)));
     let (u_buf, lanes) = ws.memory(&schedule);
     let u = transform_weights(w, u_buf);
+    let strip_rows = strip_rows(g, &tiling, band);
     schedule.run_checked_by_kernel(lanes, y, |item, mut y_item, buffers, check| {
-        let row_band = tiling.row_band(&item.rows);
-        let item_tiles = row_band.tiles.clone();
         let [image_buf, pixels_buf, v_buf, m_buf, stage_buf] = buffers.split();
-        let (rows, at_row) = row_band.sample_rows(g.padding.top, g.in_h);
         let mut finite = true;
         for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let x_n = x.index_axis(Axis(0), n);
-            let image = row_band.input.fill_rows(
-                x_n,
-                rows.clone(),
-                (at_row, g.padding.left),
-                (image_buf, stage_buf),
-            );
-            let pixels = scratch(
-                pixels_buf,
-                (item.rows.end - row_band.first_row) * g.out_w * c_out,
-            );
-            for t0 in item_tiles.clone().step_by(band) {
-                let tiles = band.min(item_tiles.end - t0);
-                let v = scratch(v_buf, POINTS * tiles * c_in);
-                let band_tiles = t0..t0 + tiles;
-                let places = (&tiling, &row_band);
-                let inputs = (image, &mut *v);
-                transform_tiles(
-                    TileMap::Inputs,
-                    places,
-                    band_tiles.clone(),
-                    inputs,
-                    stage_buf,
+            for strip_start in item.rows.clone().step_by(strip_rows) {
+                let strip = strip_start..(strip_start + strip_rows).min(item.rows.end);
+                let row_band = tiling.row_band(&strip);
+                let (rows, at_row) = row_band.sample_rows(g.padding.top, g.in_h);
+                let image = row_band.input.fill_rows(
+                    x_n,
+                    rows,
+                    (at_row, g.padding.left),
+                    (image_buf, stage_buf),
                 );
-                let m = scratch(m_buf, POINTS * tiles * c_out);
-                point_gemms(
-                    v,
-                    (tiles, c_in),
-                    |xi| point(u, xi, (c_in, c_out)),
-                    m,
-                    item.gemm_threads,
+                let pixels = scratch(
+                    pixels_buf,
+                    (strip.end - row_band.first_row) * g.out_w * c_out,
                 );
-                let outputs = (&*m, &mut *pixels);
-                transform_tiles(TileMap::Outputs, places, band_tiles, outputs, stage_buf);
+                let strip_tiles = row_band.tiles.clone();
+                for t0 in strip_tiles.clone().step_by(band) {
+                    let tiles = band.min(strip_tiles.end - t0);
+                    let v = scratch(v_buf, POINTS * tiles * c_in);
+                    let band_tiles = t0..t0 + tiles;
+                    let places = (&tiling, &row_band);
+                    let inputs = (image, &mut *v);
+                    transform_tiles(
+                        TileMap::Inputs,
+                        places,
+                        band_tiles.clone(),
+                        inputs,
+                        stage_buf,
+                    );
+                    let m = scratch(m_buf, POINTS * tiles * c_out);
+                    point_gemms(
+                        v,
+                        (tiles, c_in),
+                        |xi| point(u, xi, (c_in, c_out)),
+                        m,
+                        item.gemm_threads,
+                    );
+                    let outputs = (&*m, &mut *pixels);
+                    transform_tiles(TileMap::Outputs, places, band_tiles, outputs, stage_buf);
+                }
+                let first = (strip.start - row_band.first_row) * g.out_w * c_out;
+                let held = strip.start - item.rows.start..strip.end - item.rows.start;
+                output.read_rows(&pixels[first..], y_n.view_mut(), held, bias, stage_buf);
             }
-            let first = (item.rows.start - row_band.first_row) * g.out_w * c_out;
-            output.read_band(&pixels[first..], y_n.view_mut(), bias, stage_buf);
             // Each sample while it is in cache: the scheduler's check of
             // the whole item would read it again from memory.
             finite &= !check || all_finite(&y_n.view());
         }
         finite
     });
+}
+
+/// Output rows the forward pass takes through at a time: whole blocks
+/// (`2·d` rows) whose tiles fill a band, at least one block. A strip's
+/// pixel-major input and output rows then stay in L2 beside its band's
+/// transformed tiles from when they are written to when they are read,
+/// where a whole sample's would not (BENCHMARKS.md, "Winograd strips").
+fn strip_rows(g: &Geometry, tiling: &Tiling, band: usize) -> usize {
+    let block_tiles = g.dh * tiling.tiles_w;
+    2 * g.dh * (band / block_tiles.max(1)).max(1)
 }
 
 /// The backward pass, see the module docs: each lane sums its samples'
@@ -630,7 +667,6 @@ pub(crate) fn backward<T: Element>(
                         (want_dw.then_some(image), error),
                         (v, dm),
                         channels,
-                        stage_buf,
                     );
                     if want_dw {
                         add_weight_gradient(tiles.len(), (v, dm), du, channels, item.gemm_threads);
@@ -684,7 +720,6 @@ fn transform_band<T: Element>(
     (image, error): (Option<&[T]>, &[T]),
     (v, dm): (&mut [T], &mut [T]),
     (c_in, c_out): (usize, usize),
-    stage_buf: &mut Vec<T>,
 ) {
     let places = (tiling, row_band);
     let images = (image, error);
@@ -694,7 +729,7 @@ fn transform_band<T: Element>(
         transform_band_avx512, transform_band_avx2,
         transform_band_body::<T>, transform_band_body::<T>,
         places: (&Tiling, &RowBand), tiles: Range<usize>, images: (Option<&[T]>, &[T]),
-        transforms: (&mut [T], &mut [T]), channels: (usize, usize), stage_buf: &mut Vec<T>,
+        transforms: (&mut [T], &mut [T]), channels: (usize, usize),
     );
 }
 
@@ -706,33 +741,24 @@ fn transform_band_body<T: Element>(
     (image, error): (Option<&[T]>, &[T]),
     (v, dm): (&mut [T], &mut [T]),
     (c_in, c_out): (usize, usize),
-    stage_buf: &mut Vec<T>,
 ) {
     let band = tiles.len();
-    // Spare runs for the outputs past the image's edge, once a band.
-    let sinks = scratch(stage_buf, POINTS * c_in.max(c_out));
-    for (local_tile, tile) in tiles.enumerate() {
+    for (local_tile, origin) in tiling.origins(tiles).enumerate() {
         if let Some(image) = image {
             transform_tile::<_, false, _, _, _, _>(
-                image,
-                &tiling.cells::<4, 4>(tile, (row_band, &row_band.input)),
-                v,
-                &kept(points(band, local_tile, c_in)),
+                (image, tiling.cells(origin, (row_band, &row_band.input))),
+                (&mut *v, points(band, local_tile, c_in)),
                 c_in,
-                &mut *sinks,
-                bt,
-                bt,
+                (&bt, &bt),
             );
         }
+        // The error image holds zeros past the output's edge: every tile's
+        // 2x2 cells lie in it.
         transform_tile::<_, false, _, _, _, _>(
-            error,
-            &tiling.cells::<2, 2>(tile, (row_band, &row_band.error)),
-            dm,
-            &kept(points(band, local_tile, c_out)),
+            (error, tiling.cells(origin, (row_band, &row_band.error))),
+            (&mut *dm, points(band, local_tile, c_out)),
             c_out,
-            &mut *sinks,
-            a,
-            a,
+            (&a, &a),
         );
     }
 }
@@ -831,60 +857,70 @@ fn transform_tiles_body<T: Element>(
     stage_buf: &mut Vec<T>,
 ) {
     let band = tiles.len();
-    let c = match map {
-        TileMap::Outputs => row_band.error.c,
-        TileMap::Inputs | TileMap::AddInputGradient => row_band.input.c,
-    };
-    // Spare runs for the outputs past the image's edge, once a band.
-    let sinks = scratch(stage_buf, POINTS * c);
-    let run = (src, dst, c, sinks);
-    let image_cells = |tile| tiling.cells::<4, 4>(tile, (row_band, &row_band.input));
-    let in_band = |local_tile| points(band, local_tile, c);
+    let origins = tiling.origins(tiles);
+    let image_cells = |origin| tiling.cells(origin, (row_band, &row_band.input));
     // One loop a map, each with its transform inlined.
     match map {
-        TileMap::Inputs => each_tile::<_, false, _, _, _, _>(
-            tiles,
-            run,
-            |local_tile, tile| (image_cells(tile), kept(in_band(local_tile))),
-            (bt, bt),
-        ),
-        TileMap::Outputs => each_tile::<_, false, _, _, _, _>(
-            tiles,
-            run,
-            |local_tile, tile| (in_band(local_tile), tiling.outputs(tile, row_band, c)),
-            (at, at),
-        ),
-        TileMap::AddInputGradient => each_tile::<_, true, _, _, _, _>(
-            tiles,
-            run,
-            |local_tile, tile| (in_band(local_tile), kept(image_cells(tile))),
-            (b, b),
-        ),
-    }
-}
-
-/// [`transform_tile`] on each of `tiles` (the band's `local`-th), its
-/// cells in `src` and `dst` at `cells(local, tile)`.
-#[allow(clippy::type_complexity)]
-#[inline(always)]
-fn each_tile<
-    T: Element,
-    const ACCUMULATE: bool,
-    const IR: usize,
-    const IC: usize,
-    const OR: usize,
-    const OC: usize,
->(
-    tiles: Range<usize>,
-    (src, dst, c, sinks): (&[T], &mut [T], usize, &mut [T]),
-    cells: impl Fn(usize, usize) -> ([[usize; IC]; IR], [[Option<usize>; OC]; OR]),
-    (rows, cols): (impl Fn([T; IR]) -> [T; OR], impl Fn([T; IC]) -> [T; OC]),
-) {
-    for (local_tile, tile) in tiles.enumerate() {
-        let (src_at, dst_at) = cells(local_tile, tile);
-        transform_tile::<_, ACCUMULATE, IR, IC, OR, OC>(
-            src, &src_at, dst, &dst_at, c, sinks, &rows, &cols,
-        );
+        TileMap::Inputs => {
+            let c = row_band.input.c;
+            for (local_tile, origin) in origins.enumerate() {
+                transform_tile::<_, false, _, _, _, _>(
+                    (src, image_cells(origin)),
+                    (&mut *dst, points(band, local_tile, c)),
+                    c,
+                    (&bt, &bt),
+                );
+            }
+        }
+        TileMap::Outputs => {
+            let c = row_band.error.c;
+            // A tile reaching past the output's edge is transformed into a
+            // 2x2 tile of its own, whose pixels inside the output are then
+            // copied there.
+            let edge = scratch(stage_buf, 4 * c);
+            let edge_cells = CellGrid {
+                base: 0,
+                row_step: 2 * c,
+                col_step: c,
+            };
+            for (local_tile, origin) in origins.enumerate() {
+                let products = (src, points(band, local_tile, c));
+                let outputs = tiling.outputs(origin, row_band, c);
+                if tiling.inside(origin) {
+                    transform_tile::<_, false, _, _, _, _>(
+                        products,
+                        (&mut *dst, outputs),
+                        c,
+                        (&at, &at),
+                    );
+                    continue;
+                }
+                transform_tile::<_, false, _, _, _, _>(
+                    products,
+                    (&mut *edge, edge_cells),
+                    c,
+                    (&at, &at),
+                );
+                for (a, b) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    let (y, x) = (origin.0 + tiling.dh * a, origin.1 + tiling.dw * b);
+                    if y < tiling.out_h && x < tiling.out_w {
+                        let (to, from) = (outputs.at(a, b), edge_cells.at(a, b));
+                        dst[to..to + c].copy_from_slice(&edge[from..from + c]);
+                    }
+                }
+            }
+        }
+        TileMap::AddInputGradient => {
+            let c = row_band.input.c;
+            for (local_tile, origin) in origins.enumerate() {
+                transform_tile::<_, true, _, _, _, _>(
+                    (src, points(band, local_tile, c)),
+                    (&mut *dst, image_cells(origin)),
+                    c,
+                    (&b, &b),
+                );
+            }
+        }
     }
 }
 
@@ -904,6 +940,37 @@ fn weight_gradient_from_transform<T: Element>(
                 let column = gt([rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
                 for (i, value) in column.into_iter().enumerate() {
                     dw[[o, c, i, j]] = value;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Conv2dSpec;
+
+    /// `origins` steps from any tile on to the pixels that dividing each
+    /// tile's index out places it at.
+    #[test]
+    fn origins_step_as_division_places_the_tiles() {
+        for (dh, dw) in [(1, 1), (2, 1), (1, 3), (2, 2)] {
+            for (h, w) in [(5, 5), (8, 13), (13, 8), (20, 20)] {
+                let spec = Conv2dSpec::new(4, 4, (3, 3))
+                    .dilation((dh, dw))
+                    .padding((dh, dw));
+                let g = Geometry::new(&spec, [1, 4, h, w]).unwrap();
+                let tiling = Tiling::new(&g);
+                let placed = |t: usize| {
+                    let (tr, tc) = (t / tiling.tiles_w, t % tiling.tiles_w);
+                    (2 * dh * (tr / dh) + tr % dh, 2 * dw * (tc / dw) + tc % dw)
+                };
+                for start in [0, 1, tiling.tiles_w - 1, tiling.tiles_w + 1] {
+                    let tiles = start..tiling.tiles();
+                    let stepped: Vec<_> = tiling.origins(tiles.clone()).collect();
+                    let divided: Vec<_> = tiles.map(placed).collect();
+                    assert_eq!(stepped, divided, "d = ({dh}, {dw}), {h}x{w}, from {start}");
                 }
             }
         }
