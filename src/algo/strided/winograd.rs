@@ -367,7 +367,8 @@ impl Tiling {
 
     /// The grid of the `origin` tile's 2x2 output pixels in a pixel-major
     /// buffer of `c` channels holding the output rows from the first of
-    /// `band` on (cells past the output's edge fall outside it).
+    /// `band` on. Only its cells inside the output are pixels of it: one
+    /// past the right edge would land on the next row.
     #[inline(always)]
     fn outputs(&self, (y0, x0): (usize, usize), band: &RowBand, c: usize) -> CellGrid {
         CellGrid {
