@@ -21,9 +21,10 @@
 //! runs of channels and the transforms vectorise across channels. A lane
 //! given a band of a sample's rows (a batch smaller than the lanes) copies
 //! only the rows its tiles read, and adds its input gradient up over those
-//! rows alone; the forward pass goes further and takes each sample through
-//! in strips of rows, each copied, transformed and written out while it is
-//! in L2.
+//! rows alone; both passes go further and take each sample through in
+//! strips of rows, each copied, transformed and written out while it is in
+//! L2 (the backward pass carries the input gradient's rows that a strip
+//! shares with the next over to it).
 //!
 //! Rounding: the transforms add up to 4 values before the GEMM and after
 //! it, with coefficients 1 and 1/2, so the result differs from the direct
@@ -292,6 +293,20 @@ impl Tiling {
         self.tiles_h * self.tiles_w
     }
 
+    /// The strips that the passes take output rows `rows` (starting on a
+    /// block) through: whole blocks (`2·d` rows) whose tiles fill a band of
+    /// `band` tiles, at least one block a strip. A strip's pixel-major
+    /// rows then stay in L2 beside its band's transformed tiles from when
+    /// they are written to when they are read, where a whole sample's
+    /// would not (BENCHMARKS.md, "Winograd strips").
+    fn strips(&self, rows: Range<usize>, band: usize) -> impl Iterator<Item = Range<usize>> {
+        let block_tiles = self.dh * self.tiles_w;
+        let strip_rows = 2 * self.dh * (band / block_tiles.max(1)).max(1);
+        let end = rows.end;
+        rows.step_by(strip_rows)
+            .map(move |start| start..(start + strip_rows).min(end))
+    }
+
     /// The part of the images that the tiles of output rows `rows` (a band
     /// that starts on a block) read and write.
     fn row_band(&self, rows: &Range<usize>) -> RowBand {
@@ -526,14 +541,12 @@ pub(crate) fn forward<T: Element>(
     let schedule = ws.schedule(Work::forward(g, row_granule(g)));
     let (u_buf, lanes) = ws.memory(&schedule);
     let u = transform_weights(w, u_buf);
-    let strip_rows = strip_rows(g, &tiling, band);
     schedule.run_checked_by_kernel(lanes, y, |item, mut y_item, buffers, check| {
         let [image_buf, pixels_buf, v_buf, m_buf, stage_buf] = buffers.split();
         let mut finite = true;
         for (n, mut y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
             let x_n = x.index_axis(Axis(0), n);
-            for strip_start in item.rows.clone().step_by(strip_rows) {
-                let strip = strip_start..(strip_start + strip_rows).min(item.rows.end);
+            for strip in tiling.strips(item.rows.clone(), band) {
                 let row_band = tiling.row_band(&strip);
                 let (rows, at_row) = row_band.sample_rows(g.padding.top, g.in_h);
                 let image = row_band.input.fill_rows(
@@ -583,16 +596,6 @@ pub(crate) fn forward<T: Element>(
     });
 }
 
-/// Output rows the forward pass takes through at a time: whole blocks
-/// (`2·d` rows) whose tiles fill a band, at least one block. A strip's
-/// pixel-major input and output rows then stay in L2 beside its band's
-/// transformed tiles from when they are written to when they are read,
-/// where a whole sample's would not (BENCHMARKS.md, "Winograd strips").
-fn strip_rows(g: &Geometry, tiling: &Tiling, band: usize) -> usize {
-    let block_tiles = g.dh * tiling.tiles_w;
-    2 * g.dh * (band / block_tiles.max(1)).max(1)
-}
-
 /// The backward pass, see the module docs: each lane sums its samples'
 /// weight gradient (in the transform domain) and bias gradient into its
 /// partials; their sum is mapped back to the kernel once. Overwrites the
@@ -626,74 +629,102 @@ pub(crate) fn backward<T: Element>(
         |item, mut dx_item, buffers, partials, check| {
             let [image_buf, error_buf, grad_buf, v_buf, dm_buf, stage_buf] = buffers.split();
             let du = partials.weight;
-            let row_band = tiling.row_band(&item.rows);
-            let item_tiles = row_band.tiles.clone();
-            let (rows, at_row) = row_band.sample_rows(p.top, g.in_h);
+            let held = schedule.gradient_rows(item, g.in_h);
             let mut finite = true;
             for (local, n) in item.samples.clone().enumerate() {
                 let dy_n = dy.index_axis(Axis(0), n);
-                if want_db {
-                    add_bias_gradient(dy_n.slice(s![.., item.rows.clone(), ..]), partials.bias);
-                }
-                if !(want_dw || want_dx) {
-                    continue;
-                }
-                let image: &[T] = if want_dw {
-                    row_band.input.fill_rows(
-                        x.index_axis(Axis(0), n),
-                        rows.clone(),
-                        (at_row, p.left),
-                        (image_buf, stage_buf),
-                    )
-                } else {
-                    &[]
-                };
-                let error = row_band.error.fill_rows(
-                    dy_n,
-                    row_band.error_rows(g.out_h),
-                    (0, 0),
-                    (error_buf, stage_buf),
-                );
-                let grad_len = if want_dx { row_band.input.len() } else { 0 };
-                let grad = scratch(grad_buf, grad_len);
-                grad.fill(T::zero());
-                for t0 in item_tiles.clone().step_by(band) {
-                    let tiles = t0..(t0 + band).min(item_tiles.end);
-                    let v = scratch(v_buf, POINTS * tiles.len() * c_in);
-                    let dm = scratch(dm_buf, POINTS * tiles.len() * c_out);
-                    let channels = (c_in, c_out);
-                    transform_band(
-                        (&tiling, &row_band),
-                        tiles.clone(),
-                        (want_dw.then_some(image), error),
-                        (v, dm),
-                        channels,
+                let mut dx_n = dx_item
+                    .as_mut()
+                    .map(|dx_item| dx_item.index_axis_mut(Axis(0), local));
+                // The input gradient rows that the strip before left for
+                // this one: its last block of rows, which this strip's
+                // tiles add to as well.
+                let mut carried = 0;
+                for strip in tiling.strips(item.rows.clone(), band) {
+                    if want_db {
+                        add_bias_gradient(dy_n.slice(s![.., strip.clone(), ..]), partials.bias);
+                    }
+                    if !(want_dw || want_dx) {
+                        continue;
+                    }
+                    let row_band = tiling.row_band(&strip);
+                    let image: &[T] = if want_dw {
+                        let (rows, at_row) = row_band.sample_rows(p.top, g.in_h);
+                        row_band.input.fill_rows(
+                            x.index_axis(Axis(0), n),
+                            rows,
+                            (at_row, p.left),
+                            (image_buf, stage_buf),
+                        )
+                    } else {
+                        &[]
+                    };
+                    let error = row_band.error.fill_rows(
+                        dy_n,
+                        row_band.error_rows(g.out_h),
+                        (0, 0),
+                        (error_buf, stage_buf),
                     );
-                    if want_dw {
-                        add_weight_gradient(tiles.len(), (v, dm), du, channels, item.gemm_threads);
-                    }
-                    if want_dx {
-                        add_input_gradient(
+                    let row_len = row_band.input.w * c_in;
+                    let grad_len = if want_dx { row_band.input.len() } else { 0 };
+                    let grad = scratch(grad_buf, grad_len);
+                    grad[carried..].fill(T::zero());
+                    let strip_tiles = row_band.tiles.clone();
+                    for t0 in strip_tiles.clone().step_by(band) {
+                        let tiles = t0..(t0 + band).min(strip_tiles.end);
+                        let v = scratch(v_buf, POINTS * tiles.len() * c_in);
+                        let dm = scratch(dm_buf, POINTS * tiles.len() * c_out);
+                        let channels = (c_in, c_out);
+                        transform_band(
                             (&tiling, &row_band),
-                            tiles,
-                            (dm, u),
-                            (v, grad),
+                            tiles.clone(),
+                            (want_dw.then_some(image), error),
+                            (v, dm),
                             channels,
-                            (stage_buf, item.gemm_threads),
                         );
+                        if want_dw {
+                            add_weight_gradient(
+                                tiles.len(),
+                                (v, dm),
+                                du,
+                                channels,
+                                item.gemm_threads,
+                            );
+                        }
+                        if want_dx {
+                            add_input_gradient(
+                                (&tiling, &row_band),
+                                tiles,
+                                (dm, u),
+                                (v, grad),
+                                channels,
+                                (stage_buf, item.gemm_threads),
+                            );
+                        }
+                    }
+                    let Some(dx_n) = &mut dx_n else {
+                        continue;
+                    };
+                    // The strip's rows of the input gradient that no later
+                    // strip adds to: all but its last block, unless it is
+                    // the item's last strip.
+                    let last = strip.end == item.rows.end;
+                    let done_h = row_band.input.h - if last { 0 } else { 2 * g.dh };
+                    let done = sample_rows_of(row_band.first_row, done_h, p.top, &held);
+                    if !done.is_empty() {
+                        let first = done.start + p.top - row_band.first_row;
+                        let start = first * row_len + p.left * c_in;
+                        let rows = done.start - held.start..done.end - held.start;
+                        row_band
+                            .input
+                            .read(&grad[start..], dx_n.view_mut(), rows, None);
+                    }
+                    if !last {
+                        grad.copy_within(done_h * row_len.., 0);
+                        carried = grad.len() - done_h * row_len;
                     }
                 }
-                if let Some(dx_item) = &mut dx_item {
-                    // `dx_item` holds the rows `held` of the sample, which
-                    // start `at_row + held.start - rows.start` rows into the
-                    // band's image.
-                    let held = schedule.gradient_rows(item, g.in_h);
-                    let first = at_row + held.start - rows.start;
-                    let start = (first * row_band.input.w + p.left) * c_in;
-                    let mut dx_n = dx_item.index_axis_mut(Axis(0), local);
-                    row_band
-                        .input
-                        .read(&grad[start..], dx_n.view_mut(), 0..held.len(), None);
+                if let Some(dx_n) = &dx_n {
                     // Each sample while it is in cache, as in the forward
                     // pass.
                     finite &= !check || all_finite(&dx_n.view());
@@ -708,6 +739,15 @@ pub(crate) fn backward<T: Element>(
     if let Some(mut db) = db {
         db.assign(&sums.bias);
     }
+}
+
+/// The rows of the sample that `h` rows of a padded image from its row
+/// `first_row` on hold (`top` rows of padding above the sample), among the
+/// rows `held`.
+fn sample_rows_of(first_row: usize, h: usize, top: usize, held: &Range<usize>) -> Range<usize> {
+    let start = first_row.saturating_sub(top).max(held.start);
+    let end = (first_row + h).saturating_sub(top).min(held.end);
+    start..end.max(start)
 }
 
 /// The backward pass's first step on a band of tiles: each input tile
