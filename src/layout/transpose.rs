@@ -100,23 +100,42 @@ mod tests {
     fn check<T: crate::Element>() {
         for rows in [1, 3, 4, 5, 8, 9, 17, 72, 141] {
             for cols in [1, 2, 4, 7, 8, 16, 19] {
-                let (src_stride, dst_stride) = (cols + 3, rows + 2);
-                let src: Vec<T> = (0..rows * src_stride)
-                    .map(|v| T::from_f64(v as f64))
-                    .collect();
-                let sentinel = T::from_f64(-1.0);
-                let mut dst = vec![sentinel; cols * dst_stride];
-                transpose(&src, src_stride, &mut dst, dst_stride, (rows, cols));
-                for j in 0..cols {
-                    for k in 0..dst_stride {
-                        let want = if k < rows {
-                            src[k * src_stride + j]
-                        } else {
-                            sentinel
-                        };
-                        assert_eq!(dst[j * dst_stride + k], want, "{rows}x{cols} at ({k}, {j})");
-                    }
-                }
+                check_shape::<T>((rows, cols), (cols + 3, rows + 2));
+            }
+        }
+    }
+
+    /// `(rows, cols)` at strides `(src_stride, dst_stride)` against the
+    /// definition, the destination's padding untouched.
+    fn check_shape<T: crate::Element>(
+        (rows, cols): (usize, usize),
+        (src_stride, dst_stride): (usize, usize),
+    ) {
+        let src: Vec<T> = (0..rows * src_stride)
+            .map(|v| T::from_f64(v as f64))
+            .collect();
+        let sentinel = T::from_f64(-1.0);
+        let mut dst = vec![sentinel; cols * dst_stride];
+        transpose(&src, src_stride, &mut dst, dst_stride, (rows, cols));
+        for j in 0..cols {
+            for k in 0..dst_stride {
+                let want = if k < rows {
+                    src[k * src_stride + j]
+                } else {
+                    sentinel
+                };
+                assert_eq!(dst[j * dst_stride + k], want, "{rows}x{cols} at ({k}, {j})");
+            }
+        }
+    }
+
+    /// Destination rows whole pages apart, which take bands of 256 rows:
+    /// one band and a part, and two whole bands and a part.
+    fn check_rows_pages_apart<T: crate::Element>() {
+        let page = 4096 / std::mem::size_of::<T>();
+        for rows in [300, 600] {
+            for cols in [8, 19] {
+                check_shape::<T>((rows, cols), (cols + 3, rows.next_multiple_of(page)));
             }
         }
     }
@@ -129,6 +148,12 @@ mod tests {
     #[test]
     fn transposes_f64() {
         check::<f64>();
+    }
+
+    #[test]
+    fn transposes_into_rows_pages_apart() {
+        check_rows_pages_apart::<f32>();
+        check_rows_pages_apart::<f64>();
     }
 
     /// Blocks on three threads, ragged at the end, give the one-thread

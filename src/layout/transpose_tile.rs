@@ -21,6 +21,40 @@ fn tiles_fit<T>(
         && dst.len() >= (cols - 1) * dst_stride + rows
 }
 
+/// Source rows a band of the tile grid holds (a multiple of every tile's
+/// side). The grid goes band by band, each band a column of tiles at a
+/// time, so that a destination row takes a band's elements in one run,
+/// whole cache lines, before the next. A row of tiles at a time writes 32
+/// bytes into each of the destination's rows and comes back for the rest
+/// a row of tiles later: on the channel vectors' tiles into a sample's
+/// output planes that took up to 3.4x the time (BENCHMARKS.md,
+/// "Transposes in bands").
+const BAND_ROWS: usize = 64;
+
+/// [`BAND_ROWS`] for destination rows a whole number of pages apart
+/// (planes of 256x256 or 512x512 pixels): every row's run then falls in
+/// the same cache sets as the others' and on pages of their own, and runs
+/// of a quarter of a page keep the writes streaming where runs of 256
+/// bytes took a fifth longer (BENCHMARKS.md, "Transposes into aliased
+/// planes").
+const ALIASED_BAND_ROWS: usize = 256;
+
+/// Bytes of a page, the span over which the caches' set index and the
+/// prefetchers' streams repeat.
+const PAGE_BYTES: usize = 4096;
+
+/// The band height for destination rows `dst_stride` elements of `T`
+/// apart: [`ALIASED_BAND_ROWS`] when they lie whole pages apart, else
+/// [`BAND_ROWS`].
+fn band_rows<T>(dst_stride: usize) -> usize {
+    let aliased = (dst_stride * std::mem::size_of::<T>()).is_multiple_of(PAGE_BYTES);
+    if aliased {
+        ALIASED_BAND_ROWS
+    } else {
+        BAND_ROWS
+    }
+}
+
 /// A grid of `8 x 8` tiles of `f32`, through AVX when the CPU has it: the
 /// feature test and the bounds check once a matrix, and the tiles inlined
 /// into one loop (a call, a test and a check a tile took a third of the
@@ -48,6 +82,7 @@ pub(crate) fn transpose_tiles_f32(
                 dst.as_mut_ptr(),
                 dst_stride,
                 shape,
+                band_rows::<f32>(dst_stride),
             )
         };
         return;
@@ -78,6 +113,7 @@ pub(crate) fn transpose_tiles_f64(
                 dst.as_mut_ptr(),
                 dst_stride,
                 shape,
+                band_rows::<f64>(dst_stride),
             )
         };
         return;
@@ -104,17 +140,8 @@ fn scalar_tiles<T: Copy>(
 mod avx {
     use std::arch::x86_64::*;
 
-    /// Source rows a band of the tile grid holds (a multiple of every tile's
-    /// side). The grid goes band by band, each band a column of tiles at a
-    /// time, so that a destination row takes a band's elements in one run,
-    /// whole cache lines, before the next row. A row of tiles at a time
-    /// writes 32 bytes into each of the destination's rows and comes back
-    /// for the rest a row of tiles later: on the channel vectors' tiles into
-    /// a sample's output planes that took up to 3.4x the time
-    /// (BENCHMARKS.md, "Transposes in bands").
-    const BAND_ROWS: usize = 64;
-
-    /// Every tile of a `rows x cols` grid of `8 x 8` tiles.
+    /// Every tile of a `rows x cols` grid of `8 x 8` tiles, in bands of
+    /// `band_rows` source rows (a multiple of 8).
     ///
     /// # Safety
     /// The CPU must have AVX; `src + i·src_stride + j` and `dst +
@@ -127,10 +154,11 @@ mod avx {
         dst: *mut f32,
         dst_stride: usize,
         (rows, cols): (usize, usize),
+        band_rows: usize,
     ) {
-        for band in (0..rows).step_by(BAND_ROWS) {
+        for band in (0..rows).step_by(band_rows) {
             for j in (0..cols).step_by(8) {
-                for i in (band..rows.min(band + BAND_ROWS)).step_by(8) {
+                for i in (band..rows.min(band + band_rows)).step_by(8) {
                     // SAFETY: tile (i, j) lies inside the grid the caller
                     // guarantees valid.
                     unsafe {
@@ -157,10 +185,11 @@ mod avx {
         dst: *mut f64,
         dst_stride: usize,
         (rows, cols): (usize, usize),
+        band_rows: usize,
     ) {
-        for band in (0..rows).step_by(BAND_ROWS) {
+        for band in (0..rows).step_by(band_rows) {
             for j in (0..cols).step_by(4) {
-                for i in (band..rows.min(band + BAND_ROWS)).step_by(4) {
+                for i in (band..rows.min(band + band_rows)).step_by(4) {
                     // SAFETY: as in `tiles_f32`.
                     unsafe {
                         tile_f64(
