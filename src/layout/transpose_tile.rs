@@ -39,6 +39,10 @@ const BAND_ROWS: usize = 64;
 /// planes").
 const ALIASED_BAND_ROWS: usize = 256;
 
+// Every tile of a band starts on a multiple of its side (8 for `f32`, 4
+// for `f64`), as the tile kernels' safety needs.
+const _: () = assert!(BAND_ROWS.is_multiple_of(8) && ALIASED_BAND_ROWS.is_multiple_of(8));
+
 /// Bytes of a page, the span over which the caches' set index and the
 /// prefetchers' streams repeat.
 const PAGE_BYTES: usize = 4096;
@@ -47,7 +51,7 @@ const PAGE_BYTES: usize = 4096;
 /// apart: [`ALIASED_BAND_ROWS`] when they lie whole pages apart, else
 /// [`BAND_ROWS`].
 fn band_rows<T>(dst_stride: usize) -> usize {
-    let aliased = (dst_stride * std::mem::size_of::<T>()).is_multiple_of(PAGE_BYTES);
+    let aliased = dst_stride.is_multiple_of(PAGE_BYTES / std::mem::size_of::<T>());
     if aliased {
         ALIASED_BAND_ROWS
     } else {
@@ -73,8 +77,10 @@ pub(crate) fn transpose_tiles_f32(
     assert!(tiles_fit((src, src_stride), (dst, dst_stride), shape, 8));
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: the CPU has AVX (checked just above), and the assert
-        // above keeps every load and store of every tile inside its slice.
+        // SAFETY: the CPU has AVX (checked just above), the assert above
+        // keeps every load and store of every tile inside its slice, and
+        // `band_rows` is one of the band heights, multiples of 8 (asserted
+        // where they are defined).
         unsafe {
             avx::tiles_f32(
                 src.as_ptr(),
@@ -146,7 +152,8 @@ mod avx {
     /// # Safety
     /// The CPU must have AVX; `src + i·src_stride + j` and `dst +
     /// j·dst_stride + i` must be valid for `i < rows`, `j < cols`, both
-    /// multiples of 8.
+    /// multiples of 8, and `band_rows` a multiple of 8 (so that every tile
+    /// starts on a multiple of 8).
     #[target_feature(enable = "avx")]
     pub(super) unsafe fn tiles_f32(
         src: *const f32,
