@@ -316,6 +316,7 @@ fn workspace<T: Element>(b: &mut Bytes) -> Workspace<T> {
             Kernel::Direct,
             Kernel::Shifted,
             Kernel::Winograd,
+            Kernel::Winograd4x4,
         ]))
         .with_input_gradient(b.pick(&[
             InputGradient::Auto,

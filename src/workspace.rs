@@ -66,7 +66,7 @@ pub struct Workspace<T> {
 
 /// How many scratch buffers a lane has: the most any kernel borrows at once
 /// (the Winograd backward pass).
-const SCRATCH_BUFFERS: usize = 6;
+const SCRATCH_BUFFERS: usize = 7;
 
 /// The memory of one lane.
 #[derive(Debug)]

@@ -13,7 +13,10 @@ use gemmconv::{
 use rand::rngs::StdRng;
 use std::ops::RangeInclusive;
 
-/// One case's random operands and the naive reference's results.
+/// One case's random operands and the naive reference's results, computed
+/// in `f64` from the same values and rounded to `T`: an `f32` reference
+/// summed in `f32` would carry its own rounding (several units in 1e-6 on
+/// the weight gradient of a large image) into every comparison.
 struct Problem<T: Element> {
     x: Array4<T>,
     w: Array4<T>,
@@ -32,9 +35,19 @@ impl<T: Element> Problem<T> {
             .has_bias()
             .then(|| random_array1::<T>(rng, spec.out_channels()));
         let dy = random_array4::<T>(rng, spec.output_shape(case.input).unwrap());
-        let bias = b.as_ref().map(|b| b.view());
-        let y_ref = conv2d(x.view(), w.view(), bias, spec, Algorithm::Naive).unwrap();
-        let g_ref = conv2d_backward(x.view(), w.view(), dy.view(), spec, Algorithm::Naive).unwrap();
+        let wide = |a: &Array4<T>| a.mapv(|v| v.into_f64());
+        let (x64, w64, dy64) = (wide(&x), wide(&w), wide(&dy));
+        let b64 = b.as_ref().map(|b| b.mapv(|v| v.into_f64()));
+        let bias = b64.as_ref().map(|b| b.view());
+        let narrow = |a: Array4<f64>| a.mapv(T::from_f64);
+        let y_ref = narrow(conv2d(x64.view(), w64.view(), bias, spec, Algorithm::Naive).unwrap());
+        let g64 =
+            conv2d_backward(x64.view(), w64.view(), dy64.view(), spec, Algorithm::Naive).unwrap();
+        let g_ref = Gradients {
+            dx: narrow(g64.dx),
+            dw: narrow(g64.dw),
+            db: g64.db.mapv(T::from_f64),
+        };
         Problem {
             x,
             w,
@@ -92,6 +105,8 @@ fn check_case<T: Element>(case: &Case, seed: u64) {
         (Kernel::Shifted, InputGradient::Auto, 1),
         (Kernel::Winograd, InputGradient::Auto, usize::MAX),
         (Kernel::Winograd, InputGradient::Auto, 1),
+        (Kernel::Winograd4x4, InputGradient::Auto, usize::MAX),
+        (Kernel::Winograd4x4, InputGradient::Auto, 1),
     ];
     for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {
         for cap in [usize::MAX, 1] {
@@ -307,6 +322,7 @@ fn into_non_contiguous_outputs() {
             (Algorithm::Strided, Kernel::Direct),
             (Algorithm::Strided, Kernel::Shifted),
             (Algorithm::Strided, Kernel::Winograd),
+            (Algorithm::Strided, Kernel::Winograd4x4),
         ];
         for (algo, kernel) in settings {
             let mut ws = Workspace::new().with_kernel(kernel);
@@ -1603,6 +1619,7 @@ fn one_workspace_across_geometries() {
         (Kernel::Auto, InputGradient::Auto),
         (Kernel::Shifted, InputGradient::Auto),
         (Kernel::Winograd, InputGradient::Auto),
+        (Kernel::Winograd4x4, InputGradient::Auto),
         (Kernel::Gemm, InputGradient::Col2im),
         (Kernel::Gemm, InputGradient::ErrorLowering),
         (Kernel::Direct, InputGradient::Auto),
@@ -1638,6 +1655,7 @@ fn into_overwrites_stale_outputs() {
         (Kernel::Direct, InputGradient::Auto),
         (Kernel::Shifted, InputGradient::Auto),
         (Kernel::Winograd, InputGradient::Auto),
+        (Kernel::Winograd4x4, InputGradient::Auto),
     ];
     for case_index in 0..40 {
         let case = if case_index % 2 == 0 {

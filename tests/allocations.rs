@@ -135,6 +135,7 @@ fn check(spec: &Conv2dSpec, input: [usize; 4], cap: usize) {
         (Kernel::Gemm, InputGradient::ErrorLowering),
         (Kernel::Shifted, InputGradient::Auto),
         (Kernel::Winograd, InputGradient::Auto),
+        (Kernel::Winograd4x4, InputGradient::Auto),
     ];
     for (kernel, method) in configurations {
         let mut ws = Workspace::new()

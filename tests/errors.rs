@@ -345,6 +345,7 @@ fn check_views(spec: Conv2dSpec, rows: usize) {
         Kernel::Direct,
         Kernel::Shifted,
         Kernel::Winograd,
+        Kernel::Winograd4x4,
     ] {
         for method in [InputGradient::Col2im, InputGradient::ErrorLowering] {
             let label = format!("strided ({kernel:?}, {method:?}) on views");

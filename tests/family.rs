@@ -189,6 +189,7 @@ fn configurations<T: Element>() -> Vec<(Algorithm, Workspace<T>, String)> {
         (Kernel::Direct, InputGradient::Auto, usize::MAX),
         (Kernel::Shifted, InputGradient::Auto, 1),
         (Kernel::Winograd, InputGradient::Auto, usize::MAX),
+        (Kernel::Winograd4x4, InputGradient::Auto, usize::MAX),
     ];
     for (kernel, method, cap) in kernels {
         let ws = Workspace::new()

@@ -79,6 +79,7 @@ fn check(spec: Conv2dSpec, input: [usize; 4], seed: u64) {
         Kernel::Direct,
         Kernel::Shifted,
         Kernel::Winograd,
+        Kernel::Winograd4x4,
     ] {
         let mut ws = Workspace::new().with_kernel(kernel);
         let (x, w, r) = (x.view(), w.view(), r.view());

@@ -164,6 +164,7 @@ fn buffers_the_system_refuses_are_errors() {
         Kernel::Direct,
         Kernel::Shifted,
         Kernel::Winograd,
+        Kernel::Winograd4x4,
     ] {
         let mut ws = Workspace::new().with_kernel(kernel);
         match conv2d_with_workspace(

@@ -167,6 +167,7 @@ enum KernelName {
     Direct,
     Shifted,
     Winograd,
+    Winograd4x4,
     Measure,
 }
 
@@ -178,6 +179,7 @@ impl From<KernelName> for Kernel {
             KernelName::Direct => Kernel::Direct,
             KernelName::Shifted => Kernel::Shifted,
             KernelName::Winograd => Kernel::Winograd,
+            KernelName::Winograd4x4 => Kernel::Winograd4x4,
             KernelName::Measure => Kernel::Measure,
         }
     }

@@ -125,13 +125,14 @@ pub type Operands<T, D> = (
 
 /// Every kernel of the strided algorithm, the column matrix with each
 /// input-gradient method.
-pub const KERNELS: [(Kernel, InputGradient); 6] = [
+pub const KERNELS: [(Kernel, InputGradient); 7] = [
     (Kernel::Auto, InputGradient::Auto),
     (Kernel::Gemm, InputGradient::Col2im),
     (Kernel::Gemm, InputGradient::ErrorLowering),
     (Kernel::Direct, InputGradient::Auto),
     (Kernel::Shifted, InputGradient::Auto),
     (Kernel::Winograd, InputGradient::Auto),
+    (Kernel::Winograd4x4, InputGradient::Auto),
 ];
 
 /// Every algorithm, and the strided one with every kernel and

@@ -46,6 +46,30 @@ pub enum Kernel {
     /// direct sum by a few more units in the last place (the tests hold it
     /// to the same tolerance as the other kernels).
     Winograd,
+    /// The layers of [`Kernel::Winograd`] in Winograd's F(4x4, 3x3): 36
+    /// GEMMs on transformed 6x6 tiles do 4x fewer multiply-adds than the
+    /// direct sum, and each input value is transformed for 16 output
+    /// pixels, not 4. The transforms' coefficients reach 8 and 1/24, so
+    /// `f32` results lie several times further from the exact sum than
+    /// the other kernels' (a relative error of about 1e-5 on 128 channels,
+    /// 2e-5 on 512: BENCHMARKS.md, "Winograd F(4x4, 3x3)"). `Kernel::Auto`
+    /// does not take it (on 64- and 128-channel layers it runs level with
+    /// F(2x2, 3x3), its GEMMs on bands of fewer tiles); `Kernel::Measure`
+    /// times it on layers of at most 128 input and output channels.
+    ///
+    /// ```
+    /// use gemmconv::{Algorithm, Conv2dSpec, Kernel, Workspace, conv2d_with_workspace};
+    /// use ndarray::Array4;
+    /// let spec = Conv2dSpec::new(4, 4, (3, 3)).padding((1, 1)).bias(false);
+    /// let x = Array4::<f64>::ones((1, 4, 9, 9));
+    /// let w = Array4::<f64>::ones(spec.weight_shape());
+    /// let mut ws = Workspace::new().with_kernel(Kernel::Winograd4x4);
+    /// let y = conv2d_with_workspace(x.view(), w.view(), None, &spec, Algorithm::Strided, &mut ws)?;
+    /// assert!((y[[0, 0, 4, 4]] - 36.0).abs() < 1e-12);
+    /// assert!((y[[0, 0, 0, 0]] - 16.0).abs() < 1e-12);
+    /// # Ok::<(), gemmconv::ConvError>(())
+    /// ```
+    Winograd4x4,
     /// Direct loops, without GEMM (slow for large groups): the forward pass
     /// of layers with more than 16 output channels a group, on a CPU with
     /// AVX-512, group by group, with register tiles of six pixels by up to

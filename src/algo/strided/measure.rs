@@ -11,7 +11,7 @@
 use super::choice::{InputGradient, Kernel};
 use super::{
     Choice, backward_with, channel_vector_gradients_apply, channel_vectors_apply, direct_suits,
-    direct_tiles_suit, forward_with, shifted_applies, winograd_applies,
+    direct_tiles_suit, forward_with, shifted_applies, winograd_4x4_accurate, winograd_applies,
 };
 use crate::element::Element;
 use crate::gradients::GradientsMut;
@@ -105,6 +105,9 @@ fn candidates(g: &Geometry) -> Vec<Candidate> {
     }
     if winograd_applies(g) {
         candidates.push(both(Kernel::Winograd, true));
+        if winograd_4x4_accurate(g) {
+            candidates.push(both(Kernel::Winograd4x4, true));
+        }
     }
     candidates.push(both(Kernel::Gemm, false));
     candidates

@@ -14,6 +14,7 @@
 //! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, any column stride (rows dealt into its phases) | forward, few output channels |
 //! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | more than 16 output channels a group, group by group, AVX-512; the backward pass also with groups of 8 to 16 output channels (the input gradient: by error lowering at unit stride, in the phases of the stride on the register tiles for groups of up to 16 input channels, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped or 8 to 16 output channels, backward |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
+//! | Winograd F(4x4, 3x3) | `winograd.rs`, `winograd/maps.rs` | 3x3, stride 1, one group | asked for, or timed by `Kernel::Measure` on layers of at most 128 channels |
 //! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, many channels, a pixel a channel |
 //! | column matrix | `column.rs` | everything | the rest |
 //!
@@ -40,6 +41,7 @@ use crate::workspace::DEFAULT_COLUMN_CAP_BYTES;
 use crate::workspace::Workspace;
 use choice::{InputGradient, Kernel};
 use ndarray::ArrayViewMut4;
+use winograd::Filter;
 
 /// The direct loops suit layers with few multiply-adds per output pixel
 /// (`c_in/groups · kh · kw`) and few output channels per group, such as
@@ -214,6 +216,19 @@ fn winograd_suits(g: &Geometry) -> bool {
         && !channel_vectors_lead_winograd(g)
 }
 
+/// The most input or output channels on which `Kernel::Measure` times
+/// Winograd's F(4x4, 3x3): its `f32` results' relative error grows with
+/// the channels summed, to about 1e-5 at 128 (half the tests' tolerance)
+/// and 2e-5 at 512, against F(2x2, 3x3)'s 1e-6 or less (BENCHMARKS.md,
+/// "Winograd F(4x4, 3x3)").
+const WINOGRAD_4X4_CHANNELS: usize = 128;
+
+/// Whether F(4x4, 3x3)'s results on `g` are as accurate as
+/// [`WINOGRAD_4X4_CHANNELS`] asks.
+fn winograd_4x4_accurate(g: &Geometry) -> bool {
+    g.in_channels.max(g.out_channels) <= WINOGRAD_4X4_CHANNELS
+}
+
 /// The fewest output pixels (over the batch) on which Winograd runs rather
 /// than the channel vectors, where both could: its rate climbs with the
 /// pixels a call (each band's 16 GEMMs have a row per tile, few on a
@@ -245,6 +260,7 @@ fn backward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kerne
         Kernel::Auto if any_kernel && shifted_suits(g) => Kernel::Shifted,
         Kernel::Shifted if shifted_applies(g) => Kernel::Shifted,
         Kernel::Winograd if winograd_applies(g) => Kernel::Winograd,
+        Kernel::Winograd4x4 if winograd_applies(g) => Kernel::Winograd4x4,
         Kernel::Direct => Kernel::Direct,
         _ => Kernel::Gemm,
     }
@@ -294,7 +310,8 @@ pub(crate) fn error_lowering_on_tiles(g: &Geometry) -> Option<Geometry> {
 #[cfg(test)]
 fn forward_work(kernel: Kernel, g: &Geometry, threads: usize) -> Work {
     match kernel {
-        Kernel::Winograd => Work::forward(g, winograd::row_granule(g)),
+        Kernel::Winograd => Work::forward(g, winograd::row_granule(g, Filter::F2x2)),
+        Kernel::Winograd4x4 => Work::forward(g, winograd::row_granule(g, Filter::F4x4)),
         Kernel::Gemm
             if column::forward_in_blocks_of_the_batch::<f32>(g, DEFAULT_COLUMN_CAP_BYTES) =>
         {
@@ -314,7 +331,8 @@ fn forward_work(kernel: Kernel, g: &Geometry, threads: usize) -> Work {
 #[cfg(test)]
 fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
     match kernel {
-        Kernel::Winograd => vec![winograd::backward_work(g)],
+        Kernel::Winograd => vec![winograd::backward_work(g, Filter::F2x2)],
+        Kernel::Winograd4x4 => vec![winograd::backward_work(g, Filter::F4x4)],
         Kernel::Shifted => vec![Work::backward(g, shifted::backward_row_granule(g))],
         Kernel::Gemm if column::splits_channels_backward::<f32>(g, DEFAULT_COLUMN_CAP_BYTES) => {
             column::backward_channel_works(g).to_vec()
@@ -385,13 +403,13 @@ impl Choice {
     /// Whether the forward pass of this choice adds pixels of the input
     /// together before it multiplies them (Winograd's transforms).
     pub(crate) fn forward_transforms(&self, g: &Geometry) -> bool {
-        self.forward == Kernel::Winograd && winograd_applies(g)
+        matches!(self.forward, Kernel::Winograd | Kernel::Winograd4x4) && winograd_applies(g)
     }
 
     /// Whether the backward pass of this choice adds pixels of the error
     /// together before it multiplies them (Winograd's transforms).
     pub(crate) fn backward_transforms(&self, g: &Geometry) -> bool {
-        self.backward == Kernel::Winograd && winograd_applies(g)
+        matches!(self.backward, Kernel::Winograd | Kernel::Winograd4x4) && winograd_applies(g)
     }
 
     /// The kernel table's choice for the options `kernel` and `method`
@@ -439,7 +457,8 @@ pub(crate) fn forward_with<T: Element>(
         Kernel::Direct if direct_tiles_apply(op.g) => direct::tiled::forward(op, y, ws),
         Kernel::Direct => direct::forward(op, y, ws),
         Kernel::Shifted if shifted_applies(op.g) => shifted::forward(op, y, ws),
-        Kernel::Winograd if winograd_applies(op.g) => winograd::forward(op, y, ws),
+        Kernel::Winograd if winograd_applies(op.g) => winograd::forward(op, y, ws, Filter::F2x2),
+        Kernel::Winograd4x4 if winograd_applies(op.g) => winograd::forward(op, y, ws, Filter::F4x4),
         _ => column::forward(op, y, ws),
     }
 }
@@ -463,7 +482,12 @@ pub(crate) fn backward_with<T: Element>(
         }
         Kernel::Direct => direct::backward(op, grads, ws),
         Kernel::Shifted if shifted_applies(op.g) => shifted::backward(op, grads, ws),
-        Kernel::Winograd if winograd_applies(op.g) => winograd::backward(op, grads, ws),
+        Kernel::Winograd if winograd_applies(op.g) => {
+            winograd::backward(op, grads, ws, Filter::F2x2)
+        }
+        Kernel::Winograd4x4 if winograd_applies(op.g) => {
+            winograd::backward(op, grads, ws, Filter::F4x4)
+        }
         _ if choice.by_col2im => column::backward_by_col2im(op, grads, ws),
         _ => column::backward_by_error_lowering(op, grads, ws),
     }
@@ -606,7 +630,12 @@ mod tests {
     fn kernels_that_do_not_apply_fall_back_to_the_column_matrix() {
         let grouped = Conv2dSpec::new(64, 64, (5, 5)).groups(2);
         let g = Geometry::new(&grouped, [1, 64, 20, 20]).unwrap();
-        for kernel in [Kernel::Shifted, Kernel::Winograd, Kernel::Gemm] {
+        for kernel in [
+            Kernel::Shifted,
+            Kernel::Winograd,
+            Kernel::Winograd4x4,
+            Kernel::Gemm,
+        ] {
             assert_eq!(
                 backward_kernel(kernel, InputGradient::Auto, &g),
                 Kernel::Gemm
@@ -706,6 +735,26 @@ mod tests {
             .padding((dilation, dilation));
         // A batch large enough for Winograd on every size tested.
         Geometry::new(&spec, [64, 32, size, size]).unwrap()
+    }
+
+    /// `Kernel::Measure` times F(4x4, 3x3) up to its channel bound, on
+    /// either side of the layer, and not beyond.
+    #[test]
+    fn measure_keeps_winograd_4x4_to_layers_of_few_channels() {
+        let layer = |c_in, c_out| {
+            let spec = Conv2dSpec::new(c_in, c_out, (3, 3)).padding((1, 1));
+            Geometry::new(&spec, [8, c_in, 28, 28]).unwrap()
+        };
+        let bound = WINOGRAD_4X4_CHANNELS;
+        for (c_in, c_out, timed) in [
+            (64, 64, true),
+            (bound, bound, true),
+            (bound + 1, bound, false),
+            (bound, bound + 1, false),
+        ] {
+            let g = layer(c_in, c_out);
+            assert_eq!(winograd_4x4_accurate(&g), timed, "{c_in} -> {c_out}");
+        }
     }
 
     #[test]

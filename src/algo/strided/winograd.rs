@@ -1,5 +1,8 @@
-//! `Kernel::Winograd`: 3x3 stride-1 convolutions in Winograd's minimal
-//! filtering F(2x2, 3x3) (Lavin and Gray, 2016), forward and backward.
+//! `Kernel::Winograd` and `Kernel::Winograd4x4`: 3x3 stride-1 convolutions
+//! in Winograd's minimal filtering F(2x2, 3x3) or F(4x4, 3x3) (Lavin and
+//! Gray, 2016), forward and backward. The text below describes F(2x2, 3x3);
+//! F(4x4, 3x3) is the same with 4x4 output tiles, 6x6 input tiles and 36
+//! GEMMs, its 1-D maps in `winograd/maps.rs`.
 //!
 //! The output is cut into 2x2 tiles; each reads a 4x4 input tile. With
 //! `V = Bᵀ d B` (input tile), `U = G g Gᵀ` (kernel) and `Y = Aᵀ M A`, the
@@ -44,52 +47,38 @@ use crate::workspace::{Workspace, scratch};
 use ndarray::{ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis, s};
 use std::ops::Range;
 
-/// Points of the transform domain: a 4x4 tile.
-const POINTS: usize = 16;
+mod maps;
 
-// The 1-D maps; each 2-D transform applies one along the rows and then one
-// along the columns of a tile.
+use maps::{F2, F4, MinimalFilter};
 
-/// `Bᵀ d`, on an input tile's column or row.
-#[inline(always)]
-fn bt<T: Element>([d0, d1, d2, d3]: [T; 4]) -> [T; 4] {
-    [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+/// Which of Winograd's algorithms a pass runs: output tiles of 2x2 pixels
+/// from 4x4 input tiles, or of 4x4 from 6x6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Filter {
+    /// F(2x2, 3x3): 16 products for 4 output pixels.
+    F2x2,
+    /// F(4x4, 3x3): 36 products for 16 output pixels.
+    F4x4,
 }
 
-/// `B v`, the adjoint of [`bt`].
-#[inline(always)]
-fn b<T: Element>([v0, v1, v2, v3]: [T; 4]) -> [T; 4] {
-    [v0, v1 - v2 + v3, v1 + v2 - v0, -v3]
-}
+impl Filter {
+    /// Output pixels along a tile's side.
+    fn m(self) -> usize {
+        match self {
+            Filter::F2x2 => 2,
+            Filter::F4x4 => 4,
+        }
+    }
 
-/// `Aᵀ m`, from the transform domain to a 2-pixel output.
-#[inline(always)]
-fn at<T: Element>([m0, m1, m2, m3]: [T; 4]) -> [T; 2] {
-    [m0 + m1 + m2, m1 - m2 - m3]
-}
+    /// Input pixels along a tile's side.
+    fn n(self) -> usize {
+        self.m() + 2
+    }
 
-/// `A y`, the adjoint of [`at`].
-#[inline(always)]
-fn a<T: Element>([y0, y1]: [T; 2]) -> [T; 4] {
-    [y0, y0 + y1, y0 - y1, -y1]
-}
-
-/// `G g`, a kernel row or column into the transform domain.
-#[inline(always)]
-fn g_map<T: Element>([g0, g1, g2]: [T; 3]) -> [T; 4] {
-    let half = T::from_f64(0.5);
-    [g0, (g0 + g1 + g2) * half, (g0 - g1 + g2) * half, g2]
-}
-
-/// `Gᵀ u`, the adjoint of [`g_map`].
-#[inline(always)]
-fn gt<T: Element>([u0, u1, u2, u3]: [T; 4]) -> [T; 3] {
-    let half = T::from_f64(0.5);
-    [
-        u0 + (u1 + u2) * half,
-        (u1 - u2) * half,
-        (u1 + u2) * half + u3,
-    ]
+    /// Points of the transform domain: an input tile's pixels.
+    fn points(self) -> usize {
+        self.n() * self.n()
+    }
 }
 
 /// Where the cells of a tile start in a buffer: cell `(r, s)` at `base +
@@ -248,7 +237,10 @@ fn transform_chunk<
 /// images the passes read and write.
 #[derive(Clone, Copy, Debug)]
 struct Tiling {
-    /// Tiles down and across: whole blocks of `2·d` rows (columns), each
+    /// The algorithm, whose output tiles are `m` pixels a side.
+    filter: Filter,
+    m: usize,
+    /// Tiles down and across: whole blocks of `m·d` rows (columns), each
     /// holding `d` interleaved tiles.
     tiles_h: usize,
     tiles_w: usize,
@@ -264,24 +256,27 @@ struct Tiling {
 }
 
 impl Tiling {
-    fn new(g: &Geometry) -> Self {
-        let blocks_h = g.out_h.div_ceil(2 * g.dh);
-        let blocks_w = g.out_w.div_ceil(2 * g.dw);
+    fn new(g: &Geometry, filter: Filter) -> Self {
+        let m = filter.m();
+        let blocks_h = g.out_h.div_ceil(m * g.dh);
+        let blocks_w = g.out_w.div_ceil(m * g.dw);
         Tiling {
+            filter,
+            m,
             tiles_h: blocks_h * g.dh,
             tiles_w: blocks_w * g.dw,
             dh: g.dh,
             dw: g.dw,
             input: Image {
                 c: g.in_channels,
-                h: 2 * g.dh * (blocks_h + 1),
-                w: 2 * g.dw * (blocks_w + 1),
+                h: m * g.dh * blocks_h + 2 * g.dh,
+                w: m * g.dw * blocks_w + 2 * g.dw,
                 tail: 0,
             },
             error: Image {
                 c: g.out_channels,
-                h: 2 * g.dh * blocks_h,
-                w: 2 * g.dw * blocks_w,
+                h: m * g.dh * blocks_h,
+                w: m * g.dw * blocks_w,
                 tail: 0,
             },
             out_h: g.out_h,
@@ -294,14 +289,14 @@ impl Tiling {
     }
 
     /// The strips that the passes take output rows `rows` (starting on a
-    /// block) through: whole blocks (`2·d` rows) whose tiles fill a band of
+    /// block) through: whole blocks (`m·d` rows) whose tiles fill a band of
     /// `band` tiles, at least one block a strip. A strip's pixel-major
     /// rows then stay in L2 beside its band's transformed tiles from when
     /// they are written to when they are read, where a whole sample's
     /// would not (BENCHMARKS.md, "Winograd strips").
     fn strips(&self, rows: Range<usize>, band: usize) -> impl Iterator<Item = Range<usize>> {
         let block_tiles = self.dh * self.tiles_w;
-        let strip_rows = 2 * self.dh * (band / block_tiles.max(1)).max(1);
+        let strip_rows = self.m * self.dh * (band / block_tiles.max(1)).max(1);
         let end = rows.end;
         rows.step_by(strip_rows)
             .map(move |start| start..(start + strip_rows).min(end))
@@ -310,7 +305,7 @@ impl Tiling {
     /// The part of the images that the tiles of output rows `rows` (a band
     /// that starts on a block) read and write.
     fn row_band(&self, rows: &Range<usize>) -> RowBand {
-        let block = 2 * self.dh;
+        let block = self.m * self.dh;
         let blocks = rows.start / block..rows.end.div_ceil(block);
         let first_row = blocks.start * block;
         RowBand {
@@ -318,7 +313,7 @@ impl Tiling {
                 ..(blocks.end * self.dh * self.tiles_w).min(self.tiles()),
             first_row,
             input: Image {
-                h: block * (blocks.len() + 1),
+                h: block * blocks.len() + 2 * self.dh,
                 ..self.input
             },
             error: Image {
@@ -334,9 +329,9 @@ impl Tiling {
     #[inline(always)]
     fn origins(&self, tiles: Range<usize>) -> impl Iterator<Item = (usize, usize)> + use<> {
         let (tr, tc) = (tiles.start / self.tiles_w, tiles.start % self.tiles_w);
-        let (dh, dw, tiles_w) = (self.dh, self.dw, self.tiles_w);
-        // A tile `t` along an axis of steps `d` starts at `2·d·(t / d) + t % d`.
-        let start = |t: usize, d: usize| 2 * d * (t / d) + t % d;
+        let (m, dh, dw, tiles_w) = (self.m, self.dh, self.dw, self.tiles_w);
+        // A tile `t` along an axis of steps `d` starts at `m·d·(t / d) + t % d`.
+        let start = |t: usize, d: usize| m * d * (t / d) + t % d;
         let (mut y0, mut x0, mut col, mut row_phase, mut col_phase) =
             (start(tr, dh), start(tc, dw), tc, tr % dh, tc % dw);
         tiles.map(move |_| {
@@ -347,7 +342,7 @@ impl Tiling {
             if col_phase == dw {
                 // Past a block's `d` interleaved tiles: on to the next block.
                 col_phase = 0;
-                x0 += dw;
+                x0 += (m - 1) * dw;
             }
             if col == tiles_w {
                 (col, col_phase, x0) = (0, 0, 0);
@@ -355,7 +350,7 @@ impl Tiling {
                 y0 += 1;
                 if row_phase == dh {
                     row_phase = 0;
-                    y0 += dh;
+                    y0 += (m - 1) * dh;
                 }
             }
             origin
@@ -373,14 +368,14 @@ impl Tiling {
         }
     }
 
-    /// Whether all of the `origin` tile's 2x2 output pixels lie in the
+    /// Whether all of the `origin` tile's output pixels lie in the
     /// output, not past its edge.
     #[inline(always)]
     fn inside(&self, (y0, x0): (usize, usize)) -> bool {
-        y0 + self.dh < self.out_h && x0 + self.dw < self.out_w
+        y0 + (self.m - 1) * self.dh < self.out_h && x0 + (self.m - 1) * self.dw < self.out_w
     }
 
-    /// The grid of the `origin` tile's 2x2 output pixels in a pixel-major
+    /// The grid of the `origin` tile's output pixels in a pixel-major
     /// buffer of `c` channels holding the output rows from the first of
     /// `band` on. Only its cells inside the output are pixels of it: one
     /// past the right edge would land on the next row.
@@ -431,13 +426,13 @@ impl RowBand {
     }
 }
 
-/// Where the 16 transform-domain values of tile `local` of a band of
+/// Where the `n`x`n` transform-domain values of tile `local` of a band of
 /// `band` tiles start, in a band buffer laid out `[point, tile, channel]`.
 #[inline(always)]
-fn points(band: usize, local: usize, c: usize) -> CellGrid {
+fn points(band: usize, local: usize, c: usize, n: usize) -> CellGrid {
     CellGrid {
         base: local * c,
-        row_step: 4 * band * c,
+        row_step: n * band * c,
         col_step: band * c,
     }
 }
@@ -445,36 +440,52 @@ fn points(band: usize, local: usize, c: usize) -> CellGrid {
 /// What the backward pass divides among lanes: its bands of rows write
 /// only the input rows they reach, as a band's images hold only the rows
 /// its tiles read.
-pub(super) fn backward_work(g: &Geometry) -> Work {
-    Work::backward(g, row_granule(g)).with_reached_rows_only()
+pub(super) fn backward_work(g: &Geometry, filter: Filter) -> Work {
+    Work::backward(g, row_granule(g, filter)).with_reached_rows_only()
 }
 
-/// Output rows come in blocks of `2·d` (`d` interleaved tiles each): the
+/// Output rows come in blocks of `m·d` (`d` interleaved tiles each): the
 /// scheduler cuts a sample's rows at multiples of it.
-pub(super) fn row_granule(g: &Geometry) -> usize {
-    2 * g.dh
+pub(super) fn row_granule(g: &Geometry, filter: Filter) -> usize {
+    filter.m() * g.dh
 }
 
 /// The transformed kernel, `[point, c_in, c_out]`: `U_ξ[c, o] = (G
 /// w[o, c] Gᵀ)_ξ`.
-fn transform_weights<'b, T: Element>(w: ArrayView4<'_, T>, buf: &'b mut Vec<T>) -> &'b [T] {
+fn transform_weights<'b, T: Element>(
+    w: ArrayView4<'_, T>,
+    buf: &'b mut Vec<T>,
+    filter: Filter,
+) -> &'b [T] {
     let (c_out, c_in, _, _) = w.dim();
-    let u = scratch(buf, POINTS * c_in * c_out);
+    let u = scratch(buf, filter.points() * c_in * c_out);
+    match filter {
+        Filter::F2x2 => transform_weights_by::<T, F2, 2, 4>(w, u),
+        Filter::F4x4 => transform_weights_by::<T, F4, 4, 6>(w, u),
+    }
+    u
+}
+
+/// [`transform_weights`] by the algorithm `F`.
+fn transform_weights_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
+    w: ArrayView4<'_, T>,
+    u: &mut [T],
+) {
+    let (c_out, c_in, _, _) = w.dim();
     for o in 0..c_out {
         for c in 0..c_in {
             let k = |i: usize, j: usize| w[[o, c, i, j]];
             // Each kernel row mapped along its columns, then each column of
             // those along the rows.
-            let rows: [[T; 4]; 3] = std::array::from_fn(|i| g_map([k(i, 0), k(i, 1), k(i, 2)]));
-            for v in 0..4 {
-                let point_column = g_map([rows[0][v], rows[1][v], rows[2][v]]);
+            let rows: [[T; N]; 3] = std::array::from_fn(|i| F::g([k(i, 0), k(i, 1), k(i, 2)]));
+            for v in 0..N {
+                let point_column = F::g([rows[0][v], rows[1][v], rows[2][v]]);
                 for (uu, value) in point_column.into_iter().enumerate() {
-                    u[((uu * 4 + v) * c_in + c) * c_out + o] = value;
+                    u[((uu * N + v) * c_in + c) * c_out + o] = value;
                 }
             }
         }
     }
-    u
 }
 
 /// The most a band's two transform-domain buffers take together, below the
@@ -486,20 +497,22 @@ const BAND_BYTES: usize = 1 << 20;
 /// channel]` for the inputs and for the outputs of its GEMMs) under
 /// `cap_bytes` and [`BAND_BYTES`].
 fn band_tiles<T>(g: &Geometry, tiling: &Tiling, cap_bytes: usize) -> usize {
-    let per_tile = POINTS * (g.in_channels + g.out_channels) * std::mem::size_of::<T>();
+    let per_tile =
+        tiling.filter.points() * (g.in_channels + g.out_channels) * std::mem::size_of::<T>();
     (cap_bytes.min(BAND_BYTES) / per_tile.max(1)).clamp(1, tiling.tiles().max(1))
 }
 
-/// The 16 GEMMs of a band: `dst_ξ = lhs_ξ · rhs_ξ`, `lhs_ξ` and `dst_ξ`
-/// `[tiles, ·]` slices of band buffers, `rhs_ξ` from `rhs(ξ)`.
+/// The GEMMs of a band, one a point: `dst_ξ = lhs_ξ · rhs_ξ`, `lhs_ξ`
+/// and `dst_ξ` `[tiles, ·]` slices of band buffers, `rhs_ξ` from `rhs(ξ)`.
 fn point_gemms<'r, T: Element>(
+    points: usize,
     lhs: &[T],
     (rows, inner): (usize, usize),
     rhs: impl Fn(usize) -> ArrayView2<'r, T>,
     dst: &mut [T],
     threads: usize,
 ) {
-    for xi in 0..POINTS {
+    for xi in 0..points {
         let r = rhs(xi);
         let cols = r.ncols();
         let l = point(lhs, xi, (rows, inner));
@@ -527,10 +540,12 @@ pub(crate) fn forward<T: Element>(
     op: Forward<'_, T>,
     y: ArrayViewMut4<'_, T>,
     ws: &mut Workspace<T>,
+    filter: Filter,
 ) {
     let Forward { x, w, bias, g } = op;
     let (c_in, c_out) = (g.in_channels, g.out_channels);
-    let tiling = Tiling::new(g);
+    let points_n = filter.points();
+    let tiling = Tiling::new(g, filter);
     let band = band_tiles::<T>(g, &tiling, ws.column_cap_bytes());
     let output = Image {
         c: c_out,
@@ -538,9 +553,9 @@ pub(crate) fn forward<T: Element>(
         w: g.out_w,
         tail: 0,
     };
-    let schedule = ws.schedule(Work::forward(g, row_granule(g)));
+    let schedule = ws.schedule(Work::forward(g, row_granule(g, filter)));
     let (u_buf, lanes) = ws.memory(&schedule);
-    let u = transform_weights(w, u_buf);
+    let u = transform_weights(w, u_buf, filter);
     schedule.run_checked_by_kernel(lanes, y, |item, mut y_item, buffers, check| {
         let [image_buf, pixels_buf, v_buf, m_buf, stage_buf] = buffers.split();
         let mut finite = true;
@@ -562,7 +577,7 @@ pub(crate) fn forward<T: Element>(
                 let strip_tiles = row_band.tiles.clone();
                 for t0 in strip_tiles.clone().step_by(band) {
                     let tiles = band.min(strip_tiles.end - t0);
-                    let v = scratch(v_buf, POINTS * tiles * c_in);
+                    let v = scratch(v_buf, points_n * tiles * c_in);
                     let band_tiles = t0..t0 + tiles;
                     let places = (&tiling, &row_band);
                     let inputs = (image, &mut *v);
@@ -573,8 +588,9 @@ pub(crate) fn forward<T: Element>(
                         inputs,
                         stage_buf,
                     );
-                    let m = scratch(m_buf, POINTS * tiles * c_out);
+                    let m = scratch(m_buf, points_n * tiles * c_out);
                     point_gemms(
+                        points_n,
                         v,
                         (tiles, c_in),
                         |xi| point(u, xi, (c_in, c_out)),
@@ -604,30 +620,40 @@ pub(crate) fn backward<T: Element>(
     op: Backward<'_, T>,
     grads: Targets<'_, T>,
     ws: &mut Workspace<T>,
+    filter: Filter,
 ) {
     let Backward { x, w, dy, g } = op;
     let Targets { dx, dw, db } = grads;
     let (want_dw, want_db) = (dw.is_some(), db.is_some());
     let (c_in, c_out) = (g.in_channels, g.out_channels);
     let p = g.padding;
-    let tiling = Tiling::new(g);
+    let points_n = filter.points();
+    let tiling = Tiling::new(g, filter);
     let band = band_tiles::<T>(g, &tiling, ws.column_cap_bytes());
-    let schedule = ws.schedule(backward_work(g));
+    let schedule = ws.schedule(backward_work(g, filter));
     let (u_buf, lanes) = ws.memory(&schedule);
     let want_dx = dx.is_some();
     let u: &[T] = if want_dx {
-        transform_weights(w, u_buf)
+        transform_weights(w, u_buf, filter)
     } else {
         &[]
     };
-    let dw_len = if want_dw { POINTS * c_in * c_out } else { 0 };
+    let dw_len = if want_dw { points_n * c_in * c_out } else { 0 };
     let db_len = if want_db { c_out } else { 0 };
     let sums = schedule.run_summing_checked_by_kernel(
         lanes,
         dx,
         (dw_len, db_len),
         |item, mut dx_item, buffers, partials, check| {
-            let [image_buf, error_buf, grad_buf, v_buf, dm_buf, stage_buf] = buffers.split();
+            let [
+                image_buf,
+                error_buf,
+                grad_buf,
+                v_buf,
+                dm_buf,
+                stage_buf,
+                strip_du_buf,
+            ] = buffers.split();
             let du = partials.weight;
             let held = schedule.gradient_rows(item, g.in_h);
             let mut finite = true;
@@ -669,11 +695,17 @@ pub(crate) fn backward<T: Element>(
                     let grad_len = if want_dx { row_band.input.len() } else { 0 };
                     let grad = scratch(grad_buf, grad_len);
                     grad[carried..].fill(T::zero());
+                    // The strip's weight gradient, summed on its own and then
+                    // added to the lane's: over a sample's every tile at
+                    // once, the rounding of values the transforms amplify
+                    // would add up (BENCHMARKS.md, "Winograd F(4x4, 3x3)").
+                    let strip_du = scratch(strip_du_buf, dw_len);
+                    strip_du.fill(T::zero());
                     let strip_tiles = row_band.tiles.clone();
                     for t0 in strip_tiles.clone().step_by(band) {
                         let tiles = t0..(t0 + band).min(strip_tiles.end);
-                        let v = scratch(v_buf, POINTS * tiles.len() * c_in);
-                        let dm = scratch(dm_buf, POINTS * tiles.len() * c_out);
+                        let v = scratch(v_buf, points_n * tiles.len() * c_in);
+                        let dm = scratch(dm_buf, points_n * tiles.len() * c_out);
                         let channels = (c_in, c_out);
                         transform_band(
                             (&tiling, &row_band),
@@ -684,9 +716,10 @@ pub(crate) fn backward<T: Element>(
                         );
                         if want_dw {
                             add_weight_gradient(
+                                points_n,
                                 tiles.len(),
                                 (v, dm),
-                                du,
+                                strip_du,
                                 channels,
                                 item.gemm_threads,
                             );
@@ -702,6 +735,7 @@ pub(crate) fn backward<T: Element>(
                             );
                         }
                     }
+                    du.iter_mut().zip(&*strip_du).for_each(|(d, &s)| *d += s);
                     let Some(dx_n) = &mut dx_n else {
                         continue;
                     };
@@ -734,7 +768,7 @@ pub(crate) fn backward<T: Element>(
         },
     );
     if let Some(dw) = dw {
-        weight_gradient_from_transform(sums.weight, (c_in, c_out), dw);
+        weight_gradient_from_transform(sums.weight, (c_in, c_out), dw, filter);
     }
     if let Some(mut db) = db {
         db.assign(&sums.bias);
@@ -783,37 +817,56 @@ fn transform_band_body<T: Element>(
     (v, dm): (&mut [T], &mut [T]),
     (c_in, c_out): (usize, usize),
 ) {
+    let places = (tiling, row_band);
+    let transforms = (v, dm);
+    let channels = (c_in, c_out);
+    match tiling.filter {
+        Filter::F2x2 => band_by::<T, F2, 2, 4>(places, tiles, (image, error), transforms, channels),
+        Filter::F4x4 => band_by::<T, F4, 4, 6>(places, tiles, (image, error), transforms, channels),
+    }
+}
+
+/// [`transform_band_body`] by the algorithm `F`.
+#[inline(always)]
+fn band_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
+    (tiling, row_band): (&Tiling, &RowBand),
+    tiles: Range<usize>,
+    (image, error): (Option<&[T]>, &[T]),
+    (v, dm): (&mut [T], &mut [T]),
+    (c_in, c_out): (usize, usize),
+) {
     let band = tiles.len();
     for (local_tile, origin) in tiling.origins(tiles).enumerate() {
         if let Some(image) = image {
             transform_tile::<_, false, _, _, _, _>(
                 (image, tiling.cells(origin, (row_band, &row_band.input))),
-                (&mut *v, points(band, local_tile, c_in)),
+                (&mut *v, points(band, local_tile, c_in, N)),
                 c_in,
-                (&bt, &bt),
+                (&F::bt, &F::bt),
             );
         }
         // The error image holds zeros past the output's edge: every tile's
-        // 2x2 cells lie in it.
+        // output cells lie in it.
         transform_tile::<_, false, _, _, _, _>(
             (error, tiling.cells(origin, (row_band, &row_band.error))),
-            (&mut *dm, points(band, local_tile, c_out)),
+            (&mut *dm, points(band, local_tile, c_out, N)),
             c_out,
-            (&a, &a),
+            (&F::a, &F::a),
         );
     }
 }
 
-/// `dU_ξ += V_ξᵀ · dM_ξ` for the 16 points of a band of `tiles` tiles: the
+/// `dU_ξ += V_ξᵀ · dM_ξ` for the points of a band of `tiles` tiles: the
 /// weight gradient in the transform domain, `[point, c_in, c_out]`.
 fn add_weight_gradient<T: Element>(
+    points_n: usize,
     tiles: usize,
     (v, dm): (&[T], &[T]),
     du: &mut [T],
     (c_in, c_out): (usize, usize),
     threads: usize,
 ) {
-    for xi in 0..POINTS {
+    for xi in 0..points_n {
         matmul(
             point_mut(du, xi, (c_in, c_out)),
             true,
@@ -838,6 +891,7 @@ fn add_input_gradient<T: Element>(
 ) {
     let band = tiles.len();
     point_gemms(
+        tiling.filter.points(),
         dm,
         (band, c_out),
         |xi| point(u, xi, (c_in, c_out)).reversed_axes(),
@@ -897,6 +951,22 @@ fn transform_tiles_body<T: Element>(
     dst: &mut [T],
     stage_buf: &mut Vec<T>,
 ) {
+    let places = (tiling, row_band);
+    match tiling.filter {
+        Filter::F2x2 => tiles_by::<T, F2, 2, 4>(map, places, tiles, (src, dst), stage_buf),
+        Filter::F4x4 => tiles_by::<T, F4, 4, 6>(map, places, tiles, (src, dst), stage_buf),
+    }
+}
+
+/// [`transform_tiles_body`] by the algorithm `F`.
+#[inline(always)]
+fn tiles_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
+    map: TileMap,
+    (tiling, row_band): (&Tiling, &RowBand),
+    tiles: Range<usize>,
+    (src, dst): (&[T], &mut [T]),
+    stage_buf: &mut Vec<T>,
+) {
     let band = tiles.len();
     let origins = tiling.origins(tiles);
     let image_cells = |origin| tiling.cells(origin, (row_band, &row_band.input));
@@ -907,32 +977,32 @@ fn transform_tiles_body<T: Element>(
             for (local_tile, origin) in origins.enumerate() {
                 transform_tile::<_, false, _, _, _, _>(
                     (src, image_cells(origin)),
-                    (&mut *dst, points(band, local_tile, c)),
+                    (&mut *dst, points(band, local_tile, c, N)),
                     c,
-                    (&bt, &bt),
+                    (&F::bt, &F::bt),
                 );
             }
         }
         TileMap::Outputs => {
             let c = row_band.error.c;
             // A tile reaching past the output's edge is transformed into a
-            // 2x2 tile of its own, whose pixels inside the output are then
+            // tile of its own, whose pixels inside the output are then
             // copied there.
-            let edge = scratch(stage_buf, 4 * c);
+            let edge = scratch(stage_buf, M * M * c);
             let edge_cells = CellGrid {
                 base: 0,
-                row_step: 2 * c,
+                row_step: M * c,
                 col_step: c,
             };
             for (local_tile, origin) in origins.enumerate() {
-                let products = (src, points(band, local_tile, c));
+                let products = (src, points(band, local_tile, c, N));
                 let outputs = tiling.outputs(origin, row_band, c);
                 if tiling.inside(origin) {
                     transform_tile::<_, false, _, _, _, _>(
                         products,
                         (&mut *dst, outputs),
                         c,
-                        (&at, &at),
+                        (&F::at, &F::at),
                     );
                     continue;
                 }
@@ -940,9 +1010,9 @@ fn transform_tiles_body<T: Element>(
                     products,
                     (&mut *edge, edge_cells),
                     c,
-                    (&at, &at),
+                    (&F::at, &F::at),
                 );
-                for (a, b) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                for (a, b) in (0..M).flat_map(|a| (0..M).map(move |b| (a, b))) {
                     let (y, x) = (origin.0 + tiling.dh * a, origin.1 + tiling.dw * b);
                     if y < tiling.out_h && x < tiling.out_w {
                         let (to, from) = (outputs.at(a, b), edge_cells.at(a, b));
@@ -955,10 +1025,10 @@ fn transform_tiles_body<T: Element>(
             let c = row_band.input.c;
             for (local_tile, origin) in origins.enumerate() {
                 transform_tile::<_, true, _, _, _, _>(
-                    (src, points(band, local_tile, c)),
+                    (src, points(band, local_tile, c, N)),
                     (&mut *dst, image_cells(origin)),
                     c,
-                    (&b, &b),
+                    (&F::b, &F::b),
                 );
             }
         }
@@ -969,16 +1039,29 @@ fn transform_tiles_body<T: Element>(
 /// laid out `[point, c_in, c_out]`.
 fn weight_gradient_from_transform<T: Element>(
     du: &[T],
+    channels: (usize, usize),
+    dw: ArrayViewMut4<'_, T>,
+    filter: Filter,
+) {
+    match filter {
+        Filter::F2x2 => weight_gradient_by::<T, F2, 2, 4>(du, channels, dw),
+        Filter::F4x4 => weight_gradient_by::<T, F4, 4, 6>(du, channels, dw),
+    }
+}
+
+/// [`weight_gradient_from_transform`] by the algorithm `F`.
+fn weight_gradient_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
+    du: &[T],
     (c_in, c_out): (usize, usize),
     mut dw: ArrayViewMut4<'_, T>,
 ) {
     for c in 0..c_in {
         for o in 0..c_out {
-            let du = |uu: usize, vv: usize| du[((uu * 4 + vv) * c_in + c) * c_out + o];
-            let rows: [[T; 3]; 4] =
-                std::array::from_fn(|uu| gt([du(uu, 0), du(uu, 1), du(uu, 2), du(uu, 3)]));
+            let du = |uu: usize, vv: usize| du[((uu * N + vv) * c_in + c) * c_out + o];
+            let rows: [[T; 3]; N] =
+                std::array::from_fn(|uu| F::gt(std::array::from_fn(|vv| du(uu, vv))));
             for j in 0..3 {
-                let column = gt([rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
+                let column = F::gt(std::array::from_fn(|uu| rows[uu][j]));
                 for (i, value) in column.into_iter().enumerate() {
                     dw[[o, c, i, j]] = value;
                 }
@@ -996,22 +1079,30 @@ mod tests {
     /// tile's index out places it at.
     #[test]
     fn origins_step_as_division_places_the_tiles() {
-        for (dh, dw) in [(1, 1), (2, 1), (1, 3), (2, 2)] {
-            for (h, w) in [(5, 5), (8, 13), (13, 8), (20, 20)] {
+        let shapes = [(5, 5), (8, 13), (13, 8), (20, 20)];
+        for filter in [Filter::F2x2, Filter::F4x4] {
+            for ((dh, dw), (h, w)) in [(1, 1), (2, 1), (1, 3), (2, 2)]
+                .into_iter()
+                .flat_map(|d| shapes.map(|shape| (d, shape)))
+            {
                 let spec = Conv2dSpec::new(4, 4, (3, 3))
                     .dilation((dh, dw))
                     .padding((dh, dw));
                 let g = Geometry::new(&spec, [1, 4, h, w]).unwrap();
-                let tiling = Tiling::new(&g);
+                let tiling = Tiling::new(&g, filter);
+                let m = filter.m();
                 let placed = |t: usize| {
                     let (tr, tc) = (t / tiling.tiles_w, t % tiling.tiles_w);
-                    (2 * dh * (tr / dh) + tr % dh, 2 * dw * (tc / dw) + tc % dw)
+                    (m * dh * (tr / dh) + tr % dh, m * dw * (tc / dw) + tc % dw)
                 };
                 for start in [0, 1, tiling.tiles_w - 1, tiling.tiles_w + 1] {
                     let tiles = start..tiling.tiles();
                     let stepped: Vec<_> = tiling.origins(tiles.clone()).collect();
                     let divided: Vec<_> = tiles.map(placed).collect();
-                    assert_eq!(stepped, divided, "d = ({dh}, {dw}), {h}x{w}, from {start}");
+                    assert_eq!(
+                        stepped, divided,
+                        "{filter:?}, d = ({dh}, {dw}), {h}x{w}, from {start}"
+                    );
                 }
             }
         }
