@@ -1,6 +1,7 @@
 //! The gradients a backward pass computes, owned or as caller views, and
 //! which of them a call asks for.
 
+use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use ndarray::{Array, Array1, ArrayView3, ArrayViewMut, ArrayViewMut1, Dimension, Ix4};
 
@@ -230,6 +231,71 @@ pub(crate) type Targets<'a, T> = SelectedGradientsMut<'a, T, Ix4>;
 /// (`[c_out, out_h, out_w]`): the bias gradient's share of a sample.
 pub(crate) fn add_bias_gradient<T: Element>(dy: ArrayView3<'_, T>, db: &mut [T]) {
     for (b, plane) in db.iter_mut().zip(dy.outer_iter()) {
-        *b += plane.sum();
+        *b += match plane.as_slice() {
+            Some(values) => {
+                let mut sum = T::zero();
+                sum_into(values, &mut sum);
+                sum
+            }
+            None => plane.sum(),
+        };
+    }
+}
+
+/// `sum = Σ values`, in the SIMD build the CPU runs: ndarray's sum runs
+/// in the baseline build, a few percent of a Winograd backward pass
+/// (BENCHMARKS.md, "Bias sums in SIMD builds").
+fn sum_into<T: Element>(values: &[T], sum: &mut T) {
+    with_runtime_simd!(
+        sum_avx512, sum_avx2, sum_body::<T>, sum_body::<T>,
+        values: &[T], sum: &mut T,
+    );
+}
+
+/// [`sum_into`] as the SIMD builds compile it: 32 running sums (two
+/// AVX-512 registers of `f32`, so that the adds overlap), added up at the
+/// end.
+#[inline(always)]
+fn sum_body<T: Element>(values: &[T], sum: &mut T) {
+    const LANES: usize = 32;
+    let mut sums = [T::zero(); LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        sums.iter_mut().zip(chunk).for_each(|(s, &v)| *s += v);
+    }
+    let tail = rest.iter().fold(T::zero(), |s, &v| s + v);
+    *sum = sums.iter().fold(tail, |s, &v| s + v);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+
+    /// The bias sums of contiguous planes (the SIMD sum, every length
+    /// around its 32 running sums) and of strided ones (ndarray's) match
+    /// the sums in `f64`.
+    #[test]
+    fn bias_sums_match_sums_in_f64() {
+        for width in [0, 1, 7, 31, 32, 33, 64, 95, 200] {
+            let dy = Array3::from_shape_fn((3, 2, width), |(c, y, x)| {
+                ((c * 7 + y * 13 + x * 5) % 17) as f32 / 16.0 - 0.5
+            });
+            let planes = [dy.view(), dy.slice(ndarray::s![.., .., ..;2])];
+            for (which, view) in planes.into_iter().enumerate() {
+                let mut db = [1.0f32; 3];
+                add_bias_gradient(view, &mut db);
+                for (c, &got) in db.iter().enumerate() {
+                    let plane = view.index_axis(ndarray::Axis(0), c);
+                    let want = 1.0 + plane.iter().map(|&v| f64::from(v)).sum::<f64>();
+                    let err = (f64::from(got) - want).abs();
+                    assert!(
+                        err < 1e-5,
+                        "width {width}, view {which}, channel {c}: {got} vs {want}"
+                    );
+                }
+            }
+        }
     }
 }
