@@ -242,9 +242,9 @@ pub(crate) fn add_bias_gradient<T: Element>(dy: ArrayView3<'_, T>, db: &mut [T])
     }
 }
 
-/// `sum = Σ values`, in the SIMD build the CPU runs: ndarray's sum runs
-/// in the baseline build, a few percent of a Winograd backward pass
-/// (BENCHMARKS.md, "Bias sums in SIMD builds").
+/// `sum = Σ values`, in the SIMD build the CPU runs: ndarray's sum would
+/// run in the baseline build, where it takes a few percent of a Winograd
+/// backward pass (BENCHMARKS.md, "Bias sums in SIMD builds").
 fn sum_into<T: Element>(values: &[T], sum: &mut T) {
     with_runtime_simd!(
         sum_avx512, sum_avx2, sum_body::<T>, sum_body::<T>,
