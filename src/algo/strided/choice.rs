@@ -53,8 +53,9 @@ pub enum Kernel {
     /// `f32` results lie several times further from the exact sum than
     /// the other kernels' (a relative error of about 1e-5 on 128 channels,
     /// 2e-5 on 512: BENCHMARKS.md, "Winograd F(4x4, 3x3)"). `Kernel::Auto`
-    /// does not take it (on 64- and 128-channel layers it runs level with
-    /// F(2x2, 3x3), its GEMMs on bands of fewer tiles); `Kernel::Measure`
+    /// does not take it (on 64- and 128-channel layers it does less work
+    /// than F(2x2, 3x3), but its wall time on two threads measures level
+    /// to a little faster, for the larger rounding); `Kernel::Measure`
     /// times it on layers of at most 128 input and output channels.
     ///
     /// ```
