@@ -63,6 +63,7 @@ pub(crate) enum Filter {
 
 impl Filter {
     /// Output pixels along a tile's side.
+    #[inline(always)]
     fn m(self) -> usize {
         match self {
             Filter::F2x2 => 2,
@@ -237,9 +238,8 @@ fn transform_chunk<
 /// images the passes read and write.
 #[derive(Clone, Copy, Debug)]
 struct Tiling {
-    /// The algorithm, whose output tiles are `m` pixels a side.
+    /// The algorithm, whose output tiles are `filter.m()` pixels a side.
     filter: Filter,
-    m: usize,
     /// Tiles down and across: whole blocks of `m·d` rows (columns), each
     /// holding `d` interleaved tiles.
     tiles_h: usize,
@@ -262,7 +262,6 @@ impl Tiling {
         let blocks_w = g.out_w.div_ceil(m * g.dw);
         Tiling {
             filter,
-            m,
             tiles_h: blocks_h * g.dh,
             tiles_w: blocks_w * g.dw,
             dh: g.dh,
@@ -296,7 +295,7 @@ impl Tiling {
     /// would not (BENCHMARKS.md, "Winograd strips").
     fn strips(&self, rows: Range<usize>, band: usize) -> impl Iterator<Item = Range<usize>> {
         let block_tiles = self.dh * self.tiles_w;
-        let strip_rows = self.m * self.dh * (band / block_tiles.max(1)).max(1);
+        let strip_rows = self.filter.m() * self.dh * (band / block_tiles.max(1)).max(1);
         let end = rows.end;
         rows.step_by(strip_rows)
             .map(move |start| start..(start + strip_rows).min(end))
@@ -305,7 +304,7 @@ impl Tiling {
     /// The part of the images that the tiles of output rows `rows` (a band
     /// that starts on a block) read and write.
     fn row_band(&self, rows: &Range<usize>) -> RowBand {
-        let block = self.m * self.dh;
+        let block = self.filter.m() * self.dh;
         let blocks = rows.start / block..rows.end.div_ceil(block);
         let first_row = blocks.start * block;
         RowBand {
@@ -329,7 +328,7 @@ impl Tiling {
     #[inline(always)]
     fn origins(&self, tiles: Range<usize>) -> impl Iterator<Item = (usize, usize)> + use<> {
         let (tr, tc) = (tiles.start / self.tiles_w, tiles.start % self.tiles_w);
-        let (m, dh, dw, tiles_w) = (self.m, self.dh, self.dw, self.tiles_w);
+        let (m, dh, dw, tiles_w) = (self.filter.m(), self.dh, self.dw, self.tiles_w);
         // A tile `t` along an axis of steps `d` starts at `m·d·(t / d) + t % d`.
         let start = |t: usize, d: usize| m * d * (t / d) + t % d;
         let (mut y0, mut x0, mut col, mut row_phase, mut col_phase) =
@@ -372,7 +371,8 @@ impl Tiling {
     /// output, not past its edge.
     #[inline(always)]
     fn inside(&self, (y0, x0): (usize, usize)) -> bool {
-        y0 + (self.m - 1) * self.dh < self.out_h && x0 + (self.m - 1) * self.dw < self.out_w
+        let reach = self.filter.m() - 1;
+        y0 + reach * self.dh < self.out_h && x0 + reach * self.dw < self.out_w
     }
 
     /// The grid of the `origin` tile's output pixels in a pixel-major
