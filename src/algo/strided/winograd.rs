@@ -451,7 +451,7 @@ pub(super) fn row_granule(g: &Geometry, filter: Filter) -> usize {
 }
 
 /// The transformed kernel, `[point, c_in, c_out]`: `U_ξ[c, o] = (G
-/// w[o, c] Gᵀ)_ξ`.
+/// w[o, c] Gᵀ)_ξ`, in the SIMD build the CPU runs.
 fn transform_weights<'b, T: Element>(
     w: ArrayView4<'_, T>,
     buf: &'b mut Vec<T>,
@@ -459,33 +459,137 @@ fn transform_weights<'b, T: Element>(
 ) -> &'b [T] {
     let (c_out, c_in, _, _) = w.dim();
     let u = scratch(buf, filter.points() * c_in * c_out);
-    match filter {
-        Filter::F2x2 => transform_weights_by::<T, F2, 2, 4>(w, u),
-        Filter::F4x4 => transform_weights_by::<T, F4, 4, 6>(w, u),
-    }
+    weights_into(w, &mut *u, filter);
     u
 }
 
-/// [`transform_weights`] by the algorithm `F`.
-fn transform_weights_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
+/// [`transform_weights`] into `u`.
+fn weights_into<T: Element>(w: ArrayView4<'_, T>, u: &mut [T], filter: Filter) {
+    with_runtime_simd!(
+        weights_into_avx512, weights_into_avx2,
+        weights_into_body::<T>, weights_into_body::<T>,
+        w: ArrayView4<'_, T>, u: &mut [T], filter: Filter,
+    );
+}
+
+/// [`weights_into`] as the SIMD builds compile it.
+#[inline(always)]
+fn weights_into_body<T: Element>(w: ArrayView4<'_, T>, u: &mut [T], filter: Filter) {
+    match filter {
+        Filter::F2x2 => weights_by::<T, F2, 2, 4>(w, u),
+        Filter::F4x4 => weights_by::<T, F4, 4, 6>(w, u),
+    }
+}
+
+/// [`weights_into_body`] by the algorithm `F`.
+#[inline(always)]
+fn weights_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
     w: ArrayView4<'_, T>,
     u: &mut [T],
 ) {
     let (c_out, c_in, _, _) = w.dim();
-    for o in 0..c_out {
-        for c in 0..c_in {
-            let k = |i: usize, j: usize| w[[o, c, i, j]];
-            // Each kernel row mapped along its columns, then each column of
-            // those along the rows.
-            let rows: [[T; N]; 3] = std::array::from_fn(|i| F::g([k(i, 0), k(i, 1), k(i, 2)]));
-            for v in 0..N {
-                let point_column = F::g([rows[0][v], rows[1][v], rows[2][v]]);
-                for (uu, value) in point_column.into_iter().enumerate() {
-                    u[((uu * N + v) * c_in + c) * c_out + o] = value;
-                }
+    let mut block = [T::zero(); 9 * KERNEL_BLOCK];
+    for KernelBlock { c, outs, points } in kernel_blocks(c_in, c_out, N) {
+        for (l, o) in outs.clone().enumerate() {
+            for (at, (i, j)) in block_taps(l) {
+                block[at] = w[[o, c, i, j]];
+            }
+        }
+        transform_tile::<_, false, _, _, _, _>(
+            (&block, BLOCK_GRID),
+            (&mut *u, points),
+            outs.len(),
+            (&F::g, &F::g),
+        );
+    }
+}
+
+/// `dw[o, c] = Gᵀ dU[·, c, o] G`: the weight gradient from its transform,
+/// laid out `[point, c_in, c_out]`, in the SIMD build the CPU runs.
+fn weight_gradient_from_transform<T: Element>(du: &[T], dw: ArrayViewMut4<'_, T>, filter: Filter) {
+    with_runtime_simd!(
+        weight_gradient_avx512, weight_gradient_avx2,
+        weight_gradient_body::<T>, weight_gradient_body::<T>,
+        du: &[T], dw: ArrayViewMut4<'_, T>, filter: Filter,
+    );
+}
+
+/// [`weight_gradient_from_transform`] as the SIMD builds compile it.
+#[inline(always)]
+fn weight_gradient_body<T: Element>(du: &[T], dw: ArrayViewMut4<'_, T>, filter: Filter) {
+    match filter {
+        Filter::F2x2 => weight_gradient_by::<T, F2, 2, 4>(du, dw),
+        Filter::F4x4 => weight_gradient_by::<T, F4, 4, 6>(du, dw),
+    }
+}
+
+/// [`weight_gradient_body`] by the algorithm `F`.
+#[inline(always)]
+fn weight_gradient_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
+    du: &[T],
+    mut dw: ArrayViewMut4<'_, T>,
+) {
+    let (c_out, c_in, _, _) = dw.dim();
+    let mut block = [T::zero(); 9 * KERNEL_BLOCK];
+    for KernelBlock { c, outs, points } in kernel_blocks(c_in, c_out, N) {
+        transform_tile::<_, false, _, _, _, _>(
+            (du, points),
+            (&mut block, BLOCK_GRID),
+            outs.len(),
+            (&F::gt, &F::gt),
+        );
+        for (l, o) in outs.enumerate() {
+            for (at, (i, j)) in block_taps(l) {
+                dw[[o, c, i, j]] = block[at];
             }
         }
     }
+}
+
+/// Output channels a block of the kernel maps: one input channel's kernels
+/// of a block of output channels are gathered into a stack array of `3 x 3`
+/// runs and mapped a vector of output channels at a time, so that the
+/// transform domain (`[point, c_in, c_out]`) is read or written in runs.
+/// One kernel at a time, a kernel's points are a multiple of 4 KiB apart
+/// there and evict each other from L1 and L2 (BENCHMARKS.md, "Winograd
+/// weight transform").
+const KERNEL_BLOCK: usize = 64;
+
+/// A block's taps: `block[(i·3 + j)·KERNEL_BLOCK + l]` holds tap `(i, j)`
+/// of the block's output channel `l`.
+const BLOCK_GRID: CellGrid = CellGrid {
+    base: 0,
+    row_step: 3 * KERNEL_BLOCK,
+    col_step: KERNEL_BLOCK,
+};
+
+/// Where output channel `l`'s taps `(i, j)` sit in a block.
+fn block_taps(l: usize) -> impl Iterator<Item = (usize, (usize, usize))> {
+    (0..9).map(move |k| (k * KERNEL_BLOCK + l, (k / 3, k % 3)))
+}
+
+/// One block of the kernel maps: input channel `c`, output channels
+/// `outs`, and where their points sit in the transform domain.
+struct KernelBlock {
+    c: usize,
+    outs: Range<usize>,
+    points: CellGrid,
+}
+
+/// The blocks of the kernel maps of `c_in x c_out` kernels with `n x n`
+/// points.
+fn kernel_blocks(c_in: usize, c_out: usize, n: usize) -> impl Iterator<Item = KernelBlock> {
+    (0..c_in).flat_map(move |c| {
+        (0..c_out).step_by(KERNEL_BLOCK).map(move |o0| KernelBlock {
+            c,
+            outs: o0..(o0 + KERNEL_BLOCK).min(c_out),
+            points: CellGrid {
+                base: c * c_out + o0,
+                row_step: n * c_in * c_out,
+                col_step: c_in * c_out,
+            },
+        })
+    })
 }
 
 /// The most a band's two transform-domain buffers take together, below the
@@ -775,7 +879,7 @@ pub(crate) fn backward<T: Element>(
         },
     );
     if let Some(dw) = dw {
-        weight_gradient_from_transform(sums.weight, (c_in, c_out), dw, filter);
+        weight_gradient_from_transform(sums.weight, dw, filter);
     }
     if let Some(mut db) = db {
         db.assign(&sums.bias);
@@ -1042,45 +1146,96 @@ fn tiles_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
     }
 }
 
-/// `dw[o, c] = Gᵀ dU[·, c, o] G`: the weight gradient from its transform,
-/// laid out `[point, c_in, c_out]`.
-fn weight_gradient_from_transform<T: Element>(
-    du: &[T],
-    channels: (usize, usize),
-    dw: ArrayViewMut4<'_, T>,
-    filter: Filter,
-) {
-    match filter {
-        Filter::F2x2 => weight_gradient_by::<T, F2, 2, 4>(du, channels, dw),
-        Filter::F4x4 => weight_gradient_by::<T, F4, 4, 6>(du, channels, dw),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Conv2dSpec;
+    use ndarray::Array4;
 
-/// [`weight_gradient_from_transform`] by the algorithm `F`.
-fn weight_gradient_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
-    du: &[T],
-    (c_in, c_out): (usize, usize),
-    mut dw: ArrayViewMut4<'_, T>,
-) {
-    for c in 0..c_in {
-        for o in 0..c_out {
-            let du = |uu: usize, vv: usize| du[((uu * N + vv) * c_in + c) * c_out + o];
-            let rows: [[T; 3]; N] =
-                std::array::from_fn(|uu| F::gt(std::array::from_fn(|vv| du(uu, vv))));
+    /// Values in [-1, 1) from a seed, without a generator.
+    fn values(len: usize, seed: u64) -> Vec<f64> {
+        (0..len as u64)
+            .map(|k| {
+                let z = (k + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
+                (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+            })
+            .collect()
+    }
+
+    /// The kernel maps one kernel at a time, as their definitions say.
+    fn kernel_maps_one_by_one<F: MinimalFilter<M, N>, const M: usize, const N: usize>(
+        w: &Array4<f64>,
+        du: &[f64],
+    ) -> (Vec<f64>, Array4<f64>) {
+        let (c_out, c_in, _, _) = w.dim();
+        let mut u = vec![0.0; N * N * c_in * c_out];
+        let mut dw = Array4::zeros(w.dim());
+        let at = |uu: usize, v: usize, c: usize, o: usize| ((uu * N + v) * c_in + c) * c_out + o;
+        for (o, c) in (0..c_out).flat_map(|o| (0..c_in).map(move |c| (o, c))) {
+            let rows: [[f64; N]; 3] =
+                std::array::from_fn(|i| F::g(std::array::from_fn(|j| w[[o, c, i, j]])));
+            let back: [[f64; 3]; N] =
+                std::array::from_fn(|uu| F::gt(std::array::from_fn(|v| du[at(uu, v, c, o)])));
+            for v in 0..N {
+                let column = F::g([rows[0][v], rows[1][v], rows[2][v]]);
+                for (uu, value) in column.into_iter().enumerate() {
+                    u[at(uu, v, c, o)] = value;
+                }
+            }
             for j in 0..3 {
-                let column = F::gt(std::array::from_fn(|uu| rows[uu][j]));
+                let column = F::gt(std::array::from_fn(|uu| back[uu][j]));
                 for (i, value) in column.into_iter().enumerate() {
                     dw[[o, c, i, j]] = value;
                 }
             }
         }
+        (u, dw)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Conv2dSpec;
+    /// The kernel maps in blocks of output channels agree with the maps one
+    /// kernel at a time, on channel counts around the blocks and the
+    /// vectors, and on a kernel view that is not contiguous.
+    #[test]
+    fn kernel_maps_in_blocks_agree_with_one_by_one() {
+        for filter in [Filter::F2x2, Filter::F4x4] {
+            for (c_out, c_in) in [(1, 1), (17, 3), (64, 2), (65, 1), (130, 2)] {
+                let dims = (c_out, c_in, 3, 3);
+                let w = Array4::from_shape_vec(dims, values(c_out * c_in * 9, 7)).unwrap();
+                let du = values(filter.points() * c_in * c_out, 11);
+                let (want_u, want_dw) = match filter {
+                    Filter::F2x2 => kernel_maps_one_by_one::<F2, 2, 4>(&w, &du),
+                    Filter::F4x4 => kernel_maps_one_by_one::<F4, 4, 6>(&w, &du),
+                };
+                // The kernels as the odd output channels of twice as many.
+                let mut wide = Array4::zeros((2 * c_out, c_in, 3, 3));
+                wide.slice_mut(s![1..;2, .., .., ..]).assign(&w);
+                let mut buf = Vec::new();
+                let u = transform_weights(wide.slice(s![1..;2, .., .., ..]), &mut buf, filter);
+                let mut dw_wide = Array4::from_elem((2 * c_out, c_in, 3, 3), f64::NAN);
+                weight_gradient_from_transform(
+                    &du,
+                    dw_wide.slice_mut(s![1..;2, .., .., ..]),
+                    filter,
+                );
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * (1.0 + b.abs());
+                let case = format!("{filter:?}, {c_out} x {c_in}");
+                assert_eq!(u.len(), want_u.len(), "{case}");
+                for (k, (&got, &want)) in u.iter().zip(&want_u).enumerate() {
+                    assert!(close(got, want), "{case}: u[{k}] {got} against {want}");
+                }
+                let dw = dw_wide.slice(s![1..;2, .., .., ..]);
+                for (k, (&got, &want)) in dw.iter().zip(&want_dw).enumerate() {
+                    assert!(close(got, want), "{case}: dw[{k}] {got} against {want}");
+                }
+                assert!(
+                    dw_wide
+                        .slice(s![0..;2, .., .., ..])
+                        .iter()
+                        .all(|v| v.is_nan())
+                );
+            }
+        }
+    }
 
     /// `origins` steps from any tile on to the pixels that dividing each
     /// tile's index out places it at.
