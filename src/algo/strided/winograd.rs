@@ -744,8 +744,11 @@ pub(crate) fn backward<T: Element>(
     let schedule = ws.schedule(backward_work(g, filter));
     let (u_buf, lanes) = ws.memory(&schedule);
     let want_dx = dx.is_some();
+    // `[point, c_out, c_in]`: the input gradient's GEMMs read each point's
+    // rows in order, rather than packing a transposed matrix a band
+    // (BENCHMARKS.md, "Winograd backward products").
     let u: &[T] = if want_dx {
-        transform_weights(w, u_buf, filter)
+        transform_weights(w.permuted_axes([1, 0, 2, 3]), u_buf, filter)
     } else {
         &[]
     };
@@ -806,47 +809,61 @@ pub(crate) fn backward<T: Element>(
                     let grad_len = if want_dx { row_band.input.len() } else { 0 };
                     let grad = scratch(grad_buf, grad_len);
                     grad[carried..].fill(T::zero());
-                    // The strip's weight gradient, summed on its own and then
-                    // added to the lane's: over a sample's every tile at
-                    // once, the rounding of values the transforms amplify
-                    // would add up (BENCHMARKS.md, "Winograd F(4x4, 3x3)").
-                    let strip_du = scratch(strip_du_buf, dw_len);
-                    strip_du.fill(T::zero());
                     let strip_tiles = row_band.tiles.clone();
-                    for t0 in strip_tiles.clone().step_by(band) {
-                        let tiles = t0..(t0 + band).min(strip_tiles.end);
-                        let v = scratch(v_buf, points_n * tiles.len() * c_in);
-                        let dm = scratch(dm_buf, points_n * tiles.len() * c_out);
-                        let channels = (c_in, c_out);
-                        transform_band(
-                            (&tiling, &row_band),
-                            tiles.clone(),
-                            (want_dw.then_some(image), error),
-                            (v, dm),
-                            channels,
-                        );
-                        if want_dw {
-                            add_weight_gradient(
-                                points_n,
-                                tiles.len(),
-                                (v, dm),
-                                strip_du,
-                                channels,
-                                item.gemm_threads,
-                            );
-                        }
-                        if want_dx {
-                            add_input_gradient(
+                    // The strip's bands, their weight gradient into
+                    // `strip_du` (onto what it holds with `add_first`).
+                    let mut bands = |strip_du: &mut [T], add_first: bool| {
+                        for (k, t0) in strip_tiles.clone().step_by(band).enumerate() {
+                            let tiles = t0..(t0 + band).min(strip_tiles.end);
+                            let v = scratch(v_buf, points_n * tiles.len() * c_in);
+                            let dm = scratch(dm_buf, points_n * tiles.len() * c_out);
+                            let channels = (c_in, c_out);
+                            transform_band(
                                 (&tiling, &row_band),
-                                tiles,
-                                (dm, u),
-                                (v, grad),
+                                tiles.clone(),
+                                (want_dw.then_some(image), error),
+                                (v, dm),
                                 channels,
-                                (stage_buf, item.gemm_threads),
                             );
+                            if want_dw {
+                                add_weight_gradient(
+                                    points_n,
+                                    tiles.len(),
+                                    (v, dm),
+                                    (strip_du, add_first || k > 0),
+                                    channels,
+                                    item.gemm_threads,
+                                );
+                            }
+                            if want_dx {
+                                add_input_gradient(
+                                    (&tiling, &row_band),
+                                    tiles,
+                                    (dm, u),
+                                    (v, &mut *grad),
+                                    channels,
+                                    (&mut *stage_buf, item.gemm_threads),
+                                );
+                            }
                         }
+                    };
+                    if strip_tiles.len() <= band {
+                        // One product: straight onto the lane's sum, which
+                        // rounds as its own sum added would, and no strip
+                        // sum to clear and add (BENCHMARKS.md, "Winograd
+                        // backward products").
+                        bands(&mut *du, true);
+                    } else {
+                        // The strip's weight gradient, summed on its own
+                        // and then added to the lane's: over a sample's
+                        // every tile at once, the rounding of values the
+                        // transforms amplify would add up (BENCHMARKS.md,
+                        // "Winograd F(4x4, 3x3)"); its first band writes
+                        // it, so it is never cleared.
+                        let strip_du = scratch(strip_du_buf, dw_len);
+                        bands(&mut *strip_du, false);
+                        du.iter_mut().zip(&*strip_du).for_each(|(d, &s)| *d += s);
                     }
-                    du.iter_mut().zip(&*strip_du).for_each(|(d, &s)| *d += s);
                     let Some(dx_n) = &mut dx_n else {
                         continue;
                     };
@@ -967,20 +984,21 @@ fn band_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
     }
 }
 
-/// `dU_ξ += V_ξᵀ · dM_ξ` for the points of a band of `tiles` tiles: the
-/// weight gradient in the transform domain, `[point, c_in, c_out]`.
+/// `dU_ξ += V_ξᵀ · dM_ξ` (with `accumulate`, else `dU_ξ = V_ξᵀ · dM_ξ`)
+/// for the points of a band of `tiles` tiles: the weight gradient in the
+/// transform domain, `[point, c_in, c_out]`.
 fn add_weight_gradient<T: Element>(
     points_n: usize,
     tiles: usize,
     (v, dm): (&[T], &[T]),
-    du: &mut [T],
+    (du, accumulate): (&mut [T], bool),
     (c_in, c_out): (usize, usize),
     threads: usize,
 ) {
     for xi in 0..points_n {
         matmul(
             point_mut(du, xi, (c_in, c_out)),
-            true,
+            accumulate,
             point(v, xi, (tiles, c_in)).t(),
             point(dm, xi, (tiles, c_out)),
             threads,
@@ -989,7 +1007,8 @@ fn add_weight_gradient<T: Element>(
 }
 
 /// The input gradient of a band: `dV_ξ = dM_ξ · U_ξᵀ` (into `v`, whose
-/// input tiles are spent), then each tile's `B dV Bᵀ` added onto the
+/// input tiles are spent; `u` holds the transformed kernel as `[point,
+/// c_out, c_in]`, each `U_ξᵀ`), then each tile's `B dV Bᵀ` added onto the
 /// band's rows of the padded input gradient `grad`, where the tiles
 /// overlap.
 fn add_input_gradient<T: Element>(
@@ -1005,7 +1024,7 @@ fn add_input_gradient<T: Element>(
         tiling.filter.points(),
         dm,
         (band, c_out),
-        |xi| point(u, xi, (c_in, c_out)).reversed_axes(),
+        |xi| point(u, xi, (c_out, c_in)),
         v,
         threads,
     );
