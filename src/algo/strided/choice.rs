@@ -19,15 +19,15 @@ pub enum Kernel {
     /// layers (BENCHMARKS.md, "Kernel choice", "Channel vectors",
     /// "Channel-vector weight gradient"): direct loops for small groups
     /// and for the forward pass of layers with few output channels,
-    /// Winograd for 3x3 kernels at stride 1 and shifted windows for other
+    /// Winograd for 3x3 kernels at stride 1 (on calls of at least as many
+    /// output pixels as output channels) and shifted windows for other
     /// kernels above 1x1 when both channel counts are large, the column
     /// matrix otherwise; except that on a CPU with AVX-512 both passes of
     /// layers with more than 16 output channels a group and a kernel above
     /// 1x1 that Winograd does not take run on the direct kernel's channel
     /// vectors, group by group, when the call has 512 output pixels or
     /// more, and so does the backward pass of such layers with groups of
-    /// 8 to 16 output channels, grouped or not; so do both passes of
-    /// Winograd's layers on calls of fewer than 8192 output pixels.
+    /// 8 to 16 output channels, grouped or not.
     #[default]
     Auto,
     /// Lowering through a column matrix and one GEMM per tile of output

@@ -200,21 +200,28 @@ fn winograd_applies(g: &Geometry) -> bool {
 /// per channel pair), on outputs at least `8·d` pixels high and wide for a
 /// dilation `d` (tiles come in blocks of `2·d` rows and columns, and the
 /// pixels of the last block past the output are computed and dropped,
-/// which stays under a quarter of the work there), with at least 8 output
-/// pixels an output channel: its 16 GEMMs a band have a row per tile (a
-/// quarter of the band's pixels), too few on small images with many
-/// channels (up to 9x slower than the column matrix on ResNet-50's 14x14
-/// layers); and not where the channel vectors lead it on a small call
-/// ([`channel_vectors_lead_winograd`]).
+/// which stays under a quarter of the work there), on calls of
+/// [`WINOGRAD_PIXELS_PER_CHANNEL`] output pixels an output channel or more.
 fn winograd_suits(g: &Geometry) -> bool {
     winograd_applies(g)
         && g.in_channels >= 32
         && g.out_channels >= 32
         && g.out_h >= 8 * g.dh
         && g.out_w >= 8 * g.dw
-        && g.out_h * g.out_w >= 8 * g.out_channels
-        && !channel_vectors_lead_winograd(g)
+        && g.batch * g.out_h * g.out_w >= WINOGRAD_PIXELS_PER_CHANNEL * g.out_channels
 }
+
+/// The fewest output pixels a call (over the batch) an output channel on
+/// which Winograd runs: its weight transform costs once a call, as many
+/// values as the layer's weights times its points, and its GEMMs a band
+/// have a row per tile, so it needs pixels to spread them over, the more
+/// the more channels. On ResNet-50's 14x14 layer of 256 channels it takes
+/// 1.7x the column matrix's time at batch 1 (0.77 pixels a channel), is
+/// level forward and ahead backward at batch 2 (1.5) and ahead on both
+/// passes from batch 4; it leads the channel vectors on every layer of 64
+/// and 128 channels measured, batch 1 included (BENCHMARKS.md, "Winograd
+/// on small calls").
+const WINOGRAD_PIXELS_PER_CHANNEL: usize = 1;
 
 /// The most input or output channels on which `Kernel::Measure` times
 /// Winograd's F(4x4, 3x3): its `f32` results' relative error grows with
@@ -227,23 +234,6 @@ const WINOGRAD_4X4_CHANNELS: usize = 128;
 /// [`WINOGRAD_4X4_CHANNELS`] asks.
 fn winograd_4x4_accurate(g: &Geometry) -> bool {
     g.in_channels.max(g.out_channels) <= WINOGRAD_4X4_CHANNELS
-}
-
-/// The fewest output pixels (over the batch) on which Winograd runs rather
-/// than the channel vectors, where both could: its rate climbs with the
-/// pixels a call (each band's 16 GEMMs have a row per tile, few on a
-/// small call), the channel vectors' does not. On ResNet-50's 56x56 layer
-/// of 64 channels the channel vectors lead at batch 1 (3136 pixels) on
-/// both machines measured, and Winograd leads at batch 8 (25088) on the
-/// AMD Zen 5 (BENCHMARKS.md, "Winograd against the channel vectors by
-/// batch").
-const WINOGRAD_PIXELS: usize = 8192;
-
-/// The channel vectors run `g`, a layer Winograd could take, faster than
-/// Winograd: where they are worth running, on calls of fewer than
-/// [`WINOGRAD_PIXELS`] output pixels.
-fn channel_vectors_lead_winograd(g: &Geometry) -> bool {
-    channel_vectors_worth(g) && g.batch * g.out_h * g.out_w < WINOGRAD_PIXELS
 }
 
 /// The kernel that runs the backward pass: `Kernel::Auto` resolved, and a
@@ -766,38 +756,31 @@ mod tests {
         assert!(winograd_applies(&dilated(100, 10)));
     }
 
-    /// ResNet-50's 56x56 layer of 64 channels: on the channel vectors at
-    /// batch 1 and 2 where the CPU runs them, on Winograd at batch 4 and
-    /// up (and everywhere without AVX-512), both passes.
+    /// ResNet-50's 3x3 layers: on Winograd from calls of as many output
+    /// pixels as output channels (the 14x14 layer of 256 channels from batch
+    /// 2, the 56x56 and 28x28 ones at any batch), both passes; never on the
+    /// 7x7 layer, whose output is too small for Winograd's tiles.
     #[test]
-    fn auto_takes_the_channel_vectors_over_winograd_on_small_calls() {
-        let layer = |batch| {
-            let spec = Conv2dSpec::new(64, 64, (3, 3)).padding((1, 1));
-            Geometry::new(&spec, [batch, 64, 56, 56]).unwrap()
-        };
-        let small = if direct::channel_vectors::available() {
-            Kernel::Direct
-        } else {
-            Kernel::Winograd
+    fn auto_takes_winograd_on_calls_of_a_pixel_a_channel() {
+        let layer = |batch, channels, size| {
+            let spec = Conv2dSpec::new(channels, channels, (3, 3)).padding((1, 1));
+            Geometry::new(&spec, [batch, channels, size, size]).unwrap()
         };
         let auto = (Kernel::Auto, InputGradient::Auto);
-        for (batch, expected) in [
-            (1, small),
-            (2, small),
-            (4, Kernel::Winograd),
-            (8, Kernel::Winograd),
-        ] {
-            let g = layer(batch);
-            assert_eq!(
-                forward_kernel(auto.0, auto.1, &g),
-                expected,
-                "batch {batch}"
-            );
-            assert_eq!(
-                backward_kernel(auto.0, auto.1, &g),
-                expected,
-                "batch {batch}"
-            );
+        for (channels, size) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
+            for batch in [1, 2, 4, 8, 32] {
+                let g = layer(batch, channels, size);
+                let pixels = batch * size * size;
+                let winograd = size >= 8 && pixels >= WINOGRAD_PIXELS_PER_CHANNEL * channels;
+                let case = format!("{channels} channels, {size}x{size}, batch {batch}");
+                assert_eq!(winograd_suits(&g), winograd, "{case}");
+                let forward = forward_kernel(auto.0, auto.1, &g);
+                let backward = backward_kernel(auto.0, auto.1, &g);
+                assert_eq!(forward == Kernel::Winograd, winograd, "{case}");
+                assert_eq!(backward == Kernel::Winograd, winograd, "{case}");
+            }
         }
+        assert!(!winograd_suits(&layer(1, 256, 14)));
+        assert!(winograd_suits(&layer(2, 256, 14)));
     }
 }
