@@ -53,9 +53,10 @@ pub enum Kernel {
     /// `f32` results lie several times further from the exact sum than
     /// the other kernels' (a relative error of about 1e-5 on 128 channels,
     /// 2e-5 on 512: BENCHMARKS.md, "Winograd F(4x4, 3x3)"). `Kernel::Auto`
-    /// does not take it (on 64- and 128-channel layers it does less work
-    /// than F(2x2, 3x3), but its wall time on two threads measures level
-    /// to a little faster, for the larger rounding); `Kernel::Measure`
+    /// does not take it: on 64- and 128-channel layers it runs in 0.75–0.9x
+    /// of F(2x2, 3x3)'s time ("Winograd weight transform", "Winograd
+    /// backward products"), and the default does not trade that much
+    /// accuracy for it; ask for it, or let `Kernel::Measure`, which
     /// times it on layers of at most 128 input and output channels.
     ///
     /// ```
