@@ -214,13 +214,15 @@ fn winograd_suits(g: &Geometry) -> bool {
 /// The fewest output pixels a call (over the batch) an output channel on
 /// which Winograd runs: its weight transform costs once a call, as many
 /// values as the layer's weights times its points, and its GEMMs a band
-/// have a row per tile, so it needs pixels to spread them over, the more
-/// the more channels. On ResNet-50's 14x14 layer of 256 channels it takes
-/// 1.7x the column matrix's time at batch 1 (0.77 pixels a channel), is
-/// level forward and ahead backward at batch 2 (1.5) and ahead on both
-/// passes from batch 4; it leads the channel vectors on every layer of 64
-/// and 128 channels measured, batch 1 included (BENCHMARKS.md, "Winograd
-/// on small calls").
+/// have a row per tile, so it needs pixels to spread them over, more on
+/// layers of more channels. On ResNet-50's 14x14 layer of 256 channels
+/// it takes 1.7x the column matrix's time at batch 1 (0.77 pixels a
+/// channel), is level forward and ahead backward at batch 2 (1.5) and
+/// ahead on both passes from batch 4. It leads the channel vectors on the
+/// layers of 64 and 128 channels measured, batch 1 included, but for the
+/// 28x28 layer's forward pass at batch 1, which they ran up to 8% faster
+/// in one stretch of the machine (BENCHMARKS.md, "Winograd on small
+/// calls").
 const WINOGRAD_PIXELS_PER_CHANNEL: usize = 1;
 
 /// The most input or output channels on which `Kernel::Measure` times
