@@ -44,12 +44,14 @@ use crate::nonfinite::all_finite;
 use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
 use crate::workspace::{Workspace, scratch};
-use ndarray::{ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis, s};
+use ndarray::{ArrayView2, ArrayViewMut2, ArrayViewMut4, Axis, s};
 use std::ops::Range;
 
 mod maps;
+mod weight_transform;
 
 use maps::{F2, F4, MinimalFilter};
+use weight_transform::{transform_weights, weight_gradient_from_transform};
 
 /// Which of Winograd's algorithms a pass runs: output tiles of 2x2 pixels
 /// from 4x4 input tiles, or of 4x4 from 6x6.
@@ -429,12 +431,34 @@ impl RowBand {
 /// Where the `n`x`n` transform-domain values of tile `local` of a band of
 /// `band` tiles start, in a band buffer laid out `[point, tile, channel]`.
 #[inline(always)]
-fn points(band: usize, local: usize, c: usize, n: usize) -> CellGrid {
+fn points<T>(band: usize, local: usize, c: usize, n: usize) -> CellGrid {
+    let stride = point_stride::<T>(band, c);
     CellGrid {
         base: local * c,
-        row_step: n * band * c,
-        col_step: band * c,
+        row_step: n * stride,
+        col_step: stride,
     }
+}
+
+/// Elements from one point's `[rows, cols]` matrix to the next in a
+/// transform-domain buffer: the matrix rounded up to whole cache lines, an
+/// odd number of them. A tile transform writes (or reads) a run of each of
+/// its 16 or 36 points in turn; a whole multiple of 4 KiB apart (the
+/// matrices of 64 or 128 channels), those runs all fall in one set of L1,
+/// more of them than its ways, and evict each other before their lines are
+/// filled (BENCHMARKS.md, "Winograd point strides").
+fn point_stride<T>(rows: usize, cols: usize) -> usize {
+    let line = (CACHE_LINE_BYTES / std::mem::size_of::<T>().max(1)).max(1);
+    ((rows * cols).div_ceil(line) | 1) * line
+}
+
+/// The bytes of a cache line on the x86-64 CPUs measured.
+const CACHE_LINE_BYTES: usize = 64;
+
+/// The length of a transform-domain buffer of `points` matrices of `[rows,
+/// cols]`, [`point_stride`] apart.
+fn domain_len<T>(points: usize, (rows, cols): (usize, usize)) -> usize {
+    points * point_stride::<T>(rows, cols)
 }
 
 /// What the backward pass divides among lanes: its bands of rows write
@@ -448,148 +472,6 @@ pub(super) fn backward_work(g: &Geometry, filter: Filter) -> Work {
 /// scheduler cuts a sample's rows at multiples of it.
 pub(super) fn row_granule(g: &Geometry, filter: Filter) -> usize {
     filter.m() * g.dh
-}
-
-/// The transformed kernel, `[point, c_in, c_out]`: `U_ξ[c, o] = (G
-/// w[o, c] Gᵀ)_ξ`, in the SIMD build the CPU runs.
-fn transform_weights<'b, T: Element>(
-    w: ArrayView4<'_, T>,
-    buf: &'b mut Vec<T>,
-    filter: Filter,
-) -> &'b [T] {
-    let (c_out, c_in, _, _) = w.dim();
-    let u = scratch(buf, filter.points() * c_in * c_out);
-    weights_into(w, &mut *u, filter);
-    u
-}
-
-/// [`transform_weights`] into `u`.
-fn weights_into<T: Element>(w: ArrayView4<'_, T>, u: &mut [T], filter: Filter) {
-    with_runtime_simd!(
-        weights_into_avx512, weights_into_avx2,
-        weights_into_body::<T>, weights_into_body::<T>,
-        w: ArrayView4<'_, T>, u: &mut [T], filter: Filter,
-    );
-}
-
-/// [`weights_into`] as the SIMD builds compile it.
-#[inline(always)]
-fn weights_into_body<T: Element>(w: ArrayView4<'_, T>, u: &mut [T], filter: Filter) {
-    match filter {
-        Filter::F2x2 => weights_by::<T, F2, 2, 4>(w, u),
-        Filter::F4x4 => weights_by::<T, F4, 4, 6>(w, u),
-    }
-}
-
-/// [`weights_into_body`] by the algorithm `F`.
-#[inline(always)]
-fn weights_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
-    w: ArrayView4<'_, T>,
-    u: &mut [T],
-) {
-    let (c_out, c_in, _, _) = w.dim();
-    let mut block = [T::zero(); 9 * KERNEL_BLOCK];
-    for KernelBlock { c, outs, points } in kernel_blocks(c_in, c_out, N) {
-        for (l, o) in outs.clone().enumerate() {
-            for (at, (i, j)) in block_taps(l) {
-                block[at] = w[[o, c, i, j]];
-            }
-        }
-        transform_tile::<_, false, _, _, _, _>(
-            (&block, BLOCK_GRID),
-            (&mut *u, points),
-            outs.len(),
-            (&F::g, &F::g),
-        );
-    }
-}
-
-/// `dw[o, c] = Gᵀ dU[·, c, o] G`: the weight gradient from its transform,
-/// laid out `[point, c_in, c_out]`, in the SIMD build the CPU runs.
-fn weight_gradient_from_transform<T: Element>(du: &[T], dw: ArrayViewMut4<'_, T>, filter: Filter) {
-    with_runtime_simd!(
-        weight_gradient_avx512, weight_gradient_avx2,
-        weight_gradient_body::<T>, weight_gradient_body::<T>,
-        du: &[T], dw: ArrayViewMut4<'_, T>, filter: Filter,
-    );
-}
-
-/// [`weight_gradient_from_transform`] as the SIMD builds compile it.
-#[inline(always)]
-fn weight_gradient_body<T: Element>(du: &[T], dw: ArrayViewMut4<'_, T>, filter: Filter) {
-    match filter {
-        Filter::F2x2 => weight_gradient_by::<T, F2, 2, 4>(du, dw),
-        Filter::F4x4 => weight_gradient_by::<T, F4, 4, 6>(du, dw),
-    }
-}
-
-/// [`weight_gradient_body`] by the algorithm `F`.
-#[inline(always)]
-fn weight_gradient_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
-    du: &[T],
-    mut dw: ArrayViewMut4<'_, T>,
-) {
-    let (c_out, c_in, _, _) = dw.dim();
-    let mut block = [T::zero(); 9 * KERNEL_BLOCK];
-    for KernelBlock { c, outs, points } in kernel_blocks(c_in, c_out, N) {
-        transform_tile::<_, false, _, _, _, _>(
-            (du, points),
-            (&mut block, BLOCK_GRID),
-            outs.len(),
-            (&F::gt, &F::gt),
-        );
-        for (l, o) in outs.enumerate() {
-            for (at, (i, j)) in block_taps(l) {
-                dw[[o, c, i, j]] = block[at];
-            }
-        }
-    }
-}
-
-/// Output channels a block of the kernel maps: one input channel's kernels
-/// of a block of output channels are gathered into a stack array of `3 x 3`
-/// runs and mapped a vector of output channels at a time, so that the
-/// transform domain (`[point, c_in, c_out]`) is read or written in runs.
-/// One kernel at a time, a kernel's points are a multiple of 4 KiB apart
-/// there and evict each other from L1 and L2 (BENCHMARKS.md, "Winograd
-/// weight transform").
-const KERNEL_BLOCK: usize = 64;
-
-/// A block's taps: `block[(i·3 + j)·KERNEL_BLOCK + l]` holds tap `(i, j)`
-/// of the block's output channel `l`.
-const BLOCK_GRID: CellGrid = CellGrid {
-    base: 0,
-    row_step: 3 * KERNEL_BLOCK,
-    col_step: KERNEL_BLOCK,
-};
-
-/// Where output channel `l`'s taps `(i, j)` sit in a block.
-fn block_taps(l: usize) -> impl Iterator<Item = (usize, (usize, usize))> {
-    (0..9).map(move |k| (k * KERNEL_BLOCK + l, (k / 3, k % 3)))
-}
-
-/// One block of the kernel maps: input channel `c`, output channels
-/// `outs`, and where their points sit in the transform domain.
-struct KernelBlock {
-    c: usize,
-    outs: Range<usize>,
-    points: CellGrid,
-}
-
-/// The blocks of the kernel maps of `c_in x c_out` kernels with `n x n`
-/// points.
-fn kernel_blocks(c_in: usize, c_out: usize, n: usize) -> impl Iterator<Item = KernelBlock> {
-    (0..c_in).flat_map(move |c| {
-        (0..c_out).step_by(KERNEL_BLOCK).map(move |o0| KernelBlock {
-            c,
-            outs: o0..(o0 + KERNEL_BLOCK).min(c_out),
-            points: CellGrid {
-                base: c * c_out + o0,
-                row_step: n * c_in * c_out,
-                col_step: c_in * c_out,
-            },
-        })
-    })
 }
 
 /// The most a band's two transform-domain buffers take together, below the
@@ -627,15 +509,15 @@ fn point_gemms<'r, T: Element>(
 /// Point `xi`'s `[rows, cols]` matrix in a buffer laid out `[point, row,
 /// column]` (a band's tiles, or the transformed weights).
 fn point<T>(buf: &[T], xi: usize, (rows, cols): (usize, usize)) -> ArrayView2<'_, T> {
-    let len = rows * cols;
-    ArrayView2::from_shape((rows, cols), &buf[xi * len..][..len])
+    let at = xi * point_stride::<T>(rows, cols);
+    ArrayView2::from_shape((rows, cols), &buf[at..][..rows * cols])
         .expect("the buffer holds every point")
 }
 
 /// [`point`], writable.
 fn point_mut<T>(buf: &mut [T], xi: usize, (rows, cols): (usize, usize)) -> ArrayViewMut2<'_, T> {
-    let len = rows * cols;
-    ArrayViewMut2::from_shape((rows, cols), &mut buf[xi * len..][..len])
+    let at = xi * point_stride::<T>(rows, cols);
+    ArrayViewMut2::from_shape((rows, cols), &mut buf[at..][..rows * cols])
         .expect("the buffer holds every point")
 }
 
@@ -681,7 +563,7 @@ pub(crate) fn forward<T: Element>(
                 let strip_tiles = row_band.tiles.clone();
                 for t0 in strip_tiles.clone().step_by(band) {
                     let tiles = band.min(strip_tiles.end - t0);
-                    let v = scratch(v_buf, points_n * tiles * c_in);
+                    let v = scratch(v_buf, domain_len::<T>(points_n, (tiles, c_in)));
                     let band_tiles = t0..t0 + tiles;
                     let places = (&tiling, &row_band);
                     let inputs = (image, &mut *v);
@@ -692,7 +574,7 @@ pub(crate) fn forward<T: Element>(
                         inputs,
                         stage_buf,
                     );
-                    let m = scratch(m_buf, points_n * tiles * c_out);
+                    let m = scratch(m_buf, domain_len::<T>(points_n, (tiles, c_out)));
                     point_gemms(
                         points_n,
                         v,
@@ -815,8 +697,9 @@ pub(crate) fn backward<T: Element>(
                     let mut bands = |strip_du: &mut [T], add_first: bool| {
                         for (k, t0) in strip_tiles.clone().step_by(band).enumerate() {
                             let tiles = t0..(t0 + band).min(strip_tiles.end);
-                            let v = scratch(v_buf, points_n * tiles.len() * c_in);
-                            let dm = scratch(dm_buf, points_n * tiles.len() * c_out);
+                            let v = scratch(v_buf, domain_len::<T>(points_n, (tiles.len(), c_in)));
+                            let dm =
+                                scratch(dm_buf, domain_len::<T>(points_n, (tiles.len(), c_out)));
                             let channels = (c_in, c_out);
                             transform_band(
                                 (&tiling, &row_band),
@@ -968,7 +851,7 @@ fn band_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
         if let Some(image) = image {
             transform_tile::<_, false, _, _, _, _>(
                 (image, tiling.cells(origin, (row_band, &row_band.input))),
-                (&mut *v, points(band, local_tile, c_in, N)),
+                (&mut *v, points::<T>(band, local_tile, c_in, N)),
                 c_in,
                 (&F::bt, &F::bt),
             );
@@ -977,7 +860,7 @@ fn band_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
         // output cells lie in it.
         transform_tile::<_, false, _, _, _, _>(
             (error, tiling.cells(origin, (row_band, &row_band.error))),
-            (&mut *dm, points(band, local_tile, c_out, N)),
+            (&mut *dm, points::<T>(band, local_tile, c_out, N)),
             c_out,
             (&F::a, &F::a),
         );
@@ -995,9 +878,12 @@ fn add_weight_gradient<T: Element>(
     (c_in, c_out): (usize, usize),
     threads: usize,
 ) {
-    for xi in 0..points_n {
+    // Dense, unlike the band buffers: the lanes' sums are added up and
+    // checked whole.
+    let len = c_in * c_out;
+    for (xi, du_xi) in du.chunks_exact_mut(len).take(points_n).enumerate() {
         matmul(
-            point_mut(du, xi, (c_in, c_out)),
+            ArrayViewMut2::from_shape((c_in, c_out), du_xi).expect("a point's matrix"),
             accumulate,
             point(v, xi, (tiles, c_in)).t(),
             point(dm, xi, (tiles, c_out)),
@@ -1107,7 +993,7 @@ fn tiles_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
             for (local_tile, origin) in origins.enumerate() {
                 transform_tile::<_, false, _, _, _, _>(
                     (src, image_cells(origin)),
-                    (&mut *dst, points(band, local_tile, c, N)),
+                    (&mut *dst, points::<T>(band, local_tile, c, N)),
                     c,
                     (&F::bt, &F::bt),
                 );
@@ -1125,7 +1011,7 @@ fn tiles_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
                 col_step: c,
             };
             for (local_tile, origin) in origins.enumerate() {
-                let products = (src, points(band, local_tile, c, N));
+                let products = (src, points::<T>(band, local_tile, c, N));
                 let outputs = tiling.outputs(origin, row_band, c);
                 if tiling.inside(origin) {
                     transform_tile::<_, false, _, _, _, _>(
@@ -1155,7 +1041,7 @@ fn tiles_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
             let c = row_band.input.c;
             for (local_tile, origin) in origins.enumerate() {
                 transform_tile::<_, true, _, _, _, _>(
-                    (src, points(band, local_tile, c, N)),
+                    (src, points::<T>(band, local_tile, c, N)),
                     (&mut *dst, image_cells(origin)),
                     c,
                     (&F::b, &F::b),
@@ -1169,91 +1055,25 @@ fn tiles_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
 mod tests {
     use super::*;
     use crate::Conv2dSpec;
-    use ndarray::Array4;
 
-    /// Values in [-1, 1) from a seed, without a generator.
-    fn values(len: usize, seed: u64) -> Vec<f64> {
-        (0..len as u64)
-            .map(|k| {
-                let z = (k + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
-                (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-            })
-            .collect()
-    }
-
-    /// The kernel maps one kernel at a time, as their definitions say.
-    fn kernel_maps_one_by_one<F: MinimalFilter<M, N>, const M: usize, const N: usize>(
-        w: &Array4<f64>,
-        du: &[f64],
-    ) -> (Vec<f64>, Array4<f64>) {
-        let (c_out, c_in, _, _) = w.dim();
-        let mut u = vec![0.0; N * N * c_in * c_out];
-        let mut dw = Array4::zeros(w.dim());
-        let at = |uu: usize, v: usize, c: usize, o: usize| ((uu * N + v) * c_in + c) * c_out + o;
-        for (o, c) in (0..c_out).flat_map(|o| (0..c_in).map(move |c| (o, c))) {
-            let rows: [[f64; N]; 3] =
-                std::array::from_fn(|i| F::g(std::array::from_fn(|j| w[[o, c, i, j]])));
-            let back: [[f64; 3]; N] =
-                std::array::from_fn(|uu| F::gt(std::array::from_fn(|v| du[at(uu, v, c, o)])));
-            for v in 0..N {
-                let column = F::g([rows[0][v], rows[1][v], rows[2][v]]);
-                for (uu, value) in column.into_iter().enumerate() {
-                    u[at(uu, v, c, o)] = value;
-                }
-            }
-            for j in 0..3 {
-                let column = F::gt(std::array::from_fn(|uu| back[uu][j]));
-                for (i, value) in column.into_iter().enumerate() {
-                    dw[[o, c, i, j]] = value;
-                }
-            }
-        }
-        (u, dw)
-    }
-
-    /// The kernel maps in blocks of output channels agree with the maps one
-    /// kernel at a time, on channel counts around the blocks and the
-    /// vectors, and on a kernel view that is not contiguous.
+    /// A point's matrix fits in its stride, which is whole cache lines, an
+    /// odd number of them, so that the points of 64 or 128 channels fall in
+    /// different sets of L1.
     #[test]
-    fn kernel_maps_in_blocks_agree_with_one_by_one() {
-        for filter in [Filter::F2x2, Filter::F4x4] {
-            for (c_out, c_in) in [(1, 1), (17, 3), (64, 2), (65, 1), (130, 2)] {
-                let dims = (c_out, c_in, 3, 3);
-                let w = Array4::from_shape_vec(dims, values(c_out * c_in * 9, 7)).unwrap();
-                let du = values(filter.points() * c_in * c_out, 11);
-                let (want_u, want_dw) = match filter {
-                    Filter::F2x2 => kernel_maps_one_by_one::<F2, 2, 4>(&w, &du),
-                    Filter::F4x4 => kernel_maps_one_by_one::<F4, 4, 6>(&w, &du),
-                };
-                // The kernels as the odd output channels of twice as many.
-                let mut wide = Array4::zeros((2 * c_out, c_in, 3, 3));
-                wide.slice_mut(s![1..;2, .., .., ..]).assign(&w);
-                let mut buf = Vec::new();
-                let u = transform_weights(wide.slice(s![1..;2, .., .., ..]), &mut buf, filter);
-                let mut dw_wide = Array4::from_elem((2 * c_out, c_in, 3, 3), f64::NAN);
-                weight_gradient_from_transform(
-                    &du,
-                    dw_wide.slice_mut(s![1..;2, .., .., ..]),
-                    filter,
-                );
-                let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * (1.0 + b.abs());
-                let case = format!("{filter:?}, {c_out} x {c_in}");
-                assert_eq!(u.len(), want_u.len(), "{case}");
-                for (k, (&got, &want)) in u.iter().zip(&want_u).enumerate() {
-                    assert!(close(got, want), "{case}: u[{k}] {got} against {want}");
-                }
-                let dw = dw_wide.slice(s![1..;2, .., .., ..]);
-                for (k, (&got, &want)) in dw.iter().zip(&want_dw).enumerate() {
-                    assert!(close(got, want), "{case}: dw[{k}] {got} against {want}");
-                }
-                assert!(
-                    dw_wide
-                        .slice(s![0..;2, .., .., ..])
-                        .iter()
-                        .all(|v| v.is_nan())
-                );
+    fn point_strides_are_an_odd_number_of_lines() {
+        for (rows, cols) in [(1, 1), (3, 5), (64, 128), (128, 128), (98, 64), (196, 256)] {
+            for (stride, line) in [
+                (point_stride::<f32>(rows, cols), 16),
+                (point_stride::<f64>(rows, cols), 8),
+            ] {
+                let case = format!("{rows} x {cols}, {line} a line");
+                assert!(stride >= rows * cols, "{case}: {stride}");
+                assert!(stride < rows * cols + 2 * line, "{case}: {stride}");
+                assert_eq!(stride % line, 0, "{case}: {stride}");
+                assert_eq!((stride / line) % 2, 1, "{case}: {stride}");
             }
         }
+        assert_eq!(domain_len::<f32>(16, (128, 128)), 16 * (128 * 128 + 16));
     }
 
     /// `origins` steps from any tile on to the pixels that dividing each

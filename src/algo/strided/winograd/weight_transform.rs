@@ -1,0 +1,455 @@
+//! The kernel's Winograd transform, `U_ξ[c, o] = (G w[o, c] Gᵀ)_ξ` laid out
+//! `[point, c_in, c_out]`, and its adjoint, which maps the weight gradient
+//! back from that domain: `dw[o, c] = Gᵀ dU[·, c, o] G`.
+//!
+//! Both go a chunk of the kernel at a time: the taps of a block of output
+//! channels and a few input channels are copied between the kernel and a
+//! stack array, transposed so that each tap is a run of output channels,
+//! and each input channel's runs are mapped through the SIMD tile
+//! transform, so that the transform domain is read and written in runs of
+//! output channels too.
+
+use super::maps::{F2, F4, MinimalFilter};
+use super::{CellGrid, Filter, domain_len, point_stride, transform_tile};
+use crate::algo::strided::simd::with_runtime_simd;
+use crate::element::Element;
+use crate::layout::transpose::transpose;
+use crate::workspace::scratch;
+use ndarray::{ArrayView4, ArrayViewMut4};
+use std::ops::Range;
+
+/// The transformed kernel, `[point, c_in, c_out]`, in the SIMD build the
+/// CPU runs.
+pub(super) fn transform_weights<'b, T: Element>(
+    w: ArrayView4<'_, T>,
+    buf: &'b mut Vec<T>,
+    filter: Filter,
+) -> &'b [T] {
+    let (c_out, c_in, _, _) = w.dim();
+    let u = scratch(buf, domain_len::<T>(filter.points(), (c_in, c_out)));
+    weights_into(w, &mut *u, filter);
+    u
+}
+
+/// [`transform_weights`] into `u`.
+fn weights_into<T: Element>(w: ArrayView4<'_, T>, u: &mut [T], filter: Filter) {
+    with_runtime_simd!(
+        weights_into_avx512, weights_into_avx2,
+        weights_into_body::<T>, weights_into_body::<T>,
+        w: ArrayView4<'_, T>, u: &mut [T], filter: Filter,
+    );
+}
+
+/// [`weights_into`] as the SIMD builds compile it.
+#[inline(always)]
+fn weights_into_body<T: Element>(w: ArrayView4<'_, T>, u: &mut [T], filter: Filter) {
+    match filter {
+        Filter::F2x2 => weights_by::<T, F2, 2, 4>(w, u),
+        Filter::F4x4 => weights_by::<T, F4, 4, 6>(w, u),
+    }
+}
+
+/// [`weights_into_body`] by the algorithm `F`.
+#[inline(always)]
+fn weights_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
+    w: ArrayView4<'_, T>,
+    u: &mut [T],
+) {
+    let (c_out, c_in, _, _) = w.dim();
+    let mut block = [T::zero(); CHUNK_TAPS];
+    for chunk in kernel_chunks(c_in, c_out) {
+        gather_taps(&w, &chunk, &mut block);
+        for (local, c) in chunk.ins.clone().enumerate() {
+            transform_tile::<_, false, _, _, _, _>(
+                (&block, block_grid(local)),
+                (
+                    &mut *u,
+                    domain_grid(
+                        c,
+                        chunk.outs.start,
+                        (c_out, point_stride::<T>(c_in, c_out)),
+                        N,
+                    ),
+                ),
+                chunk.outs.len(),
+                (&F::g, &F::g),
+            );
+        }
+    }
+}
+
+/// The weight gradient from its transform, `du` laid out `[point, c_in,
+/// c_out]`, in the SIMD build the CPU runs.
+pub(super) fn weight_gradient_from_transform<T: Element>(
+    du: &[T],
+    dw: ArrayViewMut4<'_, T>,
+    filter: Filter,
+) {
+    with_runtime_simd!(
+        weight_gradient_avx512, weight_gradient_avx2,
+        weight_gradient_body::<T>, weight_gradient_body::<T>,
+        du: &[T], dw: ArrayViewMut4<'_, T>, filter: Filter,
+    );
+}
+
+/// [`weight_gradient_from_transform`] as the SIMD builds compile it.
+#[inline(always)]
+fn weight_gradient_body<T: Element>(du: &[T], dw: ArrayViewMut4<'_, T>, filter: Filter) {
+    match filter {
+        Filter::F2x2 => weight_gradient_by::<T, F2, 2, 4>(du, dw),
+        Filter::F4x4 => weight_gradient_by::<T, F4, 4, 6>(du, dw),
+    }
+}
+
+/// [`weight_gradient_body`] by the algorithm `F`.
+#[inline(always)]
+fn weight_gradient_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
+    du: &[T],
+    mut dw: ArrayViewMut4<'_, T>,
+) {
+    let (c_out, c_in, _, _) = dw.dim();
+    let mut block = [T::zero(); CHUNK_TAPS];
+    for chunk in kernel_chunks(c_in, c_out) {
+        for (local, c) in chunk.ins.clone().enumerate() {
+            transform_tile::<_, false, _, _, _, _>(
+                (
+                    du,
+                    domain_grid(c, chunk.outs.start, (c_out, c_in * c_out), N),
+                ),
+                (&mut block, block_grid(local)),
+                chunk.outs.len(),
+                (&F::gt, &F::gt),
+            );
+        }
+        scatter_taps(&block, &chunk, &mut dw);
+    }
+}
+
+/// Output channels a chunk of the kernel holds: a block's taps are mapped
+/// a vector of output channels at a time, and the transform domain is read
+/// or written in runs of this many; one kernel at a time, a kernel's points
+/// are a multiple of 4 KiB apart there and evict each other from L1 and L2
+/// (BENCHMARKS.md, "Winograd weight transform").
+const KERNEL_BLOCK: usize = 64;
+
+/// Input channels a chunk of the kernel holds: `9·8 = 72` taps of each
+/// output channel, whole 8x8 and 4x4 tiles of the transposes that copy
+/// them, read as a run of 288 bytes of each output channel's kernels in
+/// `f32` (BENCHMARKS.md, "Winograd weight transform").
+const CHANNEL_BLOCK: usize = 8;
+
+/// A chunk's taps: `block[(local·9 + i·3 + j)·KERNEL_BLOCK + l]` holds tap
+/// `(i, j)` of the chunk's input channel `local` and output channel `l`.
+const CHUNK_TAPS: usize = 9 * CHANNEL_BLOCK * KERNEL_BLOCK;
+
+/// Where the chunk's input channel `local` has its taps, as a tile of 3x3
+/// cells of output channels.
+fn block_grid(local: usize) -> CellGrid {
+    CellGrid {
+        base: local * 9 * KERNEL_BLOCK,
+        row_step: 3 * KERNEL_BLOCK,
+        col_step: KERNEL_BLOCK,
+    }
+}
+
+/// Where input channel `c`'s points for the output channels from `o0` sit
+/// in a transform domain of `c_out` output channels with `n x n` points,
+/// `stride` apart.
+fn domain_grid(c: usize, o0: usize, (c_out, stride): (usize, usize), n: usize) -> CellGrid {
+    CellGrid {
+        base: c * c_out + o0,
+        row_step: n * stride,
+        col_step: stride,
+    }
+}
+
+/// A chunk of the kernel: the kernels of output channels `outs` and input
+/// channels `ins`.
+struct KernelChunk {
+    outs: Range<usize>,
+    ins: Range<usize>,
+}
+
+/// The chunks of `c_out x c_in` kernels, a block of output channels after
+/// another, so that each output channel's kernels are read (or written) in
+/// order.
+fn kernel_chunks(c_in: usize, c_out: usize) -> impl Iterator<Item = KernelChunk> {
+    (0..c_out).step_by(KERNEL_BLOCK).flat_map(move |o0| {
+        (0..c_in).step_by(CHANNEL_BLOCK).map(move |c0| KernelChunk {
+            outs: o0..(o0 + KERNEL_BLOCK).min(c_out),
+            ins: c0..(c0 + CHANNEL_BLOCK).min(c_in),
+        })
+    })
+}
+
+/// How a kernel's taps lie in its memory when each kernel's 9 taps are one
+/// run: `w[o, c, i, j]` at `o·o_step + c·c_step + 3i + j`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TapRuns {
+    o_step: usize,
+    c_step: usize,
+}
+
+/// One transpose of a chunk's taps: the `[outs, 9·channels]` matrix of
+/// the chunk's input channels from `local` on, which starts at `at` in the
+/// kernel's memory, rows `row_step` apart.
+struct TapMatrix {
+    local: usize,
+    channels: usize,
+    at: usize,
+    row_step: usize,
+}
+
+impl TapRuns {
+    /// The runs of a kernel with strides `strides`, if its taps are runs.
+    fn of(strides: &[isize]) -> Option<Self> {
+        match *strides {
+            [o, c, 3, 1] if o >= 0 && c >= 0 => Some(TapRuns {
+                o_step: o.unsigned_abs(),
+                c_step: c.unsigned_abs(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The matrices a chunk's taps are copied in: one for the whole chunk
+    /// where an output channel's kernels follow each other, else one an
+    /// input channel; `None` where the rows would overlap (a kernel view
+    /// whose strides repeat elements).
+    fn matrices(self, chunk: &KernelChunk) -> Option<impl Iterator<Item = TapMatrix> + use<>> {
+        let (o0, c0, outs) = (chunk.outs.start, chunk.ins.start, chunk.outs.len());
+        let together = chunk.ins.len() == 1 || self.c_step == 9;
+        let channels = if together { chunk.ins.len() } else { 1 };
+        if outs > 1 && self.o_step < 9 * channels {
+            return None;
+        }
+        let row_step = if outs > 1 { self.o_step } else { 9 * channels };
+        let TapRuns { o_step, c_step } = self;
+        Some(
+            (0..chunk.ins.len())
+                .step_by(channels)
+                .map(move |local| TapMatrix {
+                    local,
+                    channels,
+                    at: o0 * o_step + (c0 + local) * c_step,
+                    row_step,
+                }),
+        )
+    }
+}
+
+/// Copies a chunk's taps from the kernel `w` into `block`, laid out as
+/// [`CHUNK_TAPS`] says: by transposes where the taps are runs, element by
+/// element otherwise.
+fn gather_taps<T: Element>(w: &ArrayView4<'_, T>, chunk: &KernelChunk, block: &mut [T]) {
+    let outs = chunk.outs.len();
+    let runs = TapRuns::of(w.strides());
+    if let (Some(memory), Some(matrices)) = (
+        w.as_slice_memory_order(),
+        runs.and_then(|runs| runs.matrices(chunk)),
+    ) {
+        for m in matrices {
+            transpose(
+                &memory[m.at..],
+                m.row_step,
+                &mut block[m.local * 9 * KERNEL_BLOCK..],
+                KERNEL_BLOCK,
+                (outs, 9 * m.channels),
+            );
+        }
+        return;
+    }
+    for (l, o) in chunk.outs.clone().enumerate() {
+        for (local, c) in chunk.ins.clone().enumerate() {
+            for k in 0..9 {
+                block[(local * 9 + k) * KERNEL_BLOCK + l] = w[[o, c, k / 3, k % 3]];
+            }
+        }
+    }
+}
+
+/// Copies a chunk's taps from `block` into the kernel gradient `dw`, the
+/// way back of [`gather_taps`].
+fn scatter_taps<T: Element>(block: &[T], chunk: &KernelChunk, dw: &mut ArrayViewMut4<'_, T>) {
+    let outs = chunk.outs.len();
+    let runs = TapRuns::of(dw.strides());
+    if let Some(matrices) = runs.and_then(|runs| runs.matrices(chunk))
+        && let Some(memory) = dw.as_slice_memory_order_mut()
+    {
+        for m in matrices {
+            transpose(
+                &block[m.local * 9 * KERNEL_BLOCK..],
+                KERNEL_BLOCK,
+                &mut memory[m.at..],
+                m.row_step,
+                (9 * m.channels, outs),
+            );
+        }
+        return;
+    }
+    for (l, o) in chunk.outs.clone().enumerate() {
+        for (local, c) in chunk.ins.clone().enumerate() {
+            for k in 0..9 {
+                dw[[o, c, k / 3, k % 3]] = block[(local * 9 + k) * KERNEL_BLOCK + l];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array4, s};
+
+    /// Values in [-1, 1) from a seed, without a generator.
+    fn values(len: usize, seed: u64) -> Vec<f64> {
+        (0..len as u64)
+            .map(|k| {
+                let z = (k + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
+                (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+            })
+            .collect()
+    }
+
+    /// The kernel maps one kernel at a time, as their definitions say.
+    fn kernel_maps_one_by_one<F: MinimalFilter<M, N>, const M: usize, const N: usize>(
+        w: &Array4<f64>,
+        du: &[f64],
+    ) -> (Vec<f64>, Array4<f64>) {
+        let (c_out, c_in, _, _) = w.dim();
+        let mut u = vec![0.0; N * N * c_in * c_out];
+        let mut dw = Array4::zeros(w.dim());
+        let at = |uu: usize, v: usize, c: usize, o: usize| ((uu * N + v) * c_in + c) * c_out + o;
+        for (o, c) in (0..c_out).flat_map(|o| (0..c_in).map(move |c| (o, c))) {
+            let rows: [[f64; N]; 3] =
+                std::array::from_fn(|i| F::g(std::array::from_fn(|j| w[[o, c, i, j]])));
+            let back: [[f64; 3]; N] =
+                std::array::from_fn(|uu| F::gt(std::array::from_fn(|v| du[at(uu, v, c, o)])));
+            for v in 0..N {
+                let column = F::g([rows[0][v], rows[1][v], rows[2][v]]);
+                for (uu, value) in column.into_iter().enumerate() {
+                    u[at(uu, v, c, o)] = value;
+                }
+            }
+            for j in 0..3 {
+                let column = F::gt(std::array::from_fn(|uu| back[uu][j]));
+                for (i, value) in column.into_iter().enumerate() {
+                    dw[[o, c, i, j]] = value;
+                }
+            }
+        }
+        (u, dw)
+    }
+
+    /// Where a test puts its kernel: each lays the kernel out in memory in
+    /// another order, so that the taps are copied by one transpose a chunk,
+    /// by one an input channel, or element by element.
+    #[derive(Clone, Copy, Debug)]
+    enum Placement {
+        /// A standard-layout array: an output channel's kernels follow each
+        /// other.
+        Standard,
+        /// The axes-swapped view of a `[c_in, c_out, 3, 3]` array (as the
+        /// backward pass reads its kernel).
+        ChannelsSwapped,
+        /// The odd output channels of twice as many: not contiguous.
+        EveryOther,
+    }
+
+    /// `w`'s shape in memory as `placement` lays it out, NaN between the
+    /// kernel's elements; `at` views the kernel in it.
+    fn placed(placement: Placement, (c_out, c_in): (usize, usize)) -> Array4<f64> {
+        match placement {
+            Placement::Standard => Array4::from_elem((c_out, c_in, 3, 3), f64::NAN),
+            Placement::ChannelsSwapped => Array4::from_elem((c_in, c_out, 3, 3), f64::NAN),
+            Placement::EveryOther => Array4::from_elem((2 * c_out, c_in, 3, 3), f64::NAN),
+        }
+    }
+
+    /// The kernel's view in the memory [`placed`] made.
+    fn view_of(placement: Placement, memory: &mut Array4<f64>) -> ArrayViewMut4<'_, f64> {
+        match placement {
+            Placement::Standard => memory.view_mut(),
+            Placement::ChannelsSwapped => memory.view_mut().permuted_axes([1, 0, 2, 3]),
+            Placement::EveryOther => memory.slice_mut(s![1..;2, .., .., ..]),
+        }
+    }
+
+    /// The kernel maps by chunks agree with the maps one kernel at a time,
+    /// on channel counts around the chunks and the vectors, for kernels
+    /// laid out in three ways; the weight gradient writes no element
+    /// outside its view.
+    #[test]
+    fn kernel_maps_by_chunks_agree_with_one_by_one() {
+        let shapes = [(1, 1), (17, 3), (64, 8), (65, 9), (130, 2), (9, 17)];
+        for filter in [Filter::F2x2, Filter::F4x4] {
+            for placement in [
+                Placement::Standard,
+                Placement::ChannelsSwapped,
+                Placement::EveryOther,
+            ] {
+                for (c_out, c_in) in shapes {
+                    let dims = (c_out, c_in, 3, 3);
+                    let w = Array4::from_shape_vec(dims, values(c_out * c_in * 9, 7)).unwrap();
+                    let du = values(filter.points() * c_in * c_out, 11);
+                    let (want_u, want_dw) = match filter {
+                        Filter::F2x2 => kernel_maps_one_by_one::<F2, 2, 4>(&w, &du),
+                        Filter::F4x4 => kernel_maps_one_by_one::<F4, 4, 6>(&w, &du),
+                    };
+                    let case = format!("{filter:?}, {placement:?}, {c_out} x {c_in}");
+                    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * (1.0 + b.abs());
+
+                    let mut memory = placed(placement, (c_out, c_in));
+                    view_of(placement, &mut memory).assign(&w);
+                    let mut buf = Vec::new();
+                    let kernel = view_of(placement, &mut memory);
+                    let u = transform_weights(kernel.view(), &mut buf, filter);
+                    let (len, stride) = (c_in * c_out, point_stride::<f64>(c_in, c_out));
+                    assert_eq!(u.len(), filter.points() * stride, "{case}");
+                    for (xi, want_xi) in want_u.chunks_exact(len).enumerate() {
+                        let got_xi = &u[xi * stride..][..len];
+                        for (k, (&got, &want)) in got_xi.iter().zip(want_xi).enumerate() {
+                            let at = xi * len + k;
+                            assert!(close(got, want), "{case}: u[{at}] {got} against {want}");
+                        }
+                    }
+
+                    let mut memory = placed(placement, (c_out, c_in));
+                    weight_gradient_from_transform(&du, view_of(placement, &mut memory), filter);
+                    let dw = view_of(placement, &mut memory);
+                    for (k, (&got, &want)) in dw.iter().zip(&want_dw).enumerate() {
+                        assert!(close(got, want), "{case}: dw[{k}] {got} against {want}");
+                    }
+                    let written = memory.iter().filter(|v| !v.is_nan()).count();
+                    assert_eq!(written, c_out * c_in * 9, "{case}: elements written");
+                }
+            }
+        }
+    }
+
+    /// The taps of a standard-layout kernel are copied one transpose a
+    /// chunk, those of a channels-swapped one one an input channel, and a
+    /// view whose rows would overlap is not copied by transposes.
+    #[test]
+    fn tap_matrices_follow_the_layout() {
+        let chunk = KernelChunk {
+            outs: 64..128,
+            ins: 8..16,
+        };
+        let standard = TapRuns::of(&[9 * 20, 9, 3, 1]).unwrap();
+        let matrices: Vec<_> = standard.matrices(&chunk).unwrap().collect();
+        assert_eq!(matrices.len(), 1);
+        assert_eq!(
+            (matrices[0].at, matrices[0].row_step, matrices[0].channels),
+            (64 * 180 + 8 * 9, 180, 8)
+        );
+        let swapped = TapRuns::of(&[9, 9 * 200, 3, 1]).unwrap();
+        let matrices: Vec<_> = swapped.matrices(&chunk).unwrap().collect();
+        let starts: Vec<_> = matrices.iter().map(|m| (m.local, m.at)).collect();
+        let want: Vec<_> = (0..8).map(|l| (l, 64 * 9 + (8 + l) * 1800)).collect();
+        assert_eq!(starts, want);
+        let overlapping = TapRuns::of(&[3, 1800, 3, 1]).unwrap();
+        assert!(overlapping.matrices(&chunk).is_none());
+        assert_eq!(TapRuns::of(&[9, 1800, 1, 3]), None);
+    }
+}
