@@ -541,7 +541,7 @@ pub(crate) fn forward<T: Element>(
     };
     let schedule = ws.schedule(Work::forward(g, row_granule(g, filter)));
     let (u_buf, lanes) = ws.memory(&schedule);
-    let u = transform_weights(w, u_buf, filter);
+    let u = transform_weights(w, u_buf, filter, schedule.lanes());
     schedule.run_checked_by_kernel(lanes, y, |item, mut y_item, buffers, check| {
         let [image_buf, pixels_buf, v_buf, m_buf, stage_buf] = buffers.split();
         let mut finite = true;
@@ -630,7 +630,12 @@ pub(crate) fn backward<T: Element>(
     // rows in order, rather than packing a transposed matrix a band
     // (BENCHMARKS.md, "Winograd backward products").
     let u: &[T] = if want_dx {
-        transform_weights(w.permuted_axes([1, 0, 2, 3]), u_buf, filter)
+        transform_weights(
+            w.permuted_axes([1, 0, 2, 3]),
+            u_buf,
+            filter,
+            schedule.lanes(),
+        )
     } else {
         &[]
     };
@@ -779,7 +784,7 @@ pub(crate) fn backward<T: Element>(
         },
     );
     if let Some(dw) = dw {
-        weight_gradient_from_transform(sums.weight, dw, filter);
+        weight_gradient_from_transform(sums.weight, dw, filter, schedule.lanes());
     }
     if let Some(mut db) = db {
         db.assign(&sums.bias);

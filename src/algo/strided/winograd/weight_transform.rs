@@ -15,89 +15,206 @@ use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::layout::transpose::transpose;
 use crate::workspace::scratch;
-use ndarray::{ArrayView4, ArrayViewMut4};
+use ndarray::iter::AxisChunksIterMut;
+use ndarray::{ArrayView4, ArrayViewMut4, Axis, Ix4};
+use std::iter::Enumerate;
 use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
 
-/// The transformed kernel, `[point, c_in, c_out]`, in the SIMD build the
-/// CPU runs.
+/// The transformed kernel, `[point, c_in, c_out]`, each point's matrix
+/// [`point_stride`] elements after the last, on `workers` threads of the
+/// pool (see [`claim_in_turn`]).
 pub(super) fn transform_weights<'b, T: Element>(
     w: ArrayView4<'_, T>,
     buf: &'b mut Vec<T>,
     filter: Filter,
+    workers: usize,
 ) -> &'b [T] {
     let (c_out, c_in, _, _) = w.dim();
-    let u = scratch(buf, domain_len::<T>(filter.points(), (c_in, c_out)));
-    weights_into(w, &mut *u, filter);
+    let (points, stride) = (filter.points(), point_stride::<T>(c_in, c_out));
+    let u = scratch(buf, domain_len::<T>(points, (c_in, c_out)));
+    let mut matrices = u.chunks_exact_mut(stride.max(1));
+    let rows = std::array::from_fn(|xi| match matrices.next() {
+        Some(matrix) if xi < points => &mut matrix[..c_in * c_out],
+        _ => &mut [],
+    });
+    let unclaimed = Mutex::new(UnclaimedInputs {
+        next: 0,
+        c_in,
+        c_out,
+        rows,
+    });
+    claim_in_turn(workers, || weights_into(&w, &unclaimed, filter));
     u
 }
 
-/// [`transform_weights`] into `u`.
-fn weights_into<T: Element>(w: ArrayView4<'_, T>, u: &mut [T], filter: Filter) {
+/// Runs `work` on `workers` threads of the pool at once (the caller's
+/// among them), each claiming parts of a transform until none is left:
+/// a thread that wakes late claims what is left, not a fixed half. The
+/// transforms run once a call before (or after) the lanes, and on one
+/// thread they were a serial tenth or more of a pass on two
+/// (BENCHMARKS.md, "Winograd weight transform").
+fn claim_in_turn(workers: usize, work: impl Fn() + Sync) {
+    if workers > 1 {
+        crate::handoff::join(&work, &work);
+    } else {
+        work();
+    }
+}
+
+/// Locks `parts`, whose holder cannot leave it half-changed: a claim only
+/// moves slices out.
+fn lock<P>(parts: &Mutex<P>) -> std::sync::MutexGuard<'_, P> {
+    parts.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The most points a transform domain has: F(4x4, 3x3)'s 6x6.
+const MAX_POINTS: usize = 36;
+
+/// The input channels of the transform domain no worker has claimed yet,
+/// from `next` on, and each point's rows for them (`[c, c_out]`).
+struct UnclaimedInputs<'u, T> {
+    next: usize,
+    c_in: usize,
+    c_out: usize,
+    rows: [&'u mut [T]; MAX_POINTS],
+}
+
+impl<'u, T> UnclaimedInputs<'u, T> {
+    /// The next [`CHANNEL_BLOCK`] input channels and each point's rows for
+    /// them, or `None` when all are claimed.
+    fn claim(&mut self) -> Option<(Range<usize>, [&'u mut [T]; MAX_POINTS])> {
+        if self.next >= self.c_in {
+            return None;
+        }
+        let ins = self.next..(self.next + CHANNEL_BLOCK).min(self.c_in);
+        self.next = ins.end;
+        let len = ins.len() * self.c_out;
+        let claimed = std::array::from_fn(|xi| {
+            let rest = std::mem::take(&mut self.rows[xi]);
+            let (claimed, rest) = rest.split_at_mut(len.min(rest.len()));
+            self.rows[xi] = rest;
+            claimed
+        });
+        Some((ins, claimed))
+    }
+}
+
+/// One worker of [`transform_weights`], in the SIMD build the CPU runs.
+fn weights_into<T: Element>(
+    w: &ArrayView4<'_, T>,
+    unclaimed: &Mutex<UnclaimedInputs<'_, T>>,
+    filter: Filter,
+) {
     with_runtime_simd!(
         weights_into_avx512, weights_into_avx2,
         weights_into_body::<T>, weights_into_body::<T>,
-        w: ArrayView4<'_, T>, u: &mut [T], filter: Filter,
+        w: &ArrayView4<'_, T>, unclaimed: &Mutex<UnclaimedInputs<'_, T>>, filter: Filter,
     );
 }
 
 /// [`weights_into`] as the SIMD builds compile it.
 #[inline(always)]
-fn weights_into_body<T: Element>(w: ArrayView4<'_, T>, u: &mut [T], filter: Filter) {
+fn weights_into_body<T: Element>(
+    w: &ArrayView4<'_, T>,
+    unclaimed: &Mutex<UnclaimedInputs<'_, T>>,
+    filter: Filter,
+) {
     match filter {
-        Filter::F2x2 => weights_by::<T, F2, 2, 4>(w, u),
-        Filter::F4x4 => weights_by::<T, F4, 4, 6>(w, u),
+        Filter::F2x2 => weights_by::<T, F2, 2, 4>(w, unclaimed),
+        Filter::F4x4 => weights_by::<T, F4, 4, 6>(w, unclaimed),
     }
 }
 
-/// [`weights_into_body`] by the algorithm `F`.
+/// [`weights_into_body`] by the algorithm `F`: each claimed block of
+/// input channels a block of output channels at a time, each input
+/// channel's points mapped into a stack array and copied into their rows.
 #[inline(always)]
 fn weights_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
-    w: ArrayView4<'_, T>,
-    u: &mut [T],
+    w: &ArrayView4<'_, T>,
+    unclaimed: &Mutex<UnclaimedInputs<'_, T>>,
 ) {
-    let (c_out, c_in, _, _) = w.dim();
+    let c_out = w.dim().0;
     let mut block = [T::zero(); CHUNK_TAPS];
-    for chunk in kernel_chunks(c_in, c_out) {
-        gather_taps(&w, &chunk, &mut block);
-        for (local, c) in chunk.ins.clone().enumerate() {
-            transform_tile::<_, false, _, _, _, _>(
-                (&block, block_grid(local)),
-                (
-                    &mut *u,
-                    domain_grid(
-                        c,
-                        chunk.outs.start,
-                        (c_out, point_stride::<T>(c_in, c_out)),
-                        N,
-                    ),
-                ),
-                chunk.outs.len(),
-                (&F::g, &F::g),
-            );
+    let mut mapped = [T::zero(); MAX_POINTS * KERNEL_BLOCK];
+    let mapped_grid = CellGrid {
+        base: 0,
+        row_step: N * KERNEL_BLOCK,
+        col_step: KERNEL_BLOCK,
+    };
+    loop {
+        let Some((ins, mut rows)) = lock(unclaimed).claim() else {
+            return;
+        };
+        for o0 in (0..c_out).step_by(KERNEL_BLOCK) {
+            let outs = o0..(o0 + KERNEL_BLOCK).min(c_out);
+            let chunk = KernelChunk {
+                outs: outs.clone(),
+                ins: ins.clone(),
+            };
+            gather_taps(w, &chunk, &mut block);
+            for local in 0..ins.len() {
+                transform_tile::<_, false, _, _, _, _>(
+                    (&block, block_grid(local)),
+                    (&mut mapped, mapped_grid),
+                    outs.len(),
+                    (&F::g, &F::g),
+                );
+                for (xi, row) in rows.iter_mut().take(N * N).enumerate() {
+                    row[local * c_out + o0..][..outs.len()]
+                        .copy_from_slice(&mapped[xi * KERNEL_BLOCK..][..outs.len()]);
+                }
+            }
         }
     }
 }
 
 /// The weight gradient from its transform, `du` laid out `[point, c_in,
-/// c_out]`, in the SIMD build the CPU runs.
+/// c_out]` (dense), on `workers` threads of the pool (see
+/// [`claim_in_turn`]), each claiming a block of output channels at a
+/// time.
 pub(super) fn weight_gradient_from_transform<T: Element>(
     du: &[T],
-    dw: ArrayViewMut4<'_, T>,
+    mut dw: ArrayViewMut4<'_, T>,
+    filter: Filter,
+    workers: usize,
+) {
+    let (c_out, c_in, _, _) = dw.dim();
+    let blocks = Mutex::new(dw.axis_chunks_iter_mut(Axis(0), KERNEL_BLOCK).enumerate());
+    claim_in_turn(workers, || {
+        weight_gradient_blocks(du, &blocks, (c_in, c_out), filter);
+    });
+}
+
+/// The blocks of output channels of a kernel gradient, claimed in turn.
+type GradientBlocks<'a, T> = Enumerate<AxisChunksIterMut<'a, T, Ix4>>;
+
+/// One worker of [`weight_gradient_from_transform`], in the SIMD build the
+/// CPU runs.
+fn weight_gradient_blocks<T: Element>(
+    du: &[T],
+    blocks: &Mutex<GradientBlocks<'_, T>>,
+    channels: (usize, usize),
     filter: Filter,
 ) {
     with_runtime_simd!(
         weight_gradient_avx512, weight_gradient_avx2,
         weight_gradient_body::<T>, weight_gradient_body::<T>,
-        du: &[T], dw: ArrayViewMut4<'_, T>, filter: Filter,
+        du: &[T], blocks: &Mutex<GradientBlocks<'_, T>>, channels: (usize, usize), filter: Filter,
     );
 }
 
-/// [`weight_gradient_from_transform`] as the SIMD builds compile it.
+/// [`weight_gradient_blocks`] as the SIMD builds compile it.
 #[inline(always)]
-fn weight_gradient_body<T: Element>(du: &[T], dw: ArrayViewMut4<'_, T>, filter: Filter) {
+fn weight_gradient_body<T: Element>(
+    du: &[T],
+    blocks: &Mutex<GradientBlocks<'_, T>>,
+    channels: (usize, usize),
+    filter: Filter,
+) {
     match filter {
-        Filter::F2x2 => weight_gradient_by::<T, F2, 2, 4>(du, dw),
-        Filter::F4x4 => weight_gradient_by::<T, F4, 4, 6>(du, dw),
+        Filter::F2x2 => weight_gradient_by::<T, F2, 2, 4>(du, blocks, channels),
+        Filter::F4x4 => weight_gradient_by::<T, F4, 4, 6>(du, blocks, channels),
     }
 }
 
@@ -105,23 +222,29 @@ fn weight_gradient_body<T: Element>(du: &[T], dw: ArrayViewMut4<'_, T>, filter: 
 #[inline(always)]
 fn weight_gradient_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize>(
     du: &[T],
-    mut dw: ArrayViewMut4<'_, T>,
+    blocks: &Mutex<GradientBlocks<'_, T>>,
+    (c_in, c_out): (usize, usize),
 ) {
-    let (c_out, c_in, _, _) = dw.dim();
     let mut block = [T::zero(); CHUNK_TAPS];
-    for chunk in kernel_chunks(c_in, c_out) {
-        for (local, c) in chunk.ins.clone().enumerate() {
-            transform_tile::<_, false, _, _, _, _>(
-                (
-                    du,
-                    domain_grid(c, chunk.outs.start, (c_out, c_in * c_out), N),
-                ),
-                (&mut block, block_grid(local)),
-                chunk.outs.len(),
-                (&F::gt, &F::gt),
-            );
+    loop {
+        let Some((index, mut dw)) = lock(blocks).next() else {
+            return;
+        };
+        let o0 = index * KERNEL_BLOCK;
+        let outs = dw.dim().0;
+        for c0 in (0..c_in).step_by(CHANNEL_BLOCK) {
+            let ins = c0..(c0 + CHANNEL_BLOCK).min(c_in);
+            for (local, c) in ins.clone().enumerate() {
+                transform_tile::<_, false, _, _, _, _>(
+                    (du, domain_grid(c, o0, (c_out, c_in * c_out), N)),
+                    (&mut block, block_grid(local)),
+                    outs,
+                    (&F::gt, &F::gt),
+                );
+            }
+            let chunk = KernelChunk { outs: 0..outs, ins };
+            scatter_taps(&block, &chunk, &mut dw);
         }
-        scatter_taps(&block, &chunk, &mut dw);
     }
 }
 
@@ -168,18 +291,6 @@ fn domain_grid(c: usize, o0: usize, (c_out, stride): (usize, usize), n: usize) -
 struct KernelChunk {
     outs: Range<usize>,
     ins: Range<usize>,
-}
-
-/// The chunks of `c_out x c_in` kernels, a block of output channels after
-/// another, so that each output channel's kernels are read (or written) in
-/// order.
-fn kernel_chunks(c_in: usize, c_out: usize) -> impl Iterator<Item = KernelChunk> {
-    (0..c_out).step_by(KERNEL_BLOCK).flat_map(move |o0| {
-        (0..c_in).step_by(CHANNEL_BLOCK).map(move |c0| KernelChunk {
-            outs: o0..(o0 + KERNEL_BLOCK).min(c_out),
-            ins: c0..(c0 + CHANNEL_BLOCK).min(c_in),
-        })
-    })
 }
 
 /// How a kernel's taps lie in its memory when each kernel's 9 taps are one
@@ -377,10 +488,19 @@ mod tests {
 
     /// The kernel maps by chunks agree with the maps one kernel at a time,
     /// on channel counts around the chunks and the vectors, for kernels
-    /// laid out in three ways; the weight gradient writes no element
-    /// outside its view.
+    /// laid out in three ways, on one worker and two (on a pool of two
+    /// threads); the weight gradient writes no element outside its view.
     #[test]
     fn kernel_maps_by_chunks_agree_with_one_by_one() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(kernel_maps_agree);
+    }
+
+    /// [`kernel_maps_by_chunks_agree_with_one_by_one`] on the current pool.
+    fn kernel_maps_agree() {
         let shapes = [(1, 1), (17, 3), (64, 8), (65, 9), (130, 2), (9, 17)];
         for filter in [Filter::F2x2, Filter::F4x4] {
             for placement in [
@@ -388,7 +508,7 @@ mod tests {
                 Placement::ChannelsSwapped,
                 Placement::EveryOther,
             ] {
-                for (c_out, c_in) in shapes {
+                for ((c_out, c_in), workers) in shapes.into_iter().flat_map(|c| [(c, 1), (c, 2)]) {
                     let dims = (c_out, c_in, 3, 3);
                     let w = Array4::from_shape_vec(dims, values(c_out * c_in * 9, 7)).unwrap();
                     let du = values(filter.points() * c_in * c_out, 11);
@@ -396,14 +516,15 @@ mod tests {
                         Filter::F2x2 => kernel_maps_one_by_one::<F2, 2, 4>(&w, &du),
                         Filter::F4x4 => kernel_maps_one_by_one::<F4, 4, 6>(&w, &du),
                     };
-                    let case = format!("{filter:?}, {placement:?}, {c_out} x {c_in}");
+                    let case =
+                        format!("{filter:?}, {placement:?}, {c_out} x {c_in}, {workers} workers");
                     let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * (1.0 + b.abs());
 
                     let mut memory = placed(placement, (c_out, c_in));
                     view_of(placement, &mut memory).assign(&w);
                     let mut buf = Vec::new();
                     let kernel = view_of(placement, &mut memory);
-                    let u = transform_weights(kernel.view(), &mut buf, filter);
+                    let u = transform_weights(kernel.view(), &mut buf, filter, workers);
                     let (len, stride) = (c_in * c_out, point_stride::<f64>(c_in, c_out));
                     assert_eq!(u.len(), filter.points() * stride, "{case}");
                     for (xi, want_xi) in want_u.chunks_exact(len).enumerate() {
@@ -415,7 +536,12 @@ mod tests {
                     }
 
                     let mut memory = placed(placement, (c_out, c_in));
-                    weight_gradient_from_transform(&du, view_of(placement, &mut memory), filter);
+                    weight_gradient_from_transform(
+                        &du,
+                        view_of(placement, &mut memory),
+                        filter,
+                        workers,
+                    );
                     let dw = view_of(placement, &mut memory);
                     for (k, (&got, &want)) in dw.iter().zip(&want_dw).enumerate() {
                         assert!(close(got, want), "{case}: dw[{k}] {got} against {want}");
