@@ -22,8 +22,8 @@ use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
 
 /// The transformed kernel, `[point, c_in, c_out]`, each point's matrix
-/// [`point_stride`] elements after the last, on `workers` threads of the
-/// pool (see [`claim_in_turn`]).
+/// [`point_stride`] elements after the last, on up to `workers` threads
+/// of the pool (see [`claim_in_turn`]).
 pub(super) fn transform_weights<'b, T: Element>(
     w: ArrayView4<'_, T>,
     buf: &'b mut Vec<T>,
@@ -44,22 +44,28 @@ pub(super) fn transform_weights<'b, T: Element>(
         c_out,
         rows,
     });
-    claim_in_turn(workers, || weights_into(&w, &unclaimed, filter));
+    let claims = c_in.div_ceil(CHANNEL_BLOCK);
+    claim_in_turn(workers.min(claims), &|| {
+        weights_into(&w, &unclaimed, filter)
+    });
     u
 }
 
-/// Runs `work` on `workers` threads of the pool at once (the caller's
-/// among them), each claiming parts of a transform until none is left:
-/// a thread that wakes late claims what is left, not a fixed half. The
-/// transforms run once a call before (or after) the lanes, and on one
-/// thread they were a serial tenth or more of a pass on two
+/// Runs `work` on up to `workers` threads of the pool at once (the
+/// caller's among them), each claiming parts of a transform until none is
+/// left: a thread that wakes late claims what is left, not a fixed share.
+/// The transforms run once a call, before (or after) the lanes; on one
+/// thread they are serial time, a tenth or more of a small pass on two
 /// (BENCHMARKS.md, "Winograd weight transform").
-fn claim_in_turn(workers: usize, work: impl Fn() + Sync) {
-    if workers > 1 {
-        crate::handoff::join(&work, &work);
-    } else {
-        work();
+fn claim_in_turn(workers: usize, work: &(dyn Fn() + Sync)) {
+    if workers <= 1 {
+        return work();
     }
+    let half = workers / 2;
+    crate::handoff::join(
+        || claim_in_turn(workers - half, work),
+        || claim_in_turn(half, work),
+    );
 }
 
 /// Locks `parts`, whose holder cannot leave it half-changed: a claim only
@@ -170,7 +176,7 @@ fn weights_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize
 }
 
 /// The weight gradient from its transform, `du` laid out `[point, c_in,
-/// c_out]` (dense), on `workers` threads of the pool (see
+/// c_out]` (dense), on up to `workers` threads of the pool (see
 /// [`claim_in_turn`]), each claiming a block of output channels at a
 /// time.
 pub(super) fn weight_gradient_from_transform<T: Element>(
@@ -181,7 +187,8 @@ pub(super) fn weight_gradient_from_transform<T: Element>(
 ) {
     let (c_out, c_in, _, _) = dw.dim();
     let blocks = Mutex::new(dw.axis_chunks_iter_mut(Axis(0), KERNEL_BLOCK).enumerate());
-    claim_in_turn(workers, || {
+    let claims = c_out.div_ceil(KERNEL_BLOCK);
+    claim_in_turn(workers.min(claims), &|| {
         weight_gradient_blocks(du, &blocks, (c_in, c_out), filter);
     });
 }
@@ -488,8 +495,9 @@ mod tests {
 
     /// The kernel maps by chunks agree with the maps one kernel at a time,
     /// on channel counts around the chunks and the vectors, for kernels
-    /// laid out in three ways, on one worker and two (on a pool of two
-    /// threads); the weight gradient writes no element outside its view.
+    /// laid out in three ways, on one worker, two and three (on a pool of
+    /// two threads); the weight gradient writes no element outside its
+    /// view.
     #[test]
     fn kernel_maps_by_chunks_agree_with_one_by_one() {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -508,7 +516,9 @@ mod tests {
                 Placement::ChannelsSwapped,
                 Placement::EveryOther,
             ] {
-                for ((c_out, c_in), workers) in shapes.into_iter().flat_map(|c| [(c, 1), (c, 2)]) {
+                for ((c_out, c_in), workers) in
+                    shapes.into_iter().flat_map(|c| [(c, 1), (c, 2), (c, 3)])
+                {
                     let dims = (c_out, c_in, 3, 3);
                     let w = Array4::from_shape_vec(dims, values(c_out * c_in * 9, 7)).unwrap();
                     let du = values(filter.points() * c_in * c_out, 11);
