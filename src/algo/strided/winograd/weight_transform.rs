@@ -8,6 +8,13 @@
 //! and each input channel's runs are mapped through the SIMD tile
 //! transform, so that the transform domain is read and written in runs of
 //! output channels too.
+//!
+//! Both run on the threads of the call's lanes, each claiming the next
+//! block of channels until none is left: the transform blocks of input
+//! channels, each point's rows for which a claim moves out of what is
+//! left (an input channel's points are mapped into a stack array and
+//! copied into those rows); the adjoint blocks of output channels of the
+//! kernel gradient.
 
 use super::maps::{F2, F4, MinimalFilter};
 use super::{CellGrid, Filter, domain_len, point_stride, transform_tile};
