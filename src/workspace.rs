@@ -515,7 +515,7 @@ pub(crate) fn scratch<T: Clone + Default>(buf: &mut Vec<T>, len: usize) -> &mut 
 
 /// Bytes of a cache line on the x86-64 CPUs measured, and of an AVX-512
 /// vector.
-const CACHE_LINE_BYTES: usize = 64;
+pub(crate) const CACHE_LINE_BYTES: usize = 64;
 
 /// [`scratch`] starting on a cache line: a vector load or store of the
 /// slice at a multiple of a vector's width from its start never spans two

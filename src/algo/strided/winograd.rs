@@ -43,7 +43,7 @@ use crate::layout::pixel_major::Image;
 use crate::nonfinite::all_finite;
 use crate::operands::{Backward, Forward};
 use crate::spec::Geometry;
-use crate::workspace::{Workspace, scratch};
+use crate::workspace::{CACHE_LINE_BYTES, Workspace, scratch};
 use ndarray::{ArrayView2, ArrayViewMut2, ArrayViewMut4, Axis, s};
 use std::ops::Range;
 
@@ -451,9 +451,6 @@ fn point_stride<T>(rows: usize, cols: usize) -> usize {
     let line = (CACHE_LINE_BYTES / std::mem::size_of::<T>().max(1)).max(1);
     ((rows * cols).div_ceil(line) | 1) * line
 }
-
-/// The bytes of a cache line on the x86-64 CPUs measured.
-const CACHE_LINE_BYTES: usize = 64;
 
 /// The length of a transform-domain buffer of `points` matrices of `[rows,
 /// cols]`, [`point_stride`] apart.
@@ -886,7 +883,8 @@ fn add_weight_gradient<T: Element>(
     // Dense, unlike the band buffers: the lanes' sums are added up and
     // checked whole.
     let len = c_in * c_out;
-    for (xi, du_xi) in du.chunks_exact_mut(len).take(points_n).enumerate() {
+    for xi in 0..points_n {
+        let du_xi = &mut du[xi * len..][..len];
         matmul(
             ArrayViewMut2::from_shape((c_in, c_out), du_xi).expect("a point's matrix"),
             accumulate,

@@ -148,6 +148,7 @@ fn weights_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize
     unclaimed: &Mutex<UnclaimedInputs<'_, T>>,
 ) {
     let c_out = w.dim().0;
+    let memory = tap_memory(w);
     let mut block = [T::zero(); CHUNK_TAPS];
     let mut mapped = [T::zero(); MAX_POINTS * KERNEL_BLOCK];
     let mapped_grid = CellGrid {
@@ -165,7 +166,7 @@ fn weights_by<T: Element, F: MinimalFilter<M, N>, const M: usize, const N: usize
                 outs: outs.clone(),
                 ins: ins.clone(),
             };
-            gather_taps(w, &chunk, &mut block);
+            gather_taps(w, memory, &chunk, &mut block);
             for local in 0..ins.len() {
                 transform_tile::<_, false, _, _, _, _>(
                     (&block, block_grid(local)),
@@ -363,16 +364,23 @@ impl TapRuns {
     }
 }
 
+/// The kernel `w`'s memory and how its taps lie in it, where they are
+/// runs: found once a worker, for all the chunks it copies.
+fn tap_memory<'w, T>(w: &'w ArrayView4<'_, T>) -> Option<(&'w [T], TapRuns)> {
+    w.as_slice_memory_order().zip(TapRuns::of(w.strides()))
+}
+
 /// Copies a chunk's taps from the kernel `w` into `block`, laid out as
-/// [`CHUNK_TAPS`] says: by transposes where the taps are runs, element by
-/// element otherwise.
-fn gather_taps<T: Element>(w: &ArrayView4<'_, T>, chunk: &KernelChunk, block: &mut [T]) {
+/// [`CHUNK_TAPS`] says: by transposes where the taps are runs (`memory`,
+/// from [`tap_memory`]), element by element otherwise.
+fn gather_taps<T: Element>(
+    w: &ArrayView4<'_, T>,
+    memory: Option<(&[T], TapRuns)>,
+    chunk: &KernelChunk,
+    block: &mut [T],
+) {
     let outs = chunk.outs.len();
-    let runs = TapRuns::of(w.strides());
-    if let (Some(memory), Some(matrices)) = (
-        w.as_slice_memory_order(),
-        runs.and_then(|runs| runs.matrices(chunk)),
-    ) {
+    if let Some((memory, Some(matrices))) = memory.map(|(m, runs)| (m, runs.matrices(chunk))) {
         for m in matrices {
             transpose(
                 &memory[m.at..],
