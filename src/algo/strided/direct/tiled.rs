@@ -719,7 +719,8 @@ fn channel_tile_vectors<
             let origin = oh * g.sh * frame.wp;
             for ow in (0..out_w).step_by(VECTOR) {
                 let pixels = VECTOR.min(out_w - ow);
-                let acc = partial_tile::<T, CHANNELS, VECTOR>(frame, bias, origin + ow, pixels);
+                let acc =
+                    partial_tile::<T, CHANNELS, VECTOR, FUSED>(frame, bias, origin + ow, pixels);
                 for (cb, sums) in acc.iter().enumerate() {
                     let at = cb * out_plane + oh * out_w + ow;
                     out[at..at + pixels].copy_from_slice(&sums[..pixels]);
@@ -913,9 +914,12 @@ fn full_tile_any<T: Element, const CHANNELS: usize, const PIXELS: usize, const F
 }
 
 /// One row's `pixels ≤ PIXELS` outputs from `origin` (an offset into each
-/// input channel of the frame), for planes too small for [`full_tile`].
+/// input channel of the frame), for planes too small for [`full_tile`]:
+/// the same sums in the same order, fused alike, so that an output row
+/// comes out the same whichever tile computes it (a band of one row here,
+/// of several in [`full_tile`], as the thread count cuts the plane).
 #[inline(always)]
-fn partial_tile<T: Element, const CHANNELS: usize, const PIXELS: usize>(
+fn partial_tile<T: Element, const CHANNELS: usize, const PIXELS: usize, const FUSED: bool>(
     frame: Frame<'_, T>,
     bias: [T; CHANNELS],
     origin: usize,
@@ -933,7 +937,7 @@ fn partial_tile<T: Element, const CHANNELS: usize, const PIXELS: usize>(
                 let w = weights.next().expect("one packed weight per tap");
                 for (sums, &weight) in acc.iter_mut().zip(w) {
                     for (sum, &v) in sums.iter_mut().zip(x) {
-                        *sum += weight * v;
+                        *sum = multiply_add::<T, FUSED>(weight, v, *sum);
                     }
                 }
             }
@@ -944,8 +948,93 @@ fn partial_tile<T: Element, const CHANNELS: usize, const PIXELS: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::{band_pieces, channel_tiles, split_evenly};
+    use super::{
+        Columns, Frame, MAX_KERNEL_WIDTH, TILE_ROWS, band_pieces, channel_tile_vectors,
+        channel_tiles, split_evenly,
+    };
+    use crate::element::Element;
     use crate::spec::{Conv2dSpec, Geometry};
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    /// A plane's rows computed one at a time (the partial tiles a band of
+    /// one row takes) against the same rows computed together (the full
+    /// tiles): the same bits, fused or not, at kernel widths with a
+    /// constant tile (3, 5) and without (7), whatever SIMD build the CPU
+    /// runs, since the thread count decides how high a band is.
+    fn rows_alone_match_rows_together<T: Element, const FUSED: bool>(seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        for k in [3, 5, 7] {
+            for _ in 0..20 {
+                let c_in = rng.random_range(1..=3);
+                let (in_h, in_w) = (
+                    k - 1 + rng.random_range(2..=6),
+                    k - 1 + rng.random_range(5..=40),
+                );
+                let spec = Conv2dSpec::new(c_in, 4, (k, k));
+                let g = Geometry::new(&spec, [1, c_in, in_h, in_w]).unwrap();
+                let value = |rng: &mut StdRng| T::from_f64(rng.random_range(-1.0..1.0));
+                let source: Vec<T> = (0..c_in * in_h * in_w).map(|_| value(&mut rng)).collect();
+                let weights: Vec<T> = (0..4 * c_in * k * k).map(|_| value(&mut rng)).collect();
+                let bias: [T; 4] = std::array::from_fn(|_| value(&mut rng));
+                let mut taps = [0; MAX_KERNEL_WIDTH];
+                let columns = Columns::unit_stride(&g, &mut taps);
+                let frame = |source, g| Frame {
+                    source,
+                    weights: &weights,
+                    c_in_g: c_in,
+                    plane: in_h * in_w,
+                    wp: in_w,
+                    taps: columns.taps,
+                    g,
+                };
+                let run = |frame: Frame<'_, T>, out: &mut [T]| match (std::mem::size_of::<T>(), k) {
+                    (4, 3) => channel_tile_vectors::<T, 4, 16, 8, FUSED, 3>(frame, bias, out),
+                    (4, 5) => channel_tile_vectors::<T, 4, 16, 8, FUSED, 5>(frame, bias, out),
+                    (4, _) => channel_tile_vectors::<T, 4, 16, 8, FUSED, 0>(frame, bias, out),
+                    (_, 3) => channel_tile_vectors::<T, 4, 8, 4, FUSED, 3>(frame, bias, out),
+                    (_, 5) => channel_tile_vectors::<T, 4, 8, 4, FUSED, 5>(frame, bias, out),
+                    _ => channel_tile_vectors::<T, 4, 8, 4, FUSED, 0>(frame, bias, out),
+                };
+                let (out_h, out_w) = (g.out_h, g.out_w);
+                assert!(out_h >= TILE_ROWS);
+                let mut together = vec![T::zero(); 4 * out_h * out_w];
+                run(frame(&source, &g), &mut together);
+                let one_row = Geometry {
+                    out_h: 1,
+                    in_h: k,
+                    ..g
+                };
+                for row in 0..out_h {
+                    let mut alone = vec![T::zero(); 4 * out_w];
+                    run(frame(&source[row * in_w..], &one_row), &mut alone);
+                    for channel in 0..4 {
+                        let at = (channel * out_h + row) * out_w;
+                        let bits =
+                            |v: &[T]| v.iter().map(|x| x.into_f64().to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&alone[channel * out_w..][..out_w]),
+                            bits(&together[at..at + out_w]),
+                            "{} k {k}, {c_in} channels, {in_h}x{in_w}, row {row}, channel {channel}",
+                            T::NAME
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_alone_match_rows_together_f32() {
+        rows_alone_match_rows_together::<f32, true>(1);
+        rows_alone_match_rows_together::<f32, false>(2);
+    }
+
+    #[test]
+    fn rows_alone_match_rows_together_f64() {
+        rows_alone_match_rows_together::<f64, true>(3);
+        rows_alone_match_rows_together::<f64, false>(4);
+    }
 
     #[test]
     fn channel_tiles_cover_every_channel_once_in_allowed_sizes() {
