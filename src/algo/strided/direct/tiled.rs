@@ -669,8 +669,8 @@ fn channel_tile_sized<T: Element, const FUSED: bool>(
 const TILE_ROWS: usize = 2;
 
 /// `CHANNELS` output planes (`out`, `[CHANNELS, out_h, out_w]`), two rows
-/// at a time, a vector of 64 bytes' worth of pixels at a time (or half of
-/// one for a row's last few). A tile that would run past the last row or
+/// at a time, a vector of 64 bytes' worth of pixels at a time (32 bytes
+/// of `f32` without AVX-512; or half of one for a row's last few). A tile that would run past the last row or
 /// column is shifted back to end on it (recomputing a few pixels, each
 /// stored again with the same value); a plane narrower than half a vector
 /// or one row high takes the slower partial path.
@@ -689,12 +689,45 @@ fn channel_tile<T: Element, const CHANNELS: usize, const FUSED: bool>(
         0
     };
     match (std::mem::size_of::<T>(), width) {
+        (4, _) if !wide_vectors() => f32_tiles_of_32_bytes::<T, CHANNELS, FUSED>(frame, bias, out),
         (4, 3) => channel_tile_vectors::<T, CHANNELS, 16, 8, FUSED, 3>(frame, bias, out),
         (4, 5) => channel_tile_vectors::<T, CHANNELS, 16, 8, FUSED, 5>(frame, bias, out),
         (4, _) => channel_tile_vectors::<T, CHANNELS, 16, 8, FUSED, 0>(frame, bias, out),
         (_, 3) => channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED, 3>(frame, bias, out),
         (_, 5) => channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED, 5>(frame, bias, out),
         _ => channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED, 0>(frame, bias, out),
+    }
+}
+
+/// [`channel_tile`] for `f32` on a CPU without AVX-512: tiles of 8
+/// pixels (one 32-byte vector) a row rather than 16. A tile of six
+/// channels by two rows of 16 pixels needs 24 vectors of sums, more than
+/// AVX2's 16 registers hold; of 8 pixels, 12. `f64` keeps its tiles of 8
+/// pixels, which run 3x faster there than tiles of 4 (BENCHMARKS.md,
+/// "Register tiles without AVX-512").
+#[inline(always)]
+fn f32_tiles_of_32_bytes<T: Element, const CHANNELS: usize, const FUSED: bool>(
+    frame: Frame<'_, T>,
+    bias: [T; CHANNELS],
+    out: &mut [T],
+) {
+    match (frame.g.dw, frame.g.sw, frame.g.kw) {
+        (1, 1, 3) => channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED, 3>(frame, bias, out),
+        (1, 1, 5) => channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED, 5>(frame, bias, out),
+        _ => channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED, 0>(frame, bias, out),
+    }
+}
+
+/// Whether the CPU has AVX-512 F, whose 32 vector registers hold the
+/// tiles of 64-byte rows.
+fn wide_vectors() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -959,9 +992,10 @@ mod tests {
 
     /// A plane's rows computed one at a time (the partial tiles a band of
     /// one row takes) against the same rows computed together (the full
-    /// tiles): the same bits, fused or not, at kernel widths with a
-    /// constant tile (3, 5) and without (7), whatever SIMD build the CPU
-    /// runs, since the thread count decides how high a band is.
+    /// tiles), and `f32`'s tiles of 16 pixels against those of 8: the same
+    /// bits, fused or not, at kernel widths with a constant tile (3, 5) and
+    /// without (7), whatever SIMD build the CPU runs, since the thread
+    /// count decides how high a band is and the CPU how wide a tile.
     fn rows_alone_match_rows_together<T: Element, const FUSED: bool>(seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);
         for k in [3, 5, 7] {
@@ -1000,6 +1034,22 @@ mod tests {
                 assert!(out_h >= TILE_ROWS);
                 let mut together = vec![T::zero(); 4 * out_h * out_w];
                 run(frame(&source, &g), &mut together);
+                if std::mem::size_of::<T>() == 4 {
+                    // The narrower tiles of `f32` on CPUs without AVX-512.
+                    let mut narrow = vec![T::zero(); 4 * out_h * out_w];
+                    super::f32_tiles_of_32_bytes::<T, 4, FUSED>(
+                        frame(&source, &g),
+                        bias,
+                        &mut narrow,
+                    );
+                    let bits =
+                        |v: &[T]| v.iter().map(|x| x.into_f64().to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&narrow),
+                        bits(&together),
+                        "k {k}, {c_in} channels, {in_h}x{in_w}"
+                    );
+                }
                 let one_row = Geometry {
                     out_h: 1,
                     in_h: k,
