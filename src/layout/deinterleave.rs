@@ -3,10 +3,12 @@
 //! stride-2 depthwise kernels (`algo/strided/direct/deinterleaved.rs` and
 //! `deinterleaved_gradients.rs`) that know the dtype, reached through
 //! `Element::split_pairs` and `Element::weave_pairs`. Through two AVX-512
-//! permutes a vector when the CPU has AVX-512, else not at all (the
-//! caller's generic loop runs): left to the compiler, the same split
+//! permutes a vector when the CPU has AVX-512, through AVX2's in-lane
+//! shuffles and a cross-lane permute when it has AVX2, else not at all
+//! (the caller's generic loop runs): left to the compiler, the same split
 //! became masked loads whose cost rose threefold when the row width was
-//! known only at run time (BENCHMARKS.md, "Overlapping pieces").
+//! known only at run time (BENCHMARKS.md, "Overlapping pieces"), and a
+//! scalar loop on AVX2 ("Pair splits without AVX-512").
 
 /// Calls `f(start)` for pieces of `piece` elements that cover `0..count`
 /// (`count ≥ piece > 0`): every `piece`-th start, then one that ends on
@@ -33,70 +35,95 @@ pub(crate) fn for_each_piece(count: usize, piece: usize, mut f: impl FnMut(usize
 
 /// Splits `pairs` (`2·n` values) into `even` and `odd` (`n` each):
 /// `even[k] = pairs[2k]`, `odd[k] = pairs[2k + 1]`. Returns whether it
-/// did: only on a CPU with AVX-512 F, for `n` of at least one vector (16).
+/// did: only on a CPU with AVX-512 F, for `n` of at least one vector
+/// (16), or with AVX2, for `n` of at least one AVX2 vector (8).
 pub(crate) fn split_pairs_f32(pairs: &[f32], even: &mut [f32], odd: &mut [f32]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return split_with(pairs, even, odd, 16, avx512::split_f32);
+    return split_with(
+        pairs,
+        even,
+        odd,
+        [(16, avx512::split_f32), (8, avx2::split_f32)],
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
 
-/// [`split_pairs_f32`] for `f64`, for `n` of at least one vector (8).
+/// [`split_pairs_f32`] for `f64`, for `n` of at least one vector (8 with
+/// AVX-512, 4 with AVX2).
 pub(crate) fn split_pairs_f64(pairs: &[f64], even: &mut [f64], odd: &mut [f64]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return split_with(pairs, even, odd, 8, avx512::split_f64);
+    return split_with(
+        pairs,
+        even,
+        odd,
+        [(8, avx512::split_f64), (4, avx2::split_f64)],
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
 
 /// Weaves `even` and `odd` (`n` each) into `pairs` (`2·n`): `pairs[2k] =
-/// even[k]`, `pairs[2k + 1] = odd[k]`. Returns whether it did: only on a
-/// CPU with AVX-512 F, for `n` of at least one vector (16).
+/// even[k]`, `pairs[2k + 1] = odd[k]`. Returns whether it did: on the
+/// CPUs and runs [`split_pairs_f32`] takes.
 pub(crate) fn weave_pairs_f32(even: &[f32], odd: &[f32], pairs: &mut [f32]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return weave_with(even, odd, pairs, 16, avx512::weave_f32);
+    return weave_with(
+        even,
+        odd,
+        pairs,
+        [(16, avx512::weave_f32), (8, avx2::weave_f32)],
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
 
-/// [`weave_pairs_f32`] for `f64`, for `n` of at least one vector (8).
+/// [`weave_pairs_f32`] for `f64`, on the runs [`split_pairs_f64`] takes.
 pub(crate) fn weave_pairs_f64(even: &[f64], odd: &[f64], pairs: &mut [f64]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return weave_with(even, odd, pairs, 8, avx512::weave_f64);
+    return weave_with(
+        even,
+        odd,
+        pairs,
+        [(8, avx512::weave_f64), (4, avx2::weave_f64)],
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
 
-/// `weave` (an AVX-512 weave of `lanes` pairs a vector) on the slices,
-/// where [`vector_run`] allows it.
+/// A routine of the AVX-512 build and one of the AVX2 build, each with
+/// the pairs a vector it takes.
+#[cfg(target_arch = "x86_64")]
+type Builds<F> = [(usize, F); 2];
+
+/// The weave of `builds` that the CPU runs and the run's length allows
+/// ([`vector_run`]), on the slices.
 #[cfg(target_arch = "x86_64")]
 fn weave_with<T>(
     even: &[T],
     odd: &[T],
     pairs: &mut [T],
-    lanes: usize,
-    weave: unsafe fn(*const T, *const T, *mut T, usize),
+    builds: Builds<unsafe fn(*const T, *const T, *mut T, usize)>,
 ) -> bool {
-    let Some(n) = vector_run((pairs.len(), even.len(), odd.len()), lanes) else {
+    let Some((n, weave)) = vector_run((pairs.len(), even.len(), odd.len()), builds) else {
         return false;
     };
-    // SAFETY: `vector_run` found AVX-512 F, `n ≥ lanes`, `even` and `odd`
-    // n values each and `pairs` 2·n.
+    // SAFETY: `vector_run` found the CPU features `weave` enables, `n` at
+    // least its vector, `even` and `odd` n values each and `pairs` 2·n.
     unsafe { weave(even.as_ptr(), odd.as_ptr(), pairs.as_mut_ptr(), n) };
     true
 }
 
-/// `split` (an AVX-512 split of `lanes` pairs a vector) on the slices,
-/// where [`vector_run`] allows it.
+/// The split of `builds` that the CPU runs and the run's length allows
+/// ([`vector_run`]), on the slices.
 #[cfg(target_arch = "x86_64")]
 fn split_with<T>(
     pairs: &[T],
     even: &mut [T],
     odd: &mut [T],
-    lanes: usize,
-    split: unsafe fn(*const T, *mut T, *mut T, usize),
+    builds: Builds<unsafe fn(*const T, *mut T, *mut T, usize)>,
 ) -> bool {
-    let Some(n) = vector_run((pairs.len(), even.len(), odd.len()), lanes) else {
+    let Some((n, split)) = vector_run((pairs.len(), even.len(), odd.len()), builds) else {
         return false;
     };
     // SAFETY: as in `weave_with`.
@@ -105,12 +132,24 @@ fn split_with<T>(
 }
 
 /// The pairs `n` of a run whose lengths (`pairs`, `even`, `odd`) are
-/// `2·n`, `n` and `n` (panics otherwise), where an AVX-512 routine of
-/// `lanes` pairs a vector may take it: `n ≥ lanes` on a CPU with AVX-512 F.
+/// `2·n`, `n` and `n` (panics otherwise), and the routine of `builds`
+/// that takes it: the AVX-512 one where the CPU has AVX-512 F and `n` is
+/// at least its vector, else the AVX2 one where the CPU has AVX2 and `n`
+/// is at least its vector.
 #[cfg(target_arch = "x86_64")]
-fn vector_run((pairs, even, odd): (usize, usize, usize), lanes: usize) -> Option<usize> {
+fn vector_run<F>(
+    (pairs, even, odd): (usize, usize, usize),
+    [(wide, wide_build), (narrow, narrow_build)]: Builds<F>,
+) -> Option<(usize, F)> {
+    use std::arch::is_x86_feature_detected as has;
     assert!(odd == even && pairs == 2 * even, "pair run sizes");
-    (even >= lanes && std::arch::is_x86_feature_detected!("avx512f")).then_some(even)
+    if even >= wide && has!("avx512f") {
+        Some((even, wide_build))
+    } else if even >= narrow && has!("avx2") {
+        Some((even, narrow_build))
+    } else {
+        None
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -216,6 +255,121 @@ mod avx512 {
     );
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::for_each_piece;
+
+    /// An AVX2 split of `n ≥ 8` pairs of `f32`, 8 pairs at a time: an
+    /// in-lane shuffle takes the even (odd) values of each 128-bit lane of
+    /// the two loads, and a permute of 64-bit quarters puts the four
+    /// quarters in order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `n ≥ 8`, `pairs` valid for `2·n` reads,
+    /// `even` and `odd` for `n` writes each.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn split_f32(pairs: *const f32, even: *mut f32, odd: *mut f32, n: usize) {
+        for_each_piece(n, 8, |start| {
+            // SAFETY: `start + 8 ≤ n`: the loads read values `2·start ..
+            // 2·start + 16`, the stores write `start .. start + 8` of each
+            // half.
+            unsafe {
+                let low = _mm256_loadu_ps(pairs.add(2 * start));
+                let high = _mm256_loadu_ps(pairs.add(2 * start + 8));
+                // [l0 l2 h0 h2 | l4 l6 h4 h6] → [l0 l2 l4 l6 h0 h2 h4 h6].
+                let order = |v: __m256| {
+                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+                };
+                let evens = order(_mm256_shuffle_ps::<0b10_00_10_00>(low, high));
+                let odds = order(_mm256_shuffle_ps::<0b11_01_11_01>(low, high));
+                _mm256_storeu_ps(even.add(start), evens);
+                _mm256_storeu_ps(odd.add(start), odds);
+            }
+        });
+    }
+
+    /// An AVX2 split of `n ≥ 4` pairs of `f64`, 4 pairs at a time.
+    ///
+    /// # Safety
+    /// As [`split_f32`], with `n ≥ 4`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn split_f64(pairs: *const f64, even: *mut f64, odd: *mut f64, n: usize) {
+        for_each_piece(n, 4, |start| {
+            // SAFETY: `start + 4 ≤ n`: the loads read values `2·start ..
+            // 2·start + 8`, the stores write `start .. start + 4` of each
+            // half.
+            unsafe {
+                let low = _mm256_loadu_pd(pairs.add(2 * start));
+                let high = _mm256_loadu_pd(pairs.add(2 * start + 4));
+                // [p0 p4 p2 p6] → [p0 p2 p4 p6], and the odd ones alike.
+                let evens = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_unpacklo_pd(low, high));
+                let odds = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_unpackhi_pd(low, high));
+                _mm256_storeu_pd(even.add(start), evens);
+                _mm256_storeu_pd(odd.add(start), odds);
+            }
+        });
+    }
+
+    /// An AVX2 weave of `n ≥ 8` pairs of `f32`, the split's inverse:
+    /// in-lane unpacks pair the values, and 128-bit lane swaps put the
+    /// pairs in order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `n ≥ 8`, `even` and `odd` valid for `n`
+    /// reads each, `pairs` for `2·n` writes.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn weave_f32(even: *const f32, odd: *const f32, pairs: *mut f32, n: usize) {
+        for_each_piece(n, 8, |start| {
+            // SAFETY: `start + 8 ≤ n`: the loads read `start .. start + 8`
+            // of each half, the stores write values `2·start .. 2·start +
+            // 16`.
+            unsafe {
+                let e = _mm256_loadu_ps(even.add(start));
+                let o = _mm256_loadu_ps(odd.add(start));
+                let low = _mm256_unpacklo_ps(e, o);
+                let high = _mm256_unpackhi_ps(e, o);
+                _mm256_storeu_ps(
+                    pairs.add(2 * start),
+                    _mm256_permute2f128_ps::<0x20>(low, high),
+                );
+                _mm256_storeu_ps(
+                    pairs.add(2 * start + 8),
+                    _mm256_permute2f128_ps::<0x31>(low, high),
+                );
+            }
+        });
+    }
+
+    /// An AVX2 weave of `n ≥ 4` pairs of `f64`.
+    ///
+    /// # Safety
+    /// As [`weave_f32`], with `n ≥ 4`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn weave_f64(even: *const f64, odd: *const f64, pairs: *mut f64, n: usize) {
+        for_each_piece(n, 4, |start| {
+            // SAFETY: `start + 4 ≤ n`: the loads read `start .. start + 4`
+            // of each half, the stores write values `2·start .. 2·start +
+            // 8`.
+            unsafe {
+                let e = _mm256_loadu_pd(even.add(start));
+                let o = _mm256_loadu_pd(odd.add(start));
+                let low = _mm256_unpacklo_pd(e, o);
+                let high = _mm256_unpackhi_pd(e, o);
+                _mm256_storeu_pd(
+                    pairs.add(2 * start),
+                    _mm256_permute2f128_pd::<0x20>(low, high),
+                );
+                _mm256_storeu_pd(
+                    pairs.add(2 * start + 4),
+                    _mm256_permute2f128_pd::<0x31>(low, high),
+                );
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{
@@ -226,7 +380,7 @@ mod tests {
     /// `split` on runs of `n` pairs around its vector: every pair split,
     /// or nothing written where it declines.
     fn check<T: Copy + PartialEq + Debug + From<u16>>(split: fn(&[T], &mut [T], &mut [T]) -> bool) {
-        for n in [0u16, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 50] {
+        for n in [0u16, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 50] {
             let pairs: Vec<T> = (0..2 * n).map(T::from).collect();
             let unset = T::from(u16::MAX);
             let n = usize::from(n);
@@ -252,7 +406,7 @@ mod tests {
     fn check_weave<T: Copy + PartialEq + Debug + From<u16>>(
         weave: fn(&[T], &[T], &mut [T]) -> bool,
     ) {
-        for n in [0u16, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 50] {
+        for n in [0u16, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 50] {
             let even: Vec<T> = (0..n).map(|k| T::from(2 * k)).collect();
             let odd: Vec<T> = (0..n).map(|k| T::from(2 * k + 1)).collect();
             let unset = T::from(u16::MAX);
