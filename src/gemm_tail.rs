@@ -60,8 +60,8 @@ pub(crate) fn tail_columns<T>(n: usize) -> usize {
 }
 
 /// Whether the CPU has AVX-512 F (the `gemm` crate's 16-lane kernel, and
-/// the dot products').
-fn avx512() -> bool {
+/// the dot products'; the direct register tiles' 64-byte rows of `f32`).
+pub(crate) fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")

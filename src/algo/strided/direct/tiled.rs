@@ -689,7 +689,9 @@ fn channel_tile<T: Element, const CHANNELS: usize, const FUSED: bool>(
         0
     };
     match (std::mem::size_of::<T>(), width) {
-        (4, _) if !wide_vectors() => f32_tiles_of_32_bytes::<T, CHANNELS, FUSED>(frame, bias, out),
+        (4, _) if !crate::gemm_tail::avx512() => {
+            f32_tiles_of_32_bytes::<T, CHANNELS, FUSED>(frame, bias, out)
+        }
         (4, 3) => channel_tile_vectors::<T, CHANNELS, 16, 8, FUSED, 3>(frame, bias, out),
         (4, 5) => channel_tile_vectors::<T, CHANNELS, 16, 8, FUSED, 5>(frame, bias, out),
         (4, _) => channel_tile_vectors::<T, CHANNELS, 16, 8, FUSED, 0>(frame, bias, out),
@@ -715,19 +717,6 @@ fn f32_tiles_of_32_bytes<T: Element, const CHANNELS: usize, const FUSED: bool>(
         (1, 1, 3) => channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED, 3>(frame, bias, out),
         (1, 1, 5) => channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED, 5>(frame, bias, out),
         _ => channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED, 0>(frame, bias, out),
-    }
-}
-
-/// Whether the CPU has AVX-512 F, whose 32 vector registers hold the
-/// tiles of 64-byte rows.
-fn wide_vectors() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
