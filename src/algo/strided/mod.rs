@@ -11,11 +11,11 @@
 //! | direct across channels | `direct/depthwise.rs` | depthwise | depthwise on short or strided rows |
 //! | direct deinterleaved planes | `direct/deinterleaved.rs`, `direct/deinterleaved_gradients.rs` | depthwise 3x3, stride 2, output rows of 16 pixels or more | depthwise layers it computes, forward and backward |
 //! | direct stencil gradients | `direct/stencil_gradients.rs` | backward, depthwise 3x3 and 5x5, unit stride | backward of the depthwise layers it computes |
-//! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, any column stride (rows dealt into its phases) | forward, few output channels |
+//! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, any column stride (rows dealt into its phases) | forward, few output channels (without AVX-512: where the shifted windows do not suit) |
 //! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | more than 16 output channels a group, group by group, AVX-512; the backward pass also with groups of 8 to 16 output channels (the input gradient: by error lowering at unit stride, in the phases of the stride on the register tiles for groups of up to 16 input channels, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped or 8 to 16 output channels, backward |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
 //! | Winograd F(4x4, 3x3) | `winograd.rs`, `winograd/maps.rs` | 3x3, stride 1, one group | asked for, or timed by `Kernel::Measure` on layers of at most 128 channels |
-//! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, many channels, a pixel a channel |
+//! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, 16 channels or more, a pixel a channel |
 //! | column matrix | `column.rs` | everything | the rest |
 //!
 //! The thresholds are the measurements of BENCHMARKS.md, "Kernel choice".
@@ -175,18 +175,37 @@ fn shifted_applies(g: &Geometry) -> bool {
 }
 
 /// The shifted kernel beats the column matrix on kernels above 1x1 (a 1x1
-/// kernel's column matrix is the input itself) with at least 32 input and
-/// output channels, so that each GEMM has a sizeable inner dimension, and
-/// at least as many output pixels as output channels: its GEMMs have a row
-/// per output pixel of a band, and on small images with many channels they
-/// are too short to pay for packing the weights (up to 10x slower than
-/// the column matrix on ResNet-50's 7x7 and 14x14 layers); at any stride.
+/// kernel's column matrix is the input itself) with at least
+/// [`SHIFTED_CHANNELS`] input and output channels, so that each GEMM has a
+/// sizeable inner dimension, and at least as many output pixels as output
+/// channels: its GEMMs have a row per output pixel of a band, and on small
+/// images with many channels they are too short to pay for packing the
+/// weights (up to 10x slower than the column matrix on ResNet-50's 7x7 and
+/// 14x14 layers); at any stride.
 fn shifted_suits(g: &Geometry) -> bool {
     shifted_applies(g)
         && g.kh * g.kw > 1
-        && g.in_channels >= 32
-        && g.out_channels >= 32
+        && g.in_channels >= SHIFTED_CHANNELS
+        && g.out_channels >= SHIFTED_CHANNELS
         && g.out_h * g.out_w >= g.out_channels
+}
+
+/// The fewest input and output channels on which the shifted windows
+/// suit: at 16 they run both passes faster than the column matrix on the
+/// AMD EPYC with AVX-512 (0.90x forward, 0.78x backward) and on the one
+/// without it (0.62x–0.85x); at 8 the column matrix or the register tiles
+/// lead forward (BENCHMARKS.md, "Kernel choice" and "Kernel choice without
+/// AVX-512").
+const SHIFTED_CHANNELS: usize = 16;
+
+/// Where the shifted windows take the forward pass from the register
+/// tiles: wherever they suit, on CPUs without AVX-512, whose 16 vector
+/// registers hold tiles a quarter of the AVX-512 ones (`direct/tiled.rs`);
+/// there the tiles ran 1.2x–3x the shifted windows' time on layers of 16
+/// channels or more, `f32` and `f64`, at batch 1 and 8 (BENCHMARKS.md,
+/// "Kernel choice without AVX-512"). With AVX-512 the tiles stay.
+fn shifted_before_the_tiles(g: &Geometry) -> bool {
+    !crate::gemm_tail::avx512() && shifted_suits(g)
 }
 
 /// Winograd's F(2x2, 3x3) computes 3x3 kernels at stride 1 with one group,
@@ -260,11 +279,14 @@ fn backward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kerne
 
 /// The kernel that runs the forward pass: as [`backward_kernel`], except
 /// that `Kernel::Auto` also takes the direct register tiles where they
-/// suit (the backward pass has no such tiles), and the channel vectors
-/// whatever the input-gradient method.
+/// suit (the backward pass has no such tiles), or in their place the
+/// shifted windows where [`shifted_before_the_tiles`], and the channel
+/// vectors whatever the input-gradient method.
 fn forward_kernel(kernel: Kernel, method: InputGradient, g: &Geometry) -> Kernel {
     match kernel {
-        Kernel::Auto if direct_tiles_suit(g) || channel_vectors_suit(g) => Kernel::Direct,
+        Kernel::Auto if channel_vectors_suit(g) => Kernel::Direct,
+        Kernel::Auto if direct_tiles_suit(g) && shifted_before_the_tiles(g) => Kernel::Shifted,
+        Kernel::Auto if direct_tiles_suit(g) => Kernel::Direct,
         _ => backward_kernel(kernel, method, g),
     }
 }
@@ -574,21 +596,23 @@ mod tests {
     /// fewer channels or small calls.
     #[test]
     fn auto_takes_the_channel_vector_gradients_for_narrow_layers() {
-        let vectors_or_gemm = if direct::channel_vectors::available() {
-            Kernel::Direct
-        } else {
-            Kernel::Gemm
+        let vectors_or = |kernel| {
+            if direct::channel_vectors::available() {
+                Kernel::Direct
+            } else {
+                kernel
+            }
         };
         let narrow = |c_out, kernel, image| {
             let spec = Conv2dSpec::new(32, c_out, kernel).padding((1, 1));
             Geometry::new(&spec, [1, 32, image, image]).unwrap()
         };
         for (g, expected) in [
-            (narrow(16, (3, 3), 32), vectors_or_gemm),
-            (narrow(8, (5, 3), 40), vectors_or_gemm),
+            (narrow(16, (3, 3), 32), vectors_or(Kernel::Shifted)),
+            (narrow(8, (5, 3), 40), vectors_or(Kernel::Gemm)),
             (narrow(7, (3, 3), 32), Kernel::Gemm),
             (narrow(16, (1, 1), 32), Kernel::Gemm),
-            (narrow(16, (3, 3), 16), Kernel::Gemm),
+            (narrow(16, (3, 3), 16), Kernel::Shifted),
         ] {
             let backward = backward_kernel(Kernel::Auto, InputGradient::Auto, &g);
             assert_eq!(backward, expected, "{g:?}");
@@ -596,7 +620,44 @@ mod tests {
         let row = suite::row("large-1024x16-3x3-16").unwrap();
         let g = Geometry::new(&row.spec, row.input).unwrap();
         let backward = backward_kernel(Kernel::Auto, InputGradient::Auto, &g);
-        assert_eq!(backward, vectors_or_gemm);
+        assert_eq!(backward, vectors_or(Kernel::Shifted));
+    }
+
+    /// `Auto` runs both passes of layers of one group with 16 input and
+    /// output channels or more on the shifted windows where neither
+    /// Winograd nor the channel vectors take them, and not with fewer; the
+    /// forward pass of such layers with up to 16 output channels on the
+    /// register tiles where the CPU has AVX-512, else on the shifted
+    /// windows; grouped layers never.
+    #[test]
+    fn auto_takes_the_shifted_windows_from_16_channels() {
+        let layer = |c_in, c_out, groups| {
+            let spec = Conv2dSpec::new(c_in, c_out, (5, 5))
+                .padding((2, 2))
+                .groups(groups);
+            Geometry::new(&spec, [1, c_in, 12, 12]).unwrap()
+        };
+        let auto = (Kernel::Auto, InputGradient::Auto);
+        let tiles_or_shifted = if crate::gemm_tail::avx512() {
+            Kernel::Direct
+        } else {
+            Kernel::Shifted
+        };
+        for (g, forward, backward) in [
+            (layer(16, 16, 1), tiles_or_shifted, Kernel::Shifted),
+            (layer(16, 24, 1), Kernel::Shifted, Kernel::Shifted),
+            (layer(24, 16, 1), tiles_or_shifted, Kernel::Shifted),
+            (layer(15, 16, 1), Kernel::Direct, Kernel::Gemm),
+            (layer(16, 15, 1), Kernel::Direct, Kernel::Gemm),
+            (layer(32, 32, 2), Kernel::Direct, Kernel::Gemm),
+        ] {
+            assert_eq!(forward_kernel(auto.0, auto.1, &g), forward, "{g:?}");
+            assert_eq!(backward_kernel(auto.0, auto.1, &g), backward, "{g:?}");
+        }
+        // The forward pass does not depend on the input-gradient method.
+        let g = layer(16, 16, 1);
+        let forward = forward_kernel(Kernel::Auto, InputGradient::Col2im, &g);
+        assert_eq!(forward, tiles_or_shifted);
     }
 
     /// An input-gradient method keeps `Auto` off the kernels that ignore
