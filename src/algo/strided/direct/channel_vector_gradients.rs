@@ -45,7 +45,13 @@ const BLOCK_ERROR_BYTES: usize = 1 << 15;
 /// Whether the kernel computes `g`'s weight gradient here: at most 64
 /// taps, on a CPU with AVX-512, any groups.
 pub(crate) fn applies(g: &Geometry) -> bool {
-    g.kh * g.kw <= super::channel_vectors::MAX_TAPS && super::channel_vectors::available()
+    g.kh * g.kw <= super::channel_vectors::MAX_TAPS && available()
+}
+
+/// Whether this machine runs the kernel: a CPU with AVX-512 F (the
+/// forward pass's channel vectors run on AVX2 too; this kernel does not).
+pub(crate) fn available() -> bool {
+    super::narrow_planes::available()
 }
 
 /// The weight and bias gradients of validated operands where the kernel
@@ -357,7 +363,6 @@ fn block_with<T>(
     (vectors, lanes): (usize, usize),
     kernel: Option<RawBlock<T>>,
 ) -> bool {
-    let available = super::channel_vectors::available;
     let width = vectors * lanes;
     if !windows.check(source.len(), vectors) {
         return available();
@@ -518,8 +523,8 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
+    use super::available;
     use super::{TILE_COLUMNS, block_f64};
-    use crate::algo::strided::direct::channel_vectors::available;
     use crate::algo::strided::direct::channel_vectors::tests::windows;
 
     /// Every number of vectors, and column counts that fill the last tile

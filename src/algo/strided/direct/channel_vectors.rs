@@ -1,7 +1,8 @@
 //! The direct kernel's forward pass on layers with many output channels a
 //! group, group by group, with output channels in vectors: each tile of output,
 //! six pixels by up to four vectors of output channels, is summed over
-//! every input channel and tap in registers, per dtype through AVX-512,
+//! every input channel and tap in registers, per dtype through AVX-512
+//! (or AVX2 with FMA, a vector of channels at a time),
 //! reached through the hidden `Element::channel_vector_block`.
 //!
 //! A column matrix copies every window of the input before its GEMM
@@ -33,13 +34,14 @@ use crate::workspace::{Workspace, aligned_scratch, scratch};
 use ndarray::{ArrayView4, ArrayViewMut4, s};
 
 /// Pixels a tile: with four vectors of channels, 24 sums, four weight
-/// vectors and a broadcast fill 29 of AVX-512's 32 registers.
+/// vectors and a broadcast fill 29 of AVX-512's 32 registers (with AVX2,
+/// one vector of two registers: 15 of 16).
 pub(crate) const TILE_PIXELS: usize = 6;
 
 /// Vectors of output channels a tile at most.
 pub(crate) const TILE_VECTORS: usize = 4;
 
-/// Bytes of an AVX-512 vector.
+/// Bytes of a vector of channels: one AVX-512 register, two AVX2 ones.
 const VECTOR_BYTES: usize = 64;
 
 /// The most taps (`kh · kw`) a layer may have here: their offsets sit in
@@ -60,13 +62,43 @@ const BLOCK_WEIGHT_BYTES: usize = 1 << 15;
 /// L3 and memory between blocks (BENCHMARKS.md, "Channel-vector chunks").
 const TILE_CHUNK_BYTES: usize = 1 << 19;
 
-/// Whether this machine runs the kernel: a CPU with AVX-512 F.
+/// Whether this machine runs the kernel: a CPU with AVX-512 F, or with
+/// AVX2 and FMA ([`avx2_fma`]).
 pub(crate) fn available() -> bool {
-    super::narrow_planes::available()
+    super::narrow_planes::available() || avx2_fma()
+}
+
+/// Whether the CPU has AVX2 and FMA, where a vector of channels is two
+/// 32-byte registers and a tile sums one vector at a time: six pixels by
+/// two registers are 12 sums, which with two weight registers and a
+/// broadcast fill 15 of AVX2's 16 (four vectors at once, as with
+/// AVX-512, would need 48).
+fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The kernel of `f32` or `f64` for this CPU: AVX-512 where it has it,
+/// else AVX2 with FMA, else none.
+#[cfg(target_arch = "x86_64")]
+fn kernel_for<T>(avx512: RawBlock<T>, avx2: RawBlock<T>) -> Option<RawBlock<T>> {
+    if super::narrow_planes::available() {
+        Some(avx512)
+    } else if avx2_fma() {
+        Some(avx2)
+    } else {
+        None
+    }
 }
 
 /// Whether the kernel computes `g` here (group by group): at most
-/// [`MAX_TAPS`] taps, on a CPU with AVX-512.
+/// [`MAX_TAPS`] taps, on a CPU with AVX-512 or AVX2 and FMA.
 pub(crate) fn applies(g: &Geometry) -> bool {
     g.kh * g.kw <= MAX_TAPS && available()
 }
@@ -638,7 +670,7 @@ pub(crate) fn block_f32(
     vectors: usize,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let kernel = Some(avx512::f32_kernels::block as RawBlock<f32>);
+    let kernel = kernel_for::<f32>(avx512::f32_kernels::block, avx2::f32_kernels::block);
     #[cfg(not(target_arch = "x86_64"))]
     let kernel = None;
     let (windows, start) = (Windows::from_raw(windows), Start::from_raw(start));
@@ -654,7 +686,7 @@ pub(crate) fn block_f64(
     vectors: usize,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let kernel = Some(avx512::f64_kernels::block as RawBlock<f64>);
+    let kernel = kernel_for::<f64>(avx512::f64_kernels::block, avx2::f64_kernels::block);
     #[cfg(not(target_arch = "x86_64"))]
     let kernel = None;
     let (windows, start) = (Windows::from_raw(windows), Start::from_raw(start));
@@ -700,10 +732,10 @@ fn block_with<T>(
         }
         Start::Output => (std::ptr::null(), true),
     };
-    let Some(kernel) = kernel.filter(|_| available()) else {
+    let Some(kernel) = kernel else {
         return false;
     };
-    // SAFETY: the CPU has AVX-512 F. Every window the kernel reads, with
+    // SAFETY: the CPU has the features of `kernel` (`kernel_for`). Every window the kernel reads, with
     // its taps and channels, lies within `source` (`Windows::check`; the
     // last tile repeats the last pixel's window). It reads `vectors`
     // vectors from each of the `k` weight rows and writes (and with
@@ -723,96 +755,113 @@ fn block_with<T>(
     true
 }
 
+/// The kernel of one dtype and instruction set, in module `$module`: see
+/// [`block_f32`]. A vector of channels is [`VECTOR_BYTES`]; a pass of a
+/// tile sums every vector of the block at once where a vector is one
+/// register (AVX-512), one vector at a time where it is two (AVX2), so
+/// that a tile's sums stay in the registers.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::{TILE_PIXELS, Windows};
+macro_rules! channel_vector_kernels {
+    ($module:ident, $feature:literal, $t:ty, $lanes:expr, $vec:ty, $set1:ident, $zero:ident,
+     $load:ident, $store:ident, $fmadd:ident) => {
+        pub(super) mod $module {
+            use super::super::{TILE_PIXELS, VECTOR_BYTES, Windows};
+            use std::arch::x86_64::*;
 
-    /// The AVX-512 kernel of one dtype, in module `$module`: see
-    /// [`super::block_f32`].
-    macro_rules! channel_vector_kernels {
-        ($module:ident, $t:ty, $lanes:expr, $vec:ty, $set1:ident, $zero:ident, $load:ident,
-         $store:ident, $fmadd:ident) => {
-            pub(super) mod $module {
-                use super::{TILE_PIXELS, Windows};
-                use std::arch::x86_64::*;
+            /// Lanes of a register.
+            const LANES: usize = $lanes;
 
-                const LANES: usize = $lanes;
+            /// Registers of a vector of channels: one or two.
+            const REGISTERS: usize = VECTOR_BYTES / (LANES * size_of::<$t>());
 
-                /// Every tile of a block with `vectors` vectors of
-                /// channels; see [`super::super::block_with`] for what
-                /// the pointers must hold.
-                ///
-                /// # Safety
-                /// The CPU has AVX-512 F; the windows, weights, tiles and
-                /// start are as `block_with` checks them.
-                pub(in super::super) unsafe fn block(
-                    source: *const $t,
-                    windows: &Windows<'_>,
-                    weights: (*const $t, usize),
-                    out: (*mut $t, usize),
-                    vectors: usize,
-                    start: (*const $t, bool),
-                ) {
-                    // SAFETY: as the caller promises.
-                    unsafe {
-                        match vectors {
-                            1 => block_of::<1>(source, windows, weights, out, start),
-                            2 => block_of::<2>(source, windows, weights, out, start),
-                            3 => block_of::<3>(source, windows, weights, out, start),
-                            _ => block_of::<4>(source, windows, weights, out, start),
-                        }
+            /// Every tile of a block with `vectors` vectors of
+            /// channels; see [`super::super::block_with`] for what
+            /// the pointers must hold.
+            ///
+            /// # Safety
+            /// The CPU has the module's instruction set; the windows,
+            /// weights, tiles and start are as `block_with` checks them.
+            pub(in super::super) unsafe fn block(
+                source: *const $t,
+                windows: &Windows<'_>,
+                weights: (*const $t, usize),
+                out: (*mut $t, usize),
+                vectors: usize,
+                start: (*const $t, bool),
+            ) {
+                // SAFETY: as the caller promises.
+                unsafe {
+                    match (REGISTERS, vectors) {
+                        (1, 1) => block_of::<1>(source, windows, weights, out, start, 1),
+                        (1, 2) => block_of::<2>(source, windows, weights, out, start, 1),
+                        (1, 3) => block_of::<3>(source, windows, weights, out, start, 1),
+                        (1, _) => block_of::<4>(source, windows, weights, out, start, 1),
+                        _ => block_of::<REGISTERS>(source, windows, weights, out, start, vectors),
                     }
                 }
+            }
 
-                #[target_feature(enable = "avx512f")]
-                unsafe fn block_of<const V: usize>(
-                    source: *const $t,
-                    windows: &Windows<'_>,
-                    (weights, w_stride): (*const $t, usize),
-                    (out, out_stride): (*mut $t, usize),
-                    (init, accumulate): (*const $t, bool),
-                ) {
-                    let mut offsets = [0isize; super::super::MAX_TAPS];
-                    for (offset, &tap) in offsets.iter_mut().zip(windows.taps) {
-                        *offset = tap as isize;
-                    }
-                    let taps = &offsets[..windows.taps.len()];
-                    let plane = windows.plane as isize;
-                    let rows = windows.sample_pixels / windows.out_w;
-                    for tile in 0..windows.pixels.div_ceil(TILE_PIXELS) {
-                        // Each pixel's window, the last pixel's for those
-                        // past the end: the first pixel's found by division,
-                        // the others by stepping along its row, wrapping
-                        // onto the next row and the next sample.
-                        let first = tile * TILE_PIXELS;
-                        let (sample, in_sample) =
-                            (first / windows.sample_pixels, first % windows.sample_pixels);
-                        let (mut row, mut column) =
-                            (in_sample / windows.out_w, in_sample % windows.out_w);
-                        let mut sample_at = windows.start + sample * windows.sample_step;
-                        let mut at = sample_at + row * windows.row_step + column * windows.col_step;
-                        let windows_at: [*const $t; TILE_PIXELS] = std::array::from_fn(|j| {
-                            let here = at;
-                            if first + j + 1 < windows.pixels {
-                                column += 1;
-                                at += windows.col_step;
-                                if column == windows.out_w {
-                                    column = 0;
-                                    row += 1;
-                                    if row == rows {
-                                        row = 0;
-                                        sample_at += windows.sample_step;
-                                    }
-                                    at = sample_at + row * windows.row_step;
+            /// The tiles in `passes` passes of `R` registers of
+            /// channels each.
+            #[target_feature(enable = $feature)]
+            unsafe fn block_of<const R: usize>(
+                source: *const $t,
+                windows: &Windows<'_>,
+                (weights, w_stride): (*const $t, usize),
+                (out, out_stride): (*mut $t, usize),
+                (init, accumulate): (*const $t, bool),
+                passes: usize,
+            ) {
+                let mut offsets = [0isize; super::super::MAX_TAPS];
+                for (offset, &tap) in offsets.iter_mut().zip(windows.taps) {
+                    *offset = tap as isize;
+                }
+                let taps = &offsets[..windows.taps.len()];
+                let plane = windows.plane as isize;
+                let rows = windows.sample_pixels / windows.out_w;
+                for tile in 0..windows.pixels.div_ceil(TILE_PIXELS) {
+                    // Each pixel's window, the last pixel's for those
+                    // past the end: the first pixel's found by division,
+                    // the others by stepping along its row, wrapping
+                    // onto the next row and the next sample.
+                    let first = tile * TILE_PIXELS;
+                    let (sample, in_sample) =
+                        (first / windows.sample_pixels, first % windows.sample_pixels);
+                    let (mut row, mut column) =
+                        (in_sample / windows.out_w, in_sample % windows.out_w);
+                    let mut sample_at = windows.start + sample * windows.sample_step;
+                    let mut at = sample_at + row * windows.row_step + column * windows.col_step;
+                    let windows_at: [*const $t; TILE_PIXELS] = std::array::from_fn(|j| {
+                        let here = at;
+                        if first + j + 1 < windows.pixels {
+                            column += 1;
+                            at += windows.col_step;
+                            if column == windows.out_w {
+                                column = 0;
+                                row += 1;
+                                if row == rows {
+                                    row = 0;
+                                    sample_at += windows.sample_step;
                                 }
+                                at = sample_at + row * windows.row_step;
                             }
-                            // SAFETY: within the source (`block_with`).
-                            unsafe { source.add(here) }
-                        });
+                        }
+                        // SAFETY: within the source (`block_with`).
+                        unsafe { source.add(here) }
+                    });
+                    for pass in 0..passes {
+                        let first_lane = pass * R * LANES;
                         // SAFETY: tile rows `tile·6 ..+ 6` are within
-                        // `out`, the start within `init` (`block_with`).
-                        let tile_out = unsafe { out.add(tile * TILE_PIXELS * out_stride) };
-                        let mut sums = [[$zero(); V]; TILE_PIXELS];
+                        // `out`, the pass's lanes within its vectors and
+                        // the start within `init` (`block_with`).
+                        let tile_out =
+                            unsafe { out.add(tile * TILE_PIXELS * out_stride + first_lane) };
+                        let init = if init.is_null() {
+                            init
+                        } else {
+                            unsafe { init.add(first_lane) }
+                        };
+                        let mut sums = [[$zero(); R]; TILE_PIXELS];
                         for (j, row) in sums.iter_mut().enumerate() {
                             for (v, sum) in row.iter_mut().enumerate() {
                                 if accumulate {
@@ -823,14 +872,14 @@ mod avx512 {
                                 }
                             }
                         }
-                        let mut w = weights;
+                        let mut w = unsafe { weights.add(first_lane) };
                         let mut channel_at = 0isize;
                         for _ in 0..windows.channels {
                             for &tap in taps {
                                 let at = channel_at + tap;
                                 // SAFETY: a weight row of the block
                                 // (`block_with`).
-                                let w_row: [$vec; V] =
+                                let w_row: [$vec; R] =
                                     std::array::from_fn(|v| unsafe { $load(w.add(v * LANES)) });
                                 for (j, row) in sums.iter_mut().enumerate() {
                                     // SAFETY: a tap of a channel of a
@@ -852,11 +901,15 @@ mod avx512 {
                     }
                 }
             }
-        };
-    }
+        }
+    };
+}
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
     channel_vector_kernels!(
         f32_kernels,
+        "avx512f",
         f32,
         16,
         __m512,
@@ -868,6 +921,7 @@ mod avx512 {
     );
     channel_vector_kernels!(
         f64_kernels,
+        "avx512f",
         f64,
         8,
         __m512d,
@@ -879,9 +933,37 @@ mod avx512 {
     );
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    channel_vector_kernels!(
+        f32_kernels,
+        "avx2,fma",
+        f32,
+        8,
+        __m256,
+        _mm256_set1_ps,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_fmadd_ps
+    );
+    channel_vector_kernels!(
+        f64_kernels,
+        "avx2,fma",
+        f64,
+        4,
+        __m256d,
+        _mm256_set1_pd,
+        _mm256_setzero_pd,
+        _mm256_loadu_pd,
+        _mm256_storeu_pd,
+        _mm256_fmadd_pd
+    );
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::{Start, TILE_PIXELS, Windows, available, block_f64};
+    use super::{RawCall, Start, TILE_PIXELS, Windows, available, block_f64};
 
     /// A block over `channels` planes of 5x6 with the taps of a 2x2
     /// kernel, four output pixels a row at stride 1, two rows.
@@ -896,6 +978,31 @@ pub(crate) mod tests {
         if !available() {
             return;
         }
+        check_block(block_f64);
+    }
+
+    /// [`blocks_sum_every_tap_of_every_channel`] on the AVX2 kernels, which
+    /// a CPU with AVX-512 does not otherwise run.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_blocks_sum_every_tap_of_every_channel() {
+        use super::{avx2, avx2_fma, block_with};
+        if !avx2_fma() {
+            return;
+        }
+        check_block(|source, (windows, start), weights, out, vectors| {
+            let (windows, start) = (Windows::from_raw(windows), Start::from_raw(start));
+            let kernel = Some(avx2::f64_kernels::block as super::RawBlock<f64>);
+            block_with(source, windows, weights, out, (vectors, 8), start, kernel)
+        });
+    }
+
+    /// A block call: the source, windows and start, weights, tiles and
+    /// vectors, as `block_f64` takes them.
+    type BlockCall =
+        fn(&[f64], RawCall<'_, f64>, (&[f64], usize), (&mut [f64], usize), usize) -> bool;
+
+    fn check_block(block: BlockCall) {
         let taps = [0, 1, 6, 7];
         let channels = 3;
         let source: Vec<f64> = (0..channels * 30).map(|v| (v % 7) as f64 - 3.0).collect();
@@ -910,7 +1017,7 @@ pub(crate) mod tests {
                 let mut out = before.clone();
                 let w = windows(&taps, channels);
                 let raw = (w.to_raw(), start.into_raw());
-                let done = block_f64(&source, raw, (&weights, width), (&mut out, width), vectors);
+                let done = block(&source, raw, (&weights, width), (&mut out, width), vectors);
                 assert!(done);
                 for pixel in 0..8 {
                     let at = (pixel / 4) * 6 + pixel % 4;
