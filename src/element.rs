@@ -220,7 +220,7 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
     /// `vectors` vectors (1 to 4) of output channels of `error` (`[pixel,
     /// output channel]` rows and their stride, a row for each of the
     /// windows' pixels) with each column's input values in `source` at
-    /// the windows' pixels, where the CPU has AVX-512; returns whether it
+    /// the windows' pixels, where the CPU has AVX-512 or AVX2 and FMA; returns whether it
     /// did. The windows are raw (`Windows` in `direct/channel_vectors.rs`).
     /// Panics if a slice is shorter than its description.
     #[doc(hidden)]

@@ -12,7 +12,7 @@
 //! | direct deinterleaved planes | `direct/deinterleaved.rs`, `direct/deinterleaved_gradients.rs` | depthwise 3x3, stride 2, output rows of 16 pixels or more | depthwise layers it computes, forward and backward |
 //! | direct stencil gradients | `direct/stencil_gradients.rs` | backward, depthwise 3x3 and 5x5, unit stride | backward of the depthwise layers it computes |
 //! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, any column stride (rows dealt into its phases) | forward, few output channels (without AVX-512: where the shifted windows do not suit) |
-//! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | more than 16 output channels a group, group by group, AVX-512 or AVX2 (the weight gradient AVX-512 only); the backward pass also with groups of 8 to 16 output channels (the input gradient: by error lowering at unit stride, in the phases of the stride on the register tiles for groups of up to 16 input channels, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped or 8 to 16 output channels, backward |
+//! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | more than 16 output channels a group, group by group, AVX-512 or AVX2 with FMA; the backward pass also with groups of 8 to 16 output channels (the input gradient: by error lowering at unit stride, in the phases of the stride on the register tiles for groups of up to 16 input channels, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped or 8 to 16 output channels, backward |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
 //! | Winograd F(4x4, 3x3) | `winograd.rs`, `winograd/maps.rs` | 3x3, stride 1, one group | asked for, or timed by `Kernel::Measure` on layers of at most 128 channels |
 //! | shifted windows | `shifted.rs` | one group | other kernels above 1x1, 16 channels or more, a pixel a channel |
@@ -559,8 +559,8 @@ mod tests {
     /// BENCHMARKS.md measured it.
     #[test]
     fn auto_kernels_of_the_suite() {
-        // The channel vectors need AVX-512, or AVX2 and FMA; their
-        // gradients AVX-512.
+        // The channel vectors need AVX-512, or AVX2 and FMA; so do their
+        // gradients.
         let vectors_or = |kernel| {
             if direct::channel_vectors::available() {
                 Kernel::Direct

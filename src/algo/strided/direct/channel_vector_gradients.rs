@@ -1,9 +1,9 @@
 //! The weight gradient on the channel vectors' tiles: each tile of the
 //! gradient, six columns (pairs of an input channel and a tap) by up to
 //! four vectors of output channels, is summed over a block of output
-//! pixels in registers, per dtype through AVX-512, reached through the
-//! hidden `Element::channel_vector_gradient_block`; any groups, group by
-//! group.
+//! pixels in registers, per dtype through AVX-512 (or AVX2 with FMA, a
+//! vector of channels at a time), reached through the hidden
+//! `Element::channel_vector_gradient_block`; any groups, group by group.
 //!
 //! The column matrix's weight gradient copies every window of the input
 //! into a matrix before its GEMM reads it. Here an output pixel of a tile
@@ -29,10 +29,11 @@ use ndarray::{ArrayView3, ArrayViewMut1, ArrayViewMut4, s};
 use std::ops::Range;
 
 /// Columns a tile: with four vectors of channels, 24 sums, four error
-/// vectors and a broadcast fill 29 of AVX-512's 32 registers.
+/// vectors and a broadcast fill 29 of AVX-512's 32 registers (with AVX2,
+/// one vector of two registers: 15 of 16).
 pub(crate) const TILE_COLUMNS: usize = 6;
 
-/// Bytes of an AVX-512 vector.
+/// Bytes of a vector of channels: one AVX-512 register, two AVX2 ones.
 const VECTOR_BYTES: usize = 64;
 
 /// Bytes of error a block of output pixels holds for a tile's vectors at
@@ -43,15 +44,28 @@ const VECTOR_BYTES: usize = 64;
 const BLOCK_ERROR_BYTES: usize = 1 << 15;
 
 /// Whether the kernel computes `g`'s weight gradient here: at most 64
-/// taps, on a CPU with AVX-512, any groups.
+/// taps, on a CPU with AVX-512 or AVX2 and FMA, any groups.
 pub(crate) fn applies(g: &Geometry) -> bool {
     g.kh * g.kw <= super::channel_vectors::MAX_TAPS && available()
 }
 
-/// Whether this machine runs the kernel: a CPU with AVX-512 F (the
-/// forward pass's channel vectors run on AVX2 too; this kernel does not).
+/// Whether this machine runs the kernel: as the forward pass's channel
+/// vectors.
 pub(crate) fn available() -> bool {
-    super::narrow_planes::available()
+    super::channel_vectors::available()
+}
+
+/// The kernel of `f32` or `f64` for this CPU: AVX-512 where it has it,
+/// else AVX2 with FMA, else none.
+#[cfg(target_arch = "x86_64")]
+fn kernel_for<T>(avx512: RawBlock<T>, avx2: RawBlock<T>) -> Option<RawBlock<T>> {
+    if super::narrow_planes::available() {
+        Some(avx512)
+    } else if super::channel_vectors::available() {
+        Some(avx2)
+    } else {
+        None
+    }
 }
 
 /// The weight and bias gradients of validated operands where the kernel
@@ -300,7 +314,7 @@ fn add_pixels<T: Element, const N: usize>(row: &[T], sums: &mut [T]) {
 
 /// The sums of a block's tiles over its pixels for `f32` (16 lanes a
 /// vector): see [`block_with`]. Returns whether it did: where the CPU has
-/// AVX-512.
+/// AVX-512, or AVX2 and FMA.
 pub(crate) fn block_f32(
     source: &[f32],
     windows: RawWindows<'_>,
@@ -309,7 +323,7 @@ pub(crate) fn block_f32(
     vectors: usize,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let kernel = Some(avx512::f32_kernels::block as RawBlock<f32>);
+    let kernel = kernel_for::<f32>(avx512::f32_kernels::block, avx2::f32_kernels::block);
     #[cfg(not(target_arch = "x86_64"))]
     let kernel = None;
     block_with(
@@ -331,7 +345,7 @@ pub(crate) fn block_f64(
     vectors: usize,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let kernel = Some(avx512::f64_kernels::block as RawBlock<f64>);
+    let kernel = kernel_for::<f64>(avx512::f64_kernels::block, avx2::f64_kernels::block);
     #[cfg(not(target_arch = "x86_64"))]
     let kernel = None;
     block_with(
@@ -378,10 +392,10 @@ fn block_with<T>(
         out_stride >= width && (columns - 1) * out_stride + width <= out.len(),
         "sums for every column"
     );
-    let Some(kernel) = kernel.filter(|_| available()) else {
+    let Some(kernel) = kernel else {
         return false;
     };
-    // SAFETY: the CPU has AVX-512 F. Every window the kernel reads, with
+    // SAFETY: the CPU has the features of `kernel` (`kernel_for`). Every window the kernel reads, with
     // its taps and channels, lies within `source` (`Windows::check`). It
     // reads `vectors` vectors from each of the `pixels` error rows, and
     // reads and writes as many from each of the `columns` rows of `out`,
@@ -398,83 +412,94 @@ fn block_with<T>(
     true
 }
 
+/// The kernel of one dtype and instruction set, in module `$module`: see
+/// [`block_with`]. As the forward pass's (`channel_vectors.rs`), a pass
+/// of a tile sums every vector of the block at once where a vector of
+/// channels is one register (AVX-512), one vector at a time where it is
+/// two (AVX2).
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::{TILE_COLUMNS, Windows};
+macro_rules! gradient_kernels {
+    ($module:ident, $feature:literal, $t:ty, $lanes:expr, $vec:ty, $set1:ident, $load:ident,
+     $store:ident, $fmadd:ident) => {
+        pub(super) mod $module {
+            use super::super::{TILE_COLUMNS, VECTOR_BYTES, Windows};
+            use std::arch::x86_64::*;
 
-    /// The AVX-512 kernel of one dtype, in module `$module`: see
-    /// [`super::block_with`].
-    macro_rules! gradient_kernels {
-        ($module:ident, $t:ty, $lanes:expr, $vec:ty, $set1:ident, $load:ident, $store:ident,
-         $fmadd:ident) => {
-            pub(super) mod $module {
-                use super::{TILE_COLUMNS, Windows};
-                use std::arch::x86_64::*;
+            /// Lanes of a register.
+            const LANES: usize = $lanes;
 
-                const LANES: usize = $lanes;
+            /// Registers of a vector of channels: one or two.
+            const REGISTERS: usize = VECTOR_BYTES / (LANES * size_of::<$t>());
 
-                /// Every tile of a block with `vectors` vectors of
-                /// channels; see [`super::super::block_with`] for what
-                /// the pointers must hold.
-                ///
-                /// # Safety
-                /// The CPU has AVX-512 F; the windows, error and sums are
-                /// as `block_with` checks them.
-                pub(in super::super) unsafe fn block(
-                    source: *const $t,
-                    windows: &Windows<'_>,
-                    error: (*const $t, usize),
-                    out: (*mut $t, usize),
-                    vectors: usize,
-                ) {
-                    // SAFETY: as the caller promises.
-                    unsafe {
-                        match vectors {
-                            1 => block_of::<1>(source, windows, error, out),
-                            2 => block_of::<2>(source, windows, error, out),
-                            3 => block_of::<3>(source, windows, error, out),
-                            _ => block_of::<4>(source, windows, error, out),
-                        }
+            /// Every tile of a block with `vectors` vectors of
+            /// channels; see [`super::super::block_with`] for what
+            /// the pointers must hold.
+            ///
+            /// # Safety
+            /// The CPU has the module's instruction set; the windows,
+            /// error and sums are as `block_with` checks them.
+            pub(in super::super) unsafe fn block(
+                source: *const $t,
+                windows: &Windows<'_>,
+                error: (*const $t, usize),
+                out: (*mut $t, usize),
+                vectors: usize,
+            ) {
+                // SAFETY: as the caller promises.
+                unsafe {
+                    match (REGISTERS, vectors) {
+                        (1, 1) => block_of::<1>(source, windows, error, out, 1),
+                        (1, 2) => block_of::<2>(source, windows, error, out, 1),
+                        (1, 3) => block_of::<3>(source, windows, error, out, 1),
+                        (1, _) => block_of::<4>(source, windows, error, out, 1),
+                        _ => block_of::<REGISTERS>(source, windows, error, out, vectors),
                     }
                 }
+            }
 
-                #[target_feature(enable = "avx512f")]
-                unsafe fn block_of<const V: usize>(
-                    source: *const $t,
-                    windows: &Windows<'_>,
-                    (error, error_stride): (*const $t, usize),
-                    (out, out_stride): (*mut $t, usize),
-                ) {
-                    let taps = windows.taps.len();
-                    let columns = windows.channels * taps;
-                    let rows = windows.pixels / windows.out_w;
-                    for first in (0..columns).step_by(TILE_COLUMNS) {
-                        let in_tile = TILE_COLUMNS.min(columns - first);
-                        // Each column's start: its channel's plane and its
-                        // tap, the last column's for those past the end.
-                        let starts: [*const $t; TILE_COLUMNS] = std::array::from_fn(|j| {
-                            let column = first + j.min(in_tile - 1);
-                            let (channel, tap) = (column / taps, column % taps);
-                            let at = windows.start + channel * windows.plane + windows.taps[tap];
-                            // SAFETY: within the source (`block_with`).
-                            unsafe { source.add(at) }
-                        });
-                        // SAFETY: rows `first ..+ in_tile` are within `out`
+            /// The tiles in `passes` passes of `R` registers of
+            /// channels each.
+            #[target_feature(enable = $feature)]
+            unsafe fn block_of<const R: usize>(
+                source: *const $t,
+                windows: &Windows<'_>,
+                (error, error_stride): (*const $t, usize),
+                (out, out_stride): (*mut $t, usize),
+                passes: usize,
+            ) {
+                let taps = windows.taps.len();
+                let columns = windows.channels * taps;
+                let rows = windows.pixels / windows.out_w;
+                for first in (0..columns).step_by(TILE_COLUMNS) {
+                    let in_tile = TILE_COLUMNS.min(columns - first);
+                    // Each column's start: its channel's plane and its
+                    // tap, the last column's for those past the end.
+                    let starts: [*const $t; TILE_COLUMNS] = std::array::from_fn(|j| {
+                        let column = first + j.min(in_tile - 1);
+                        let (channel, tap) = (column / taps, column % taps);
+                        let at = windows.start + channel * windows.plane + windows.taps[tap];
+                        // SAFETY: within the source (`block_with`).
+                        unsafe { source.add(at) }
+                    });
+                    for pass in 0..passes {
+                        let first_lane = pass * R * LANES;
+                        // SAFETY: rows `first ..+ in_tile` are within
+                        // `out`, the pass's lanes within its vectors
                         // (`block_with`).
-                        let tile_out = unsafe { out.add(first * out_stride) };
-                        let mut sums: [[$vec; V]; TILE_COLUMNS] = std::array::from_fn(|j| {
+                        let tile_out = unsafe { out.add(first * out_stride + first_lane) };
+                        let mut sums: [[$vec; R]; TILE_COLUMNS] = std::array::from_fn(|j| {
                             let j = j.min(in_tile - 1);
                             std::array::from_fn(|v| unsafe {
                                 $load(tile_out.add(j * out_stride + v * LANES))
                             })
                         });
-                        let mut e = error;
+                        let mut e = unsafe { error.add(first_lane) };
                         for row in 0..rows {
                             let mut at = row * windows.row_step;
                             for _ in 0..windows.out_w {
                                 // SAFETY: an error row of the block
                                 // (`block_with`).
-                                let e_row: [$vec; V] =
+                                let e_row: [$vec; R] =
                                     std::array::from_fn(|v| unsafe { $load(e.add(v * LANES)) });
                                 for (j, row_sums) in sums.iter_mut().enumerate() {
                                     // SAFETY: a tap of a channel of a
@@ -496,11 +521,15 @@ mod avx512 {
                     }
                 }
             }
-        };
-    }
+        }
+    };
+}
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
     gradient_kernels!(
         f32_kernels,
+        "avx512f",
         f32,
         16,
         __m512,
@@ -511,6 +540,7 @@ mod avx512 {
     );
     gradient_kernels!(
         f64_kernels,
+        "avx512f",
         f64,
         8,
         __m512d,
@@ -521,10 +551,36 @@ mod avx512 {
     );
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    gradient_kernels!(
+        f32_kernels,
+        "avx2,fma",
+        f32,
+        8,
+        __m256,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_fmadd_ps
+    );
+    gradient_kernels!(
+        f64_kernels,
+        "avx2,fma",
+        f64,
+        4,
+        __m256d,
+        _mm256_set1_pd,
+        _mm256_loadu_pd,
+        _mm256_storeu_pd,
+        _mm256_fmadd_pd
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::available;
-    use super::{TILE_COLUMNS, block_f64};
+    use super::{RawWindows, TILE_COLUMNS, block_f64};
     use crate::algo::strided::direct::channel_vectors::tests::windows;
 
     /// Every number of vectors, and column counts that fill the last tile
@@ -535,6 +591,30 @@ mod tests {
         if !available() {
             return;
         }
+        check_block(block_f64);
+    }
+
+    /// [`blocks_add_every_pixel_of_every_column`] on the AVX2 kernels,
+    /// which a CPU with AVX-512 does not otherwise run.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_blocks_add_every_pixel_of_every_column() {
+        use super::{RawBlock, Windows, avx2, block_with};
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            return;
+        }
+        check_block(|source, windows, error, out, vectors| {
+            let kernel = Some(avx2::f64_kernels::block as RawBlock<f64>);
+            let windows = Windows::from_raw(windows);
+            block_with(source, windows, error, out, (vectors, 8), kernel)
+        });
+    }
+
+    /// A block call as `block_f64` takes it.
+    type BlockCall =
+        fn(&[f64], RawWindows<'_>, (&[f64], usize), (&mut [f64], usize), usize) -> bool;
+
+    fn check_block(block: BlockCall) {
         let taps = [0, 1, 6, 7];
         for channels in [1, 2, 3] {
             let columns = channels * taps.len();
@@ -546,7 +626,7 @@ mod tests {
                 let before: Vec<f64> = (0..columns * width).map(|v| (v % 3) as f64).collect();
                 let mut out = before.clone();
                 let w = windows(&taps, channels);
-                let done = block_f64(
+                let done = block(
                     &source,
                     w.to_raw(),
                     (&error, width),
