@@ -55,19 +55,6 @@ pub(crate) fn available() -> bool {
     super::channel_vectors::available()
 }
 
-/// The kernel of `f32` or `f64` for this CPU: AVX-512 where it has it,
-/// else AVX2 with FMA, else none.
-#[cfg(target_arch = "x86_64")]
-fn kernel_for<T>(avx512: RawBlock<T>, avx2: RawBlock<T>) -> Option<RawBlock<T>> {
-    if super::narrow_planes::available() {
-        Some(avx512)
-    } else if super::channel_vectors::available() {
-        Some(avx2)
-    } else {
-        None
-    }
-}
-
 /// The weight and bias gradients of validated operands where the kernel
 /// [`applies`], group by group; overwrites those given.
 pub(crate) fn weight_gradient<T: Element>(
@@ -323,7 +310,10 @@ pub(crate) fn block_f32(
     vectors: usize,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let kernel = kernel_for::<f32>(avx512::f32_kernels::block, avx2::f32_kernels::block);
+    let kernel = super::channel_vectors::kernel_for::<RawBlock<f32>>(
+        avx512::f32_kernels::block,
+        avx2::f32_kernels::block,
+    );
     #[cfg(not(target_arch = "x86_64"))]
     let kernel = None;
     block_with(
@@ -345,7 +335,10 @@ pub(crate) fn block_f64(
     vectors: usize,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let kernel = kernel_for::<f64>(avx512::f64_kernels::block, avx2::f64_kernels::block);
+    let kernel = super::channel_vectors::kernel_for::<RawBlock<f64>>(
+        avx512::f64_kernels::block,
+        avx2::f64_kernels::block,
+    );
     #[cfg(not(target_arch = "x86_64"))]
     let kernel = None;
     block_with(
@@ -395,7 +388,8 @@ fn block_with<T>(
     let Some(kernel) = kernel else {
         return false;
     };
-    // SAFETY: the CPU has the features of `kernel` (`kernel_for`). Every window the kernel reads, with
+    // SAFETY: the CPU has the features of `kernel`
+    // (`channel_vectors::kernel_for`). Every window the kernel reads, with
     // its taps and channels, lies within `source` (`Windows::check`). It
     // reads `vectors` vectors from each of the `pixels` error rows, and
     // reads and writes as many from each of the `columns` rows of `out`,

@@ -84,10 +84,11 @@ fn avx2_fma() -> bool {
     }
 }
 
-/// The kernel of `f32` or `f64` for this CPU: AVX-512 where it has it,
-/// else AVX2 with FMA, else none.
+/// The kernel for this CPU of two builds of one kernel (this file's or
+/// the weight gradient's): AVX-512 where it has it, else AVX2 with FMA,
+/// else none.
 #[cfg(target_arch = "x86_64")]
-fn kernel_for<T>(avx512: RawBlock<T>, avx2: RawBlock<T>) -> Option<RawBlock<T>> {
+pub(super) fn kernel_for<K>(avx512: K, avx2: K) -> Option<K> {
     if super::narrow_planes::available() {
         Some(avx512)
     } else if avx2_fma() {
@@ -670,7 +671,7 @@ pub(crate) fn block_f32(
     vectors: usize,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let kernel = kernel_for::<f32>(avx512::f32_kernels::block, avx2::f32_kernels::block);
+    let kernel = kernel_for::<RawBlock<f32>>(avx512::f32_kernels::block, avx2::f32_kernels::block);
     #[cfg(not(target_arch = "x86_64"))]
     let kernel = None;
     let (windows, start) = (Windows::from_raw(windows), Start::from_raw(start));
@@ -686,7 +687,7 @@ pub(crate) fn block_f64(
     vectors: usize,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let kernel = kernel_for::<f64>(avx512::f64_kernels::block, avx2::f64_kernels::block);
+    let kernel = kernel_for::<RawBlock<f64>>(avx512::f64_kernels::block, avx2::f64_kernels::block);
     #[cfg(not(target_arch = "x86_64"))]
     let kernel = None;
     let (windows, start) = (Windows::from_raw(windows), Start::from_raw(start));
@@ -735,9 +736,10 @@ fn block_with<T>(
     let Some(kernel) = kernel else {
         return false;
     };
-    // SAFETY: the CPU has the features of `kernel` (`kernel_for`). Every window the kernel reads, with
-    // its taps and channels, lies within `source` (`Windows::check`; the
-    // last tile repeats the last pixel's window). It reads `vectors`
+    // SAFETY: the CPU has the features of `kernel` (`kernel_for`). Every
+    // window the kernel reads, with its taps and channels, lies within
+    // `source` (`Windows::check`; the last tile repeats the last pixel's
+    // window). It reads `vectors`
     // vectors from each of the `k` weight rows and writes (and with
     // `accumulate` reads) as many from each of the `rows` tile rows,
     // within `weights` and `out`; `init`, when not null, holds `width`
