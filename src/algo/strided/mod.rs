@@ -193,15 +193,16 @@ fn shifted_suits(g: &Geometry) -> bool {
 /// The fewest input and output channels on which the shifted windows
 /// suit: at 16 they run both passes faster than the column matrix on the
 /// AMD EPYC with AVX-512 (0.90x forward, 0.78x backward) and on the one
-/// without it (0.62x–0.85x); at 8 the column matrix or the register tiles
-/// lead forward (BENCHMARKS.md, "Kernel choice" and "Kernel choice without
-/// AVX-512").
+/// without it at batch 8 (0.56x–0.85x forward, 0.64x–0.84x backward;
+/// backward level at batch 1); at 8 the column matrix or the register
+/// tiles lead forward (BENCHMARKS.md, "Kernel choice" and "Kernel choice
+/// without AVX-512").
 const SHIFTED_CHANNELS: usize = 16;
 
 /// Where the shifted windows take the forward pass from the register
 /// tiles: wherever they suit, on CPUs without AVX-512, whose 16 vector
 /// registers hold tiles a quarter of the AVX-512 ones (`direct/tiled.rs`);
-/// there the tiles ran 1.2x–3x the shifted windows' time on layers of 16
+/// there the tiles ran 1.1x–2.9x the shifted windows' time on layers of 16
 /// channels or more, `f32` and `f64`, at batch 1 and 8 (BENCHMARKS.md,
 /// "Kernel choice without AVX-512"). With AVX-512 the tiles stay.
 fn shifted_before_the_tiles(g: &Geometry) -> bool {
