@@ -594,7 +594,7 @@ mod tests {
     #[test]
     fn avx2_blocks_add_every_pixel_of_every_column() {
         use super::{RawBlock, Windows, avx2, block_with};
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        if !crate::algo::strided::direct::channel_vectors::avx2_fma() {
             return;
         }
         check_block(|source, windows, error, out, vectors| {

@@ -73,7 +73,7 @@ pub(crate) fn available() -> bool {
 /// two registers are 12 sums, which with two weight registers and a
 /// broadcast fill 15 of AVX2's 16 (four vectors at once, as with
 /// AVX-512, would need 48).
-fn avx2_fma() -> bool {
+pub(super) fn avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -739,11 +739,10 @@ fn block_with<T>(
     // SAFETY: the CPU has the features of `kernel` (`kernel_for`). Every
     // window the kernel reads, with its taps and channels, lies within
     // `source` (`Windows::check`; the last tile repeats the last pixel's
-    // window). It reads `vectors`
-    // vectors from each of the `k` weight rows and writes (and with
-    // `accumulate` reads) as many from each of the `rows` tile rows,
-    // within `weights` and `out`; `init`, when not null, holds `width`
-    // biases.
+    // window). It reads `vectors` vectors from each of the `k` weight rows
+    // and writes (and with `accumulate` reads) as many from each of the
+    // `rows` tile rows, within `weights` and `out`; `init`, when not null,
+    // holds `width` biases.
     unsafe {
         kernel(
             source.as_ptr(),
