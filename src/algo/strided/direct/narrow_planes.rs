@@ -48,7 +48,14 @@ pub(crate) fn rows_f32(
     out: &mut [f32],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(planes, filters, rows, out_w, out, avx512::f32_kernels::rows);
+    return rows_with(
+        planes,
+        filters,
+        rows,
+        out_w,
+        out,
+        available().then_some(avx512::f32_kernels::rows as RawRows<f32>),
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
@@ -62,7 +69,14 @@ pub(crate) fn rows_f64(
     out: &mut [f64],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(planes, filters, rows, out_w, out, avx512::f64_kernels::rows);
+    return rows_with(
+        planes,
+        filters,
+        rows,
+        out_w,
+        out,
+        available().then_some(avx512::f64_kernels::rows as RawRows<f64>),
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
@@ -141,15 +155,15 @@ fn weight_gradient_with<T>(
 /// padding (top, left); the channels' taps, biases (or null) and count;
 /// the first output row, the rows and their width; the output.
 #[cfg(target_arch = "x86_64")]
-type RawRows<T> = unsafe fn(
+pub(super) type RawRows<T> = unsafe fn(
     (*const T, usize, usize, (usize, usize)),
     (*const T, *const T, usize),
     (usize, usize, usize),
     *mut T,
 );
 
-/// `kernel` (an AVX-512 forward kernel, of this file or of
-/// `split_in_registers.rs`) on the call's slices, where the CPU allows it.
+/// `kernel` (a forward kernel the CPU runs, of this file or of
+/// `split_in_registers.rs`, if any) on the call's slices.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn rows_with<T>(
     (input, in_w, pad): Planes<'_, T>,
@@ -157,7 +171,7 @@ pub(super) fn rows_with<T>(
     rows: Range<usize>,
     out_w: usize,
     out: &mut [T],
-    kernel: RawRows<T>,
+    kernel: Option<RawRows<T>>,
 ) -> bool {
     let channels = taps.len() / 9;
     assert_eq!(channels * 9, taps.len(), "nine taps a channel");
@@ -168,11 +182,12 @@ pub(super) fn rows_with<T>(
     let in_h = input.len().checked_div(channels * in_w).unwrap_or(0);
     assert_eq!(channels * in_h * in_w, input.len(), "whole input planes");
     assert_eq!(channels * rows.len() * out_w, out.len(), "output rows");
-    if !available() {
+    let Some(kernel) = kernel else {
         return false;
-    }
+    };
     let bias = bias.map_or(std::ptr::null(), <[T]>::as_ptr);
-    // SAFETY: the CPU has AVX-512 F; the input holds `channels` planes of
+    // SAFETY: the CPU has the kernel's features (its callers' check:
+    // [`available`] or `kernel_for`); the input holds `channels` planes of
     // `in_h` rows of `in_w`, the taps nine a channel, the biases (if any)
     // one a channel, and `out` `channels` runs of `rows.len()` rows of
     // `out_w` (all checked above). The kernel loads only columns `0..in_w`

@@ -1,7 +1,8 @@
 //! The forward pass and the gradients of a depthwise 3x3 layer at stride
 //! 2 plane by plane, with each row split into its even and odd columns (or
 //! woven back from them) in registers: per dtype, through AVX-512
-//! permutes, reached through the hidden `Element::depthwise_stride2_rows`,
+//! permutes, or on CPUs without AVX-512 through AVX2's in-lane shuffles
+//! (`split_in_registers/avx2.rs`), reached through the hidden `Element::depthwise_stride2_rows`,
 //! `Element::depthwise_stride2_weight_gradient` and
 //! `Element::depthwise_stride2_input_gradient`.
 //!
@@ -24,8 +25,10 @@
 //! planes whose output rows fit in half a vector to `two_rows.rs`.
 
 #[cfg(target_arch = "x86_64")]
-use super::narrow_planes::rows_with;
+use super::channel_vectors::kernel_for;
 use super::narrow_planes::{Filters, Planes};
+#[cfg(target_arch = "x86_64")]
+use super::narrow_planes::{RawRows, rows_with};
 use std::ops::Range;
 
 /// An input plane (`in_h × in_w`, rows contiguous one after another),
@@ -37,8 +40,9 @@ pub(crate) type Plane<'a, T> = (&'a [T], usize, (usize, usize));
 /// channel after another), for `f32`: two output rows a vector on planes
 /// whose rows fit in one vector and whose output rows in half of one,
 /// else vectors of 16 outputs (on rows narrower than that, one masked
-/// vector a row). Returns whether it did: on a CPU with AVX-512 F. Panics
-/// if the slices do not hold what their sizes say.
+/// vector a row); with AVX2, vectors of 8. Returns whether it did: on a
+/// CPU with AVX-512 F, or AVX2 and FMA. Panics if the slices do not hold
+/// what their sizes say.
 pub(crate) fn rows_f32(
     planes: Planes<'_, f32>,
     filters: Filters<'_, f32>,
@@ -47,12 +51,20 @@ pub(crate) fn rows_f32(
     out: &mut [f32],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(planes, filters, rows, out_w, out, avx512::f32_kernels::rows);
+    return rows_with(
+        planes,
+        filters,
+        rows,
+        out_w,
+        out,
+        kernel_for::<RawRows<f32>>(avx512::f32_kernels::rows, avx2::f32_kernels::rows),
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
 
-/// [`rows_f32`] for `f64`, in vectors of 8 outputs.
+/// [`rows_f32`] for `f64`, in vectors of 8 outputs, on a CPU with
+/// AVX-512 F only (BENCHMARKS.md, "Split in registers on AVX2").
 pub(crate) fn rows_f64(
     planes: Planes<'_, f64>,
     filters: Filters<'_, f64>,
@@ -61,7 +73,14 @@ pub(crate) fn rows_f64(
     out: &mut [f64],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(planes, filters, rows, out_w, out, avx512::f64_kernels::rows);
+    return rows_with(
+        planes,
+        filters,
+        rows,
+        out_w,
+        out,
+        super::narrow_planes::available().then_some(avx512::f64_kernels::rows as RawRows<f64>),
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
@@ -78,7 +97,8 @@ pub(crate) type Error<'a, T> = (&'a [T], usize, usize);
 /// Rows `rows` of the input gradient `dx` of a channel from its error rows
 /// `error` (every other row's contribution counted zero) and its taps,
 /// for `f32`: each written whole. Returns whether it did: on a CPU with
-/// AVX-512 F. Panics if the slices do not hold what their sizes say.
+/// AVX-512 F, or AVX2 and FMA. Panics if the slices do not hold what
+/// their sizes say.
 pub(crate) fn input_gradient_rows_f32(
     error: Error<'_, f32>,
     taps: &[f32; 9],
@@ -86,13 +106,22 @@ pub(crate) fn input_gradient_rows_f32(
     rows: Range<usize>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return input_gradient_with(error, taps, dx, rows, avx512::input_gradient_f32);
+    return input_gradient_with(
+        error,
+        taps,
+        dx,
+        rows,
+        kernel_for::<RawInputGradient<f32>>(
+            avx512::input_gradient_f32,
+            avx2::f32_kernels::input_gradient,
+        ),
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
 
 /// [`input_gradient_rows_f32`] for `f64`, for error rows of at least one
-/// vector (8).
+/// vector (8), on a CPU with AVX-512 F only.
 pub(crate) fn input_gradient_rows_f64(
     error: Error<'_, f64>,
     taps: &[f64; 9],
@@ -100,7 +129,14 @@ pub(crate) fn input_gradient_rows_f64(
     rows: Range<usize>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return input_gradient_with(error, taps, dx, rows, avx512::input_gradient_f64);
+    return input_gradient_with(
+        error,
+        taps,
+        dx,
+        rows,
+        super::narrow_planes::available()
+            .then_some(avx512::input_gradient_f64 as RawInputGradient<f64>),
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }
@@ -116,15 +152,15 @@ type RawInputGradient<T> = unsafe fn(
     Range<usize>,
 );
 
-/// `kernel` (an AVX-512 kernel) on the call's slices, where the CPU
-/// allows it.
+/// `kernel` (the AVX-512 or AVX2 build [`kernel_for`] gives, if any) on
+/// the call's slices.
 #[cfg(target_arch = "x86_64")]
 fn input_gradient_with<T>(
     (error, out_w, first): Error<'_, T>,
     taps: &[T; 9],
     (dx, in_w, pad): GradientPlane<'_, T>,
     rows: Range<usize>,
-    kernel: RawInputGradient<T>,
+    kernel: Option<RawInputGradient<T>>,
 ) -> bool {
     let count = error.len().checked_div(out_w).unwrap_or(0);
     assert_eq!(count * out_w, error.len(), "whole error rows");
@@ -134,10 +170,11 @@ fn input_gradient_with<T>(
         rows.start <= rows.end && rows.end <= in_h,
         "rows {rows:?} of {in_h}"
     );
-    if out_w == 0 || !std::arch::is_x86_feature_detected!("avx512f") {
+    let Some(kernel) = kernel.filter(|_| out_w > 0) else {
         return false;
-    }
-    // SAFETY: the CPU has AVX-512 F; the error holds `count` rows of
+    };
+    // SAFETY: the CPU has the kernel's features (`kernel_for`); `out_w ≥
+    // 1`; the error holds `count` rows of
     // `out_w` and `dx` `in_h` rows of `in_w` (checked above), of which the
     // kernel writes rows `rows`, within `in_h`. It loads only columns
     // `0..out_w` of error rows `0..count`, and stores only columns
@@ -156,25 +193,38 @@ fn input_gradient_with<T>(
 /// The weight gradient of a channel's nine taps over the error rows
 /// `error` (the band's rows, their width and the first's index) and its
 /// input plane, for `f32`: each tap's products summed a vector of lanes at
-/// a time, then across the lanes. Returns `None` on a CPU without AVX-512
-/// F. Panics if the slices do not hold what their sizes say.
+/// a time, then across the lanes. Returns `None` on a CPU with neither
+/// AVX-512 F nor AVX2 and FMA. Panics if the slices do not hold what
+/// their sizes say.
 pub(crate) fn weight_gradient_f32(
     plane: Plane<'_, f32>,
     error: Error<'_, f32>,
 ) -> Option<[f32; 9]> {
     #[cfg(target_arch = "x86_64")]
-    return weight_gradient_with(plane, error, avx512::f32_kernels::weight_gradient);
+    return weight_gradient_with(
+        plane,
+        error,
+        kernel_for::<RawWeightGradient<f32>>(
+            avx512::f32_kernels::weight_gradient,
+            avx2::f32_kernels::weight_gradient,
+        ),
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return None;
 }
 
-/// [`weight_gradient_f32`] for `f64`.
+/// [`weight_gradient_f32`] for `f64`, on a CPU with AVX-512 F only.
 pub(crate) fn weight_gradient_f64(
     plane: Plane<'_, f64>,
     error: Error<'_, f64>,
 ) -> Option<[f64; 9]> {
     #[cfg(target_arch = "x86_64")]
-    return weight_gradient_with(plane, error, avx512::f64_kernels::weight_gradient);
+    return weight_gradient_with(
+        plane,
+        error,
+        super::narrow_planes::available()
+            .then_some(avx512::f64_kernels::weight_gradient as RawWeightGradient<f64>),
+    );
     #[cfg(not(target_arch = "x86_64"))]
     return None;
 }
@@ -186,22 +236,21 @@ pub(crate) fn weight_gradient_f64(
 type RawWeightGradient<T> =
     unsafe fn((*const T, usize, usize, (usize, usize)), (*const T, usize, usize, usize)) -> [T; 9];
 
-/// `kernel` (an AVX-512 kernel) on the call's slices, where the CPU
-/// allows it.
+/// `kernel` (the AVX-512 or AVX2 build [`kernel_for`] gives, if any) on
+/// the call's slices.
 #[cfg(target_arch = "x86_64")]
 fn weight_gradient_with<T>(
     (input, in_w, pad): Plane<'_, T>,
     (error, out_w, first): Error<'_, T>,
-    kernel: RawWeightGradient<T>,
+    kernel: Option<RawWeightGradient<T>>,
 ) -> Option<[T; 9]> {
     let in_h = input.len().checked_div(in_w).unwrap_or(0);
     assert_eq!(in_h * in_w, input.len(), "whole input rows");
     let count = error.len().checked_div(out_w).unwrap_or(0);
     assert_eq!(count * out_w, error.len(), "whole error rows");
-    if out_w == 0 || !std::arch::is_x86_feature_detected!("avx512f") {
-        return None;
-    }
-    // SAFETY: the CPU has AVX-512 F; the input holds `in_h` rows of `in_w`
+    let kernel = kernel.filter(|_| out_w > 0)?;
+    // SAFETY: the CPU has the kernel's features (`kernel_for`); `out_w ≥
+    // 1`; the input holds `in_h` rows of `in_w`
     // and the error `count` rows of `out_w` (checked above). The kernel
     // loads only columns `0..in_w` of input rows `0..in_h` and columns
     // `0..out_w` of error rows `0..count`.
@@ -243,6 +292,9 @@ pub(super) mod masks {
         (all << first.min(lanes)) & all
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
@@ -781,7 +833,7 @@ pub(super) mod tests {
     /// pair their rows up), paddings, widths and bands, with and without
     /// biases: the same bits as [`reference`] wherever it computes, nothing
     /// stored past the output, and nothing written where it declines (on a
-    /// CPU without AVX-512).
+    /// CPU without a kernel of the type).
     fn check<T: Float + Debug>(rows: Rows<T>, seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);
         let value = |rng: &mut StdRng| T::from(rng.random_range(-1.0..1.0)).expect("a value");
@@ -949,8 +1001,8 @@ pub(super) mod tests {
 
     /// The weight gradient kernel on random planes, paddings and bands of
     /// error rows, of small integers so that every order of summing gives
-    /// the exact sum: each tap that sum.
-    fn check_weight_gradient<T: Float + Debug>(kernel: WeightGradient<T>, seed: u64) {
+    /// the exact sum: each tap that sum. Returns how many it computed.
+    fn check_weight_gradient<T: Float + Debug>(kernel: WeightGradient<T>, seed: u64) -> usize {
         let mut rng = StdRng::seed_from_u64(seed);
         let value = |rng: &mut StdRng| T::from(rng.random_range(-3i8..=3)).expect("a value");
         let mut computed = 0;
@@ -987,17 +1039,57 @@ pub(super) mod tests {
                 }
             }
         }
-        #[cfg(target_arch = "x86_64")]
-        assert_eq!(
-            computed > 0,
-            std::arch::is_x86_feature_detected!("avx512f"),
-            "computed {computed} of 300"
-        );
+        computed
     }
 
     #[test]
     fn weight_gradient_in_registers_sums_every_product() {
-        check_weight_gradient::<f32>(weight_gradient_f32, 5);
-        check_weight_gradient::<f64>(weight_gradient_f64, 6);
+        let computed = [
+            check_weight_gradient::<f32>(weight_gradient_f32, 5),
+            check_weight_gradient::<f64>(weight_gradient_f64, 6),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+            let cpu = avx512 || super::super::channel_vectors::avx2_fma();
+            assert_eq!(
+                computed.map(|c| c > 0),
+                [cpu, avx512],
+                "computed {computed:?} of 300"
+            );
+        }
+    }
+
+    /// The three checks above on the AVX2 kernels (`f32`), which a CPU
+    /// with AVX-512 does not otherwise run.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernels_give_the_bits_of_the_taps_in_order() {
+        use super::super::channel_vectors::avx2_fma;
+        use super::super::narrow_planes::{RawRows, rows_with};
+        use super::{RawInputGradient, RawWeightGradient, avx2};
+        use super::{input_gradient_with, weight_gradient_with};
+        if !avx2_fma() {
+            return;
+        }
+        check::<f32>(
+            |p, f, r, w, o| rows_with(p, f, r, w, o, Some(avx2::f32_kernels::rows as RawRows<_>)),
+            7,
+        );
+        check_input_gradient::<f32>(
+            |e, t, dx, r| {
+                let kernel = avx2::f32_kernels::input_gradient as RawInputGradient<_>;
+                input_gradient_with(e, t, dx, r, Some(kernel))
+            },
+            9,
+        );
+        let computed = check_weight_gradient::<f32>(
+            |p, e| {
+                let kernel = avx2::f32_kernels::weight_gradient as RawWeightGradient<_>;
+                weight_gradient_with(p, e, Some(kernel))
+            },
+            11,
+        );
+        assert!(computed > 0, "computed {computed} of 300");
     }
 }
