@@ -48,16 +48,14 @@ pub(crate) fn rows_f32(
     out: &mut [f32],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(
-        planes,
-        filters,
-        rows,
-        out_w,
-        out,
-        available().then_some(avx512::f32_kernels::rows as RawRows<f32>),
-    );
+    {
+        let kernel = available().then_some(avx512::f32_kernels::rows as RawRows<f32>);
+        rows_with(planes, filters, rows, out_w, out, kernel)
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    {
+        false
+    }
 }
 
 /// [`rows_f32`] for `f64`, in vectors of 8 outputs.
@@ -69,16 +67,14 @@ pub(crate) fn rows_f64(
     out: &mut [f64],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(
-        planes,
-        filters,
-        rows,
-        out_w,
-        out,
-        available().then_some(avx512::f64_kernels::rows as RawRows<f64>),
-    );
+    {
+        let kernel = available().then_some(avx512::f64_kernels::rows as RawRows<f64>);
+        rows_with(planes, filters, rows, out_w, out, kernel)
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    {
+        false
+    }
 }
 
 /// The weight gradients of channels' nine taps over their input planes

@@ -51,16 +51,14 @@ pub(crate) fn rows_f32(
     out: &mut [f32],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(
-        planes,
-        filters,
-        rows,
-        out_w,
-        out,
-        kernel_for::<RawRows<f32>>(avx512::f32_kernels::rows, avx2::f32_kernels::rows),
-    );
+    {
+        let kernel = kernel_for::<RawRows<f32>>(avx512::f32_kernels::rows, avx2::f32_kernels::rows);
+        rows_with(planes, filters, rows, out_w, out, kernel)
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    {
+        false
+    }
 }
 
 /// [`rows_f32`] for `f64`, in vectors of 8 outputs, on a CPU with
@@ -73,16 +71,14 @@ pub(crate) fn rows_f64(
     out: &mut [f64],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return rows_with(
-        planes,
-        filters,
-        rows,
-        out_w,
-        out,
-        super::narrow_planes::available().then_some(avx512::f64_kernels::rows as RawRows<f64>),
-    );
+    {
+        let kernel = avx512_only(avx512::f64_kernels::rows as RawRows<f64>);
+        rows_with(planes, filters, rows, out_w, out, kernel)
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    {
+        false
+    }
 }
 
 /// An input gradient plane (`in_h × in_w`, rows contiguous one after
@@ -106,18 +102,17 @@ pub(crate) fn input_gradient_rows_f32(
     rows: Range<usize>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return input_gradient_with(
-        error,
-        taps,
-        dx,
-        rows,
-        kernel_for::<RawInputGradient<f32>>(
+    {
+        let kernel = kernel_for::<RawInputGradient<f32>>(
             avx512::input_gradient_f32,
             avx2::f32_kernels::input_gradient,
-        ),
-    );
+        );
+        input_gradient_with(error, taps, dx, rows, kernel)
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    {
+        false
+    }
 }
 
 /// [`input_gradient_rows_f32`] for `f64`, for error rows of at least one
@@ -129,16 +124,14 @@ pub(crate) fn input_gradient_rows_f64(
     rows: Range<usize>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return input_gradient_with(
-        error,
-        taps,
-        dx,
-        rows,
-        super::narrow_planes::available()
-            .then_some(avx512::input_gradient_f64 as RawInputGradient<f64>),
-    );
+    {
+        let kernel = avx512_only(avx512::input_gradient_f64 as RawInputGradient<f64>);
+        input_gradient_with(error, taps, dx, rows, kernel)
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    {
+        false
+    }
 }
 
 /// The raw form of an input gradient call: the error, its rows, their
@@ -151,6 +144,12 @@ type RawInputGradient<T> = unsafe fn(
     (*mut T, usize, (usize, usize)),
     Range<usize>,
 );
+
+/// `kernel`, an AVX-512 kernel, where the CPU runs it.
+#[cfg(target_arch = "x86_64")]
+fn avx512_only<K>(kernel: K) -> Option<K> {
+    super::narrow_planes::available().then_some(kernel)
+}
 
 /// `kernel` (the AVX-512 or AVX2 build [`kernel_for`] gives, if any) on
 /// the call's slices.
@@ -201,16 +200,17 @@ pub(crate) fn weight_gradient_f32(
     error: Error<'_, f32>,
 ) -> Option<[f32; 9]> {
     #[cfg(target_arch = "x86_64")]
-    return weight_gradient_with(
-        plane,
-        error,
-        kernel_for::<RawWeightGradient<f32>>(
+    {
+        let kernel = kernel_for::<RawWeightGradient<f32>>(
             avx512::f32_kernels::weight_gradient,
             avx2::f32_kernels::weight_gradient,
-        ),
-    );
+        );
+        weight_gradient_with(plane, error, kernel)
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    return None;
+    {
+        None
+    }
 }
 
 /// [`weight_gradient_f32`] for `f64`, on a CPU with AVX-512 F only.
@@ -219,14 +219,14 @@ pub(crate) fn weight_gradient_f64(
     error: Error<'_, f64>,
 ) -> Option<[f64; 9]> {
     #[cfg(target_arch = "x86_64")]
-    return weight_gradient_with(
-        plane,
-        error,
-        super::narrow_planes::available()
-            .then_some(avx512::f64_kernels::weight_gradient as RawWeightGradient<f64>),
-    );
+    {
+        let kernel = avx512_only(avx512::f64_kernels::weight_gradient as RawWeightGradient<f64>);
+        weight_gradient_with(plane, error, kernel)
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    return None;
+    {
+        None
+    }
 }
 
 /// The raw form of a weight gradient call: the input plane, its height,
