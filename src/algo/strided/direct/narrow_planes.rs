@@ -183,7 +183,7 @@ pub(super) fn rows_with<T>(
     };
     let bias = bias.map_or(std::ptr::null(), <[T]>::as_ptr);
     // SAFETY: the CPU has the kernel's features (its callers' check:
-    // [`available`] or `kernel_for`); the input holds `channels` planes of
+    // [`available`], `kernel_for` or `avx512_only`); the input holds `channels` planes of
     // `in_h` rows of `in_w`, the taps nine a channel, the biases (if any)
     // one a channel, and `out` `channels` runs of `rows.len()` rows of
     // `out_w` (all checked above). The kernel loads only columns `0..in_w`

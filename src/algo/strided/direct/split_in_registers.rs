@@ -2,7 +2,8 @@
 //! 2 plane by plane, with each row split into its even and odd columns (or
 //! woven back from them) in registers: per dtype, through AVX-512
 //! permutes, or on CPUs without AVX-512 through AVX2's in-lane shuffles
-//! (`split_in_registers/avx2.rs`), reached through the hidden `Element::depthwise_stride2_rows`,
+//! (`split_in_registers/avx2.rs`, `f32`), reached through the hidden
+//! `Element::depthwise_stride2_rows`,
 //! `Element::depthwise_stride2_weight_gradient` and
 //! `Element::depthwise_stride2_input_gradient`.
 //!
@@ -172,10 +173,10 @@ fn input_gradient_with<T>(
     let Some(kernel) = kernel.filter(|_| out_w > 0) else {
         return false;
     };
-    // SAFETY: the CPU has the kernel's features (`kernel_for`); `out_w ≥
-    // 1`; the error holds `count` rows of
-    // `out_w` and `dx` `in_h` rows of `in_w` (checked above), of which the
-    // kernel writes rows `rows`, within `in_h`. It loads only columns
+    // SAFETY: the CPU has the kernel's features (`kernel_for` or
+    // `avx512_only`); `out_w ≥ 1`; the error holds `count` rows of `out_w`
+    // and `dx` `in_h` rows of `in_w` (checked above), of which the kernel
+    // writes rows `rows`, within `in_h`. It loads only columns
     // `0..out_w` of error rows `0..count`, and stores only columns
     // `0..in_w` of those rows.
     unsafe {
@@ -249,8 +250,8 @@ fn weight_gradient_with<T>(
     let count = error.len().checked_div(out_w).unwrap_or(0);
     assert_eq!(count * out_w, error.len(), "whole error rows");
     let kernel = kernel.filter(|_| out_w > 0)?;
-    // SAFETY: the CPU has the kernel's features (`kernel_for`); `out_w ≥
-    // 1`; the input holds `in_h` rows of `in_w`
+    // SAFETY: the CPU has the kernel's features (`kernel_for` or
+    // `avx512_only`); `out_w ≥ 1`; the input holds `in_h` rows of `in_w`
     // and the error `count` rows of `out_w` (checked above). The kernel
     // loads only columns `0..in_w` of input rows `0..in_h` and columns
     // `0..out_w` of error rows `0..count`.
