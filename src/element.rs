@@ -269,6 +269,17 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
         out: &mut [Self],
     ) -> bool;
 
+    /// The `channels` output planes of the direct kernel's register tiles
+    /// (`direct/tiled.rs`) in this type's vector kernel where the CPU has
+    /// one beside the portable tiles (`f64` on AVX2 without AVX-512,
+    /// `direct/tiled_f64_avx2.rs`); returns whether it ran. Panics if a
+    /// slice is shorter than the tiles read or write.
+    #[doc(hidden)]
+    fn register_tile_planes(
+        tiles: crate::algo::strided::direct::tiled_f64_avx2::RawTiles<'_, Self>,
+        out: &mut [Self],
+    ) -> bool;
+
     /// The dot products of each of `rows` with each of `columns` (1 to 4),
     /// all of one length (`gemm_tail.rs`), in the CPU's vector kernel where
     /// it has one; columns past the last sum to zero. Panics if the lengths
@@ -450,6 +461,12 @@ impl Element for f32 {
     fn stencil_tap_sums(error: &[Self], image: (&[Self], usize), taps: &mut [Self]) -> bool {
         crate::algo::strided::direct::stencil_gradients::tap_sums_f32(error, image, taps)
     }
+    fn register_tile_planes(
+        _: crate::algo::strided::direct::tiled_f64_avx2::RawTiles<'_, Self>,
+        _: &mut [Self],
+    ) -> bool {
+        false
+    }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
 }
@@ -558,6 +575,12 @@ impl Element for f64 {
     }
     fn stencil_tap_sums(error: &[Self], image: (&[Self], usize), taps: &mut [Self]) -> bool {
         crate::algo::strided::direct::stencil_gradients::tap_sums_f64(error, image, taps)
+    }
+    fn register_tile_planes(
+        tiles: crate::algo::strided::direct::tiled_f64_avx2::RawTiles<'_, Self>,
+        out: &mut [Self],
+    ) -> bool {
+        crate::algo::strided::direct::tiled_f64_avx2::planes(tiles, out)
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

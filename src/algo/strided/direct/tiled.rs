@@ -15,6 +15,7 @@
 //! tile's channels sit side by side.
 
 use super::stencil::{self, Planes};
+use super::tiled_f64_avx2::RawTiles;
 use super::{PaddedPlanes, band_input, copy_planes, copy_row, padded_band};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
@@ -666,7 +667,7 @@ fn channel_tile_sized<T: Element, const FUSED: bool>(
 
 /// Output rows per tile: two, so that each weight loaded serves two
 /// vectors of pixels.
-const TILE_ROWS: usize = 2;
+pub(crate) const TILE_ROWS: usize = 2;
 
 /// `CHANNELS` output planes (`out`, `[CHANNELS, out_h, out_w]`), two rows
 /// at a time, a vector of 64 bytes' worth of pixels at a time (32 bytes
@@ -680,6 +681,27 @@ fn channel_tile<T: Element, const CHANNELS: usize, const FUSED: bool>(
     bias: [T; CHANNELS],
     out: &mut [T],
 ) {
+    // `f64` on AVX2 without AVX-512: the portable tiles of 8 pixels spill
+    // its registers (BENCHMARKS.md, "Register tiles of f64 on AVX2").
+    if FUSED && std::mem::size_of::<T>() == 8 {
+        let g = frame.g;
+        let tiles = RawTiles {
+            source: frame.source,
+            weights: frame.weights,
+            bias: &bias,
+            c_in_g: frame.c_in_g,
+            plane: frame.plane,
+            row_step: g.sh * frame.wp,
+            kernel_row_step: g.dh * frame.wp,
+            kh: g.kh,
+            taps: frame.taps,
+            out_h: g.out_h,
+            out_w: g.out_w,
+        };
+        if T::register_tile_planes(tiles, out) {
+            return;
+        }
+    }
     // Kernels 3 or 5 wide at unit dilation and column stride take the
     // tiles with the width a constant (see [`full_tile`]); any other
     // kernel the general tiles.
@@ -704,9 +726,9 @@ fn channel_tile<T: Element, const CHANNELS: usize, const FUSED: bool>(
 /// [`channel_tile`] for `f32` on a CPU without AVX-512: tiles of 8
 /// pixels (one 32-byte vector) a row rather than 16. A tile of six
 /// channels by two rows of 16 pixels needs 24 vectors of sums, more than
-/// AVX2's 16 registers hold; of 8 pixels, 12. `f64` keeps its tiles of 8
-/// pixels, which run 3x faster there than tiles of 4 (BENCHMARKS.md,
-/// "Register tiles without AVX-512").
+/// AVX2's 16 registers hold; of 8 pixels, 12 (BENCHMARKS.md, "Register
+/// tiles without AVX-512"). `f64` takes the tiles of `tiled_f64_avx2.rs`
+/// there (see [`channel_tile`]).
 #[inline(always)]
 fn f32_tiles_of_32_bytes<T: Element, const CHANNELS: usize, const FUSED: bool>(
     frame: Frame<'_, T>,
@@ -971,7 +993,7 @@ fn partial_tile<T: Element, const CHANNELS: usize, const PIXELS: usize, const FU
 #[cfg(test)]
 mod tests {
     use super::{
-        Columns, Frame, MAX_KERNEL_WIDTH, TILE_ROWS, band_pieces, channel_tile_vectors,
+        Columns, Frame, MAX_KERNEL_WIDTH, RawTiles, TILE_ROWS, band_pieces, channel_tile_vectors,
         channel_tiles, split_evenly,
     };
     use crate::element::Element;
@@ -1073,6 +1095,77 @@ mod tests {
     fn rows_alone_match_rows_together_f64() {
         rows_alone_match_rows_together::<f64, true>(3);
         rows_alone_match_rows_together::<f64, false>(4);
+    }
+
+    /// The `f64` AVX2 tiles (`tiled_f64_avx2.rs`) against the portable
+    /// tiles of `CHANNELS` channels, fused: the same bits on random planes
+    /// of every kernel width the tiles take, dilated or not, with rows and
+    /// columns that leave the last tile shifted back, on an input exactly
+    /// as long as the tiles read.
+    fn avx2_tiles_match_portable_tiles<const CHANNELS: usize>(rng: &mut StdRng) {
+        for k in [1, 2, 3, 5, 7] {
+            for _ in 0..12 {
+                let c_in = rng.random_range(1..=3);
+                let dilation = rng.random_range(1..=2);
+                let reach = (k - 1) * dilation;
+                let (in_h, in_w) = (
+                    reach + rng.random_range(2..=7),
+                    reach + rng.random_range(4..=29),
+                );
+                let spec = Conv2dSpec::new(c_in, CHANNELS, (k, k)).dilation((dilation, dilation));
+                let g = Geometry::new(&spec, [1, c_in, in_h, in_w]).unwrap();
+                let value = |rng: &mut StdRng| rng.random_range(-1.0..1.0);
+                let source: Vec<f64> = (0..c_in * in_h * in_w).map(|_| value(rng)).collect();
+                let weights: Vec<f64> = (0..CHANNELS * c_in * k * k).map(|_| value(rng)).collect();
+                let bias: [f64; CHANNELS] = std::array::from_fn(|_| value(rng));
+                let mut taps = [0; MAX_KERNEL_WIDTH];
+                let columns = Columns::unit_stride(&g, &mut taps);
+                let frame = Frame {
+                    source: &source,
+                    weights: &weights,
+                    c_in_g: c_in,
+                    plane: in_h * in_w,
+                    wp: in_w,
+                    taps: columns.taps,
+                    g: &g,
+                };
+                let len = CHANNELS * g.out_h * g.out_w;
+                let mut portable = vec![0.0; len];
+                channel_tile_vectors::<f64, CHANNELS, 8, 4, true, 0>(frame, bias, &mut portable);
+                let tiles = RawTiles {
+                    source: &source,
+                    weights: &weights,
+                    bias: &bias,
+                    c_in_g: c_in,
+                    plane: in_h * in_w,
+                    row_step: in_w,
+                    kernel_row_step: dilation * in_w,
+                    kh: k,
+                    taps: columns.taps,
+                    out_h: g.out_h,
+                    out_w: g.out_w,
+                };
+                let mut avx2 = vec![f64::NAN; len];
+                if !super::super::tiled_f64_avx2::planes_with_avx2(tiles, &mut avx2) {
+                    return;
+                }
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&avx2),
+                    bits(&portable),
+                    "{CHANNELS} channels, k {k}, dilation {dilation}, {c_in} inputs, {in_h}x{in_w}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn avx2_f64_tiles_match_portable_tiles() {
+        let mut rng = StdRng::seed_from_u64(5);
+        avx2_tiles_match_portable_tiles::<6>(&mut rng);
+        avx2_tiles_match_portable_tiles::<4>(&mut rng);
+        avx2_tiles_match_portable_tiles::<2>(&mut rng);
+        avx2_tiles_match_portable_tiles::<1>(&mut rng);
     }
 
     #[test]

@@ -1,0 +1,224 @@
+//! The direct kernel's register tiles (`tiled.rs`) for `f64` on CPUs with
+//! AVX2 and FMA but no AVX-512, written with vector intrinsics.
+//!
+//! The portable tiles hold 8 pixels of `f64` a row (one AVX-512 vector):
+//! six channels by two rows of them are 24 sums, which AVX2's 16 registers
+//! cannot hold, so they spill. Tiles of 4 pixels (one AVX2 vector) fit,
+//! but the compiler does not vectorise the portable loops at that width
+//! and runs them one element at a time. Here a tile is `CHANNELS` (6, 4,
+//! 2 or 1) output channels by two rows of 4 pixels, at most 12 sums with
+//! the two input vectors and a broadcast weight beside them
+//! (BENCHMARKS.md, "Register tiles of f64 on AVX2"). Each output's
+//! multiply-adds run in the portable tiles' order (bias, then input
+//! channel, kernel row, tap), fused, so both give the same bits.
+
+use crate::algo::strided::direct::tiled::TILE_ROWS;
+
+/// Pixels a tile row: one 32-byte vector of `f64`.
+const PIXELS: usize = 4;
+
+/// One group's tiles of `channels` output channels, as `tiled.rs` frames
+/// them: the padded (or dealt) input channels of the group, the tiles'
+/// packed weights (`[input channel, kernel row, tap][channel]`) and
+/// biases, and where a tile's taps lie in the input.
+#[derive(Clone, Copy)]
+pub struct RawTiles<'a, T> {
+    /// The group's input channels, `plane` elements apart.
+    pub source: &'a [T],
+    /// The tiles' weights, `channels` a tap.
+    pub weights: &'a [T],
+    /// Each channel's bias (zero where the layer has none).
+    pub bias: &'a [T],
+    /// Input channels of the group.
+    pub c_in_g: usize,
+    /// Elements from one input channel to the next.
+    pub plane: usize,
+    /// Elements from one output row's input row to the next's.
+    pub row_step: usize,
+    /// Elements from one kernel row's input row to the next's.
+    pub kernel_row_step: usize,
+    /// Kernel rows.
+    pub kh: usize,
+    /// Each tap's offset from its kernel row's first input element.
+    pub taps: &'a [usize],
+    /// Output rows of each plane.
+    pub out_h: usize,
+    /// Output columns of each plane.
+    pub out_w: usize,
+}
+
+/// Writes the `channels` output planes of `tiles` (`out`, `[channels,
+/// out_h, out_w]`) with the AVX2 tiles, where the CPU has AVX2 and FMA
+/// and not AVX-512 F (whose own tiles are the portable ones at 64 bytes)
+/// and the planes are at least a tile; returns whether it did.
+///
+/// # Panics
+/// If a slice is shorter than the frame describes.
+pub(crate) fn planes(tiles: RawTiles<'_, f64>, out: &mut [f64]) -> bool {
+    !crate::gemm_tail::avx512() && planes_with_avx2(tiles, out)
+}
+
+/// [`planes`] wherever the CPU has AVX2 and FMA, AVX-512 or not (so that
+/// the tests check these tiles on any such CPU).
+pub(crate) fn planes_with_avx2(tiles: RawTiles<'_, f64>, out: &mut [f64]) -> bool {
+    let fits = tiles.out_h >= TILE_ROWS && tiles.out_w >= PIXELS;
+    if !fits || !avx2_fma() {
+        return false;
+    }
+    let channels = tiles.bias.len();
+    check_bounds(&tiles, out, channels);
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `avx2_fma` found AVX2 and FMA, the only features these
+        // builds enable; `check_bounds` checked the reads and writes of
+        // the last tile, the furthest of every tile's.
+        unsafe {
+            match channels {
+                6 => kernels::planes::<6>(&tiles, out),
+                4 => kernels::planes::<4>(&tiles, out),
+                2 => kernels::planes::<2>(&tiles, out),
+                1 => kernels::planes::<1>(&tiles, out),
+                _ => return false,
+            }
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the CPU has AVX2 and FMA.
+fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        has!("avx2") && has!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Panics unless every tile's reads lie in `tiles.source` and
+/// `tiles.weights` and its writes in `out`. A tile's reads start from its
+/// top row and left column, both at most those of the last tile (rows
+/// `out_h - 2..out_h`, columns `out_w - 4..out_w`), so that tile's furthest
+/// read bounds them all.
+fn check_bounds(tiles: &RawTiles<'_, f64>, out: &[f64], channels: usize) {
+    let widest_tap = tiles.taps.iter().copied().max().unwrap_or(0);
+    let furthest_read = (tiles.c_in_g - 1) * tiles.plane
+        + (tiles.out_h - 1) * tiles.row_step
+        + (tiles.kh - 1) * tiles.kernel_row_step
+        + (tiles.out_w - PIXELS)
+        + widest_tap
+        + PIXELS;
+    assert!(
+        tiles.c_in_g > 0 && tiles.kh > 0 && !tiles.taps.is_empty(),
+        "a tile sums at least one tap"
+    );
+    assert!(
+        furthest_read <= tiles.source.len(),
+        "the tiles read {furthest_read} elements of an input of {}",
+        tiles.source.len()
+    );
+    let weights = tiles.c_in_g * tiles.kh * tiles.taps.len() * channels;
+    assert!(
+        weights <= tiles.weights.len(),
+        "the tiles read {weights} weights of {}",
+        tiles.weights.len()
+    );
+    let outputs = channels * tiles.out_h * tiles.out_w;
+    assert!(
+        outputs <= out.len(),
+        "the tiles write {outputs} outputs into {}",
+        out.len()
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+mod kernels {
+    use super::{PIXELS, RawTiles, TILE_ROWS};
+    use std::arch::x86_64::*;
+
+    /// Every tile of the planes: rows two at a time and columns four at a
+    /// time, the last of each shifted back to end on the plane's edge
+    /// (recomputing a few outputs, stored again with the same bits).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; [`super::check_bounds`] passed for
+    /// `tiles`, `out` and `CHANNELS`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn planes<const CHANNELS: usize>(tiles: &RawTiles<'_, f64>, out: &mut [f64]) {
+        let (out_h, out_w) = (tiles.out_h, tiles.out_w);
+        let out_plane = out_h * out_w;
+        let mut oh = 0;
+        while oh < out_h {
+            let top = oh.min(out_h - TILE_ROWS);
+            let mut ow = 0;
+            while ow < out_w {
+                let left = ow.min(out_w - PIXELS);
+                // SAFETY: `top ≤ out_h - 2` and `left ≤ out_w - 4`, the
+                // last tile's, whose reads the caller checked.
+                let sums = unsafe { tile::<CHANNELS>(tiles, top, left) };
+                for (cb, rows) in sums.iter().enumerate() {
+                    for (r, &sum) in rows.iter().enumerate() {
+                        let at = cb * out_plane + (top + r) * out_w + left;
+                        let dst = &mut out[at..at + PIXELS];
+                        // SAFETY: `dst` is 4 elements of `out`, one vector.
+                        unsafe { _mm256_storeu_pd(dst.as_mut_ptr(), sum) };
+                    }
+                }
+                ow = left + PIXELS;
+            }
+            oh = top + TILE_ROWS;
+        }
+    }
+
+    /// The sums of the tile at output row `top` and column `left`: each
+    /// channel's bias, then over input channels, kernel rows and taps,
+    /// the tap's two input vectors times the channel's broadcast weight.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; the reads of this tile lie within those
+    /// [`super::check_bounds`] checked (`top`, `left` at most the last
+    /// tile's).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile<const CHANNELS: usize>(
+        tiles: &RawTiles<'_, f64>,
+        top: usize,
+        left: usize,
+    ) -> [[__m256d; TILE_ROWS]; CHANNELS] {
+        let mut sums = [[_mm256_setzero_pd(); TILE_ROWS]; CHANNELS];
+        for (rows, &bias) in sums.iter_mut().zip(tiles.bias) {
+            *rows = [_mm256_set1_pd(bias); TILE_ROWS];
+        }
+        let source = tiles.source.as_ptr();
+        let mut weights = tiles.weights.as_ptr();
+        let first_row = top * tiles.row_step + left;
+        for cl in 0..tiles.c_in_g {
+            for i in 0..tiles.kh {
+                let row = first_row + cl * tiles.plane + i * tiles.kernel_row_step;
+                for &tap in tiles.taps {
+                    // SAFETY: the two runs of 4 are this tile's reads of
+                    // the tap, and the weights its tap's `CHANNELS`, all
+                    // within the bounds the caller checked.
+                    unsafe {
+                        let x0 = _mm256_loadu_pd(source.add(row + tap));
+                        let x1 = _mm256_loadu_pd(source.add(row + tap + tiles.row_step));
+                        for (cb, rows) in sums.iter_mut().enumerate() {
+                            let w = _mm256_broadcast_sd(&*weights.add(cb));
+                            rows[0] = _mm256_fmadd_pd(w, x0, rows[0]);
+                            rows[1] = _mm256_fmadd_pd(w, x1, rows[1]);
+                        }
+                        weights = weights.add(CHANNELS);
+                    }
+                }
+            }
+        }
+        sums
+    }
+}
