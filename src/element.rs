@@ -269,7 +269,7 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
         out: &mut [Self],
     ) -> bool;
 
-    /// The `channels` output planes of the direct kernel's register tiles
+    /// The output planes (one a channel) of the direct kernel's register tiles
     /// (`direct/tiled.rs`) in this type's vector kernel where the CPU has
     /// one beside the portable tiles (`f64` on AVX2 without AVX-512,
     /// `direct/tiled_f64_avx2.rs`); returns whether it ran. Panics if a
@@ -277,7 +277,7 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
     #[doc(hidden)]
     fn register_tile_planes(
         tiles: crate::algo::strided::direct::tiled_f64_avx2::RawTiles<'_, Self>,
-        out: &mut [Self],
+        out: &mut [&mut [Self]],
     ) -> bool;
 
     /// The dot products of each of `rows` with each of `columns` (1 to 4),
@@ -463,7 +463,7 @@ impl Element for f32 {
     }
     fn register_tile_planes(
         _: crate::algo::strided::direct::tiled_f64_avx2::RawTiles<'_, Self>,
-        _: &mut [Self],
+        _: &mut [&mut [Self]],
     ) -> bool {
         false
     }
@@ -578,7 +578,7 @@ impl Element for f64 {
     }
     fn register_tile_planes(
         tiles: crate::algo::strided::direct::tiled_f64_avx2::RawTiles<'_, Self>,
-        out: &mut [Self],
+        out: &mut [&mut [Self]],
     ) -> bool {
         crate::algo::strided::direct::tiled_f64_avx2::planes(tiles, out)
     }

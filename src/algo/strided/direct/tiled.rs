@@ -26,6 +26,7 @@ use crate::workspace::{Workspace, scratch};
 use ndarray::{
     ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut3, ArrayViewMut4, Axis, s,
 };
+use std::array::from_fn;
 
 /// Output channels per tile at most. With two rows of one vector of pixels
 /// a tile, 6 channels are 12 AVX-512 accumulators, enough independent sums
@@ -132,10 +133,11 @@ fn run<T: Element>(op: Forward<'_, T>, y: ArrayViewMut4<'_, T>, ws: &mut Workspa
                 dealt_groups((x, n), g, &item.rows, (packed, bias), buffers, y_n);
                 continue;
             }
-            // A band whose channels' rows lie apart (a part of a sample)
-            // goes through a buffer: pieces of it small enough to stay in
-            // cache between the tiles' stores and the copy out, each with
-            // its own padded input rows.
+            // A band of a sample (its channels' rows apart) is computed in
+            // pieces, each with its own padded input rows, small enough
+            // that every channel tile finds them in cache (and, for an
+            // output whose planes are not each one run, that the buffer
+            // the tiles store into stays there until its copy out).
             let pieces = if y_n.is_standard_layout() {
                 1
             } else {
@@ -449,10 +451,11 @@ fn deal_row<T: Element>(line: &[T], (left, stride, phase): (usize, usize, usize)
     }
 }
 
-/// The most bytes of output a band's piece gathers in its buffer before
-/// they are copied into place: a quarter of the smallest L2 cache per core
-/// among the machines measured, so that the copy reads them from L2
-/// (BENCHMARKS.md, "Band pieces").
+/// The most bytes of output a band's piece covers: a quarter of the
+/// smallest L2 cache per core among the machines measured, so that its
+/// padded input rows, and the buffer of an output whose planes are not each
+/// one run, stay in L2 (BENCHMARKS.md, "Band pieces" and "Tiles stored in
+/// place").
 const BAND_PIECE_BYTES: usize = 1 << 18;
 
 /// How many pieces a band of `rows` output rows is computed in: enough to
@@ -522,27 +525,64 @@ fn forward_sample<T: Element>(
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
     (g, columns): (&Geometry, Columns<'_>),
-    mut y: ArrayViewMut3<'_, T>,
+    y: ArrayViewMut3<'_, T>,
     plane_buf: &mut Vec<T>,
 ) {
-    let len = g.out_channels * g.out_h * g.out_w;
-    let contiguous = y.is_standard_layout();
-    let out = match y.as_slice_mut() {
-        Some(out) if contiguous => out,
-        _ => scratch(plane_buf, len),
-    };
+    // A band of a standard-layout sample has each channel's rows in one
+    // run: the tiles store into it in place. Other layouts go through a
+    // buffer.
+    if planes_contiguous(&y) {
+        sample_planes(source, packed, bias, (g, columns), y);
+        return;
+    }
+    let shape = (g.out_channels, g.out_h, g.out_w);
+    let len = shape.0 * shape.1 * shape.2;
+    let buffer = ArrayViewMut3::from_shape(shape, scratch(plane_buf, len)).expect("sized above");
+    sample_planes(source, packed, bias, (g, columns), buffer);
+    copy_planes(&plane_buf[..len], y);
+}
+
+/// Whether each channel's plane of `y` is one contiguous run, rows in
+/// order (every channel's plane has the same strides).
+fn planes_contiguous<T>(y: &ArrayViewMut3<'_, T>) -> bool {
+    let (channels, rows, width) = y.dim();
+    let strides = y.strides();
+    let columns_in_order = width <= 1 || strides[2] == 1;
+    let rows_in_order = rows <= 1 || strides[1] == width as isize;
+    channels == 0 || (columns_in_order && rows_in_order)
+}
+
+/// [`forward_sample`] into planes that [`planes_contiguous`] holds.
+fn sample_planes<T: Element>(
+    source: (&[T], usize),
+    packed: &[T],
+    bias: Option<ArrayView1<'_, T>>,
+    (g, columns): (&Geometry, Columns<'_>),
+    mut y: ArrayViewMut3<'_, T>,
+) {
     // One-channel tiles (a group's last output channel when it has an odd
     // count) go to the stencils where they apply, in a loop of their own:
     // a call among the channel tiles costs the multi-channel tiles their
     // registers.
     let by_stencil = stencil::fits::<T>(g);
-    sample_dispatch(source, packed, bias, (g, columns, by_stencil), out);
+    sample_dispatch(source, packed, bias, (g, columns, by_stencil), y.view_mut());
     if by_stencil {
-        single_channel_stencils(source, packed, bias, g, out);
+        single_channel_stencils(source, packed, bias, g, y);
     }
-    if !contiguous {
-        copy_planes(&plane_buf[..len], y);
-    }
+}
+
+/// The `CHANNELS` planes of `planes` (each one contiguous run, as
+/// [`planes_contiguous`] checks) as slices.
+fn channel_slices<'b, T, const CHANNELS: usize>(
+    planes: &'b mut ArrayViewMut3<'_, T>,
+) -> [&'b mut [T]; CHANNELS] {
+    let mut channels = planes.outer_iter_mut();
+    std::array::from_fn(|_| {
+        channels
+            .next()
+            .and_then(|plane| plane.into_slice())
+            .expect("a tile's channels, each plane one run")
+    })
 }
 
 /// [`sample_body`] in the best SIMD build the CPU runs, with fused
@@ -552,12 +592,12 @@ fn sample_dispatch<T: Element>(
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
     geometry: (&Geometry, Columns<'_>, bool),
-    out: &mut [T],
+    y: ArrayViewMut3<'_, T>,
 ) {
     with_runtime_simd!(
         sample_avx512, sample_avx2, sample_body::<T, true>, sample_body::<T, false>,
         source: (&[T], usize), packed: &[T], bias: Option<ArrayView1<'_, T>>,
-        geometry: (&Geometry, Columns<'_>, bool), out: &mut [T],
+        geometry: (&Geometry, Columns<'_>, bool), y: ArrayViewMut3<'_, T>,
     );
 }
 
@@ -582,14 +622,13 @@ fn sample_body<T: Element, const FUSED: bool>(
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
     (g, columns, by_stencil): (&Geometry, Columns<'_>, bool),
-    out: &mut [T],
+    mut y: ArrayViewMut3<'_, T>,
 ) {
     let wp = columns.wp;
     let hp = g.in_h + g.padding.top + g.padding.bottom;
     let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
     let taps = c_in_g * g.kh * g.kw;
     let plane = hp * wp;
-    let out_plane = g.out_h * g.out_w;
     for group in 0..g.groups {
         for (start, len) in channel_tiles(c_out_g) {
             let co = group * c_out_g + start;
@@ -602,12 +641,12 @@ fn sample_body<T: Element, const FUSED: bool>(
                 taps: columns.taps,
                 g,
             };
-            let out = &mut out[co * out_plane..(co + len) * out_plane];
             let bias = |cb: usize| bias.map_or(T::zero(), |b| b[co + cb]);
             if len == 1 && by_stencil {
                 continue;
             }
-            channel_tile_sized::<T, FUSED>(frame, len, bias, out);
+            let planes = y.slice_mut(s![co..co + len, .., ..]);
+            channel_tile_sized::<T, FUSED>(frame, len, bias, planes);
         }
     }
 }
@@ -619,13 +658,12 @@ fn single_channel_stencils<T: Element>(
     packed: &[T],
     bias: Option<ArrayView1<'_, T>>,
     g: &Geometry,
-    out: &mut [T],
+    mut y: ArrayViewMut3<'_, T>,
 ) {
     let wp = g.in_w + g.padding.left + g.padding.right;
     let plane = (g.in_h + g.padding.top + g.padding.bottom) * wp;
     let (c_in_g, c_out_g) = (g.in_channels_per_group(), g.out_channels_per_group());
     let taps = c_in_g * g.kh * g.kw;
-    let out_plane = g.out_h * g.out_w;
     let singles = channel_tiles(c_out_g).filter(|&(_, len)| len == 1);
     for (start, _) in singles {
         for group in 0..g.groups {
@@ -638,13 +676,9 @@ fn single_channel_stencils<T: Element>(
             };
             let weights = &packed[co * taps..(co + 1) * taps];
             let b = bias.map_or(T::zero(), |b| b[co]);
-            stencil::plane(
-                planes,
-                weights,
-                b,
-                g,
-                &mut out[co * out_plane..(co + 1) * out_plane],
-            );
+            let mut plane = y.index_axis_mut(Axis(0), co);
+            let out = plane.as_slice_mut().expect("a plane in one run");
+            stencil::plane(planes, weights, b, g, out);
         }
     }
 }
@@ -654,13 +688,14 @@ fn channel_tile_sized<T: Element, const FUSED: bool>(
     frame: Frame<'_, T>,
     channels: usize,
     bias: impl Fn(usize) -> T,
-    out: &mut [T],
+    mut planes: ArrayViewMut3<'_, T>,
 ) {
+    let planes = &mut planes;
     match channels {
-        6 => channel_tile::<T, 6, FUSED>(frame, std::array::from_fn(bias), out),
-        4 => channel_tile::<T, 4, FUSED>(frame, std::array::from_fn(bias), out),
-        2 => channel_tile::<T, 2, FUSED>(frame, std::array::from_fn(bias), out),
-        1 => channel_tile::<T, 1, FUSED>(frame, std::array::from_fn(bias), out),
+        6 => channel_tile::<T, 6, FUSED>(frame, from_fn(bias), &mut channel_slices(planes)),
+        4 => channel_tile::<T, 4, FUSED>(frame, from_fn(bias), &mut channel_slices(planes)),
+        2 => channel_tile::<T, 2, FUSED>(frame, from_fn(bias), &mut channel_slices(planes)),
+        1 => channel_tile::<T, 1, FUSED>(frame, from_fn(bias), &mut channel_slices(planes)),
         _ => unreachable!("channel_tiles yields 6, 4, 2 or 1 channels"),
     }
 }
@@ -669,7 +704,7 @@ fn channel_tile_sized<T: Element, const FUSED: bool>(
 /// vectors of pixels.
 pub(crate) const TILE_ROWS: usize = 2;
 
-/// `CHANNELS` output planes (`out`, `[CHANNELS, out_h, out_w]`), two rows
+/// `CHANNELS` output planes (`out`, each `[out_h, out_w]`), two rows
 /// at a time, a vector of 64 bytes' worth of pixels at a time (32 bytes
 /// of `f32` without AVX-512; or half of one for a row's last few). A tile that would run past the last row or
 /// column is shifted back to end on it (recomputing a few pixels, each
@@ -679,7 +714,7 @@ pub(crate) const TILE_ROWS: usize = 2;
 fn channel_tile<T: Element, const CHANNELS: usize, const FUSED: bool>(
     frame: Frame<'_, T>,
     bias: [T; CHANNELS],
-    out: &mut [T],
+    out: &mut [&mut [T]; CHANNELS],
 ) {
     // `f64` on AVX2 without AVX-512: the portable tiles of 8 pixels spill
     // its registers (BENCHMARKS.md, "Register tiles of f64 on AVX2").
@@ -733,7 +768,7 @@ fn channel_tile<T: Element, const CHANNELS: usize, const FUSED: bool>(
 fn f32_tiles_of_32_bytes<T: Element, const CHANNELS: usize, const FUSED: bool>(
     frame: Frame<'_, T>,
     bias: [T; CHANNELS],
-    out: &mut [T],
+    out: &mut [&mut [T]; CHANNELS],
 ) {
     match (frame.g.dw, frame.g.sw, frame.g.kw) {
         (1, 1, 3) => channel_tile_vectors::<T, CHANNELS, 8, 4, FUSED, 3>(frame, bias, out),
@@ -753,11 +788,10 @@ fn channel_tile_vectors<
 >(
     frame: Frame<'_, T>,
     bias: [T; CHANNELS],
-    out: &mut [T],
+    out: &mut [&mut [T]; CHANNELS],
 ) {
     let g = frame.g;
     let (out_h, out_w) = (g.out_h, g.out_w);
-    let out_plane = out_h * out_w;
     if out_h < TILE_ROWS || out_w < HALF {
         for oh in 0..out_h {
             let origin = oh * g.sh * frame.wp;
@@ -765,9 +799,9 @@ fn channel_tile_vectors<
                 let pixels = VECTOR.min(out_w - ow);
                 let acc =
                     partial_tile::<T, CHANNELS, VECTOR, FUSED>(frame, bias, origin + ow, pixels);
-                for (cb, sums) in acc.iter().enumerate() {
-                    let at = cb * out_plane + oh * out_w + ow;
-                    out[at..at + pixels].copy_from_slice(&sums[..pixels]);
+                for (plane, sums) in out.iter_mut().zip(&acc) {
+                    let at = oh * out_w + ow;
+                    plane[at..at + pixels].copy_from_slice(&sums[..pixels]);
                 }
             }
         }
@@ -782,12 +816,12 @@ fn channel_tile_vectors<
             ow = if out_w >= VECTOR && left > HALF {
                 let start = ow.min(out_w - VECTOR);
                 let acc = full_tile::<T, CHANNELS, VECTOR, FUSED, KW>(frame, bias, top, start);
-                store(&acc, out, (out_plane, out_w), (top, start));
+                store(&acc, out, out_w, (top, start));
                 start + VECTOR
             } else {
                 let start = ow.min(out_w - HALF);
                 let acc = full_tile::<T, CHANNELS, HALF, FUSED, KW>(frame, bias, top, start);
-                store(&acc, out, (out_plane, out_w), (top, start));
+                store(&acc, out, out_w, (top, start));
                 start + HALF
             };
         }
@@ -800,14 +834,14 @@ fn channel_tile_vectors<
 #[inline(always)]
 fn store<T: Element, const CHANNELS: usize, const PIXELS: usize>(
     acc: &[[[T; PIXELS]; TILE_ROWS]; CHANNELS],
-    out: &mut [T],
-    (out_plane, out_w): (usize, usize),
+    out: &mut [&mut [T]; CHANNELS],
+    out_w: usize,
     (top, left): (usize, usize),
 ) {
-    for (cb, rows) in acc.iter().enumerate() {
+    for (plane, rows) in out.iter_mut().zip(acc) {
         for (r, sums) in rows.iter().enumerate() {
-            let at = cb * out_plane + (top + r) * out_w + left;
-            out[at..at + PIXELS].copy_from_slice(sums);
+            let at = (top + r) * out_w + left;
+            plane[at..at + PIXELS].copy_from_slice(sums);
         }
     }
 }
@@ -1001,6 +1035,14 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
 
+    /// `flat` cut into `CHANNELS` planes of equal length, as the tiles
+    /// take them.
+    fn planes_of<T, const CHANNELS: usize>(flat: &mut [T]) -> [&mut [T]; CHANNELS] {
+        let plane = flat.len() / CHANNELS;
+        let mut planes = flat.chunks_exact_mut(plane);
+        std::array::from_fn(|_| planes.next().expect("CHANNELS planes"))
+    }
+
     /// A plane's rows computed one at a time (the partial tiles a band of
     /// one row takes) against the same rows computed together (the full
     /// tiles), and `f32`'s tiles of 16 pixels against those of 8: the same
@@ -1033,13 +1075,16 @@ mod tests {
                     taps: columns.taps,
                     g,
                 };
-                let run = |frame: Frame<'_, T>, out: &mut [T]| match (std::mem::size_of::<T>(), k) {
-                    (4, 3) => channel_tile_vectors::<T, 4, 16, 8, FUSED, 3>(frame, bias, out),
-                    (4, 5) => channel_tile_vectors::<T, 4, 16, 8, FUSED, 5>(frame, bias, out),
-                    (4, _) => channel_tile_vectors::<T, 4, 16, 8, FUSED, 0>(frame, bias, out),
-                    (_, 3) => channel_tile_vectors::<T, 4, 8, 4, FUSED, 3>(frame, bias, out),
-                    (_, 5) => channel_tile_vectors::<T, 4, 8, 4, FUSED, 5>(frame, bias, out),
-                    _ => channel_tile_vectors::<T, 4, 8, 4, FUSED, 0>(frame, bias, out),
+                let run = |frame: Frame<'_, T>, out: &mut [T]| {
+                    let out = &mut planes_of::<T, 4>(out);
+                    match (std::mem::size_of::<T>(), k) {
+                        (4, 3) => channel_tile_vectors::<T, 4, 16, 8, FUSED, 3>(frame, bias, out),
+                        (4, 5) => channel_tile_vectors::<T, 4, 16, 8, FUSED, 5>(frame, bias, out),
+                        (4, _) => channel_tile_vectors::<T, 4, 16, 8, FUSED, 0>(frame, bias, out),
+                        (_, 3) => channel_tile_vectors::<T, 4, 8, 4, FUSED, 3>(frame, bias, out),
+                        (_, 5) => channel_tile_vectors::<T, 4, 8, 4, FUSED, 5>(frame, bias, out),
+                        _ => channel_tile_vectors::<T, 4, 8, 4, FUSED, 0>(frame, bias, out),
+                    }
                 };
                 let (out_h, out_w) = (g.out_h, g.out_w);
                 assert!(out_h >= TILE_ROWS);
@@ -1051,7 +1096,7 @@ mod tests {
                     super::f32_tiles_of_32_bytes::<T, 4, FUSED>(
                         frame(&source, &g),
                         bias,
-                        &mut narrow,
+                        &mut planes_of(&mut narrow),
                     );
                     let bits =
                         |v: &[T]| v.iter().map(|x| x.into_f64().to_bits()).collect::<Vec<_>>();
@@ -1131,7 +1176,8 @@ mod tests {
                 };
                 let len = CHANNELS * g.out_h * g.out_w;
                 let mut portable = vec![0.0; len];
-                channel_tile_vectors::<f64, CHANNELS, 8, 4, true, 0>(frame, bias, &mut portable);
+                let out = &mut planes_of(&mut portable);
+                channel_tile_vectors::<f64, CHANNELS, 8, 4, true, 0>(frame, bias, out);
                 let tiles = RawTiles {
                     source: &source,
                     weights: &weights,
@@ -1146,7 +1192,8 @@ mod tests {
                     out_w: g.out_w,
                 };
                 let mut avx2 = vec![f64::NAN; len];
-                if !super::super::tiled_f64_avx2::planes_with_avx2(tiles, &mut avx2) {
+                let out = &mut planes_of::<f64, CHANNELS>(&mut avx2);
+                if !super::super::tiled_f64_avx2::planes_with_avx2(tiles, out) {
                     return;
                 }
                 let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

@@ -47,37 +47,36 @@ pub struct RawTiles<'a, T> {
     pub out_w: usize,
 }
 
-/// Writes the `channels` output planes of `tiles` (`out`, `[channels,
-/// out_h, out_w]`) with the AVX2 tiles, where the CPU has AVX2 and FMA
+/// Writes the output planes of `tiles` (`out`, a plane `[out_h, out_w]` a
+/// channel, as many as `tiles.bias`) with the AVX2 tiles, where the CPU has AVX2 and FMA
 /// and not AVX-512 F (whose own tiles are the portable ones at 64 bytes)
 /// and the planes are at least a tile; returns whether it did.
 ///
 /// # Panics
 /// If a slice is shorter than the frame describes.
-pub(crate) fn planes(tiles: RawTiles<'_, f64>, out: &mut [f64]) -> bool {
+pub(crate) fn planes(tiles: RawTiles<'_, f64>, out: &mut [&mut [f64]]) -> bool {
     !crate::gemm_tail::avx512() && planes_with_avx2(tiles, out)
 }
 
 /// [`planes`] wherever the CPU has AVX2 and FMA, AVX-512 or not (so that
 /// the tests check these tiles on any such CPU).
-pub(crate) fn planes_with_avx2(tiles: RawTiles<'_, f64>, out: &mut [f64]) -> bool {
+pub(crate) fn planes_with_avx2(tiles: RawTiles<'_, f64>, out: &mut [&mut [f64]]) -> bool {
     let fits = tiles.out_h >= TILE_ROWS && tiles.out_w >= PIXELS;
     if !fits || !avx2_fma() {
         return false;
     }
-    let channels = tiles.bias.len();
-    check_bounds(&tiles, out, channels);
+    check_bounds(&tiles, out);
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: `avx2_fma` found AVX2 and FMA, the only features these
         // builds enable; `check_bounds` checked the reads and writes of
         // the last tile, the furthest of every tile's.
         unsafe {
-            match channels {
-                6 => kernels::planes::<6>(&tiles, out),
-                4 => kernels::planes::<4>(&tiles, out),
-                2 => kernels::planes::<2>(&tiles, out),
-                1 => kernels::planes::<1>(&tiles, out),
+            match out {
+                [a, b, c, d, e, f] => kernels::planes(&tiles, [a, b, c, d, e, f]),
+                [a, b, c, d] => kernels::planes(&tiles, [a, b, c, d]),
+                [a, b] => kernels::planes(&tiles, [a, b]),
+                [a] => kernels::planes(&tiles, [a]),
                 _ => return false,
             }
         }
@@ -106,8 +105,8 @@ fn avx2_fma() -> bool {
 /// `tiles.weights` and its writes in `out`. A tile's reads start from its
 /// top row and left column, both at most those of the last tile (rows
 /// `out_h - 2..out_h`, columns `out_w - 4..out_w`), so that tile's furthest
-/// read bounds them all.
-fn check_bounds(tiles: &RawTiles<'_, f64>, out: &[f64], channels: usize) {
+/// read bounds them all; its writes likewise bound every tile's.
+fn check_bounds(tiles: &RawTiles<'_, f64>, out: &[&mut [f64]]) {
     let widest_tap = tiles.taps.iter().copied().max().unwrap_or(0);
     let furthest_read = (tiles.c_in_g - 1) * tiles.plane
         + (tiles.out_h - 1) * tiles.row_step
@@ -124,18 +123,22 @@ fn check_bounds(tiles: &RawTiles<'_, f64>, out: &[f64], channels: usize) {
         "the tiles read {furthest_read} elements of an input of {}",
         tiles.source.len()
     );
+    let channels = out.len();
+    assert_eq!(tiles.bias.len(), channels, "a bias an output plane");
     let weights = tiles.c_in_g * tiles.kh * tiles.taps.len() * channels;
     assert!(
         weights <= tiles.weights.len(),
         "the tiles read {weights} weights of {}",
         tiles.weights.len()
     );
-    let outputs = channels * tiles.out_h * tiles.out_w;
-    assert!(
-        outputs <= out.len(),
-        "the tiles write {outputs} outputs into {}",
-        out.len()
-    );
+    let outputs = tiles.out_h * tiles.out_w;
+    for plane in out {
+        assert!(
+            outputs <= plane.len(),
+            "the tiles write {outputs} outputs into a plane of {}",
+            plane.len()
+        );
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -149,11 +152,13 @@ mod kernels {
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA; [`super::check_bounds`] passed for
-    /// `tiles`, `out` and `CHANNELS`.
+    /// `tiles` and `out`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn planes<const CHANNELS: usize>(tiles: &RawTiles<'_, f64>, out: &mut [f64]) {
+    pub(super) unsafe fn planes<const CHANNELS: usize>(
+        tiles: &RawTiles<'_, f64>,
+        mut out: [&mut &mut [f64]; CHANNELS],
+    ) {
         let (out_h, out_w) = (tiles.out_h, tiles.out_w);
-        let out_plane = out_h * out_w;
         let mut oh = 0;
         while oh < out_h {
             let top = oh.min(out_h - TILE_ROWS);
@@ -163,10 +168,10 @@ mod kernels {
                 // SAFETY: `top ≤ out_h - 2` and `left ≤ out_w - 4`, the
                 // last tile's, whose reads the caller checked.
                 let sums = unsafe { tile::<CHANNELS>(tiles, top, left) };
-                for (cb, rows) in sums.iter().enumerate() {
+                for (plane, rows) in out.iter_mut().zip(&sums) {
                     for (r, &sum) in rows.iter().enumerate() {
-                        let at = cb * out_plane + (top + r) * out_w + left;
-                        let dst = &mut out[at..at + PIXELS];
+                        let at = (top + r) * out_w + left;
+                        let dst = &mut plane[at..at + PIXELS];
                         // SAFETY: `dst` is 4 elements of `out`, one vector.
                         unsafe { _mm256_storeu_pd(dst.as_mut_ptr(), sum) };
                     }
