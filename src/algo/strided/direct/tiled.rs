@@ -577,7 +577,7 @@ fn channel_slices<'b, T, const CHANNELS: usize>(
     planes: &'b mut ArrayViewMut3<'_, T>,
 ) -> [&'b mut [T]; CHANNELS] {
     let mut channels = planes.outer_iter_mut();
-    std::array::from_fn(|_| {
+    from_fn(|_| {
         channels
             .next()
             .and_then(|plane| plane.into_slice())
@@ -706,8 +706,9 @@ pub(crate) const TILE_ROWS: usize = 2;
 
 /// `CHANNELS` output planes (`out`, each `[out_h, out_w]`), two rows
 /// at a time, a vector of 64 bytes' worth of pixels at a time (32 bytes
-/// of `f32` without AVX-512; or half of one for a row's last few). A tile that would run past the last row or
-/// column is shifted back to end on it (recomputing a few pixels, each
+/// without AVX-512, for `f32` and, in `tiled_f64_avx2.rs`, for `f64`; or
+/// half of one for a row's last few). A tile that would run past the last
+/// row or column is shifted back to end on it (recomputing a few pixels, each
 /// stored again with the same value); a plane narrower than half a vector
 /// or one row high takes the slower partial path.
 #[inline(always)]

@@ -48,9 +48,10 @@ pub struct RawTiles<'a, T> {
 }
 
 /// Writes the output planes of `tiles` (`out`, a plane `[out_h, out_w]` a
-/// channel, as many as `tiles.bias`) with the AVX2 tiles, where the CPU has AVX2 and FMA
-/// and not AVX-512 F (whose own tiles are the portable ones at 64 bytes)
-/// and the planes are at least a tile; returns whether it did.
+/// channel, as many as `tiles.bias`) with the AVX2 tiles, where the CPU
+/// has AVX2 and FMA and not AVX-512 F (whose own tiles are the portable
+/// ones at 64 bytes) and the planes are at least a tile; returns whether
+/// it did.
 ///
 /// # Panics
 /// If a slice is shorter than the frame describes.
@@ -107,6 +108,10 @@ fn avx2_fma() -> bool {
 /// `out_h - 2..out_h`, columns `out_w - 4..out_w`), so that tile's furthest
 /// read bounds them all; its writes likewise bound every tile's.
 fn check_bounds(tiles: &RawTiles<'_, f64>, out: &[&mut [f64]]) {
+    assert!(
+        tiles.c_in_g > 0 && tiles.kh > 0 && !tiles.taps.is_empty(),
+        "a tile sums at least one tap"
+    );
     let widest_tap = tiles.taps.iter().copied().max().unwrap_or(0);
     let furthest_read = (tiles.c_in_g - 1) * tiles.plane
         + (tiles.out_h - 1) * tiles.row_step
@@ -114,10 +119,6 @@ fn check_bounds(tiles: &RawTiles<'_, f64>, out: &[&mut [f64]]) {
         + (tiles.out_w - PIXELS)
         + widest_tap
         + PIXELS;
-    assert!(
-        tiles.c_in_g > 0 && tiles.kh > 0 && !tiles.taps.is_empty(),
-        "a tile sums at least one tap"
-    );
     assert!(
         furthest_read <= tiles.source.len(),
         "the tiles read {furthest_read} elements of an input of {}",
