@@ -12,7 +12,8 @@
 //! multiply-adds run in the portable tiles' order (bias, then input
 //! channel, kernel row, tap), fused, so both give the same bits.
 
-use crate::algo::strided::direct::tiled::TILE_ROWS;
+use super::channel_vectors::avx2_fma;
+use super::tiled::TILE_ROWS;
 
 /// Pixels a tile row: one 32-byte vector of `f64`.
 const PIXELS: usize = 4;
@@ -82,19 +83,6 @@ pub(crate) fn planes_with_avx2(tiles: RawTiles<'_, f64>, out: &mut [&mut [f64]])
             }
         }
         true
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Whether the CPU has AVX2 and FMA.
-fn avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        has!("avx2") && has!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
