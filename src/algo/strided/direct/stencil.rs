@@ -186,11 +186,14 @@ fn kernel_row<
     }
 }
 
-/// [`plane`] for `f32` by the AVX-512 tiles (16 lanes a vector), its
-/// arguments raw (`Element::stencil_plane`); returns whether it ran: on a
-/// CPU with AVX-512 F. Panics if the kernel size is not 3 or 5, the plane
-/// is smaller than a tile, or a slice is shorter than the shapes read or
-/// write.
+/// [`plane`] for `f32` by the vector tiles, its arguments raw
+/// (`Element::stencil_plane`): the AVX-512 tiles (16 lanes a vector) on a
+/// CPU with AVX-512 F, else the AVX2 ones (8 lanes) on a CPU with AVX2 and
+/// FMA, whose 16 registers hold a tile's eight vectors of sums where the
+/// generic tiles' sixteen spill (BENCHMARKS.md, "Stencils on AVX2");
+/// returns whether it ran. Panics if the kernel size is not 3 or 5, the
+/// plane is smaller than a tile, or a slice is shorter than the shapes
+/// read or write.
 pub(crate) fn plane_f32(
     planes: (&[f32], [usize; 3]),
     weights: &[f32],
@@ -199,13 +202,16 @@ pub(crate) fn plane_f32(
     out: &mut [f32],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let kernel = Some(avx512::f32_tiles::plane as RawPlane<f32>);
+    let kernel = super::channel_vectors::kernel_for(
+        (avx512::f32_tiles::plane as RawPlane<f32>, 16),
+        (avx2::f32_tiles::plane as RawPlane<f32>, 8),
+    );
     #[cfg(not(target_arch = "x86_64"))]
     let kernel = None;
-    plane_with(planes, weights, bias, (shape, 16), out, kernel)
+    plane_with(planes, weights, bias, shape, out, kernel)
 }
 
-/// [`plane_f32`] for `f64` (8 lanes a vector).
+/// [`plane_f32`] for `f64` (8 lanes a vector with AVX-512, 4 with AVX2).
 pub(crate) fn plane_f64(
     planes: (&[f64], [usize; 3]),
     weights: &[f64],
@@ -214,10 +220,13 @@ pub(crate) fn plane_f64(
     out: &mut [f64],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let kernel = Some(avx512::f64_tiles::plane as RawPlane<f64>);
+    let kernel = super::channel_vectors::kernel_for(
+        (avx512::f64_tiles::plane as RawPlane<f64>, 8),
+        (avx2::f64_tiles::plane as RawPlane<f64>, 4),
+    );
     #[cfg(not(target_arch = "x86_64"))]
     let kernel = None;
-    plane_with(planes, weights, bias, (shape, 8), out, kernel)
+    plane_with(planes, weights, bias, shape, out, kernel)
 }
 
 /// [`plane_f32`] or [`plane_f64`].
@@ -229,17 +238,18 @@ type RawPlaneCall<T> = fn((&[T], [usize; 3]), &[T], T, [usize; 3], &mut [T]) -> 
 /// plane's height and width, and the output.
 type RawPlane<T> = unsafe fn(*const T, [usize; 3], *const T, T, usize, (usize, usize), *mut T);
 
-/// `kernel` on the call's slices, where there is one and the CPU allows
-/// it, after checking that every read and write lies within them.
+/// `kernel` (a kernel the CPU runs, as `kernel_for` chooses it, and its
+/// lanes a vector) on the call's slices, where there is one, after checking
+/// that every read and write lies within them.
 fn plane_with<T>(
     (source, layout): (&[T], [usize; 3]),
     weights: &[T],
     bias: T,
-    ([k, out_h, out_w], lanes): ([usize; 3], usize),
+    [k, out_h, out_w]: [usize; 3],
     out: &mut [T],
-    kernel: Option<RawPlane<T>>,
+    kernel: Option<(RawPlane<T>, usize)>,
 ) -> bool {
-    let Some(kernel) = kernel.filter(|_| super::narrow_planes::available()) else {
+    let Some((kernel, lanes)) = kernel else {
         return false;
     };
     let [plane_len, wp, c_in_g] = layout;
@@ -252,7 +262,8 @@ fn plane_with<T>(
     assert!(last_read < source.len(), "planes for every window");
     assert!(weights.len() >= c_in_g * k * k, "weights for every tap");
     assert!(out.len() >= out_h * out_w, "an output plane");
-    // SAFETY: the CPU has AVX-512 F (`available`). Every tile reads rows
+    // SAFETY: the CPU runs `kernel` (the caller's `kernel_for` chose it
+    // by the CPU's features, with its `lanes`). Every tile reads rows
     // `top..top + ROWS + k - 1` of each plane from column `left` for
     // `lanes + k - 1` elements, with `top <= out_h - ROWS` and `left <=
     // out_w - lanes`, all at or before `last_read`; it reads `c_in_g·k·k`
@@ -272,121 +283,123 @@ fn plane_with<T>(
     true
 }
 
+/// The input rows `$q` of a tile (those below `ROWS + K - 1`), each
+/// row's `K` shifted vectors loaded once and multiplied into output
+/// row `q - i` for each kernel row `i` that reaches it within the
+/// tile; with the row indices literals, the sums stay in registers.
+macro_rules! input_rows {
+    (($load:ident, $fmadd:ident, $vec:ty, $k:ident), ($origin:ident, $wp:ident, $w:ident,
+     $acc:ident), $($q:literal)*) => {$({
+        if $q < ROWS + $k - 1 {
+            // SAFETY: row `$q` of the tile's rows (`plane_with`).
+            let row = unsafe { $origin.add($q * $wp) };
+            let x: [$vec; $k] = std::array::from_fn(|j| unsafe { $load(row.add(j)) });
+            for i in 0..$k {
+                if $q >= i && $q - i < ROWS {
+                    let sum = &mut $acc[$q - i];
+                    for j in 0..$k {
+                        *sum = $fmadd($w[i][j], x[j], *sum);
+                    }
+                }
+            }
+        }
+    })*};
+}
+
+/// The vector tiles of one dtype and instruction set (`$feature`: AVX-512
+/// F, or AVX2 and FMA), in module `$module`: see [`plane_f32`]. Each tile
+/// loads every input row's `K` shifted
+/// vectors once, as unaligned loads: LLVM turns the same loads written
+/// as element copies into pairs of loads and permutes, which share the
+/// multiply-adds' port.
+macro_rules! stencil_tiles {
+    ($module:ident, $feature:literal, $t:ty, $lanes:expr, $vec:ty, $set1:ident, $load:ident,
+     $store:ident, $fmadd:ident) => {
+        pub(super) mod $module {
+            use super::ROWS;
+            use std::arch::x86_64::*;
+
+            const LANES: usize = $lanes;
+
+            /// Every tile of the plane; see [`super::super::plane_with`]
+            /// for what the pointers must hold.
+            ///
+            /// # Safety
+            /// The CPU has the features of `$feature`; the planes,
+            /// weights and output are as `plane_with` checks them.
+            pub(in super::super) unsafe fn plane(
+                source: *const $t,
+                layout: [usize; 3],
+                weights: *const $t,
+                bias: $t,
+                k: usize,
+                shape: (usize, usize),
+                out: *mut $t,
+            ) {
+                // SAFETY: as the caller promises.
+                unsafe {
+                    if k == 3 {
+                        tiles::<3>(source, layout, weights, bias, shape, out)
+                    } else {
+                        tiles::<5>(source, layout, weights, bias, shape, out)
+                    }
+                }
+            }
+
+            #[target_feature(enable = $feature)]
+            unsafe fn tiles<const K: usize>(
+                source: *const $t,
+                [plane_len, wp, c_in_g]: [usize; 3],
+                weights: *const $t,
+                bias: $t,
+                (out_h, out_w): (usize, usize),
+                out: *mut $t,
+            ) {
+                let mut oh = 0;
+                while oh < out_h {
+                    // The last tile of a column or row is shifted back
+                    // to end on the plane's edge, as in `tiles`.
+                    let top = oh.min(out_h - ROWS);
+                    let mut ow = 0;
+                    while ow < out_w {
+                        let left = ow.min(out_w - LANES);
+                        let mut acc = [$set1(bias); ROWS];
+                        for cl in 0..c_in_g {
+                            // SAFETY: the weights of plane `cl`, and
+                            // its tile's rows (`plane_with`).
+                            let w: [[$vec; K]; K] = std::array::from_fn(|i| {
+                                std::array::from_fn(|j| {
+                                    $set1(unsafe { *weights.add((cl * K + i) * K + j) })
+                                })
+                            });
+                            let origin = unsafe { source.add(cl * plane_len + top * wp + left) };
+                            input_rows!(
+                                ($load, $fmadd, $vec, K),
+                                (origin, wp, w, acc),
+                                0 1 2 3 4 5 6 7 8 9 10 11
+                            );
+                        }
+                        for (r, &sum) in acc.iter().enumerate() {
+                            // SAFETY: row `top + r` of the output, from
+                            // column `left` (`plane_with`).
+                            unsafe { $store(out.add((top + r) * out_w + left), sum) };
+                        }
+                        ow = left + LANES;
+                    }
+                    oh = top + ROWS;
+                }
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::ROWS;
 
-    /// The input rows `$q` of a tile (those below `ROWS + K - 1`), each
-    /// row's `K` shifted vectors loaded once and multiplied into output
-    /// row `q - i` for each kernel row `i` that reaches it within the
-    /// tile; with the row indices literals, the sums stay in registers.
-    macro_rules! input_rows {
-        (($load:ident, $fmadd:ident, $vec:ty, $k:ident), ($origin:ident, $wp:ident, $w:ident,
-         $acc:ident), $($q:literal)*) => {$({
-            if $q < ROWS + $k - 1 {
-                // SAFETY: row `$q` of the tile's rows (`plane_with`).
-                let row = unsafe { $origin.add($q * $wp) };
-                let x: [$vec; $k] = std::array::from_fn(|j| unsafe { $load(row.add(j)) });
-                for i in 0..$k {
-                    if $q >= i && $q - i < ROWS {
-                        let sum = &mut $acc[$q - i];
-                        for j in 0..$k {
-                            *sum = $fmadd($w[i][j], x[j], *sum);
-                        }
-                    }
-                }
-            }
-        })*};
-    }
-
-    /// The AVX-512 tiles of one dtype, in module `$module`: see
-    /// [`super::plane_f32`]. Each tile loads every input row's `K` shifted
-    /// vectors once, as unaligned loads: LLVM turns the same loads written
-    /// as element copies into pairs of loads and permutes, which share the
-    /// multiply-adds' port.
-    macro_rules! stencil_tiles {
-        ($module:ident, $t:ty, $lanes:expr, $vec:ty, $set1:ident, $load:ident, $store:ident,
-         $fmadd:ident) => {
-            pub(super) mod $module {
-                use super::ROWS;
-                use std::arch::x86_64::*;
-
-                const LANES: usize = $lanes;
-
-                /// Every tile of the plane; see [`super::super::plane_with`]
-                /// for what the pointers must hold.
-                ///
-                /// # Safety
-                /// The CPU has AVX-512 F; the planes, weights and output
-                /// are as `plane_with` checks them.
-                pub(in super::super) unsafe fn plane(
-                    source: *const $t,
-                    layout: [usize; 3],
-                    weights: *const $t,
-                    bias: $t,
-                    k: usize,
-                    shape: (usize, usize),
-                    out: *mut $t,
-                ) {
-                    // SAFETY: as the caller promises.
-                    unsafe {
-                        if k == 3 {
-                            tiles::<3>(source, layout, weights, bias, shape, out)
-                        } else {
-                            tiles::<5>(source, layout, weights, bias, shape, out)
-                        }
-                    }
-                }
-
-                #[target_feature(enable = "avx512f")]
-                unsafe fn tiles<const K: usize>(
-                    source: *const $t,
-                    [plane_len, wp, c_in_g]: [usize; 3],
-                    weights: *const $t,
-                    bias: $t,
-                    (out_h, out_w): (usize, usize),
-                    out: *mut $t,
-                ) {
-                    let mut oh = 0;
-                    while oh < out_h {
-                        // The last tile of a column or row is shifted back
-                        // to end on the plane's edge, as in `tiles`.
-                        let top = oh.min(out_h - ROWS);
-                        let mut ow = 0;
-                        while ow < out_w {
-                            let left = ow.min(out_w - LANES);
-                            let mut acc = [$set1(bias); ROWS];
-                            for cl in 0..c_in_g {
-                                // SAFETY: the weights of plane `cl`, and
-                                // its tile's rows (`plane_with`).
-                                let w: [[$vec; K]; K] = std::array::from_fn(|i| {
-                                    std::array::from_fn(|j| {
-                                        $set1(unsafe { *weights.add((cl * K + i) * K + j) })
-                                    })
-                                });
-                                let origin = unsafe { source.add(cl * plane_len + top * wp + left) };
-                                input_rows!(
-                                    ($load, $fmadd, $vec, K),
-                                    (origin, wp, w, acc),
-                                    0 1 2 3 4 5 6 7 8 9 10 11
-                                );
-                            }
-                            for (r, &sum) in acc.iter().enumerate() {
-                                // SAFETY: row `top + r` of the output, from
-                                // column `left` (`plane_with`).
-                                unsafe { $store(out.add((top + r) * out_w + left), sum) };
-                            }
-                            ow = left + LANES;
-                        }
-                        oh = top + ROWS;
-                    }
-                }
-            }
-        };
-    }
-
     stencil_tiles!(
         f32_tiles,
+        "avx512f",
         f32,
         16,
         __m512,
@@ -397,6 +410,7 @@ mod avx512 {
     );
     stencil_tiles!(
         f64_tiles,
+        "avx512f",
         f64,
         8,
         __m512d,
@@ -404,6 +418,37 @@ mod avx512 {
         _mm512_loadu_pd,
         _mm512_storeu_pd,
         _mm512_fmadd_pd
+    );
+}
+
+/// The tiles in AVX2 registers: 8 `f32` or 4 `f64` a vector, a tile's
+/// eight vectors of sums in registers and its weights broadcast from
+/// memory into each multiply-add.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::ROWS;
+
+    stencil_tiles!(
+        f32_tiles,
+        "avx2,fma",
+        f32,
+        8,
+        __m256,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_fmadd_ps
+    );
+    stencil_tiles!(
+        f64_tiles,
+        "avx2,fma",
+        f64,
+        4,
+        __m256d,
+        _mm256_set1_pd,
+        _mm256_loadu_pd,
+        _mm256_storeu_pd,
+        _mm256_fmadd_pd
     );
 }
 
@@ -446,9 +491,11 @@ mod tests {
         for _ in 0..200 {
             let k = if rng.random_bool(0.5) { 3 } else { 5 };
             let c_in_g = rng.random_range(1..=4);
+            // At least a vector of the generic tiles too (64 bytes).
+            let narrowest = lanes.max(64 / std::mem::size_of::<T>());
             let out = (
                 rng.random_range(ROWS..=3 * ROWS + 3),
-                rng.random_range(lanes..=3 * lanes + 5),
+                rng.random_range(narrowest..=narrowest + 2 * lanes + 5),
             );
             let g = geometry(k, c_in_g, out);
             let wp = out.1 + k - 1 + rng.random_range(0..=3);
@@ -483,5 +530,31 @@ mod tests {
     fn vector_tiles_match_the_generic_tiles() {
         check::<f32>(plane_f32, 16, 1);
         check::<f64>(plane_f64, 8, 2);
+    }
+
+    /// The AVX2 tiles on any CPU with AVX2 and FMA, AVX-512 ones included
+    /// (where `plane_f32` and `plane_f64` take the AVX-512 tiles).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_tiles_match_the_generic_tiles() {
+        if !super::super::channel_vectors::avx2_fma() {
+            return;
+        }
+        check::<f32>(
+            |planes, weights, bias, shape, out| {
+                let kernel = (super::avx2::f32_tiles::plane as super::RawPlane<f32>, 8);
+                super::plane_with(planes, weights, bias, shape, out, Some(kernel))
+            },
+            8,
+            3,
+        );
+        check::<f64>(
+            |planes, weights, bias, shape, out| {
+                let kernel = (super::avx2::f64_tiles::plane as super::RawPlane<f64>, 4);
+                super::plane_with(planes, weights, bias, shape, out, Some(kernel))
+            },
+            4,
+            4,
+        );
     }
 }
