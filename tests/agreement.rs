@@ -1002,6 +1002,41 @@ fn grouped_channel_vectors_agree_with_naive() {
     }
 }
 
+/// The input gradient of layers of one input channel with 5x5 kernels and
+/// at most 8 output channels, which the column-matrix kernel computes as
+/// the error convolved on the stencils: 1 to 8 output channels, padding 0
+/// to 2, planes of 8 to 30 rows and 16 to 40 columns (as narrow as the
+/// stencils take in either precision) and a few smaller ones, a batch of
+/// 1 to 3 on pools of 1 to 3 threads; `Kernel::Gemm` and `Kernel::Auto`,
+/// f32 and f64, against the naive reference.
+#[test]
+fn one_channel_input_gradients_on_stencils_agree_with_naive() {
+    use rand::RngExt;
+    let mut draws = rng(31);
+    for (case_index, threads) in (0..12).zip([1, 2, 3].into_iter().cycle()) {
+        let pad = draws.random_range(0..=2);
+        let spec = Conv2dSpec::new(1, draws.random_range(1..=8), (5, 5))
+            .padding((pad, pad))
+            .bias(case_index % 2 == 0);
+        let (h, w) = if case_index % 4 == 3 {
+            (draws.random_range(5..=8), draws.random_range(5..=16))
+        } else {
+            (draws.random_range(8..=30), draws.random_range(16..=40))
+        };
+        let input = [1 + case_index % 3, 1, h, w];
+        let case = Case { spec, input };
+        in_both_precisions_on_pool(&case, threads, 31_000 + case_index as u64, |p32, p64| {
+            for kernel in [Kernel::Gemm, Kernel::Auto] {
+                let label = |name| format!("{kernel:?} on {case:?} ({name}, {threads} threads)");
+                let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
+                p32.check_strided(&case.spec, &mut ws, &label("f32"));
+                let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
+                p64.check_strided(&case.spec, &mut ws, &label("f64"));
+            }
+        });
+    }
+}
+
 /// `Kernel::Direct` and `Kernel::Auto` on `case`, f32 and f64, against the
 /// naive reference, in a pool of `threads` threads, with no least work a
 /// lane (so that small calls are cut into bands too).

@@ -314,13 +314,39 @@ fn by_col2im(method: InputGradient, g: &Geometry) -> bool {
 /// The geometry of the column matrix's input gradient by error lowering
 /// as a forward pass, where it runs on the direct register tiles instead of
 /// a column matrix: grouped layers at unit stride whose groups have at most
-/// 16 input channels (the tiles' output channels there). Col2im multiplies
-/// each group's error by its weights in a GEMM only as deep as the
-/// group's output channels, then scatters every column back; the tiles sum
-/// every tap in registers (BENCHMARKS.md, "Grouped input gradients").
+/// 16 input channels (the tiles' output channels there), and the layers of
+/// [`one_channel_gradient_on_stencils`]. Col2im multiplies each group's
+/// error by its weights in a GEMM only as deep as the group's output
+/// channels, then scatters every column back; the tiles sum every tap in
+/// registers (BENCHMARKS.md, "Grouped input gradients").
 pub(crate) fn error_lowering_on_tiles(g: &Geometry) -> Option<Geometry> {
     let flipped = g.input_gradient_as_forward()?;
-    (g.groups > 1 && direct_tiles_suit(&flipped)).then_some(flipped)
+    let grouped = g.groups > 1 && direct_tiles_suit(&flipped);
+    (grouped || one_channel_gradient_on_stencils(g)).then_some(flipped)
+}
+
+/// Error channels up to which the stencils beat col2im on the input
+/// gradient of one input channel (BENCHMARKS.md, "Input gradients of one
+/// input channel").
+const STENCIL_GRADIENT_MAX_ERROR_CHANNELS: usize = 8;
+
+/// Whether the input gradient of an ungrouped layer of one input channel
+/// (the first layer of an image network) runs as the error convolved on the
+/// stencils: 5x5 kernels at unit stride and dilation, at most
+/// [`STENCIL_GRADIENT_MAX_ERROR_CHANNELS`] output channels, input planes of
+/// at least a stencil tile of either dtype (8 rows, 16 columns). There
+/// col2im's GEMM is only as deep as the few channels and its scatter adds
+/// 25 columns a pixel; 3x3 kernels scatter less and run level, more
+/// channels deepen the GEMM, and other kernels leave the stencils for the
+/// portable tiles, which lose (BENCHMARKS.md, "Input gradients of one
+/// input channel").
+fn one_channel_gradient_on_stencils(g: &Geometry) -> bool {
+    g.groups == 1
+        && g.in_channels == 1
+        && g.out_channels <= STENCIL_GRADIENT_MAX_ERROR_CHANNELS
+        && (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (5, 5, 1, 1, 1, 1)
+        && g.in_h >= 8
+        && g.in_w >= 16
 }
 
 /// What the forward pass of `kernel` divides among lanes (the kernel
@@ -793,6 +819,26 @@ mod tests {
         assert!(direct::stencil_gradients::applies::<f64>(&depthwise(1, 56)));
         assert_ne!(auto(&depthwise(2, 56)), Kernel::Direct);
         assert_ne!(auto(&depthwise(1, 12)), Kernel::Direct);
+    }
+
+    /// The input gradient of one input channel goes to the stencils on
+    /// 5x5 kernels of at most 8 output channels and planes a stencil tile
+    /// takes, and stays with col2im on 3x3 kernels, more channels, two
+    /// input channels, dilation and small planes.
+    #[test]
+    fn one_channel_input_gradients_of_5x5_kernels_go_to_the_stencils() {
+        let layer = |(c_in, c_out, k): (usize, usize, usize), dilation: usize, image: usize| {
+            let spec = Conv2dSpec::new(c_in, c_out, (k, k)).dilation((dilation, dilation));
+            Geometry::new(&spec, [16, c_in, image, image]).unwrap()
+        };
+        let on_stencils = |g: &Geometry| !by_col2im(InputGradient::Auto, g);
+        assert!(on_stencils(&layer((1, 6, 5), 1, 28)));
+        assert!(on_stencils(&layer((1, 8, 5), 1, 16)));
+        assert!(!on_stencils(&layer((1, 9, 5), 1, 28)));
+        assert!(!on_stencils(&layer((1, 6, 3), 1, 28)));
+        assert!(!on_stencils(&layer((2, 6, 5), 1, 28)));
+        assert!(!on_stencils(&layer((1, 6, 5), 2, 28)));
+        assert!(!on_stencils(&layer((1, 6, 5), 1, 15)));
     }
 
     fn dilated(dilation: usize, size: usize) -> Geometry {
