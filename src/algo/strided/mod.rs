@@ -10,7 +10,7 @@
 //! | direct loops | `direct/mod.rs` | everything | small groups, forward and backward |
 //! | direct across channels | `direct/depthwise.rs` | depthwise | depthwise on short or strided rows |
 //! | direct deinterleaved planes | `direct/deinterleaved.rs`, `direct/deinterleaved_gradients.rs` | depthwise 3x3, stride 2, output rows of 16 pixels or more | depthwise layers it computes, forward and backward |
-//! | direct stencil gradients | `direct/stencil_gradients.rs` | backward, depthwise 3x3 and 5x5, unit stride | backward of the depthwise layers it computes |
+//! | direct stencil gradients | `direct/stencil_gradients.rs` | backward, one input channel a group, 3x3 and 5x5, unit stride | backward of the layers it computes with at most 8 output channels a group |
 //! | direct register tiles | `direct/tiled.rs`, `direct/stencil.rs` | forward, any column stride (rows dealt into its phases) | forward, few output channels (without AVX-512: where the shifted windows do not suit) |
 //! | direct channel vectors | `direct/channel_vectors.rs`, `direct/channel_vector_gradients.rs` | more than 16 output channels a group, group by group, AVX-512 or AVX2 with FMA; the backward pass also with groups of 8 to 16 output channels (the input gradient: by error lowering at unit stride, in the phases of the stride on the register tiles for groups of up to 16 input channels, else on shifted windows or by col2im) | kernels above 1x1 where Winograd does not suit, 512 output pixels a call or more, forward and backward; grouped or 8 to 16 output channels, backward |
 //! | Winograd F(2x2, 3x3) | `winograd.rs` | 3x3, stride 1, one group | many channels, 8 output pixels a channel |
@@ -51,13 +51,26 @@ fn direct_suits(g: &Geometry) -> bool {
 }
 
 /// The direct kernel's stencil gradients take the backward pass of the
-/// depthwise layers they compute (as an `f32` pass runs them; an `f64`
-/// pass computes every plane an `f32` one does), 5x5 kernels included,
-/// which have more taps than [`direct_suits`] allows: the column matrix
-/// runs a GEMM a channel, one row deep (BENCHMARKS.md, "Depthwise
-/// stencils").
+/// layers of one input channel a group they compute (as an `f32` pass runs
+/// them; an `f64` pass computes every plane an `f32` one does), 5x5
+/// kernels included, which have more taps than [`direct_suits`] allows,
+/// with at most [`STENCIL_GRADIENT_MAX_ERROR_CHANNELS`] output channels a
+/// group: there the column matrix runs GEMMs only as deep as a group's few
+/// output channels (BENCHMARKS.md, "Depthwise stencils" and "Gradients of
+/// one input channel"); more output channels a group deepen its GEMMs and
+/// lengthen the stencils' sums of the input gradient past their tiles'.
 fn stencil_gradients_suit(g: &Geometry) -> bool {
-    direct::stencil_gradients::applies::<f32>(g)
+    stencil_gradients_take::<f32>(g)
+}
+
+/// Whether the direct kernel's backward pass runs on the stencil
+/// gradients: layers they compute in `T` with at most
+/// [`STENCIL_GRADIENT_MAX_ERROR_CHANNELS`] output channels a group (more
+/// go to the direct kernel's other gradients, as [`backward_kernel`]
+/// chooses them).
+fn stencil_gradients_take<T: Element>(g: &Geometry) -> bool {
+    direct::stencil_gradients::applies::<T>(g)
+        && g.out_channels_per_group() <= STENCIL_GRADIENT_MAX_ERROR_CHANNELS
 }
 
 /// Depthwise layers (one input and one output channel a group) that the
@@ -325,9 +338,11 @@ pub(crate) fn error_lowering_on_tiles(g: &Geometry) -> Option<Geometry> {
     (grouped || one_channel_gradient_on_stencils(g)).then_some(flipped)
 }
 
-/// Error channels up to which the stencils beat col2im on the input
-/// gradient of one input channel (BENCHMARKS.md, "Input gradients of one
-/// input channel").
+/// Output channels a group up to which the stencils beat col2im on the
+/// input gradient of one input channel, and the stencil gradients the
+/// column matrix on the whole backward pass of one input channel a group
+/// (BENCHMARKS.md, "Input gradients of one input channel" and "Gradients
+/// of one input channel").
 const STENCIL_GRADIENT_MAX_ERROR_CHANNELS: usize = 8;
 
 /// Whether the input gradient of an ungrouped layer of one input channel
@@ -518,7 +533,7 @@ pub(crate) fn backward_with<T: Element>(
 ) {
     let _flush = FlushGuard::new(ws.flush_subnormals());
     match choice.backward {
-        Kernel::Direct if direct::stencil_gradients::applies::<T>(op.g) => {
+        Kernel::Direct if stencil_gradients_take::<T>(op.g) => {
             direct::stencil_gradients::backward(op, grads, ws)
         }
         Kernel::Direct if depthwise(op.g) => direct::depthwise::backward(op, grads, ws),
@@ -603,8 +618,8 @@ mod tests {
             }
         };
         let expected = [
-            ("seed", Kernel::Direct, Kernel::Gemm),
-            ("seed64", Kernel::Direct, Kernel::Gemm),
+            ("seed", Kernel::Direct, Kernel::Direct),
+            ("seed64", Kernel::Direct, Kernel::Direct),
             ("r3x3", Kernel::Winograd, Kernel::Winograd),
             (
                 "r3x3s2",
@@ -839,6 +854,28 @@ mod tests {
         assert!(!on_stencils(&layer((2, 6, 5), 1, 28)));
         assert!(!on_stencils(&layer((1, 6, 5), 2, 28)));
         assert!(!on_stencils(&layer((1, 6, 5), 1, 15)));
+    }
+
+    /// Layers of one input channel a group, ungrouped or grouped, go to
+    /// the stencil gradients up to 8 output channels a group, and not
+    /// beyond (where the channel vectors' gradients take some).
+    #[test]
+    fn auto_takes_the_stencil_gradients_for_few_output_channels_a_group() {
+        let layer = |groups: usize, out_per_group: usize, k: usize| {
+            let spec = Conv2dSpec::new(groups, groups * out_per_group, (k, k))
+                .groups(groups)
+                .padding((k / 2, k / 2));
+            Geometry::new(&spec, [8, groups, 28, 28]).unwrap()
+        };
+        let auto = |g: &Geometry| backward_kernel(Kernel::Auto, InputGradient::Auto, g);
+        for (groups, k) in [(1, 5), (1, 3), (32, 3), (16, 5)] {
+            for out_per_group in [1, 2, 6, 8] {
+                let g = layer(groups, out_per_group, k);
+                assert_eq!(auto(&g), Kernel::Direct, "{g:?}");
+            }
+            let g = layer(groups, 9, k);
+            assert!(!stencil_gradients_take::<f32>(&g) && !stencil_gradients_take::<f64>(&g));
+        }
     }
 
     fn dilated(dilation: usize, size: usize) -> Geometry {

@@ -1,15 +1,18 @@
-//! The direct kernel's backward pass on depthwise layers with square 3x3
-//! or 5x5 kernels at unit stride and dilation, vectorised along rows:
+//! The direct kernel's backward pass on layers of one input channel a
+//! group (depthwise layers, with one or more output channels a group, and
+//! ungrouped layers of one input channel) with square 3x3 or 5x5 kernels
+//! at unit stride and dilation, vectorised along rows:
 //!
-//! - input gradient: the error of each channel, padded by `k - 1 - p` on
-//!   each side, correlated with the flipped kernel, which is a forward
-//!   pass of the same shape, run by the stencils of `stencil.rs`;
+//! - input gradient: the error of each input channel's output channels,
+//!   padded by `k - 1 - p` on each side, correlated with their flipped
+//!   kernels, which is a forward pass of one output channel, run by the
+//!   stencils of `stencil.rs`;
 //! - weight gradient: the error widened to the padded input's rows, so that
 //!   each tap's sum is one run over the plane, each vector of it
 //!   multiplied into three kernel rows' running vector sums at once (one
 //!   pass over the error for 3x3, two for 5x5; the loops of `mod.rs` read
-//!   the error once per tap), in AVX-512 intrinsics where the CPU has them
-//!   ([`tap_sums_f32`], [`tap_sums_f64`]).
+//!   the error once per tap), in AVX-512 or AVX2 intrinsics where the CPU
+//!   has them ([`tap_sums_f32`], [`tap_sums_f64`]).
 //!
 //! A band of output rows reads only its rows of the input and of the error,
 //! and writes its sample's whole input gradient (zeros beyond its rows'
@@ -28,18 +31,20 @@ use crate::workspace::{Workspace, scratch};
 use ndarray::{ArrayView2, ArrayView4, ArrayViewMut3, Axis, s};
 use std::ops::Range;
 
-/// Whether this backward pass computes `g`: depthwise (one input and one
-/// output channel a group), 3x3 or 5x5 at unit stride and dilation,
+/// Whether this backward pass computes `g`: one input channel a group
+/// (depthwise layers, with any number of output channels a group, and
+/// ungrouped layers of one input channel), 3x3 or 5x5 at unit stride and
+/// dilation,
 /// padding within the kernel's reach (so that the input gradient's
 /// padding, `k - 1 - p`, is not negative), and an input plane of at least
 /// a stencil tile.
 pub(crate) fn applies<T: Element>(g: &Geometry) -> bool {
-    let depthwise = g.in_channels_per_group() == 1 && g.out_channels_per_group() == 1;
+    let one_input_channel = g.in_channels_per_group() == 1;
     let p = g.padding;
     let within = [p.top, p.bottom, p.left, p.right]
         .iter()
         .all(|&side| side < g.kh);
-    depthwise && within && stencil::fits::<T>(&input_gradient_geometry(g))
+    one_input_channel && within && stencil::fits::<T>(&input_gradient_geometry(g))
 }
 
 /// The input gradient as a forward pass: the error, padded by `k - 1 - p`,
@@ -148,17 +153,21 @@ fn input_gradient<T: Element>(
     };
     let error_band = dy.slice(s![n, .., rows.clone(), ..]);
     let shape = (rows.len(), g.out_w);
-    let mut padded = PaddedPlanes::zeroed(error_buf, 1, shape, band_padding);
+    // Input channel `c` sums the error of its group's output channels.
+    let per_group = g.out_channels_per_group();
+    let mut padded = PaddedPlanes::zeroed(error_buf, per_group, shape, band_padding);
     debug_assert_eq!(padded.plane_len(), read.len() * wp);
-    for (c, (mut dx_c, error)) in dx.outer_iter_mut().zip(error_band.outer_iter()).enumerate() {
-        padded.fill(0, error);
+    for (c, mut dx_c) in dx.outer_iter_mut().enumerate() {
+        for local in 0..per_group {
+            padded.fill(local, error_band.index_axis(Axis(0), c * per_group + local));
+        }
         let planes = Planes {
             source: padded.data(),
             plane_len: padded.plane_len(),
             wp,
-            c_in_g: 1,
+            c_in_g: per_group,
         };
-        let weights = &flipped[c * k * k..(c + 1) * k * k];
+        let weights = &flipped[c * per_group * k * k..(c + 1) * per_group * k * k];
         match dx_c.as_slice_mut() {
             Some(out) => {
                 if !band {
@@ -210,16 +219,24 @@ fn weight_gradients<T: Element>(
             }
         }
     });
+    // Output channel `c` reads input channel `c / per_group`, padded once
+    // for all the output channels of its group.
+    let per_group = g.out_channels_per_group();
     for (c, error) in dy.outer_iter().enumerate() {
         let widened = widen(error, wp, plane_buf);
         if !partials.bias.is_empty() {
             partials.bias[c] += sum(widened);
         }
+        let input_channel = c / per_group;
         let data = match &mut source {
             None => continue,
-            Some(Source::InPlace(sample, offset)) => &sample[c * g.in_h * wp + *offset..],
+            Some(Source::InPlace(sample, offset)) => {
+                &sample[input_channel * g.in_h * wp + *offset..]
+            }
             Some(Source::Padded(rows, planes)) => {
-                planes.fill(0, rows.index_axis(Axis(0), c));
+                if c % per_group == 0 {
+                    planes.fill(0, rows.index_axis(Axis(0), input_channel));
+                }
                 planes.data()
             }
         };
@@ -428,146 +445,163 @@ fn add_vector<T: Element, const K: usize, const VECTOR: usize, const FUSED: bool
     }
 }
 
-/// [`tap_sums`] for `f32` by AVX-512 intrinsics (16 lanes a vector), its
-/// image raw (`Element::stencil_tap_sums`); returns whether it ran: on a
-/// CPU with AVX-512 F. LLVM turns the generic sums' overlapping loads
-/// into pairs of loads, permutes and blends on the multiply-adds' port
-/// (BENCHMARKS.md, "Depthwise stencils"); these load each vector once, in
-/// the same order, so the sums are the same bits. Panics if `taps` is
-/// not a 3x3 or 5x5 kernel's.
+/// [`tap_sums`] for `f32` by vector intrinsics, its image raw
+/// (`Element::stencil_tap_sums`): the AVX-512 sums (16 lanes a vector) on a
+/// CPU with AVX-512 F, else the AVX2 ones (8 lanes) on a CPU with AVX2 and
+/// FMA; returns whether one ran. LLVM turns the generic sums' overlapping
+/// loads into pairs of loads, permutes and blends on the multiply-adds'
+/// port (BENCHMARKS.md, "Depthwise stencils"), and the generic build's
+/// 64-byte vectors spill AVX2's registers (BENCHMARKS.md, "Tap sums on
+/// AVX2"); these load each vector once, in the generic sums' order at
+/// their width, so the sums are the same bits as the generic ones of that
+/// width. Panics if `taps` is not a 3x3 or 5x5 kernel's.
 pub(crate) fn tap_sums_f32(error: &[f32], image: (&[f32], usize), taps: &mut [f32]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if super::narrow_planes::available() {
-        // SAFETY: the CPU has AVX-512 F (`available`).
-        unsafe { avx512::f32_sums::tap_sums(error, image, taps) };
+    if let Some(sums) = super::channel_vectors::kernel_for(
+        avx512::f32_sums::tap_sums as RawTapSums<f32>,
+        avx2::f32_sums::tap_sums as RawTapSums<f32>,
+    ) {
+        // SAFETY: the CPU runs `sums` (`kernel_for` chose it by the CPU's
+        // features).
+        unsafe { sums(error, image, taps) };
         return true;
     }
     false
 }
 
-/// [`tap_sums_f32`] for `f64` (8 lanes a vector).
+/// [`tap_sums_f32`] for `f64` (8 lanes a vector with AVX-512, 4 with AVX2).
 pub(crate) fn tap_sums_f64(error: &[f64], image: (&[f64], usize), taps: &mut [f64]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if super::narrow_planes::available() {
-        // SAFETY: the CPU has AVX-512 F (`available`).
-        unsafe { avx512::f64_sums::tap_sums(error, image, taps) };
+    if let Some(sums) = super::channel_vectors::kernel_for(
+        avx512::f64_sums::tap_sums as RawTapSums<f64>,
+        avx2::f64_sums::tap_sums as RawTapSums<f64>,
+    ) {
+        // SAFETY: as in `tap_sums_f32`.
+        unsafe { sums(error, image, taps) };
         return true;
     }
     false
+}
+
+/// A build of the tap sums for one instruction set; unsafe to call on a
+/// CPU without it.
+#[cfg(target_arch = "x86_64")]
+type RawTapSums<T> = unsafe fn(&[T], (&[T], usize), &mut [T]);
+
+/// The vector tap sums of one dtype and instruction set (`$feature`:
+/// AVX-512 F, or AVX2 and FMA), in module `$module`: see [`tap_sums_f32`]
+/// and, for the sums, `kernel_rows_sums`.
+macro_rules! tap_sum_kernels {
+    ($module:ident, $feature:literal, $t:ty, $lanes:expr, $zero:ident, $load:ident, $store:ident,
+     $fmadd:ident) => {
+        pub(super) mod $module {
+            use std::arch::x86_64::*;
+
+            const LANES: usize = $lanes;
+
+            /// `taps[i·k + j] += Σ_t error[t] · image[t + i·wp + j]`,
+            /// three kernel rows a pass, as `tap_sums_sized`.
+            ///
+            /// # Safety
+            /// The CPU has the features of `$feature`.
+            pub(in super::super) unsafe fn tap_sums(
+                error: &[$t],
+                (image, wp): (&[$t], usize),
+                taps: &mut [$t],
+            ) {
+                // SAFETY: as the caller promises.
+                unsafe {
+                    match taps.len() {
+                        9 => kernel_rows::<3, 3>(error, (image, wp), 0, taps),
+                        25 => {
+                            kernel_rows::<5, 3>(error, (image, wp), 0, taps);
+                            kernel_rows::<5, 2>(error, (image, wp), 3, taps);
+                        }
+                        n => panic!("the taps of a 3x3 or 5x5 kernel, not {n}"),
+                    }
+                }
+            }
+
+            /// Kernel rows `first..first + R`: whole vectors of
+            /// `error` while their windows lie in `image`, then the
+            /// last few pixels one by one, added to `taps`.
+            ///
+            /// # Safety
+            /// The CPU has the features of `$feature`.
+            unsafe fn kernel_rows<const K: usize, const R: usize>(
+                error: &[$t],
+                (image, wp): (&[$t], usize),
+                first: usize,
+                taps: &mut [$t],
+            ) {
+                let offsets: [usize; R] = std::array::from_fn(|r| (first + r) * wp);
+                // A vector at `t` reads `image[t..t + reach]`.
+                let reach = offsets[R - 1] + K - 1 + LANES;
+                let vectors = image
+                    .len()
+                    .checked_sub(reach)
+                    .map_or(0, |room| room / LANES + 1);
+                let whole = (error.len() / LANES).min(vectors) * LANES;
+                // SAFETY: the CPU has the features of `$feature` (the caller
+                // promises).
+                // The vector at `t < whole` reads `error[t..t + LANES]`,
+                // within `error` (`whole` is at most its whole
+                // vectors), and `image[t + offsets[r] + j..][..LANES]`,
+                // which ends by `t + reach <= image.len()` (`whole` is
+                // at most `vectors`).
+                let mut sums =
+                    unsafe { vector_sums::<K, R>(error.as_ptr(), whole, image.as_ptr(), offsets) };
+                for (r, row) in sums.iter_mut().enumerate() {
+                    for (j, sum) in row.iter_mut().enumerate() {
+                        let pixels = &image[whole + offsets[r] + j..];
+                        for (&e, &v) in error[whole..].iter().zip(pixels) {
+                            *sum += e * v;
+                        }
+                        taps[(first + r) * K + j] += *sum;
+                    }
+                }
+            }
+
+            /// The sums of the whole vectors, each vector's lanes added
+            /// in order.
+            #[target_feature(enable = $feature)]
+            unsafe fn vector_sums<const K: usize, const R: usize>(
+                error: *const $t,
+                whole: usize,
+                image: *const $t,
+                offsets: [usize; R],
+            ) -> [[$t; K]; R] {
+                let mut acc = [[$zero(); K]; R];
+                let mut t = 0;
+                while t < whole {
+                    // SAFETY: within `error` and `image` (the caller).
+                    let e = unsafe { $load(error.add(t)) };
+                    for (row, &offset) in acc.iter_mut().zip(&offsets) {
+                        let base = unsafe { image.add(t + offset) };
+                        for (j, sum) in row.iter_mut().enumerate() {
+                            *sum = $fmadd(e, unsafe { $load(base.add(j)) }, *sum);
+                        }
+                    }
+                    t += LANES;
+                }
+                std::array::from_fn(|r| {
+                    std::array::from_fn(|j| {
+                        let mut lanes = [0.0; LANES];
+                        // SAFETY: `lanes` holds a vector.
+                        unsafe { $store(lanes.as_mut_ptr(), acc[r][j]) };
+                        lanes.iter().fold(0.0, |a, &v| a + v)
+                    })
+                })
+            }
+        }
+    };
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    /// The AVX-512 tap sums of one dtype, in module `$module`: see
-    /// [`super::tap_sums_f32`] and, for the sums, `kernel_rows_sums`.
-    macro_rules! tap_sum_kernels {
-        ($module:ident, $t:ty, $lanes:expr, $zero:ident, $load:ident, $store:ident,
-         $fmadd:ident) => {
-            pub(super) mod $module {
-                use std::arch::x86_64::*;
-
-                const LANES: usize = $lanes;
-
-                /// `taps[i·k + j] += Σ_t error[t] · image[t + i·wp + j]`,
-                /// three kernel rows a pass, as `tap_sums_sized`.
-                ///
-                /// # Safety
-                /// The CPU has AVX-512 F.
-                pub(in super::super) unsafe fn tap_sums(
-                    error: &[$t],
-                    (image, wp): (&[$t], usize),
-                    taps: &mut [$t],
-                ) {
-                    // SAFETY: as the caller promises.
-                    unsafe {
-                        match taps.len() {
-                            9 => kernel_rows::<3, 3>(error, (image, wp), 0, taps),
-                            25 => {
-                                kernel_rows::<5, 3>(error, (image, wp), 0, taps);
-                                kernel_rows::<5, 2>(error, (image, wp), 3, taps);
-                            }
-                            n => panic!("the taps of a 3x3 or 5x5 kernel, not {n}"),
-                        }
-                    }
-                }
-
-                /// Kernel rows `first..first + R`: whole vectors of
-                /// `error` while their windows lie in `image`, then the
-                /// last few pixels one by one, added to `taps`.
-                ///
-                /// # Safety
-                /// The CPU has AVX-512 F.
-                unsafe fn kernel_rows<const K: usize, const R: usize>(
-                    error: &[$t],
-                    (image, wp): (&[$t], usize),
-                    first: usize,
-                    taps: &mut [$t],
-                ) {
-                    let offsets: [usize; R] = std::array::from_fn(|r| (first + r) * wp);
-                    // A vector at `t` reads `image[t..t + reach]`.
-                    let reach = offsets[R - 1] + K - 1 + LANES;
-                    let vectors = image
-                        .len()
-                        .checked_sub(reach)
-                        .map_or(0, |room| room / LANES + 1);
-                    let whole = (error.len() / LANES).min(vectors) * LANES;
-                    // SAFETY: the CPU has AVX-512 F (the caller promises).
-                    // The vector at `t < whole` reads `error[t..t + LANES]`,
-                    // within `error` (`whole` is at most its whole
-                    // vectors), and `image[t + offsets[r] + j..][..LANES]`,
-                    // which ends by `t + reach <= image.len()` (`whole` is
-                    // at most `vectors`).
-                    let mut sums = unsafe {
-                        vector_sums::<K, R>(error.as_ptr(), whole, image.as_ptr(), offsets)
-                    };
-                    for (r, row) in sums.iter_mut().enumerate() {
-                        for (j, sum) in row.iter_mut().enumerate() {
-                            let pixels = &image[whole + offsets[r] + j..];
-                            for (&e, &v) in error[whole..].iter().zip(pixels) {
-                                *sum += e * v;
-                            }
-                            taps[(first + r) * K + j] += *sum;
-                        }
-                    }
-                }
-
-                /// The sums of the whole vectors, each vector's lanes added
-                /// in order.
-                #[target_feature(enable = "avx512f")]
-                unsafe fn vector_sums<const K: usize, const R: usize>(
-                    error: *const $t,
-                    whole: usize,
-                    image: *const $t,
-                    offsets: [usize; R],
-                ) -> [[$t; K]; R] {
-                    let mut acc = [[$zero(); K]; R];
-                    let mut t = 0;
-                    while t < whole {
-                        // SAFETY: within `error` and `image` (the caller).
-                        let e = unsafe { $load(error.add(t)) };
-                        for (row, &offset) in acc.iter_mut().zip(&offsets) {
-                            let base = unsafe { image.add(t + offset) };
-                            for (j, sum) in row.iter_mut().enumerate() {
-                                *sum = $fmadd(e, unsafe { $load(base.add(j)) }, *sum);
-                            }
-                        }
-                        t += LANES;
-                    }
-                    std::array::from_fn(|r| {
-                        std::array::from_fn(|j| {
-                            let mut lanes = [0.0; LANES];
-                            // SAFETY: `lanes` holds a vector.
-                            unsafe { $store(lanes.as_mut_ptr(), acc[r][j]) };
-                            lanes.iter().fold(0.0, |a, &v| a + v)
-                        })
-                    })
-                }
-            }
-        };
-    }
-
     tap_sum_kernels!(
         f32_sums,
+        "avx512f",
         f32,
         16,
         _mm512_setzero_ps,
@@ -577,6 +611,7 @@ mod avx512 {
     );
     tap_sum_kernels!(
         f64_sums,
+        "avx512f",
         f64,
         8,
         _mm512_setzero_pd,
@@ -586,9 +621,34 @@ mod avx512 {
     );
 }
 
+/// The tap sums in AVX2 registers: 8 `f32` or 4 `f64` a vector.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    tap_sum_kernels!(
+        f32_sums,
+        "avx2,fma",
+        f32,
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_fmadd_ps
+    );
+    tap_sum_kernels!(
+        f64_sums,
+        "avx2,fma",
+        f64,
+        4,
+        _mm256_setzero_pd,
+        _mm256_loadu_pd,
+        _mm256_storeu_pd,
+        _mm256_fmadd_pd
+    );
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Image, generic_tap_sums, tap_sums_f32, tap_sums_f64};
+    use super::{Image, generic_tap_sums, tap_sums_f32, tap_sums_f64, tap_sums_sized};
     use crate::element::Element;
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
@@ -596,11 +656,15 @@ mod tests {
     /// [`tap_sums_f32`] or [`tap_sums_f64`].
     type RawTapSums<T> = fn(&[T], (&[T], usize), &mut [T]) -> bool;
 
-    /// The vector kernel `raw` against the generic sums on random widened
-    /// errors and images (kernel sizes, row lengths, images that end
-    /// inside a vector's reach so that the last pixels go one by one): the
-    /// same sums in the same order, so the same bits.
-    fn check<T: Element>(raw: RawTapSums<T>, seed: u64) {
+    /// The vector kernel `raw` against the generic sums `reference` on
+    /// random widened errors and images (kernel sizes, row lengths, images
+    /// that end inside a vector's reach so that the last pixels go one by
+    /// one): the same sums in the same order, so the same bits.
+    fn check<T: Element>(
+        raw: RawTapSums<T>,
+        reference: fn(&[T], Image<'_, T>, &mut [T]),
+        seed: u64,
+    ) {
         let mut rng = StdRng::seed_from_u64(seed);
         for _ in 0..200 {
             let k = if rng.random_bool(0.5) { 3 } else { 5 };
@@ -613,7 +677,7 @@ mod tests {
             let image: Vec<T> = (0..image_len).map(|_| value(&mut rng)).collect();
             let start: Vec<T> = (0..k * k).map(|_| value(&mut rng)).collect();
             let mut expected = start.clone();
-            generic_tap_sums(&error, Image { data: &image, wp }, &mut expected);
+            reference(&error, Image { data: &image, wp }, &mut expected);
             let mut got = start;
             if !raw(&error, (&image, wp), &mut got) {
                 return;
@@ -624,7 +688,45 @@ mod tests {
 
     #[test]
     fn vector_tap_sums_match_the_generic_sums() {
-        check::<f32>(tap_sums_f32, 1);
-        check::<f64>(tap_sums_f64, 2);
+        if super::super::narrow_planes::available() {
+            check::<f32>(tap_sums_f32, generic_tap_sums, 1);
+            check::<f64>(tap_sums_f64, generic_tap_sums, 2);
+        }
+    }
+
+    /// The generic sums of `VECTOR` lanes, fused, as the AVX2 sums run.
+    fn generic_sums_of_width<T: Element, const VECTOR: usize>(
+        error: &[T],
+        image: Image<'_, T>,
+        taps: &mut [T],
+    ) {
+        if taps.len() == 9 {
+            tap_sums_sized::<T, 3, VECTOR, true>(error, image, taps);
+        } else {
+            tap_sums_sized::<T, 5, VECTOR, true>(error, image, taps);
+        }
+    }
+
+    /// The AVX2 sums on any CPU with AVX2 and FMA, AVX-512 ones included
+    /// (where `tap_sums_f32` and `tap_sums_f64` take the AVX-512 sums),
+    /// against the generic sums of their width.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_tap_sums_match_the_generic_sums_of_their_width() {
+        if !super::super::channel_vectors::avx2_fma() {
+            return;
+        }
+        let f32_sums: RawTapSums<f32> = |error, image, taps| {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            unsafe { super::avx2::f32_sums::tap_sums(error, image, taps) };
+            true
+        };
+        let f64_sums: RawTapSums<f64> = |error, image, taps| {
+            // SAFETY: as for `f32_sums`.
+            unsafe { super::avx2::f64_sums::tap_sums(error, image, taps) };
+            true
+        };
+        check::<f32>(f32_sums, generic_sums_of_width::<f32, 8>, 3);
+        check::<f64>(f64_sums, generic_sums_of_width::<f64, 4>, 4);
     }
 }
