@@ -1007,8 +1007,9 @@ fn grouped_channel_vectors_agree_with_naive() {
 /// the error convolved on the stencils: 1 to 8 output channels, padding 0
 /// to 2, planes of 8 to 30 rows and 16 to 40 columns (as narrow as the
 /// stencils take in either precision) and a few smaller ones, a batch of
-/// 1 to 3 on pools of 1 to 3 threads; `Kernel::Gemm` and `Kernel::Auto`,
-/// f32 and f64, against the naive reference.
+/// 1 to 3 on pools of 1 to 3 threads; `Kernel::Gemm` and `Kernel::Auto`
+/// (which takes the stencil gradients there), f32 and f64, against the
+/// naive reference.
 #[test]
 fn one_channel_input_gradients_on_stencils_agree_with_naive() {
     use rand::RngExt;
@@ -1025,15 +1026,7 @@ fn one_channel_input_gradients_on_stencils_agree_with_naive() {
         };
         let input = [1 + case_index % 3, 1, h, w];
         let case = Case { spec, input };
-        in_both_precisions_on_pool(&case, threads, 31_000 + case_index as u64, |p32, p64| {
-            for kernel in [Kernel::Gemm, Kernel::Auto] {
-                let label = |name| format!("{kernel:?} on {case:?} ({name}, {threads} threads)");
-                let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
-                p32.check_strided(&case.spec, &mut ws, &label("f32"));
-                let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
-                p64.check_strided(&case.spec, &mut ws, &label("f64"));
-            }
-        });
+        check_kernel_and_auto(Kernel::Gemm, &case, threads, 31_000 + case_index as u64);
     }
 }
 
@@ -1041,8 +1034,13 @@ fn one_channel_input_gradients_on_stencils_agree_with_naive() {
 /// naive reference, in a pool of `threads` threads, with no least work a
 /// lane (so that small calls are cut into bands too).
 fn check_direct_and_auto(case: &Case, threads: usize, seed: u64) {
+    check_kernel_and_auto(Kernel::Direct, case, threads, seed);
+}
+
+/// [`check_direct_and_auto`] with `kernel` in place of `Kernel::Direct`.
+fn check_kernel_and_auto(kernel: Kernel, case: &Case, threads: usize, seed: u64) {
     in_both_precisions_on_pool(case, threads, seed, |p32, p64| {
-        for kernel in [Kernel::Direct, Kernel::Auto] {
+        for kernel in [kernel, Kernel::Auto] {
             let label = |name| format!("{kernel:?} on {case:?} ({name}, {threads} threads)");
             let mut ws = Workspace::new().with_kernel(kernel).with_min_lane_flops(0);
             p32.check_strided(&case.spec, &mut ws, &label("f32"));
