@@ -57,8 +57,8 @@ fn direct_suits(g: &Geometry) -> bool {
 /// with at most [`STENCIL_GRADIENT_MAX_ERROR_CHANNELS`] output channels a
 /// group: there the column matrix runs GEMMs only as deep as a group's few
 /// output channels (BENCHMARKS.md, "Depthwise stencils" and "Gradients of
-/// one input channel"); more output channels a group deepen its GEMMs and
-/// lengthen the stencils' sums of the input gradient past their tiles'.
+/// one input channel"); more output channels a group deepen its GEMMs
+/// towards their peak.
 fn stencil_gradients_suit(g: &Geometry) -> bool {
     stencil_gradients_take::<f32>(g)
 }
