@@ -347,9 +347,10 @@ const STENCIL_GRADIENT_MAX_ERROR_CHANNELS: usize = 8;
 
 /// Whether the input gradient of an ungrouped layer of one input channel
 /// (the first layer of an image network) runs as the error convolved on the
-/// stencils: 5x5 kernels at unit stride and dilation, at most
-/// [`STENCIL_GRADIENT_MAX_ERROR_CHANNELS`] output channels, input planes of
-/// at least a stencil tile of either dtype (8 rows, 16 columns). There
+/// stencils: 5x5 kernels of at most
+/// [`STENCIL_GRADIENT_MAX_ERROR_CHANNELS`] output channels that the
+/// stencil gradients compute in either dtype (unit stride and dilation,
+/// input planes of at least a stencil tile). There
 /// col2im's GEMM is only as deep as the few channels and its scatter adds
 /// 25 columns a pixel; 3x3 kernels scatter less and run level, more
 /// channels deepen the GEMM, and other kernels leave the stencils for the
@@ -357,11 +358,9 @@ const STENCIL_GRADIENT_MAX_ERROR_CHANNELS: usize = 8;
 /// input channel").
 fn one_channel_gradient_on_stencils(g: &Geometry) -> bool {
     g.groups == 1
-        && g.in_channels == 1
         && g.out_channels <= STENCIL_GRADIENT_MAX_ERROR_CHANNELS
-        && (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (5, 5, 1, 1, 1, 1)
-        && g.in_h >= 8
-        && g.in_w >= 16
+        && g.kh == 5
+        && direct::stencil_gradients::applies::<f32>(g)
 }
 
 /// What the forward pass of `kernel` divides among lanes (the kernel
