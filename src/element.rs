@@ -271,12 +271,12 @@ pub trait Element: NdFloat + Default + sealed::Sealed {
 
     /// The output planes (one a channel) of the direct kernel's register tiles
     /// (`direct/tiled.rs`) in this type's vector kernel where the CPU has
-    /// one beside the portable tiles (`f64` on AVX2 without AVX-512,
-    /// `direct/tiled_f64_avx2.rs`); returns whether it ran. Panics if a
+    /// one beside the portable tiles (AVX2 without AVX-512,
+    /// `direct/tiled_avx2.rs`); returns whether it ran. Panics if a
     /// slice is shorter than the tiles read or write.
     #[doc(hidden)]
     fn register_tile_planes(
-        tiles: crate::algo::strided::direct::tiled_f64_avx2::RawTiles<'_, Self>,
+        tiles: crate::algo::strided::direct::tiled_avx2::RawTiles<'_, Self>,
         out: &mut [&mut [Self]],
     ) -> bool;
 
@@ -462,10 +462,10 @@ impl Element for f32 {
         crate::algo::strided::direct::stencil_gradients::tap_sums_f32(error, image, taps)
     }
     fn register_tile_planes(
-        _: crate::algo::strided::direct::tiled_f64_avx2::RawTiles<'_, Self>,
-        _: &mut [&mut [Self]],
+        tiles: crate::algo::strided::direct::tiled_avx2::RawTiles<'_, Self>,
+        out: &mut [&mut [Self]],
     ) -> bool {
-        false
+        crate::algo::strided::direct::tiled_avx2::planes_f32(tiles, out)
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_sgemm);
@@ -577,10 +577,10 @@ impl Element for f64 {
         crate::algo::strided::direct::stencil_gradients::tap_sums_f64(error, image, taps)
     }
     fn register_tile_planes(
-        tiles: crate::algo::strided::direct::tiled_f64_avx2::RawTiles<'_, Self>,
+        tiles: crate::algo::strided::direct::tiled_avx2::RawTiles<'_, Self>,
         out: &mut [&mut [Self]],
     ) -> bool {
-        crate::algo::strided::direct::tiled_f64_avx2::planes(tiles, out)
+        crate::algo::strided::direct::tiled_avx2::planes_f64(tiles, out)
     }
     #[cfg(feature = "_blas")]
     cblas_gemm_with!(cblas_dgemm);

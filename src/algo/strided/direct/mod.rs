@@ -27,7 +27,7 @@ pub(crate) mod split_in_registers;
 pub(crate) mod stencil;
 pub(crate) mod stencil_gradients;
 pub(crate) mod tiled;
-pub(crate) mod tiled_f64_avx2;
+pub(crate) mod tiled_avx2;
 mod two_rows;
 
 use crate::algo::strided::simd::with_runtime_simd;

@@ -15,7 +15,7 @@
 //! tile's channels sit side by side.
 
 use super::stencil::{self, Planes};
-use super::tiled_f64_avx2::RawTiles;
+use super::tiled_avx2::RawTiles;
 use super::{PaddedPlanes, band_input, copy_planes, copy_row, padded_band};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
@@ -706,8 +706,8 @@ pub(crate) const TILE_ROWS: usize = 2;
 
 /// `CHANNELS` output planes (`out`, each `[out_h, out_w]`), two rows
 /// at a time, a vector of 64 bytes' worth of pixels at a time (32 bytes
-/// without AVX-512, for `f32` and, in `tiled_f64_avx2.rs`, for `f64`; or
-/// half of one for a row's last few). A tile that would run past the last
+/// without AVX-512, in `tiled_avx2.rs`'s intrinsics where the CPU has
+/// AVX2 and FMA; or half of one for a row's last few). A tile that would run past the last
 /// row or column is shifted back to end on it (recomputing a few pixels, each
 /// stored again with the same value); a plane narrower than half a vector
 /// or one row high takes the slower partial path.
@@ -717,9 +717,10 @@ fn channel_tile<T: Element, const CHANNELS: usize, const FUSED: bool>(
     bias: [T; CHANNELS],
     out: &mut [&mut [T]; CHANNELS],
 ) {
-    // `f64` on AVX2 without AVX-512: the portable tiles of 8 pixels spill
-    // its registers (BENCHMARKS.md, "Register tiles of f64 on AVX2").
-    if FUSED && std::mem::size_of::<T>() == 8 {
+    // AVX2 without AVX-512: the portable tiles spill its registers
+    // (BENCHMARKS.md, "Register tiles of f64 on AVX2" and "Register tiles
+    // of f32 on AVX2").
+    if FUSED {
         let g = frame.g;
         let tiles = RawTiles {
             source: frame.source,
@@ -763,8 +764,9 @@ fn channel_tile<T: Element, const CHANNELS: usize, const FUSED: bool>(
 /// pixels (one 32-byte vector) a row rather than 16. A tile of six
 /// channels by two rows of 16 pixels needs 24 vectors of sums, more than
 /// AVX2's 16 registers hold; of 8 pixels, 12 (BENCHMARKS.md, "Register
-/// tiles without AVX-512"). `f64` takes the tiles of `tiled_f64_avx2.rs`
-/// there (see [`channel_tile`]).
+/// tiles without AVX-512"). With AVX2 and FMA both types take the tiles
+/// of `tiled_avx2.rs` first (see [`channel_tile`]); these serve the planes
+/// narrower than its vector and the CPUs without FMA.
 #[inline(always)]
 fn f32_tiles_of_32_bytes<T: Element, const CHANNELS: usize, const FUSED: bool>(
     frame: Frame<'_, T>,
@@ -1143,12 +1145,15 @@ mod tests {
         rows_alone_match_rows_together::<f64, false>(4);
     }
 
-    /// The `f64` AVX2 tiles (`tiled_f64_avx2.rs`) against the portable
-    /// tiles of `CHANNELS` channels, fused: the same bits on random planes
+    /// The AVX2 tiles of `T` (`tiled_avx2.rs`, run by `avx2`) against the
+    /// portable tiles of `CHANNELS` channels, fused: the same bits on random planes
     /// of every kernel width the tiles take, dilated or not, with rows and
     /// columns that leave the last tile shifted back, on an input exactly
     /// as long as the tiles read.
-    fn avx2_tiles_match_portable_tiles<const CHANNELS: usize>(rng: &mut StdRng) {
+    fn avx2_tiles_match_portable_tiles<T: Element, const CHANNELS: usize>(
+        rng: &mut StdRng,
+        avx2: fn(RawTiles<'_, T>, &mut [&mut [T]]) -> bool,
+    ) {
         for k in [1, 2, 3, 5, 7] {
             for _ in 0..12 {
                 let c_in = rng.random_range(1..=3);
@@ -1160,10 +1165,10 @@ mod tests {
                 );
                 let spec = Conv2dSpec::new(c_in, CHANNELS, (k, k)).dilation((dilation, dilation));
                 let g = Geometry::new(&spec, [1, c_in, in_h, in_w]).unwrap();
-                let value = |rng: &mut StdRng| rng.random_range(-1.0..1.0);
-                let source: Vec<f64> = (0..c_in * in_h * in_w).map(|_| value(rng)).collect();
-                let weights: Vec<f64> = (0..CHANNELS * c_in * k * k).map(|_| value(rng)).collect();
-                let bias: [f64; CHANNELS] = std::array::from_fn(|_| value(rng));
+                let value = |rng: &mut StdRng| T::from_f64(rng.random_range(-1.0..1.0));
+                let source: Vec<T> = (0..c_in * in_h * in_w).map(|_| value(rng)).collect();
+                let weights: Vec<T> = (0..CHANNELS * c_in * k * k).map(|_| value(rng)).collect();
+                let bias: [T; CHANNELS] = std::array::from_fn(|_| value(rng));
                 let mut taps = [0; MAX_KERNEL_WIDTH];
                 let columns = Columns::unit_stride(&g, &mut taps);
                 let frame = Frame {
@@ -1176,9 +1181,9 @@ mod tests {
                     g: &g,
                 };
                 let len = CHANNELS * g.out_h * g.out_w;
-                let mut portable = vec![0.0; len];
+                let mut portable = vec![T::zero(); len];
                 let out = &mut planes_of(&mut portable);
-                channel_tile_vectors::<f64, CHANNELS, 8, 4, true, 0>(frame, bias, out);
+                channel_tile_vectors::<T, CHANNELS, 8, 4, true, 0>(frame, bias, out);
                 let tiles = RawTiles {
                     source: &source,
                     weights: &weights,
@@ -1192,16 +1197,24 @@ mod tests {
                     out_h: g.out_h,
                     out_w: g.out_w,
                 };
-                let mut avx2 = vec![f64::NAN; len];
-                let out = &mut planes_of::<f64, CHANNELS>(&mut avx2);
-                if !super::super::tiled_f64_avx2::planes_with_avx2(tiles, out) {
-                    return;
+                let mut tiled = vec![T::from_f64(f64::NAN); len];
+                let out = &mut planes_of::<T, CHANNELS>(&mut tiled);
+                if !avx2(tiles, out) {
+                    assert!(
+                        !super::super::channel_vectors::avx2_fma()
+                            || g.out_w * std::mem::size_of::<T>() < 32,
+                        "the AVX2 tiles take {}x{} planes",
+                        g.out_h,
+                        g.out_w
+                    );
+                    continue;
                 }
-                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let bits = |v: &[T]| v.iter().map(|x| x.into_f64().to_bits()).collect::<Vec<_>>();
                 assert_eq!(
-                    bits(&avx2),
+                    bits(&tiled),
                     bits(&portable),
-                    "{CHANNELS} channels, k {k}, dilation {dilation}, {c_in} inputs, {in_h}x{in_w}"
+                    "{} {CHANNELS} channels, k {k}, dilation {dilation}, {c_in} inputs, {in_h}x{in_w}",
+                    T::NAME
                 );
             }
         }
@@ -1209,11 +1222,22 @@ mod tests {
 
     #[test]
     fn avx2_f64_tiles_match_portable_tiles() {
+        use super::super::tiled_avx2::planes_f64_with_avx2 as avx2;
         let mut rng = StdRng::seed_from_u64(5);
-        avx2_tiles_match_portable_tiles::<6>(&mut rng);
-        avx2_tiles_match_portable_tiles::<4>(&mut rng);
-        avx2_tiles_match_portable_tiles::<2>(&mut rng);
-        avx2_tiles_match_portable_tiles::<1>(&mut rng);
+        avx2_tiles_match_portable_tiles::<f64, 6>(&mut rng, avx2);
+        avx2_tiles_match_portable_tiles::<f64, 4>(&mut rng, avx2);
+        avx2_tiles_match_portable_tiles::<f64, 2>(&mut rng, avx2);
+        avx2_tiles_match_portable_tiles::<f64, 1>(&mut rng, avx2);
+    }
+
+    #[test]
+    fn avx2_f32_tiles_match_portable_tiles() {
+        use super::super::tiled_avx2::planes_f32_with_avx2 as avx2;
+        let mut rng = StdRng::seed_from_u64(6);
+        avx2_tiles_match_portable_tiles::<f32, 6>(&mut rng, avx2);
+        avx2_tiles_match_portable_tiles::<f32, 4>(&mut rng, avx2);
+        avx2_tiles_match_portable_tiles::<f32, 2>(&mut rng, avx2);
+        avx2_tiles_match_portable_tiles::<f32, 1>(&mut rng, avx2);
     }
 
     #[test]
