@@ -704,13 +704,13 @@ fn channel_tile_sized<T: Element, const FUSED: bool>(
 /// vectors of pixels.
 pub(crate) const TILE_ROWS: usize = 2;
 
-/// `CHANNELS` output planes (`out`, each `[out_h, out_w]`), two rows
-/// at a time, a vector of 64 bytes' worth of pixels at a time (32 bytes
-/// without AVX-512, in `tiled_avx2.rs`'s intrinsics where the CPU has
-/// AVX2 and FMA; or half of one for a row's last few). A tile that would run past the last
-/// row or column is shifted back to end on it (recomputing a few pixels, each
-/// stored again with the same value); a plane narrower than half a vector
-/// or one row high takes the slower partial path.
+/// `CHANNELS` output planes (`out`, each `[out_h, out_w]`), two rows at a
+/// time, a vector of 64 bytes' worth of pixels at a time (32 bytes without
+/// AVX-512, in `tiled_avx2.rs`'s intrinsics where the CPU has AVX2 and
+/// FMA; or half of one for a row's last few). A tile that would run past
+/// the last row or column is shifted back to end on it (recomputing a few
+/// pixels, each stored again with the same value); a plane narrower than
+/// half a vector or one row high takes the slower partial path.
 #[inline(always)]
 fn channel_tile<T: Element, const CHANNELS: usize, const FUSED: bool>(
     frame: Frame<'_, T>,
@@ -1146,10 +1146,11 @@ mod tests {
     }
 
     /// The AVX2 tiles of `T` (`tiled_avx2.rs`, run by `avx2`) against the
-    /// portable tiles of `CHANNELS` channels, fused: the same bits on random planes
-    /// of every kernel width the tiles take, dilated or not, with rows and
-    /// columns that leave the last tile shifted back, on an input exactly
-    /// as long as the tiles read.
+    /// portable tiles of `CHANNELS` channels, fused: the same bits on
+    /// random planes of every kernel width the tiles take, dilated or not,
+    /// with rows and columns that leave the last tile shifted back, on an
+    /// input exactly as long as the tiles read; planes narrower than a
+    /// vector are left to the portable tiles.
     fn avx2_tiles_match_portable_tiles<T: Element, const CHANNELS: usize>(
         rng: &mut StdRng,
         avx2: fn(RawTiles<'_, T>, &mut [&mut [T]]) -> bool,
