@@ -1255,6 +1255,48 @@ fn stencils_agree_with_naive() {
     }
 }
 
+/// The stencil gradients on one sample of 64 channels or more, which they
+/// cut into blocks of channels (depthwise, and one input channel a group
+/// with two or three output channels), 3x3 and 5x5, planes of 9 to 28
+/// rows and 5 to 28 columns (under a vector of `f32` and over it, on AVX2
+/// and on AVX-512), on pools of 1, 2, 3 and 7 threads, against
+/// the naive sum; a few cases at batch 2, which cut samples rather than
+/// channels.
+#[test]
+fn stencil_gradient_channel_blocks_agree_with_naive() {
+    use gemmconv::Padding;
+    use rand::RngExt;
+    let mut rng = rng(16);
+    for (case_index, threads) in (0..16).zip([1, 2, 3, 7].into_iter().cycle()) {
+        let k = if rng.random_bool(0.6) { 3 } else { 5 };
+        let groups = rng.random_range(64..=150);
+        let out_per_group = [1, 1, 2, 3][rng.random_range(0..4)];
+        let input_side = (
+            rng.random_range(k + 6..=k + 23),
+            rng.random_range(k + 2..=k + 23),
+        );
+        let spec = Conv2dSpec::new(groups, groups * out_per_group, (k, k))
+            .groups(groups)
+            .padding(Padding {
+                top: rng.random_range(0..k),
+                bottom: rng.random_range(0..k),
+                left: rng.random_range(0..k),
+                right: rng.random_range(0..k),
+            })
+            .bias(rng.random_bool(0.7));
+        let batch = if case_index % 5 == 4 { 2 } else { 1 };
+        let case = Case {
+            spec,
+            input: [batch, groups, input_side.0, input_side.1],
+        };
+        if case_index % 2 == 0 {
+            check_on_pool::<f32>(&case, threads, 16_000 + case_index);
+        } else {
+            check_on_pool::<f64>(&case, threads, 16_500 + case_index);
+        }
+    }
+}
+
 /// A random depthwise geometry for the direct kernel across channels
 /// (stride 2, or rows under 16 pixels): channel counts from one to well
 /// past its blocks of four vectors, so that whole blocks, single vectors

@@ -79,7 +79,10 @@ fn stencil_gradients_take<T: Element>(g: &Geometry) -> bool {
 /// pixels, a vector of `f32`) or strided (the tiles need unit column
 /// stride). On wide rows at stride 1 the tiles are up to 2x faster, the
 /// transposes in and out of the channel-major layout costing more than the
-/// arithmetic.
+/// arithmetic. The backward pass of rows a stencil tile takes (8 to 15
+/// `f32` on AVX2) goes to the stencil gradients, which [`backward_with`]
+/// asks first: up to 2x faster (BENCHMARKS.md, "Stencil gradients on
+/// narrow planes").
 fn depthwise(g: &Geometry) -> bool {
     g.in_channels_per_group() == 1 && g.out_channels_per_group() == 1 && (g.sw > 1 || g.out_w < 16)
 }
@@ -427,8 +430,14 @@ fn backward_works(kernel: Kernel, g: &Geometry) -> Vec<Work> {
             [vec![Work::weight_gradient(g, 1)], input_gradient].concat()
         }
         // As an `f32` pass runs it (the stencils' tiles differ by dtype);
-        // the deinterleaved planes' gradients cut one sample as the
-        // pixel-major kernel does.
+        // the stencil gradients and the deinterleaved planes' gradients cut
+        // one sample as the pixel-major kernel does.
+        Kernel::Direct
+            if stencil_gradients_take::<f32>(g)
+                && direct::depthwise::splits_channels_backward(g) =>
+        {
+            vec![direct::stencil_gradients::channel_work(g)]
+        }
         Kernel::Direct
             if depthwise(g)
                 && !direct::stencil_gradients::applies::<f32>(g)
@@ -832,7 +841,7 @@ mod tests {
         assert_eq!(auto(&depthwise(1, 56)), Kernel::Direct);
         assert!(direct::stencil_gradients::applies::<f64>(&depthwise(1, 56)));
         assert_ne!(auto(&depthwise(2, 56)), Kernel::Direct);
-        assert_ne!(auto(&depthwise(1, 12)), Kernel::Direct);
+        assert_ne!(auto(&depthwise(1, 7)), Kernel::Direct);
     }
 
     /// The input gradient of one input channel goes to the stencils on
@@ -852,7 +861,7 @@ mod tests {
         assert!(!on_stencils(&layer((1, 6, 3), 1, 28)));
         assert!(!on_stencils(&layer((2, 6, 5), 1, 28)));
         assert!(!on_stencils(&layer((1, 6, 5), 2, 28)));
-        assert!(!on_stencils(&layer((1, 6, 5), 1, 15)));
+        assert!(!on_stencils(&layer((1, 6, 5), 1, 7)));
     }
 
     /// Layers of one input channel a group, ungrouped or grouped, go to

@@ -625,7 +625,8 @@ pub(crate) fn write_tap_sums<T: Element>(
 }
 
 /// Whether the backward pass cuts its sample into blocks of channels
-/// ([`backward_by_channels`]): one sample of a wide layer
+/// ([`backward_by_channels`], and the stencil gradients' pass as it does):
+/// one sample of a wide layer
 /// ([`wide_in_channels`]), whatever the threads, as blocks and bands sum
 /// the weight gradient in different orders and results do not depend on
 /// the thread count. Each block's weight and bias gradients are then its

@@ -30,10 +30,19 @@ fn applies(g: &Geometry) -> bool {
 }
 
 /// Whether the stencils compute `g`'s planes: where they [`apply`](applies),
-/// on planes of at least a tile ([`ROWS`] rows, a vector of 64 bytes'
-/// worth of columns).
+/// on planes of at least a tile ([`ROWS`] rows, a vector of columns).
 pub(super) fn fits<T: Element>(g: &Geometry) -> bool {
-    applies(g) && g.out_h >= ROWS && g.out_w >= 64 / std::mem::size_of::<T>()
+    applies(g) && g.out_h >= ROWS && g.out_w >= vector_bytes() / std::mem::size_of::<T>()
+}
+
+/// The bytes of a tile's vector on this CPU: 32 where the AVX2 tiles run,
+/// else 64 (the AVX-512 tiles, and the generic tiles' arrays).
+fn vector_bytes() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(bytes) = super::channel_vectors::kernel_for(64, 32) {
+        return bytes;
+    }
+    64
 }
 
 /// Where one output plane's input lies: `c_in_g` padded planes of

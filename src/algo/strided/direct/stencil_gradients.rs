@@ -16,20 +16,24 @@
 //!
 //! A band of output rows reads only its rows of the input and of the error,
 //! and writes its sample's whole input gradient (zeros beyond its rows'
-//! reach), as the scheduler's bands do. Each channel's rows are padded just
+//! reach), as the scheduler's bands do. One sample of many channels is cut
+//! into blocks of channels instead ([`backward_by_channels`]), whose
+//! gradients are each their own. Each channel's rows are padded just
 //! before its sums read them ([`PaddedPlanes`]), so the plane is in L1.
 
 use super::stencil::{self, Planes};
-use super::{PaddedPlanes, band_input, row_band, write_gradients};
+use super::{PaddedPlanes, band_input, depthwise, row_band, write_gradients};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
-use crate::gradients::Targets;
+use crate::gradients::{GradientSelection, Targets};
 use crate::lanes::{Partials, Work};
+use crate::nonfinite::all_finite_on_pool;
 use crate::operands::Backward;
 use crate::spec::{Geometry, Padding};
 use crate::workspace::{Workspace, scratch};
-use ndarray::{ArrayView2, ArrayView4, ArrayViewMut3, Axis, s};
+use ndarray::{ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut3, ArrayViewMut4, Axis, s};
 use std::ops::Range;
+use std::sync::Mutex;
 
 /// Whether this backward pass computes `g`: one input channel a group
 /// (depthwise layers, with any number of output channels a group, and
@@ -76,16 +80,16 @@ pub(crate) fn backward<T: Element>(
     let Backward { x, w, dy, g } = op;
     let wanted = grads.selection();
     let Targets { dx, dw, db } = grads;
-    let k = g.kh;
+    let dx = match dx {
+        Some(dx) if depthwise::splits_channels_backward(g) => {
+            return backward_by_channels(op, dx, (dw, db), wanted, ws);
+        }
+        dx => dx,
+    };
     let schedule = ws.schedule(Work::backward(g, 1));
     let (flipped_buf, lanes) = ws.memory(&schedule);
-    // Each channel's kernel, turned by 180°, for the input gradient.
-    let flipped = scratch(flipped_buf, g.out_channels * k * k);
-    for (channel, filter) in w.outer_iter().enumerate() {
-        for (tap, &v) in filter.iter().enumerate() {
-            flipped[channel * k * k + k * k - 1 - tap] = v;
-        }
-    }
+    let flipped = scratch(flipped_buf, w.len());
+    flip_kernels(w, flipped);
     let flipped: &[T] = flipped;
     let dw_len = if wanted.weight { w.len() } else { 0 };
     let db_len = if wanted.bias { g.out_channels } else { 0 };
@@ -112,6 +116,109 @@ pub(crate) fn backward<T: Element>(
         },
     );
     write_gradients(sums, dw, db);
+}
+
+/// Each output channel's kernel of `w`, turned by 180° (for the input
+/// gradient), into `flipped`, `[c_out, k·k]`.
+fn flip_kernels<T: Element>(w: ArrayView4<'_, T>, flipped: &mut [T]) {
+    let taps = w.len_of(Axis(2)) * w.len_of(Axis(3));
+    for (filter, out) in w.outer_iter().zip(flipped.chunks_exact_mut(taps)) {
+        for (tap, &v) in filter.iter().enumerate() {
+            out[taps - 1 - tap] = v;
+        }
+    }
+}
+
+/// What [`backward_by_channels`] divides among lanes: blocks of input
+/// channels, each with its group's output channels, at the backward
+/// pass's multiply-adds (twice the forward pass's).
+pub(crate) fn channel_work(g: &Geometry) -> Work {
+    let channel_flops = 4 * g.out_channels_per_group() * g.kh * g.kw * g.out_h * g.out_w;
+    Work::channel_blocks(1, g.in_channels, depthwise::CHANNEL_GRANULE, channel_flops).of_backward()
+}
+
+/// The backward pass of one sample in blocks of input channels (where
+/// [`depthwise::splits_channels_backward`] says so, as the pixel-major
+/// kernel cuts it): each item computes its channels' three gradients
+/// from their whole planes, with nothing to sum across lanes, where bands
+/// of the sample would each sum a copy of its input gradient and compute
+/// the rows around their edges twice. An item writes its output channels'
+/// weight and bias gradients into their rows of one shared `[c_out, k·k +
+/// 1]` table, which no other item writes (locked once an item,
+/// uncontended).
+fn backward_by_channels<T: Element>(
+    op: Backward<'_, T>,
+    dx: ArrayViewMut4<'_, T>,
+    (dw, db): (Option<ArrayViewMut4<'_, T>>, Option<ArrayViewMut1<'_, T>>),
+    wanted: GradientSelection,
+    ws: &mut Workspace<T>,
+) {
+    let Backward { x, w, dy, g } = op;
+    let taps = g.kh * g.kw;
+    let per_group = g.out_channels_per_group();
+    let schedule = ws.schedule(channel_work(g));
+    let (shared_buf, lanes) = ws.memory(&schedule);
+    let shared = scratch(shared_buf, g.out_channels * (2 * taps + 1));
+    let (flipped, table) = shared.split_at_mut(g.out_channels * taps);
+    flip_kernels(w, flipped);
+    let flipped: &[T] = flipped;
+    let table = Mutex::new(table);
+    schedule.run(
+        lanes,
+        dx.permuted_axes([0, 2, 1, 3]),
+        |item, dx_item, buffers| {
+            let [source_buf, error_buf, plane_buf, sums_buf] = buffers.split();
+            let channels = item.rows.clone();
+            let outputs = channels.start * per_group..channels.end * per_group;
+            let block = Geometry {
+                in_channels: channels.len(),
+                out_channels: outputs.len(),
+                groups: channels.len(),
+                ..*g
+            };
+            let x_block = x.slice(s![.., channels.clone(), .., ..]);
+            let dy_block = dy.slice(s![.., outputs.clone(), .., ..]);
+            let all_rows = 0..g.out_h;
+            let sums = scratch(sums_buf, outputs.len() * (taps + 1));
+            sums.fill(T::zero());
+            let (weight, bias) = sums.split_at_mut(outputs.len() * taps);
+            let mut partials = Partials {
+                weight,
+                bias: if wanted.bias { bias } else { &mut [] },
+            };
+            if wanted.weight || wanted.bias {
+                let input = wanted.weight.then_some((x_block, 0, &all_rows));
+                let error = dy_block.index_axis(Axis(0), 0);
+                let buffers = (&mut *source_buf, &mut *plane_buf);
+                weight_gradients(input, error, &block, &mut partials, buffers);
+            }
+            let mut dx_item = dx_item.permuted_axes([0, 2, 1, 3]);
+            let dx_n = dx_item.index_axis_mut(Axis(0), 0);
+            let flipped = &flipped[outputs.start * taps..outputs.end * taps];
+            let error = (dy_block, 0, &all_rows);
+            input_gradient(
+                error,
+                flipped,
+                (&block, false),
+                dx_n,
+                (error_buf, plane_buf),
+            );
+            let mut table = table
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (local, row) in outputs.clone().enumerate() {
+                let row = &mut table[row * (taps + 1)..][..taps + 1];
+                row[..taps].copy_from_slice(&partials.weight[local * taps..][..taps]);
+                row[taps] = partials.bias.get(local).copied().unwrap_or(T::zero());
+            }
+        },
+    );
+    let table = table
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let finite = all_finite_on_pool(table);
+    depthwise::write_channel_table(table, taps, (dw, db));
+    ws.record_finite(finite);
 }
 
 /// Sample `n`'s input gradient from its error rows `rows` alone, into `dx`
