@@ -79,10 +79,11 @@ fn stencil_gradients_take<T: Element>(g: &Geometry) -> bool {
 /// pixels, a vector of `f32`) or strided (the tiles need unit column
 /// stride). On wide rows at stride 1 the tiles are up to 2x faster, the
 /// transposes in and out of the channel-major layout costing more than the
-/// arithmetic. The backward pass of rows a stencil tile takes (8 to 15
-/// `f32` on AVX2) goes to the stencil gradients, which [`backward_with`]
-/// asks first: up to 2x faster (BENCHMARKS.md, "Stencil gradients on
-/// narrow planes").
+/// arithmetic. Rows a stencil tile fits (8 to 15 `f32` with AVX2) take the
+/// stencils instead, about 2x faster: the forward pass of wide layers
+/// within `direct/depthwise.rs`, the backward pass on the stencil
+/// gradients, which [`backward_with`] asks first (BENCHMARKS.md, "Stencil
+/// gradients on narrow planes").
 fn depthwise(g: &Geometry) -> bool {
     g.in_channels_per_group() == 1 && g.out_channels_per_group() == 1 && (g.sw > 1 || g.out_w < 16)
 }

@@ -22,7 +22,10 @@
 //! forward pass of 3x3 layers at unit stride and at stride 2 on narrower
 //! planes, on masked vector rows (`narrow_planes.rs`,
 //! `split_in_registers.rs`), and the backward pass at stride 2 on planes
-//! at least half a vector wide (`deinterleaved_gradients.rs`).
+//! at least half a vector wide (`deinterleaved_gradients.rs`). Without
+//! those rows, the forward pass of a wide layer whose planes a register
+//! stencil fits (3x3 and 5x5 at unit stride, 8 to 15 `f32` columns with
+//! AVX2) runs on the stencils of `stencil.rs`.
 //!
 //! The passes share a sample out in blocks of channels (whole planes in and
 //! out) where the layer is wide enough, else in bands of output rows; the
@@ -30,7 +33,7 @@
 //! summed across lanes.
 
 use super::band_input;
-use super::{deinterleaved, deinterleaved_gradients, narrow_planes};
+use super::{deinterleaved, deinterleaved_gradients, narrow_planes, stencil, tiled};
 use crate::algo::strided::simd::with_runtime_simd;
 use crate::element::Element;
 use crate::gradients::{GradientSelection, Targets};
@@ -81,12 +84,65 @@ pub(crate) fn forward_work(g: &Geometry, threads: usize) -> Work {
     if deinterleaved::applies(g) {
         return deinterleaved::work(g);
     }
+    if !narrow_in_registers(g) && on_stencils::<f32>(g) {
+        return stencil_work(g);
+    }
     if splits_channels(g, threads) {
         let channel_flops = 2 * g.kh * g.kw * g.out_h * g.out_w;
         return Work::channel_blocks(g.batch, g.in_channels, CHANNEL_GRANULE, channel_flops)
             .bound_by_memory(g);
     }
     Work::forward(g, 1)
+}
+
+/// Whether the forward pass runs on the register stencils (`stencil.rs`),
+/// whole planes in blocks of channels ([`forward_on_stencils`]): a wide
+/// layer ([`wide_in_channels`]) whose planes a stencil tile fits, on a CPU
+/// without the masked rows of [`narrow_in_registers`] (8 to 15 `f32`
+/// columns with AVX2, as MobileNet-v2's 14x14 planes). The stencils run
+/// each plane in NCHW, where this module's kernel transposes every plane in
+/// and out (BENCHMARKS.md, "Stencil gradients on narrow planes"). Blocks of
+/// whole planes rather than bands, whatever the threads: a band of under 8
+/// rows does not fit a tile, and each plane's sums run in one order.
+fn on_stencils<T: Element>(g: &Geometry) -> bool {
+    wide_in_channels(g) && stencil::fits::<T>(g)
+}
+
+/// What [`forward_on_stencils`] divides among lanes: blocks of single
+/// channels, each costed by its multiply-adds.
+fn stencil_work(g: &Geometry) -> Work {
+    let channel_flops = 2 * g.kh * g.kw * g.out_h * g.out_w;
+    Work::channel_blocks(g.batch, g.in_channels, 1, channel_flops).bound_by_memory(g)
+}
+
+/// [`forward`] on the register stencils ([`on_stencils`]), the scheduler
+/// cutting `y` with its channel and row axes swapped into blocks of whole
+/// planes.
+fn forward_on_stencils<T: Element>(
+    op: Forward<'_, T>,
+    y: ndarray::ArrayViewMut4<'_, T>,
+    ws: &mut Workspace<T>,
+) {
+    let Forward { x, w, bias, g } = op;
+    let schedule = ws.schedule(stencil_work(g));
+    let (_, lanes) = ws.memory(&schedule);
+    schedule.run(
+        lanes,
+        y.permuted_axes([0, 2, 1, 3]),
+        |item, y_item, buffers| {
+            let [planes_buf, plane_buf, taps_buf] = buffers.split();
+            let channels = item.rows.clone();
+            let block = block_geometry(g, &channels);
+            let taps = contiguous(w.slice(s![channels.clone(), .., .., ..]), taps_buf);
+            let bias = bias.map(|b| b.slice_move(s![channels.clone()]));
+            let mut y_item = y_item.permuted_axes([0, 2, 1, 3]);
+            for (n, y_n) in item.samples.clone().zip(y_item.outer_iter_mut()) {
+                let x_n = x.slice(s![n, channels.clone(), .., ..]);
+                let buffers = (&mut *planes_buf, &mut *plane_buf);
+                tiled::group_stencils(x_n, &block, taps, bias, buffers, y_n);
+            }
+        },
+    );
 }
 
 /// The padded input of one sample, pixel-major, rows `in_w + left + right`
@@ -145,6 +201,9 @@ pub(crate) fn forward<T: Element>(
     let threads = rayon::current_num_threads();
     if narrow_in_registers(op.g) {
         return forward_narrow(op, y, ws, threads);
+    }
+    if on_stencils::<T>(op.g) {
+        return forward_on_stencils(op, y, ws);
     }
     if splits_channels(op.g, threads) {
         return forward_by_channels(op, y, ws, threads);

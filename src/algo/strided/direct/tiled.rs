@@ -478,7 +478,7 @@ fn split_evenly(len: usize, pieces: usize) -> impl Iterator<Item = std::ops::Ran
 /// them, a few KiB that stay in L1, rather than the whole band padded
 /// first and read back from L2. The buffer's border stays zero from one
 /// group to the next, so only the interior rows are copied.
-fn group_stencils<T: Element>(
+pub(super) fn group_stencils<T: Element>(
     x_band: ArrayView3<'_, T>,
     band: &Geometry,
     packed: &[T],
