@@ -108,8 +108,9 @@ fn on_stencils<T: Element>(g: &Geometry) -> bool {
     wide_in_channels(g) && stencil::fits::<T>(g)
 }
 
-/// What [`forward_on_stencils`] divides among lanes: blocks of single
-/// channels, each costed by its multiply-adds.
+/// What [`forward_on_stencils`] divides among lanes: blocks of channels cut
+/// at any channel (a plane in NCHW needs no vector of channels), each
+/// channel costed by its multiply-adds.
 fn stencil_work(g: &Geometry) -> Work {
     let channel_flops = 2 * g.kh * g.kw * g.out_h * g.out_w;
     Work::channel_blocks(g.batch, g.in_channels, 1, channel_flops).bound_by_memory(g)
